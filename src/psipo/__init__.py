@@ -1,0 +1,36 @@
+"""psipo — learning from pairwise human preferences with the ΨPO family.
+
+The public API:
+
+* Ψ mappings: :mod:`psipo.psi` (``identity`` for IPO, ``logit`` for RLHF/DPO).
+* Per-pair losses on four log-prob tensors: :func:`ipo_loss`, :func:`dpo_loss`,
+  :func:`robust_dpo_loss`, :func:`hinge_loss`, :func:`log_ratio_gap`, :func:`get_loss`.
+* The tabular lab: :mod:`psipo.tabular`.
+* Language-model training: :mod:`psipo.lm` (imported on demand; it pulls in transformers).
+"""
+
+from psipo import psi
+from psipo.errors import PsipoInputError
+from psipo.losses import (
+    LOSSES,
+    dpo_loss,
+    get_loss,
+    hinge_loss,
+    ipo_loss,
+    log_ratio_gap,
+    robust_dpo_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LOSSES",
+    "PsipoInputError",
+    "dpo_loss",
+    "get_loss",
+    "hinge_loss",
+    "ipo_loss",
+    "log_ratio_gap",
+    "psi",
+    "robust_dpo_loss",
+]

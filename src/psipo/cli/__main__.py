@@ -1,0 +1,5 @@
+import sys
+
+from psipo.cli import main
+
+sys.exit(main())
