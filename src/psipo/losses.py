@@ -39,8 +39,9 @@ def log_ratio_gap(
     )
 
 
-def _check_tau(tau: float) -> None:
-    if not tau > 0:
+def _check_tau(tau: float | torch.Tensor) -> None:
+    # tau may be a tensor broadcastable against the log-probs (one τ per run in a sweep).
+    if not bool(torch.all(torch.as_tensor(tau) > 0)):
         raise PsipoInputError(f"tau: must be > 0, got {tau}")
 
 
@@ -50,7 +51,7 @@ def ipo_loss(
     reference_chosen_logps: torch.Tensor,
     reference_rejected_logps: torch.Tensor,
     *,
-    tau: float,
+    tau: float | torch.Tensor,
 ) -> torch.Tensor:
     r"""Sampled IPO loss (Azar et al., 2023, Eq. 17): :math:`\bigl(h_\pi(y_w,y_l)-\tfrac{1}{2\tau}\bigr)^2`.
 
@@ -71,7 +72,7 @@ def dpo_loss(
     reference_chosen_logps: torch.Tensor,
     reference_rejected_logps: torch.Tensor,
     *,
-    tau: float,
+    tau: float | torch.Tensor,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     r"""DPO loss (Rafailov et al., 2023; Azar et al., 2023, Eq. 4): :math:`-\log\sigma(\tau\,h_\pi(y_w,y_l))`.
@@ -96,7 +97,7 @@ def robust_dpo_loss(
     reference_chosen_logps: torch.Tensor,
     reference_rejected_logps: torch.Tensor,
     *,
-    tau: float,
+    tau: float | torch.Tensor,
     label_noise: float,
 ) -> torch.Tensor:
     r"""Robust DPO (Chowdhury et al., 2024): an unbiased DPO loss under label-flip rate ε.
@@ -122,7 +123,7 @@ def hinge_loss(
     reference_chosen_logps: torch.Tensor,
     reference_rejected_logps: torch.Tensor,
     *,
-    tau: float,
+    tau: float | torch.Tensor,
 ) -> torch.Tensor:
     r"""Hinge (SLiC-HF, Zhao et al., 2023) loss: :math:`\max(0,\,1-\tau\,h_\pi(y_w,y_l))`.
 
