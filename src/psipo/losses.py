@@ -60,10 +60,34 @@ def ipo_loss(
     (h = 0) the loss is :math:`(1/(2\tau))^2`.
     """
     _check_tau(tau)
+    return log_ratio_regression_loss(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        reference_chosen_logps,
+        reference_rejected_logps,
+        target=1.0 / (2.0 * tau),
+    )
+
+
+def log_ratio_regression_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    *,
+    target: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""Squared regression of the log-ratio gap onto ``target``: :math:`(h_\pi(y, y') - t)^2`.
+
+    The IPO family differs only in the target: :math:`1/(2\tau)` for the sampled loss
+    (Eq. 17, :func:`ipo_loss`), :math:`\tau^{-1}I(y, y')` inside the population loss of
+    Eq. 16, and :math:`\tau^{-1}(p^*(y\succ\mu) - p^*(y'\succ\mu))` in Eq. 13.
+    ``target`` broadcasts against the log-probs.
+    """
     h = log_ratio_gap(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
-    return (h - 1.0 / (2.0 * tau)) ** 2
+    return (h - target) ** 2
 
 
 def dpo_loss(
