@@ -112,7 +112,10 @@ def dpo_loss(
     logits = tau * log_ratio_gap(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
-    return -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    loss = -(1.0 - label_smoothing) * F.logsigmoid(logits)
+    if label_smoothing:  # skipped at 0 so that h = +inf gives loss 0, not 0·(−inf) = NaN
+        loss = loss - label_smoothing * F.logsigmoid(-logits)
+    return loss
 
 
 def robust_dpo_loss(
