@@ -1,0 +1,48 @@
+"""The tabular lab: finite action (and context) spaces, solved exactly or trained from samples.
+
+* :mod:`~psipo.tabular.problem` — :class:`TabularProblem` (actions, contexts ρ, p*, µ, π_ref)
+  and problem files (:func:`load_problem`).
+* :mod:`~psipo.tabular.exact` — p*(y≻µ), total preference, KL, the ΨPO objective (Eq. 6), its
+  optimum (Eq. 7/9) and the population losses of DPO (Eq. 5) and IPO (Eq. 13, 16).
+* :mod:`~psipo.tabular.rlhf` — Bradley–Terry reward fitting (Eq. 2) and the KL-regularised
+  optimum (Eq. 3).
+"""
+
+from psipo.tabular.exact import (
+    dpo_population_loss,
+    ipo_population_loss,
+    ipo_sampled_population_loss,
+    kl_divergence,
+    optimal_policy,
+    preference_against,
+    psipo_objective,
+    total_preference,
+)
+from psipo.tabular.problem import NO_CONTEXT, SolveSettings, TabularProblem, load_problem
+from psipo.tabular.rlhf import (
+    bradley_terry_loss,
+    fit_bradley_terry,
+    fit_rewards,
+    kl_regularised_policy,
+    rlhf_policy,
+)
+
+__all__ = [
+    "NO_CONTEXT",
+    "SolveSettings",
+    "TabularProblem",
+    "bradley_terry_loss",
+    "dpo_population_loss",
+    "fit_bradley_terry",
+    "fit_rewards",
+    "ipo_population_loss",
+    "ipo_sampled_population_loss",
+    "kl_divergence",
+    "kl_regularised_policy",
+    "load_problem",
+    "optimal_policy",
+    "preference_against",
+    "psipo_objective",
+    "rlhf_policy",
+    "total_preference",
+]

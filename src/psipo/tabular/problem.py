@@ -1,0 +1,527 @@
+r"""Tabular preference problems: named actions and contexts, p*, µ, π_ref and ρ (Azar et al., 2023, §2).
+
+A :class:`TabularProblem` holds everything the exact solvers need, as float64 tensors:
+
+* ``preferences[x, i, j]`` = :math:`p^*(y_i \succ y_j \mid x)`, a table with entries in [0, 1],
+  :math:`p + p^\top = 1` (so the diagonal is 1/2: an action ties with itself);
+* ``mu[x, y]`` — the behaviour policy µ that generated the compared pairs;
+* ``pi_ref[x, y]`` — the reference policy π_ref of the KL regularisation;
+* ``rho[x]`` — the context distribution ρ.
+
+A problem without contexts has exactly one context, named :data:`NO_CONTEXT` (the empty
+string); ``has_contexts`` tells the two apart.
+
+Problem files (YAML or JSON) use the same names; see :func:`load_problem`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from psipo._config import from_dict
+from psipo.errors import PsipoInputError
+from psipo.psi import PSI_BY_NAME
+
+NO_CONTEXT = ""
+"""The name of the single context of a problem that has no contexts."""
+
+TOLERANCE = 1e-9
+"""Slack allowed in p + pᵀ = 1, in probabilities summing to 1, and in comparing the
+divergent parts of the logit-Ψ optimum (see :func:`psipo.tabular.exact.optimal_policy`)."""
+
+DTYPE = torch.float64
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _index(idx: Sequence[int]) -> str:
+    return "".join(f"[{int(i)}]" for i in idx)
+
+
+def _names(values: Any, field: str) -> tuple[str, ...]:
+    """A non-empty tuple of unique, non-empty strings."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        raise PsipoInputError(f"{field}: expected a non-empty list of names, got {values!r}")
+    for i, name in enumerate(values):
+        if not isinstance(name, str) or not name:
+            raise PsipoInputError(f"{field}[{i}]: expected a non-empty string, got {name!r}")
+    seen: set[str] = set()
+    for i, name in enumerate(values):
+        if name in seen:
+            raise PsipoInputError(f"{field}[{i}]: duplicate name {name!r}")
+        seen.add(name)
+    return tuple(values)
+
+
+def _plain_numbers(value: Any, field: str) -> Any:
+    """Nested lists of numbers as floats (YAML 1.1 reads ``1e-3`` as a string: accept it)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain_numbers(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise PsipoInputError(f"{field}: expected a number, got {value!r}")
+
+
+def _to_tensor(value: Any, field: str) -> torch.Tensor:
+    """A float64 copy of a nested list, array or tensor of finite numbers."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().to(DTYPE).clone()
+    else:
+        if isinstance(value, (list, tuple)):
+            value = _plain_numbers(value, field)
+        try:
+            tensor = torch.as_tensor(value, dtype=DTYPE).clone()
+        except (ValueError, TypeError, RuntimeError):
+            raise PsipoInputError(
+                f"{field}: expected a rectangular table of numbers, got {value!r}"
+            ) from None
+    bad = torch.nonzero(~torch.isfinite(tensor))
+    if len(bad):
+        idx = tuple(bad[0].tolist())
+        raise PsipoInputError(f"{field}{_index(idx)}: {tensor[idx].item()} is not a finite number")
+    return tensor
+
+
+def _check_preferences(table: torch.Tensor, field: str, actions: Sequence[str]) -> None:
+    """Entries in [0, 1] and p(y_i ≻ y_j) + p(y_j ≻ y_i) = 1 (diagonal 1/2), per table."""
+    outside = torch.nonzero((table < 0) | (table > 1))
+    if len(outside):
+        idx = tuple(outside[0].tolist())
+        raise PsipoInputError(f"{field}{_index(idx)}: {table[idx].item():.12g} is outside [0, 1]")
+    diagonal = torch.diagonal(table, dim1=-2, dim2=-1)
+    off = torch.nonzero((diagonal - 0.5).abs() > TOLERANCE)
+    if len(off):
+        *lead, i = off[0].tolist()
+        value = diagonal[(*lead, i)].item()
+        raise PsipoInputError(
+            f"{field}{_index([*lead, i, i])}: must be 0.5 (an action ties with itself), got {value:.12g}"
+        )
+    total = table + table.transpose(-1, -2)
+    broken = torch.nonzero((total - 1).abs() > TOLERANCE)
+    if len(broken):
+        *lead, i, j = broken[0].tolist()
+        i, j = sorted((i, j))
+        a, b = actions[i], actions[j]
+        raise PsipoInputError(
+            f"{field}{_index([*lead, i, j])} + {field}{_index([*lead, j, i])} = "
+            f"{total[(*lead, i, j)].item():.12g}, but p*({a}≻{b}) + p*({b}≻{a}) must be 1"
+        )
+
+
+def _check_distribution(vector: torch.Tensor, field: str) -> None:
+    """Non-negative entries summing to 1 along the last axis."""
+    negative = torch.nonzero(vector < 0)
+    if len(negative):
+        idx = tuple(negative[0].tolist())
+        raise PsipoInputError(
+            f"{field}{_index(idx)}: {vector[idx].item():.12g} is negative (not a probability)"
+        )
+    sums = vector.sum(-1)
+    off = torch.nonzero((sums - 1).abs() > TOLERANCE)
+    if len(off) or sums.numel() == 0:
+        idx = tuple(off[0].tolist()) if len(off) else ()
+        value = sums[idx].item() if sums.numel() else 0.0
+        raise PsipoInputError(
+            f"{field}{_index(idx)}: sums to {value:.12g}, not 1 (not a probability distribution)"
+        )
+
+
+def _check_shape(tensor: torch.Tensor, field: str, *shapes: tuple[int, ...]) -> None:
+    if tuple(tensor.shape) not in shapes:
+        expected = " or ".join(str(list(s)) for s in shapes)
+        raise PsipoInputError(f"{field}: expected shape {expected}, got {list(tensor.shape)}")
+
+
+def _vector_from_mapping(values: Mapping[Any, Any], actions: Sequence[str], field: str) -> list[Any]:
+    """``{action: value}`` as a list in action order; actions left out get 0."""
+    for name in values:
+        if name not in actions:
+            raise PsipoInputError(
+                f"{field}: unknown action {name!r} (actions: {', '.join(actions)})"
+            )
+    return [values.get(name, 0.0) for name in actions]
+
+
+def _policy_table(
+    value: Any, field: str, actions: tuple[str, ...], num_contexts: int
+) -> torch.Tensor:
+    """µ or π_ref as a [X, Y] table: from None (uniform), a [Y] vector or mapping, or [X, Y]."""
+    num_actions = len(actions)
+    if value is None:
+        return torch.full((num_contexts, num_actions), 1.0 / num_actions, dtype=DTYPE)
+    if isinstance(value, Mapping):
+        value = _vector_from_mapping(value, actions, field)
+    table = _to_tensor(value, field)
+    _check_shape(table, field, (num_actions,), (num_contexts, num_actions))
+    _check_distribution(table, field)
+    return table.expand(num_contexts, num_actions).clone()
+
+
+def _bradley_terry_table(rewards: torch.Tensor) -> torch.Tensor:
+    r""":math:`p^*(y_i \succ y_j) = \sigma(r_i - r_j)` (Eq. 1)."""
+    return torch.sigmoid(rewards[..., :, None] - rewards[..., None, :])
+
+
+# --------------------------------------------------------------------------- the problem
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TabularProblem:
+    r"""A preference problem on finite action (and context) spaces; validated on construction.
+
+    Build one with :meth:`create` (lists, arrays, defaults) or :meth:`from_bradley_terry`.
+    """
+
+    actions: tuple[str, ...]
+    """Names of the actions Y, in table order."""
+    contexts: tuple[str, ...]
+    """Names of the contexts X; ``(NO_CONTEXT,)`` for a problem without contexts."""
+    preferences: torch.Tensor
+    r"""[X, Y, Y]: ``preferences[x, i, j]`` = :math:`p^*(y_i \succ y_j \mid x)`."""
+    mu: torch.Tensor
+    """[X, Y]: the behaviour policy µ(y|x) that produced the compared pairs."""
+    pi_ref: torch.Tensor
+    """[X, Y]: the reference policy π_ref(y|x) of the KL regularisation."""
+    rho: torch.Tensor
+    """[X]: the context distribution ρ."""
+
+    def __post_init__(self) -> None:
+        actions = _names(self.actions, "actions")
+        contexts = (
+            (NO_CONTEXT,) if tuple(self.contexts) == (NO_CONTEXT,) else _names(self.contexts, "contexts")
+        )
+        num_contexts, num_actions = len(contexts), len(actions)
+        preferences = _to_tensor(self.preferences, "preferences")
+        _check_shape(preferences, "preferences", (num_contexts, num_actions, num_actions))
+        _check_preferences(preferences, "preferences", actions)
+        tables = {}
+        for field in ("mu", "pi_ref"):
+            tables[field] = _to_tensor(getattr(self, field), field)
+            _check_shape(tables[field], field, (num_contexts, num_actions))
+            _check_distribution(tables[field], field)
+        rho = _to_tensor(self.rho, "rho")
+        _check_shape(rho, "rho", (num_contexts,))
+        _check_distribution(rho, "rho")
+        for name, value in (("actions", actions), ("contexts", contexts), ("preferences", preferences),
+                            ("rho", rho), *tables.items()):
+            object.__setattr__(self, name, value)
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        actions: Sequence[str],
+        preferences: Any,
+        *,
+        mu: Any = None,
+        pi_ref: Any = None,
+        contexts: Sequence[str] | None = None,
+        rho: Any = None,
+    ) -> TabularProblem:
+        r"""Build and validate a problem from lists, arrays or tensors.
+
+        ``preferences`` is a [Y, Y] table (row i, column j = :math:`p^*(y_i \succ y_j)`), shared
+        by every context, or one table per context, [X, Y, Y]. ``mu`` and ``pi_ref`` are a [Y]
+        vector (or ``{action: probability}`` mapping, missing actions 0) shared by every
+        context, or [X, Y]; both default to uniform. ``contexts`` names the contexts (none: a
+        bandit problem); ``rho`` defaults to uniform over them.
+
+        Every bad value raises :class:`~psipo.errors.PsipoInputError` naming the field and
+        index, e.g. ``preferences[0][2]: 1.3 is outside [0, 1]``.
+        """
+        actions = _names(actions, "actions")
+        names = (NO_CONTEXT,) if contexts is None else _names(contexts, "contexts")
+        num_contexts, num_actions = len(names), len(actions)
+        table = _to_tensor(preferences, "preferences")
+        _check_shape(
+            table, "preferences", (num_actions, num_actions), (num_contexts, num_actions, num_actions)
+        )
+        _check_preferences(table, "preferences", actions)
+        if rho is None:
+            rho_vector = torch.full((num_contexts,), 1.0 / num_contexts, dtype=DTYPE)
+        else:
+            if contexts is None:
+                raise PsipoInputError("rho: given, but the problem has no contexts")
+            if isinstance(rho, Mapping):
+                rho = _vector_from_mapping(rho, names, "rho")
+            rho_vector = _to_tensor(rho, "rho")
+            _check_shape(rho_vector, "rho", (num_contexts,))
+            _check_distribution(rho_vector, "rho")
+        return cls(
+            actions=actions,
+            contexts=names,
+            preferences=table.expand(num_contexts, num_actions, num_actions).clone(),
+            mu=_policy_table(mu, "mu", actions, num_contexts),
+            pi_ref=_policy_table(pi_ref, "pi_ref", actions, num_contexts),
+            rho=rho_vector,
+        )
+
+    @classmethod
+    def from_bradley_terry(
+        cls,
+        actions: Sequence[str],
+        rewards: Any,
+        *,
+        mu: Any = None,
+        pi_ref: Any = None,
+        contexts: Sequence[str] | None = None,
+        rho: Any = None,
+    ) -> TabularProblem:
+        r"""A problem whose preferences follow Bradley–Terry (Eq. 1): :math:`p^*(y\succ y')=\sigma(r(y)-r(y'))`.
+
+        ``rewards`` is a [Y] vector or ``{action: reward}`` mapping (missing actions 0), or
+        [X, Y] with contexts. The other arguments are those of :meth:`create`.
+        """
+        actions = _names(actions, "actions")
+        if isinstance(rewards, Mapping):
+            rewards = _vector_from_mapping(rewards, actions, "rewards")
+        reward_table = _to_tensor(rewards, "rewards")
+        num_contexts = 1 if contexts is None else len(contexts)
+        _check_shape(reward_table, "rewards", (len(actions),), (num_contexts, len(actions)))
+        return cls.create(
+            actions,
+            _bradley_terry_table(reward_table),
+            mu=mu,
+            pi_ref=pi_ref,
+            contexts=contexts,
+            rho=rho,
+        )
+
+    # -- lookups -----------------------------------------------------------------------
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.actions)
+
+    @property
+    def num_contexts(self) -> int:
+        return len(self.contexts)
+
+    @property
+    def has_contexts(self) -> bool:
+        """False for a bandit problem (its one context is :data:`NO_CONTEXT`)."""
+        return self.contexts != (NO_CONTEXT,)
+
+    def action_index(self, name: str, *, field: str = "action") -> int:
+        """The index of action ``name``; an unknown name is a PsipoInputError naming ``field``."""
+        if name not in self.actions:
+            raise PsipoInputError(
+                f"{field}: unknown action {name!r} (actions: {', '.join(self.actions)})"
+            )
+        return self.actions.index(name)
+
+    def context_index(self, name: str, *, field: str = "context") -> int:
+        """The index of context ``name``; an unknown name is a PsipoInputError naming ``field``."""
+        if name not in self.contexts:
+            known = ", ".join(self.contexts) if self.has_contexts else "none: the problem has no contexts"
+            raise PsipoInputError(f"{field}: unknown context {name!r} (contexts: {known})")
+        return self.contexts.index(name)
+
+
+# --------------------------------------------------------------------------- problem files
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveSettings:
+    """How to solve a problem: the ΨPO objective's τ and Ψ."""
+
+    tau: float | None = None
+    """τ > 0, the strength of the KL regularisation towards π_ref (required, here or on the command line)."""
+    psi: str = "identity"
+    """The Ψ mapping: identity (IPO) or logit (RLHF/DPO under Bradley–Terry)."""
+
+    def __post_init__(self) -> None:
+        if self.tau is not None and not self.tau > 0:
+            raise PsipoInputError(f"tau: must be > 0, got {self.tau}")
+        if self.psi not in PSI_BY_NAME:
+            raise PsipoInputError(
+                f"psi: unknown mapping {self.psi!r}; expected one of {', '.join(sorted(PSI_BY_NAME))}"
+            )
+
+
+PROBLEM_KEYS = ("actions", "preferences", "rewards", "mu", "pi_ref", "contexts", "tau", "psi", "description")
+"""Top-level keys of a problem file."""
+CONTEXT_KEYS = ("name", "rho", "preferences", "rewards", "mu", "pi_ref")
+"""Keys of one entry of a problem file's ``contexts`` list."""
+
+
+def _yaml_lines(node: yaml.Node, path: str = "") -> dict[str, int]:
+    """Map the path of every key and list item (``contexts[1].mu[0]``) to its 1-based line."""
+    if isinstance(node, yaml.MappingNode):
+        children = [(f"{path}.{k.value}" if path else str(k.value), k, v) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(f"{path}[{i}]", item, item) for i, item in enumerate(node.value)]
+    else:
+        return {}
+    lines: dict[str, int] = {}
+    for child, marked, value in children:
+        lines[child] = marked.start_mark.line + 1
+        lines.update(_yaml_lines(value, child))
+    return lines
+
+
+def _read_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's top-level mapping (YAML, or JSON for ``.json``) and the line of each path."""
+    if not path.is_file():
+        raise PsipoInputError(f"{path}: problem file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise PsipoInputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PsipoInputError(f"{path}{line}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise PsipoInputError(
+            f"{path}: expected a mapping with keys {', '.join(PROBLEM_KEYS)}, got {type(data).__name__}"
+        )
+    try:  # JSON is (almost always) YAML: reuse the YAML composer for line numbers
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        node = None
+    return data, (_yaml_lines(node) if node is not None else {})
+
+
+def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise PsipoInputError(f"{prefix}{key}: unknown key (known keys: {', '.join(allowed)})")
+
+
+def _context_preferences(
+    entry: Mapping[str, Any], prefix: str, actions: tuple[str, ...]
+) -> torch.Tensor:
+    """The [Y, Y] table of one context, from its ``preferences`` or Bradley–Terry ``rewards``."""
+    num_actions = len(actions)
+    if "preferences" in entry and "rewards" in entry:
+        raise PsipoInputError(f"{prefix}rewards: give either preferences or rewards, not both")
+    if "rewards" in entry:
+        rewards = entry["rewards"]
+        if isinstance(rewards, Mapping):
+            rewards = _vector_from_mapping(rewards, actions, f"{prefix}rewards")
+        reward_vector = _to_tensor(rewards, f"{prefix}rewards")
+        _check_shape(reward_vector, f"{prefix}rewards", (num_actions,))
+        return _bradley_terry_table(reward_vector)
+    table = _to_tensor(entry["preferences"], f"{prefix}preferences")
+    _check_shape(table, f"{prefix}preferences", (num_actions, num_actions))
+    _check_preferences(table, f"{prefix}preferences", actions)
+    return table
+
+
+def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSettings]:
+    _check_keys(data, PROBLEM_KEYS, "")
+    if "actions" not in data:
+        raise PsipoInputError("actions: missing required key (the list of action names)")
+    actions = _names(data["actions"], "actions")
+    settings = from_dict(SolveSettings, {k: data[k] for k in ("tau", "psi") if k in data})
+    shared = {k: data[k] for k in ("preferences", "rewards", "mu", "pi_ref") if k in data}
+
+    if "contexts" not in data:
+        entries, prefixes = [shared], [""]
+    else:
+        if not isinstance(data["contexts"], list) or not data["contexts"]:
+            raise PsipoInputError("contexts: expected a non-empty list of {name, rho, preferences, mu, pi_ref}")
+        entries, prefixes = [], []
+        for i, entry in enumerate(data["contexts"]):
+            prefix = f"contexts[{i}]."
+            if not isinstance(entry, Mapping):
+                raise PsipoInputError(f"contexts[{i}]: expected a mapping with keys {', '.join(CONTEXT_KEYS)}")
+            _check_keys(entry, CONTEXT_KEYS, prefix)
+            if "name" not in entry:
+                raise PsipoInputError(f"{prefix}name: missing required key")
+            own_source = {k: entry[k] for k in ("preferences", "rewards") if k in entry}
+            inherited = {k: v for k, v in shared.items() if not (own_source and k in ("preferences", "rewards"))}
+            entries.append({**inherited, **entry})
+            prefixes.append(prefix if own_source else "")
+
+    tables, mus, pi_refs = [], [], []
+    for i, (entry, prefix) in enumerate(zip(entries, prefixes)):
+        if "preferences" not in entry and "rewards" not in entry:
+            where = f"contexts[{i}]." if "contexts" in data else ""
+            raise PsipoInputError(f"{where}preferences: missing required key (or give rewards)")
+        tables.append(_context_preferences(entry, prefix, actions))
+    for i, entry in enumerate(entries):
+        for field, out in (("mu", mus), ("pi_ref", pi_refs)):
+            own = "contexts" in data and field in data["contexts"][i]
+            name = f"contexts[{i}].{field}" if own else field
+            out.append(_policy_table(entry.get(field), name, actions, 1)[0])
+
+    if "contexts" not in data:
+        return TabularProblem.create(actions, tables[0], mu=mus[0], pi_ref=pi_refs[0]), settings
+    names: list[str] = []
+    for i, entry in enumerate(data["contexts"]):
+        name = entry["name"]
+        if not isinstance(name, str) or not name or name in names:
+            problem = "a duplicate" if name in names else "not a non-empty string"
+            raise PsipoInputError(f"contexts[{i}].name: {name!r} is {problem}")
+        names.append(name)
+    given = ["rho" in entry for entry in data["contexts"]]
+    if any(given) and not all(given):
+        raise PsipoInputError(
+            f"contexts[{given.index(False)}].rho: missing (give rho for every context or for none)"
+        )
+    rho = (
+        [_plain_numbers(entry["rho"], f"contexts[{i}].rho") for i, entry in enumerate(data["contexts"])]
+        if all(given)
+        else None
+    )
+    problem = TabularProblem.create(
+        actions,
+        torch.stack(tables),
+        mu=torch.stack(mus),
+        pi_ref=torch.stack(pi_refs),
+        contexts=names,
+        rho=rho,
+    )
+    return problem, settings
+
+
+def load_problem(path: str | Path) -> tuple[TabularProblem, SolveSettings]:
+    """Read a problem file (YAML, or JSON for ``.json``) into a problem and its solve settings.
+
+    Keys (row i, column j of a table = :math:`p^*(y_i \\succ y_j)`)::
+
+        actions: [a, b, c]            # required: the action names
+        preferences: [[0.5, 0.7, 0.9], [0.3, 0.5, 0.6], [0.1, 0.4, 0.5]]
+        rewards: {a: 1.0, b: 0.0}     # instead of preferences: Bradley–Terry σ(r(y) − r(y'))
+        mu: [0.2, 0.3, 0.5]           # or {a: 0.5, b: 0.5}; default uniform
+        pi_ref: [0.4, 0.4, 0.2]       # default uniform
+        tau: 0.1                      # τ > 0
+        psi: identity                 # identity (IPO) or logit (RLHF/DPO); default identity
+        contexts:                     # optional: one entry per context x
+          - {name: morning, rho: 0.5, preferences: [...], mu: [...], pi_ref: [...]}
+
+    With ``contexts``, the top-level ``preferences``/``rewards``/``mu``/``pi_ref`` are the
+    defaults of every context that does not give its own; ``rho`` is given for every context
+    or for none (uniform). Every error is a one-line :class:`~psipo.errors.PsipoInputError`
+    naming the file, the line where known, and the key.
+    """
+    path = Path(path)
+    data, lines = _read_mapping(path)
+    try:
+        return _problem_from_data(data)
+    except PsipoInputError as exc:
+        message = str(exc)
+        located = [key for key in lines if message.startswith(key)]
+        where = f"{path}:{lines[max(located, key=len)]}" if located else f"{path}"
+        raise PsipoInputError(f"{where}: {message}") from None

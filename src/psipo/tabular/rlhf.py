@@ -1,0 +1,170 @@
+r"""RLHF on tabular problems: a Bradley–Terry reward fit (Eq. 2), then the KL-regularised optimum (Eq. 3).
+
+The population Bradley–Terry loss of a problem, per context x, is
+
+.. math:: \mathcal{L}_x(r) = \mathbb{E}_{y,y'\sim\mu(\cdot|x)}\bigl[-p^*(y\succ y'|x)\log\sigma(r(x,y)-r(x,y'))\bigr]
+
+— Eq. 2 with the dataset replaced by its population (the loss of Prop. 4). Each term is
+:func:`psipo.losses.dpo_loss` with zero reference log-probs and τ = 1, since DPO's loss is
+Bradley–Terry's with the reward :math:`\tau\log(\pi/\pi_\mathrm{ref})` (Prop. 4).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from psipo.errors import PsipoInputError
+from psipo.losses import _check_tau, dpo_loss
+from psipo.tabular.problem import DTYPE, TabularProblem
+
+GRADIENT_TOLERANCE = 1e-10
+"""Newton stops once every partial derivative of the (weight-normalised) loss is below this."""
+STEP_TOLERANCE = 1e-10
+"""... and once the Newton step is below this (relative to the largest reward, when above 1)."""
+MAX_NEWTON_STEPS = 500
+
+
+def bradley_terry_loss(rewards: torch.Tensor, wins: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_{i,j} w_{ij}\,[-\log\sigma(r_i - r_j)]` per context: [..., Y] rewards, [..., Y, Y] wins → [...].
+
+    ``wins[..., i, j]`` is the weight (probability or count) of observing :math:`y_i\succ y_j`.
+    """
+    zeros = torch.zeros((), dtype=rewards.dtype)
+    pair_losses = dpo_loss(rewards[..., :, None], rewards[..., None, :], zeros, zeros, tau=1.0)
+    return (wins * pair_losses).sum((-1, -2))
+
+
+def _check_minimiser_exists(wins: torch.Tensor, observed: torch.Tensor, names: list[str], where: str) -> None:
+    """With l2 = 0 a minimiser exists (unique up to a shift) iff every observed action beats
+    every other one through a chain of positive-weight wins (Ford, 1957)."""
+    beats = (wins > 0) | torch.eye(len(names), dtype=torch.bool)
+    reach = beats.clone()
+    for _ in range(len(names)):
+        reach = reach | ((reach.to(DTYPE) @ beats.to(DTYPE)) > 0)
+    missing = torch.nonzero(~reach & observed[:, None] & observed[None, :])
+    if len(missing):
+        i, j = missing[0].tolist()
+        raise PsipoInputError(
+            f"fit_bradley_terry: the Bradley–Terry loss has no minimiser{where}: {names[i]!r} never "
+            f"beats {names[j]!r}, not even through other actions, so r({names[i]}) − r({names[j]}) "
+            "would have to be −inf (Prop. 4 assumes a minimiser); pass l2 > 0"
+        )
+
+
+def _bradley_terry_hessian(rewards: torch.Tensor, wins: torch.Tensor) -> torch.Tensor:
+    r"""Hessian of :func:`bradley_terry_loss` in one context: the Laplacian of the weights
+    :math:`c_{ij}=w_{ij}\sigma(r_i-r_j)\sigma(r_j-r_i)` (as :math:`-\log\sigma` has second
+    derivative :math:`\sigma(d)\sigma(-d)`)."""
+    gap = rewards[:, None] - rewards[None, :]
+    curvature = wins * torch.sigmoid(gap) * torch.sigmoid(-gap)
+    curvature = curvature + curvature.T
+    return torch.diag(curvature.sum(-1)) - curvature
+
+
+def _fit_context(wins: torch.Tensor, observed: torch.Tensor, ridge: float) -> torch.Tensor:
+    r"""Minimise :math:`F(r)=\mathcal{L}(r)+\tfrac{\text{ridge}}{2}\|r\|^2+\tfrac12(\sum_{S}r)^2+\tfrac12\sum_{\bar S}r^2`.
+
+    S = observed actions. The loss is shift-invariant and constant in unobserved rewards, so
+    at a minimiser of loss + ridge the two gauge terms are already 0 with zero gradient: they
+    pick the centred, minimum-norm minimiser when ridge = 0 and change nothing otherwise,
+    and they make F strictly convex. Damped Newton (Armijo backtracking), float64.
+    """
+    gauge_hessian = torch.outer(observed, observed).to(DTYPE) + torch.diag((~observed).to(DTYPE))
+
+    def objective(r: torch.Tensor) -> torch.Tensor:
+        gauge = 0.5 * r[observed].sum() ** 2 + 0.5 * (r[~observed] ** 2).sum()
+        return bradley_terry_loss(r, wins) + 0.5 * ridge * (r**2).sum() + gauge
+
+    r = torch.zeros(wins.shape[-1], dtype=DTYPE)
+    for _ in range(MAX_NEWTON_STEPS):
+        r.requires_grad_(True)
+        value = objective(r)
+        (gradient,) = torch.autograd.grad(value, r)
+        r, value = r.detach(), value.detach()
+        hessian = _bradley_terry_hessian(r, wins) + ridge * torch.eye(len(r), dtype=DTYPE) + gauge_hessian
+        step = torch.linalg.solve(hessian, -gradient)
+        # A small gradient alone is not enough where the curvature is tiny (near-deterministic
+        # preferences): also require the Newton step, the distance to the optimum, to be small.
+        if gradient.abs().max() <= GRADIENT_TOLERANCE and step.abs().max() <= STEP_TOLERANCE * max(
+            1.0, float(r.abs().max())
+        ):
+            return r
+        slope = float(gradient @ step)
+        size = 1.0
+        with torch.no_grad():
+            # the slack lets through the last steps, whose decrease is below rounding
+            while objective(r + size * step) > value + 1e-4 * size * slope + 1e-14 * abs(float(value)):
+                size /= 2
+                if size < 1e-12:
+                    break
+        r = r + size * step
+    raise PsipoInputError(
+        f"fit_bradley_terry: Newton did not converge in {MAX_NEWTON_STEPS} steps "
+        "(preferences too close to deterministic?); pass l2 > 0"
+    )
+
+
+def fit_rewards(
+    wins: torch.Tensor,
+    *,
+    l2: float = 0.0,
+    actions: tuple[str, ...] | None = None,
+    contexts: tuple[str, ...] | None = None,
+) -> torch.Tensor:
+    r"""Minimise :math:`\sum_{i,j}w_{ij}[-\log\sigma(r_i-r_j)] + \tfrac{l_2}{2}\|r\|^2` in each context.
+
+    ``wins`` is [X, Y, Y] (``wins[x, i, j]``: weight — probability or count — of
+    :math:`y_i\succ y_j` in x). Newton's method in float64 to a gradient of 1e-10 (on the
+    loss divided by the context's total weight). Rewards are identified up to a shift per
+    context: the result has mean 0 over the observed actions (those in a compared pair) and
+    is 0 on the others (the minimum-norm minimiser, also the l2 → 0 limit). With l2 = 0 and
+    no minimiser (an action that never beats another, §4.2) it raises PsipoInputError.
+    ``actions``/``contexts`` name them in that message.
+    """
+    if not l2 >= 0:
+        raise PsipoInputError(f"l2: must be >= 0, got {l2}")
+    wins = wins.to(DTYPE)
+    num_contexts, num_actions = wins.shape[0], wins.shape[-1]
+    names = list(actions) if actions is not None else [str(i) for i in range(num_actions)]
+    different = ~torch.eye(num_actions, dtype=torch.bool)
+    rewards = torch.zeros(num_contexts, num_actions, dtype=DTYPE)
+    for x in range(num_contexts):
+        off_diagonal = torch.where(different, wins[x], 0.0)
+        observed = ((off_diagonal + off_diagonal.T) > 0).any(-1)
+        total = float(off_diagonal.sum())
+        if total == 0:
+            continue
+        if l2 == 0:
+            where = f" in context {contexts[x]!r}" if contexts and contexts[x] else ""
+            _check_minimiser_exists(off_diagonal, observed, names, where)
+        rewards[x] = _fit_context(off_diagonal / total, observed, l2 / total)
+    return rewards
+
+
+def fit_bradley_terry(problem: TabularProblem, *, l2: float = 0.0) -> torch.Tensor:
+    r"""The reward minimising the population Bradley–Terry loss (Eq. 2 under y, y' ∼ µ) plus (l2/2)‖r‖².
+
+    The loss is :math:`\mathbb{E}_{x\sim\rho,\,y,y'\sim\mu}[-p^*(y\succ y'|x)\log\sigma(r(x,y)-r(x,y'))]`;
+    see :func:`fit_rewards` for the solver, the centring and when no minimiser exists. Returns [X, Y].
+    When p* is Bradley–Terry with reward r* and µ has full support, this recovers r* up to a
+    shift (Prop. 1).
+    """
+    pair_mass = problem.rho[:, None, None] * problem.mu[:, :, None] * problem.mu[:, None, :]
+    return fit_rewards(
+        pair_mass * problem.preferences, l2=l2, actions=problem.actions, contexts=problem.contexts
+    )
+
+
+def kl_regularised_policy(pi_ref: torch.Tensor, reward: torch.Tensor, *, tau: float) -> torch.Tensor:
+    r"""The maximiser of the RLHF objective (Eq. 3): :math:`\pi(y)\propto\pi_\mathrm{ref}(y)\exp(r(y)/\tau)`.
+
+    Computed as a softmax of :math:`\log\pi_\mathrm{ref}+r/\tau` over the last axis, so it is
+    stable for small τ and gives 0 where π_ref is 0 (App. A.1).
+    """
+    _check_tau(tau)
+    return torch.softmax(torch.log(pi_ref.to(DTYPE)) + reward.to(DTYPE) / tau, dim=-1)
+
+
+def rlhf_policy(problem: TabularProblem, *, tau: float, l2: float = 0.0) -> torch.Tensor:
+    """RLHF end to end: :func:`fit_bradley_terry`, then :func:`kl_regularised_policy`. [X, Y]."""
+    return kl_regularised_policy(problem.pi_ref, fit_bradley_terry(problem, l2=l2), tau=tau)
