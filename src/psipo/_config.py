@@ -10,7 +10,10 @@ A config is a plain ``@dataclass`` whose fields carry a docstring on the line af
 * :func:`add_arguments` / :func:`overrides_from_args` — one ``--key`` option per field,
   with the field's docstring as its help, for ``argparse``.
 
-Nested dataclass fields are addressed with dots: ``--optim.learning_rate 1e-5``.
+Nested dataclass fields are addressed with dots: ``--optim.learning_rate 1e-5``. A nested
+field declared with :func:`flat` instead lends its fields to the parent's top level: the
+config stays one dataclass per concern while its YAML and ``--key`` options stay flat
+(``learning_rate: 1e-5``), and ``--help`` shows one group per concern.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import inspect
 import textwrap
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +35,36 @@ import yaml
 from psipo.errors import PsipoInputError
 
 T = TypeVar("T")
+
+_FLAT = "psipo_flat"
+
+
+def flat(factory: Callable[[], Any]) -> Any:
+    """A nested-dataclass field whose keys live at the parent's top level (no dotted prefix).
+
+    ``optim: OptimConfig = flat(OptimConfig)`` makes ``learning_rate`` a top-level key of the
+    parent. Flattened key names must be unique across the parent.
+    """
+    return dataclasses.field(default_factory=factory, metadata={_FLAT: True})
+
+
+def _is_flat(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get(_FLAT))
+
+
+def _top_level_keys(cls: type) -> dict[str, str | None]:
+    """Map each key the YAML of ``cls`` may use to the flattened field that owns it (or None)."""
+    keys: dict[str, str | None] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if _is_flat(f):
+            for key in _top_level_keys(hints[f.name]):
+                keys[key] = f.name
+        else:
+            keys[f.name] = None
+    return keys
 
 
 @functools.cache
@@ -148,12 +181,21 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "", prefix:
         raise PsipoInputError(f"{where}expected a mapping of {cls.__name__} keys, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
+    owners = _top_level_keys(cls)
+    unknown = [k for k in data if k not in owners]
     if unknown:
         raise PsipoInputError(
-            f"{where}unknown key '{prefix}{unknown[0]}' (known keys: {', '.join(prefix + k for k in fields)})"
+            f"{where}unknown key '{prefix}{unknown[0]}' (known keys: {', '.join(prefix + k for k in owners)})"
         )
-    kwargs = {name: _convert(value, hints[name], prefix + name, where) for name, value in data.items()}
+    kwargs = {
+        name: _convert(value, hints[name], prefix + name, where)
+        for name, value in data.items()
+        if owners[name] is None
+    }
+    for name, f in fields.items():
+        if _is_flat(f):
+            own = {k: v for k, v in data.items() if owners[k] == name}
+            kwargs[name] = from_dict(hints[name], own, where=where, prefix=prefix)
     missing = [
         name for name, f in fields.items()
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -175,7 +217,16 @@ def to_dict(config: Any) -> dict[str, Any]:
             return [plain(x) for x in v]
         return v
 
-    return plain(dataclasses.asdict(config))
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if _is_flat(f):
+            out.update(to_dict(value))
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        else:
+            out[f.name] = plain(value)
+    return out
 
 
 def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
@@ -241,7 +292,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping
         raise
 
 
-def _flat_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field, str]]:
+def _flat_fields(
+    cls: type, prefix: str = "", *, include_flat: bool = True
+) -> list[tuple[str, Any, dataclasses.Field, str]]:
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     out = []
@@ -249,7 +302,10 @@ def _flat_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasse
         if not f.init:
             continue
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if _is_flat(f):
+            if include_flat:
+                out.extend(_flat_fields(tp, prefix))
+        elif dataclasses.is_dataclass(tp):
             out.extend(_flat_fields(tp, prefix + f.name + "."))
         else:
             out.append((prefix + f.name, tp, f, docs.get(f.name, "")))
@@ -265,9 +321,21 @@ def _parse_cli_value(text: str) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None) -> None:
-    """Add one ``--key`` option per (nested) field of ``cls``; help text is the field doc."""
+    """Add one ``--key`` option per (nested) field of ``cls``; help text is the field doc.
+
+    Each :func:`flat` concern of ``cls`` gets its own group, titled by its class docstring.
+    """
+    hints = typing.get_type_hints(cls)
+    concerns = [f for f in dataclasses.fields(cls) if f.init and _is_flat(f)]
+    for f in concerns:
+        sub = hints[f.name]
+        summary = (inspect.getdoc(sub) or sub.__name__).splitlines()[0].rstrip(".")
+        add_arguments(parser, sub, title=summary)
+    own_fields = _flat_fields(cls, include_flat=False)
+    if not own_fields:
+        return
     group = parser.add_argument_group(title or f"{cls.__name__} (any key of the YAML config)")
-    for name, tp, f, doc in _flat_fields(cls):
+    for name, tp, f, doc in own_fields:
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -283,7 +351,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
             dest=f"cfg:{name}",
             default=argparse.SUPPRESS,
             metavar=_type_name(tp).upper() if tp is not bool else "BOOL",
-            help=f"{doc} (default: {default!r})",
+            help=f"{doc} (default: {default!r})".replace("%", "%%"),  # argparse %-formats help
             **extra,
         )
 

@@ -1,16 +1,50 @@
-"""`psipo train` (not written yet)."""
+"""`psipo train --config run.yaml [--key value ...]`: preference fine-tuning of a causal LM.
+
+Every key of the YAML config is also a ``--key VALUE`` option (command line wins); the
+options and their documentation come from the dataclasses in :mod:`psipo.lm.config`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from psipo.errors import PsipoInputError
+from psipo._config import add_arguments, overrides_from_args
+
+EPILOG = """\
+examples:
+  python -m psipo.lm.fixtures quickstart .psipo-quickstart   # tiny local model + pairs
+  psipo train --config configs/quickstart.yaml
+  psipo train --config configs/qwen2.5-0.5b-ultrafeedback.yaml --tau 0.05 --max_steps 200
+  psipo train --config run.yaml --resume                       # continue the last checkpoint
+
+The run folder (output_dir) receives config.yaml, metrics.jsonl, checkpoints/step-N/ and
+final/ (load it with transformers.AutoModelForCausalLM.from_pretrained, or peft with LoRA).
+"""
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
-    parser = subparsers.add_parser("train", help=help_text, description=help_text)
+    from psipo.lm.config import TrainConfig
+
+    parser = subparsers.add_parser(
+        "train",
+        help=help_text,
+        description=help_text + " Keys come from --config and/or --key VALUE options.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="YAML", help="YAML file of config keys (see the options below)")
+    add_arguments(parser, TrainConfig)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PsipoInputError("'psipo train' is not implemented yet")
+    from psipo.lm.config import load_train_config
+    from psipo.lm.trainer import train
+
+    config = load_train_config(args.config, overrides_from_args(args))
+    result = train(config)
+    last = result.history[-1] if result.history else {}
+    shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "h_mean", "accuracy", "eval_loss") if k in last)
+    print(f"{result.train_data.summary()}")
+    print(f"trained {last.get('step', 0)} steps ({shown}); final model: {result.final_dir}")
+    return 0

@@ -1,0 +1,33 @@
+"""Preference fine-tuning of Hugging Face causal LMs with the losses of :mod:`psipo.losses`.
+
+Public API (imported lazily, so ``import psipo.lm`` does not import torch):
+
+* :class:`TrainConfig`, :func:`load_train_config` — the configuration (``psipo train --help``);
+* :func:`train` → :class:`TrainResult` — the training loop the CLI runs;
+* :class:`TokenizedPair` — a pre-tokenised preference pair;
+* :func:`sequence_logps` — chunked per-sequence log-probs of a causal LM;
+* :mod:`psipo.lm.fixtures` — tiny local models and synthetic preference data.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "psipo.lm.config",
+    "load_train_config": "psipo.lm.config",
+    "train": "psipo.lm.trainer",
+    "TrainResult": "psipo.lm.trainer",
+    "TokenizedPair": "psipo.lm.data",
+    "TokenizedData": "psipo.lm.data",
+    "sequence_logps": "psipo.lm.logprobs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'psipo.lm' has no attribute {name!r}")

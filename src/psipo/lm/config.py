@@ -1,0 +1,260 @@
+"""The configuration of ``psipo train``: one dataclass per concern, flat YAML keys.
+
+Every field's docstring is its documentation: it is what ``psipo train --help`` prints.
+A YAML file lists any of the keys at its top level::
+
+    model: Qwen/Qwen2.5-0.5B-Instruct
+    train_data: trl-lib/ultrafeedback_binarized
+    loss: ipo
+    tau: 0.1
+
+Python code builds the same object with :func:`load_train_config` (a YAML path and/or a
+mapping of key → value overrides) or ``psipo._config.from_dict(TrainConfig, {...})``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from psipo._config import flat, load_config
+from psipo.errors import PsipoInputError
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Model: which causal LM to fine-tune, its precision and adapters."""
+
+    model: str = ""
+    """Hugging Face model id or local folder of an AutoModelForCausalLM (required)."""
+    tokenizer: str | None = None
+    """Tokenizer id or folder; null uses the model's."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model and tokenizer."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a Hub repository. Off: only transformers' own classes load."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype. bfloat16/float16 also enable autocast on a GPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% more compute."""
+    disable_dropout: bool = True
+    """Set every dropout probability to 0, so that π = π_ref exactly at initialisation."""
+    attn_implementation: str | None = None
+    """Attention kernel passed to from_pretrained ("sdpa", "eager", ...); null: transformers' choice."""
+    lora_r: int = 0
+    """LoRA rank; 0 trains all weights, > 0 trains LoRA adapters (peft) only."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (scale = lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input; keep 0 so that π = π_ref at initialisation."""
+    lora_target_modules: list[str] | None = None
+    """Module names that get adapters; null: "all-linear" (every linear layer but the output head)."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Data: preference pairs, their format, tokenisation and truncation."""
+
+    train_data: str = ""
+    """Training pairs: a .jsonl/.json/.parquet file or a Hugging Face dataset name (required)."""
+    train_split: str = "train"
+    """Split of a Hugging Face dataset used for training."""
+    eval_data: str | None = None
+    """Held-out pairs (file or dataset name); null: none, or eval_fraction of train_data."""
+    eval_split: str = "test"
+    """Split of eval_data when it is a Hugging Face dataset."""
+    eval_fraction: float = 0.0
+    """Fraction of train_data held out for evaluation when eval_data is null (0: none)."""
+    dataset_config: str | None = None
+    """Configuration (subset) name of a Hugging Face dataset."""
+    max_length: int = 512
+    """Maximum tokens of prompt + completion; longer pairs are truncated."""
+    max_prompt_length: int = 256
+    """Maximum prompt tokens; a longer prompt keeps its end (the part next to the completion)."""
+    append_eos: bool = True
+    """Append the tokenizer's EOS token to every completion."""
+    skip_invalid: bool = False
+    """Skip malformed rows and report their count, instead of stopping at the first one."""
+    max_pairs: int | None = None
+    """Use only the first N training pairs (after validation); null: all."""
+    cache_dir: str | None = None
+    """Folder for the tokenisation and reference log-prob caches; null: ~/.cache/psipo."""
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+    """Objective: the preference loss from psipo.losses and its hyperparameters."""
+
+    loss: Literal["ipo", "dpo", "cdpo", "robust", "hinge"] = "ipo"
+    """Loss (psipo.losses): ipo (Eq. 17), dpo (Eq. 4), cdpo (DPO + label smoothing), robust, hinge (SLiC)."""
+    tau: float = 0.1
+    """τ, the KL-regularisation strength (TRL's beta). IPO regresses h onto 1/(2τ)."""
+    aggregation: Literal["auto", "sum", "mean"] = "auto"
+    """Sequence log-prob: sum or mean of completion-token log-probs; auto: mean for ipo, sum otherwise."""
+    label_smoothing: float = 0.0
+    """cdpo: probability ε that a label is flipped (conservative DPO)."""
+    label_noise: float = 0.1
+    """robust: the assumed label-flip rate ε of robust DPO."""
+
+
+@dataclasses.dataclass
+class ReferenceConfig:
+    """Reference policy: where log π_ref comes from."""
+
+    reference: Literal["precompute", "live", "adapters_disabled"] = "precompute"
+    """precompute: one pass of the initial policy before training, cached on disk (no second
+    model); live: a frozen second model; adapters_disabled: the LoRA model with adapters off."""
+    reference_model: str | None = None
+    """For reference=live: model id or folder of π_ref; null: the same as model."""
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimisation: batches, AdamW, schedule, clipping."""
+
+    batch_size: int = 8
+    """Pairs per forward pass (per device)."""
+    gradient_accumulation_steps: int = 1
+    """Forward passes per optimizer step: the step sees batch_size × this many pairs."""
+    learning_rate: float = 5e-6
+    """Peak AdamW learning rate."""
+    epochs: float = 1.0
+    """Passes over the training pairs (fractions allowed); max_steps overrides it."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps; null: epochs decides."""
+    warmup_ratio: float = 0.1
+    """Fraction of the steps spent on linear warm-up from 0 to learning_rate."""
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warm-up: cosine or linear to 0, or constant."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW β1."""
+    adam_beta2: float = 0.999
+    """AdamW β2."""
+    adam_epsilon: float = 1e-8
+    """AdamW ε."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this; null: no clipping (the norm is still logged)."""
+    group_by_length: bool = True
+    """Batch pairs of similar length together (shuffled batches of sorted chunks): less padding."""
+    logprob_chunk_size: int = 1024
+    """Completion tokens per output-head chunk: bounds the [tokens, vocab] logits in memory."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Run: output folder, seed, logging, evaluation, checkpoints."""
+
+    output_dir: str = "runs/psipo"
+    """Run folder: config.yaml, metrics.jsonl, checkpoints/, final/."""
+    seed: int = 0
+    """Seed of weights-independent randomness: data order, eval split, LoRA init."""
+    logging_steps: int = 10
+    """Write metrics every this many optimizer steps (and at the last step)."""
+    eval_steps: int | None = None
+    """Evaluate on the held-out pairs every this many steps; null: only at the end."""
+    save_steps: int | None = None
+    """Write a checkpoint every this many steps; null: none but the final model."""
+    save_total_limit: int | None = 2
+    """Keep only the newest N checkpoints; null: keep all."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir/checkpoints."""
+    report_to: list[str] = dataclasses.field(default_factory=list)
+    """accelerate trackers besides metrics.jsonl, e.g. [tensorboard] or [wandb]."""
+    progress: bool = True
+    """Show a live progress line (on a terminal)."""
+    device: Literal["auto", "cpu"] = "auto"
+    """auto: a GPU when there is one; cpu: force the CPU."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything ``psipo train`` needs; each concern is a dataclass, all keys are top-level."""
+
+    model_config: ModelConfig = flat(ModelConfig)
+    data_config: DataConfig = flat(DataConfig)
+    objective: ObjectiveConfig = flat(ObjectiveConfig)
+    reference_config: ReferenceConfig = flat(ReferenceConfig)
+    optim: OptimConfig = flat(OptimConfig)
+    run: RunConfig = flat(RunConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def aggregation(self) -> Literal["sum", "mean"]:
+        """The sequence aggregation in force ("auto" resolved by the loss)."""
+        agg = self.objective.aggregation
+        if agg == "auto":
+            return "mean" if self.objective.loss == "ipo" else "sum"
+        return agg  # type: ignore[return-value]
+
+    def loss_kwargs(self) -> dict[str, float]:
+        """Keyword hyperparameters of the selected loss function in psipo.losses."""
+        kwargs: dict[str, float] = {"tau": self.objective.tau}
+        if self.objective.loss == "cdpo":
+            kwargs["label_smoothing"] = self.objective.label_smoothing
+        if self.objective.loss == "robust":
+            kwargs["label_noise"] = self.objective.label_noise
+        return kwargs
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """The config as its flat YAML keys."""
+        from psipo._config import to_dict
+
+        return to_dict(self)
+
+
+def validate(config: TrainConfig) -> None:
+    """Check value ranges that the type annotations cannot express; name the key at fault."""
+    o, d, opt, r = config.objective, config.data_config, config.optim, config.run
+    checks = [
+        ("tau", o.tau > 0 and math.isfinite(o.tau), "must be > 0"),
+        ("label_smoothing", 0.0 <= o.label_smoothing < 0.5, "must be in [0, 0.5)"),
+        ("label_noise", 0.0 <= o.label_noise < 0.5, "must be in [0, 0.5)"),
+        ("batch_size", opt.batch_size >= 1, "must be >= 1"),
+        ("gradient_accumulation_steps", opt.gradient_accumulation_steps >= 1, "must be >= 1"),
+        ("learning_rate", opt.learning_rate >= 0, "must be >= 0"),
+        ("epochs", opt.epochs > 0, "must be > 0"),
+        ("max_steps", opt.max_steps is None or opt.max_steps >= 1, "must be >= 1 or null"),
+        ("warmup_ratio", 0.0 <= opt.warmup_ratio <= 1.0, "must be in [0, 1]"),
+        ("max_grad_norm", opt.max_grad_norm is None or opt.max_grad_norm > 0, "must be > 0 or null"),
+        ("logprob_chunk_size", opt.logprob_chunk_size >= 1, "must be >= 1"),
+        ("max_length", d.max_length >= 2, "must be >= 2"),
+        ("max_prompt_length", 0 <= d.max_prompt_length < d.max_length, "must be in [0, max_length)"),
+        ("eval_fraction", 0.0 <= d.eval_fraction < 1.0, "must be in [0, 1)"),
+        ("max_pairs", d.max_pairs is None or d.max_pairs >= 1, "must be >= 1 or null"),
+        ("logging_steps", r.logging_steps >= 1, "must be >= 1"),
+        ("eval_steps", r.eval_steps is None or r.eval_steps >= 1, "must be >= 1 or null"),
+        ("save_steps", r.save_steps is None or r.save_steps >= 1, "must be >= 1 or null"),
+        ("save_total_limit", r.save_total_limit is None or r.save_total_limit >= 1, "must be >= 1 or null"),
+        ("lora_r", config.model_config.lora_r >= 0, "must be >= 0"),
+        (
+            "reference",
+            config.reference_config.reference != "adapters_disabled" or config.model_config.lora_r > 0,
+            "adapters_disabled needs LoRA (lora_r > 0)",
+        ),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise PsipoInputError(f"key '{key}': {why}")
+
+
+def load_train_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Load a :class:`TrainConfig` from a YAML file (optional) and ``key → value`` overrides.
+
+    Unknown or ill-typed keys raise :class:`~psipo.errors.PsipoInputError` naming the key and,
+    when it came from the file, ``file:line``. ``model`` and ``train_data`` are required.
+    """
+    config = load_config(TrainConfig, path, overrides)
+    where = f"{path}: " if path is not None else ""
+    for key, value in (("model", config.model_config.model), ("train_data", config.data_config.train_data)):
+        if not value:
+            raise PsipoInputError(f"{where}missing required key '{key}'")
+    return config

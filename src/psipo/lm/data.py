@@ -1,0 +1,453 @@
+"""Preference data: read rows, validate them, tokenise once (cached), batch with little padding.
+
+Three row shapes are accepted (extra fields are ignored):
+
+* standard — ``prompt``, ``chosen``, ``rejected`` strings;
+* conversational — ``prompt`` (optional), ``chosen``, ``rejected`` as lists of
+  ``{"role", "content"}`` messages, rendered with the tokenizer's chat template;
+* implicit prompt — only ``chosen`` and ``rejected`` (strings or message lists); their shared
+  prefix is the prompt (for strings, cut at the last whitespace of the common prefix; for
+  messages, the common leading messages).
+
+A pair becomes token ids ``prompt_ids``, ``chosen_ids``, ``rejected_ids``: the prompt keeps
+its last ``max_prompt_length`` tokens (the end sits next to the completion), each completion
+gets EOS appended (``append_eos``) and keeps its first ``max_length - len(prompt_ids)`` tokens.
+A pair whose completion is empty after this is dropped and counted, never scored as NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from psipo.errors import PsipoInputError
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedPair:
+    """One preference pair as token ids: the shared prompt and the two completions (EOS included)."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+    @property
+    def length(self) -> int:
+        """Tokens of the longer of the two full sequences (prompt + completion)."""
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+
+@dataclasses.dataclass
+class TokenizedData:
+    """Tokenised pairs and what happened to the rows on the way."""
+
+    pairs: list[TokenizedPair]
+    n_rows: int = 0
+    """Rows read."""
+    n_invalid: int = 0
+    """Malformed rows skipped (only with skip_invalid)."""
+    n_empty: int = 0
+    """Pairs dropped because a completion was empty after truncation."""
+    n_truncated: int = 0
+    """Pairs whose prompt or a completion was truncated."""
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.pairs)} pairs from {self.n_rows} rows "
+            f"({self.n_invalid} invalid skipped, {self.n_empty} empty after truncation dropped, "
+            f"{self.n_truncated} truncated)"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Reading rows
+
+
+def is_local_file(source: str) -> bool:
+    """A source naming a local data file (by suffix or existence) rather than a Hub dataset."""
+    return source.lower().endswith(FILE_SUFFIXES) or os.path.isfile(source)
+
+
+def read_rows(
+    source: str, *, key: str, split: str = "train", dataset_config: str | None = None
+) -> Iterator[tuple[str, Any]]:
+    """Yield ``(location, row)``: ``file:line`` for JSONL, ``file: row i`` otherwise.
+
+    ``key`` is the config key that named ``source``, for error messages.
+    """
+    if is_local_file(source):
+        path = Path(source)
+        if not path.is_file():
+            raise PsipoInputError(f"{key}: file not found: {source}")
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            with path.open(encoding="utf-8") as f:
+                for line_no, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise PsipoInputError(f"{path}:{line_no}: invalid JSON: {exc.msg}") from None
+                    yield f"{path}:{line_no}", row
+        elif suffix == ".json":
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise PsipoInputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+            if not isinstance(rows, list):
+                raise PsipoInputError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
+            for i, row in enumerate(rows, start=1):
+                yield f"{path}: row {i}", row
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+                yield f"{path}: row {i}", row
+        else:
+            raise PsipoInputError(f"{key}: unsupported file type {suffix!r} (use {', '.join(FILE_SUFFIXES)})")
+        return
+    dataset = load_hub_dataset(source, key=key, split=split, dataset_config=dataset_config)
+    for i, row in enumerate(dataset, start=1):
+        yield f"{source}[{split}] row {i}", row
+
+
+def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str | None) -> Any:
+    """``datasets.load_dataset(source, dataset_config, split=split)`` with a one-line error."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(source, dataset_config, split=split)
+    except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PsipoInputError(
+            f"{key}: cannot load {source!r} (split {split!r}) as a local file or Hugging Face dataset: {first}"
+        ) from None
+
+
+def source_fingerprint(source: str, *, key: str, split: str, dataset_config: str | None) -> str:
+    """Content hash of a local file, or the datasets fingerprint of a Hub dataset split."""
+    if is_local_file(source):
+        path = Path(source)
+        if not path.is_file():
+            raise PsipoInputError(f"{key}: file not found: {source}")
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    dataset = load_hub_dataset(source, key=key, split=split, dataset_config=dataset_config)
+    return f"{source}:{dataset_config}:{split}:{dataset._fingerprint}"
+
+
+# ---------------------------------------------------------------------------------------
+# Validating rows
+
+
+@dataclasses.dataclass
+class ParsedRow:
+    prompt: str | list[dict[str, str]]
+    chosen: str | list[dict[str, str]]
+    rejected: str | list[dict[str, str]]
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.chosen, list)
+
+
+def _check_messages(value: Any, where: str, field: str) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise PsipoInputError(f"{where}: field '{field}': expected a list of messages, got {type(value).__name__}")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise PsipoInputError(f"{where}: field '{field}[{i}]': expected a message object, got {type(message).__name__}")
+        for part in ("role", "content"):
+            if not isinstance(message.get(part), str):
+                raise PsipoInputError(f"{where}: field '{field}[{i}].{part}': expected a string, got {message.get(part)!r}")
+    return value
+
+
+def _common_text_prefix(a: str, b: str) -> int:
+    """Length of the shared prompt of two strings: their common prefix cut at its last whitespace."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    if n == min(len(a), len(b)):
+        n -= 1  # one string is a prefix of the other: keep at least its last word as completion
+    while n > 0 and not a[n].isspace():
+        n -= 1
+    return max(n, 0)
+
+
+def parse_row(row: Any, where: str) -> ParsedRow:
+    """Validate one row and bring it to (prompt, chosen, rejected); errors name where and field."""
+    if not isinstance(row, dict):
+        raise PsipoInputError(f"{where}: expected an object with 'chosen' and 'rejected', got {type(row).__name__}")
+    for field in ("chosen", "rejected"):
+        if field not in row or row[field] is None:
+            raise PsipoInputError(f"{where}: field '{field}': missing")
+    chosen, rejected, prompt = row["chosen"], row["rejected"], row.get("prompt")
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        chosen = _check_messages(chosen, where, "chosen")
+        rejected = _check_messages(rejected, where, "rejected")
+        if prompt is None:
+            shared = 0
+            while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+                shared += 1
+            prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        else:
+            prompt = _check_messages(prompt, where, "prompt")
+        for field, value in (("chosen", chosen), ("rejected", rejected)):
+            if not value:
+                raise PsipoInputError(f"{where}: field '{field}': no completion messages after the prompt")
+        return ParsedRow(prompt, chosen, rejected)
+    for field, value in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(value, str):
+            raise PsipoInputError(f"{where}: field '{field}': expected a string or a list of messages, got {type(value).__name__}")
+    if prompt is None:
+        shared = _common_text_prefix(chosen, rejected)
+        return ParsedRow(chosen[:shared], chosen[shared:], rejected[shared:])
+    if not isinstance(prompt, str):
+        raise PsipoInputError(f"{where}: field 'prompt': expected a string, got {type(prompt).__name__}")
+    return ParsedRow(prompt, chosen, rejected)
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenising
+
+
+def _render_conversation(tokenizer: Any, row: ParsedRow, where: str) -> tuple[str, str, str]:
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise PsipoInputError(f"{where}: conversational rows need a tokenizer with a chat template")
+    prompt = tokenizer.apply_chat_template(row.prompt, tokenize=False, add_generation_prompt=bool(row.prompt))
+    completions = []
+    for messages in (row.chosen, row.rejected):
+        full = tokenizer.apply_chat_template(row.prompt + messages, tokenize=False)
+        if not full.startswith(prompt):
+            raise PsipoInputError(f"{where}: the chat template does not render the prompt as a prefix of the conversation")
+        completions.append(full[len(prompt):])
+    return prompt, completions[0], completions[1]
+
+
+def tokenize_rows(
+    rows: Sequence[ParsedRow],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    max_prompt_length: int,
+    append_eos: bool,
+    locations: Sequence[str] | None = None,
+) -> TokenizedData:
+    """Tokenise validated rows (batched tokenizer calls), append EOS, truncate, drop empties."""
+    eos = tokenizer.eos_token_id
+    if append_eos and eos is None:
+        raise PsipoInputError("append_eos: the tokenizer has no eos_token; set append_eos: false")
+    prompts, chosens, rejecteds, templated = [], [], [], []
+    for i, row in enumerate(rows):
+        if row.conversational:
+            where = locations[i] if locations is not None else f"row {i + 1}"
+            prompt, chosen, rejected = _render_conversation(tokenizer, row, where)
+        else:
+            prompt, chosen, rejected = row.prompt, row.chosen, row.rejected  # type: ignore[assignment]
+        prompts.append(prompt)
+        chosens.append(chosen)
+        rejecteds.append(rejected)
+        templated.append(row.conversational)
+
+    def ids(texts: list[str], special: bool) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
+
+    # Plain prompts get the tokenizer's special tokens (e.g. BOS); a chat template writes its own.
+    plain = [i for i, t in enumerate(templated) if not t]
+    chat = [i for i, t in enumerate(templated) if t]
+    prompt_ids: list[list[int]] = [[] for _ in rows]
+    for idx, special in ((plain, True), (chat, False)):
+        for i, token_ids in zip(idx, ids([prompts[i] for i in idx], special)):
+            prompt_ids[i] = token_ids
+    chosen_ids, rejected_ids = ids(chosens, False), ids(rejecteds, False)
+
+    data = TokenizedData(pairs=[], n_rows=len(rows))
+    for p, c, r in zip(prompt_ids, chosen_ids, rejected_ids):
+        if append_eos:
+            c = c if c and c[-1] == eos else c + [eos]
+            r = r if r and r[-1] == eos else r + [eos]
+        truncated = False
+        if len(p) > max_prompt_length:
+            p, truncated = p[len(p) - max_prompt_length:], True
+        budget = max_length - len(p)
+        if len(c) > budget or len(r) > budget:
+            c, r, truncated = c[:budget], r[:budget], True
+        # Without a prompt token the first completion token has nothing to be predicted from.
+        n_unscored = 0 if p else 1
+        if len(c) <= n_unscored or len(r) <= n_unscored:
+            data.n_empty += 1
+            continue
+        data.n_truncated += truncated
+        data.pairs.append(TokenizedPair(list(p), list(c), list(r)))
+    return data
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of everything about the tokenizer that changes token ids."""
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+        digest.update(str(getattr(tokenizer, "name_or_path", "")).encode())
+    digest.update(str(getattr(tokenizer, "chat_template", None)).encode())
+    digest.update(str(tokenizer.eos_token_id).encode())
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PSIPO_CACHE", Path.home() / ".cache" / "psipo"))
+
+
+def _save_pairs(path: Path, data: TokenizedData) -> None:
+    from safetensors.torch import save
+
+    from psipo._io import atomic_write_bytes
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        seqs = [getattr(p, name) for p in data.pairs]
+        tensors[name] = torch.tensor([t for s in seqs for t in s], dtype=torch.int64)
+        tensors[name + "_lengths"] = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
+    counts = {k: str(getattr(data, k)) for k in ("n_rows", "n_invalid", "n_empty", "n_truncated")}
+    atomic_write_bytes(path, save(tensors, metadata=counts))
+
+
+def _load_pairs(path: Path) -> TokenizedData:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        columns = []
+        for name in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            flat, lengths = f.get_tensor(name).tolist(), f.get_tensor(name + "_lengths").tolist()
+            seqs, start = [], 0
+            for n in lengths:
+                seqs.append(flat[start:start + n])
+                start += n
+            columns.append(seqs)
+    pairs = [TokenizedPair(p, c, r) for p, c, r in zip(*columns)]
+    return TokenizedData(pairs, **{k: int(v) for k, v in meta.items()})
+
+
+def load_pairs(
+    source: str,
+    tokenizer: Any,
+    *,
+    key: str,
+    split: str,
+    dataset_config: str | None,
+    max_length: int,
+    max_prompt_length: int,
+    append_eos: bool,
+    skip_invalid: bool,
+    cache_dir: str | Path | None,
+) -> TokenizedData:
+    """Read, validate and tokenise the pairs of ``source``, through an on-disk cache.
+
+    The cache entry is keyed by the data's content (or Hub fingerprint), the tokenizer and
+    every tokenisation setting, so a change to any of them re-tokenises.
+    """
+    settings = {
+        "version": CACHE_VERSION,
+        "data": source_fingerprint(source, key=key, split=split, dataset_config=dataset_config),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "max_length": max_length,
+        "max_prompt_length": max_prompt_length,
+        "append_eos": append_eos,
+        "skip_invalid": skip_invalid,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / "tokenized" / f"{digest}.safetensors"
+    if path.is_file():
+        return _load_pairs(path)
+
+    rows, locations, n_invalid = [], [], 0
+    for where, raw in read_rows(source, key=key, split=split, dataset_config=dataset_config):
+        try:
+            rows.append(parse_row(raw, where))
+            locations.append(where)
+        except PsipoInputError:
+            if not skip_invalid:
+                raise
+            n_invalid += 1
+    if not rows:
+        raise PsipoInputError(f"{key}: no valid preference rows in {source}")
+    data = tokenize_rows(
+        rows,
+        tokenizer,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        append_eos=append_eos,
+        locations=locations,
+    )
+    data.n_rows += n_invalid
+    data.n_invalid = n_invalid
+    if not data.pairs:
+        raise PsipoInputError(f"{key}: every pair of {source} was empty after truncation")
+    _save_pairs(path, data)
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# Batching
+
+
+def batch_order(
+    lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
+    """The batches of one epoch as lists of pair indices, a pure function of (seed, epoch).
+
+    With ``group_by_length``, a random permutation is cut into runs of 64 batches, each run
+    sorted by length and cut into batches, and the batches shuffled: pairs of similar
+    length share a batch (little padding) while the order stays random.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    run = 64 * batch_size
+    batches = []
+    for start in range(0, len(order), run):
+        chunk = sorted(order[start:start + run], key=lambda i: -lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Concatenate chosen (rows 0..B-1) and rejected (rows B..2B-1) sequences, right-padded.
+
+    ``loss_mask`` is 1 on completion tokens (aligned with ``input_ids``); padding positions
+    are 0 in both masks, so the value of ``pad_id`` never matters.
+    """
+    sequences = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    width = max(len(prompt) + len(completion) for prompt, completion in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, (prompt, completion) in enumerate(sequences):
+        n_prompt, n = len(prompt), len(prompt) + len(completion)
+        input_ids[row, :n] = torch.tensor(prompt + completion, dtype=torch.long)
+        attention_mask[row, :n] = 1
+        loss_mask[row, n_prompt:n] = True
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}

@@ -1,0 +1,129 @@
+r"""Training metrics of preference pairs, the metrics.jsonl log and the progress line.
+
+Per pair, with :math:`\ell^\pi_w=\log\pi(y_w|x)` etc. (aggregated as configured):
+
+* ``h`` — the log-ratio gap :math:`h_\pi(y_w,y_l)` (Azar et al., 2023, §5.1); IPO's optimum
+  puts it at ``ipo_target`` :math:`=1/(2\tau)`;
+* ``reward_chosen`` / ``reward_rejected`` — :math:`\tau(\ell^\pi-\ell^{\pi_\mathrm{ref}})`
+  (DPO's implicit rewards), ``margin`` their difference (:math:`=\tau h`), ``accuracy`` the
+  fraction of pairs with :math:`h>0`;
+* ``kl`` — mean of :math:`\ell^{\pi_\mathrm{ref}}-\ell^\pi` over both completions: an estimate of
+  :math:`\mathrm{KL}(\pi_\mathrm{ref}\,\|\,\pi)` per sequence when the data's completions are
+  samples of π_ref (as in the paper's setting µ = π_ref), only a proxy otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from psipo.losses import log_ratio_gap
+
+
+class PairStats:
+    """Accumulates per-pair log-probs and losses over a logging window (or an eval pass)."""
+
+    def __init__(self) -> None:
+        self.parts: list[torch.Tensor] = []
+
+    def add(
+        self,
+        losses: torch.Tensor,
+        policy_chosen: torch.Tensor,
+        policy_rejected: torch.Tensor,
+        reference_chosen: torch.Tensor,
+        reference_rejected: torch.Tensor,
+    ) -> None:
+        columns = (losses, policy_chosen, policy_rejected, reference_chosen, reference_rejected)
+        self.parts.append(torch.stack([c.detach().float().cpu() for c in columns], dim=1))
+
+    def __len__(self) -> int:
+        return sum(p.shape[0] for p in self.parts)
+
+    def summary(self, *, tau: float) -> dict[str, float]:
+        """Means (and h's std) over every pair added; empty dict when none was."""
+        if not self.parts:
+            return {}
+        losses, pc, pr, rc, rr = torch.cat(self.parts).double().unbind(1)
+        h = log_ratio_gap(pc, pr, rc, rr)
+        reward_chosen, reward_rejected = tau * (pc - rc), tau * (pr - rr)
+        return {
+            "loss": losses.mean().item(),
+            "h_mean": h.mean().item(),
+            "h_std": h.std(unbiased=False).item(),
+            "ipo_target": 1.0 / (2.0 * tau),
+            "reward_chosen": reward_chosen.mean().item(),
+            "reward_rejected": reward_rejected.mean().item(),
+            "margin": (reward_chosen - reward_rejected).mean().item(),
+            "accuracy": (h > 0).double().mean().item(),
+            "logps_chosen": pc.mean().item(),
+            "logps_rejected": pr.mean().item(),
+            "kl": 0.5 * ((rc - pc).mean() + (rr - pr).mean()).item(),
+        }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file (a torn last line from a crash is ignored)."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per logged step) plus the live progress line."""
+
+    def __init__(self, path: Path, *, total_steps: int, start_step: int, progress: bool) -> None:
+        self.path = path
+        self.history: list[dict[str, Any]] = []
+        if start_step > 0 and path.is_file():
+            # Resuming: keep what was logged up to the checkpoint, drop what came after it.
+            from psipo._io import atomic_write_text
+
+            self.history = [r for r in read_metrics(path) if r.get("step", 0) <= start_step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
+        elif path.exists():
+            path.unlink()
+        self.bar = None
+        self.plain = progress and not sys.stderr.isatty()
+        if progress and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, desc="psipo train", dynamic_ncols=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        # One write of one line per record: a crash can tear at most the last line, which
+        # read_metrics skips, and resuming rewrites the file atomically.
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        shown = {k: record[k] for k in ("loss", "h_mean", "accuracy", "eval_loss") if k in record}
+        text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+        elif self.plain:
+            print(f"step {record['step']}: {text}", file=sys.stderr, flush=True)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

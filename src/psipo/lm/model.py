@@ -1,0 +1,119 @@
+"""Load the policy (and a live reference) model and the tokenizer, with one-line errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from psipo.errors import PsipoInputError
+from psipo.lm.config import ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_tokenizer(config: ModelConfig) -> Any:
+    """``AutoTokenizer`` of ``config.tokenizer`` (or the model's).
+
+    No pad token is needed: padded positions are masked out of attention and loss, so they
+    are filled with the pad id when there is one and the EOS id otherwise.
+    """
+    from transformers import AutoTokenizer
+
+    name = config.tokenizer or config.model
+    try:
+        return AutoTokenizer.from_pretrained(
+            name, revision=config.revision, trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise PsipoInputError(
+            f"tokenizer: cannot load {name!r} (not a local folder, or not on the Hub / offline): {_first_line(exc)}"
+        ) from None
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id used to fill padded positions (masked out, so its value does not matter)."""
+    for token_id in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def load_causal_lm(name: str, config: ModelConfig, *, key: str = "model") -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained(name)`` in the parameter dtype of ``config.dtype``."""
+    from transformers import AutoModelForCausalLM
+
+    # float16 trains with float32 master weights and autocast; bfloat16 weights train as they are.
+    dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    kwargs: dict[str, Any] = {}
+    if config.attn_implementation is not None:
+        kwargs["attn_implementation"] = config.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name,
+            revision=config.revision,
+            trust_remote_code=config.trust_remote_code,
+            dtype=dtype,
+            **kwargs,
+        )
+    except (OSError, ValueError) as exc:
+        raise PsipoInputError(
+            f"{key}: cannot load {name!r} as a causal LM (not a local model folder, or not on the Hub / offline): "
+            f"{_first_line(exc)}"
+        ) from None
+    return model
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0 (modules and config), so that π = π_ref at init."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    model_config = getattr(model, "config", None)
+    for attr in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if isinstance(getattr(model_config, attr, None), float):
+            setattr(model_config, attr, 0.0)
+
+
+def check_max_length(model: nn.Module, max_length: int) -> None:
+    """A model shorter than ``max_length`` is an error naming both numbers."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and limit < max_length:
+        raise PsipoInputError(
+            f"max_length: {max_length} exceeds the model's max_position_embeddings {limit}; lower max_length"
+        )
+
+
+def add_lora(model: nn.Module, config: ModelConfig, *, seed: int) -> nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters (B = 0, so the output is unchanged)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, lora)
+
+
+def prepare_policy(model: nn.Module, config: ModelConfig, *, seed: int) -> nn.Module:
+    """Adapters and gradient checkpointing on a loaded model, ready to train."""
+    if config.disable_dropout:
+        disable_dropout(model)
+    if config.lora_r > 0 and not hasattr(model, "disable_adapter"):
+        model = add_lora(model, config, seed=seed)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.lora_r > 0:
+            model.enable_input_require_grads()
+    return model

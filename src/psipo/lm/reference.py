@@ -1,0 +1,184 @@
+r"""Reference log-probs :math:`\log\pi_\mathrm{ref}(y_w|x)`, :math:`\log\pi_\mathrm{ref}(y_l|x)`.
+
+Three sources, one interface (``reference(indices, batch) -> (chosen, rejected)``):
+
+* :class:`PrecomputedReference` (default) — the policy *is* π_ref before its first update,
+  so one no-grad pass of the policy over all pairs gives every reference log-prob; they are
+  cached on disk keyed by the model's weights, the token ids and the aggregation. No second
+  model is ever in memory, and each training step saves a forward pass.
+* :class:`LiveReference` — a frozen second model evaluated on every batch.
+* :class:`AdaptersDisabledReference` — with LoRA, the same model with its adapters switched
+  off is exactly the base model, i.e. π_ref.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from psipo.lm.data import TokenizedPair, collate
+from psipo.lm.logprobs import sequence_logps
+
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+def pair_logps(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    *,
+    aggregation: Literal["sum", "mean"],
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected log-probs of a collated batch, from ONE forward over both halves."""
+    logps = sequence_logps(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["loss_mask"],
+        aggregation=aggregation,
+        chunk_size=chunk_size,
+    )
+    n = logps.shape[0] // 2
+    return logps[:n], logps[n:]
+
+
+@torch.no_grad()
+def all_pair_logps(
+    model: Any,
+    pairs: Sequence[TokenizedPair],
+    *,
+    aggregation: Literal["sum", "mean"],
+    batch_size: int,
+    chunk_size: int,
+    pad_id: int,
+    device: torch.device,
+    autocast: Autocast = contextlib.nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen/rejected log-probs of every pair (float32, on CPU), in length-sorted batches."""
+    was_training = model.training
+    model.eval()
+    chosen = torch.empty(len(pairs), dtype=torch.float32)
+    rejected = torch.empty(len(pairs), dtype=torch.float32)
+    by_length = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    try:
+        for start in range(0, len(pairs), batch_size):
+            indices = by_length[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in collate([pairs[i] for i in indices], pad_id).items()}
+            with autocast():
+                c, r = pair_logps(model, batch, aggregation=aggregation, chunk_size=chunk_size)
+            chosen[indices] = c.float().cpu()
+            rejected[indices] = r.float().cpu()
+    finally:
+        model.train(was_training)
+    return chosen, rejected
+
+
+def model_fingerprint(model: Any) -> str:
+    """A hash of every parameter (names, dtypes and bytes): equal iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name, param in model.state_dict().items():
+        tensor = param.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
+    """A hash of the token ids of every pair, in order."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        for ids in (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids):
+            digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+            digest.update(b"|")
+    return digest.hexdigest()
+
+
+class PrecomputedReference:
+    """Reference log-probs computed once from the initial policy (and cached on disk)."""
+
+    def __init__(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        self.chosen, self.rejected = chosen, rejected
+
+    @classmethod
+    def compute(
+        cls,
+        model: Any,
+        pairs: Sequence[TokenizedPair],
+        *,
+        cache_dir: Path | None,
+        model_key: str,
+        aggregation: Literal["sum", "mean"],
+        batch_size: int,
+        chunk_size: int,
+        pad_id: int,
+        device: torch.device,
+        autocast: Autocast = contextlib.nullcontext,
+    ) -> PrecomputedReference:
+        """Run (or load from ``cache_dir``) the one reference pass over ``pairs``.
+
+        ``model_key`` identifies the initial weights (see :func:`model_fingerprint`).
+        """
+        from safetensors.torch import load_file, save
+
+        from psipo._io import atomic_write_bytes
+
+        path = None
+        if cache_dir is not None:
+            key = hashlib.sha256(
+                f"{model_key}|{pairs_fingerprint(pairs)}|{aggregation}|{device.type}".encode()
+            ).hexdigest()[:32]
+            path = Path(cache_dir) / "reference" / f"{key}.safetensors"
+            if path.is_file():
+                cached = load_file(str(path))
+                return cls(cached["chosen"], cached["rejected"])
+        chosen, rejected = all_pair_logps(
+            model,
+            pairs,
+            aggregation=aggregation,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            pad_id=pad_id,
+            device=device,
+            autocast=autocast,
+        )
+        if path is not None:
+            atomic_write_bytes(path, save({"chosen": chosen, "rejected": rejected}))
+        return cls(chosen, rejected)
+
+    def __call__(self, indices: Sequence[int], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = batch["input_ids"].device
+        return self.chosen[list(indices)].to(device), self.rejected[list(indices)].to(device)
+
+
+class LiveReference:
+    """A frozen reference model evaluated on each batch under ``torch.no_grad``."""
+
+    def __init__(
+        self, model: Any, *, aggregation: Literal["sum", "mean"], chunk_size: int, autocast: Autocast = contextlib.nullcontext
+    ) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.aggregation, self.chunk_size, self.autocast = aggregation, chunk_size, autocast
+
+    @torch.no_grad()
+    def __call__(self, indices: Sequence[int], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast():
+            return pair_logps(self.model, batch, aggregation=self.aggregation, chunk_size=self.chunk_size)
+
+
+class AdaptersDisabledReference(LiveReference):
+    """The LoRA policy with its adapters disabled: the base model, no second copy."""
+
+    def __init__(self, peft_model: Any, **kwargs: Any) -> None:
+        self.model = peft_model
+        self.aggregation, self.chunk_size = kwargs["aggregation"], kwargs["chunk_size"]
+        self.autocast = kwargs.get("autocast", contextlib.nullcontext)
+
+    @torch.no_grad()
+    def __call__(self, indices: Sequence[int], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.model.disable_adapter():
+            return super().__call__(indices, batch)

@@ -1,0 +1,397 @@
+"""The training loop of ``psipo train``, on accelerate.
+
+config → model + tokenizer → pairs (validated, tokenised once, cached) → reference log-probs
+(precomputed and cached by default) → length-grouped batches → one concatenated forward of
+chosen + rejected → loss from :mod:`psipo.losses` → AdamW step → metrics.jsonl / progress
+line → atomic checkpoints → ``final/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from psipo.errors import PsipoInputError
+from psipo.lm.config import TrainConfig
+from psipo.lm.data import (
+    TokenizedData,
+    TokenizedPair,
+    batch_order,
+    collate,
+    parse_row,
+    tokenize_rows,
+)
+from psipo.lm.metrics import MetricsLog, PairStats, peak_memory_mb
+from psipo.losses import get_loss
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: Any
+    """The trained model (a PEFT model with LoRA), unwrapped from accelerate."""
+    tokenizer: Any
+    """The tokenizer (None when only pre-tokenised pairs and no tokenizer were given)."""
+    history: list[dict[str, Any]]
+    """Every metrics.jsonl record, in order."""
+    run_dir: Path
+    """The run folder (config.yaml, metrics.jsonl, checkpoints/, final/)."""
+    train_data: TokenizedData
+    """The training pairs and the counts of skipped / dropped / truncated rows."""
+    eval_data: TokenizedData | None = None
+    """The held-out pairs, if any."""
+
+    @property
+    def final_dir(self) -> Path:
+        return self.run_dir / "final"
+
+
+PairsInput = Sequence[TokenizedPair] | Sequence[dict[str, Any]] | TokenizedData | None
+
+
+def _tokenized(pairs: PairsInput, tokenizer: Any, config: TrainConfig, key: str) -> TokenizedData | None:
+    """Pairs given in Python: TokenizedData, TokenizedPair objects, or raw rows (dicts)."""
+    if pairs is None or isinstance(pairs, TokenizedData):
+        return pairs
+    pairs = list(pairs)
+    if all(isinstance(p, TokenizedPair) for p in pairs):
+        return TokenizedData(list(pairs), n_rows=len(pairs))
+    if tokenizer is None:
+        raise PsipoInputError(f"{key}: raw rows need a tokenizer")
+    locations = [f"{key}[{i}]" for i in range(len(pairs))]
+    rows = [parse_row(row, where) for row, where in zip(pairs, locations)]
+    d = config.data_config
+    return tokenize_rows(
+        rows,
+        tokenizer,
+        max_length=d.max_length,
+        max_prompt_length=d.max_prompt_length,
+        append_eos=d.append_eos,
+        locations=locations,
+    )
+
+
+def _load_data(config: TrainConfig, tokenizer: Any, train_pairs: PairsInput, eval_pairs: PairsInput):
+    from psipo.lm.data import load_pairs
+
+    d = config.data_config
+    common = dict(
+        dataset_config=d.dataset_config,
+        max_length=d.max_length,
+        max_prompt_length=d.max_prompt_length,
+        append_eos=d.append_eos,
+        skip_invalid=d.skip_invalid,
+        cache_dir=d.cache_dir,
+    )
+    train_data = _tokenized(train_pairs, tokenizer, config, "train_pairs")
+    if train_data is None:
+        if not d.train_data:
+            raise PsipoInputError("missing required key 'train_data'")
+        if tokenizer is None:
+            raise PsipoInputError("train_data: tokenising needs a tokenizer (set model or tokenizer)")
+        train_data = load_pairs(d.train_data, tokenizer, key="train_data", split=d.train_split, **common)
+    eval_data = _tokenized(eval_pairs, tokenizer, config, "eval_pairs")
+    if eval_data is None and d.eval_data:
+        eval_data = load_pairs(d.eval_data, tokenizer, key="eval_data", split=d.eval_split, **common)
+    elif eval_data is None and d.eval_fraction > 0:
+        order = torch.randperm(len(train_data.pairs), generator=torch.Generator().manual_seed(config.run.seed)).tolist()
+        n_eval = max(1, round(d.eval_fraction * len(order)))
+        eval_data = TokenizedData([train_data.pairs[i] for i in sorted(order[:n_eval])], n_rows=n_eval)
+        train_data = dataclasses.replace(train_data, pairs=[train_data.pairs[i] for i in sorted(order[n_eval:])])
+    if d.max_pairs is not None:
+        train_data = dataclasses.replace(train_data, pairs=train_data.pairs[: d.max_pairs])
+    if not train_data.pairs:
+        raise PsipoInputError("train_data: no training pairs")
+    for data in (train_data, eval_data):
+        if data is not None:
+            longest = max(p.length for p in data.pairs)
+            if longest > d.max_length:
+                raise PsipoInputError(f"max_length: a given pair has {longest} tokens > max_length {d.max_length}")
+    return train_data, eval_data
+
+
+def lr_multiplier(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Learning-rate factor at optimizer step ``step``: linear warm-up, then cosine/linear/constant."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+
+    use_cpu = config.run.device == "cpu" or not torch.cuda.is_available()
+    dtype = config.model_config.dtype
+    if dtype == "float16" and use_cpu:
+        raise PsipoInputError("dtype: float16 training needs a GPU; use float32 or bfloat16 on CPU")
+    mixed = {"float16": "fp16", "bfloat16": "bf16"}.get(dtype, "no") if not use_cpu else "no"
+    return Accelerator(
+        cpu=use_cpu,
+        mixed_precision=mixed,
+        log_with=list(config.run.report_to) or None,
+        project_dir=config.run.output_dir,
+    )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    train_pairs: PairsInput = None,
+    eval_pairs: PairsInput = None,
+) -> TrainResult:
+    """Fine-tune a causal LM on preference pairs; the loop ``psipo train`` runs.
+
+    ``model``/``tokenizer`` objects replace loading ``config.model`` (which may then be any
+    label). ``train_pairs``/``eval_pairs`` replace ``train_data``/``eval_data``: a list of
+    :class:`~psipo.lm.data.TokenizedPair` (no tokenizer needed; padding uses any id under the
+    mask) or of raw rows. Returns the trained model, the metrics history and the run folder.
+    """
+    from psipo._config import save_yaml
+    from psipo.lm import checkpoint as ckpt
+    from psipo.lm.model import (
+        check_max_length,
+        load_causal_lm,
+        load_tokenizer,
+        pad_id_of,
+        prepare_policy,
+    )
+    from psipo.lm.reference import (
+        AdaptersDisabledReference,
+        LiveReference,
+        PrecomputedReference,
+        model_fingerprint,
+        pair_logps,
+    )
+
+    mc, oc, rc, opt, run = (
+        config.model_config,
+        config.objective,
+        config.reference_config,
+        config.optim,
+        config.run,
+    )
+    torch.manual_seed(run.seed)
+    _quiet_transformers()
+    accelerator = _accelerator(config)
+    device = accelerator.device
+    run_dir = Path(run.output_dir)
+
+    if tokenizer is None and (mc.tokenizer or (model is None and mc.model)):
+        tokenizer = load_tokenizer(mc)
+    if model is None:
+        if not mc.model:
+            raise PsipoInputError("missing required key 'model'")
+        model = load_causal_lm(mc.model, mc)
+    check_max_length(model, config.data_config.max_length)
+    train_data, eval_data = _load_data(config, tokenizer, train_pairs, eval_pairs)
+    model = prepare_policy(model, mc, seed=run.seed)
+    model.train()
+    pad_id = pad_id_of(tokenizer) if tokenizer is not None else 0
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=opt.learning_rate,
+        betas=(opt.adam_beta1, opt.adam_beta2),
+        eps=opt.adam_epsilon,
+        weight_decay=opt.weight_decay,
+    )
+    world = accelerator.num_processes
+    step_pairs = opt.batch_size * opt.gradient_accumulation_steps * world
+    steps_per_epoch = math.ceil(len(train_data.pairs) / step_pairs)
+    total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * steps_per_epoch))
+    warmup_steps = int(opt.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_multiplier(s, total_steps=total_steps, warmup_steps=warmup_steps, schedule=opt.lr_scheduler),
+    )
+    model_key = model_fingerprint(model) if rc.reference == "precompute" else ""
+    model, optimizer = accelerator.prepare(model, optimizer)
+    policy = accelerator.unwrap_model(model)
+    aggregation = config.aggregation
+    chunk = opt.logprob_chunk_size
+
+    def make_reference(data: TokenizedData):
+        if rc.reference == "precompute":
+            return PrecomputedReference.compute(
+                model,
+                data.pairs,
+                cache_dir=_cache_dir(config),
+                model_key=model_key,
+                aggregation=aggregation,
+                batch_size=2 * opt.batch_size,
+                chunk_size=chunk,
+                pad_id=pad_id,
+                device=device,
+                autocast=accelerator.autocast,
+            )
+        if rc.reference == "adapters_disabled":
+            return AdaptersDisabledReference(
+                policy, aggregation=aggregation, chunk_size=chunk, autocast=accelerator.autocast
+            )
+        return live_reference
+
+    live_reference = None
+    if rc.reference == "live":
+        reference_model = load_causal_lm(rc.reference_model or mc.model, mc, key="reference_model")
+        reference_model = accelerator.prepare_model(reference_model, evaluation_mode=True)
+        live_reference = LiveReference(
+            reference_model, aggregation=aggregation, chunk_size=chunk, autocast=accelerator.autocast
+        )
+    # The precomputed reference must see the initial weights, so it comes before any resume.
+    train_reference = make_reference(train_data)
+    eval_reference = make_reference(eval_data) if eval_data is not None else None
+
+    start_step = 0
+    scaler = getattr(accelerator, "scaler", None)
+    if run.resume:
+        checkpoints = ckpt.list_checkpoints(run_dir)
+        if not checkpoints:
+            raise PsipoInputError(f"resume: no checkpoint in {run_dir / 'checkpoints'}")
+        start_step = ckpt.load_checkpoint(
+            checkpoints[-1], model=policy, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+        )
+    save_yaml(config, run_dir / "config.yaml")
+    log = MetricsLog(run_dir / "metrics.jsonl", total_steps=total_steps, start_step=start_step, progress=run.progress)
+    if run.report_to:
+        accelerator.init_trackers("psipo", config=config.to_flat_dict())
+
+    loss_fn, loss_kwargs = get_loss(oc.loss), config.loss_kwargs()
+    lengths = [p.length for p in train_data.pairs]
+
+    def evaluate() -> dict[str, float]:
+        from psipo.lm.reference import all_pair_logps
+
+        stats = PairStats()
+        policy_c, policy_r = all_pair_logps(
+            model,
+            eval_data.pairs,
+            aggregation=aggregation,
+            batch_size=2 * opt.batch_size,
+            chunk_size=chunk,
+            pad_id=pad_id,
+            device=device,
+            autocast=accelerator.autocast,
+        )
+        if isinstance(eval_reference, PrecomputedReference):
+            ref_c, ref_r = eval_reference.chosen, eval_reference.rejected
+        else:
+            ref_model = policy if rc.reference == "adapters_disabled" else live_reference.model
+            context = policy.disable_adapter() if rc.reference == "adapters_disabled" else contextlib.nullcontext()
+            with context:
+                ref_c, ref_r = all_pair_logps(
+                    ref_model,
+                    eval_data.pairs,
+                    aggregation=aggregation,
+                    batch_size=2 * opt.batch_size,
+                    chunk_size=chunk,
+                    pad_id=pad_id,
+                    device=device,
+                    autocast=accelerator.autocast,
+                )
+        losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
+        stats.add(losses, policy_c, policy_r, ref_c, ref_r)
+        return {f"eval_{k}": v for k, v in stats.summary(tau=oc.tau).items() if k != "ipo_target"}
+
+    window, grad_norms, window_tokens, window_seconds = PairStats(), [], 0, 0.0
+    order: list[list[int]] = []
+    order_epoch = -1
+    for step in range(start_step, total_steps):
+        step_start = time.perf_counter()
+        epoch, position = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order = batch_order(lengths, step_pairs, seed=run.seed, epoch=epoch, group_by_length=opt.group_by_length)
+            order_epoch = epoch
+        step_indices = order[position]
+        shard = step_indices[accelerator.process_index :: world]
+        micro_batches = [shard[i : i + opt.batch_size] for i in range(0, len(shard), opt.batch_size)]
+        for m, indices in enumerate(micro_batches):
+            batch = {k: v.to(device) for k, v in collate([train_data.pairs[i] for i in indices], pad_id).items()}
+            sync = m == len(micro_batches) - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
+                policy_c, policy_r = pair_logps(model, batch, aggregation=aggregation, chunk_size=chunk)
+                ref_c, ref_r = train_reference(indices, batch)
+                losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
+                # Sum over this micro-batch / pairs in the whole step: accumulation equals one big batch.
+                accelerator.backward(losses.sum() * (world / len(step_indices)))
+            window.add(losses, policy_c, policy_r, ref_c, ref_r)
+            window_tokens += int(batch["attention_mask"].sum())
+        max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else float("inf")
+        grad_norms.append(float(accelerator.clip_grad_norm_(params, max_norm)))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.advance()
+        window_seconds += time.perf_counter() - step_start
+
+        done = step + 1
+        is_last = done == total_steps
+        record: dict[str, Any] = {}
+        if done % run.logging_steps == 0 or is_last:
+            record = {
+                "step": done,
+                "epoch": done / steps_per_epoch,
+                **window.summary(tau=oc.tau),
+                "grad_norm": sum(grad_norms) / len(grad_norms),
+                "lr": scheduler.get_last_lr()[0],
+                "tokens_per_second": window_tokens / window_seconds if window_seconds > 0 else 0.0,
+                "peak_memory_mb": peak_memory_mb(device),
+            }
+            window, grad_norms, window_tokens, window_seconds = PairStats(), [], 0, 0.0
+        if eval_data is not None and ((run.eval_steps and done % run.eval_steps == 0) or is_last):
+            record = {"step": done, "epoch": done / steps_per_epoch, **record, **evaluate()}
+        if record:
+            log.write(record)
+            if run.report_to:
+                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
+        if run.save_steps and done % run.save_steps == 0 and accelerator.is_main_process:
+            ckpt.save_checkpoint(
+                run_dir,
+                step=done,
+                model=policy,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                keep=run.save_total_limit,
+            )
+    log.close()
+    if accelerator.is_main_process:
+        ckpt.save_final(policy, tokenizer, run_dir / "final")
+    if run.report_to:
+        accelerator.end_training()
+    return TrainResult(
+        model=policy,
+        tokenizer=tokenizer,
+        history=log.history,
+        run_dir=run_dir,
+        train_data=train_data,
+        eval_data=eval_data,
+    )
+
+
+def _cache_dir(config: TrainConfig) -> Path:
+    from psipo.lm.data import default_cache_dir
+
+    return Path(config.data_config.cache_dir) if config.data_config.cache_dir else default_cache_dir()
+
+
+def _quiet_transformers() -> None:
+    """No per-file progress bars from from_pretrained / save_pretrained inside psipo's own line."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
