@@ -1,0 +1,455 @@
+r"""Vectorised sampled training of tabular softmax policies (Azar et al., 2023, §5.4).
+
+A run is one (dataset × loss × τ × seed): a softmax policy π_θ with logits
+θ = log π_ref + δ, δ₀ = 0, trained by Adam on minibatches of ``batch_size`` rows sampled
+uniformly with replacement from the dataset. The losses are DPO (Eq. 4), IPO (Eq. 17), and
+sampled RLHF: a Bradley–Terry reward r fitted by the same minibatch Adam on
+``dpo_loss(r_w, r_l, 0, 0, tau=1)`` (= −log σ(r_w − r_l), Eq. 2) plus an optional
+λ‖r‖², followed by the KL-regularised policy π ∝ π_ref·exp(r/τ) (Eq. 3). The reward fit does
+not depend on τ, so RLHF trains one reward per (dataset, seed) and derives a policy per τ.
+
+**All runs train at once.** 18000 sequential Adam steps leave about 100 µs per step, so the
+cost is the number of tensor operations per step, not their size. The trainer therefore
+
+* stacks every run on leading axes, parameters shaped [datasets, seeds × groups, X·A], where a
+  *group* is a (loss, τ) pair (one group for the RLHF reward);
+* writes the minibatch loss through the dataset's incidence matrix B (see
+  :mod:`psipo.tabular.datasets`): with h = Bδ the log-ratio gaps of all rows, and c_t the
+  fraction of the minibatch at step t that drew each row,
+
+  .. math:: \nabla_\delta \tfrac{1}{|b|}\textstyle\sum_{i\in b}\ell(h_i) = B^\top (c_t \odot \ell'(h)),
+
+  two batched matmuls per step whatever the batch size;
+* uses the derivative ℓ'(h) of each loss in the common form α h + β + γ σ(κ h)
+  (see :data:`LOSS_DERIVATIVES`; tests check it against autograd through ``psipo.losses``
+  and finite differences), so mixing losses costs no extra operations;
+* performs the Adam update (exactly torch.optim.Adam's, which matches optax's defaults)
+  in place on preallocated buffers, on one thread: on two threads PyTorch's per-op
+  synchronisation makes these tiny operations about ten times slower.
+
+The minibatch indices of a seed depend only on the seed (one uniform draw per sampled row,
+scaled to each dataset's size), so all losses and τ values of a seed see the same minibatches
+and :func:`train_one_run_reference`, the straightforward per-run loop with torch.optim.Adam
+and autograd through ``psipo.losses``, can be fed exactly the same ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from psipo.errors import PsipoInputError
+from psipo.losses import dpo_loss, get_loss
+from psipo.tabular.datasets import PreferenceDataset
+from psipo.tabular.rlhf import kl_regularised_policy
+
+TRAINABLE_LOSSES = ("ipo", "dpo", "rlhf")
+"""Losses the sampled trainer supports; ``rlhf`` is the Bradley–Terry reward + Eq. 3 policy."""
+
+
+@dataclass
+class TrainConfig:
+    """Sampled training of §5.4 (defaults are the paper's)."""
+
+    steps: int = 18000
+    """Adam steps per run."""
+    seeds: int = 10
+    """Number of seeds (independent minibatch sequences) per configuration."""
+    first_seed: int = 0
+    """Seeds are first_seed, first_seed + 1, ..."""
+    learning_rate: float = 0.01
+    """Adam learning rate."""
+    batch_size: int = 9
+    """Rows per minibatch, sampled uniformly with replacement from the dataset."""
+    adam_b1: float = 0.9
+    """Adam β1 (optax default)."""
+    adam_b2: float = 0.999
+    """Adam β2 (optax default)."""
+    adam_eps: float = 1e-8
+    """Adam ε, added outside the square root as in optax and torch."""
+    record_every: int = 100
+    """Record the policies every this many steps (learning curves)."""
+    rlhf_l2: float = 0.0
+    """L2 penalty λ‖r‖² on the Bradley–Terry reward of sampled RLHF."""
+    dtype: Literal["float64", "float32"] = "float64"
+    """Floating-point type of the training computation."""
+
+    def validate(self) -> None:
+        """Raise :class:`PsipoInputError` naming the first bad field."""
+        positive_ints = ("steps", "seeds", "batch_size", "record_every")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise PsipoInputError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise PsipoInputError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        for name in ("adam_b1", "adam_b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise PsipoInputError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_eps >= 0:
+            raise PsipoInputError(f"adam_eps: must be >= 0, got {self.adam_eps}")
+        if not self.rlhf_l2 >= 0:
+            raise PsipoInputError(f"rlhf_l2: must be >= 0, got {self.rlhf_l2}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def seed_values(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
+# ℓ'(h) = α h + β + γ σ(κ h) for each trainable loss, as a function of (τ, λ):
+#   IPO  ℓ = (h − 1/(2τ))²          ⇒ ℓ' = 2h − 1/τ
+#   DPO  ℓ = −log σ(τh)             ⇒ ℓ' = −τ σ(−τh)
+#   BT   ℓ = −log σ(h), h = r_w − r_l ⇒ ℓ' = −σ(−h)   (the RLHF reward fit; τ enters later)
+LOSS_DERIVATIVES = {
+    "ipo": lambda tau: (2.0, -1.0 / tau, 0.0, 0.0),
+    "dpo": lambda tau: (0.0, 0.0, -tau, -tau),
+    "rlhf": lambda tau: (0.0, 0.0, -1.0, -1.0),
+}
+"""(α, β, γ, κ) with ℓ'(h) = α h + β + γ σ(κ h) for the per-pair loss of each trainable loss."""
+
+
+def loss_derivative(loss: str, h: torch.Tensor, *, tau: float) -> torch.Tensor:
+    """ℓ'(h) of ``loss`` from :data:`LOSS_DERIVATIVES` (the form the trainer uses)."""
+    alpha, beta, gamma, kappa = LOSS_DERIVATIVES[loss](tau)
+    return alpha * h + beta + gamma * torch.sigmoid(kappa * h)
+
+
+def pair_loss(
+    loss: str,
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+) -> torch.Tensor:
+    """The per-pair loss a trainable loss minimises, from :mod:`psipo.losses`.
+
+    For ``rlhf`` the "log-probs" are rewards and the loss is Bradley–Terry's
+    ``dpo_loss(r_w, r_l, 0, 0, tau=1)``; ``tau`` is ignored.
+    """
+    if loss == "rlhf":
+        return dpo_loss(chosen_logps, rejected_logps, torch.zeros(()), torch.zeros(()), tau=1.0)
+    return get_loss(loss)(
+        chosen_logps, rejected_logps, reference_chosen_logps, reference_rejected_logps, tau=tau
+    )
+
+
+def uniform_draws(seed: int, *, steps: int, batch_size: int) -> torch.Tensor:
+    """[steps, batch_size] float64 uniforms in [0, 1): the minibatch randomness of one seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(steps, batch_size, generator=generator, dtype=torch.float64)
+
+
+def minibatch_indices(seed: int, *, steps: int, batch_size: int, num_rows: int) -> torch.Tensor:
+    """[steps, batch_size] row indices, uniform with replacement; the same for every loss and τ."""
+    return (uniform_draws(seed, steps=steps, batch_size=batch_size) * num_rows).long()
+
+
+def check_taus(taus: Sequence[float]) -> None:
+    if len(taus) == 0:
+        raise PsipoInputError("taus: give at least one τ")
+    bad = [t for t in taus if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)]
+    if bad:
+        raise PsipoInputError(f"taus: every τ must be a finite number > 0, got {bad[0]!r}")
+
+
+@dataclass
+class TrainResult:
+    """Learning curves of every run.
+
+    Axes of ``policies``: [record, dataset, loss, τ, seed, context, action]. The RLHF entries
+    are the policies π ∝ π_ref·exp(r/τ) of the reward fitted up to that step.
+    """
+
+    dataset_names: list[str]
+    losses: list[str]
+    taus: list[float]
+    seeds: list[int]
+    actions: tuple[str, ...]
+    contexts: tuple[str, ...]
+    pi_ref: torch.Tensor
+    """[X, A] the reference policy."""
+    recorded_steps: torch.Tensor
+    """[R] the step of each record (0 = before training)."""
+    policies: torch.Tensor
+    """[R, D, L, T, S, X, A] action probabilities."""
+    groups: list[tuple[str, float | None]]
+    """(loss, τ) of each trained parameter group (τ is None for the RLHF reward)."""
+    shifts: torch.Tensor
+    """[R, D, S, G, X·A] trained parameters: δ = θ − log π_ref, or the RLHF reward r."""
+
+    @property
+    def final_policies(self) -> torch.Tensor:
+        """[D, L, T, S, X, A] policies after the last step."""
+        return self.policies[-1]
+
+
+def _derivative_coefficients(
+    groups: list[tuple[str, float | None]], dtype: torch.dtype
+) -> list[torch.Tensor]:
+    table = [LOSS_DERIVATIVES[loss](1.0 if tau is None else tau) for loss, tau in groups]
+    return [torch.tensor(column, dtype=dtype).view(1, 1, -1, 1) for column in zip(*table)]
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _row_weights(
+    draws: torch.Tensor, sizes: list[int], num_rows: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """[steps, D, S, 1, K] fraction of each minibatch that drew each row, from [S, steps, b] uniforms."""
+    num_seeds, steps, batch = draws.shape
+    sizes_t = torch.tensor(sizes, dtype=torch.float64).view(-1, 1, 1, 1)
+    indices = (draws.unsqueeze(0) * sizes_t).long()  # [D, S, steps, b]
+    counts = torch.zeros(len(sizes), num_seeds, steps, num_rows, dtype=dtype)
+    counts.scatter_add_(-1, indices, torch.tensor(1.0 / batch, dtype=dtype).expand(indices.shape))
+    return counts.permute(2, 0, 1, 3).unsqueeze(3).contiguous()
+
+
+def train(
+    datasets: Sequence[PreferenceDataset],
+    *,
+    losses: Sequence[str],
+    taus: Sequence[float],
+    config: TrainConfig,
+    pi_ref: object = None,
+    progress: bool = False,
+    chunk_steps: int = 1000,
+) -> TrainResult:
+    """Train every (dataset × loss × τ × seed) run at once; see the module docstring.
+
+    The datasets must share their actions and contexts; ``pi_ref`` is anything
+    :meth:`PreferenceDataset.reference_policy` accepts (default uniform). ``progress`` shows a tqdm bar; ``chunk_steps`` bounds the memory of the
+    precomputed minibatch weights.
+    """
+    with _single_thread():
+        return _train(datasets, losses, taus, config, pi_ref, progress, chunk_steps)
+
+
+def _train(datasets, losses, taus, config, pi_ref, progress, chunk_steps) -> TrainResult:
+    config.validate()
+    check_taus(taus)
+    if not datasets:
+        raise PsipoInputError("datasets: give at least one dataset")
+    unknown = [loss for loss in losses if loss not in TRAINABLE_LOSSES]
+    if not losses or unknown:
+        raise PsipoInputError(
+            f"losses: expected a non-empty subset of {list(TRAINABLE_LOSSES)}, got {list(losses)}"
+        )
+    first = datasets[0]
+    for dataset in datasets[1:]:
+        if (dataset.actions, dataset.contexts) != (first.actions, first.contexts):
+            raise PsipoInputError(
+                f"datasets: {dataset.name} and {first.name} must share actions and contexts to train together"
+            )
+    dtype = config.torch_dtype
+    shape = (len(first.contexts), len(first.actions))
+    pi_ref = first.reference_policy(pi_ref)
+
+    groups: list[tuple[str, float | None]] = [
+        (loss, None) if loss == "rlhf" else (loss, float(tau))
+        for loss in losses
+        for tau in ([None] if loss == "rlhf" else taus)
+    ]
+    num_datasets, num_seeds, num_groups = len(datasets), config.seeds, len(groups)
+    num_params = first.num_params
+    num_rows = max(len(d) for d in datasets)
+    incidence = torch.zeros(num_datasets, num_rows, num_params, dtype=dtype)  # zero-padded rows
+    for i, dataset in enumerate(datasets):
+        incidence[i, : len(dataset)] = dataset.incidence(dtype)
+    incidence_t = incidence.transpose(1, 2).contiguous()
+    alpha, beta, gamma, kappa = _derivative_coefficients(groups, dtype)
+    l2 = torch.tensor(
+        [config.rlhf_l2 if loss == "rlhf" else 0.0 for loss, _ in groups], dtype=dtype
+    ).view(1, 1, -1, 1)
+    use_l2 = config.rlhf_l2 > 0 and "rlhf" in losses
+
+    draws = torch.stack(
+        [uniform_draws(s, steps=config.steps, batch_size=config.batch_size) for s in config.seed_values]
+    )
+    sizes = [len(d) for d in datasets]
+
+    runs = (num_datasets, num_seeds * num_groups)
+    delta = torch.zeros(*runs, num_params, dtype=dtype)
+    exp_avg, exp_avg_sq, grad, denom = (torch.zeros_like(delta) for _ in range(4))
+    gaps = torch.zeros(*runs, num_rows, dtype=dtype)
+    slopes, sigmoids = torch.zeros_like(gaps), torch.zeros_like(gaps)
+    grouped = (num_datasets, num_seeds, num_groups, -1)  # views that expose the group axis
+    gaps_g, slopes_g, sigmoids_g, delta_g, grad_g = (
+        t.view(grouped) for t in (gaps, slopes, sigmoids, delta, grad)
+    )
+    b1, b2, eps, lr = config.adam_b1, config.adam_b2, config.adam_eps, config.learning_rate
+
+    records = [delta.clone()]
+    recorded_steps = [0]
+    bar = _progress_bar(config.steps, progress)
+    with torch.no_grad():
+        for chunk_start in range(0, config.steps, chunk_steps):
+            chunk_end = min(chunk_start + chunk_steps, config.steps)
+            weights = _row_weights(draws[:, chunk_start:chunk_end], sizes, num_rows, dtype)
+            for step in range(chunk_start + 1, chunk_end + 1):
+                torch.bmm(delta, incidence_t, out=gaps)  # h = Bδ for every row of every run
+                torch.mul(gaps_g, kappa, out=sigmoids_g)
+                sigmoids.sigmoid_()
+                torch.addcmul(beta, alpha, gaps_g, out=slopes_g)
+                slopes_g.addcmul_(gamma, sigmoids_g)  # ℓ'(h) = αh + β + γσ(κh)
+                slopes_g.mul_(weights[step - 1 - chunk_start])  # × minibatch row fractions
+                torch.bmm(slopes, incidence, out=grad)  # Bᵀ(c ⊙ ℓ'(h))
+                if use_l2:
+                    grad_g.addcmul_(delta_g, l2, value=2.0)
+                # Adam, operation for operation as torch.optim.Adam (single-tensor path).
+                exp_avg.lerp_(grad, 1 - b1)
+                exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                step_size = lr / (1 - b1**step)
+                torch.sqrt(exp_avg_sq, out=denom)
+                denom.div_(math.sqrt(1 - b2**step)).add_(eps)
+                delta.addcdiv_(exp_avg, denom, value=-step_size)
+                if step % config.record_every == 0 or step == config.steps:
+                    records.append(delta.clone())
+                    recorded_steps.append(step)
+            bar.update(chunk_end - chunk_start)
+    bar.close()
+
+    shifts = torch.stack(records).to(torch.float64).view(len(records), *grouped)
+    policies = _policies_from_shifts(shifts, groups, losses, taus, pi_ref, shape)
+    return TrainResult(
+        dataset_names=[d.name for d in datasets],
+        losses=list(losses),
+        taus=[float(t) for t in taus],
+        seeds=config.seed_values,
+        actions=first.actions,
+        contexts=first.contexts,
+        pi_ref=pi_ref,
+        recorded_steps=torch.tensor(recorded_steps),
+        policies=policies,
+        groups=groups,
+        shifts=shifts,
+    )
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="training", unit="step", disable=not enabled, leave=False)
+
+
+def _policies_from_shifts(
+    shifts: torch.Tensor,
+    groups: list[tuple[str, float | None]],
+    losses: Sequence[str],
+    taus: Sequence[float],
+    pi_ref: torch.Tensor,
+    shape: tuple[int, int],
+) -> torch.Tensor:
+    """[R, D, S, G, X·A] trained parameters → [R, D, L, T, S, X, A] policies."""
+    log_ref = pi_ref.log()
+    per_loss = []
+    for loss in losses:
+        if loss == "rlhf":
+            reward = shifts[:, :, :, groups.index(("rlhf", None))].unflatten(-1, shape)
+            per_tau = [kl_regularised_policy(pi_ref, reward, tau=float(tau)) for tau in taus]
+        else:
+            per_tau = [
+                torch.softmax(log_ref + shifts[:, :, :, groups.index((loss, float(tau)))].unflatten(-1, shape), -1)
+                for tau in taus
+            ]
+        per_loss.append(torch.stack(per_tau, 2))  # [R, D, T, S, X, A]
+    return torch.stack(per_loss, 2)
+
+
+def train_one_run_reference(
+    dataset: PreferenceDataset,
+    *,
+    loss: str,
+    tau: float,
+    seed: int,
+    config: TrainConfig,
+    pi_ref: object = None,
+) -> torch.Tensor:
+    """The straightforward loop for ONE run: autograd through ``psipo.losses`` + torch.optim.Adam.
+
+    Fed the same minibatches as :func:`train`; returns the final δ = θ − log π_ref (or the
+    RLHF reward) as an [X·A] float64 tensor. Used as the oracle in tests and the baseline in
+    ``benchmarks/bench_tabular.py``.
+    """
+    config.validate()
+    dtype = config.torch_dtype
+    shape = (len(dataset.contexts), len(dataset.actions))
+    log_ref = dataset.reference_policy(pi_ref).log().to(dtype)
+    indices = minibatch_indices(seed, steps=config.steps, batch_size=config.batch_size, num_rows=len(dataset))
+    start = torch.zeros(shape, dtype=dtype) if loss == "rlhf" else log_ref.clone()
+    params = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam(
+        [params], lr=config.learning_rate, betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps
+    )
+    x, chosen, rejected = dataset.context_index, dataset.chosen_index, dataset.rejected_index
+    for step in range(config.steps):
+        batch = indices[step]
+        xb, wb, lb = x[batch], chosen[batch], rejected[batch]
+        if loss == "rlhf":
+            scores = params
+            objective = pair_loss(loss, scores[xb, wb], scores[xb, lb], None, None, tau=tau).mean()
+            objective = objective + config.rlhf_l2 * (params**2).sum()
+        else:
+            logps = torch.log_softmax(params, -1)
+            objective = pair_loss(
+                loss, logps[xb, wb], logps[xb, lb], log_ref[xb, wb], log_ref[xb, lb], tau=tau
+            ).mean()
+        optimizer.zero_grad()
+        objective.backward()
+        optimizer.step()
+    return (params.detach() - start).flatten().to(torch.float64)
+
+
+def student_t_quantile(probability: float, df: int) -> float:
+    """Quantile of Student's t with ``df`` degrees of freedom (bisection on a Gauss–Legendre CDF)."""
+    if df < 1:
+        raise PsipoInputError(f"df: must be >= 1, got {df}")
+    nodes, weights = np.polynomial.legendre.leggauss(96)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float) -> float:
+        # ∫_0^x pdf on the substitution t = x·u keeps the integrand smooth on [0, 1].
+        u = (nodes + 1) / 2
+        t = x * u
+        pdf = np.exp(log_norm - (df + 1) / 2 * np.log1p(t * t / df))
+        return 0.5 + x / 2 * float(np.dot(weights, pdf))
+
+    target = probability if probability >= 0.5 else 1 - probability
+    low, high = 0.0, 1.0
+    while cdf(high) < target:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < target else (low, mid)
+        if high - low < 1e-13 * max(1.0, high):
+            break
+    value = (low + high) / 2
+    return value if probability >= 0.5 else -value
+
+
+def mean_and_ci(values: torch.Tensor, *, dim: int, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over ``dim`` and the half-width of its ``level`` t-interval (NaN with one sample)."""
+    n = values.shape[dim]
+    mean = values.mean(dim)
+    if n < 2:
+        return mean, torch.full_like(mean, float("nan"))
+    half_width = student_t_quantile(0.5 + level / 2, n - 1) * values.std(dim) / math.sqrt(n)
+    return mean, half_width
