@@ -1,16 +1,19 @@
-"""`psipo plot` (not written yet)."""
+"""`psipo plot RUN_DIR`: draw a training run's metric curves (metrics.jsonl) as PNG."""
 
 from __future__ import annotations
 
 import argparse
 
-from psipo.errors import PsipoInputError
-
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("plot", help=help_text, description=help_text)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="output_dir of a `psipo train` run")
+    parser.add_argument("--out", metavar="PNG", default=None, help="output file (default: RUN_DIR/curves.png)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PsipoInputError("'psipo plot' is not implemented yet")
+    from psipo.lm.plots import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+    return 0

@@ -1,0 +1,75 @@
+"""Curves of a training run folder (its metrics.jsonl) as PNG."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from psipo.errors import PsipoInputError
+
+PANELS: list[tuple[str, list[str]]] = [
+    ("loss", ["loss", "eval_loss"]),
+    ("log-ratio gap h (IPO target 1/(2τ) dashed)", ["h_mean", "eval_h_mean"]),
+    ("implicit rewards τ·log π/π_ref", ["reward_chosen", "reward_rejected", "margin"]),
+    ("preference accuracy (h > 0)", ["accuracy", "eval_accuracy"]),
+    ("sequence log-probs", ["logps_chosen", "logps_rejected"]),
+    ("KL(π_ref‖π) estimate per sequence", ["kl", "eval_kl"]),
+    ("gradient norm", ["grad_norm"]),
+    ("learning rate", ["lr"]),
+    ("tokens / second", ["tokens_per_second"]),
+]
+"""Panel title → metric keys drawn in it (keys absent from the run are skipped)."""
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    points = [(r["step"], r[key]) for r in records if key in r and r.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the run's metric curves into one PNG (default ``RUN_DIR/curves.png``); return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from psipo._io import atomic_write_bytes
+    from psipo.lm.metrics import read_metrics
+
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise PsipoInputError(f"{run_dir}: not a psipo train run folder (no metrics.jsonl)")
+    records = read_metrics(metrics)
+    if not records:
+        raise PsipoInputError(f"{metrics}: no metrics recorded yet")
+
+    fig, axes = plt.subplots(3, 3, figsize=(15, 11), constrained_layout=True)
+    for ax, (title, keys) in zip(axes.flat, PANELS):
+        for key in keys:
+            steps, values = _series(records, key)
+            if steps:
+                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=key)
+        if "h_mean" in keys:
+            steps, spread = _series(records, "h_std")
+            _, mean = _series(records, "h_mean")
+            if len(spread) == len(mean) and steps:
+                ax.fill_between(
+                    steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
+                    alpha=0.2, label="h_mean ± h_std",
+                )
+            _, target = _series(records, "ipo_target")
+            if target:
+                ax.axhline(target[-1], ls="--", color="k", lw=1, label="1/(2τ)")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("optimizer step")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"psipo train: {run_dir}", fontsize=11)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    path = Path(out) if out is not None else run_dir / "curves.png"
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
