@@ -1,0 +1,219 @@
+"""TabularProblem construction, validation (§8) and problem files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from psipo.errors import PsipoInputError
+from psipo.tabular.problem import NO_CONTEXT, SolveSettings, TabularProblem, load_problem
+
+F64 = torch.float64
+P3 = [[0.5, 0.7, 0.9], [0.3, 0.5, 0.6], [0.1, 0.4, 0.5]]
+
+
+def test_create_fills_uniform_defaults_and_one_unnamed_context():
+    problem = TabularProblem.create(["a", "b", "c"], P3)
+    assert problem.actions == ("a", "b", "c")
+    assert problem.contexts == (NO_CONTEXT,) and not problem.has_contexts
+    assert problem.preferences.shape == (1, 3, 3) and problem.preferences.dtype == F64
+    assert torch.equal(problem.mu, torch.full((1, 3), 1 / 3, dtype=F64))
+    assert torch.equal(problem.pi_ref, torch.full((1, 3), 1 / 3, dtype=F64))
+    assert torch.equal(problem.rho, torch.ones(1, dtype=F64))
+    assert problem.num_actions == 3 and problem.num_contexts == 1
+
+
+def test_create_with_contexts_broadcasts_shared_tables():
+    problem = TabularProblem.create(
+        ["a", "b", "c"], P3, mu={"a": 0.5, "b": 0.5}, contexts=["x1", "x2"], rho=[0.25, 0.75]
+    )
+    assert problem.has_contexts and problem.contexts == ("x1", "x2")
+    assert problem.preferences.shape == (2, 3, 3)
+    assert problem.mu.tolist() == [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]
+    assert problem.rho.tolist() == [0.25, 0.75]
+    assert problem.context_index("x2") == 1 and problem.action_index("c") == 2
+
+
+def test_bradley_terry_table_is_sigmoid_of_reward_gaps():
+    problem = TabularProblem.from_bradley_terry(["a", "b"], {"a": math.log(3.0)})
+    # σ(log 3 − 0) = 3/4
+    expected = torch.tensor([[0.5, 0.75], [0.25, 0.5]], dtype=F64)
+    torch.testing.assert_close(problem.preferences[0], expected, rtol=0, atol=1e-15)
+
+
+def test_inputs_are_copied_and_problem_is_frozen():
+    table = torch.tensor(P3, dtype=F64)
+    problem = TabularProblem.create(["a", "b", "c"], table)
+    table[0, 1] = 0.0
+    assert problem.preferences[0, 0, 1] == 0.7
+    with pytest.raises(AttributeError):
+        problem.actions = ("z",)  # type: ignore[misc]
+
+
+def test_yaml_style_string_numbers_are_accepted():
+    problem = TabularProblem.create(["a", "b"], [[0.5, "1e-3"], ["0.999", 0.5]])
+    assert problem.preferences[0, 0, 1] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"preferences": [[0.5, 1.3], [-0.3, 0.5]]}, "preferences[0][1]: 1.3 is outside [0, 1]"),
+        ({"preferences": [[0.5, 0.7], [0.4, 0.5]]}, "preferences[0][1] + preferences[1][0] = 1.1"),
+        ({"preferences": [[0.6, 0.5], [0.5, 0.4]]}, "preferences[0][0]: must be 0.5"),
+        ({"preferences": [[0.5, 0.5]]}, "preferences: expected shape [2, 2] or [1, 2, 2], got [1, 2]"),
+        ({"preferences": [[0.5, "x"], [0.5, 0.5]]}, "preferences[0][1]: expected a number, got 'x'"),
+        ({"preferences": [[0.5, float("nan")], [0.5, 0.5]]}, "preferences[0][1]: nan is not a finite"),
+        ({"preferences": [[0.5, 0.5], [0.5]]}, "preferences: expected a rectangular table"),
+        ({"mu": [0.5, 0.6]}, "mu: sums to 1.1, not 1"),
+        ({"mu": [1.5, -0.5]}, "mu[1]: -0.5 is negative"),
+        ({"mu": [1.0]}, "mu: expected shape [2] or [1, 2], got [1]"),
+        ({"pi_ref": [0.2, 0.2]}, "pi_ref: sums to 0.4, not 1"),
+        ({"pi_ref": {"z": 1.0}}, "pi_ref: unknown action 'z' (actions: a, b)"),
+        ({"actions": ["a", "a"]}, "actions[1]: duplicate name 'a'"),
+        ({"actions": []}, "actions: expected a non-empty list of names"),
+        ({"actions": ["a", 3]}, "actions[1]: expected a non-empty string, got 3"),
+        ({"rho": [1.0]}, "rho: given, but the problem has no contexts"),
+        ({"contexts": ["x", "y"], "rho": [0.5, 0.6]}, "rho: sums to 1.1, not 1"),
+    ],
+)
+def test_bad_input_names_the_field(kwargs, message):
+    arguments = {"actions": ["a", "b"], "preferences": [[0.5, 0.5], [0.5, 0.5]], **kwargs}
+    with pytest.raises(PsipoInputError) as info:
+        TabularProblem.create(arguments.pop("actions"), arguments.pop("preferences"), **arguments)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_tolerance_of_p_plus_p_transpose_is_tight():
+    TabularProblem.create(["a", "b"], [[0.5, 0.7], [0.3 + 1e-12, 0.5]])
+    with pytest.raises(PsipoInputError, match="must be 1"):
+        TabularProblem.create(["a", "b"], [[0.5, 0.7], [0.3 + 1e-7, 0.5]])
+
+
+def test_direct_construction_is_validated_too():
+    with pytest.raises(PsipoInputError, match=r"mu\[0\]: sums to 0.5"):
+        TabularProblem(
+            actions=("a", "b"),
+            contexts=(NO_CONTEXT,),
+            preferences=torch.full((1, 2, 2), 0.5, dtype=F64),
+            mu=torch.tensor([[0.25, 0.25]], dtype=F64),
+            pi_ref=torch.full((1, 2), 0.5, dtype=F64),
+            rho=torch.ones(1, dtype=F64),
+        )
+
+
+def test_unknown_names_in_lookups():
+    problem = TabularProblem.create(["a", "b"], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(PsipoInputError, match="y_w: unknown action 'z'"):
+        problem.action_index("z", field="y_w")
+    with pytest.raises(PsipoInputError, match="the problem has no contexts"):
+        problem.context_index("x")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_yaml_problem_with_settings(tmp_path):
+    path = write(
+        tmp_path,
+        "p.yaml",
+        "actions: [a, b]\npreferences: [[0.5, 0.8], [0.2, 0.5]]\nmu: [0.25, 0.75]\ntau: 0.5\npsi: logit\n",
+    )
+    problem, settings = load_problem(path)
+    assert problem.mu.tolist() == [[0.25, 0.75]]
+    assert problem.pi_ref.tolist() == [[0.5, 0.5]]
+    assert settings == SolveSettings(tau=0.5, psi="logit")
+
+
+def test_load_json_problem_defaults_psi_and_needs_no_tau(tmp_path):
+    path = write(tmp_path, "p.json", json.dumps({"actions": ["a", "b"], "rewards": {"a": 1.0}}))
+    problem, settings = load_problem(path)
+    assert problem.preferences[0, 0, 1].item() == pytest.approx(1 / (1 + math.exp(-1.0)))
+    assert settings == SolveSettings(tau=None, psi="identity")
+
+
+def test_contexts_inherit_top_level_defaults(tmp_path):
+    path = write(
+        tmp_path,
+        "c.yaml",
+        """\
+actions: [a, b]
+preferences: [[0.5, 0.9], [0.1, 0.5]]
+mu: [0.5, 0.5]
+contexts:
+  - name: first
+    rho: 0.2
+  - name: second
+    rho: 0.8
+    rewards: [0.0, 1.0]
+    pi_ref: {a: 1.0}
+""",
+    )
+    problem, _ = load_problem(path)
+    assert problem.contexts == ("first", "second")
+    assert problem.rho.tolist() == [0.2, 0.8]
+    assert problem.preferences[0, 0, 1] == 0.9
+    assert problem.preferences[1, 1, 0].item() == pytest.approx(1 / (1 + math.exp(-1.0)))
+    assert problem.pi_ref.tolist() == [[0.5, 0.5], [1.0, 0.0]]
+    assert problem.mu.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.yaml", "actions: [a, b]\npreferences: [[0.5, 1.3],\n   [-0.3, 0.5]]\n",
+         "bad.yaml:2: preferences[0][1]: 1.3 is outside [0, 1]"),
+        ("bad.yaml", "actions: [a, b]\npreferences:\n  - [0.5, 0.7]\n  - [0.4, 0.5]\n",
+         "bad.yaml:3: preferences[0][1] + preferences[1][0] = 1.1"),
+        ("bad.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\nmu: [0.5, 0.6]\n",
+         "bad.yaml:3: mu: sums to 1.1"),
+        ("bad.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\nmu: {a: 0.5, z: 0.5}\n",
+         "bad.yaml:3: mu: unknown action 'z'"),
+        ("bad.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\ntemperature: 1\n",
+         "bad.yaml:3: temperature: unknown key (known keys: actions, preferences"),
+        ("bad.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\ntau: -1\n",
+         "bad.yaml:3: tau: must be > 0, got -1.0"),
+        ("bad.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\npsi: square\n",
+         "bad.yaml:3: psi: unknown mapping 'square'"),
+        ("bad.yaml", "actions: [a, b\npreferences: 1\n", "bad.yaml:2: invalid YAML"),
+        ("bad.yaml", "- a\n- b\n", "bad.yaml: expected a mapping with keys actions"),
+        ("bad.yaml", "preferences: [[0.5]]\n", "bad.yaml: actions: missing required key"),
+        ("bad.yaml", "actions: [a]\n", "bad.yaml: preferences: missing required key (or give rewards)"),
+        ("bad.json", '{"actions": ["a", "b"],\n "preferences": [[0.5, 0.5] [0.5, 0.5]]}',
+         "bad.json:2: invalid JSON"),
+        ("bad.yaml",
+         "actions: [a, b]\ncontexts:\n  - name: x\n    preferences: [[0.5, 0.5], [0.5, 0.5]]\n"
+         "    mu: [0.9, 0.9]\n", "bad.yaml:5: contexts[0].mu: sums to 1.8"),
+        ("bad.yaml",
+         "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\ncontexts:\n  - {name: x, rho: 1}\n"
+         "  - {name: y}\n", "contexts[1].rho: missing (give rho for every context or for none)"),
+        ("bad.yaml",
+         "actions: [a, b]\ncontexts:\n  - name: x\n    preferences: [[0.5, 0.2], [0.8, 0.5]]\n"
+         "    rewards: [1, 2]\n", "contexts[0].rewards: give either preferences or rewards"),
+        ("bad.yaml",
+         "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\ncontexts:\n  - {name: x, colour: 1}\n",
+         "bad.yaml:4: contexts[0].colour: unknown key"),
+    ],
+)
+def test_problem_file_errors_name_file_line_and_key(tmp_path, name, text, message):
+    path = write(tmp_path, name, text)
+    with pytest.raises(PsipoInputError) as info:
+        load_problem(path)
+    assert str(info.value).startswith(str(tmp_path))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_problem_file(tmp_path):
+    with pytest.raises(PsipoInputError, match="nope.yaml: problem file not found"):
+        load_problem(tmp_path / "nope.yaml")
