@@ -1,0 +1,128 @@
+r"""Optima of the *empirical* losses on a preference dataset, in closed form where one exists.
+
+A tabular policy has logits θ = log π_ref + δ; on a dataset with incidence matrix B
+(:meth:`~psipo.tabular.datasets.PreferenceDataset.incidence`) the log-ratio gaps of its rows
+are h = Bδ. Therefore
+
+* **IPO** (Eq. 17): :math:`\min_\delta \frac1N\|B\delta - \tfrac{1}{2\tau}\mathbf 1\|^2` is a
+  linear least-squares problem. Its minimisers form δ* + null(B); we return the minimum-norm
+  δ* = B⁺ 𝟏/(2τ), i.e. the one closest to π_ref's logits. Null-space directions are either a
+  constant per context (no effect on π) or logits of actions no row mentions — those get zero
+  gradient, so gradient training from δ = 0 leaves them at π_ref's value too. For D1
+  (h_ab = h_bc = h_ac = 1/(2τ) cannot all hold) the solution is
+  π ∝ π_ref·(e^{2/(3τ)}, e^{1/(3τ)}, 1).
+* **DPO** (Eq. 4): :math:`\frac1N\sum_i -\log\sigma(\tau h_i)` is the Bradley–Terry loss of the
+  reward τδ, so its minimiser is δ* = r̂/τ with r̂ the Bradley–Terry maximum-likelihood reward of
+  the rows, i.e. π* ∝ π_ref·exp(r̂/τ) — the empirical version of Prop. 4. It exists only when
+  every compared action beats every other one through a chain of wins (Ford, 1957); when some
+  action never wins (D1, D3') the loss has no minimiser and DPO drives that action's
+  probability to 0 for every τ.
+* **Sampled RLHF**: the same Bradley–Terry fit with the L2 penalty λ‖r‖² (which always has a
+  minimiser when λ > 0), then π ∝ π_ref·exp(r̂/τ) (Eq. 3).
+
+The Bradley–Terry fits are :func:`psipo.tabular.rlhf.fit_rewards` (Newton's method to a
+gradient of 1e-10, float64) on the dataset's win counts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from psipo.errors import PsipoInputError
+from psipo.losses import _check_tau
+from psipo.tabular.datasets import PreferenceDataset
+from psipo.tabular.rlhf import fit_rewards, kl_regularised_policy
+from psipo.tabular.train import pair_loss
+
+
+def empirical_loss(
+    dataset: PreferenceDataset, policy: torch.Tensor, *, loss: str, tau: float, pi_ref: object = None
+) -> torch.Tensor:
+    """Mean of ``loss`` (``ipo`` or ``dpo``, from :mod:`psipo.losses`) over the rows, for [..., X, A] policies."""
+    log_policy = policy.to(torch.float64).log()
+    log_ref = dataset.reference_policy(pi_ref).log()
+    x, chosen, rejected = dataset.context_index, dataset.chosen_index, dataset.rejected_index
+    per_row = pair_loss(
+        loss,
+        log_policy[..., x, chosen],
+        log_policy[..., x, rejected],
+        log_ref[x, chosen],
+        log_ref[x, rejected],
+        tau=tau,
+    )
+    return per_row.mean(-1)
+
+
+def ipo_empirical_shift(dataset: PreferenceDataset, *, tau: float) -> torch.Tensor:
+    r"""The minimum-norm minimiser δ* = B⁺ 𝟏/(2τ) of the empirical IPO loss (Eq. 17), [X, A]."""
+    _check_tau(tau)
+    incidence = dataset.incidence(torch.float64)
+    target = torch.full((len(dataset), 1), 1.0 / (2.0 * tau), dtype=torch.float64)
+    shift = torch.linalg.pinv(incidence) @ target
+    return shift.view(len(dataset.contexts), len(dataset.actions))
+
+
+def ipo_empirical_optimum(dataset: PreferenceDataset, *, tau: float, pi_ref: object = None) -> torch.Tensor:
+    """The policy softmax(log π_ref + δ*) minimising the empirical IPO loss, [X, A]."""
+    log_ref = dataset.reference_policy(pi_ref).log()
+    return torch.softmax(log_ref + ipo_empirical_shift(dataset, tau=tau), -1)
+
+
+def win_counts(dataset: PreferenceDataset) -> torch.Tensor:
+    """[X, A, A] number of rows in which action i beat action j in context x."""
+    counts = torch.zeros(len(dataset.contexts), len(dataset.actions), len(dataset.actions), dtype=torch.float64)
+    counts.index_put_(
+        (dataset.context_index, dataset.chosen_index, dataset.rejected_index),
+        torch.ones(len(dataset), dtype=torch.float64),
+        accumulate=True,
+    )
+    return counts
+
+
+def bradley_terry_reward(dataset: PreferenceDataset, *, l2: float = 0.0) -> torch.Tensor:
+    r"""The minimiser of the trainer's RLHF reward loss :math:`\frac1N\sum_i -\log\sigma(r_{w,i}-r_{l,i}) + \lambda\|r\|^2`, [X, A].
+
+    ``l2`` is λ (as in :class:`~psipo.tabular.train.TrainConfig`). Raises
+    :class:`PsipoInputError` when λ = 0 and no minimiser exists.
+    """
+    # fit_rewards minimises Σ counts·loss + (l2'/2)‖r‖²; ours is that divided by N with l2' = 2Nλ.
+    return fit_rewards(
+        win_counts(dataset), l2=2.0 * len(dataset) * l2, actions=dataset.actions, contexts=dataset.contexts
+    )
+
+
+def dpo_minimiser_exists(dataset: PreferenceDataset) -> bool:
+    """Whether the empirical DPO loss attains its infimum (Ford's condition on the win graph)."""
+    try:
+        bradley_terry_reward(dataset)
+    except PsipoInputError:
+        return False
+    return True
+
+
+def never_winning_actions(dataset: PreferenceDataset) -> list[tuple[str, str]]:
+    """(context, action) pairs that appear in some row but never as the winner: DPO sends their probability to 0."""
+    counts = win_counts(dataset)
+    wins, losses = counts.sum(-1), counts.sum(-2)
+    return [
+        (dataset.contexts[x], dataset.actions[a])
+        for x, a in torch.nonzero((wins == 0) & (losses > 0)).tolist()
+    ]
+
+
+def dpo_empirical_optimum(dataset: PreferenceDataset, *, tau: float, pi_ref: object = None) -> torch.Tensor | None:
+    """π* ∝ π_ref·exp(r̂/τ) minimising the empirical DPO loss (Eq. 4), or None when no minimiser exists."""
+    _check_tau(tau)
+    if not dpo_minimiser_exists(dataset):
+        return None
+    return kl_regularised_policy(dataset.reference_policy(pi_ref), bradley_terry_reward(dataset), tau=tau)
+
+
+def rlhf_empirical_optimum(
+    dataset: PreferenceDataset, *, tau: float, l2: float = 0.0, pi_ref: object = None
+) -> torch.Tensor | None:
+    """π ∝ π_ref·exp(r̂/τ) with r̂ = :func:`bradley_terry_reward`; None when it has no minimiser."""
+    _check_tau(tau)
+    if l2 == 0 and not dpo_minimiser_exists(dataset):
+        return None
+    return kl_regularised_policy(dataset.reference_policy(pi_ref), bradley_terry_reward(dataset, l2=l2), tau=tau)
