@@ -344,13 +344,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
             default = "required"
         option_names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         extra: dict[str, Any] = {}
+        metavar = _type_name(tp).upper()
         if tp is bool:
-            extra = {"nargs": "?", "const": "true"}
+            extra, metavar = {"nargs": "?", "const": "true"}, "BOOL"
+        if typing.get_origin(tp) in (list, tuple):  # --taus 0.1 1 3
+            extra, metavar = {"nargs": "+"}, _type_name(typing.get_args(tp)[0]).upper()
         group.add_argument(
             *option_names,
             dest=f"cfg:{name}",
             default=argparse.SUPPRESS,
-            metavar=_type_name(tp).upper() if tp is not bool else "BOOL",
+            metavar=metavar,
             help=f"{doc} (default: {default!r})".replace("%", "%%"),  # argparse %-formats help
             **extra,
         )
@@ -358,11 +361,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--key value`` options given on the command line, as dotted keys → values."""
-    return {
-        dest[len("cfg:"):]: _parse_cli_value(value)
-        for dest, value in vars(args).items()
-        if dest.startswith("cfg:")
-    }
+    def parse(value: Any) -> Any:
+        if isinstance(value, list):  # a list option: one word per item, or one YAML list
+            items = [_parse_cli_value(v) for v in value]
+            return items[0] if len(items) == 1 and isinstance(items[0], list) else items
+        return _parse_cli_value(value)
+
+    return {dest[len("cfg:"):]: parse(value) for dest, value in vars(args).items() if dest.startswith("cfg:")}
 
 
 def save_yaml(config: Any, path: str | Path) -> None:
