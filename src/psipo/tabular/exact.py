@@ -141,7 +141,7 @@ def psipo_objective(
     value = _context_average(problem, (policy * finite).sum(-1)) - tau * kl_divergence(problem, policy)
     if torch.isinf(value):
         return value
-    lead = float(_context_average(problem, (policy * divergent).sum(-1)))
+    lead = float(_context_average(problem, (policy.detach() * divergent).sum(-1)))
     if abs(lead) > TOLERANCE:
         return torch.tensor(torch.inf if lead > 0 else -torch.inf, dtype=DTYPE)
     return value

@@ -1,0 +1,332 @@
+"""Exact ΨPO quantities: closed forms derived by hand, properties, Prop. 3, Theorem 2, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psipo.errors import PsipoInputError
+from psipo.tabular.exact import (
+    dpo_population_loss,
+    ipo_population_loss,
+    ipo_sampled_population_loss,
+    kl_divergence,
+    optimal_policy,
+    preference_against,
+    psipo_objective,
+    total_preference,
+)
+from psipo.tabular.problem import TabularProblem
+
+F64 = torch.float64
+TAUS = [0.01, 0.1, 0.5, 1.0, 10.0]
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def two_actions(p: float, **kwargs) -> TabularProblem:
+    return TabularProblem.create(["y1", "y2"], [[0.5, p], [1 - p, 0.5]], **kwargs)
+
+
+# --------------------------------------------------------------------------- closed forms
+#
+# Two actions, uniform µ and π_ref, p = p*(y1 ≻ y2):
+#   identity: g(y1) = (1/2)(1/2) + (1/2)p, g(y2) = (1/2)(1 − p) + 1/4, g(y1) − g(y2) = p − 1/2,
+#             so π*(y1) = σ((p − 1/2)/τ);
+#   logit:    g(y1) = (1/2)logit(p), g(y2) = (1/2)logit(1 − p) = −(1/2)logit(p),
+#             so π*(y1) = σ(logit(p)/τ).
+
+
+@pytest.mark.parametrize("tau", TAUS)
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8, 0.99])
+def test_two_actions_closed_forms(p, tau):
+    problem = two_actions(p)
+    ipo = optimal_policy(problem, tau=tau, psi="identity")
+    dpo = optimal_policy(problem, tau=tau, psi="logit")
+    assert ipo[0, 0].item() == pytest.approx(sigmoid((p - 0.5) / tau), rel=1e-12, abs=1e-300)
+    assert dpo[0, 0].item() == pytest.approx(sigmoid(math.log(p / (1 - p)) / tau), rel=1e-12, abs=1e-300)
+    assert ipo.sum().item() == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("tau", TAUS + [1e4])
+def test_section_5_3_1_deterministic_preference(tau):
+    """p*(y1≻y2) = 1: IPO gives σ(0.5/τ) (§5.3.1); logit gives π*(y1) = 1 for every τ (§4.2)."""
+    problem = two_actions(1.0)
+    assert preference_against(problem).tolist() == [[0.75, 0.25]]
+    ipo = optimal_policy(problem, tau=tau, psi="identity")
+    assert ipo[0, 0].item() == pytest.approx(sigmoid(0.5 / tau), rel=1e-12)
+    dpo = optimal_policy(problem, tau=tau, psi="logit")
+    assert dpo.tolist() == [[1.0, 0.0]]
+    # The objective genuinely diverges (+inf): E_µ[logit p*] = +inf for y1. The KL is finite: log 2.
+    assert psipo_objective(problem, dpo, tau=tau, psi="logit").item() == math.inf
+    assert kl_divergence(problem, dpo).item() == pytest.approx(math.log(2), rel=1e-15)
+    assert total_preference(problem, dpo).item() == 0.75
+
+
+def test_d1_total_order():
+    """D1 as a population, a ≻ b ≻ c deterministically, uniform µ and π_ref.
+
+    p*(·≻µ) = (1/2 + 1 + 1)/3, (0 + 1/2 + 1)/3, (0 + 0 + 1/2)/3 = 5/6, 1/2, 1/6, so IPO gives
+    π ∝ (e^{2/(3τ)}, e^{1/(3τ)}, 1) after dividing by e^{1/(6τ)}; logit puts all mass on a
+    (a(y) = 2/3, 0, −2/3).
+    """
+    problem = TabularProblem.create(list("abc"), [[0.5, 1, 1], [0, 0.5, 1], [0, 0, 0.5]])
+    for tau in TAUS:
+        weights = torch.tensor([math.exp(2 / (3 * tau)), math.exp(1 / (3 * tau)), 1.0], dtype=F64)
+        expected = weights / weights.sum() if tau >= 0.1 else None
+        policy = optimal_policy(problem, tau=tau, psi="identity")
+        if expected is not None:
+            torch.testing.assert_close(policy[0], expected, rtol=1e-12, atol=0)
+        assert optimal_policy(problem, tau=tau, psi="logit").tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_logit_limit_splits_tied_leaders_by_their_finite_parts():
+    """a and b both always beat c; p*(a≻b) = q. Uniform µ: a(a) = a(b) = 1/3 > a(c) = −2/3, so
+    c gets 0. Finite parts b(a) = logit(q)/3, b(b) = −logit(q)/3, so with π_ref = (r, 1−r, ·):
+    π*(a) = r e^{logit(q)/(3τ)} / (r e^{logit(q)/(3τ)} + (1 − r) e^{−logit(q)/(3τ)})."""
+    q, r, tau = 0.8, 0.3, 0.7
+    problem = TabularProblem.create(
+        list("abc"), [[0.5, q, 1], [1 - q, 0.5, 1], [0, 0, 0.5]], pi_ref=[r, 1 - r - 0.2, 0.2]
+    )
+    problem_pi_ref_b = 1 - r - 0.2
+    half_gap = math.log(q / (1 - q)) / (3 * tau)
+    expected_a = r * math.exp(half_gap) / (r * math.exp(half_gap) + problem_pi_ref_b * math.exp(-half_gap))
+    policy = optimal_policy(problem, tau=tau, psi="logit")
+    assert policy[0, 0].item() == pytest.approx(expected_a, rel=1e-12)
+    assert policy[0, 2].item() == 0.0
+    # Objective: +inf at the optimum (mass on a, b with a = 1/3 > 0); finite at the uniform policy,
+    # whose divergent parts cancel (1/3 + 1/3 − 2/3 = 0) and whose finite part is
+    # (logit(q)/3 − logit(q)/3 + 0)/3 − τ·KL(uniform‖π_ref).
+    assert psipo_objective(problem, policy, tau=tau, psi="logit").item() == math.inf
+    uniform = torch.full((3,), 1 / 3, dtype=F64)
+    kl_uniform = sum(math.log((1 / 3) / p) / 3 for p in (r, problem_pi_ref_b, 0.2))
+    value = psipo_objective(problem, uniform, tau=tau, psi="logit").item()
+    assert value == pytest.approx(-tau * kl_uniform, abs=1e-14)
+    # All mass on c: divergent part −2/3 < 0, the objective is −inf.
+    only_c = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
+    assert psipo_objective(problem, only_c, tau=tau, psi="logit").item() == -math.inf
+
+
+def test_deterministic_cycle_with_logit_keeps_reference():
+    """a ≻ b ≻ c ≻ a always (D2 as a population): every a(y) = (1 − 1)/3 = 0 and every finite part
+    is Ψ(1/2)/3 = 0, so π* = π_ref for every τ and the objective of π_ref is 0."""
+    problem = TabularProblem.create(
+        list("abc"), [[0.5, 1, 0], [0, 0.5, 1], [1, 0, 0.5]], pi_ref=[0.2, 0.3, 0.5]
+    )
+    for tau in TAUS:
+        policy = optimal_policy(problem, tau=tau, psi="logit")
+        torch.testing.assert_close(policy, problem.pi_ref, rtol=1e-14, atol=0)
+        assert psipo_objective(problem, policy, tau=tau, psi="logit").item() == 0.0
+
+
+def test_zero_reference_probability_stays_zero_and_kl_is_infinite_off_support():
+    problem = TabularProblem.create(list("abc"), [[0.5, 0.9, 0.9], [0.1, 0.5, 0.5], [0.1, 0.5, 0.5]],
+                                    pi_ref=[0.0, 0.5, 0.5])
+    policy = optimal_policy(problem, tau=0.1, psi="identity")
+    assert policy[0, 0].item() == 0.0
+    assert kl_divergence(problem, [1.0, 0.0, 0.0]).item() == math.inf
+    assert psipo_objective(problem, [1.0, 0.0, 0.0], tau=0.1, psi="identity").item() == -math.inf
+    with pytest.raises(PsipoInputError, match="pi_ref: is 0 on action 'a' where mu > 0"):
+        ipo_population_loss(problem, policy, tau=0.1)
+
+
+def test_contexts_naive_reference():
+    """Total preference, KL and the identity objective against explicit loops over x, y, y'."""
+    problem = TabularProblem.create(
+        list("ab"),
+        [[[0.5, 0.9], [0.1, 0.5]], [[0.5, 0.2], [0.8, 0.5]]],
+        mu=[[0.3, 0.7], [0.6, 0.4]],
+        pi_ref=[[0.5, 0.5], [0.1, 0.9]],
+        contexts=["u", "v"],
+        rho=[0.25, 0.75],
+    )
+    policy = torch.tensor([[0.4, 0.6], [0.9, 0.1]], dtype=F64)
+    P, mu, ref, rho = problem.preferences, problem.mu, problem.pi_ref, problem.rho
+    total = kl = 0.0
+    for x in range(2):
+        for y in range(2):
+            for y2 in range(2):
+                total += rho[x] * policy[x, y] * mu[x, y2] * P[x, y, y2]
+            kl += rho[x] * policy[x, y] * math.log(policy[x, y] / ref[x, y])
+    assert total_preference(problem, policy).item() == pytest.approx(float(total), rel=1e-14)
+    assert kl_divergence(problem, policy).item() == pytest.approx(float(kl), rel=1e-14)
+    value = psipo_objective(problem, policy, tau=0.3, psi="identity").item()
+    assert value == pytest.approx(float(total) - 0.3 * float(kl), rel=1e-14)
+
+
+def test_bad_arguments():
+    problem = two_actions(0.7)
+    for tau in (0.0, -1.0, float("nan")):
+        with pytest.raises(PsipoInputError, match="tau: must be > 0"):
+            optimal_policy(problem, tau=tau, psi="identity")
+    with pytest.raises(PsipoInputError, match="psi: Ψ must be non-decreasing"):
+        optimal_policy(problem, tau=1.0, psi=lambda q: -q)
+    with pytest.raises(PsipoInputError, match="psi: unknown mapping 'square'"):
+        psipo_objective(problem, [0.5, 0.5], tau=1.0, psi="square")
+    with pytest.raises(PsipoInputError, match=r"policy: expected shape \[1, 2\]"):
+        total_preference(problem, [0.2, 0.3, 0.5])
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def problems(draw, max_actions: int = 4, interior: bool = False) -> TabularProblem:
+    """Random problems: 1–2 contexts, non-uniform µ, π_ref, ρ with full support, valid p*."""
+    num_actions = draw(st.integers(2, max_actions))
+    num_contexts = draw(st.integers(1, 2))
+    low, high = (0.02, 0.98) if interior else (0.0, 1.0)
+    positive = st.floats(0.05, 1.0)
+
+    def distribution(size: int) -> list[float]:
+        weights = draw(st.lists(positive, min_size=size, max_size=size))
+        return [w / sum(weights) for w in weights]
+
+    tables = []
+    for _ in range(num_contexts):
+        table = [[0.5] * num_actions for _ in range(num_actions)]
+        for i in range(num_actions):
+            for j in range(i + 1, num_actions):
+                p = draw(st.sampled_from([low, high]) | st.floats(low, high))
+                table[i][j], table[j][i] = p, 1.0 - p
+        tables.append(table)
+    names = [f"x{i}" for i in range(num_contexts)] if num_contexts > 1 else None
+    return TabularProblem.create(
+        [f"y{i}" for i in range(num_actions)],
+        tables if names else tables[0],
+        mu=[distribution(num_actions) for _ in range(num_contexts)],
+        pi_ref=[distribution(num_actions) for _ in range(num_contexts)],
+        contexts=names,
+        rho=distribution(num_contexts) if names else None,
+    )
+
+
+def cube(q: torch.Tensor) -> torch.Tensor:
+    return (2 * q - 1) ** 3
+
+
+PSIS = st.sampled_from(["identity", "logit", cube])
+TAU = st.floats(0.05, 5.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), PSIS, TAU, st.integers(0, 2**31 - 1))
+def test_optimum_beats_random_perturbations(problem, psi, tau, seed):
+    optimum = optimal_policy(problem, tau=tau, psi=psi)
+    assert torch.isfinite(optimum).all() and not optimum.isnan().any()
+    torch.testing.assert_close(optimum.sum(-1), torch.ones(problem.num_contexts, dtype=F64))
+    best = psipo_objective(problem, optimum, tau=tau, psi=psi)
+    assert not best.isnan()
+    generator = torch.Generator().manual_seed(seed)
+    for scale in (1e-3, 1e-1, 1.0):
+        noise = scale * torch.randn(optimum.shape, generator=generator, dtype=F64)
+        perturbed = torch.softmax(torch.log(optimum) + noise, dim=-1)
+        value = psipo_objective(problem, perturbed, tau=tau, psi=psi)
+        assert not value.isnan()
+        if torch.isfinite(best):
+            assert value <= best + 1e-12 * (1 + abs(best))
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(), TAU, st.floats(-50, 50), st.integers(0, 2**31 - 1))
+def test_adding_a_constant_to_all_logits_changes_nothing(problem, tau, shift, seed):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(problem.num_contexts, problem.num_actions, generator=generator, dtype=F64)
+    for quantity in (
+        lambda pi: psipo_objective(problem, pi, tau=tau, psi="identity"),
+        lambda pi: dpo_population_loss(problem, pi, tau=tau),
+        lambda pi: ipo_population_loss(problem, pi, tau=tau),
+        lambda pi: ipo_sampled_population_loss(problem, pi, tau=tau),
+    ):
+        before = quantity(torch.softmax(logits, -1))
+        after = quantity(torch.softmax(logits + shift, -1))
+        assert after.item() == pytest.approx(before.item(), rel=1e-12, abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(), TAU, st.integers(0, 2**31 - 1))
+def test_prop_3_sampled_ipo_loss_is_eq_13_plus_a_constant(problem, tau, seed):
+    """Eq. 16 − Eq. 13 = τ⁻² E_ρ(1/2 − E_{y,y'∼µ}[(p*(y≻µ) − p*(y'≻µ))²]), for every π.
+
+    Expanding both squares: the cross terms agree (Prop. 3), E[(I/τ)²] = E[p*]/τ² = 1/(2τ²) as
+    E_{y,y'∼µ}[p*(y≻y')] = 1/2, and Eq. 13's target contributes E[(Δp/τ)²]."""
+    against_mu = preference_against(problem)
+    gap = against_mu[:, :, None] - against_mu[:, None, :]
+    spread = (problem.mu[:, :, None] * problem.mu[:, None, :] * gap**2).sum((-1, -2))
+    constant = float((problem.rho * (0.5 - spread)).sum()) / tau**2
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        logits = 2 * torch.randn(problem.num_contexts, problem.num_actions, generator=generator, dtype=F64)
+        policy = torch.softmax(logits, -1)
+        difference = ipo_sampled_population_loss(problem, policy, tau=tau) - ipo_population_loss(
+            problem, policy, tau=tau
+        )
+        assert difference.item() == pytest.approx(constant, rel=1e-9, abs=1e-9)
+
+
+def minimise_over_policies(loss, problem: TabularProblem) -> torch.Tensor:
+    """Minimise loss(softmax(θ)) over logits θ with float64 L-BFGS; return the policy."""
+    theta = torch.zeros(problem.num_contexts, problem.num_actions, dtype=F64, requires_grad=True)
+    optimiser = torch.optim.LBFGS(
+        [theta], lr=1.0, max_iter=2000, tolerance_grad=1e-14, tolerance_change=1e-20,
+        history_size=50, line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimiser.zero_grad()
+        value = loss(torch.softmax(theta, -1))
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    return torch.softmax(theta.detach(), -1)
+
+
+@settings(max_examples=12, deadline=None)
+@given(problems(), st.floats(0.1, 5.0))
+def test_theorem_2_population_ipo_minimiser_is_the_identity_optimum(problem, tau):
+    optimum = optimal_policy(problem, tau=tau, psi="identity")
+    assert ipo_population_loss(problem, optimum, tau=tau).item() == pytest.approx(0.0, abs=1e-20)
+    found = minimise_over_policies(lambda pi: ipo_population_loss(problem, pi, tau=tau), problem)
+    torch.testing.assert_close(found, optimum, rtol=0, atol=1e-7)
+    sampled = minimise_over_policies(lambda pi: ipo_sampled_population_loss(problem, pi, tau=tau), problem)
+    torch.testing.assert_close(sampled, optimum, rtol=0, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def gradient_problem() -> TabularProblem:
+    return TabularProblem.create(
+        list("abc"),
+        [[[0.5, 0.8, 0.6], [0.2, 0.5, 0.3], [0.4, 0.7, 0.5]], [[0.5, 0.1, 0.9], [0.9, 0.5, 0.6], [0.1, 0.4, 0.5]]],
+        mu=[[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]],
+        pi_ref=[[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]],
+        contexts=["u", "v"],
+        rho=[0.4, 0.6],
+    )
+
+
+@pytest.mark.parametrize(
+    "quantity",
+    [
+        lambda problem, pi: psipo_objective(problem, pi, tau=0.7, psi="identity"),
+        lambda problem, pi: psipo_objective(problem, pi, tau=0.7, psi="logit"),
+        lambda problem, pi: dpo_population_loss(problem, pi, tau=0.7),
+        lambda problem, pi: ipo_population_loss(problem, pi, tau=0.7),
+        lambda problem, pi: ipo_sampled_population_loss(problem, pi, tau=0.7),
+        lambda problem, pi: kl_divergence(problem, pi),
+        lambda problem, pi: total_preference(problem, pi),
+    ],
+    ids=["objective-identity", "objective-logit", "dpo", "ipo-eq13", "ipo-eq16", "kl", "total-preference"],
+)
+def test_gradients_match_finite_differences(quantity):
+    problem = gradient_problem()
+    logits = torch.tensor([[0.3, -0.2, 0.1], [1.0, 0.0, -0.5]], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda theta: quantity(problem, torch.softmax(theta, -1)), (logits,))
