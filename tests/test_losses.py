@@ -1,0 +1,145 @@
+"""The per-pair losses of psipo.losses: closed forms, gradients, cDPO/robust DPO identities, τ handling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psipo.errors import PsipoInputError
+from psipo.losses import (
+    LOSSES,
+    dpo_loss,
+    get_loss,
+    hinge_loss,
+    ipo_loss,
+    log_ratio_gap,
+    log_ratio_regression_loss,
+    robust_dpo_loss,
+)
+
+F64 = torch.float64
+
+
+def logps_with_gap(h: float | torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Four log-prob tensors whose log-ratio gap is exactly h (chosen log-ratio h, rejected 0)."""
+    h = torch.as_tensor(h, dtype=F64)
+    zero = torch.zeros_like(h)
+    return h + math.log(0.25), zero + math.log(0.5), zero + math.log(0.25), zero + math.log(0.5)
+
+
+def test_log_ratio_gap_arithmetic():
+    # [log π(w) − log π_ref(w)] − [log π(l) − log π_ref(l)] = (−1 − (−2)) − (−3 − (−1)) = 1 + 2 = 3
+    gap = log_ratio_gap(*(torch.tensor([v], dtype=F64) for v in (-1.0, -3.0, -2.0, -1.0)))
+    assert gap.item() == 3.0
+
+
+@pytest.mark.parametrize("tau", [0.01, 0.1, 1.0, 4.0])
+def test_values_at_the_reference_policy(tau):
+    """At π = π_ref (h = 0): IPO (0 − 1/(2τ))², DPO −log σ(0) = log 2 for every ε, hinge 1."""
+    at_ref = logps_with_gap(0.0)
+    assert ipo_loss(*at_ref, tau=tau).item() == pytest.approx((1 / (2 * tau)) ** 2, rel=1e-14)
+    for smoothing in (0.0, 0.1, 0.3):
+        assert dpo_loss(*at_ref, tau=tau, label_smoothing=smoothing).item() == pytest.approx(math.log(2), rel=1e-14)
+    assert robust_dpo_loss(*at_ref, tau=tau, label_noise=0.2).item() == pytest.approx(math.log(2), rel=1e-14)
+    assert hinge_loss(*at_ref, tau=tau).item() == 1.0
+
+
+def test_closed_forms_away_from_the_reference():
+    tau = 0.5
+    # DPO with τh = log 3: −log σ(log 3) = −log(3/4) = log(4/3).
+    assert dpo_loss(*logps_with_gap(math.log(3) / tau), tau=tau).item() == pytest.approx(math.log(4 / 3), rel=1e-14)
+    # IPO is zero exactly at h = 1/(2τ) = 1, and (3 − 1)² = 4 at h = 3.
+    assert ipo_loss(*logps_with_gap(1.0), tau=tau).item() == pytest.approx(0.0, abs=1e-28)
+    assert ipo_loss(*logps_with_gap(3.0), tau=tau).item() == pytest.approx(4.0, rel=1e-14)
+    # Hinge: max(0, 1 − τh) = 0.5 at h = 1, 0 from h = 1/τ = 2 on.
+    assert hinge_loss(*logps_with_gap(1.0), tau=tau).item() == pytest.approx(0.5, rel=1e-14)
+    assert hinge_loss(*logps_with_gap(2.0), tau=tau).item() == 0.0
+    assert hinge_loss(*logps_with_gap(7.0), tau=tau).item() == 0.0
+    # Regression onto any target: (h − t)².
+    assert log_ratio_regression_loss(*logps_with_gap(1.5), target=-0.5).item() == pytest.approx(4.0, rel=1e-14)
+
+
+def test_dpo_at_infinite_gap_is_zero_not_nan():
+    assert dpo_loss(*logps_with_gap(math.inf), tau=1.0).item() == 0.0
+    assert dpo_loss(*logps_with_gap(-math.inf), tau=1.0).item() == math.inf
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(-20, 20), st.floats(0.01, 5), st.floats(0.0, 0.49))
+def test_label_smoothing_is_the_expected_loss_under_label_flips(h, tau, epsilon):
+    """cDPO(h) = (1 − ε)·DPO(h) + ε·DPO(−h): the clean loss averaged over a flip with probability ε."""
+    smoothed = dpo_loss(*logps_with_gap(h), tau=tau, label_smoothing=epsilon)
+    mixture = (1 - epsilon) * dpo_loss(*logps_with_gap(h), tau=tau) + epsilon * dpo_loss(*logps_with_gap(-h), tau=tau)
+    assert smoothed.item() == pytest.approx(mixture.item(), rel=1e-12, abs=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(-20, 20), st.floats(0.01, 5), st.floats(0.0, 0.45))
+def test_robust_dpo_is_unbiased_under_label_noise(h, tau, epsilon):
+    """Labels flipped with probability ε: (1 − ε)·R(h) + ε·R(−h) equals the clean DPO loss
+    (the ε(1 − ε) log σ(−τh) terms cancel and ((1 − ε)² − ε²)/(1 − 2ε) = 1)."""
+    expected = (1 - epsilon) * robust_dpo_loss(*logps_with_gap(h), tau=tau, label_noise=epsilon) + epsilon * (
+        robust_dpo_loss(*logps_with_gap(-h), tau=tau, label_noise=epsilon)
+    )
+    clean = dpo_loss(*logps_with_gap(h), tau=tau)
+    assert expected.item() == pytest.approx(clean.item(), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("loss", "kwargs"),
+    [
+        (ipo_loss, {"tau": 0.3}),
+        (dpo_loss, {"tau": 0.3}),
+        (dpo_loss, {"tau": 0.3, "label_smoothing": 0.1}),
+        (robust_dpo_loss, {"tau": 0.3, "label_noise": 0.2}),
+        (hinge_loss, {"tau": 0.3}),
+        (log_ratio_regression_loss, {"target": 0.7}),
+    ],
+)
+def test_gradients_match_finite_differences(loss, kwargs):
+    generator = torch.Generator().manual_seed(0)
+    inputs = tuple(torch.randn(5, generator=generator, dtype=F64, requires_grad=True) for _ in range(4))
+    assert torch.autograd.gradcheck(lambda *logps: loss(*logps, **kwargs), inputs)
+
+
+def test_losses_are_per_example_and_broadcast():
+    chosen = torch.zeros(4, 3, dtype=F64)
+    losses = ipo_loss(chosen, chosen, torch.zeros(3, dtype=F64), torch.zeros(()), tau=1.0)
+    assert losses.shape == (4, 3)
+
+
+def test_tensor_tau_is_one_tau_per_run():
+    """A [R, 1] τ against [R, B] log-probs equals R separate calls with float τ."""
+    taus = torch.tensor([[0.1], [1.0], [3.0]], dtype=F64)
+    generator = torch.Generator().manual_seed(1)
+    logps = [torch.randn(3, 4, generator=generator, dtype=F64) for _ in range(4)]
+    for name, loss in LOSSES.items():
+        extra = {"label_noise": 0.1} if name == "robust" else {}
+        batched = loss(*logps, tau=taus, **extra)
+        for run, tau in enumerate(taus[:, 0].tolist()):
+            single = loss(*(lp[run] for lp in logps), tau=tau, **extra)
+            torch.testing.assert_close(batched[run], single, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, torch.tensor([0.5, 0.0])])
+@pytest.mark.parametrize("loss", [ipo_loss, dpo_loss, hinge_loss])
+def test_tau_must_be_positive(loss, tau):
+    with pytest.raises(PsipoInputError, match="tau: must be > 0"):
+        loss(*logps_with_gap(torch.zeros(2)), tau=tau)
+
+
+def test_smoothing_and_noise_must_be_below_one_half():
+    with pytest.raises(PsipoInputError, match=r"label_smoothing: must be in \[0, 0.5\)"):
+        dpo_loss(*logps_with_gap(0.0), tau=1.0, label_smoothing=0.5)
+    with pytest.raises(PsipoInputError, match=r"label_noise: must be in \[0, 0.5\)"):
+        robust_dpo_loss(*logps_with_gap(0.0), tau=1.0, label_noise=-0.1)
+
+
+def test_registry():
+    assert get_loss("ipo") is ipo_loss and get_loss("cdpo") is dpo_loss
+    with pytest.raises(PsipoInputError, match="loss: unknown loss 'ppo'"):
+        get_loss("ppo")
