@@ -1,0 +1,158 @@
+"""`psipo solve`: output against hand-derived values, and every bad input → one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from psipo.cli import main
+from psipo.errors import PsipoInputError
+from psipo.tabular import TabularProblem, optimal_policy
+
+PSIPO = [sys.executable, "-m", "psipo"]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "problems"
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def run_psipo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*PSIPO, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def two_action_statistics(s: float) -> tuple[float, float]:
+    """π = (s, 1 − s) on §5.3.1 (p*(y1≻y2) = 1, uniform µ, π_ref): p*(y1≻µ) = 3/4,
+    p*(y2≻µ) = 1/4, so total preference = 3s/4 + (1 − s)/4; KL = Σ π log(2π)."""
+    total = 0.75 * s + 0.25 * (1 - s)
+    kl = s * math.log(2 * s) + (1 - s) * math.log(2 * (1 - s))
+    return total, kl
+
+
+def test_yaml_example_table_and_json_with_overrides():
+    table = run_psipo("solve", EXAMPLES / "two_actions.yaml")
+    assert table.returncode == 0, table.stderr
+    s = sigmoid(0.5)  # IPO, τ = 1 (from the file): σ(0.5/τ)
+    assert f"{s:.6f}" in table.stdout and f"{1 - s:.6f}" in table.stdout
+    for label in ("objective (Eq. 6)", "total preference", "KL"):
+        assert label in table.stdout
+
+    result = run_psipo("solve", EXAMPLES / "two_actions.yaml", "--tau", "0.25", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    s = sigmoid(0.5 / 0.25)
+    total, kl = two_action_statistics(s)
+    assert data["tau"] == 0.25 and data["psi"] == "identity"
+    assert set(data["policy"]) == {"y1", "y2"}
+    assert data["policy"]["y1"] == pytest.approx(s, rel=1e-12)
+    assert data["policy"]["y2"] == pytest.approx(1 - s, rel=1e-12)
+    assert data["total_preference"] == pytest.approx(total, rel=1e-12)
+    assert data["kl"] == pytest.approx(kl, rel=1e-12)
+    assert data["objective"] == pytest.approx(total - 0.25 * kl, rel=1e-12)
+
+
+def test_json_file_with_logit_psi(tmp_path):
+    """Uniform µ, p*(a≻b) = 0.8, π_ref = (1/4, 3/4), τ = 1/2, Ψ = logit: g(a) − g(b) = logit(0.8)
+    = log 4, so π(a)/π(b) = (1/3)·e^{2 log 4} = 16/3 and π(a) = 16/19."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({
+        "actions": ["a", "b"], "preferences": [[0.5, 0.8], [0.2, 0.5]],
+        "mu": [0.5, 0.5], "pi_ref": [0.25, 0.75], "tau": 0.5, "psi": "logit",
+    }))
+    data = json.loads(run_psipo("solve", path, "--json").stdout)
+    assert data["policy"]["a"] == pytest.approx(16 / 19, rel=1e-12)
+    # total preference: π(a)·p*(a≻µ) + π(b)·p*(b≻µ) = (16/19)(0.65) + (3/19)(0.35)
+    assert data["total_preference"] == pytest.approx((16 * 0.65 + 3 * 0.35) / 19, rel=1e-12)
+    kl = (16 / 19) * math.log((16 / 19) / 0.25) + (3 / 19) * math.log((3 / 19) / 0.75)
+    assert data["kl"] == pytest.approx(kl, rel=1e-12)
+
+
+def test_logit_with_deterministic_preference_is_deterministic_and_infinite(capsys):
+    assert main(["solve", str(EXAMPLES / "two_actions.yaml"), "--psi", "logit", "--tau", "100", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["policy"] == {"y1": 1.0, "y2": 0.0}
+    assert data["objective"] == "inf"  # JSON has no infinity
+    assert data["kl"] == pytest.approx(math.log(2), rel=1e-15)
+    assert data["total_preference"] == 0.75
+
+
+def test_contexts_give_a_policy_per_context(tmp_path, capsys):
+    """Context u is §5.3.1 (π*(y1) = σ(0.5/τ) = σ(1) at τ = 1/2); in v the actions tie (uniform)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "actions: [y1, y2]\ntau: 0.5\ncontexts:\n"
+        "  - {name: u, rho: 0.25, preferences: [[0.5, 1], [0, 0.5]]}\n"
+        "  - {name: v, rho: 0.75, preferences: [[0.5, 0.5], [0.5, 0.5]]}\n"
+    )
+    assert main(["solve", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["policy"]) == {"u", "v"}
+    assert data["policy"]["u"]["y1"] == pytest.approx(sigmoid(1.0), rel=1e-12)
+    assert data["policy"]["v"] == {"y1": 0.5, "y2": 0.5}
+    total_u, kl_u = two_action_statistics(sigmoid(1.0))
+    assert data["total_preference"] == pytest.approx(0.25 * total_u + 0.75 * 0.5, rel=1e-12)
+    assert data["kl"] == pytest.approx(0.25 * kl_u, rel=1e-12)
+    assert main(["solve", str(path)]) == 0
+    assert "context" in capsys.readouterr().out
+
+
+GOOD = "actions: [a, b]\npreferences: [[0.5, 0.7], [0.3, 0.5]]\ntau: 1\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "extra", "message"),
+    [
+        ("t.yaml", "actions: [a, b]\npreferences: [[0.5, 1.2], [-0.2, 0.5]]\ntau: 1\n", [],
+         "t.yaml:2: preferences[0][1]: 1.2 is outside [0, 1]"),
+        ("t.yaml", "actions: [a, b]\npreferences: [[0.5, 0.7], [0.7, 0.5]]\ntau: 1\n", [],
+         "preferences[0][1] + preferences[1][0] = 1.4"),
+        ("t.yaml", GOOD + "mu: [0.7, 0.7]\n", [], "t.yaml:4: mu: sums to 1.4, not 1"),
+        ("t.yaml", GOOD + "pi_ref: [1.5, -0.5]\n", [], "t.yaml:4: pi_ref[1]: -0.5 is negative"),
+        ("t.yaml", GOOD.replace("tau: 1", "tau: 0"), [], "t.yaml:3: tau: must be > 0, got 0.0"),
+        ("t.yaml", GOOD, ["--tau", "-2"], "tau: must be > 0, got -2.0"),
+        ("t.yaml", GOOD.replace("tau: 1\n", ""), [], "tau: not given"),
+        ("t.yaml", GOOD + "mu: {a: 0.5, c: 0.5}\n", [], "t.yaml:4: mu: unknown action 'c'"),
+        ("t.yaml", GOOD + "beta: 0.1\n", [], "t.yaml:4: beta: unknown key"),
+        ("t.yaml", "actions: [a, b\n", [], "t.yaml:2: invalid YAML"),
+        ("t.json", '{"actions": ["a", "b"],\n "tau": 1,,}', [], "t.json:2: invalid JSON"),
+        ("missing.yaml", None, [], "missing.yaml: problem file not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, text, extra, message):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    assert main(["solve", str(path), *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("psipo: error: ")
+    assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("actions: [a, b]\npreferences: [[0.5, 0.9], [0.9, 0.5]]\ntau: 1\n", "preferences[0][1] + preferences[1][0]"),
+        ("actions: [a, b]\npreferences: [[0.5, 0.9],\n", "invalid YAML"),
+    ],
+)
+def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = run_psipo("solve", path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("psipo: error: ") and len(result.stderr.splitlines()) == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_non_monotone_psi_via_the_python_api():
+    problem = TabularProblem.create(["a", "b"], [[0.5, 0.7], [0.3, 0.5]])
+    with pytest.raises(PsipoInputError, match="psi: Ψ must be non-decreasing"):
+        optimal_policy(problem, tau=1.0, psi=lambda q: (q - 0.5) ** 2)
