@@ -22,7 +22,8 @@ LOSS_LABELS = {"ipo": "IPO", "dpo": "DPO", "rlhf": "RLHF (BT reward + Eq. 3)"}
 def save_png(figure: Figure, path: str | Path, *, dpi: int = 110) -> None:
     """Write ``figure`` as a PNG, atomically."""
     buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer, dpi=dpi)
+    FigureCanvasAgg(figure)  # attaches the Agg canvas; no pyplot, no global backend
+    figure.savefig(buffer, format="png", dpi=dpi)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -43,7 +44,13 @@ def learning_curves_figure(
     DPO at the same τ sit one above the other.
     """
     rows, cols = len(losses), len(taus)
-    figure = Figure(figsize=(2.7 * cols + 0.6, 2.3 * rows + 0.9), layout="constrained")
+    width, height = 2.7 * cols + 0.9, 2.3 * rows + 1.0
+    figure = Figure(figsize=(width, height))
+    # Fixed margins (in inches) instead of constrained layout, which costs seconds per figure.
+    figure.subplots_adjust(
+        left=0.9 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.6 / height,
+        wspace=0.08, hspace=0.1,
+    )
     axes = figure.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
     for i, loss in enumerate(losses):
         for j, tau in enumerate(taus):
