@@ -159,7 +159,7 @@ def distributions(size: int):
     return st.lists(st.floats(0.05, 1.0), min_size=size, max_size=size).map(lambda w: [v / sum(w) for v in w])
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     st.lists(st.floats(-2, 2), min_size=3, max_size=3),
     distributions(3),
@@ -191,7 +191,7 @@ def non_bradley_terry_problems(draw) -> TabularProblem:
     )
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(non_bradley_terry_problems(), st.floats(0.2, 3.0))
 def test_prop_4_dpo_equals_rlhf_with_the_fitted_reward(problem, tau):
     torch.testing.assert_close(dpo_minimiser(problem, tau), rlhf_policy(problem, tau=tau), rtol=0, atol=1e-6)
