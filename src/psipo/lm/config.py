@@ -250,11 +250,8 @@ def load_train_config(
     """Load a :class:`TrainConfig` from a YAML file (optional) and ``key → value`` overrides.
 
     Unknown or ill-typed keys raise :class:`~psipo.errors.PsipoInputError` naming the key and,
-    when it came from the file, ``file:line``. ``model`` and ``train_data`` are required.
+    when it came from the file, ``file:line``. ``model`` and ``train_data`` may stay empty here
+    (Python callers can pass a model object and pairs to :func:`psipo.lm.train`); training
+    without them is an error.
     """
-    config = load_config(TrainConfig, path, overrides)
-    where = f"{path}: " if path is not None else ""
-    for key, value in (("model", config.model_config.model), ("train_data", config.data_config.train_data)):
-        if not value:
-            raise PsipoInputError(f"{where}missing required key '{key}'")
-    return config
+    return load_config(TrainConfig, path, overrides)

@@ -114,6 +114,9 @@ def make_tiny_model_dir(
     ``AutoTokenizer.from_pretrained(path)``. ``layers=4, hidden=256, vocab=32000`` is the
     ~20M-parameter model of the TRL benchmark.
     """
+    from psipo.lm.model import quiet_transformers
+
+    quiet_transformers()
     path = Path(path)
     model = make_tiny_model(
         layers=layers,

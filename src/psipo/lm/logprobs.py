@@ -25,13 +25,14 @@ class _ChunkedTokenLogps(torch.autograd.Function):
 
     Forward keeps only the per-row log-sum-exp. Backward recomputes each chunk's logits and
     uses :math:`\partial \ell_i/\partial z_{ij} = \mathbb{1}[j=y_i]-\mathrm{softmax}(z_i)_j`.
-    Logits and softmax are float32 whatever the parameter dtype.
+    Logits and softmax are float32 for 16- and 32-bit parameters (float64 for float64).
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk_size):  # type: ignore[override]
-        token_logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
-        lse = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
+        dtype = _accumulation_dtype(weight)
+        token_logps = hidden.new_empty(hidden.shape[0], dtype=dtype)
+        lse = hidden.new_empty(hidden.shape[0], dtype=dtype)
         for start in range(0, hidden.shape[0], chunk_size):
             end = start + chunk_size
             logits = _logits(hidden[start:end], weight, bias)
@@ -46,19 +47,20 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight else None
-        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if need_bias and bias is not None else None
+        dtype = _accumulation_dtype(weight)
+        grad_weight = torch.zeros_like(weight, dtype=dtype) if need_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=dtype) if need_bias and bias is not None else None
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
             h = hidden[start:end]
-            g = grad_output[start:end].float()
+            g = grad_output[start:end].to(dtype)
             # grad of logits = g ⊙ (onehot(y) − softmax(z)), built in place in the logits buffer
             grad_logits = _logits(h, weight, bias).sub_(lse[start:end, None]).exp_().mul_(-g[:, None])
             grad_logits.scatter_add_(1, targets[start:end, None], g[:, None])
             if grad_hidden is not None:
                 grad_hidden[start:end] = grad_logits.to(weight.dtype) @ weight
             if grad_weight is not None:
-                grad_weight += (grad_logits.T.to(h.dtype) @ h).float()
+                grad_weight += (grad_logits.T.to(h.dtype) @ h).to(dtype)
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(0)
         if grad_weight is not None:
@@ -68,11 +70,16 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None
 
 
+def _accumulation_dtype(weight: torch.Tensor) -> torch.dtype:
+    """float32 for float32/16-bit weights, float64 for float64 ones (gradcheck)."""
+    return torch.promote_types(weight.dtype, torch.float32)
+
+
 def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     logits = hidden.to(weight.dtype) @ weight.T
     if bias is not None:
         logits = logits + bias
-    return logits.float()
+    return logits.to(_accumulation_dtype(weight))
 
 
 def token_logps(

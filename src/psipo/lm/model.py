@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -13,9 +14,26 @@ from psipo.lm.config import ModelConfig
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def quiet_transformers() -> None:
+    """No per-file progress bars from from_pretrained / save_pretrained beside psipo's own line."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_error(key: str, name: str, what: str, exc: BaseException) -> PsipoInputError:
+    """A missing local folder says so; anything else keeps transformers' first line."""
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
+    if looks_local and not os.path.exists(os.path.expanduser(name)):
+        return PsipoInputError(f"{key}: cannot load {name!r}: no such local folder")
+    return PsipoInputError(
+        f"{key}: cannot load {name!r} as {what} (not a local folder, or not on the Hub / offline): {_first_line(exc)}"
+    )
 
 
 def load_tokenizer(config: ModelConfig) -> Any:
@@ -32,9 +50,7 @@ def load_tokenizer(config: ModelConfig) -> Any:
             name, revision=config.revision, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError) as exc:
-        raise PsipoInputError(
-            f"tokenizer: cannot load {name!r} (not a local folder, or not on the Hub / offline): {_first_line(exc)}"
-        ) from None
+        raise _load_error("tokenizer" if config.tokenizer else "model", name, "a tokenizer", exc) from None
 
 
 def pad_id_of(tokenizer: Any) -> int:
@@ -63,10 +79,7 @@ def load_causal_lm(name: str, config: ModelConfig, *, key: str = "model") -> nn.
             **kwargs,
         )
     except (OSError, ValueError) as exc:
-        raise PsipoInputError(
-            f"{key}: cannot load {name!r} as a causal LM (not a local model folder, or not on the Hub / offline): "
-            f"{_first_line(exc)}"
-        ) from None
+        raise _load_error(key, name, "a causal LM", exc) from None
     return model
 
 

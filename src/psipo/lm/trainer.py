@@ -165,6 +165,7 @@ def train(
     from psipo.lm import checkpoint as ckpt
     from psipo.lm.model import (
         check_max_length,
+        quiet_transformers,
         load_causal_lm,
         load_tokenizer,
         pad_id_of,
@@ -186,17 +187,18 @@ def train(
         config.run,
     )
     torch.manual_seed(run.seed)
-    _quiet_transformers()
+    quiet_transformers()
     accelerator = _accelerator(config)
     device = accelerator.device
     run_dir = Path(run.output_dir)
 
-    if tokenizer is None and (mc.tokenizer or (model is None and mc.model)):
-        tokenizer = load_tokenizer(mc)
+    load_own_tokenizer = tokenizer is None and (mc.tokenizer or (model is None and mc.model))
     if model is None:
         if not mc.model:
             raise PsipoInputError("missing required key 'model'")
         model = load_causal_lm(mc.model, mc)
+    if load_own_tokenizer:
+        tokenizer = load_tokenizer(mc)
     check_max_length(model, config.data_config.max_length)
     train_data, eval_data = _load_data(config, tokenizer, train_pairs, eval_pairs)
     model = prepare_policy(model, mc, seed=run.seed)
@@ -388,10 +390,3 @@ def _cache_dir(config: TrainConfig) -> Path:
     from psipo.lm.data import default_cache_dir
 
     return Path(config.data_config.cache_dir) if config.data_config.cache_dir else default_cache_dir()
-
-
-def _quiet_transformers() -> None:
-    """No per-file progress bars from from_pretrained / save_pretrained inside psipo's own line."""
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()

@@ -1,0 +1,153 @@
+"""Row formats, validation errors, tokenisation, truncation, caching and batching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psipo.errors import PsipoInputError
+from psipo.lm.data import TokenizedPair, batch_order, collate, load_pairs, parse_row, tokenize_rows
+from psipo.lm.fixtures import SPECIAL_TOKENS, make_tokenizer
+
+EOS = SPECIAL_TOKENS.index("<eos>")
+
+
+def word(i: int) -> int:
+    """Id of fixture word w<i>."""
+    return len(SPECIAL_TOKENS) + i
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer(40)
+
+
+def tokenize(tokenizer, rows, **kwargs):
+    options = {"max_length": 32, "max_prompt_length": 16, "append_eos": True} | kwargs
+    return tokenize_rows([parse_row(r, f"row {i}") for i, r in enumerate(rows)], tokenizer, **options)
+
+
+def test_standard_conversational_and_implicit_rows(tokenizer):
+    standard = {"prompt": "w1 w2", "chosen": "w3", "rejected": "w4 w5", "score": 7}
+    implicit = {"chosen": "w1 w2 w3", "rejected": "w1 w2 w4 w5"}
+    data = tokenize(tokenizer, [standard, implicit])
+    expected = TokenizedPair([word(1), word(2)], [word(3), EOS], [word(4), word(5), EOS])
+    assert data.pairs == [expected, expected]
+
+    conversational = {
+        "prompt": [{"role": "user", "content": "w1"}],
+        "chosen": [{"role": "assistant", "content": "w3"}],
+        "rejected": [{"role": "assistant", "content": "w4"}],
+    }
+    user, assistant = SPECIAL_TOKENS.index("<user>"), SPECIAL_TOKENS.index("<assistant>")
+    # The fixture template renders "<user> w1 <assistant> w3 <eos>": EOS is not doubled.
+    pair = tokenize(tokenizer, [conversational]).pairs[0]
+    assert pair == TokenizedPair([user, word(1), assistant], [word(3), EOS], [word(4), EOS])
+    implicit_chat = {"chosen": conversational["prompt"] + conversational["chosen"],
+                     "rejected": conversational["prompt"] + conversational["rejected"]}
+    assert tokenize(tokenizer, [implicit_chat]).pairs[0] == pair
+
+
+def test_truncation_keeps_prompt_end_and_completion_start(tokenizer):
+    row = {"prompt": " ".join(f"w{i}" for i in range(10)), "chosen": "w20 w21 w22 w23", "rejected": "w30"}
+    data = tokenize(tokenizer, [row], max_length=6, max_prompt_length=3)
+    assert data.pairs[0] == TokenizedPair([word(7), word(8), word(9)], [word(20), word(21), word(22)], [word(30), EOS])
+    assert data.n_truncated == 1
+
+
+def test_empty_completion_is_dropped_and_counted(tokenizer):
+    rows = [{"prompt": "w1", "chosen": "", "rejected": "w2"}, {"prompt": "w1", "chosen": "w3", "rejected": "w2"}]
+    data = tokenize(tokenizer, rows, append_eos=False)
+    assert len(data.pairs) == 1 and data.n_empty == 1
+    assert tokenize(tokenizer, rows).n_empty == 0  # with EOS the completion is not empty
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('{"prompt": "w1", "rejected": "w2"}', "'chosen': missing"),
+        ('{"prompt": "w1", "chosen": 3, "rejected": "w2"}', "'chosen': expected a string"),
+        ('{"prompt": 5, "chosen": "w1", "rejected": "w2"}', "'prompt': expected a string"),
+        ('{"chosen": [{"role": "assistant"}], "rejected": []}', "'chosen[0].content'"),
+        ('["w1", "w2"]', "expected an object"),
+        ('{"prompt": "w1", "chosen": "w2", "rejected": "w3"', "invalid JSON"),
+    ],
+)
+def test_bad_row_names_file_line_and_field(tmp_path, tokenizer, line, field):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n' + line + "\n")
+    with pytest.raises(PsipoInputError, match=rf"pairs.jsonl:2: .*{__import__('re').escape(field)}"):
+        load(path, tokenizer, tmp_path)
+
+
+def load(path, tokenizer, tmp_path, **kwargs):
+    options = {
+        "key": "train_data", "split": "train", "dataset_config": None, "max_length": 32,
+        "max_prompt_length": 16, "append_eos": True, "skip_invalid": False, "cache_dir": tmp_path / "cache",
+    } | kwargs
+    return load_pairs(str(path), tokenizer, **options)
+
+
+def test_skip_invalid_counts_and_cache_is_keyed_by_settings(tmp_path, tokenizer):
+    path = tmp_path / "pairs.jsonl"
+    good = {"prompt": "w1", "chosen": "w2 w3", "rejected": "w4"}
+    path.write_text("\n".join([json.dumps(good), '{"chosen": "w1"}', json.dumps(good)]) + "\n")
+    data = load(path, tokenizer, tmp_path, skip_invalid=True)
+    assert (len(data.pairs), data.n_rows, data.n_invalid) == (2, 3, 1)
+    assert load(path, tokenizer, tmp_path, skip_invalid=True).pairs == data.pairs  # from the cache
+    assert len(list((tmp_path / "cache" / "tokenized").iterdir())) == 1
+    shorter = load(path, tokenizer, tmp_path, skip_invalid=True, max_length=2, max_prompt_length=1)
+    assert shorter.pairs[0].chosen_ids == [word(2)]  # a new cache entry, not the stale one
+    path.write_text(json.dumps(good | {"chosen": "w5"}) + "\n")  # new content → new entry
+    assert load(path, tokenizer, tmp_path).pairs[0].chosen_ids == [word(5), EOS]
+
+
+def test_json_and_parquet_files(tmp_path, tokenizer):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": "w1", "chosen": "w2", "rejected": "w3"}] * 2
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    for name in ("p.json", "p.parquet"):
+        assert load(tmp_path / name, tokenizer, tmp_path).pairs == [TokenizedPair([word(1)], [word(2), EOS], [word(3), EOS])] * 2
+    with pytest.raises(PsipoInputError, match="train_data: file not found"):
+        load(tmp_path / "missing.jsonl", tokenizer, tmp_path)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 50), min_size=1, max_size=60),
+    batch_size=st.integers(1, 9),
+    seed=st.integers(0, 3),
+    group=st.booleans(),
+)
+def test_batch_order_is_a_seeded_partition(lengths, batch_size, seed, group):
+    batches = batch_order(lengths, batch_size, seed=seed, epoch=1, group_by_length=group)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= batch_size for b in batches)
+    assert batches == batch_order(lengths, batch_size, seed=seed, epoch=1, group_by_length=group)
+
+
+def test_grouping_by_length_cuts_padding():
+    lengths = torch.randint(1, 200, (512,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def padding(group):
+        batches = batch_order(lengths, 8, seed=0, epoch=0, group_by_length=group)
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(True) < 0.1 * padding(False)
+
+
+def test_collate_masks_prompt_and_padding():
+    pairs = [TokenizedPair([7, 8], [9], [10, 11]), TokenizedPair([7], [12, 13, 14], [15])]
+    batch = collate(pairs, pad_id=99)
+    assert batch["input_ids"].tolist() == [
+        [7, 8, 9, 99], [7, 12, 13, 14], [7, 8, 10, 11], [7, 15, 99, 99],
+    ]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batch["loss_mask"].int().tolist() == [[0, 0, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1], [0, 1, 0, 0]]

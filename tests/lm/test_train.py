@@ -1,0 +1,158 @@
+"""The training loop: initial losses, reference sources, accumulation, resume, learning."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from psipo.errors import PsipoInputError
+from psipo.lm import TokenizedPair, load_train_config, train
+from psipo.lm.data import collate
+from psipo.lm.reference import LiveReference, PrecomputedReference, model_fingerprint, pair_logps
+
+
+def run(base_config, rows, **keys):
+    return train(load_train_config(None, base_config | keys), train_pairs=rows)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b, atol):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize(
+    ("loss", "tau", "expected"),
+    [("ipo", 0.1, 25.0), ("ipo", 0.5, 1.0), ("dpo", 0.1, math.log(2)), ("hinge", 0.3, 1.0)],
+)
+def test_initial_loss_is_the_closed_form_at_pi_equals_pi_ref(base_config, rows, loss, tau, expected):
+    # The first logged step's loss is computed before any update, with π = π_ref.
+    first = run(base_config, rows, loss=loss, tau=tau, max_steps=1).history[0]
+    assert first["loss"] == pytest.approx(expected, abs=1e-5)
+    assert abs(first["h_mean"]) < 1e-6 and first["h_std"] < 1e-6
+    assert first["ipo_target"] == pytest.approx(1 / (2 * tau))
+
+
+def test_metrics_records_have_the_documented_keys(base_config, rows):
+    history = run(base_config, rows, eval_fraction=0.25, max_steps=2).history
+    keys = {
+        "step", "epoch", "loss", "h_mean", "h_std", "ipo_target", "reward_chosen", "reward_rejected",
+        "margin", "accuracy", "logps_chosen", "logps_rejected", "kl", "grad_norm", "lr",
+        "tokens_per_second", "peak_memory_mb", "eval_loss", "eval_h_mean", "eval_accuracy",
+    }
+    assert keys <= history[-1].keys()
+    assert [r["step"] for r in history] == [1, 2]
+
+
+def test_precomputed_reference_equals_live_reference(base_config, rows, model_dir, tmp_path):
+    config = load_train_config(None, base_config)
+    result = train(config, train_pairs=rows, eval_pairs=rows[:8])  # fills the reference cache
+    pairs = result.train_data.pairs
+    initial = AutoModelForCausalLM.from_pretrained(model_dir)
+    cached = PrecomputedReference.compute(
+        torch.nn.Identity(),  # never run: the entry must come from the cache of the first run
+        pairs,
+        cache_dir=tmp_path / "cache",
+        model_key=model_fingerprint(initial),
+        aggregation="mean",
+        batch_size=4,
+        chunk_size=64,
+        pad_id=0,
+        device=torch.device("cpu"),
+    )
+    live = LiveReference(initial, aggregation="mean", chunk_size=64)
+    indices = [5, 0, 17, 3]
+    batch = collate([pairs[i] for i in indices], pad_id=0)
+    for got, want in zip(cached(indices, batch), live(indices, batch)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+    # And whole runs agree: live and precomputed reference give the same trained weights.
+    live_run = run(base_config, rows, reference="live", output_dir=str(tmp_path / "live"))
+    assert_same_weights(weights(live_run.model), weights(result.model), atol=1e-5)
+
+
+def test_lora_adapters_disabled_reference_is_the_base_model(base_config, rows, model_dir):
+    result = run(base_config, rows, lora_r=4, reference="adapters_disabled", max_steps=4, learning_rate=5e-2)
+    peft_model = result.model
+    batch = collate(result.train_data.pairs[:6], pad_id=0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    want = pair_logps(base, batch, aggregation="mean", chunk_size=64)
+    with torch.no_grad(), peft_model.disable_adapter():
+        got = pair_logps(peft_model, batch, aggregation="mean", chunk_size=64)
+    with torch.no_grad():
+        trained = pair_logps(peft_model, batch, aggregation="mean", chunk_size=64)
+    for g, w, t in zip(got, want, trained):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+        assert (t - w).abs().max() > 1e-3  # the adapters did learn something
+    assert (result.final_dir / "adapter_model.safetensors").is_file()
+
+
+def test_batch_8_equals_batch_4_with_2_accumulation_steps(base_config, rows, tmp_path):
+    # Each step sees the same 8 pairs either way. The (pre-clipping) gradient norm checks the
+    # gradient's scale, which Adam's update would hide; a small learning rate keeps Adam's
+    # near-sign first steps from amplifying float noise in near-zero gradient entries.
+    keys = {"learning_rate": 1e-4, "max_steps": 3}
+    one = run(base_config, rows, batch_size=8, output_dir=str(tmp_path / "a"), **keys)
+    two = run(base_config, rows, batch_size=4, gradient_accumulation_steps=2, output_dir=str(tmp_path / "b"), **keys)
+    for a, b in zip(one.history, two.history):
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    assert_same_weights(weights(one.model), weights(two.model), atol=1e-6)
+    halves = run(base_config, rows, batch_size=4, output_dir=str(tmp_path / "c"), **keys)
+    assert halves.history[0]["grad_norm"] != pytest.approx(one.history[0]["grad_norm"], rel=1e-3)
+
+
+def test_resumed_run_equals_uninterrupted_run(base_config, rows, tmp_path):
+    keys = {"max_steps": 6, "save_steps": 3, "save_total_limit": None, "lr_scheduler": "cosine", "warmup_ratio": 0.3}
+    full = run(base_config, rows, output_dir=str(tmp_path / "full"), **keys)
+    # An interrupted run: what is on disk after its checkpoint at step 3 (and a torn log line).
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-3", interrupted / "checkpoints" / "step-3")
+    log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    (interrupted / "metrics.jsonl").write_text("\n".join(log[:4]) + '\n{"step": 5, "lo')
+    resumed = run(base_config, rows, output_dir=str(interrupted), resume=True, **keys)
+    assert_same_weights(weights(resumed.model), weights(full.model), atol=0)
+    assert [r["step"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert resumed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], abs=1e-6)
+
+
+def test_ipo_drives_mean_h_to_its_target(base_config, rows):
+    tau = 1.0  # target h = 1/(2τ) = 0.5
+    history = run(
+        base_config, rows, tau=tau, max_steps=20, learning_rate=3e-3, lr_scheduler="constant", logging_steps=5
+    ).history
+    assert history[0]["h_mean"] < 0.2
+    assert history[-1]["h_mean"] == pytest.approx(0.5, abs=0.1)
+    assert history[-1]["loss"] < 0.1 * history[0]["loss"]
+
+
+def test_pretokenized_pairs_need_no_tokenizer_nor_eos(base_config, model_dir, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    pairs = [TokenizedPair([7, 8, 9], [10 + i % 5], [20 + i % 7, 21]) for i in range(16)]
+    result = train(
+        load_train_config(None, base_config | {"model": "a label", "append_eos": False}), model=model, train_pairs=pairs
+    )
+    assert result.tokenizer is None and len(result.history) == 3
+    assert result.history[0]["loss"] == pytest.approx(25.0, abs=1e-5)
+    assert (result.final_dir / "model.safetensors").is_file()
+
+
+def test_clear_errors(base_config, rows, tmp_path):
+    with pytest.raises(PsipoInputError, match="model: cannot load .*nowhere': no such local folder"):
+        run(base_config, rows, model=str(tmp_path / "nowhere"))
+    with pytest.raises(PsipoInputError, match="max_length: 5000 exceeds the model's max_position_embeddings 1024"):
+        run(base_config, rows, max_length=5000)
+    with pytest.raises(PsipoInputError, match="resume: no checkpoint"):
+        run(base_config, rows, resume=True)
+    with pytest.raises(PsipoInputError, match="key 'reference': adapters_disabled needs LoRA"):
+        run(base_config, rows, reference="adapters_disabled")
+    with pytest.raises(PsipoInputError, match="train_data"):
+        train(load_train_config(None, base_config))
