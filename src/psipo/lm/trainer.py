@@ -165,11 +165,11 @@ def train(
     from psipo.lm import checkpoint as ckpt
     from psipo.lm.model import (
         check_max_length,
-        quiet_transformers,
         load_causal_lm,
         load_tokenizer,
         pad_id_of,
         prepare_policy,
+        quiet_transformers,
     )
     from psipo.lm.reference import (
         AdaptersDisabledReference,
