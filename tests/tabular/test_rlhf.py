@@ -1,4 +1,7 @@
-"""RLHF on tabular problems: Bradley–Terry fit (Eq. 2), KL-regularised optimum (Eq. 3), Prop. 1 and 4."""
+"""RLHF on tabular problems: Bradley–Terry fit (Eq. 2) and the KL-regularised optimum (Eq. 3).
+
+Prop. 1 and Prop. 4 (RLHF = DPO) are tested in test_exact.py, beside the population losses.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psipo.errors import PsipoInputError
-from psipo.tabular.exact import dpo_population_loss, optimal_policy
 from psipo.tabular.problem import TabularProblem
 from psipo.tabular.rlhf import (
     bradley_terry_loss,
     fit_bradley_terry,
     fit_rewards,
     kl_regularised_policy,
-    rlhf_policy,
 )
 
 F64 = torch.float64
@@ -132,75 +133,3 @@ def test_kl_regularised_policy_maximises_eq_3(reward, reference, tau, seed):
     for _ in range(5):
         other = torch.softmax(best.log() + torch.randn(3, generator=generator, dtype=F64), -1)
         assert objective(other) <= objective(best) + 1e-12
-
-
-# --------------------------------------------------------------------------- Prop. 1 and Prop. 4
-
-
-def dpo_minimiser(problem: TabularProblem, tau: float) -> torch.Tensor:
-    """Minimise the population DPO loss (Eq. 5) over softmax logits with float64 L-BFGS."""
-    theta = torch.zeros(problem.num_contexts, problem.num_actions, dtype=F64, requires_grad=True)
-    optimiser = torch.optim.LBFGS(
-        [theta], lr=1.0, max_iter=2000, tolerance_grad=1e-14, tolerance_change=1e-20,
-        history_size=50, line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        optimiser.zero_grad()
-        value = dpo_population_loss(problem, torch.softmax(theta, -1), tau=tau)
-        value.backward()
-        return value
-
-    optimiser.step(closure)
-    return torch.softmax(theta.detach(), -1)
-
-
-def distributions(size: int):
-    return st.lists(st.floats(0.05, 1.0), min_size=size, max_size=size).map(lambda w: [v / sum(w) for v in w])
-
-
-@settings(max_examples=12, deadline=None)
-@given(
-    st.lists(st.floats(-2, 2), min_size=3, max_size=3),
-    distributions(3),
-    distributions(3),
-    st.floats(0.2, 3.0),
-)
-def test_prop_1_bradley_terry_preferences(rewards, mu, pi_ref, tau):
-    """p* = σ(r(y) − r(y')): the Ψ = logit optimum, the RLHF optimum with the true reward, the
-    RLHF optimum with the fitted reward and the DPO population minimiser coincide."""
-    problem = TabularProblem.from_bradley_terry(list("abc"), rewards, mu=mu, pi_ref=pi_ref)
-    logit_optimum = optimal_policy(problem, tau=tau, psi="logit")
-    true_rlhf = kl_regularised_policy(problem.pi_ref, torch.tensor([rewards], dtype=F64), tau=tau)
-    torch.testing.assert_close(logit_optimum, true_rlhf, rtol=0, atol=1e-12)
-    torch.testing.assert_close(rlhf_policy(problem, tau=tau), true_rlhf, rtol=0, atol=1e-9)
-    torch.testing.assert_close(dpo_minimiser(problem, tau), true_rlhf, rtol=0, atol=1e-6)
-
-
-@st.composite
-def non_bradley_terry_problems(draw) -> TabularProblem:
-    """Stochastic preferences drawn freely (generally not Bradley–Terry), strictly inside (0, 1)
-    so that a Bradley–Terry minimiser exists, with two contexts."""
-    tables = []
-    for _ in range(2):
-        p_ab, p_ac, p_bc = (draw(st.floats(0.05, 0.95)) for _ in range(3))
-        tables.append([[0.5, p_ab, p_ac], [1 - p_ab, 0.5, p_bc], [1 - p_ac, 1 - p_bc, 0.5]])
-    return TabularProblem.create(
-        list("abc"), tables, mu=[draw(distributions(3)) for _ in range(2)],
-        pi_ref=[draw(distributions(3)) for _ in range(2)], contexts=["u", "v"], rho=draw(distributions(2)),
-    )
-
-
-@settings(max_examples=12, deadline=None)
-@given(non_bradley_terry_problems(), st.floats(0.2, 3.0))
-def test_prop_4_dpo_equals_rlhf_with_the_fitted_reward(problem, tau):
-    torch.testing.assert_close(dpo_minimiser(problem, tau), rlhf_policy(problem, tau=tau), rtol=0, atol=1e-6)
-
-
-def test_prop_4_is_not_the_logit_optimum_without_bradley_terry():
-    """A cyclic, non-BT p*: DPO/RLHF (Prop. 4) differ from the Ψ = logit optimum of Eq. 6 —
-    so the equality above is not vacuous."""
-    problem = TabularProblem.create(list("abc"), [[0.5, 0.9, 0.2], [0.1, 0.5, 0.9], [0.8, 0.1, 0.5]],
-                                    mu=[0.6, 0.3, 0.1])
-    gap = (rlhf_policy(problem, tau=1.0) - optimal_policy(problem, tau=1.0, psi="logit")).abs().max()
-    assert gap.item() > 1e-2
