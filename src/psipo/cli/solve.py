@@ -18,8 +18,8 @@ import json
 import math
 from pathlib import Path
 
+from psipo._config import add_arguments, from_dict, overrides_from_args, to_dict
 from psipo.errors import PsipoInputError
-from psipo.psi import PSI_BY_NAME
 from psipo.tabular.exact import (
     kl_divergence,
     optimal_policy,
@@ -35,11 +35,11 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         "solve",
         help=help_text,
         description=help_text + " Options given here override the file's values.",
+        epilog="Example: psipo solve examples/problems/two_actions.yaml --psi logit --json",
     )
     parser.add_argument("problem_file", metavar="PROBLEM_FILE", type=Path, help="YAML or JSON problem file")
-    parser.add_argument("--tau", type=float, help="τ > 0, the KL-regularisation strength")
-    parser.add_argument("--psi", choices=sorted(PSI_BY_NAME), help="Ψ: identity (IPO) or logit (RLHF/DPO)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_arguments(parser, SolveSettings, title="solve settings (override the problem file's)")
     parser.set_defaults(func=run)
 
 
@@ -99,8 +99,7 @@ def _table(problem: TabularProblem, result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     problem, settings = load_problem(args.problem_file)
-    overrides = {k: v for k, v in (("tau", args.tau), ("psi", args.psi)) if v is not None}
-    settings = SolveSettings(**{"tau": settings.tau, "psi": settings.psi, **overrides})
+    settings = from_dict(SolveSettings, {**to_dict(settings), **overrides_from_args(args)})
     result = solve(problem, settings)
     print(json.dumps(result, indent=2) if args.json else _table(problem, result))
     return 0

@@ -20,14 +20,13 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
 
 from psipo._config import from_dict
 from psipo.errors import PsipoInputError
-from psipo.psi import PSI_BY_NAME
 
 NO_CONTEXT = ""
 """The name of the single context of a problem that has no contexts."""
@@ -341,16 +340,12 @@ class SolveSettings:
 
     tau: float | None = None
     """τ > 0, the strength of the KL regularisation towards π_ref (required, here or on the command line)."""
-    psi: str = "identity"
+    psi: Literal["identity", "logit"] = "identity"
     """The Ψ mapping: identity (IPO) or logit (RLHF/DPO under Bradley–Terry)."""
 
     def __post_init__(self) -> None:
         if self.tau is not None and not self.tau > 0:
             raise PsipoInputError(f"tau: must be > 0, got {self.tau}")
-        if self.psi not in PSI_BY_NAME:
-            raise PsipoInputError(
-                f"psi: unknown mapping {self.psi!r}; expected one of {', '.join(sorted(PSI_BY_NAME))}"
-            )
 
 
 PROBLEM_KEYS = ("actions", "preferences", "rewards", "mu", "pi_ref", "contexts", "tau", "psi", "description")
@@ -522,6 +517,6 @@ def load_problem(path: str | Path) -> tuple[TabularProblem, SolveSettings]:
         return _problem_from_data(data)
     except PsipoInputError as exc:
         message = str(exc)
-        located = [key for key in lines if message.startswith(key)]
+        located = [key for key in lines if message.startswith(key) or f"key '{key}'" in message]
         where = f"{path}:{lines[max(located, key=len)]}" if located else f"{path}"
         raise PsipoInputError(f"{where}: {message}") from None
