@@ -70,6 +70,16 @@ def test_section_5_3_1_deterministic_preference(tau):
     assert total_preference(problem, dpo).item() == 0.75
 
 
+def test_preference_against_another_policy():
+    """p*(y1≻π) = s/2 + p(1 − s) and p*(y2≻π) = (1 − p)s + (1 − s)/2 for π = (s, 1 − s)."""
+    p, s = 0.8, 0.3
+    against = preference_against(two_actions(p), [s, 1 - s])
+    expected = torch.tensor([[s / 2 + p * (1 - s), (1 - p) * s + (1 - s) / 2]], dtype=F64)
+    torch.testing.assert_close(against, expected, rtol=1e-15, atol=0)
+    # against µ by default: here µ is uniform, s = 1/2
+    torch.testing.assert_close(preference_against(two_actions(p)), torch.tensor([[0.65, 0.35]], dtype=F64))
+
+
 def test_d1_total_order():
     """D1 as a population, a ≻ b ≻ c deterministically, uniform µ and π_ref.
 
