@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from psipo._config import from_dict
+from psipo._config import from_dict, read_yaml_mapping
 from psipo.errors import PsipoInputError
 
 NO_CONTEXT = ""
@@ -374,23 +374,16 @@ def _read_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not path.is_file():
         raise PsipoInputError(f"{path}: problem file not found")
     text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
+    if path.suffix.lower() == ".json":
+        try:
             data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise PsipoInputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PsipoInputError(f"{path}{line}: invalid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise PsipoInputError(
-            f"{path}: expected a mapping with keys {', '.join(PROBLEM_KEYS)}, got {type(data).__name__}"
-        )
-    try:  # JSON is (almost always) YAML: reuse the YAML composer for line numbers
+        except json.JSONDecodeError as exc:
+            raise PsipoInputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise PsipoInputError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    else:
+        data, _ = read_yaml_mapping(path)
+    try:  # JSON is (almost always) YAML: the YAML composer gives line numbers for both
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         node = None
