@@ -392,7 +392,8 @@ def train_one_run_reference(
     config.validate()
     dtype = config.torch_dtype
     shape = (len(dataset.contexts), len(dataset.actions))
-    log_ref = dataset.reference_policy(pi_ref).log().to(dtype)
+    # π_ref's log-probs computed like the policy's, so that h = 0 exactly at the start.
+    log_ref = torch.log_softmax(dataset.reference_policy(pi_ref).log().to(dtype), -1)
     indices = minibatch_indices(seed, steps=config.steps, batch_size=config.batch_size, num_rows=len(dataset))
     start = torch.zeros(shape, dtype=dtype) if loss == "rlhf" else log_ref.clone()
     params = start.clone().requires_grad_(True)
