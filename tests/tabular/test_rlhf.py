@@ -88,6 +88,21 @@ def test_deterministic_cycle_has_a_minimiser():
     assert fit_bradley_terry(cycle).abs().max().item() < 1e-12
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 9])
+def test_minimiser_exists_iff_the_last_action_beats_the_first_through_the_chain(n):
+    """y0 ≻ y1 ≻ … ≻ y_{n−1} always, except y_{n−1} beats y0 with probability 0.1: y_i reaches
+    y_j through the chain y_i → … → y_{n−1} → y0 → … → y_j, so a minimiser exists and keeps the
+    order; with that one win removed, none does."""
+    table = [[0.5 if i == j else float(i < j) for j in range(n)] for i in range(n)]
+    table[0][n - 1], table[n - 1][0] = 0.9, 0.1
+    names = [f"y{i}" for i in range(n)]
+    rewards = fit_bradley_terry(TabularProblem.create(names, table))[0].tolist()
+    assert rewards == sorted(rewards, reverse=True) and len(set(rewards)) == n
+    table[0][n - 1], table[n - 1][0] = 1.0, 0.0
+    with pytest.raises(PsipoInputError, match="has no minimiser"):
+        fit_bradley_terry(TabularProblem.create(names, table))
+
+
 def test_fit_rewards_minimises_the_weighted_loss():
     """On counts: the fit is a stationary point (autograd gradient of the loss ≈ 0)."""
     wins = torch.tensor([[[0.0, 3.0, 1.0], [1.0, 0.0, 2.0], [1.0, 1.0, 0.0]]], dtype=F64)

@@ -38,9 +38,9 @@ def _check_minimiser_exists(wins: torch.Tensor, observed: torch.Tensor, names: l
     """With l2 = 0 a minimiser exists (unique up to a shift) iff every observed action beats
     every other one through a chain of positive-weight wins (Ford, 1957)."""
     beats = (wins > 0) | torch.eye(len(names), dtype=torch.bool)
-    reach = beats.clone()
-    for _ in range(len(names)):
-        reach = reach | ((reach.to(DTYPE) @ beats.to(DTYPE)) > 0)
+    reach = beats
+    for _ in range(max(1, len(names) - 1).bit_length()):  # squaring doubles the chain length
+        reach = (reach.to(DTYPE) @ reach.to(DTYPE)) > 0
     missing = torch.nonzero(~reach & observed[:, None] & observed[None, :])
     if len(missing):
         i, j = missing[0].tolist()
