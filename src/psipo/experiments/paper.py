@@ -31,7 +31,6 @@ from psipo.errors import PsipoInputError
 from psipo.tabular import empirical
 from psipo.tabular.datasets import PreferenceDataset, deterministic_pair_dataset, paper_datasets
 from psipo.tabular.exact import optimal_policy
-from psipo.tabular.plots import asymptotic_figure, learning_curves_figure, save_png
 from psipo.tabular.problem import TabularProblem
 from psipo.tabular.train import (
     TRAINABLE_LOSSES,
@@ -264,6 +263,9 @@ def _write_figures(
     asymptotic: dict[str, Any],
     out: Path,
 ) -> dict[str, str]:
+    # matplotlib is imported here, not at the top, so `psipo reproduce --help` and bad input stay fast.
+    from psipo.tabular.plots import asymptotic_figure, learning_curves_figure, save_png
+
     figures = {}
     steps = grid.recorded_steps.numpy()
     for d, dataset in enumerate(datasets):

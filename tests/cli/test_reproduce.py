@@ -1,0 +1,45 @@
+"""`psipo reproduce` end to end in a subprocess: outputs exist and parse; bad input exits 2 in one line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def psipo(*args):
+    return subprocess.run([sys.executable, "-m", "psipo", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_quick_reproduction_writes_figures_report_and_json(tmp_path):
+    out = tmp_path / "results"
+    done = psipo("reproduce", "--quick", "--out", str(out), "--seeds", "2")
+    assert done.returncode == 0, done.stderr
+    assert "REPORT.md" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["seeds"] == 2 and results["config"]["steps"] == 400  # --quick, then --seeds
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert figures == sorted(results["figures"].values()) and len(figures) == 5
+    assert all((out / f).stat().st_size > 10_000 for f in figures)
+    report = (out / "REPORT.md").read_text()
+    assert report.startswith("# Reproduction") and "§5.3.1" in report
+    for section in results["datasets"].values():
+        for entry in section["results"]:
+            assert all(0.0 <= p <= 1.0 for p in entry["trained_mean"])
+            assert abs(sum(entry["trained_mean"]) - 1.0) < 1e-9
+    curves = results["curves"]
+    assert curves["steps"][0] == 0 and curves["steps"][-1] == 400
+    assert len(curves["D1"]["ipo"]["0.1"]["mean"]) == len(curves["steps"])
+    assert 0 < results["timing_seconds"]["train_grid"] < 60
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--taus", "-1"], "taus"), (["--steps", "0"], "steps"), (["--datasets", "D9"], "datasets")],
+)
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    done = psipo("reproduce", "--quick", "--out", str(tmp_path / "r"), *args)
+    assert done.returncode == 2
+    assert done.stderr.startswith("psipo: error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,89 @@
+"""The reproduction's numbers: closed forms in the §5.3.1 table, optima beside trained values, D3's invariants."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from psipo.errors import PsipoInputError
+from psipo.experiments.paper import (
+    ReproduceConfig,
+    population_problem,
+    render_report,
+    run_reproduction,
+)
+from psipo.tabular.datasets import paper_datasets
+from psipo.tabular.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    config = ReproduceConfig(taus=[0.1, 1.0], training=TrainConfig(steps=600, seeds=3, record_every=100))
+    return run_reproduction(config, out, progress=False), out
+
+
+def test_asymptotic_table_holds_the_closed_forms(results):
+    results, _ = results
+    for row in results["asymptotic"]["rows"]:
+        tau = row["tau"]
+        assert row["ipo"]["closed_form"] == pytest.approx(1 / (1 + math.exp(-0.5 / tau)), abs=1e-12)
+        assert row["ipo"]["empirical_optimum"] == pytest.approx(row["ipo"]["closed_form"], abs=1e-12)
+        assert row["dpo"]["closed_form"] == 1.0 and row["rlhf"]["closed_form"] == 1.0
+        assert row["dpo"]["empirical_optimum"] is None  # y2 never wins: no minimiser
+        assert 0.5 < row["ipo"]["trained_mean"] <= 1 and row["dpo"]["trained_mean"] > row["ipo"]["trained_mean"]
+
+
+def test_every_dataset_reports_trained_values_beside_the_optima(results):
+    results, out = results
+    sections = results["datasets"]
+    assert list(sections) == ["D1", "D2", "D3", "D3'"]
+    for name, section in sections.items():
+        assert len(section["results"]) == 3 * 2  # losses × τ
+        for entry in section["results"]:
+            assert len(entry["trained_mean"]) == 3 and sum(entry["trained_mean"]) == pytest.approx(1.0)
+            assert len(entry["trained_per_seed"]) == 3
+            if entry["loss"] == "ipo":
+                assert entry["empirical_optimum"] is not None
+                assert entry["empirical_loss_at_optimum"] <= entry["empirical_loss_at_trained_mean"] + 1e-12
+            if entry["loss"] == "dpo":
+                assert (entry["empirical_optimum"] is None) == (name in ("D1", "D3'"))
+            assert (entry["population_optimum"] is None) == (name in ("D3", "D3'"))
+    d1_ipo = [e for e in sections["D1"]["results"] if e["loss"] == "ipo"]
+    for e in d1_ipo:  # D1 observes every pair once: population and empirical IPO optima coincide
+        assert e["population_optimum"] == pytest.approx(e["empirical_optimum"], abs=1e-12)
+    assert json.loads((out / "results.json").read_text())["config"]["taus"] == [0.1, 1.0]
+
+
+def test_d3_as_printed_keeps_theta_c_and_theta_a_plus_b_and_the_report_says_so(results):
+    results, out = results
+    invariants = results["d3_invariants"]
+    assert invariants["max_abs_shift_c"] == 0.0 and invariants["max_abs_shift_a_plus_b"] == 0.0
+    assert invariants["pi_c_max"] <= 1 / 3 + 1e-15 and invariants["pi_c_min"] > 0.25
+    report = (out / "REPORT.md").read_text()
+    assert "D3' = {(a,b), (b,a), (b,c)}" in report and "zero gradient" in report
+    assert report == render_report(json.loads((out / "results.json").read_text()))
+    for figure in results["figures"].values():
+        assert (out / figure).read_bytes().startswith(b"\x89PNG") and f"({figure})" in report
+
+
+def test_population_problem_only_when_every_pair_is_observed():
+    datasets = paper_datasets()
+    table = population_problem(datasets["D1"]).preferences[0]
+    torch.testing.assert_close(table, torch.tensor([[0.5, 1.0, 1.0], [0.0, 0.5, 1.0], [0.0, 0.0, 0.5]], dtype=torch.float64))
+    assert population_problem(datasets["D3"]) is None and population_problem(datasets["D3'"]) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (ReproduceConfig(taus=[0.0]), "taus"),
+        (ReproduceConfig(datasets=["D4"]), "datasets"),
+        (ReproduceConfig(losses=["ipo", "ipo"]), "losses"),
+        (ReproduceConfig(training=TrainConfig(seeds=0)), "seeds"),
+    ],
+)
+def test_bad_configs_raise(config, message, tmp_path):
+    with pytest.raises(PsipoInputError, match=message):
+        run_reproduction(config, tmp_path, progress=False)
