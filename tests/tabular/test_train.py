@@ -15,6 +15,7 @@ from psipo.tabular.train import (
     mean_and_ci,
     minibatch_indices,
     pair_loss,
+    single_thread,
     student_t_quantile,
     train,
     train_one_run_reference,
@@ -26,10 +27,8 @@ DATASETS = list(paper_datasets().values())
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """The reference loop's tiny operations run ~10× slower on two threads; the trainer sets this itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 @pytest.mark.parametrize(("losses", "l2"), [(["ipo", "dpo", "rlhf"], 0.05), (["rlhf"], 0.0)])

@@ -202,7 +202,8 @@ def _derivative_coefficients(
 
 
 @contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
+def single_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread: for tiny tensors, two threads cost ~10× per operation."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -239,7 +240,7 @@ def train(
     :meth:`PreferenceDataset.reference_policy` accepts (default uniform). ``progress`` shows a tqdm bar; ``chunk_steps`` bounds the memory of the
     precomputed minibatch weights.
     """
-    with _single_thread():
+    with single_thread():
         return _train(datasets, losses, taus, config, pi_ref, progress, chunk_steps)
 
 
