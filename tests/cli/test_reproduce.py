@@ -35,7 +35,7 @@ def test_quick_reproduction_writes_figures_report_and_json(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--taus", "-1"], "taus"), (["--steps", "0"], "steps"), (["--datasets", "D9"], "datasets")],
+    [(["--taus", "-1"], "taus"), (["--steps", "0"], "steps")],
 )
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     done = psipo("reproduce", "--quick", "--out", str(tmp_path / "r"), *args)

@@ -59,7 +59,7 @@ rows_strategy = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(rows=rows_strategy, tau=st.floats(0.05, 5.0), seed=st.integers(0, 2**31 - 1))
 def test_ipo_optimum_is_a_stationary_minimum_of_the_psipo_losses_loss(rows, tau, seed):
     """Zero gradient of Eq. 17 (psipo.losses, autograd) at the optimum; random perturbations do no better."""

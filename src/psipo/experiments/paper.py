@@ -114,6 +114,11 @@ def population_problem(dataset: PreferenceDataset) -> TabularProblem | None:
     return TabularProblem.create(dataset.actions, table)
 
 
+def deterministic_pair_problem() -> TabularProblem:
+    """§5.3.1's population: actions y1, y2 with p*(y1≻y2) = 1, uniform µ and π_ref."""
+    return TabularProblem.create(("y1", "y2"), [[0.5, 1.0], [0.0, 0.5]])
+
+
 def _empirical_optimum(dataset: PreferenceDataset, loss: str, tau: float, config: ReproduceConfig):
     if loss == "ipo":
         return empirical.ipo_empirical_optimum(dataset, tau=tau)
@@ -158,7 +163,7 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, progress: bool
         results["datasets"][dataset.name] = _dataset_section(config, dataset, grid, d, mean, half)
         results["curves"][dataset.name] = {
             loss: {
-                f"{tau:g}": {"mean": mean[:, d, i, j, 0], "ci95_half_width": half[:, d, i, j, 0]}
+                str(float(tau)): {"mean": mean[:, d, i, j, 0], "ci95_half_width": half[:, d, i, j, 0]}
                 for j, tau in enumerate(config.taus)
             }
             for i, loss in enumerate(config.losses)
@@ -181,7 +186,7 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, progress: bool
 
 def _asymptotic_section(config: ReproduceConfig, pair: PreferenceDataset, result: TrainResult) -> dict[str, Any]:
     """§5.3.1: π*(y1) closed form (exact core), empirical optimum, trained mean ± CI, per τ and loss."""
-    problem = TabularProblem.create(pair.actions, [[0.5, 1.0], [0.0, 0.5]])
+    problem = deterministic_pair_problem()
     mean, half = mean_and_ci(result.final_policies[0, :, :, :, 0, 0], dim=-1)  # [L, T]
     rows = []
     for j, tau in enumerate(config.taus):
@@ -251,7 +256,7 @@ def _d3_invariants(grid: TrainResult, d: int) -> dict[str, Any]:
         "pi_c_min": float(final_c.min()),
         "pi_c_max": float(final_c.max()),
         "pi_c_mean": {
-            loss: {f"{tau:g}": float(final_c[i, j].mean()) for j, tau in enumerate(grid.taus)}
+            loss: {str(float(tau)): float(final_c[i, j].mean()) for j, tau in enumerate(grid.taus)}
             for i, loss in enumerate(grid.losses)
         },
     }
@@ -285,9 +290,15 @@ def _write_figures(
     def column(loss: str, key: str) -> np.ndarray:
         return np.array([row[loss][key] for row in rows], dtype=float)
 
+    problem = deterministic_pair_problem()
+    curve_taus = np.geomspace(min(config.taus), max(config.taus), 200)
     figure = asymptotic_figure(
+        curve_taus,
+        {
+            loss: np.array([float(optimal_policy(problem, tau=t, psi=POPULATION_PSI[loss])[0, 0]) for t in curve_taus])
+            for loss in losses
+        },
         config.taus,
-        {loss: column(loss, "closed_form") for loss in losses},
         {loss: column(loss, "trained_mean") for loss in losses},
         {loss: column(loss, "trained_ci95_half_width") for loss in losses},
         title="§5.3.1: two actions, p*(y1≻y2) = 1, uniform µ and π_ref",
@@ -377,7 +388,7 @@ def _claims(results: dict[str, Any]) -> list[str]:
             text += (
                 " For RLHF the noise of the fitted reward is multiplied by 1/τ (π ∝ π_ref·exp(r/τ)), so at "
                 "small τ π(c) drops well below 1/3 by chance alone: mean "
-                + ", ".join(f"{v:.3f} at τ={t}" for t, v in rlhf.items())
+                + ", ".join(f"{v:.3f} at τ={float(t):g}" for t, v in rlhf.items())
                 + "."
             )
         lines.append(text + " D3 as printed cannot show what the text describes.")

@@ -73,19 +73,21 @@ def learning_curves_figure(
 
 
 def asymptotic_figure(
-    taus: Sequence[float],
+    curve_taus: Sequence[float],
     closed_form: dict[str, np.ndarray],
+    taus: Sequence[float],
     trained_mean: dict[str, np.ndarray],
     trained_half_width: dict[str, np.ndarray],
     *,
     title: str,
 ) -> Figure:
-    """π*(y1) against τ (log scale): closed form as lines, trained means with 95% CI as markers."""
+    """π*(y1) against τ (log scale): the closed form as a line over ``curve_taus``, trained means
+    with 95% CI as markers at ``taus``."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = figure.subplots()
     for k, loss in enumerate(closed_form):
         label = LOSS_LABELS.get(loss, loss)
-        ax.plot(taus, closed_form[loss], color=f"C{k}", lw=1.5, label=f"{label}: closed form")
+        ax.plot(curve_taus, closed_form[loss], color=f"C{k}", lw=1.5, label=f"{label}: closed form")
         ax.errorbar(
             taus, trained_mean[loss], yerr=np.nan_to_num(trained_half_width[loss]), color=f"C{k}",
             fmt="o", ms=5, capsize=3, label=f"{label}: trained (mean, 95% CI)",
