@@ -179,3 +179,11 @@ def test_bad_input_raises_one_line_errors(kwargs, message):
 def test_datasets_with_different_actions_cannot_train_together():
     with pytest.raises(PsipoInputError, match="share actions"):
         train([DATASETS[0], deterministic_pair_dataset()], losses=["ipo"], taus=[1.0], config=TrainConfig(steps=5))
+
+
+def test_chunking_of_the_precomputed_minibatch_weights_changes_nothing():
+    config = TrainConfig(steps=230, seeds=2, record_every=40)
+    whole = train(DATASETS, losses=["ipo", "dpo"], taus=[0.3], config=config)
+    one_step_chunks = train(DATASETS, losses=["ipo", "dpo"], taus=[0.3], config=config, max_weight_elements=1)
+    assert torch.equal(whole.shifts, one_step_chunks.shifts)
+    assert whole.recorded_steps.tolist() == [0, 40, 80, 120, 160, 200, 230]

@@ -155,12 +155,20 @@ def minibatch_indices(seed: int, *, steps: int, batch_size: int, num_rows: int) 
     return (uniform_draws(seed, steps=steps, batch_size=batch_size) * num_rows).long()
 
 
-def check_taus(taus: Sequence[float]) -> None:
+def check_taus(taus: Sequence[float]) -> list[float]:
+    """The τ values as floats; raise unless there is at least one and each is finite and > 0."""
     if len(taus) == 0:
         raise PsipoInputError("taus: give at least one τ")
-    bad = [t for t in taus if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0)]
-    if bad:
-        raise PsipoInputError(f"taus: every τ must be a finite number > 0, got {bad[0]!r}")
+    values = []
+    for tau in taus:
+        try:
+            value = float(tau)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value > 0) or isinstance(tau, bool):
+            raise PsipoInputError(f"taus: every τ must be a finite number > 0, got {tau!r}")
+        values.append(value)
+    return values
 
 
 @dataclass
@@ -229,24 +237,25 @@ def train(
     *,
     losses: Sequence[str],
     taus: Sequence[float],
-    config: TrainConfig,
+    config: TrainConfig | None = None,
     pi_ref: object = None,
     progress: bool = False,
-    chunk_steps: int = 1000,
+    max_weight_elements: int = 2**22,
 ) -> TrainResult:
     """Train every (dataset × loss × τ × seed) run at once; see the module docstring.
 
     The datasets must share their actions and contexts; ``pi_ref`` is anything
-    :meth:`PreferenceDataset.reference_policy` accepts (default uniform). ``progress`` shows a tqdm bar; ``chunk_steps`` bounds the memory of the
-    precomputed minibatch weights.
+    :meth:`PreferenceDataset.reference_policy` accepts (default uniform); ``config`` defaults
+    to the paper's settings. ``progress`` shows a tqdm bar. The minibatch row fractions are
+    precomputed for chunks of steps holding at most ``max_weight_elements`` numbers.
     """
     with single_thread():
-        return _train(datasets, losses, taus, config, pi_ref, progress, chunk_steps)
+        return _train(datasets, losses, taus, config or TrainConfig(), pi_ref, progress, max_weight_elements)
 
 
-def _train(datasets, losses, taus, config, pi_ref, progress, chunk_steps) -> TrainResult:
+def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements) -> TrainResult:
     config.validate()
-    check_taus(taus)
+    taus = check_taus(taus)
     if not datasets:
         raise PsipoInputError("datasets: give at least one dataset")
     unknown = [loss for loss in losses if loss not in TRAINABLE_LOSSES]
@@ -302,6 +311,7 @@ def _train(datasets, losses, taus, config, pi_ref, progress, chunk_steps) -> Tra
     recorded_steps = [0]
     bar = _progress_bar(config.steps, progress)
     with torch.no_grad():
+        chunk_steps = max(1, min(1000, max_weight_elements // (num_datasets * num_seeds * num_rows)))
         for chunk_start in range(0, config.steps, chunk_steps):
             chunk_end = min(chunk_start + chunk_steps, config.steps)
             weights = _row_weights(draws[:, chunk_start:chunk_end], sizes, num_rows, dtype)
