@@ -1,0 +1,25 @@
+"""The LM preference lab (`psipo experiment lm`): the paper's claims on a language model whose
+responses can be enumerated, so that KL, total preference, the ΨPO objective and the distance
+to the closed-form optimum are computed exactly.
+
+* :mod:`.config` — :class:`LabConfig` (one dataclass per concern) and the ``--quick`` preset;
+* :mod:`.world` — prompts, responses V^L, Markov chains, hidden reward, the oracle p*;
+* :mod:`.reference` — π_ref by a short supervised phase;
+* :mod:`.data` — preference datasets (y, y' ~ π_ref, labels ~ p*);
+* :mod:`.enumeration` — exact π(·|x) over V^L;
+* :mod:`.evaluate` — exact metrics through :mod:`psipo.tabular` (optimum of Eq. 9, empirical optima);
+* :mod:`.montecarlo` — estimates with CIs for the non-enumerable configuration;
+* :mod:`.runs` — preference runs with :func:`psipo.lm.train`;
+* :mod:`.run` — the experiment; :mod:`.report` — claims and REPORT.md; :mod:`.plots` — figures.
+"""
+
+from psipo.experiments.lm_lab.config import QUICK, LabConfig
+
+__all__ = ["QUICK", "LabConfig", "run_experiment"]
+
+
+def run_experiment(config: LabConfig, out_dir, **kwargs):
+    """Run the lab into ``out_dir`` (see :func:`psipo.experiments.lm_lab.run.run_experiment`)."""
+    from psipo.experiments.lm_lab.run import run_experiment as run
+
+    return run(config, out_dir, **kwargs)

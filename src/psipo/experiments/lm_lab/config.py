@@ -1,0 +1,229 @@
+"""Configuration of the LM preference lab (`psipo experiment lm`): one dataclass per concern.
+
+Every field's docstring is its documentation and its ``--help`` text. Nested fields are set
+on the command line with dots, e.g. ``--grid.taus [0.1,1.0]`` or ``--world.vocab_size 8``.
+``--quick`` applies :data:`QUICK` (a one-minute preset used by the tests) before any option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+from psipo.errors import PsipoInputError
+
+
+@dataclasses.dataclass
+class WorldConfig:
+    """World: prompts, the response space V^L, the generative process of π_ref, the hidden reward."""
+
+    vocab_size: int = 6
+    """V: tokens of the vocabulary. The model's vocabulary is exactly these V tokens (no special
+    tokens), so the softmax over V^L sequences is the full response distribution."""
+    response_length: int = 4
+    """L: tokens per response; every response has exactly L tokens and |Y| = V^L per prompt."""
+    num_prompts: int = 4
+    """Prompts x (distinct token sequences over the same V tokens), each with weight ρ(x) = 1/X."""
+    prompt_length: int = 2
+    """Tokens per prompt."""
+    markov_concentration: float = 0.3
+    """Dirichlet concentration of each prompt's random Markov chain (initial and transition
+    rows) that generates the supervised data of π_ref; small values give peaked, non-uniform LMs."""
+    cyclic_strength: float = 2.0
+    """κ of the non-transitive oracle: weight of the rock-paper-scissors term on response classes,
+    in units of the reward's standard deviation (about 1)."""
+    seed: int = 0
+    """Seed of the world (prompts, Markov chains, reward, classes) and of π_ref's training."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Policy model: a small Llama-style transformer built locally from a config."""
+
+    hidden_size: int = 32
+    """Width of the transformer."""
+    num_layers: int = 2
+    """Transformer blocks."""
+    num_heads: int = 2
+    """Attention heads."""
+    intermediate_size: int = 64
+    """Width of the MLP of each block."""
+
+
+@dataclasses.dataclass
+class ReferenceConfig:
+    """π_ref: plain supervised next-token training on samples of the Markov chains (not a preference loss)."""
+
+    samples_per_prompt: int = 2000
+    """Sequences drawn from each prompt's Markov chain for the supervised phase."""
+    steps: int = 300
+    """Optimizer steps of the supervised phase."""
+    batch_size: int = 64
+    """Sequences per supervised step."""
+    learning_rate: float = 3e-3
+    """Adam learning rate of the supervised phase."""
+
+
+@dataclasses.dataclass
+class GridConfig:
+    """The experiment grid: {loss} × τ × seed × oracle, each run trained with psipo.lm.train."""
+
+    losses: list[str] = dataclasses.field(default_factory=lambda: ["dpo", "ipo"])
+    """Losses from psipo.losses."""
+    taus: list[float] = dataclasses.field(default_factory=lambda: [0.03, 0.1, 0.3, 1.0, 3.0])
+    """τ values (sequence-level: log-probs are summed over the L response tokens)."""
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2, 3])
+    """Seeds: each draws its own dataset (pairs and labels) and training order; world and π_ref
+    are shared, so confidence intervals are over datasets."""
+    oracles: list[str] = dataclasses.field(default_factory=lambda: ["bt:1", "bt:inf", "cyclic:inf"])
+    """Preference oracles p*, as kind:scale. bt: Bradley–Terry σ(s·(r(y)−r(y'))) on the hidden
+    reward; cyclic: the same plus a rock-paper-scissors term no Bradley–Terry model can express.
+    The scale s is the determinism knob; inf gives deterministic preferences."""
+    num_pairs: int = 64
+    """N: preference pairs per dataset (prompts drawn from ρ, y, y' ~ µ = π_ref, labels ~ p*)."""
+    steps: int = 300
+    """Optimizer steps of each preference run."""
+    batch_size: int = 16
+    """Pairs per optimizer step."""
+    learning_rate: float = 1e-3
+    """Learning rate (AdamW, constant, no warm-up: the optimiser of the paper's §5.4)."""
+    eval_every: int = 50
+    """Evaluate the policy exactly every this many steps (learning curves)."""
+
+
+@dataclasses.dataclass
+class LargeConfig:
+    """The non-enumerable configuration: Monte Carlo estimates with confidence intervals."""
+
+    enabled: bool = True
+    """Run it (set false to skip)."""
+    vocab_size: int = 64
+    """V of the large world."""
+    response_length: int = 16
+    """L of the large world (V^L responses per prompt: far too many to enumerate)."""
+    num_prompts: int = 4
+    """Prompts of the large world."""
+    losses: list[str] = dataclasses.field(default_factory=lambda: ["dpo", "ipo"])
+    """Losses of the large runs."""
+    taus: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0])
+    """τ values of the large runs."""
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
+    """Seeds (datasets) of the large runs."""
+    oracle: str = "bt:inf"
+    """The oracle of the large runs (kind:scale)."""
+    num_pairs: int = 128
+    """N: preference pairs of each large dataset."""
+    steps: int = 200
+    """Optimizer steps of each large run."""
+    samples: int = 512
+    """Monte Carlo samples per prompt for each estimate."""
+    reference_steps: int = 300
+    """Supervised steps of the large π_ref."""
+
+
+@dataclasses.dataclass
+class LabConfig:
+    """The LM preference lab."""
+
+    world: WorldConfig = dataclasses.field(default_factory=WorldConfig)
+    """The enumerable world."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """The policy model."""
+    reference: ReferenceConfig = dataclasses.field(default_factory=ReferenceConfig)
+    """The supervised phase that makes π_ref."""
+    grid: GridConfig = dataclasses.field(default_factory=GridConfig)
+    """The experiment grid on the enumerable world."""
+    large: LargeConfig = dataclasses.field(default_factory=LargeConfig)
+    """The large, Monte Carlo configuration."""
+    workers: int = 2
+    """Processes that train the runs in parallel, one torch thread each (1: in this process)."""
+
+
+QUICK: dict[str, object] = {
+    "world.num_prompts": 2,
+    "world.vocab_size": 4,
+    "world.response_length": 4,
+    "reference.steps": 120,
+    "reference.samples_per_prompt": 500,
+    "grid.taus": [0.1, 3.0],
+    "grid.seeds": [0, 1],
+    "grid.oracles": ["bt:inf"],
+    "grid.num_pairs": 32,
+    "grid.steps": 60,
+    "grid.learning_rate": 3e-3,
+    "grid.eval_every": 30,
+    "large.vocab_size": 16,
+    "large.response_length": 8,
+    "large.num_prompts": 2,
+    "large.taus": [1.0],
+    "large.seeds": [0],
+    "large.num_pairs": 32,
+    "large.steps": 40,
+    "large.samples": 128,
+    "large.reference_steps": 60,
+}
+"""Overrides of the ``--quick`` preset: about a minute on 2 CPU cores."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Oracle:
+    """A preference oracle: ``kind`` ("bt" or "cyclic") and scale s (``math.inf``: deterministic)."""
+
+    kind: Literal["bt", "cyclic"]
+    scale: float
+
+    @property
+    def name(self) -> str:
+        scale = "inf" if math.isinf(self.scale) else f"{self.scale:g}"
+        return f"{self.kind}:{scale}"
+
+
+def parse_oracle(text: str, *, key: str = "grid.oracles") -> Oracle:
+    """Parse ``kind:scale`` (e.g. ``bt:1``, ``bt:inf``, ``cyclic:inf``) into an :class:`Oracle`."""
+    kind, _, scale_text = str(text).partition(":")
+    if kind not in ("bt", "cyclic"):
+        raise PsipoInputError(f"{key}: oracle {text!r} must start with 'bt:' or 'cyclic:'")
+    try:
+        scale = float(scale_text)
+    except ValueError:
+        raise PsipoInputError(f"{key}: oracle {text!r} needs a scale after ':', e.g. bt:1 or bt:inf") from None
+    if not scale > 0:
+        raise PsipoInputError(f"{key}: oracle {text!r} needs a scale s > 0")
+    return Oracle(kind, scale)  # type: ignore[arg-type]
+
+
+def validate(config: LabConfig) -> None:
+    """Raise :class:`PsipoInputError` naming the first out-of-range key of ``config``."""
+    from psipo.losses import get_loss
+
+    checks = [
+        ("world.vocab_size", config.world.vocab_size >= 2),
+        ("world.response_length", config.world.response_length >= 1),
+        ("world.num_prompts", config.world.num_prompts >= 1),
+        ("world.prompt_length", config.world.prompt_length >= 1),
+        ("world.num_prompts", config.world.vocab_size ** config.world.prompt_length >= config.world.num_prompts),
+        ("world.markov_concentration", config.world.markov_concentration > 0),
+        ("grid.taus", len(config.grid.taus) > 0 and all(t > 0 for t in config.grid.taus)),
+        ("grid.seeds", len(config.grid.seeds) > 0),
+        ("grid.num_pairs", config.grid.num_pairs >= 1),
+        ("grid.steps", config.grid.steps >= 1),
+        ("grid.eval_every", config.grid.eval_every >= 1),
+        ("grid.batch_size", config.grid.batch_size >= 1),
+        ("large.taus", all(t > 0 for t in config.large.taus)),
+        ("large.samples", config.large.samples >= 2),
+        ("workers", config.workers >= 1),
+    ]
+    for key, ok in checks:
+        if not ok:
+            raise PsipoInputError(f"{key}: value out of range in the lab config")
+    responses = config.world.vocab_size ** config.world.response_length
+    if responses > 8192:
+        raise PsipoInputError(
+            f"world: V^L = {responses} responses per prompt is too many to enumerate (at most 8192)"
+        )
+    for loss in [*config.grid.losses, *config.large.losses]:
+        get_loss(loss)
+    for text in config.grid.oracles:
+        parse_oracle(text)
+    parse_oracle(config.large.oracle, key="large.oracle")

@@ -1,0 +1,390 @@
+"""`psipo experiment lm`: the grid on the enumerable world, the large Monte Carlo world, the outputs.
+
+:func:`run_experiment` writes into its output folder
+
+* ``results.json`` — every run's exact metrics, learning curves and trainer history, the
+  closed-form optima, the empirical-loss optima, the Monte Carlo runs and the claims table;
+* ``REPORT.md`` — the claims of the paper (§4.2, §5.4) against what was measured;
+* ``figures/*.png`` — KL against τ (the main figure), the preference–KL frontier, learning
+  curves, the data effects and the large configuration.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import math
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from psipo._config import to_dict
+from psipo._io import atomic_write_json, atomic_write_text
+from psipo.experiments.lm_lab import plots, report
+from psipo.experiments.lm_lab.config import LabConfig, parse_oracle, validate
+from psipo.experiments.lm_lab.data import enumerated_sampler, sample_preference_data
+from psipo.experiments.lm_lab.enumeration import enumerate_logps
+from psipo.experiments.lm_lab.evaluate import (
+    PSI_OF_LOSS,
+    DataMasks,
+    EmpiricalOptima,
+    Evaluator,
+    enumerated_problem,
+    normalised,
+)
+from psipo.experiments.lm_lab.montecarlo import (
+    kl_estimate,
+    sample_responses,
+    total_preference_estimate,
+)
+from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
+from psipo.experiments.lm_lab.runs import RunSettings, load_weights, train_policy
+from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
+
+FRONTIER_TAUS = [10 ** (k / 4) for k in range(-12, 5)]
+"""Dense τ grid (1e-3 … 10) on which the exact identity-Ψ optimum traces the frontier."""
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    # The models are tiny: one intra-op thread is faster than two that contend for the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _Progress:
+    """A tqdm bar over runs (or nothing when disabled)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="psipo experiment lm", unit="run", dynamic_ncols=True)
+
+    def step(self, description: str, count: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(description, refresh=False)
+            self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _seed_for(*parts: int) -> int:
+    """A distinct generator seed per (seed, oracle, ...) combination."""
+    value = 0
+    for part in parts:
+        value = value * 1_000_003 + int(part)
+    return value % (2**63)
+
+
+def _reference_summary(world: World, responses: torch.Tensor, reference_logps: torch.Tensor) -> dict[str, float]:
+    """How far π_ref is from its Markov chains and from uniform: the LM is genuinely non-uniform."""
+    probs = normalised(reference_logps)
+    chain = world.initial[:, responses[:, 0]]
+    for t in range(1, world.response_length):
+        chain = chain * world.transition[:, responses[:, t - 1], responses[:, t]]
+    entropy = -(probs * torch.log(probs)).sum(-1)
+    return {
+        "kl_chain_to_reference": float((chain * (torch.log(chain) - torch.log(probs))).sum(-1).mean()),
+        "entropy": float(entropy.mean()),
+        "uniform_entropy": math.log(responses.shape[0]),
+        "top_mass": float(probs.max(-1).values.mean()),
+        "sum_minus_one_max": float((reference_logps.exp().sum(-1) - 1).abs().max()),
+    }
+
+
+@dataclasses.dataclass
+class _Reference:
+    """π_ref as plain data, so that worker processes can rebuild it."""
+
+    state: dict[str, torch.Tensor]
+    vocab_size: int
+    max_length: int
+    sft_nll: float
+
+    @classmethod
+    def train(cls, world: World, config: LabConfig, *, steps: int, seed: int) -> _Reference:
+        model, sft_nll = train_reference(
+            world,
+            config.model,
+            samples_per_prompt=config.reference.samples_per_prompt,
+            steps=steps,
+            batch_size=config.reference.batch_size,
+            learning_rate=config.reference.learning_rate,
+            seed=seed,
+        )
+        max_length = world.prompts.shape[1] + world.response_length
+        return cls(model.state_dict(), world.vocab_size, max_length, sft_nll)
+
+    def model(self, config: LabConfig) -> Any:
+        model = build_policy_model(config.model, vocab_size=self.vocab_size, max_length=self.max_length, seed=0)
+        model.load_state_dict(self.state)
+        return model.eval()
+
+
+def _large_world(config: LabConfig) -> World:
+    lc, wc = config.large, config.world
+    return make_world(
+        vocab_size=lc.vocab_size,
+        response_length=lc.response_length,
+        num_prompts=lc.num_prompts,
+        prompt_length=wc.prompt_length,
+        markov_concentration=wc.markov_concentration,
+        cyclic_strength=wc.cyclic_strength,
+        seed=wc.seed + 1,
+    )
+
+
+def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Reference,
+               reference_logps: torch.Tensor, workdir: Path) -> dict[str, Any]:
+    """Every (loss, τ) run on one dataset: the dataset of ``seed`` under the oracle, evaluated exactly."""
+    wc, grid = config.world, config.grid
+    oracle = parse_oracle(grid.oracles[oracle_number])
+    world = world_from_config(wc)
+    responses = all_responses(wc.vocab_size, wc.response_length)
+    reference_model = reference.model(config)
+    reference_probs = normalised(reference_logps)
+    evaluator = Evaluator(enumerated_problem(world, oracle, responses, reference_logps))
+    generator = torch.Generator().manual_seed(_seed_for(seed, oracle_number))
+    data = sample_preference_data(
+        world, oracle, enumerated_sampler(reference_probs, responses),
+        num_pairs=grid.num_pairs, generator=generator,
+    )
+    masks = DataMasks.from_data(data, tuple(reference_logps.shape), wc.vocab_size)
+    empirical = []
+    optima_of_data = EmpiricalOptima(reference_logps, data, vocab_size=wc.vocab_size)
+    for tau in grid.taus:
+        ipo_policy, dpo_policy = optima_of_data.ipo(tau), optima_of_data.dpo(tau)
+        empirical.append({
+            "oracle": oracle.name, "seed": seed, "tau": tau,
+            "reference_unseen_mass": float((reference_probs * ~masks.seen).sum(-1).mean()),
+            "ipo": evaluator.metrics(torch.log(ipo_policy), tau=tau, masks=masks),
+            "dpo_exists": dpo_policy is not None,
+            "dpo": (evaluator.metrics(torch.log(dpo_policy), tau=tau, masks=masks)
+                    if dpo_policy is not None else None),
+        })
+    settings = RunSettings(
+        steps=grid.steps,
+        batch_size=grid.batch_size,
+        learning_rate=grid.learning_rate,
+        eval_every=grid.eval_every,
+        max_length=reference.max_length,
+        prompt_length=wc.prompt_length,
+    )
+    pairs = data.tokenized_pairs(world)
+    runs = []
+    for loss in grid.losses:
+        for tau in grid.taus:
+            run_dir = workdir / f"{oracle.name.replace(':', '_')}-s{seed}-{loss}-t{tau:g}"
+            trained = train_policy(reference_model, pairs, settings, loss=loss, tau=tau, seed=seed, run_dir=run_dir)
+            curve = [{"step": 0, "kl": 0.0, "total_preference": 0.5}]
+            for step, folder in trained.checkpoints:
+                logps = enumerate_logps(load_weights(trained.model, folder), world.prompts, responses, float64=False)
+                curve.append({"step": step, **evaluator.metrics(logps, tau=tau, full=False)})
+            final_logps = enumerate_logps(trained.model, world.prompts, responses)
+            final = evaluator.metrics(final_logps, tau=tau, masks=masks)
+            final["sum_minus_one_max"] = float((final_logps.exp().sum(-1) - 1).abs().max())
+            curve.append({"step": grid.steps, "kl": final["kl"], "total_preference": final["total_preference"]})
+            runs.append({
+                "oracle": oracle.name, "loss": loss, "tau": tau, "seed": seed,
+                "psi": PSI_OF_LOSS.get(loss), "final": final, "curve": curve, "history": trained.history,
+            })
+    return {"runs": runs, "empirical_optima": empirical}
+
+
+def _large_task(config: LabConfig, seed: int, reference: _Reference, workdir: Path) -> dict[str, Any]:
+    """Every (loss, τ) run on one dataset of the large world, evaluated by Monte Carlo with 95% CIs."""
+    lc = config.large
+    world = _large_world(config)
+    oracle = parse_oracle(lc.oracle, key="large.oracle")
+    reference_model = reference.model(config)
+    per_prompt = world.prompts.repeat_interleave(lc.samples, dim=0)
+    shape = (lc.num_prompts, lc.samples, lc.response_length)
+
+    def draw_reference(prompt_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return sample_responses(reference_model, world.prompts[prompt_index], lc.response_length, generator)
+
+    generator = torch.Generator().manual_seed(_seed_for(seed, 7919))
+    data = sample_preference_data(world, oracle, draw_reference, num_pairs=lc.num_pairs, generator=generator)
+    opponents = sample_responses(reference_model, per_prompt, lc.response_length, generator).reshape(shape)
+    settings = RunSettings(
+        steps=lc.steps,
+        batch_size=config.grid.batch_size,
+        learning_rate=config.grid.learning_rate,
+        eval_every=lc.steps,
+        max_length=reference.max_length,
+        prompt_length=config.world.prompt_length,
+    )
+    runs = []
+    for loss in lc.losses:
+        for tau in lc.taus:
+            run_dir = workdir / f"large-s{seed}-{loss}-t{tau:g}"
+            trained = train_policy(reference_model, data.tokenized_pairs(world), settings,
+                                   loss=loss, tau=tau, seed=seed, run_dir=run_dir)
+            samples = sample_responses(trained.model, per_prompt, lc.response_length, generator).reshape(shape)
+            kl, kl_ci = kl_estimate(trained.model, reference_model, world.prompts, samples)
+            preference, preference_ci = total_preference_estimate(world, oracle, samples, opponents)
+            runs.append({
+                "loss": loss, "tau": tau, "seed": seed, "kl": kl, "kl_ci": kl_ci,
+                "total_preference": preference, "total_preference_ci": preference_ci,
+                "history": trained.history,
+            })
+    return {"runs": runs}
+
+
+def _worker_init() -> None:
+    # The models are tiny: one intra-op thread per process; the processes share the cores.
+    torch.set_num_threads(1)
+
+
+def _optima_rows(config: LabConfig, world: World, responses: torch.Tensor,
+                 reference_logps: torch.Tensor) -> list[dict[str, Any]]:
+    """The closed-form optima π* (Eq. 9) of every oracle: full metrics at the grid's τ values,
+    KL and total preference on a dense τ grid for the identity-Ψ frontier."""
+    rows = []
+    reference_probs = normalised(reference_logps)
+    for oracle in (parse_oracle(o) for o in config.grid.oracles):
+        evaluator = Evaluator(enumerated_problem(world, oracle, responses, reference_logps))
+        for tau in sorted(set(config.grid.taus) | set(FRONTIER_TAUS)):
+            on_grid = tau in config.grid.taus
+            for psi in ("identity", "logit") if on_grid else ("identity",):
+                optimum = evaluator.optimum(tau, psi)
+                rows.append({
+                    "oracle": oracle.name, "tau": tau, "psi": psi,
+                    "reference_tv": float(0.5 * (optimum - reference_probs).abs().sum(-1).mean()),
+                    **evaluator.metrics(torch.log(optimum), tau=tau, full=on_grid),
+                })
+    return rows
+
+
+def run_experiment(
+    config: LabConfig, out_dir: str | Path, *, progress: bool = True, command: str | None = None
+) -> dict[str, Any]:
+    """Run the lab and write results.json, REPORT.md and figures/ into ``out_dir``; return the results.
+
+    ``progress`` shows a bar on stderr; ``command`` (the command line) is quoted in the report.
+    """
+    validate(config)
+    out_dir = Path(out_dir)
+    grid, large = config.grid, config.large
+    start = time.perf_counter()
+    world = world_from_config(config.world)
+    responses = all_responses(config.world.vocab_size, config.world.response_length)
+    with _single_thread():
+        reference = _Reference.train(world, config, steps=config.reference.steps, seed=config.world.seed)
+        reference_logps = enumerate_logps(reference.model(config), world.prompts, responses)
+        large_reference = None
+        if large.enabled:
+            large_world = _large_world(config)
+            large_reference = _Reference.train(
+                large_world, config, steps=large.reference_steps, seed=config.world.seed + 1
+            )
+    runs_per_grid_task = len(grid.losses) * len(grid.taus)
+    runs_per_large_task = len(large.losses) * len(large.taus)
+    total = len(grid.oracles) * len(grid.seeds) * runs_per_grid_task
+    if large.enabled:
+        total += len(large.seeds) * runs_per_large_task
+    bar = _Progress(total, progress)
+    grid_results, large_results = [], []
+    try:
+        with tempfile.TemporaryDirectory(prefix="psipo-lm-lab-") as workdir, _executor(config.workers) as pool:
+            futures = {}
+            for oracle_number, oracle in enumerate(grid.oracles):
+                for seed in grid.seeds:
+                    future = pool.submit(_grid_task, config, oracle_number, seed, reference, reference_logps, Path(workdir))
+                    futures[future] = ("grid", f"{oracle} seed={seed}", runs_per_grid_task)
+            for seed in large.seeds if large.enabled else []:
+                future = pool.submit(_large_task, config, seed, large_reference, Path(workdir))
+                futures[future] = ("large", f"large seed={seed}", runs_per_large_task)
+            with _single_thread():
+                optima = _optima_rows(config, world, responses, reference_logps)
+            for future in concurrent.futures.as_completed(futures):
+                kind, description, count = futures[future]
+                (grid_results if kind == "grid" else large_results).append(future.result())
+                bar.step(description, count)
+    finally:
+        bar.close()
+    results: dict[str, Any] = {"config": to_dict(config), "command": command}
+    results["enumerated"] = {
+        "world": {"num_responses": int(responses.shape[0]), "prompts": world.prompts.tolist()},
+        "reference": {
+            "sft_nll_per_token": reference.sft_nll,
+            "parameters": sum(t.numel() for t in reference.state.values()),
+            **_reference_summary(world, responses, reference_logps),
+        },
+        "runs": _sorted_runs([run for part in grid_results for run in part["runs"]], config),
+        "optima": optima,
+        "empirical_optima": [row for part in grid_results for row in part["empirical_optima"]],
+    }
+    results["large"] = None
+    if large.enabled:
+        results["large"] = {
+            "vocab_size": large.vocab_size,
+            "response_length": large.response_length,
+            "log10_num_responses": large.response_length * math.log10(large.vocab_size),
+            "oracle": parse_oracle(large.oracle, key="large.oracle").name,
+            "reference_sft_nll_per_token": large_reference.sft_nll,
+            "runs": [run for part in large_results for run in part["runs"]],
+        }
+    results["runtime_seconds"] = time.perf_counter() - start
+    results["workers"] = config.workers
+    results["claims"] = report.claims(results)
+    figures = plots.draw_all(results, out_dir / "figures")
+    results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
+    atomic_write_json(out_dir / "results.json", _json_safe(results))
+    atomic_write_text(out_dir / "REPORT.md", report.markdown(results))
+    return results
+
+
+def _sorted_runs(runs: list[dict[str, Any]], config: LabConfig) -> list[dict[str, Any]]:
+    """Runs in grid order (oracle, seed, loss, τ), whatever order the workers finished in."""
+    grid = config.grid
+    order = {name: i for i, name in enumerate(grid.oracles)}
+    return sorted(runs, key=lambda r: (order[r["oracle"]], r["seed"], grid.losses.index(r["loss"]), r["tau"]))
+
+
+@contextlib.contextmanager
+def _executor(workers: int) -> Iterator[concurrent.futures.Executor]:
+    """A pool of ``workers`` fresh processes (spawned: no forked torch state), or the caller's
+    own process when ``workers`` is 1."""
+    if workers == 1:
+        with _single_thread(), _InlineExecutor() as pool:
+            yield pool
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        yield pool
+
+
+class _InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once, in this process."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _json_safe(value: Any) -> Any:
+    """Infinite floats become the strings "inf"/"-inf" (JSON has no infinity)."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+

@@ -1,0 +1,235 @@
+"""The LM lab: exact enumeration, its agreement with Monte Carlo and with hand-written closed
+forms, IPO's behaviour at very large τ, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from psipo.errors import PsipoInputError
+from psipo.experiments.lm_lab.config import ModelConfig, parse_oracle
+from psipo.experiments.lm_lab.data import (
+    PreferenceData,
+    enumerated_sampler,
+    response_index,
+    sample_preference_data,
+)
+from psipo.experiments.lm_lab.enumeration import enumerate_logps
+from psipo.experiments.lm_lab.evaluate import (
+    EmpiricalOptima,
+    Evaluator,
+    enumerated_problem,
+    normalised,
+)
+from psipo.experiments.lm_lab.montecarlo import kl_estimate, sample_responses
+from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
+from psipo.experiments.lm_lab.runs import RunSettings, train_policy
+from psipo.experiments.lm_lab.world import all_responses, make_world, preference, preference_table
+
+TINY_MODEL = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+
+
+def tiny_world(*, vocab_size=3, response_length=3, num_prompts=2, seed=0):
+    return make_world(
+        vocab_size=vocab_size,
+        response_length=response_length,
+        num_prompts=num_prompts,
+        prompt_length=2,
+        markov_concentration=0.3,
+        cyclic_strength=2.0,
+        seed=seed,
+    )
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """A tiny world (27 responses per prompt) and its π_ref after a short supervised phase."""
+    torch.manual_seed(0)
+    world = tiny_world()
+    reference, _ = train_reference(
+        world, TINY_MODEL, samples_per_prompt=200, steps=60, batch_size=32, learning_rate=1e-2, seed=0
+    )
+    responses = all_responses(world.vocab_size, world.response_length)
+    return world, reference, responses, enumerate_logps(reference, world.prompts, responses)
+
+
+def test_all_responses_are_the_base_v_digits():
+    responses = all_responses(3, 3)
+    assert responses.shape == (27, 3)
+    assert len({tuple(r) for r in responses.tolist()}) == 27
+    assert response_index(responses, 3).tolist() == list(range(27))
+
+
+def test_enumerated_probabilities_sum_to_one_and_match_the_chain_rule(lab):
+    world, reference, responses, reference_logps = lab
+    # A second, untrained model too: the sum must be 1 for any LM over exactly these V tokens.
+    untrained = build_policy_model(TINY_MODEL, vocab_size=world.vocab_size, max_length=5, seed=3)
+    for model, logps in ((reference, reference_logps),
+                         (untrained, enumerate_logps(untrained, world.prompts, responses))):
+        assert torch.allclose(logps.exp().sum(-1), torch.ones(world.num_prompts, dtype=torch.float64), atol=1e-6, rtol=0)
+        # Independent oracle: next-token softmax of the full logits, multiplied along the sequence.
+        model64 = __import__("copy").deepcopy(model).double()
+        for x in range(world.num_prompts):
+            ids = torch.cat([world.prompts[x].expand(len(responses), -1), responses], dim=1)
+            with torch.no_grad():
+                log_probs = torch.log_softmax(model64(input_ids=ids).logits.double(), -1)
+            P = world.prompts.shape[1]
+            by_hand = sum(log_probs[:, P - 1 + t].gather(1, responses[:, t:t + 1])[:, 0] for t in range(responses.shape[1]))
+            assert torch.allclose(logps[x], by_hand, atol=1e-5, rtol=0)
+    # π_ref is a genuine, non-uniform LM.
+    assert float(reference_logps.exp().max()) > 3.0 / len(responses)
+
+
+def test_exact_kl_agrees_with_monte_carlo_within_its_interval(lab):
+    world, reference, responses, reference_logps = lab
+    policy = build_policy_model(TINY_MODEL, vocab_size=world.vocab_size, max_length=5, seed=7)
+    policy_logps = enumerate_logps(policy, world.prompts, responses)
+    problem = enumerated_problem(world, parse_oracle("bt:1"), responses, reference_logps)
+    exact_kl = Evaluator(problem).metrics(policy_logps, tau=1.0)["kl"]
+    assert exact_kl > 0.05  # the check is not about two equal models
+    generator = torch.Generator().manual_seed(0)
+    n = 3000
+    samples = sample_responses(policy, world.prompts.repeat_interleave(n, 0), world.response_length, generator)
+    estimate, half_width = kl_estimate(policy, reference, world.prompts, samples.reshape(world.num_prompts, n, -1))
+    assert 0 < half_width < 0.2 * exact_kl
+    assert abs(estimate - exact_kl) <= half_width
+
+
+def test_oracle_is_a_preference_and_the_cyclic_one_is_not_bradley_terry():
+    world = tiny_world(vocab_size=4)
+    responses = all_responses(4, 3)
+    for name in ("bt:0.5", "bt:inf", "cyclic:2", "cyclic:inf"):
+        oracle = parse_oracle(name)
+        table = preference_table(world, oracle, responses)
+        assert torch.allclose(table + table.transpose(1, 2), torch.ones_like(table), atol=1e-12)
+        i, j = torch.tensor([1, 5, 9]), torch.tensor([60, 2, 33])
+        x = torch.tensor([0, 1, 1])
+        assert torch.allclose(preference(world, oracle, x, responses[i], responses[j]), table[x, i, j])
+        if math.isinf(oracle.scale):
+            assert set(table.unique().tolist()) <= {0.0, 0.5, 1.0}
+    # A 3-cycle a ≻ b ≻ c ≻ a, each with probability > 1/2: impossible under any Bradley–Terry model.
+    table = preference_table(world, parse_oracle("cyclic:inf"), responses)[0] > 0.5
+    cycle = (table.double() @ table.double() @ table.double()).diagonal()
+    assert bool((cycle > 0).any())
+    bt = preference_table(world, parse_oracle("bt:inf"), responses)[0] > 0.5
+    assert not bool(((bt.double() @ bt.double() @ bt.double()).diagonal() > 0).any())
+
+
+def test_exact_optimum_matches_equation_9_by_hand():
+    """π*(y) ∝ π_ref(y) exp(E_{y'~µ}[Ψ(p*(y≻y'))]/τ), computed in numpy from the world's parameters."""
+    world = tiny_world(vocab_size=2, response_length=3, num_prompts=2, seed=4)
+    responses = all_responses(2, 3)
+    reference_probs = torch.softmax(torch.randn(2, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64), -1)
+    W, U = world.token_reward.numpy(), world.pair_reward.numpy()
+    ys = responses.numpy()
+    tau, scale = 0.3, 1.5
+    for x in range(2):
+        reward = np.array([
+            (sum(W[x, t, y[t]] for t in range(3)) + sum(U[x, y[t], y[t + 1]] for t in range(2))) / math.sqrt(5)
+            for y in ys
+        ])
+        p_star = 1.0 / (1.0 + np.exp(-scale * (reward[:, None] - reward[None, :])))
+        mu = reference_probs[x].numpy()
+        for psi, values in (("identity", p_star), ("logit", np.log(p_star / (1 - p_star)))):
+            g = values @ mu
+            by_hand = mu * np.exp(g / tau)
+            by_hand /= by_hand.sum()
+            problem = enumerated_problem(world, parse_oracle(f"bt:{scale}"), responses, torch.log(reference_probs))
+            lab_optimum = Evaluator(problem).optimum(tau, psi)[x].numpy()
+            np.testing.assert_allclose(lab_optimum, by_hand, rtol=1e-10, atol=1e-12)
+
+
+def test_empirical_ipo_optimum_solves_the_sampled_equations(lab):
+    world, _, responses, reference_logps = lab
+    tau = 0.25
+    reference = normalised(reference_logps)
+
+    def gaps(data):
+        optima = EmpiricalOptima(reference_logps, data, vocab_size=world.vocab_size)
+        log_ratio = torch.log(optima.ipo(tau)) - torch.log(reference)
+        chosen, rejected = response_index(data.chosen, 3), response_index(data.rejected, 3)
+        return log_ratio, chosen, rejected
+
+    # A forest of pairs (1 ≻ 0, 2 ≻ 1 under x0; 5 ≻ 7 under x1): every equation h = 1/(2τ) holds.
+    forest = PreferenceData(torch.tensor([0, 0, 1]), responses[[1, 2, 5]], responses[[0, 1, 7]])
+    log_ratio, chosen, rejected = gaps(forest)
+    h = log_ratio[forest.prompt_index, chosen] - log_ratio[forest.prompt_index, rejected]
+    assert torch.allclose(h, torch.full_like(h, 1 / (2 * tau)), atol=1e-9)
+    # Responses no pair mentions keep π_ref's logits: their log-ratios are one shared constant.
+    unseen = torch.ones_like(log_ratio, dtype=torch.bool)
+    unseen[0, [0, 1, 2]] = unseen[1, [5, 7]] = False
+    assert float(log_ratio[0][unseen[0]].std()) < 1e-12
+    # On sampled data (with conflicting pairs) the gradient of Σ(h − 1/(2τ))² vanishes.
+    data = sample_preference_data(
+        world, parse_oracle("bt:1"), enumerated_sampler(reference, responses),
+        num_pairs=12, generator=torch.Generator().manual_seed(5),
+    )
+    log_ratio, chosen, rejected = gaps(data)
+    delta = log_ratio.clone().requires_grad_(True)
+    gap = delta[data.prompt_index, chosen] - delta[data.prompt_index, rejected]
+    ((gap - 1 / (2 * tau)) ** 2).sum().backward()
+    assert float(delta.grad.abs().max()) < 1e-8
+
+
+def test_ipo_with_very_large_tau_stays_at_the_reference(lab, tmp_path):
+    world, reference, responses, reference_logps = lab
+    oracle = parse_oracle("bt:inf")
+    data = sample_preference_data(
+        world, oracle, enumerated_sampler(normalised(reference_logps), responses),
+        num_pairs=24, generator=torch.Generator().manual_seed(0),
+    )
+    settings = RunSettings(steps=40, batch_size=8, learning_rate=1e-2, eval_every=40, max_length=5, prompt_length=2)
+    problem = enumerated_problem(world, oracle, responses, reference_logps)
+    kl = {}
+    for tau in (1e4, 0.05):
+        trained = train_policy(reference, data.tokenized_pairs(world), settings, loss="ipo", tau=tau, seed=0,
+                               run_dir=tmp_path / f"t{tau}")
+        logps = enumerate_logps(trained.model, world.prompts, responses)
+        kl[tau] = Evaluator(problem).metrics(logps, tau=tau)["kl"]
+    assert kl[1e4] < 1e-3
+    assert kl[0.05] > 100 * kl[1e4]  # the same training at small τ does move the policy
+
+
+def test_bad_oracle_names_the_key():
+    with pytest.raises(PsipoInputError, match="grid.oracles"):
+        parse_oracle("gaussian:1")
+    with pytest.raises(PsipoInputError, match="scale"):
+        parse_oracle("bt:")
+
+
+def test_cli_quick_run_end_to_end(tmp_path):
+    out = tmp_path / "lab"
+    completed = subprocess.run(
+        [sys.executable, "-m", "psipo", "experiment", "lm", "--quick", "--no-progress", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    runs = results["enumerated"]["runs"]
+    assert len(runs) == 2 * 2 * 2  # losses × τ × seeds, one oracle
+    for run in runs:
+        assert run["final"]["sum_minus_one_max"] < 1e-6
+        assert run["final"]["kl"] >= 0 and 0 <= run["final"]["total_preference"] <= 1
+        assert [p["step"] for p in run["curve"]][0] == 0
+    assert results["large"]["runs"] and all(r["kl_ci"] > 0 for r in results["large"]["runs"])
+    assert results["claims"] and {c["verdict"] for c in results["claims"]} <= {"holds", "partly", "does not hold"}
+    report = (out / "REPORT.md").read_text()
+    assert "## Claims" in report and "kl_vs_tau.png" in report
+    for name in results["figures"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bad_option_is_one_line_error(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "psipo", "experiment", "lm", "--grid.oracles", "nope:1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("psipo: error:") and "grid.oracles" in completed.stderr
+    assert "Traceback" not in completed.stderr
