@@ -39,7 +39,8 @@ def log_ratio_gap(
     )
 
 
-def _check_tau(tau: float | torch.Tensor) -> None:
+def check_tau(tau: float | torch.Tensor) -> None:
+    """Raise :class:`PsipoInputError` unless τ (a number or a tensor of them) is > 0."""
     # tau may be a tensor broadcastable against the log-probs (one τ per run in a sweep).
     if not bool(torch.all(torch.as_tensor(tau) > 0)):
         raise PsipoInputError(f"tau: must be > 0, got {tau}")
@@ -59,7 +60,7 @@ def ipo_loss(
     π moves from π_ref even when every observed preference is deterministic. At π = π_ref
     (h = 0) the loss is :math:`(1/(2\tau))^2`.
     """
-    _check_tau(tau)
+    check_tau(tau)
     return log_ratio_regression_loss(
         policy_chosen_logps,
         policy_rejected_logps,
@@ -106,7 +107,7 @@ def dpo_loss(
     :math:`-(1-\varepsilon)\log\sigma(\tau h)-\varepsilon\log\sigma(-\tau h)`.
     At π = π_ref the loss is log 2 for every ε.
     """
-    _check_tau(tau)
+    check_tau(tau)
     if not 0.0 <= label_smoothing < 0.5:
         raise PsipoInputError(f"label_smoothing: must be in [0, 0.5), got {label_smoothing}")
     logits = tau * log_ratio_gap(
@@ -133,7 +134,7 @@ def robust_dpo_loss(
 
     Its expectation over labels flipped with probability ε equals the clean DPO loss.
     """
-    _check_tau(tau)
+    check_tau(tau)
     if not 0.0 <= label_noise < 0.5:
         raise PsipoInputError(f"label_noise: must be in [0, 0.5), got {label_noise}")
     logits = tau * log_ratio_gap(
@@ -156,7 +157,7 @@ def hinge_loss(
 
     It stops pushing once the gap reaches the margin :math:`1/\tau`; at π = π_ref it is 1.
     """
-    _check_tau(tau)
+    check_tau(tau)
     h = log_ratio_gap(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )

@@ -6,8 +6,18 @@
   optimum (Eq. 7/9) and the population losses of DPO (Eq. 5) and IPO (Eq. 13, 16).
 * :mod:`~psipo.tabular.rlhf` — Bradley–Terry reward fitting (Eq. 2) and the KL-regularised
   optimum (Eq. 3).
+* :mod:`~psipo.tabular.datasets` — (x, y_w, y_l) preference datasets and the paper's D1–D3, D3'.
+* :mod:`~psipo.tabular.empirical` — exact optima of the empirical losses (IPO least squares).
+* :mod:`~psipo.tabular.train` — vectorised sampled training of every (dataset × loss × τ × seed)
+  run at once.
 """
 
+from psipo.tabular.datasets import PreferenceDataset, paper_datasets
+from psipo.tabular.empirical import (
+    dpo_empirical_optimum,
+    ipo_empirical_optimum,
+    rlhf_empirical_optimum,
+)
 from psipo.tabular.exact import (
     dpo_population_loss,
     ipo_population_loss,
@@ -26,9 +36,19 @@ from psipo.tabular.rlhf import (
     kl_regularised_policy,
     rlhf_policy,
 )
+from psipo.tabular.train import TrainConfig, TrainResult, mean_and_ci, train
 
 __all__ = [
     "NO_CONTEXT",
+    "PreferenceDataset",
+    "TrainConfig",
+    "TrainResult",
+    "dpo_empirical_optimum",
+    "ipo_empirical_optimum",
+    "mean_and_ci",
+    "paper_datasets",
+    "rlhf_empirical_optimum",
+    "train",
     "SolveSettings",
     "TabularProblem",
     "bradley_terry_loss",

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from psipo.errors import PsipoInputError
-from psipo.tabular.problem import NO_CONTEXT, _policy_table
+from psipo.tabular.problem import NO_CONTEXT, policy_table
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class PreferenceDataset:
 
     def reference_policy(self, pi_ref: object = None) -> torch.Tensor:
         """π_ref as a validated [X, A] float64 table: None (uniform), a [A] vector or mapping, or [X, A]."""
-        return _policy_table(pi_ref, "pi_ref", self.actions, len(self.contexts))
+        return policy_table(pi_ref, "pi_ref", self.actions, len(self.contexts))
 
     def incidence(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         r"""[N, X·A] matrix B with :math:`(B\delta)_i = \delta_{x_i,y_{w,i}} - \delta_{x_i,y_{l,i}}`."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from psipo.errors import PsipoInputError
-from psipo.losses import _check_tau
+from psipo.losses import check_tau
 from psipo.tabular.datasets import PreferenceDataset
 from psipo.tabular.rlhf import fit_rewards, kl_regularised_policy
 from psipo.tabular.train import pair_loss
@@ -55,7 +55,7 @@ def empirical_loss(
 
 def ipo_empirical_shift(dataset: PreferenceDataset, *, tau: float) -> torch.Tensor:
     r"""The minimum-norm minimiser δ* = B⁺ 𝟏/(2τ) of the empirical IPO loss (Eq. 17), [X, A]."""
-    _check_tau(tau)
+    check_tau(tau)
     incidence = dataset.incidence(torch.float64)
     target = torch.full((len(dataset), 1), 1.0 / (2.0 * tau), dtype=torch.float64)
     shift = torch.linalg.pinv(incidence) @ target
@@ -112,7 +112,7 @@ def never_winning_actions(dataset: PreferenceDataset) -> list[tuple[str, str]]:
 
 def dpo_empirical_optimum(dataset: PreferenceDataset, *, tau: float, pi_ref: object = None) -> torch.Tensor | None:
     """π* ∝ π_ref·exp(r̂/τ) minimising the empirical DPO loss (Eq. 4), or None when no minimiser exists."""
-    _check_tau(tau)
+    check_tau(tau)
     if not dpo_minimiser_exists(dataset):
         return None
     return kl_regularised_policy(dataset.reference_policy(pi_ref), bradley_terry_reward(dataset), tau=tau)
@@ -122,7 +122,7 @@ def rlhf_empirical_optimum(
     dataset: PreferenceDataset, *, tau: float, l2: float = 0.0, pi_ref: object = None
 ) -> torch.Tensor | None:
     """π ∝ π_ref·exp(r̂/τ) with r̂ = :func:`bradley_terry_reward`; None when it has no minimiser."""
-    _check_tau(tau)
+    check_tau(tau)
     if l2 == 0 and not dpo_minimiser_exists(dataset):
         return None
     return kl_regularised_policy(dataset.reference_policy(pi_ref), bradley_terry_reward(dataset, l2=l2), tau=tau)

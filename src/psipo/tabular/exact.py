@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 
 from psipo.errors import PsipoInputError
-from psipo.losses import _check_tau, dpo_loss, log_ratio_regression_loss
+from psipo.losses import check_tau, dpo_loss, log_ratio_regression_loss
 from psipo.psi import PsiFn, resolve
 from psipo.tabular.problem import DTYPE, TOLERANCE, TabularProblem
 
@@ -118,7 +118,7 @@ def optimal_policy(problem: TabularProblem, *, tau: float, psi: PsiLike) -> torc
     deterministic preferences this is the limiting policy described in the module docstring
     (deterministic where §4.2 says so), never NaN. Returns [X, Y].
     """
-    _check_tau(tau)
+    check_tau(tau)
     divergent, finite = _expected_psi(problem, psi)
     support = problem.pi_ref > 0
     best = torch.where(support, divergent, -torch.inf).amax(-1, keepdim=True)
@@ -135,7 +135,7 @@ def psipo_objective(
     With infinite Ψ values the result is the ε → 0 limit of the module docstring: ±inf when it
     genuinely diverges, otherwise finite; −inf when π is not absolutely continuous w.r.t. π_ref.
     """
-    _check_tau(tau)
+    check_tau(tau)
     policy = _as_policy(problem, policy)
     divergent, finite = _expected_psi(problem, psi)
     value = _context_average(problem, (policy * finite).sum(-1)) - tau * kl_divergence(problem, policy)
@@ -208,7 +208,7 @@ def ipo_population_loss(problem: TabularProblem, policy: object, *, tau: float) 
 
     Averaged over x ∼ ρ. Zero exactly at the identity-Ψ optimum (Theorem 2).
     """
-    _check_tau(tau)
+    check_tau(tau)
     log_probs = _pair_log_probs(problem, policy)
     against_mu = preference_against(problem)
     target = (against_mu[:, :, None] - against_mu[:, None, :]) / tau
@@ -227,7 +227,7 @@ def ipo_sampled_population_loss(
 
     It differs from :func:`ipo_population_loss` by a constant independent of π (Prop. 3).
     """
-    _check_tau(tau)
+    check_tau(tau)
     log_probs = _pair_log_probs(problem, policy)
     weights = _pair_weights(problem)
     won = log_ratio_regression_loss(*log_probs, target=1.0 / tau)

@@ -154,7 +154,7 @@ def _vector_from_mapping(values: Mapping[Any, Any], actions: Sequence[str], fiel
     return [values.get(name, 0.0) for name in actions]
 
 
-def _policy_table(
+def policy_table(
     value: Any, field: str, actions: tuple[str, ...], num_contexts: int
 ) -> torch.Tensor:
     """µ or π_ref as a [X, Y] table: from None (uniform), a [Y] vector or mapping, or [X, Y]."""
@@ -264,8 +264,8 @@ class TabularProblem:
             actions=actions,
             contexts=names,
             preferences=table.expand(num_contexts, num_actions, num_actions).clone(),
-            mu=_policy_table(mu, "mu", actions, num_contexts),
-            pi_ref=_policy_table(pi_ref, "pi_ref", actions, num_contexts),
+            mu=policy_table(mu, "mu", actions, num_contexts),
+            pi_ref=policy_table(pi_ref, "pi_ref", actions, num_contexts),
             rho=rho_vector,
         )
 
@@ -452,7 +452,7 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
         for field, out in (("mu", mus), ("pi_ref", pi_refs)):
             own = "contexts" in data and field in data["contexts"][i]
             name = f"contexts[{i}].{field}" if own else field
-            out.append(_policy_table(entry.get(field), name, actions, 1)[0])
+            out.append(policy_table(entry.get(field), name, actions, 1)[0])
 
     if "contexts" not in data:
         return TabularProblem.create(actions, tables[0], mu=mus[0], pi_ref=pi_refs[0]), settings

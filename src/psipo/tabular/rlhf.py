@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from psipo.errors import PsipoInputError
-from psipo.losses import _check_tau, dpo_loss
+from psipo.losses import check_tau, dpo_loss
 from psipo.tabular.problem import DTYPE, TabularProblem
 
 GRADIENT_TOLERANCE = 1e-10
@@ -161,7 +161,7 @@ def kl_regularised_policy(pi_ref: torch.Tensor, reward: torch.Tensor, *, tau: fl
     Computed as a softmax of :math:`\log\pi_\mathrm{ref}+r/\tau` over the last axis, so it is
     stable for small τ and gives 0 where π_ref is 0 (App. A.1).
     """
-    _check_tau(tau)
+    check_tau(tau)
     return torch.softmax(torch.log(pi_ref.to(DTYPE)) + reward.to(DTYPE) / tau, dim=-1)
 
 
