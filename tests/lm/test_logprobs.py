@@ -7,8 +7,7 @@ import torch
 
 from psipo.lm.data import TokenizedPair, collate
 from psipo.lm.fixtures import make_tiny_model
-from psipo.lm.logprobs import sequence_logps, token_logps
-from psipo.lm.reference import pair_logps
+from psipo.lm.logprobs import pair_logps, sequence_logps, token_logps
 
 
 def naive_sequence_logps(model, input_ids, attention_mask, loss_mask, aggregation):
@@ -89,3 +88,25 @@ def test_padding_does_not_change_a_sequence_logp():
     padded = pair_logps(model, collate([short, long], 0), aggregation="mean", chunk_size=8)
     torch.testing.assert_close(padded[0][:1], alone[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded[1][:1], alone[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prompt_row_equals_two_rows_values_and_gradients(attn):
+    model = make_tiny_model(layers=2, hidden=32, heads=2, vocab=50, seed=8).train()
+    model.config._attn_implementation = attn
+    pairs = random_pairs(6, 50, seed=9) + [TokenizedPair([], [4, 5, 6], [7, 8])]  # one without prompt
+    params = list(model.parameters())
+    results = []
+    for shared in (False, True):
+        c, r = pair_logps(model, collate(pairs, 0, shared_prompt=shared), aggregation="mean", chunk_size=5)
+        grads = torch.autograd.grad((c - 2 * r).square().sum(), params)
+        results.append((c, r, grads))
+    (c0, r0, g0), (c1, r1, g1) = results
+    torch.testing.assert_close(c1, c0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r1, r0, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # and the two-row layout agrees with the naive full-logits computation
+    batch = collate(pairs, 0)
+    naive = naive_sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], "mean")
+    torch.testing.assert_close(torch.cat([c0, r0]), naive, atol=1e-5, rtol=1e-5)

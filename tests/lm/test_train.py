@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from psipo.errors import PsipoInputError
 from psipo.lm import TokenizedPair, load_train_config, train
 from psipo.lm.data import collate
-from psipo.lm.reference import LiveReference, PrecomputedReference, model_fingerprint, pair_logps
+from psipo.lm.logprobs import pair_logps
+from psipo.lm.reference import LiveReference, PrecomputedReference, model_fingerprint
 
 
 def run(base_config, rows, **keys):
@@ -67,10 +68,11 @@ def test_precomputed_reference_equals_live_reference(base_config, rows, model_di
         chunk_size=64,
         pad_id=0,
         device=torch.device("cpu"),
+        shared_prompt=True,  # the layout the run used (the default)
     )
     live = LiveReference(initial, aggregation="mean", chunk_size=64)
     indices = [5, 0, 17, 3]
-    batch = collate([pairs[i] for i in indices], pad_id=0)
+    batch = collate([pairs[i] for i in indices], pad_id=0)  # the two-row layout
     for got, want in zip(cached(indices, batch), live(indices, batch)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 

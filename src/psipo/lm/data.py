@@ -46,6 +46,11 @@ class TokenizedPair:
         """Tokens of the longer of the two full sequences (prompt + completion)."""
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
 
+    @property
+    def shared_length(self) -> int:
+        """Tokens of the shared-prompt row [prompt | chosen | rejected]."""
+        return len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
 
 @dataclasses.dataclass
 class TokenizedData:
@@ -434,20 +439,68 @@ def batch_order(
     return [batches[i] for i in shuffle]
 
 
-def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Concatenate chosen (rows 0..B-1) and rejected (rows B..2B-1) sequences, right-padded.
+def collate(pairs: Sequence[TokenizedPair], pad_id: int, *, shared_prompt: bool = False) -> dict[str, torch.Tensor]:
+    """Batch pairs for one forward pass that scores both completions of every pair.
 
-    ``loss_mask`` is 1 on completion tokens (aligned with ``input_ids``); padding positions
-    are 0 in both masks, so the value of ``pad_id`` never matters.
+    Default layout: chosen sequences in rows 0..B-1, rejected in rows B..2B-1, right-padded;
+    ``loss_mask`` is 1 on completion tokens. ``shared_prompt=True``: one row per pair,
+    ``[prompt | chosen | rejected]``, with ``position_ids`` restarting after the prompt for
+    the rejected completion and ``segment_ids`` (0 prompt, 1 chosen, 2 rejected, -1 pad) from
+    which :func:`psipo.lm.logprobs.shared_prompt_mask` hides chosen from rejected: the prompt
+    is computed once instead of twice.
+
+    Both layouts carry the scoring map: token ``input_ids[score_row, score_target]`` of
+    sequence ``score_sequence`` (b: chosen of pair b, B + b: its rejected) is predicted by
+    the hidden state at ``[score_row, score_predictor]``. Padding is masked everywhere, so the
+    value of ``pad_id`` never matters.
     """
-    sequences = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
-    width = max(len(prompt) + len(completion) for prompt, completion in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    loss_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for row, (prompt, completion) in enumerate(sequences):
-        n_prompt, n = len(prompt), len(prompt) + len(completion)
-        input_ids[row, :n] = torch.tensor(prompt + completion, dtype=torch.long)
-        attention_mask[row, :n] = 1
-        loss_mask[row, n_prompt:n] = True
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+    rows, predictors, targets, sequences = [], [], [], []
+    n = len(pairs)
+    if shared_prompt:
+        width = max(p.shared_length for p in pairs)
+        input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+        position_ids = torch.zeros((n, width), dtype=torch.long)
+        segment_ids = torch.full((n, width), -1, dtype=torch.long)
+        for b, pair in enumerate(pairs):
+            p, c, r = len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
+            input_ids[b, : p + c + r] = torch.tensor(pair.prompt_ids + pair.chosen_ids + pair.rejected_ids)
+            position_ids[b, : p + c] = torch.arange(p + c)
+            position_ids[b, p + c : p + c + r] = torch.arange(p, p + r)
+            segment_ids[b, :p], segment_ids[b, p : p + c], segment_ids[b, p + c : p + c + r] = 0, 1, 2
+            for sequence, start, length in ((b, p, c), (n + b, p + c, r)):
+                for j in range(length):
+                    if j == 0 and p == 0:
+                        continue  # no prompt: the first completion token has no predictor
+                    rows.append(b)
+                    targets.append(start + j)
+                    # The first completion token is predicted by the last prompt token.
+                    predictors.append(p - 1 if j == 0 else start + j - 1)
+                    sequences.append(sequence)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": (segment_ids >= 0).long(),
+            "position_ids": position_ids,
+            "segment_ids": segment_ids,
+        }
+    else:
+        halves = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
+        width = max(len(prompt) + len(completion) for prompt, completion in halves)
+        input_ids = torch.full((2 * n, width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
+        loss_mask = torch.zeros((2 * n, width), dtype=torch.bool)
+        for row, (prompt, completion) in enumerate(halves):
+            n_prompt, end = len(prompt), len(prompt) + len(completion)
+            input_ids[row, :end] = torch.tensor(prompt + completion, dtype=torch.long)
+            attention_mask[row, :end] = 1
+            loss_mask[row, n_prompt:end] = True
+            for t in range(max(n_prompt, 1), end):
+                rows.append(row)
+                targets.append(t)
+                predictors.append(t - 1)
+                sequences.append(row)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+    batch["score_row"] = torch.tensor(rows, dtype=torch.long)
+    batch["score_predictor"] = torch.tensor(predictors, dtype=torch.long)
+    batch["score_target"] = torch.tensor(targets, dtype=torch.long)
+    batch["score_sequence"] = torch.tensor(sequences, dtype=torch.long)
+    return batch

@@ -127,6 +127,18 @@ def decoder_and_head(model: Any) -> tuple[nn.Module, nn.Linear]:
     return decoder, head
 
 
+def _aggregate(
+    logps: torch.Tensor, sequences: torch.Tensor, n_sequences: int, aggregation: Literal["sum", "mean"]
+) -> torch.Tensor:
+    sums = torch.zeros(n_sequences, dtype=logps.dtype, device=logps.device).index_add(0, sequences, logps)
+    if aggregation == "sum":
+        return sums
+    if aggregation == "mean":
+        counts = torch.bincount(sequences, minlength=n_sequences).clamp_min(1)
+        return sums / counts.to(sums.dtype)
+    raise PsipoInputError(f"aggregation: expected 'sum' or 'mean', got {aggregation!r}")
+
+
 def sequence_logps(
     model: Any,
     input_ids: torch.Tensor,
@@ -151,9 +163,73 @@ def sequence_logps(
     logps = token_logps(
         hidden[rows, cols], head.weight, head.bias, input_ids[rows, cols + 1], chunk_size=chunk_size
     )
-    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=logps.device).index_add(0, rows, logps)
-    if aggregation == "sum":
-        return sums
-    if aggregation == "mean":
-        return sums / scored.sum(1).clamp_min(1).to(sums.dtype)
-    raise PsipoInputError(f"aggregation: expected 'sum' or 'mean', got {aggregation!r}")
+    return _aggregate(logps, rows, input_ids.shape[0], aggregation)
+
+
+def supports_shared_prompt(model: Any) -> bool:
+    """Whether the model takes the custom 4-D attention mask of the shared-prompt layout.
+
+    True for transformers' ``sdpa`` and ``eager`` attention without a sliding window (a custom
+    mask would bypass the window); flash-attention kernels take no such mask.
+    """
+    config = unwrap_causal_lm(model).config
+    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    return getattr(config, "_attn_implementation", None) in ("sdpa", "eager") and not sliding
+
+
+def shared_prompt_mask(segment_ids: torch.Tensor, dtype: torch.dtype, *, additive: bool) -> torch.Tensor:
+    """``[B, 1, L, L]`` attention mask of ``[prompt | chosen | rejected]`` rows.
+
+    A query sees earlier keys of the prompt and of its own segment: chosen tokens never see
+    rejected ones and vice versa, so each completion is scored exactly as if it followed the
+    prompt alone. Padding queries see only themselves (no all-masked row, hence no NaN).
+    ``additive``: 0 / dtype-min floats (eager attention) instead of booleans (sdpa).
+    """
+    length = segment_ids.shape[1]
+    index = torch.arange(length, device=segment_ids.device)
+    causal = index[None, :] <= index[:, None]
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+    allowed = causal & (key >= 0) & (query >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)
+    allowed = allowed[:, None]
+    if not additive:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def pair_logps(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    *,
+    aggregation: Literal["sum", "mean"],
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected log-probs ``([B], [B])`` of a batch from :func:`psipo.lm.data.collate`.
+
+    One forward pass scores both completions of every pair, in either layout.
+    """
+    decoder, head = decoder_and_head(model)
+    if "segment_ids" in batch:
+        config = unwrap_causal_lm(model).config
+        mask = shared_prompt_mask(
+            batch["segment_ids"], head.weight.dtype, additive=config._attn_implementation == "eager"
+        )
+        hidden = decoder(
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
+        ).last_hidden_state
+        n_pairs = batch["input_ids"].shape[0]
+    else:
+        hidden = decoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        n_pairs = batch["input_ids"].shape[0] // 2
+    rows = batch["score_row"]
+    logps = token_logps(
+        hidden[rows, batch["score_predictor"]],
+        head.weight,
+        head.bias,
+        batch["input_ids"][rows, batch["score_target"]],
+        chunk_size=chunk_size,
+    )
+    both = _aggregate(logps, batch["score_sequence"], 2 * n_pairs, aggregation)
+    return both[:n_pairs], both[n_pairs:]

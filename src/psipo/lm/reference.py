@@ -22,29 +22,9 @@ from typing import Any, Literal
 import torch
 
 from psipo.lm.data import TokenizedPair, collate
-from psipo.lm.logprobs import sequence_logps
+from psipo.lm.logprobs import pair_logps
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
-
-
-def pair_logps(
-    model: Any,
-    batch: dict[str, torch.Tensor],
-    *,
-    aggregation: Literal["sum", "mean"],
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected log-probs of a collated batch, from ONE forward over both halves."""
-    logps = sequence_logps(
-        model,
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch["loss_mask"],
-        aggregation=aggregation,
-        chunk_size=chunk_size,
-    )
-    n = logps.shape[0] // 2
-    return logps[:n], logps[n:]
 
 
 @torch.no_grad()
@@ -57,6 +37,7 @@ def all_pair_logps(
     chunk_size: int,
     pad_id: int,
     device: torch.device,
+    shared_prompt: bool = False,
     autocast: Autocast = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chosen/rejected log-probs of every pair (float32, on CPU), in length-sorted batches."""
@@ -68,7 +49,8 @@ def all_pair_logps(
     try:
         for start in range(0, len(pairs), batch_size):
             indices = by_length[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([pairs[i] for i in indices], pad_id).items()}
+            batch = collate([pairs[i] for i in indices], pad_id, shared_prompt=shared_prompt)
+            batch = {k: v.to(device) for k, v in batch.items()}
             with autocast():
                 c, r = pair_logps(model, batch, aggregation=aggregation, chunk_size=chunk_size)
             chosen[indices] = c.float().cpu()
@@ -84,7 +66,8 @@ def model_fingerprint(model: Any) -> str:
     for name, param in model.state_dict().items():
         tensor = param.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():
+            digest.update(memoryview(tensor.view(torch.uint8).numpy()))  # no copy of the bytes
     return digest.hexdigest()
 
 
@@ -117,6 +100,7 @@ class PrecomputedReference:
         chunk_size: int,
         pad_id: int,
         device: torch.device,
+        shared_prompt: bool = False,
         autocast: Autocast = contextlib.nullcontext,
     ) -> PrecomputedReference:
         """Run (or load from ``cache_dir``) the one reference pass over ``pairs``.
@@ -130,7 +114,7 @@ class PrecomputedReference:
         path = None
         if cache_dir is not None:
             key = hashlib.sha256(
-                f"{model_key}|{pairs_fingerprint(pairs)}|{aggregation}|{device.type}".encode()
+                f"{model_key}|{pairs_fingerprint(pairs)}|{aggregation}|{device.type}|{shared_prompt}".encode()
             ).hexdigest()[:32]
             path = Path(cache_dir) / "reference" / f"{key}.safetensors"
             if path.is_file():
@@ -144,6 +128,7 @@ class PrecomputedReference:
             chunk_size=chunk_size,
             pad_id=pad_id,
             device=device,
+            shared_prompt=shared_prompt,
             autocast=autocast,
         )
         if path is not None:

@@ -130,6 +130,25 @@ def lr_multiplier(step: int, *, total_steps: int, warmup_steps: int, schedule: s
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def split_by_tokens(
+    indices: list[int], lengths: Sequence[int], budget: int | None, *, rows_per_pair: int
+) -> list[list[int]]:
+    """Cut a batch into consecutive pieces whose padded forward (rows × width) fits ``budget``.
+
+    The loss is a sum over pairs divided by the pairs of the whole step, so the gradient is
+    the same however the batch is cut; only the peak activation memory changes.
+    """
+    if budget is None:
+        return [indices]
+    pieces: list[list[int]] = []
+    for i in indices:
+        if pieces and rows_per_pair * (len(pieces[-1]) + 1) * max(lengths[j] for j in pieces[-1] + [i]) <= budget:
+            pieces[-1].append(i)
+        else:
+            pieces.append([i])
+    return pieces
+
+
 def _accelerator(config: TrainConfig):
     from accelerate import Accelerator
 
@@ -163,6 +182,7 @@ def train(
     """
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
+    from psipo.lm.logprobs import pair_logps, supports_shared_prompt
     from psipo.lm.model import (
         check_max_length,
         load_causal_lm,
@@ -176,7 +196,6 @@ def train(
         LiveReference,
         PrecomputedReference,
         model_fingerprint,
-        pair_logps,
     )
 
     mc, oc, rc, opt, run = (
@@ -212,6 +231,9 @@ def train(
         betas=(opt.adam_beta1, opt.adam_beta2),
         eps=opt.adam_epsilon,
         weight_decay=opt.weight_decay,
+        # The fused kernel updates in place without per-parameter temporaries (CPU and GPU).
+        fused=all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+        and accelerator.device.type in ("cpu", "cuda"),
     )
     world = accelerator.num_processes
     step_pairs = opt.batch_size * opt.gradient_accumulation_steps * world
@@ -227,6 +249,7 @@ def train(
     policy = accelerator.unwrap_model(model)
     aggregation = config.aggregation
     chunk = opt.logprob_chunk_size
+    shared = opt.share_prompt and supports_shared_prompt(policy)
 
     def make_reference(data: TokenizedData):
         if rc.reference == "precompute":
@@ -240,6 +263,7 @@ def train(
                 chunk_size=chunk,
                 pad_id=pad_id,
                 device=device,
+                shared_prompt=shared,
                 autocast=accelerator.autocast,
             )
         if rc.reference == "adapters_disabled":
@@ -274,7 +298,7 @@ def train(
         accelerator.init_trackers("psipo", config=config.to_flat_dict())
 
     loss_fn, loss_kwargs = get_loss(oc.loss), config.loss_kwargs()
-    lengths = [p.length for p in train_data.pairs]
+    lengths = [p.shared_length if shared else p.length for p in train_data.pairs]
 
     def evaluate() -> dict[str, float]:
         from psipo.lm.reference import all_pair_logps
@@ -288,6 +312,7 @@ def train(
             chunk_size=chunk,
             pad_id=pad_id,
             device=device,
+            shared_prompt=shared,
             autocast=accelerator.autocast,
         )
         if isinstance(eval_reference, PrecomputedReference):
@@ -304,6 +329,7 @@ def train(
                     chunk_size=chunk,
                     pad_id=pad_id,
                     device=device,
+                    shared_prompt=shared,
                     autocast=accelerator.autocast,
                 )
         losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
@@ -321,9 +347,16 @@ def train(
             order_epoch = epoch
         step_indices = order[position]
         shard = step_indices[accelerator.process_index :: world]
-        micro_batches = [shard[i : i + opt.batch_size] for i in range(0, len(shard), opt.batch_size)]
+        micro_batches = [
+            piece
+            for i in range(0, len(shard), opt.batch_size)
+            for piece in split_by_tokens(
+                shard[i : i + opt.batch_size], lengths, opt.max_tokens_per_forward, rows_per_pair=1 if shared else 2
+            )
+        ]
         for m, indices in enumerate(micro_batches):
-            batch = {k: v.to(device) for k, v in collate([train_data.pairs[i] for i in indices], pad_id).items()}
+            batch = collate([train_data.pairs[i] for i in indices], pad_id, shared_prompt=shared)
+            batch = {k: v.to(device) for k, v in batch.items()}
             sync = m == len(micro_batches) - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
                 policy_c, policy_r = pair_logps(model, batch, aggregation=aggregation, chunk_size=chunk)
