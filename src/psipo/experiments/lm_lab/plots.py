@@ -152,8 +152,9 @@ def data_effects_figure(results: dict[str, Any], oracle: str) -> Figure:
     for ax, (key, title) in zip(axes, panels):
         for loss in grid["losses"]:
             xs, means, halves = _cells(results, oracle, loss, key)
-            ax.errorbar(xs, means, yerr=_errors(means, halves), marker="o", capsize=3, color=COLORS.get(loss),
-                        label=LOSS_LABELS.get(loss, loss))
+            bounds = {"low": 0.0, "high": 1.0} if key == "unseen_mass" else {}
+            ax.errorbar(xs, means, yerr=_errors(means, halves, **bounds), marker="o", capsize=3,
+                        color=COLORS.get(loss), label=LOSS_LABELS.get(loss, loss))
         if key == "unseen_mass":
             reference = [row["reference_unseen_mass"] for row in results["enumerated"]["empirical_optima"]
                          if row["oracle"] == oracle]
