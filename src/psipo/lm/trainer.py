@@ -365,7 +365,8 @@ def train(
                 # Sum over this micro-batch / pairs in the whole step: accumulation equals one big batch.
                 accelerator.backward(losses.sum() * (world / len(step_indices)))
             window.add(losses, policy_c, policy_r, ref_c, ref_r)
-            window_tokens += int(batch["attention_mask"].sum())
+            # Tokens of (prompt + chosen) and (prompt + rejected), without padding, whatever the layout.
+            window_tokens += sum(train_data.pairs[i].shared_length + len(train_data.pairs[i].prompt_ids) for i in indices)
         max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else float("inf")
         grad_norms.append(float(accelerator.clip_grad_norm_(params, max_norm)))
         optimizer.step()

@@ -1,0 +1,43 @@
+"""`psipo plot RUN_DIR`: a PNG of the run's curves; clear errors otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from psipo.cli import main
+
+
+def write_run(run_dir, n=5):
+    run_dir.mkdir(parents=True)
+    keys = ["loss", "h_mean", "h_std", "reward_chosen", "reward_rejected", "margin", "accuracy",
+            "logps_chosen", "logps_rejected", "kl", "grad_norm", "lr", "tokens_per_second"]
+    lines = [json.dumps({"step": s, "ipo_target": 5.0, **{k: 0.1 * s for k in keys}}) for s in range(1, n + 1)]
+    lines.append(json.dumps({"step": n, "eval_loss": 1.0, "eval_h_mean": 0.3}))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_plot_writes_a_png(tmp_path):
+    write_run(tmp_path / "run")
+    result = subprocess.run(
+        [sys.executable, "-m", "psipo", "plot", str(tmp_path / "run")],
+        capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"}, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    png = tmp_path / "run" / "curves.png"
+    assert result.stdout.strip() == str(png)
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+
+
+def test_plot_out_option_and_errors(tmp_path, capsys):
+    write_run(tmp_path / "run")
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "figs" / "c.png")]) == 0
+    assert (tmp_path / "figs" / "c.png").is_file()
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "not a psipo train run folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text("")
+    assert main(["plot", str(tmp_path / "empty")]) == 2
+    assert "no metrics recorded yet" in capsys.readouterr().err

@@ -1,0 +1,122 @@
+"""`psipo train` end to end in a subprocess: YAML + overrides, run folder, reload, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
+
+ENV = os.environ | {"OMP_NUM_THREADS": "1"}
+
+
+def psipo(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "psipo", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_train")
+    make_tiny_model_dir(root / "model", layers=2, hidden=32, heads=2, vocab=64, pad_token=False)
+    write_jsonl(make_synthetic_preferences(24, vocab=64, format="conversational", seed=1), root / "train.jsonl")
+    write_jsonl(make_synthetic_preferences(8, vocab=64, seed=2), root / "eval.jsonl")
+    (root / "run.yaml").write_text(
+        "model: model\ntrain_data: train.jsonl\neval_data: eval.jsonl\nloss: dpo\ntau: 0.5\n"
+        "batch_size: 4\nlearning_rate: 0.01\nmax_steps: 4\nlogging_steps: 2\nsave_steps: 2\n"
+        "output_dir: out\ncache_dir: cache\nseed: 1\n"
+    )
+    return root
+
+
+def test_train_end_to_end_then_reload_the_final_model(workdir):
+    result = psipo("train", "--config", "run.yaml", "--max_steps", "6", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "final model" in result.stdout
+    out = workdir / "out"
+    as_run = yaml.safe_load((out / "config.yaml").read_text())
+    assert as_run["max_steps"] == 6 and as_run["loss"] == "dpo"  # the command line wins over the file
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert records[0]["loss"] < 0.7 and "eval_loss" in records[-1]  # DPO starts at log 2 ≈ 0.693
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-6"]  # keeps 2
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out / "final")
+    initial = AutoModelForCausalLM.from_pretrained(workdir / "model")
+    assert AutoTokenizer.from_pretrained(out / "final").eos_token == "<eos>"
+    changed = [
+        name for name, p in reloaded.state_dict().items() if not torch.equal(p, initial.state_dict()[name])
+    ]
+    assert changed  # training moved the weights, and the saved folder has them
+    ids = torch.tensor([[7, 8, 9]])
+    assert torch.isfinite(reloaded(input_ids=ids).logits).all()
+
+
+def test_help_documents_every_key():
+    from psipo._config import _flat_fields
+    from psipo.lm.config import TrainConfig
+
+    result = subprocess.run(
+        [sys.executable, "-m", "psipo", "train", "--help"], capture_output=True, text=True, env=ENV, timeout=120
+    )
+    assert result.returncode == 0
+    for name, *_ in _flat_fields(TrainConfig):
+        assert f"--{name}" in result.stdout
+    for key in ("model", "train_data", "loss", "tau", "batch_size", "learning_rate", "epochs", "max_steps",
+                "output_dir", "seed"):
+        assert f"--{key} " in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "extra", "message"),
+    [
+        ("model: model\ntrain_data: train.jsonl\nlearning_rat: 0.1\n", [], "bad.yaml:3: unknown key 'learning_rat'"),
+        ("model: model\ntrain_data: train.jsonl\ntau: -1\n", [], "bad.yaml:3: key 'tau': must be > 0"),
+        ("model: model\ntrain_data: train.jsonl\nbatch_size: many\n", [], "bad.yaml:3: key 'batch_size': expected an integer"),
+        ("model: model\ntrain_data: nothere.jsonl\n", [], "train_data: file not found: nothere.jsonl"),
+        ("model: ./nomodel\ntrain_data: train.jsonl\n", [], "model: cannot load './nomodel': no such local folder"),
+        ("model: model\ntrain_data: bad_rows.jsonl\n", [], r"bad_rows.jsonl:2: field 'rejected': missing"),
+        ("model: model\ntrain_data: train.jsonl\n", ["--loss", "kto"], "key 'loss': expected one of"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_code_2(workdir, yaml_text, extra, message, capsys, monkeypatch):
+    # In-process main(): the same code path as the `psipo` command, without interpreter start-up.
+    from psipo.cli import main
+
+    monkeypatch.chdir(workdir)
+    (workdir / "bad.yaml").write_text(yaml_text + "output_dir: bad_out\nmax_steps: 1\ncache_dir: cache\n")
+    (workdir / "bad_rows.jsonl").write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n{"prompt": "w1", "chosen": "w2"}\n')
+    assert main(["train", "--config", "bad.yaml", *extra]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("psipo: error: ") and message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_bad_config_in_a_subprocess_is_one_line_without_traceback(workdir):
+    (workdir / "typo.yaml").write_text("model: model\ntrain_data: train.jsonl\nepochz: 1\n")
+    result = psipo("train", "--config", "typo.yaml", cwd=workdir)
+    assert result.returncode == 2
+    assert result.stderr.startswith("psipo: error: typo.yaml:3: unknown key 'epochz'")
+    assert "Traceback" not in result.stderr
+
+
+def test_skip_invalid_reports_the_count(workdir, capsys, monkeypatch):
+    from psipo.cli import main
+
+    monkeypatch.chdir(workdir)
+    (workdir / "some_bad.jsonl").write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n{"chosen": 1}\n')
+    code = main([
+        "train", "--model", "model", "--train_data", "some_bad.jsonl", "--skip-invalid", "--max_steps", "1",
+        "--output_dir", "skip_out", "--cache_dir", "cache", "--batch_size", "2", "--progress", "false",
+    ])
+    assert code == 0
+    assert "1 pairs from 2 rows (1 invalid skipped" in capsys.readouterr().out
