@@ -110,3 +110,19 @@ def test_shared_prompt_row_equals_two_rows_values_and_gradients(attn):
     batch = collate(pairs, 0)
     naive = naive_sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], "mean")
     torch.testing.assert_close(torch.cat([c0, r0]), naive, atol=1e-5, rtol=1e-5)
+
+
+def test_float64_model_gives_float64_log_probs_summing_to_one():
+    # All 9 completions of length 2 over a 3-token vocabulary after a fixed prompt.
+    model = make_tiny_model(layers=1, hidden=8, heads=2, vocab=3, seed=10).double()
+    completions = [[a, b] for a in range(3) for b in range(3)]
+    batch = collate([TokenizedPair([1, 2], c, c) for c in completions], pad_id=0)
+    n = len(completions)
+    logps = sequence_logps(
+        model, batch["input_ids"][:n], batch["attention_mask"][:n], batch["loss_mask"][:n], aggregation="sum"
+    )
+    assert logps.dtype == torch.float64
+    assert abs(logps.exp().sum().item() - 1.0) < 1e-12
+    for shared in (False, True):
+        chosen, _ = pair_logps(model, collate([TokenizedPair([1, 2], c, c) for c in completions], 0, shared_prompt=shared), aggregation="sum")
+        assert abs(chosen.exp().sum().item() - 1.0) < 1e-12

@@ -158,3 +158,18 @@ def test_clear_errors(base_config, rows, tmp_path):
         run(base_config, rows, reference="adapters_disabled")
     with pytest.raises(PsipoInputError, match="train_data"):
         train(load_train_config(None, base_config))
+
+
+def test_in_memory_run_with_a_callback_writes_nothing(base_config, rows, tmp_path):
+    seen = []
+
+    def callback(step, model):
+        seen.append((step, model.training))
+        model.eval()  # the trainer puts it back in train mode
+        return {"probe": float(step)}
+
+    config = load_train_config(None, base_config | {"output_dir": None, "logging_steps": 2, "max_steps": 4})
+    result = train(config, train_pairs=rows, callback=callback)
+    assert [s for s, _ in seen] == [0, 2, 4] and all(training for _, training in seen)
+    assert [(r["step"], r["probe"]) for r in result.history] == [(0, 0.0), (2, 2.0), (4, 4.0)]
+    assert result.run_dir is None and not any(tmp_path.iterdir())  # no run folder, no cache

@@ -81,7 +81,7 @@ class DataConfig:
     max_pairs: int | None = None
     """Use only the first N training pairs (after validation); null: all."""
     cache_dir: str | None = None
-    """Folder for the tokenisation and reference log-prob caches; null: ~/.cache/psipo."""
+    """Folder for the tokenisation and reference log-prob caches; null: $PSIPO_CACHE or ~/.cache/psipo."""
 
 
 @dataclasses.dataclass
@@ -155,8 +155,9 @@ class OptimConfig:
 class RunConfig:
     """Run: output folder, seed, logging, evaluation, checkpoints."""
 
-    output_dir: str = "runs/psipo"
-    """Run folder: config.yaml, metrics.jsonl, checkpoints/, final/."""
+    output_dir: str | None = "runs/psipo"
+    """Run folder: config.yaml, metrics.jsonl, checkpoints/, final/. null: write nothing at all
+    (no run folder, no caches; the Python API's TrainResult holds the model and metrics)."""
     seed: int = 0
     """Seed of weights-independent randomness: data order, eval split, LoRA init."""
     logging_steps: int = 10

@@ -364,12 +364,13 @@ def load_pairs(
     max_prompt_length: int,
     append_eos: bool,
     skip_invalid: bool,
-    cache_dir: str | Path | None,
+    cache_dir: Path | None,
 ) -> TokenizedData:
     """Read, validate and tokenise the pairs of ``source``, through an on-disk cache.
 
-    The cache entry is keyed by the data's content (or Hub fingerprint), the tokenizer and
-    every tokenisation setting, so a change to any of them re-tokenises.
+    The cache entry in ``cache_dir`` (None: no cache) is keyed by the data's content (or Hub
+    fingerprint), the tokenizer and every tokenisation setting, so a change to any of them
+    re-tokenises.
     """
     settings = {
         "version": CACHE_VERSION,
@@ -381,9 +382,8 @@ def load_pairs(
         "skip_invalid": skip_invalid,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache / "tokenized" / f"{digest}.safetensors"
-    if path.is_file():
+    path = Path(cache_dir) / "tokenized" / f"{digest}.safetensors" if cache_dir is not None else None
+    if path is not None and path.is_file():
         return _load_pairs(path)
 
     rows, locations, n_invalid = [], [], 0
@@ -409,7 +409,8 @@ def load_pairs(
     data.n_invalid = n_invalid
     if not data.pairs:
         raise PsipoInputError(f"{key}: every pair of {source} was empty after truncation")
-    _save_pairs(path, data)
+    if path is not None:
+        _save_pairs(path, data)
     return data
 
 

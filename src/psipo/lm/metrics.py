@@ -87,12 +87,14 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (one JSON object per logged step) plus the live progress line."""
+    """``metrics.jsonl`` (one JSON object per logged step; none for path None) plus the progress line."""
 
-    def __init__(self, path: Path, *, total_steps: int, start_step: int, progress: bool) -> None:
+    def __init__(self, path: Path | None, *, total_steps: int, start_step: int, progress: bool) -> None:
         self.path = path
         self.history: list[dict[str, Any]] = []
-        if start_step > 0 and path.is_file():
+        if path is None:
+            pass  # an in-memory run: the history is the only record
+        elif start_step > 0 and path.is_file():
             # Resuming: keep what was logged up to the checkpoint, drop what came after it.
             from psipo._io import atomic_write_text
 
@@ -111,8 +113,9 @@ class MetricsLog:
         self.history.append(record)
         # One write of one line per record: a crash can tear at most the last line, which
         # read_metrics skips, and resuming rewrites the file atomically.
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         shown = {k: record[k] for k in ("loss", "h_mean", "accuracy", "eval_loss") if k in record}
         text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         if self.bar is not None:

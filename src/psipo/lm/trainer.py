@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +42,16 @@ class TrainResult:
     """The tokenizer (None when only pre-tokenised pairs and no tokenizer were given)."""
     history: list[dict[str, Any]]
     """Every metrics.jsonl record, in order."""
-    run_dir: Path
-    """The run folder (config.yaml, metrics.jsonl, checkpoints/, final/)."""
+    run_dir: Path | None
+    """The run folder (config.yaml, metrics.jsonl, checkpoints/, final/); None with output_dir null."""
     train_data: TokenizedData
     """The training pairs and the counts of skipped / dropped / truncated rows."""
     eval_data: TokenizedData | None = None
     """The held-out pairs, if any."""
 
     @property
-    def final_dir(self) -> Path:
-        return self.run_dir / "final"
+    def final_dir(self) -> Path | None:
+        return self.run_dir / "final" if self.run_dir is not None else None
 
 
 PairsInput = Sequence[TokenizedPair] | Sequence[dict[str, Any]] | TokenizedData | None
@@ -89,7 +89,7 @@ def _load_data(config: TrainConfig, tokenizer: Any, train_pairs: PairsInput, eva
         max_prompt_length=d.max_prompt_length,
         append_eos=d.append_eos,
         skip_invalid=d.skip_invalid,
-        cache_dir=d.cache_dir,
+        cache_dir=_cache_dir(config),
     )
     train_data = _tokenized(train_pairs, tokenizer, config, "train_pairs")
     if train_data is None:
@@ -172,13 +172,16 @@ def train(
     tokenizer: Any = None,
     train_pairs: PairsInput = None,
     eval_pairs: PairsInput = None,
+    callback: Callable[[int, Any], Mapping[str, Any] | None] | None = None,
 ) -> TrainResult:
     """Fine-tune a causal LM on preference pairs; the loop ``psipo train`` runs.
 
     ``model``/``tokenizer`` objects replace loading ``config.model`` (which may then be any
     label). ``train_pairs``/``eval_pairs`` replace ``train_data``/``eval_data``: a list of
     :class:`~psipo.lm.data.TokenizedPair` (no tokenizer needed; padding uses any id under the
-    mask) or of raw rows. Returns the trained model, the metrics history and the run folder.
+    mask) or of raw rows. ``callback(step, model)`` runs at step 0 and at every logged step
+    with the live (unwrapped) model; a mapping it returns joins that step's metrics record.
+    Returns the trained model, the metrics history and the run folder.
     """
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
@@ -209,7 +212,7 @@ def train(
     quiet_transformers()
     accelerator = _accelerator(config)
     device = accelerator.device
-    run_dir = Path(run.output_dir)
+    run_dir = Path(run.output_dir) if run.output_dir is not None else None
 
     load_own_tokenizer = tokenizer is None and (mc.tokenizer or (model is None and mc.model))
     if model is None:
@@ -286,14 +289,31 @@ def train(
     start_step = 0
     scaler = getattr(accelerator, "scaler", None)
     if run.resume:
-        checkpoints = ckpt.list_checkpoints(run_dir)
+        checkpoints = ckpt.list_checkpoints(run_dir) if run_dir is not None else []
         if not checkpoints:
-            raise PsipoInputError(f"resume: no checkpoint in {run_dir / 'checkpoints'}")
+            raise PsipoInputError(f"resume: no checkpoint in {run_dir}/checkpoints")
         start_step = ckpt.load_checkpoint(
             checkpoints[-1], model=policy, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
-    save_yaml(config, run_dir / "config.yaml")
-    log = MetricsLog(run_dir / "metrics.jsonl", total_steps=total_steps, start_step=start_step, progress=run.progress)
+    if run_dir is not None:
+        save_yaml(config, run_dir / "config.yaml")
+    log = MetricsLog(
+        run_dir / "metrics.jsonl" if run_dir is not None else None,
+        total_steps=total_steps,
+        start_step=start_step,
+        progress=run.progress,
+    )
+
+    def call_back(step: int) -> dict[str, Any]:
+        """The user's callback on the live model (train mode restored after it)."""
+        if callback is None:
+            return {}
+        extra = callback(step, policy)
+        policy.train()
+        return dict(extra or {})
+
+    if start_step == 0 and (first := call_back(0)):
+        log.write({"step": 0, "epoch": 0.0, **first})
     if run.report_to:
         accelerator.init_trackers("psipo", config=config.to_flat_dict())
 
@@ -392,10 +412,11 @@ def train(
         if eval_data is not None and ((run.eval_steps and done % run.eval_steps == 0) or is_last):
             record = {"step": done, "epoch": done / steps_per_epoch, **record, **evaluate()}
         if record:
+            record.update(call_back(done))
             log.write(record)
             if run.report_to:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
-        if run.save_steps and done % run.save_steps == 0 and accelerator.is_main_process:
+        if run_dir is not None and run.save_steps and done % run.save_steps == 0 and accelerator.is_main_process:
             ckpt.save_checkpoint(
                 run_dir,
                 step=done,
@@ -406,7 +427,7 @@ def train(
                 keep=run.save_total_limit,
             )
     log.close()
-    if accelerator.is_main_process:
+    if run_dir is not None and accelerator.is_main_process:
         ckpt.save_final(policy, tokenizer, run_dir / "final")
     if run.report_to:
         accelerator.end_training()
@@ -420,7 +441,10 @@ def train(
     )
 
 
-def _cache_dir(config: TrainConfig) -> Path:
+def _cache_dir(config: TrainConfig) -> Path | None:
+    """Where caches go; None (no caching) when the run writes nothing (output_dir null)."""
     from psipo.lm.data import default_cache_dir
 
+    if config.run.output_dir is None:
+        return None
     return Path(config.data_config.cache_dir) if config.data_config.cache_dir else default_cache_dir()
