@@ -144,10 +144,11 @@ class OptimConfig:
     share_prompt: bool = True
     """Score both completions in one row [prompt | chosen | rejected] under a mask that hides
     one from the other: the prompt is computed once. Needs sdpa/eager attention, else two rows."""
-    max_tokens_per_forward: int | None = None
+    max_tokens_per_forward: int | Literal["auto"] | None = "auto"
     """Cut each forward's batch so that its padded tokens (rows × width) ≤ this: the same
-    gradient with less activation memory (a pair that alone exceeds it runs alone); null: no cut."""
-    logprob_chunk_size: int = 1024
+    gradient with less activation memory (a pair that alone exceeds it runs alone). null: no
+    cut; auto: 2048 on CPU (bigger matmuls gain nothing there), no cut on GPU."""
+    logprob_chunk_size: int = 256
     """Completion tokens per output-head chunk: bounds the [tokens, vocab] logits in memory."""
 
 
@@ -231,7 +232,11 @@ def validate(config: TrainConfig) -> None:
         ("warmup_ratio", 0.0 <= opt.warmup_ratio <= 1.0, "must be in [0, 1]"),
         ("max_grad_norm", opt.max_grad_norm is None or opt.max_grad_norm > 0, "must be > 0 or null"),
         ("logprob_chunk_size", opt.logprob_chunk_size >= 1, "must be >= 1"),
-        ("max_tokens_per_forward", opt.max_tokens_per_forward is None or opt.max_tokens_per_forward >= 2, "must be >= 2 or null"),
+        (
+            "max_tokens_per_forward",
+            opt.max_tokens_per_forward in (None, "auto") or opt.max_tokens_per_forward >= 2,
+            "must be >= 2, auto or null",
+        ),
         ("max_length", d.max_length >= 2, "must be >= 2"),
         ("max_prompt_length", 0 <= d.max_prompt_length < d.max_length, "must be in [0, max_length)"),
         ("eval_fraction", 0.0 <= d.eval_fraction < 1.0, "must be in [0, 1)"),
