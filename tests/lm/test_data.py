@@ -151,3 +151,18 @@ def test_collate_masks_prompt_and_padding():
     ]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]]
     assert batch["loss_mask"].int().tolist() == [[0, 0, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1], [0, 1, 0, 0]]
+
+
+def test_dataset_name_goes_through_datasets_load_dataset(tmp_path, tokenizer, monkeypatch):
+    # A local folder is loaded by datasets.load_dataset like a Hub name (offline); split by file name.
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps({"prompt": "w1", "chosen": "w2", "rejected": "w3"}) + "\n")
+    (folder / "test.jsonl").write_text(json.dumps({"prompt": "w4", "chosen": "w5", "rejected": "w6"}) + "\n")
+    test = load(folder, tokenizer, tmp_path, split="test")
+    assert test.pairs == [TokenizedPair([word(4)], [word(5), EOS], [word(6), EOS])]
+    with pytest.raises(PsipoInputError, match=r"train_data: cannot load .* \(split 'nosplit'\)"):
+        load(folder, tokenizer, tmp_path, split="nosplit")
