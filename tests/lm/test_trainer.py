@@ -13,7 +13,7 @@ from psipo.errors import PsipoInputError
 from psipo.lm import TokenizedPair, load_train_config, train
 from psipo.lm.data import collate
 from psipo.lm.logprobs import pair_logps
-from psipo.lm.reference import LiveReference, PrecomputedReference, model_fingerprint
+from psipo.lm.reference import LiveReference, PairScorer, PrecomputedReference, model_fingerprint
 
 
 def run(base_config, rows, **keys):
@@ -63,12 +63,8 @@ def test_precomputed_reference_equals_live_reference(base_config, rows, model_di
         pairs,
         cache_dir=tmp_path / "cache",
         model_key=model_fingerprint(initial),
-        aggregation="mean",
-        batch_size=4,
-        chunk_size=64,
-        pad_id=0,
-        device=torch.device("cpu"),
-        shared_prompt=True,  # the layout the run used (the default)
+        # the settings of the first run (its default layout is the shared prompt)
+        scorer=PairScorer(aggregation="mean", batch_size=4, chunk_size=64, pad_id=0, device=torch.device("cpu"), shared_prompt=True),
     )
     live = LiveReference(initial, aggregation="mean", chunk_size=64)
     indices = [5, 0, 17, 3]

@@ -14,6 +14,7 @@ Three sources, one interface (``reference(indices, batch) -> (chosen, rejected)`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,37 +28,46 @@ from psipo.lm.logprobs import pair_logps
 Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
-@torch.no_grad()
-def all_pair_logps(
-    model: Any,
-    pairs: Sequence[TokenizedPair],
-    *,
-    aggregation: Literal["sum", "mean"],
-    batch_size: int,
-    chunk_size: int,
-    pad_id: int,
-    device: torch.device,
-    shared_prompt: bool = False,
-    autocast: Autocast = contextlib.nullcontext,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen/rejected log-probs of every pair (float32, on CPU), in length-sorted batches."""
-    was_training = model.training
-    model.eval()
-    chosen = torch.empty(len(pairs), dtype=torch.float32)
-    rejected = torch.empty(len(pairs), dtype=torch.float32)
-    by_length = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
-    try:
-        for start in range(0, len(pairs), batch_size):
-            indices = by_length[start:start + batch_size]
-            batch = collate([pairs[i] for i in indices], pad_id, shared_prompt=shared_prompt)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast():
-                c, r = pair_logps(model, batch, aggregation=aggregation, chunk_size=chunk_size)
-            chosen[indices] = c.float().cpu()
-            rejected[indices] = r.float().cpu()
-    finally:
-        model.train(was_training)
-    return chosen, rejected
+@dataclasses.dataclass(frozen=True)
+class PairScorer:
+    """Scores every pair of a dataset with a model: batching, layout and precision settings."""
+
+    aggregation: Literal["sum", "mean"]
+    batch_size: int
+    chunk_size: int
+    pad_id: int
+    device: torch.device
+    shared_prompt: bool = False
+    autocast: Autocast = contextlib.nullcontext
+
+    @torch.no_grad()
+    def __call__(self, model: Any, pairs: Sequence[TokenizedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chosen/rejected log-probs of every pair (on CPU, in the model's log-prob dtype)."""
+        was_training = model.training
+        model.eval()
+        by_length = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+        parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        try:
+            for start in range(0, len(pairs), self.batch_size):
+                batch = collate(
+                    [pairs[i] for i in by_length[start : start + self.batch_size]],
+                    self.pad_id,
+                    shared_prompt=self.shared_prompt,
+                )
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                with self.autocast():
+                    c, r = pair_logps(model, batch, aggregation=self.aggregation, chunk_size=self.chunk_size)
+                parts.append((c.cpu(), r.cpu()))
+        finally:
+            model.train(was_training)
+        order = torch.tensor(by_length)
+        chosen, rejected = (torch.cat(column) for column in zip(*parts))
+        # Back from length order to the pairs' order.
+        return tuple(scores.new_empty(len(pairs)).index_copy(0, order, scores) for scores in (chosen, rejected))
+
+    def cache_key(self) -> str:
+        """What besides weights and tokens changes the scores."""
+        return f"{self.aggregation}|{self.device.type}|{self.shared_prompt}"
 
 
 def model_fingerprint(model: Any) -> str:
@@ -95,13 +105,7 @@ class PrecomputedReference:
         *,
         cache_dir: Path | None,
         model_key: str,
-        aggregation: Literal["sum", "mean"],
-        batch_size: int,
-        chunk_size: int,
-        pad_id: int,
-        device: torch.device,
-        shared_prompt: bool = False,
-        autocast: Autocast = contextlib.nullcontext,
+        scorer: PairScorer,
     ) -> PrecomputedReference:
         """Run (or load from ``cache_dir``) the one reference pass over ``pairs``.
 
@@ -113,24 +117,12 @@ class PrecomputedReference:
 
         path = None
         if cache_dir is not None:
-            key = hashlib.sha256(
-                f"{model_key}|{pairs_fingerprint(pairs)}|{aggregation}|{device.type}|{shared_prompt}".encode()
-            ).hexdigest()[:32]
-            path = Path(cache_dir) / "reference" / f"{key}.safetensors"
+            key = hashlib.sha256(f"{model_key}|{pairs_fingerprint(pairs)}|{scorer.cache_key()}".encode()).hexdigest()
+            path = Path(cache_dir) / "reference" / f"{key[:32]}.safetensors"
             if path.is_file():
                 cached = load_file(str(path))
                 return cls(cached["chosen"], cached["rejected"])
-        chosen, rejected = all_pair_logps(
-            model,
-            pairs,
-            aggregation=aggregation,
-            batch_size=batch_size,
-            chunk_size=chunk_size,
-            pad_id=pad_id,
-            device=device,
-            shared_prompt=shared_prompt,
-            autocast=autocast,
-        )
+        chosen, rejected = scorer(model, pairs)
         if path is not None:
             atomic_write_bytes(path, save({"chosen": chosen, "rejected": rejected}))
         return cls(chosen, rejected)

@@ -201,6 +201,7 @@ def train(
     from psipo.lm.reference import (
         AdaptersDisabledReference,
         LiveReference,
+        PairScorer,
         PrecomputedReference,
         model_fingerprint,
     )
@@ -261,20 +262,20 @@ def train(
     if token_budget == "auto":
         token_budget = CPU_TOKENS_PER_FORWARD if device.type == "cpu" else None
 
+    scorer = PairScorer(
+        aggregation=aggregation,
+        batch_size=2 * opt.batch_size,
+        chunk_size=chunk,
+        pad_id=pad_id,
+        device=device,
+        shared_prompt=shared,
+        autocast=accelerator.autocast,
+    )
+
     def make_reference(data: TokenizedData):
         if rc.reference == "precompute":
             return PrecomputedReference.compute(
-                model,
-                data.pairs,
-                cache_dir=_cache_dir(config),
-                model_key=model_key,
-                aggregation=aggregation,
-                batch_size=2 * opt.batch_size,
-                chunk_size=chunk,
-                pad_id=pad_id,
-                device=device,
-                shared_prompt=shared,
-                autocast=accelerator.autocast,
+                model, data.pairs, cache_dir=_cache_dir(config), model_key=model_key, scorer=scorer
             )
         if rc.reference == "adapters_disabled":
             return AdaptersDisabledReference(
@@ -328,37 +329,15 @@ def train(
     lengths = [p.shared_length if shared else p.length for p in train_data.pairs]
 
     def evaluate() -> dict[str, float]:
-        from psipo.lm.reference import all_pair_logps
-
         stats = PairStats()
-        policy_c, policy_r = all_pair_logps(
-            model,
-            eval_data.pairs,
-            aggregation=aggregation,
-            batch_size=2 * opt.batch_size,
-            chunk_size=chunk,
-            pad_id=pad_id,
-            device=device,
-            shared_prompt=shared,
-            autocast=accelerator.autocast,
-        )
+        policy_c, policy_r = scorer(model, eval_data.pairs)
         if isinstance(eval_reference, PrecomputedReference):
             ref_c, ref_r = eval_reference.chosen, eval_reference.rejected
+        elif rc.reference == "adapters_disabled":
+            with policy.disable_adapter():
+                ref_c, ref_r = scorer(policy, eval_data.pairs)
         else:
-            ref_model = policy if rc.reference == "adapters_disabled" else live_reference.model
-            context = policy.disable_adapter() if rc.reference == "adapters_disabled" else contextlib.nullcontext()
-            with context:
-                ref_c, ref_r = all_pair_logps(
-                    ref_model,
-                    eval_data.pairs,
-                    aggregation=aggregation,
-                    batch_size=2 * opt.batch_size,
-                    chunk_size=chunk,
-                    pad_id=pad_id,
-                    device=device,
-                    shared_prompt=shared,
-                    autocast=accelerator.autocast,
-                )
+            ref_c, ref_r = scorer(live_reference.model, eval_data.pairs)
         losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
         stats.add(losses, policy_c, policy_r, ref_c, ref_r)
         return {f"eval_{k}": v for k, v in stats.summary(tau=oc.tau).items() if k != "ipo_target"}
