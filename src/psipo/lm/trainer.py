@@ -134,6 +134,19 @@ CPU_TOKENS_PER_FORWARD = 2048
 """``max_tokens_per_forward: auto`` on CPU: bounds activation memory at no cost in speed there."""
 
 
+class PairForward(torch.nn.Module):
+    """``batch → (chosen, rejected)`` log-probs of a policy as one module (see pair_logps)."""
+
+    def __init__(self, model: torch.nn.Module, *, aggregation: str, chunk_size: int) -> None:
+        super().__init__()
+        self.model, self.aggregation, self.chunk_size = model, aggregation, chunk_size
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        from psipo.lm.logprobs import pair_logps
+
+        return pair_logps(self.model, batch, aggregation=self.aggregation, chunk_size=self.chunk_size)
+
+
 def split_by_tokens(
     indices: list[int], lengths: Sequence[int], budget: int | None, *, rows_per_pair: int
 ) -> list[list[int]]:
@@ -189,7 +202,7 @@ def train(
     """
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
-    from psipo.lm.logprobs import pair_logps, supports_shared_prompt
+    from psipo.lm.logprobs import supports_shared_prompt
     from psipo.lm.model import (
         check_max_length,
         load_causal_lm,
@@ -253,10 +266,12 @@ def train(
         lambda s: lr_multiplier(s, total_steps=total_steps, warmup_steps=warmup_steps, schedule=opt.lr_scheduler),
     )
     model_key = model_fingerprint(model) if rc.reference == "precompute" else ""
-    model, optimizer = accelerator.prepare(model, optimizer)
-    policy = accelerator.unwrap_model(model)
     aggregation = config.aggregation
     chunk = opt.logprob_chunk_size
+    # The training forward goes through one module, so that a distributed wrapper (DDP)
+    # that accelerate puts around it sees the forward it must synchronise.
+    forward, optimizer = accelerator.prepare(PairForward(model, aggregation=aggregation, chunk_size=chunk), optimizer)
+    policy = accelerator.unwrap_model(forward).model
     shared = opt.share_prompt and supports_shared_prompt(policy)
     token_budget = opt.max_tokens_per_forward
     if token_budget == "auto":
@@ -275,7 +290,7 @@ def train(
     def make_reference(data: TokenizedData):
         if rc.reference == "precompute":
             return PrecomputedReference.compute(
-                model, data.pairs, cache_dir=_cache_dir(config), model_key=model_key, scorer=scorer
+                policy, data.pairs, cache_dir=_cache_dir(config), model_key=model_key, scorer=scorer
             )
         if rc.reference == "adapters_disabled":
             return AdaptersDisabledReference(
@@ -330,7 +345,7 @@ def train(
 
     def evaluate() -> dict[str, float]:
         stats = PairStats()
-        policy_c, policy_r = scorer(model, eval_data.pairs)
+        policy_c, policy_r = scorer(policy, eval_data.pairs)
         if isinstance(eval_reference, PrecomputedReference):
             ref_c, ref_r = eval_reference.chosen, eval_reference.rejected
         elif rc.reference == "adapters_disabled":
@@ -364,8 +379,8 @@ def train(
             batch = collate([train_data.pairs[i] for i in indices], pad_id, shared_prompt=shared)
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = m == len(micro_batches) - 1
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model), accelerator.autocast():
-                policy_c, policy_r = pair_logps(model, batch, aggregation=aggregation, chunk_size=chunk)
+            with contextlib.nullcontext() if sync else accelerator.no_sync(forward), accelerator.autocast():
+                policy_c, policy_r = forward(batch)
                 ref_c, ref_r = train_reference(indices, batch)
                 losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
                 # Sum over this micro-batch / pairs in the whole step: accumulation equals one big batch.
