@@ -20,7 +20,9 @@ What is measured, identically for the three runs:
   reported separately (``startup_s``, ``setup_s``) together with the whole process wall time;
 * tokens/s: the fixture's token count — Σ over pairs of |prompt| + |chosen| + |rejected|, no
   padding, no EOS, counted by this script with the fixture's tokenizer — over the training
-  time. Neither tool's own throughput figure is used;
+  time. Neither tool's own throughput figure is used. tokens/CPU-s divides the same count by
+  the CPU time (all threads, user + system) of the same phase instead: on a machine shared
+  with other jobs it moves much less than the wall-clock figure;
 * peak RSS: the child process's ``ru_maxrss`` (``os.wait4``), cross-checked by polling the
   resident set of the child's process tree with psutil every 50 ms; the larger is reported;
 * first loss: the first logged training loss of each run. At initialisation π = π_ref
@@ -251,6 +253,7 @@ def summarise(runs: dict[str, dict], tokens: int, w: Workload) -> dict:
         if run.get("exit_code") != 0:
             continue
         run["tokens_per_s"] = tokens / run["train_s"]
+        run["tokens_per_cpu_s"] = tokens / run["train_cpu_s"]
         run["first_loss"] = run["losses"][0]["loss"] if run["losses"] else float("nan")
         run["first_loss_ok"] = abs(run["first_loss"] - expected_first_loss) < 1e-3
     verdict: dict[str, object] = {"expected_first_loss": expected_first_loss}
@@ -259,6 +262,9 @@ def summarise(runs: dict[str, dict], tokens: int, w: Workload) -> dict:
         other = runs.get(name, {})
         if psipo.get("exit_code") == 0 and other.get("exit_code") == 0:
             verdict[f"speedup_vs_{name}"] = psipo["tokens_per_s"] / other["tokens_per_s"]
+            verdict[f"cpu_speedup_vs_{name}"] = (
+                psipo["tokens_per_cpu_s"] / other["tokens_per_cpu_s"]
+            )
             verdict[f"memory_ratio_vs_{name}"] = psipo["peak_rss_mib"] / other["peak_rss_mib"]
     if "speedup_vs_trl_best" in verdict:
         verdict["speed_pass"] = verdict["speedup_vs_trl_best"] >= TARGET_SPEEDUP
@@ -268,7 +274,10 @@ def summarise(runs: dict[str, dict], tokens: int, w: Workload) -> dict:
 
 def print_table(runs: dict[str, dict], verdict: dict, tokens: int) -> None:
     print(f"\n{tokens} tokens (prompt + chosen + rejected, no padding) per epoch\n")
-    header = f"{'run':<14}{'train s':>9}{'tokens/s':>10}{'peak RSS MiB':>14}{'first loss':>12}{'steps':>7}"
+    header = (
+        f"{'run':<14}{'train s':>9}{'tokens/s':>10}{'tok/CPU-s':>11}{'peak RSS MiB':>14}"
+        f"{'first loss':>12}{'steps':>7}{'load':>6}"
+    )
     print(header)
     print("-" * len(header))
     for name, run in runs.items():
@@ -277,13 +286,15 @@ def print_table(runs: dict[str, dict], verdict: dict, tokens: int) -> None:
             continue
         print(
             f"{LABELS[name]:<14}{run['train_s']:>9.1f}{run['tokens_per_s']:>10.1f}"
-            f"{run['peak_rss_mib']:>14.0f}{run['first_loss']:>12.4f}{run['steps']:>7}"
+            f"{run['tokens_per_cpu_s']:>11.1f}{run['peak_rss_mib']:>14.0f}{run['first_loss']:>12.4f}"
+            f"{run['steps']:>7}{run['load_average_after']:>6.1f}"
         )
     print()
     for name in ("trl_default", "trl_best"):
         if f"speedup_vs_{name}" in verdict:
             print(
-                f"psipo / {LABELS[name]}: tokens/s ×{verdict[f'speedup_vs_{name}']:.2f}, "
+                f"psipo / {LABELS[name]}: tokens/s ×{verdict[f'speedup_vs_{name}']:.2f} "
+                f"(per CPU-second ×{verdict[f'cpu_speedup_vs_{name}']:.2f}), "
                 f"peak RSS ×{verdict[f'memory_ratio_vs_{name}']:.2f}"
             )
     if "speed_pass" in verdict:
