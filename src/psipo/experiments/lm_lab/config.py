@@ -197,26 +197,33 @@ def validate(config: LabConfig) -> None:
     """Raise :class:`PsipoInputError` naming the first out-of-range key of ``config``."""
     from psipo.losses import get_loss
 
+    w, g, lc = config.world, config.grid, config.large
     checks = [
-        ("world.vocab_size", config.world.vocab_size >= 2),
-        ("world.response_length", config.world.response_length >= 1),
-        ("world.num_prompts", config.world.num_prompts >= 1),
-        ("world.prompt_length", config.world.prompt_length >= 1),
-        ("world.num_prompts", config.world.vocab_size ** config.world.prompt_length >= config.world.num_prompts),
-        ("world.markov_concentration", config.world.markov_concentration > 0),
-        ("grid.taus", len(config.grid.taus) > 0 and all(t > 0 for t in config.grid.taus)),
-        ("grid.seeds", len(config.grid.seeds) > 0),
-        ("grid.num_pairs", config.grid.num_pairs >= 1),
-        ("grid.steps", config.grid.steps >= 1),
-        ("grid.eval_every", config.grid.eval_every >= 1),
-        ("grid.batch_size", config.grid.batch_size >= 1),
-        ("large.taus", all(t > 0 for t in config.large.taus)),
-        ("large.samples", config.large.samples >= 2),
-        ("workers", config.workers >= 1),
+        ("world.vocab_size", w.vocab_size >= 2, "must be >= 2"),
+        ("world.response_length", w.response_length >= 1, "must be >= 1"),
+        ("world.num_prompts", w.num_prompts >= 1, "must be >= 1"),
+        ("world.prompt_length", w.prompt_length >= 1, "must be >= 1"),
+        ("world.num_prompts", w.vocab_size**w.prompt_length >= w.num_prompts,
+         "must be at most vocab_size ** prompt_length (prompts are distinct)"),
+        ("world.markov_concentration", w.markov_concentration > 0, "must be > 0"),
+        ("grid.taus", len(g.taus) > 0 and all(0 < t < math.inf for t in g.taus), "must be finite numbers > 0"),
+        ("grid.seeds", len(g.seeds) > 0, "must not be empty"),
+        ("grid.losses", len(g.losses) > 0, "must not be empty"),
+        ("grid.oracles", len(g.oracles) > 0, "must not be empty"),
+        ("grid.num_pairs", g.num_pairs >= 1, "must be >= 1"),
+        ("grid.steps", g.steps >= 1, "must be >= 1"),
+        ("grid.eval_every", g.eval_every >= 1, "must be >= 1"),
+        ("grid.batch_size", g.batch_size >= 1, "must be >= 1"),
+        ("grid.learning_rate", g.learning_rate > 0, "must be > 0"),
+        ("large.taus", all(0 < t < math.inf for t in lc.taus), "must be finite numbers > 0"),
+        ("large.samples", lc.samples >= 2, "must be >= 2"),
+        ("large.vocab_size", lc.vocab_size ** w.prompt_length >= lc.num_prompts,
+         "must allow num_prompts distinct prompts"),
+        ("workers", config.workers >= 1, "must be >= 1"),
     ]
-    for key, ok in checks:
+    for key, ok, why in checks:
         if not ok:
-            raise PsipoInputError(f"{key}: value out of range in the lab config")
+            raise PsipoInputError(f"{key}: {why}")
     responses = config.world.vocab_size ** config.world.response_length
     if responses > 8192:
         raise PsipoInputError(

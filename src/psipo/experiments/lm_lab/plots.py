@@ -181,11 +181,13 @@ def large_figure(results: dict[str, Any]) -> Figure:
                                            if run["loss"] == loss and run["tau"] == tau], key)
                      for tau in taus]
             means, halves = [c[0] for c in cells], [c[1] for c in cells]
-            ax.errorbar(taus, means, yerr=_errors(means, halves), marker="o", capsize=3,
+            bounds = {"low": min(means) / 10} if key == "kl" else {"low": 0.0, "high": 1.0}
+            ax.errorbar(taus, means, yerr=_errors(means, halves, **bounds), marker="o", capsize=3,
                         color=COLORS.get(loss), label=LOSS_LABELS.get(loss, loss))
         ax.set_xscale("log")
         ax.set_xlabel("τ")
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_yscale("log")
     axes[0].set_ylabel("KL(π ‖ π_ref)  (Monte Carlo)")
     axes[1].set_ylabel("p*(π ≻ µ)  (Monte Carlo)")
     axes[0].legend(fontsize=7)

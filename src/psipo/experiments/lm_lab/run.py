@@ -46,20 +46,10 @@ from psipo.experiments.lm_lab.montecarlo import (
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.runs import RunSettings, load_weights, train_policy
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
+from psipo.tabular.train import single_thread
 
 FRONTIER_TAUS = [10 ** (k / 4) for k in range(-12, 5)]
 """Dense τ grid (1e-3 … 10) on which the exact identity-Ψ optimum traces the frontier."""
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    # The models are tiny: one intra-op thread is faster than two that contend for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class _Progress:
@@ -283,7 +273,7 @@ def run_experiment(
     start = time.perf_counter()
     world = world_from_config(config.world)
     responses = all_responses(config.world.vocab_size, config.world.response_length)
-    with _single_thread():
+    with single_thread():
         reference = _Reference.train(world, config, steps=config.reference.steps, seed=config.world.seed)
         reference_logps = enumerate_logps(reference.model(config), world.prompts, responses)
         large_reference = None
@@ -309,7 +299,7 @@ def run_experiment(
             for seed in large.seeds if large.enabled else []:
                 future = pool.submit(_large_task, config, seed, large_reference, Path(workdir))
                 futures[future] = ("large", f"large seed={seed}", runs_per_large_task)
-            with _single_thread():
+            with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
             for future in concurrent.futures.as_completed(futures):
                 kind, description, count = futures[future]
@@ -361,7 +351,7 @@ def _executor(workers: int) -> Iterator[concurrent.futures.Executor]:
     """A pool of ``workers`` fresh processes (spawned: no forked torch state), or the caller's
     own process when ``workers`` is 1."""
     if workers == 1:
-        with _single_thread(), _InlineExecutor() as pool:
+        with single_thread(), _InlineExecutor() as pool:
             yield pool
         return
     context = multiprocessing.get_context("spawn")
