@@ -45,14 +45,16 @@ def test_chunked_equals_full_logits_values_and_gradients(aggregation, tie):
         torch.testing.assert_close(g_chunked, g_naive, atol=1e-5, rtol=1e-4)
 
 
-def test_token_logps_gradcheck_float64_with_bias():
+@pytest.mark.parametrize("keep_probs_mb", [0.0, 1.0])
+def test_token_logps_gradcheck_float64_with_bias(keep_probs_mb):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
     weight = torch.randn(11, 5, dtype=torch.float64, generator=g, requires_grad=True)
     bias = torch.randn(11, dtype=torch.float64, generator=g, requires_grad=True)
     targets = torch.randint(0, 11, (7,), generator=g)
     assert torch.autograd.gradcheck(
-        lambda h, w, b: token_logps(h, w, b, targets, chunk_size=2), (hidden, weight, bias)
+        lambda h, w, b: token_logps(h, w, b, targets, chunk_size=2, keep_probs_mb=keep_probs_mb),
+        (hidden, weight, bias),
     )
     expected = torch.log_softmax(hidden @ weight.T + bias, -1).gather(1, targets[:, None]).squeeze(1)
     torch.testing.assert_close(token_logps(hidden, weight, bias, targets, chunk_size=4), expected)
@@ -126,3 +128,14 @@ def test_float64_model_gives_float64_log_probs_summing_to_one():
     for shared in (False, True):
         chosen, _ = pair_logps(model, collate([TokenizedPair([1, 2], c, c) for c in completions], 0, shared_prompt=shared), aggregation="sum")
         assert abs(chosen.exp().sum().item() - 1.0) < 1e-12
+
+
+def test_kept_softmax_gives_the_same_gradients_as_recomputing():
+    model = make_tiny_model(layers=1, hidden=32, heads=2, vocab=50, seed=11).train()
+    batch = collate(random_pairs(5, 50, seed=12), 0, shared_prompt=True)
+    grads = []
+    for keep in (0.0, 64.0):
+        c, r = pair_logps(model, batch, aggregation="sum", chunk_size=4, keep_probs_mb=keep)
+        grads.append(torch.autograd.grad((c - r).square().sum(), list(model.parameters())))
+    for kept, recomputed in zip(*grads):
+        torch.testing.assert_close(kept, recomputed, atol=1e-6, rtol=1e-6)

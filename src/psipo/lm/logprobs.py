@@ -23,28 +23,34 @@ from psipo.errors import PsipoInputError
 class _ChunkedTokenLogps(torch.autograd.Function):
     r"""``log_softmax(hidden @ weight.T + bias)[i, targets[i]]`` per row, chunked over rows.
 
-    Forward keeps only the per-row log-sum-exp. Backward recomputes each chunk's logits and
-    uses :math:`\partial \ell_i/\partial z_{ij} = \mathbb{1}[j=y_i]-\mathrm{softmax}(z_i)_j`.
-    Logits and softmax are float32 for 16- and 32-bit parameters (float64 for float64).
+    Backward uses :math:`\partial \ell_i/\partial z_{ij} = \mathbb{1}[j=y_i]-\mathrm{softmax}(z_i)_j`.
+    With ``keep_probs`` the forward keeps the logits of every row for it (``[N, V]``: one
+    matmul fewer); otherwise it keeps only the per-row log-sum-exp and the backward recomputes
+    each chunk's logits (memory ``O(chunk_size · V)``). Both give the same numbers. Logits and
+    softmax are float32 for 16- and 32-bit parameters (float64 for float64).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, keep_probs):  # type: ignore[override]
         dtype = _accumulation_dtype(weight)
         token_logps = hidden.new_empty(hidden.shape[0], dtype=dtype)
         lse = hidden.new_empty(hidden.shape[0], dtype=dtype)
+        kept = hidden.new_empty((hidden.shape[0], weight.shape[0]), dtype=dtype) if keep_probs else None
         for start in range(0, hidden.shape[0], chunk_size):
             end = start + chunk_size
             logits = _logits(hidden[start:end], weight, bias)
             lse[start:end] = torch.logsumexp(logits, dim=-1)
             token_logps[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse[start:end]
+            if kept is not None:
+                kept[start:end] = logits
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
-        ctx.chunk_size = chunk_size
+        ctx.chunk_size, ctx.logits = chunk_size, kept
         return token_logps
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
         hidden, weight, bias, targets, lse = ctx.saved_tensors
+        kept, ctx.logits = ctx.logits, None  # used up in place below: a second backward must not reuse it
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
         dtype = _accumulation_dtype(weight)
@@ -54,20 +60,24 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             end = start + ctx.chunk_size
             h = hidden[start:end]
             g = grad_output[start:end].to(dtype)
-            # grad of logits = g ⊙ (onehot(y) − softmax(z)), built in place in the logits buffer
-            grad_logits = _logits(h, weight, bias).sub_(lse[start:end, None]).exp_().mul_(-g[:, None])
-            grad_logits.scatter_add_(1, targets[start:end, None], g[:, None])
+            logits = kept[start:end] if kept is not None else _logits(h, weight, bias)
+            softmax = logits.sub_(lse[start:end, None]).exp_()
+            # grad of logits = g ⊙ (onehot(y) − softmax(z)), built in place in the softmax buffer
+            grad_logits = softmax.mul_(-g[:, None]).scatter_add_(1, targets[start:end, None], g[:, None])
             if grad_hidden is not None:
                 grad_hidden[start:end] = grad_logits.to(weight.dtype) @ weight
             if grad_weight is not None:
-                grad_weight += (grad_logits.T.to(h.dtype) @ h).to(dtype)
+                if h.dtype == dtype:
+                    grad_weight.addmm_(grad_logits.T, h)  # in place: no [V, H] temporary per chunk
+                else:
+                    grad_weight += (grad_logits.T.to(h.dtype) @ h).to(dtype)
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(0)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         if grad_bias is not None:
             grad_bias = grad_bias.to(bias.dtype)
-        return grad_hidden, grad_weight, grad_bias, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
 def _accumulation_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -88,14 +98,22 @@ def token_logps(
     bias: torch.Tensor | None,
     targets: torch.Tensor,
     *,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
+    keep_probs_mb: float = 0.0,
 ) -> torch.Tensor:
     """Log-prob of ``targets[i]`` under ``softmax(weight @ hidden[i] + bias)``, float32, chunked.
 
     ``hidden`` is ``[N, H]``, ``weight`` ``[V, H]``, ``targets`` ``[N]``. Differentiable in
-    ``hidden``, ``weight`` and ``bias``; the ``[N, V]`` logits never exist at once.
+    ``hidden``, ``weight`` and ``bias``. When the ``[N, V]`` softmax fits in ``keep_probs_mb``
+    and a gradient will be needed, it is kept for the backward pass (faster); otherwise the
+    ``[N, V]`` logits never exist at once.
     """
-    return _ChunkedTokenLogps.apply(hidden, weight, bias, targets, chunk_size)
+    keep = (
+        torch.is_grad_enabled()
+        and (hidden.requires_grad or weight.requires_grad)
+        and hidden.shape[0] * weight.shape[0] * 4 <= keep_probs_mb * 2**20
+    )
+    return _ChunkedTokenLogps.apply(hidden, weight, bias, targets, chunk_size, keep)
 
 
 def unwrap_causal_lm(model: Any) -> Any:
@@ -146,7 +164,7 @@ def sequence_logps(
     loss_mask: torch.Tensor,
     *,
     aggregation: Literal["sum", "mean"],
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
 ) -> torch.Tensor:
     r"""Per-sequence :math:`\log\pi(y|x)` of the tokens where ``loss_mask`` is set: ``[batch]``, float32.
 
@@ -202,11 +220,13 @@ def pair_logps(
     batch: dict[str, torch.Tensor],
     *,
     aggregation: Literal["sum", "mean"],
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
+    keep_probs_mb: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chosen and rejected log-probs ``([B], [B])`` of a batch from :func:`psipo.lm.data.collate`.
 
-    One forward pass scores both completions of every pair, in either layout.
+    One forward pass scores both completions of every pair, in either layout. See
+    :func:`token_logps` for ``chunk_size`` and ``keep_probs_mb``.
     """
     decoder, head = decoder_and_head(model)
     if "segment_ids" in batch:
@@ -230,6 +250,7 @@ def pair_logps(
         head.bias,
         batch["input_ids"][rows, batch["score_target"]],
         chunk_size=chunk_size,
+        keep_probs_mb=keep_probs_mb,
     )
     both = _aggregate(logps, batch["score_sequence"], 2 * n_pairs, aggregation)
     return both[:n_pairs], both[n_pairs:]

@@ -137,14 +137,14 @@ CPU_TOKENS_PER_FORWARD = 2048
 class PairForward(torch.nn.Module):
     """``batch → (chosen, rejected)`` log-probs of a policy as one module (see pair_logps)."""
 
-    def __init__(self, model: torch.nn.Module, *, aggregation: str, chunk_size: int) -> None:
+    def __init__(self, model: torch.nn.Module, **options: Any) -> None:
         super().__init__()
-        self.model, self.aggregation, self.chunk_size = model, aggregation, chunk_size
+        self.model, self.options = model, options
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         from psipo.lm.logprobs import pair_logps
 
-        return pair_logps(self.model, batch, aggregation=self.aggregation, chunk_size=self.chunk_size)
+        return pair_logps(self.model, batch, **self.options)
 
 
 def split_by_tokens(
@@ -270,7 +270,7 @@ def train(
     chunk = opt.logprob_chunk_size
     # The training forward goes through one module, so that a distributed wrapper (DDP)
     # that accelerate puts around it sees the forward it must synchronise.
-    forward, optimizer = accelerator.prepare(PairForward(model, aggregation=aggregation, chunk_size=chunk), optimizer)
+    forward, optimizer = accelerator.prepare(PairForward(model, aggregation=aggregation, chunk_size=chunk, keep_probs_mb=opt.keep_probs_mb), optimizer)
     policy = accelerator.unwrap_model(forward).model
     shared = opt.share_prompt and supports_shared_prompt(policy)
     token_budget = opt.max_tokens_per_forward
