@@ -94,10 +94,10 @@ class ObjectiveConfig:
     """τ, the KL-regularisation strength (TRL's beta). IPO regresses h onto 1/(2τ)."""
     aggregation: Literal["auto", "sum", "mean"] = "auto"
     """Sequence log-prob: sum or mean of completion-token log-probs; auto: mean for ipo, sum otherwise."""
-    label_smoothing: float = 0.0
-    """cdpo: probability ε that a label is flipped (conservative DPO)."""
+    label_smoothing: float = 0.1
+    """cdpo only: probability ε that a label is flipped (conservative DPO)."""
     label_noise: float = 0.1
-    """robust: the assumed label-flip rate ε of robust DPO."""
+    """robust only: the assumed label-flip rate ε of robust DPO."""
 
 
 @dataclasses.dataclass
