@@ -14,9 +14,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import math
 import multiprocessing
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +44,7 @@ from psipo.experiments.lm_lab.montecarlo import (
     total_preference_estimate,
 )
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
-from psipo.experiments.lm_lab.runs import RunSettings, load_weights, train_policy
+from psipo.experiments.lm_lab.runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
 from psipo.tabular.train import single_thread
 
@@ -139,7 +139,7 @@ def _large_world(config: LabConfig) -> World:
 
 
 def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Reference,
-               reference_logps: torch.Tensor, workdir: Path) -> dict[str, Any]:
+               reference_logps: torch.Tensor) -> dict[str, Any]:
     """Every (loss, τ) run on one dataset: the dataset of ``seed`` under the oracle, evaluated exactly."""
     wc, grid = config.world, config.grid
     oracle = parse_oracle(grid.oracles[oracle_number])
@@ -176,18 +176,22 @@ def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Ref
     )
     pairs = data.tokenized_pairs(world)
     runs = []
+    def curve_point(step: int, model: Any, tau: float) -> dict[str, float]:
+        logps = enumerate_logps(model, world.prompts, responses, float64=False)
+        return {f"exact_{k}": v for k, v in evaluator.metrics(logps, tau=tau, full=False).items()}
+
     for loss in grid.losses:
         for tau in grid.taus:
-            run_dir = workdir / f"{oracle.name.replace(':', '_')}-s{seed}-{loss}-t{tau:g}"
-            trained = train_policy(reference_model, pairs, settings, loss=loss, tau=tau, seed=seed, run_dir=run_dir)
-            curve = [{"step": 0, "kl": 0.0, "total_preference": 0.5}]
-            for step, folder in trained.checkpoints:
-                logps = enumerate_logps(load_weights(trained.model, folder), world.prompts, responses, float64=False)
-                curve.append({"step": step, **evaluator.metrics(logps, tau=tau, full=False)})
+            trained = train_policy(reference_model, pairs, settings, loss=loss, tau=tau, seed=seed,
+                                   on_log=functools.partial(curve_point, tau=tau))
+            curve = [
+                {"step": record["step"], "kl": record["exact_kl"], "total_preference": record["exact_total_preference"]}
+                for record in trained.history
+                if "exact_kl" in record
+            ]
             final_logps = enumerate_logps(trained.model, world.prompts, responses)
             final = evaluator.metrics(final_logps, tau=tau, masks=masks)
             final["sum_minus_one_max"] = float((final_logps.exp().sum(-1) - 1).abs().max())
-            curve.append({"step": grid.steps, "kl": final["kl"], "total_preference": final["total_preference"]})
             runs.append({
                 "oracle": oracle.name, "loss": loss, "tau": tau, "seed": seed,
                 "psi": PSI_OF_LOSS.get(loss), "final": final, "curve": curve, "history": trained.history,
@@ -195,7 +199,7 @@ def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Ref
     return {"runs": runs, "empirical_optima": empirical}
 
 
-def _large_task(config: LabConfig, seed: int, reference: _Reference, workdir: Path) -> dict[str, Any]:
+def _large_task(config: LabConfig, seed: int, reference: _Reference) -> dict[str, Any]:
     """Every (loss, τ) run on one dataset of the large world, evaluated by Monte Carlo with 95% CIs."""
     lc = config.large
     world = _large_world(config)
@@ -221,9 +225,8 @@ def _large_task(config: LabConfig, seed: int, reference: _Reference, workdir: Pa
     runs = []
     for loss in lc.losses:
         for tau in lc.taus:
-            run_dir = workdir / f"large-s{seed}-{loss}-t{tau:g}"
             trained = train_policy(reference_model, data.tokenized_pairs(world), settings,
-                                   loss=loss, tau=tau, seed=seed, run_dir=run_dir)
+                                   loss=loss, tau=tau, seed=seed)
             samples = sample_responses(trained.model, per_prompt, lc.response_length, generator).reshape(shape)
             kl, kl_ci = kl_estimate(trained.model, reference_model, world.prompts, samples)
             preference, preference_ci = total_preference_estimate(world, oracle, samples, opponents)
@@ -290,14 +293,14 @@ def run_experiment(
     bar = _Progress(total, progress)
     grid_results, large_results = [], []
     try:
-        with tempfile.TemporaryDirectory(prefix="psipo-lm-lab-") as workdir, _executor(config.workers) as pool:
+        with _executor(config.workers) as pool:
             futures = {}
             for oracle_number, oracle in enumerate(grid.oracles):
                 for seed in grid.seeds:
-                    future = pool.submit(_grid_task, config, oracle_number, seed, reference, reference_logps, Path(workdir))
+                    future = pool.submit(_grid_task, config, oracle_number, seed, reference, reference_logps)
                     futures[future] = ("grid", f"{oracle} seed={seed}", runs_per_grid_task)
             for seed in large.seeds if large.enabled else []:
-                future = pool.submit(_large_task, config, seed, large_reference, Path(workdir))
+                future = pool.submit(_large_task, config, seed, large_reference)
                 futures[future] = ("large", f"large seed={seed}", runs_per_large_task)
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)

@@ -3,24 +3,20 @@
 Same losses (:mod:`psipo.losses`), same chunked log-probs and the same loop as ``psipo train``.
 The lab only fixes the settings that make τ the paper's τ and the optimiser the paper's:
 ``aggregation: sum`` (log-probs of whole responses, so h is the sequence log-ratio gap of
-§5.1), constant learning rate without warm-up, no gradient clipping, no EOS.
-
-Learning curves come from the trainer's checkpoints (``save_steps = eval_every``): each
-checkpoint's weights are evaluated exactly after the run.
+§5.1), constant learning rate without warm-up, no gradient clipping, no EOS. Runs write
+nothing to disk (``output_dir: null``); learning curves come from the trainer's ``callback``,
+which evaluates the live model exactly every ``eval_every`` steps.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
-
-import torch
 
 from psipo._config import from_dict
 from psipo.lm import TrainConfig, train
-from psipo.lm.checkpoint import list_checkpoints
 
 
 @dataclasses.dataclass
@@ -37,17 +33,13 @@ class RunSettings:
 
 @dataclasses.dataclass
 class TrainedPolicy:
-    """A finished run: the final model, the trainer's metrics and the evaluated checkpoints."""
+    """A finished run: the final model and the trainer's metrics (with the callback's values)."""
 
     model: Any
     history: list[dict[str, Any]]
-    checkpoints: list[tuple[int, Path]]
-    """(step, folder of the save_pretrained weights) of every intermediate checkpoint."""
 
 
-def trainer_config(
-    settings: RunSettings, *, loss: str, tau: float, seed: int, run_dir: Path
-) -> TrainConfig:
+def trainer_config(settings: RunSettings, *, loss: str, tau: float, seed: int) -> TrainConfig:
     """The :class:`psipo.lm.TrainConfig` of one lab run."""
     return from_dict(
         TrainConfig,
@@ -65,12 +57,9 @@ def trainer_config(
             "append_eos": False,
             "max_length": settings.max_length,
             "max_prompt_length": settings.prompt_length,
-            "output_dir": str(run_dir),
-            "cache_dir": str(run_dir / "cache"),
+            "output_dir": None,
             "seed": seed,
             "logging_steps": settings.eval_every,
-            "save_steps": settings.eval_every,
-            "save_total_limit": None,
             "progress": False,
             "device": "cpu",
         },
@@ -85,26 +74,13 @@ def train_policy(
     loss: str,
     tau: float,
     seed: int,
-    run_dir: Path,
+    on_log: Callable[[int, Any], Mapping[str, Any]] | None = None,
 ) -> TrainedPolicy:
-    """Train a copy of π_ref on ``pairs`` with ``loss`` at ``tau``."""
-    config = trainer_config(settings, loss=loss, tau=tau, seed=seed, run_dir=run_dir)
-    result = train(config, model=copy.deepcopy(reference_model), train_pairs=pairs)
-    checkpoints = []
-    for folder in list_checkpoints(run_dir):
-        step = int(folder.name.split("-")[1])
-        if step < settings.steps:
-            checkpoints.append((step, folder / "model"))
-    return TrainedPolicy(result.model.eval(), result.history, checkpoints)
+    """Train a copy of π_ref on ``pairs`` with ``loss`` at ``tau``.
 
-
-def load_weights(model: Any, folder: Path) -> Any:
-    """A copy of ``model`` with the save_pretrained weights in ``folder``."""
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    for shard in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(str(shard)))
-    snapshot = copy.deepcopy(model)
-    snapshot.load_state_dict(state)
-    return snapshot.eval()
+    ``on_log(step, model)`` runs at step 0 and every ``eval_every`` steps; what it returns joins
+    that step's record in the history.
+    """
+    config = trainer_config(settings, loss=loss, tau=tau, seed=seed)
+    result = train(config, model=copy.deepcopy(reference_model), train_pairs=pairs, callback=on_log)
+    return TrainedPolicy(result.model.eval(), result.history)
