@@ -176,7 +176,9 @@ def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Ref
     )
     pairs = data.tokenized_pairs(world)
     runs = []
+
     def curve_point(step: int, model: Any, tau: float) -> dict[str, float]:
+        """The trainer's callback: exact KL and total preference of the live model."""
         logps = enumerate_logps(model, world.prompts, responses, float64=False)
         return {f"exact_{k}": v for k, v in evaluator.metrics(logps, tau=tau, full=False).items()}
 
