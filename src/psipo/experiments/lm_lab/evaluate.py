@@ -30,7 +30,8 @@ PSI_OF_LOSS = {"ipo": "identity", "dpo": "logit"}
 
 
 def normalised(logps: torch.Tensor) -> torch.Tensor:
-    """Probabilities from enumerated log-probs [X, Y], renormalised to remove rounding (≤ 1e-6)."""
+    """Probabilities from enumerated log-probs [X, Y], renormalised to remove rounding
+    (~1e-16 in float64, ~1e-6 for the float32 learning-curve points)."""
     return torch.softmax(logps.to(torch.float64), dim=-1)
 
 
