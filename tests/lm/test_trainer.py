@@ -154,6 +154,12 @@ def test_clear_errors(base_config, rows, tmp_path):
         run(base_config, rows, reference="adapters_disabled")
     with pytest.raises(PsipoInputError, match="train_data"):
         train(load_train_config(None, base_config))
+    import psipo.lm.trainer
+
+    missing = {"wandb": ("psipo_no_such_module",)}
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(PsipoInputError, match="report_to: wandb is not installed"):
+        patch.setattr(psipo.lm.trainer, "TRACKER_MODULES", missing)
+        run(base_config, rows, report_to=["wandb"])
 
 
 def test_in_memory_run_with_a_callback_writes_nothing(base_config, rows, tmp_path):

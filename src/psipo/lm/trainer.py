@@ -166,8 +166,19 @@ def split_by_tokens(
     return pieces
 
 
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+"""Modules one of which each accelerate tracker needs (others are left to accelerate to check)."""
+
+
 def _accelerator(config: TrainConfig):
+    import importlib.util
+
     from accelerate import Accelerator
+
+    for tracker in config.run.report_to:
+        modules = TRACKER_MODULES.get(tracker, ())
+        if modules and not any(importlib.util.find_spec(m) for m in modules):
+            raise PsipoInputError(f"report_to: {tracker} is not installed (pip install {modules[0]})")
 
     use_cpu = config.run.device == "cpu" or not torch.cuda.is_available()
     dtype = config.model_config.dtype
