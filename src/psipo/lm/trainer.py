@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -252,6 +253,9 @@ def train(
         tokenizer = load_tokenizer(mc)
     check_max_length(model, config.data_config.max_length)
     train_data, eval_data = _load_data(config, tokenizer, train_pairs, eval_pairs)
+    if run.progress and accelerator.is_main_process:
+        held_out = f", {len(eval_data.pairs)} held out" if eval_data is not None else ""
+        print(f"psipo train: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
     model = prepare_policy(model, mc, seed=run.seed)
     model.train()
     pad_id = pad_id_of(tokenizer) if tokenizer is not None else 0
