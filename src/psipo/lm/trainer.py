@@ -285,7 +285,8 @@ def train(
     chunk = opt.logprob_chunk_size
     # The training forward goes through one module, so that a distributed wrapper (DDP)
     # that accelerate puts around it sees the forward it must synchronise.
-    forward, optimizer = accelerator.prepare(PairForward(model, aggregation=aggregation, chunk_size=chunk, keep_probs_mb=opt.keep_probs_mb), optimizer)
+    forward = PairForward(model, aggregation=aggregation, chunk_size=chunk, keep_probs_mb=opt.keep_probs_mb)
+    forward, optimizer = accelerator.prepare(forward, optimizer)
     policy = accelerator.unwrap_model(forward).model
     shared = opt.share_prompt and supports_shared_prompt(policy)
     token_budget = opt.max_tokens_per_forward
