@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sizes = QUICK if args.quick else FULL
+    psipo_source = _git_revision()  # before the runs: other commits may land while they go
     w = Workload(pairs=args.pairs or (16 if args.quick else 256), learning_rate=args.lr, **sizes)
     with tempfile.TemporaryDirectory(prefix="psipo-trl-bench-") as tmp:
         work = args.work or Path(tmp)
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "workload": {**w.__dict__, "parameters": parameters, "tokens_per_epoch": tokens},
         "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
         "versions": _versions(),
-        "psipo_source": _git_revision(),
+        "psipo_source": psipo_source,
         "runs": runs,
         "verdict": verdict,
     }
