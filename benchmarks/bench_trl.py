@@ -31,7 +31,7 @@ What is measured, identically for the three runs:
 Targets (issue 3, on 2 CPU cores, against TRL at its best settings): psipo ≥ 2× the tokens/s
 and ≤ 0.4× the peak RSS.
 
-    python benchmarks/bench_trl.py                      # the full benchmark (~25 min on 2 cores)
+    python benchmarks/bench_trl.py                      # the full benchmark (8–25 min on 2 cores)
     python benchmarks/bench_trl.py --quick --out /tmp/b  # a tiny smoke run of the same pipeline
 
 Writes OUT/trl_bench.json (every figure) and OUT/trl_bench.png (the three loss curves).
