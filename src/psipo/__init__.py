@@ -6,11 +6,14 @@ The public API:
 * Per-pair losses on four log-prob tensors: :func:`ipo_loss`, :func:`dpo_loss`,
   :func:`robust_dpo_loss`, :func:`hinge_loss`, :func:`log_ratio_gap`,
   :func:`log_ratio_regression_loss`, :func:`get_loss`, :func:`check_tau`.
+* :func:`load_config` — build any psipo config dataclass from a YAML file and ``key: value``
+  overrides, with errors naming file:line and key.
 * The tabular lab: :mod:`psipo.tabular`.
 * Language-model training: :mod:`psipo.lm` (imported on demand; it pulls in transformers).
 """
 
 from psipo import psi
+from psipo._config import load_config
 from psipo.errors import PsipoInputError
 from psipo.losses import (
     LOSSES,
@@ -33,6 +36,7 @@ __all__ = [
     "dpo_loss",
     "get_loss",
     "hinge_loss",
+    "load_config",
     "ipo_loss",
     "log_ratio_gap",
     "log_ratio_regression_loss",

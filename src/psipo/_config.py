@@ -91,6 +91,17 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def _metavar(tp: Any) -> str:
+    """How ``--help`` shows a value: ``{identity,logit}`` for a Literal, ``FLOAT`` for a number
+    that may also be null (null is accepted but not advertised)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _metavar(args[0])
+    if typing.get_origin(tp) is typing.Literal:
+        return "{" + ",".join(str(a) for a in args) + "}"
+    return _type_name(tp).upper()
+
+
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
@@ -346,11 +357,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
             default = "required"
         option_names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         extra: dict[str, Any] = {}
-        metavar = _type_name(tp).upper()
+        metavar = _metavar(tp)
         if tp is bool:
             extra, metavar = {"nargs": "?", "const": "true"}, "BOOL"
         if typing.get_origin(tp) in (list, tuple):  # --taus 0.1 1 3
-            extra, metavar = {"nargs": "+"}, _type_name(typing.get_args(tp)[0]).upper()
+            extra, metavar = {"nargs": "+"}, _metavar(typing.get_args(tp)[0])
         group.add_argument(
             *option_names,
             dest=f"cfg:{name}",
