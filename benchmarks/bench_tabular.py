@@ -45,7 +45,9 @@ def time_loop_per_step(steps: int, threads: int) -> float:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        train_one_run_reference(dataset, loss="ipo", tau=0.1, seed=0, config=TrainConfig(steps=50))  # warm-up
+        train_one_run_reference(
+            dataset, loss="ipo", tau=0.1, seed=0, config=TrainConfig(steps=50)
+        )  # warm-up
         start = time.perf_counter()
         for loss in LOSSES:
             train_one_run_reference(dataset, loss=loss, tau=0.1, seed=0, config=config)
@@ -56,7 +58,9 @@ def time_loop_per_step(steps: int, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-steps", type=int, default=2000, help="steps per timed baseline run")
+    parser.add_argument(
+        "--baseline-steps", type=int, default=2000, help="steps per timed baseline run"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
 
@@ -75,7 +79,9 @@ def main() -> None:
         "vectorised_float64_cold_s": cold,
         "vectorised_float64_warm_s": warm,
         "vectorised_float32_warm_s": float32,
-        "float32_max_abs_probability_difference": float((policies64 - policies32.double()).abs().max()),
+        "float32_max_abs_probability_difference": float(
+            (policies64 - policies32.double()).abs().max()
+        ),
         "loop_runs_scaled": runs,
         "loop_seconds_per_step_1_thread": loop_step,
         "loop_seconds_per_step_2_threads": loop_step_2,
