@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict = summarise(runs, tokens, w)
 
     print_table(runs, verdict, tokens)
+    if args.quick:
+        print("--quick: a smoke run of the pipeline; its figures say nothing about the targets")
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "workload": {**w.__dict__, "parameters": parameters, "tokens_per_epoch": tokens},
