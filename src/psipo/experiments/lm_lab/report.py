@@ -436,7 +436,7 @@ def markdown(results: dict[str, Any], *, figures: str = "figures") -> str:
         "",
         "- Exact evaluation enumerates all V^L responses of each prompt with the model in float64; the "
         f"final policies' probabilities sum to 1 within {_max_sum_error(results):.1e} (log-probs are "
-        "computed by `psipo.lm.sequence_logps`; see `docs/_lab_requests.md` on float64).",
+        "computed by `psipo.lm.sequence_logps`, which keeps float64 for a float64 model).",
         "- Learning-curve points come from the trainer's checkpoints (float32 enumeration).",
         "- Adam at a constant learning rate takes steps of size ~lr whatever the gradient's scale, so even "
         "where the loss is flat the weights jitter: this, not the loss, sets IPO's KL floor at large τ.",
