@@ -66,7 +66,8 @@ def test_from_dict_converts_and_rejects_with_the_key_named():
     config = from_dict(Nested, {"name": "a", "steps": 3.0, "out": "x", "optim": {"learning_rate": "1e-5"}})
     assert config.steps == 3 and config.out == Path("x") and config.optim.learning_rate == 1e-5
     for data, message in [
-        ({"name": "a", "stepz": 1}, "unknown key 'stepz'"),
+        ({"name": "a", "stepz": 1}, r"unknown key 'stepz' \(did you mean 'steps'\?\)"),
+        ({"name": "a", "zzz": 1}, r"unknown key 'zzz' \(known keys: name, "),
         ({"name": "a", "steps": 1.5}, "key 'steps': expected an integer"),
         ({"name": "a", "verbose": "yes"}, "key 'verbose': expected true or false"),
         ({"name": "a", "optim": {"schedule": "step"}}, "key 'optim.schedule': expected one of 'cosine', 'linear'"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import functools
 import inspect
 import textwrap
@@ -197,9 +198,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "", prefix:
     owners = _top_level_keys(cls)
     unknown = [k for k in data if k not in owners]
     if unknown:
-        raise PsipoInputError(
-            f"{where}unknown key '{prefix}{unknown[0]}' (known keys: {', '.join(prefix + k for k in owners)})"
-        )
+        key = str(unknown[0])
+        close = difflib.get_close_matches(key, list(owners), n=1)
+        hint = f"did you mean '{prefix}{close[0]}'?" if close else "known keys: " + ", ".join(prefix + k for k in owners)
+        raise PsipoInputError(f"{where}unknown key '{prefix}{key}' ({hint})")
     kwargs = {
         name: _convert(value, hints[name], prefix + name, where)
         for name, value in data.items()
