@@ -1,26 +1,76 @@
 """Atomic file output: write to a temporary sibling, then rename over the target.
 
-A crash mid-write leaves the previous file (or none) in place, never a truncated one.
+A crash mid-write leaves the previous file (or none) in place, never a truncated one; what it
+leaves behind is a temporary sibling, which :func:`remove_stale_temporaries` clears on the next
+run. Everything written here gets the permissions the user's umask asks for (0644 files and
+0755 folders under the usual umask 022), as if it had been created by a plain ``open``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# mkstemp/mkdtemp name a temporary ".NAME.XXXXXXXX.tmp" (8 random characters from
+# [a-z0-9_]); atomic_directory moves the folder it replaces to ".NAME.old".
+_TEMPORARY_SUFFIX = ".tmp"
+_REPLACED_SUFFIX = ".old"
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_TEMPORARY_SUFFIX))
+_REPLACED_NAME = re.compile(r"\.(?P<name>.+)" + re.escape(_REPLACED_SUFFIX))
+
+_umask_lock = threading.Lock()
+
+
+def _umask_from_proc() -> int | None:
+    """The umask from /proc/self/status (Linux ≥ 4.7), read without changing it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@functools.cache
+def _umask_by_setting() -> int:
+    # os.umask can only be read by setting it: a file another thread creates in between gets
+    # the temporary (restrictive) mask, so this is done once and cached. The lock stops two
+    # first calls from reading each other's temporary mask and restoring the wrong one.
+    with _umask_lock:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def _current_umask() -> int:
+    """The process's umask. Read afresh where the system allows it, since a program may change it."""
+    mask = _umask_from_proc()
+    return _umask_by_setting() if mask is None else mask
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (same-directory temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
     try:
+        # mkstemp creates 0600 whatever the umask; a plain open() would give 0666 & ~umask.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -51,17 +101,67 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX))
     try:
+        # mkdtemp creates 0700 whatever the umask; a plain mkdir would give 0777 & ~umask.
+        os.chmod(tmp, 0o777 & ~_current_umask())
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
     if path.exists():
-        old = path.with_name(f".{path.name}.old")
+        old = path.with_name(f".{path.name}{_REPLACED_SUFFIX}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Clear what interrupted atomic writes left in ``folder``; return the paths removed.
+
+    Temporary files and folders (``.NAME.XXXXXXXX.tmp``) are deleted. A folder that
+    :func:`atomic_directory` had moved aside (``.NAME.old``) is deleted when ``NAME`` exists,
+    and renamed back to ``NAME`` when the crash came before its replacement was in place (it
+    is then the only complete copy). Nothing else is touched; a missing ``folder`` is fine.
+
+    A temporary of a write in progress looks exactly like a stale one: the caller must be the
+    only writer of ``folder`` (hold the run's lock) while this runs.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if _TEMPORARY_NAME.fullmatch(entry.name):
+            _remove(entry)
+            removed.append(entry)
+            continue
+        replaced = _REPLACED_NAME.fullmatch(entry.name)
+        if replaced and _is_real_directory(entry):
+            original = entry.with_name(replaced["name"])
+            if original.exists() or original.is_symlink():
+                _remove(entry)
+                removed.append(entry)
+                continue
+            os.replace(entry, original)
+            entry = original
+        if recursive and _is_real_directory(entry):
+            removed += remove_stale_temporaries(entry, recursive=True)
+    return removed
+
+
+def _is_real_directory(path: Path) -> bool:
+    """A directory that is not a symlink: cleaning never follows links out of ``folder``."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def _remove(path: Path) -> None:
+    if _is_real_directory(path):
+        shutil.rmtree(path)
+    else:
+        path.unlink()

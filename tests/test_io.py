@@ -1,0 +1,149 @@
+"""Atomic writes: permissions follow the umask, a crash keeps the old file, and what a crash
+leaves behind is cleaned up (and only that)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from psipo._io import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield os.umask
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize(
+    ("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)], ids=["umask-022", "umask-027"]
+)
+def test_everything_written_follows_the_umask(tmp_path, umask, mask, file_mode, folder_mode):
+    umask(mask)
+    atomic_write_bytes(tmp_path / "a.bin", b"x")
+    atomic_write_text(tmp_path / "b.txt", "x")
+    atomic_write_json(tmp_path / "c.json", {"x": 1})
+    with atomic_directory(tmp_path / "folder") as folder:
+        (folder / "inside.txt").write_text("x")
+    assert [mode(tmp_path / name) for name in ("a.bin", "b.txt", "c.json")] == [file_mode] * 3
+    assert mode(tmp_path / "folder") == folder_mode
+    assert mode(tmp_path / "folder" / "inside.txt") == file_mode
+
+
+def test_replacing_a_private_file_gives_the_umask_mode(tmp_path, umask):
+    # Files written by earlier versions are 0600: rewriting them must not keep that.
+    umask(0o022)
+    path = tmp_path / "results.json"
+    path.write_text("old")
+    path.chmod(0o600)
+    atomic_write_text(path, "new")
+    assert mode(path) == 0o644
+
+
+def test_an_exception_mid_write_keeps_the_old_file_and_leaves_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    atomic_write_text(path, "old\n")
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_a_killed_writer_keeps_the_old_file_and_its_temporaries_are_cleaned(tmp_path):
+    path = tmp_path / "config.yaml"
+    atomic_write_text(path, "old\n")
+    os.mkdir(tmp_path / "step-1")
+    # Killed (SIGKILL: no clean-up code runs) once the new content is written but not renamed,
+    # and once inside a new folder, before it replaced the old one.
+    script = textwrap.dedent(f"""
+        import os, signal
+        from psipo import _io
+        path = {str(path)!r}
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+        if __import__("sys").argv[1] == "folder":
+            with _io.atomic_directory({str(tmp_path / "step-1")!r}) as tmp:
+                (tmp / "weights").write_bytes(b"new")
+                os.fsync(0)
+        _io.atomic_write_text(path, "new\\n")
+    """)
+    for where in ("file", "folder"):
+        killed = subprocess.run([sys.executable, "-c", script, where], capture_output=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert path.read_text() == "old\n"
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+    assert len(leftovers) == 2 and all(name.startswith((".config.yaml.", ".step-1.")) for name in leftovers)
+
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "step-1"]
+
+
+def test_stale_temporary_removal_touches_only_our_pattern(tmp_path):
+    ours = [".config.yaml.k3j_x9a2.tmp", ".metrics.jsonl.abcdefgh.tmp"]
+    theirs = ["notes.tmp", ".hidden.tmp", ".x.short.tmp", ".x.UPPERCAS.tmp", "x.abcdefgh.tmp", ".cache", "old"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".step-10.q1w2e3r4.tmp").mkdir()
+    (tmp_path / ".step-10.q1w2e3r4.tmp" / "model.safetensors").write_text("partial")
+    (tmp_path / "step-5").mkdir()
+    (tmp_path / ".step-5.old").mkdir()  # replaced and not yet deleted: step-5 is complete
+    (tmp_path / ".notes.old").write_text("a user's file, not a folder atomic_directory moved")
+
+    removed = remove_stale_temporaries(tmp_path)
+
+    assert sorted(p.name for p in removed) == sorted([*ours, ".step-10.q1w2e3r4.tmp", ".step-5.old"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*theirs, "step-5", ".notes.old"])
+
+
+def test_a_folder_moved_aside_without_replacement_is_restored(tmp_path):
+    # The crash came between moving final/ aside and renaming the new one in: .final.old is
+    # the only complete copy.
+    (tmp_path / ".final.old").mkdir()
+    (tmp_path / ".final.old" / "config.json").write_text("{}")
+    (tmp_path / ".final.abcd1234.tmp").mkdir()
+
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [".final.abcd1234.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    assert (tmp_path / "final" / "config.json").read_text() == "{}"
+
+
+def test_recursive_removal_descends_but_never_through_links(tmp_path):
+    nested = tmp_path / "checkpoints"
+    nested.mkdir()
+    (nested / ".step-2.abcd1234.tmp").mkdir()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / ".data.abcd1234.tmp").write_text("x")
+    (tmp_path / "link").symlink_to(outside)
+
+    assert remove_stale_temporaries(tmp_path) == []
+    assert remove_stale_temporaries(tmp_path, recursive=True) == [nested / ".step-2.abcd1234.tmp"]
+    assert (outside / ".data.abcd1234.tmp").exists()
+
+
+def test_a_missing_folder_has_nothing_to_remove(tmp_path):
+    assert remove_stale_temporaries(tmp_path / "absent") == []
