@@ -1,9 +1,16 @@
-"""The one exception type psipo raises for bad user input.
+"""The exceptions psipo raises for what a user must fix; the CLI prints each as one line.
 
-The CLI turns it into a single ``psipo: error: ...`` line and exit code 2; Python callers
-can catch it (it is a ``ValueError``).
+* :class:`PsipoInputError` — bad input (a ``ValueError``): ``psipo: error: ...``, exit code 2;
+* :class:`PsipoNonFiniteError` — training met a NaN/inf loss, gradient or weight and stopped
+  with every file it had written intact: ``psipo: error: ...``, exit code 3.
 """
 
 
 class PsipoInputError(ValueError):
     """Bad user input: the message says what is wrong and where (file:line, key, argument)."""
+
+
+class PsipoNonFiniteError(RuntimeError):
+    """A training step was not finite: the message names the step and the likely cause."""
+
+    exit_code = 3

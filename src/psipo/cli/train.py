@@ -16,9 +16,13 @@ examples:
   psipo train --config configs/quickstart.yaml
   psipo train --config configs/qwen2.5-0.5b-ultrafeedback.yaml --tau 0.05 --max_steps 200
   psipo train --config run.yaml --resume                       # continue the last checkpoint
+  psipo train --config run.yaml --overwrite                    # replace the run in output_dir
 
 The run folder (output_dir) receives config.yaml, metrics.jsonl, checkpoints/step-N/ and
 final/ (load it with transformers.AutoModelForCausalLM.from_pretrained, or peft with LoRA).
+A run folder belongs to one run: a second live run, or a fresh run into a folder holding
+another run, is refused; --resume refuses a config that differs from the checkpoint's.
+Exit codes: 0 done, 2 bad input, 3 a NaN/inf step stopped training (nothing non-finite saved).
 """
 
 
@@ -38,13 +42,19 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from psipo.errors import PsipoNonFiniteError
     from psipo.lm.config import load_train_config
     from psipo.lm.trainer import train
 
     config = load_train_config(args.config, overrides_from_args(args))
-    result = train(config)
+    try:
+        result = train(config)
+    except PsipoNonFiniteError as exc:
+        print(f"psipo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     last = result.history[-1] if result.history else {}
     shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "h_mean", "accuracy", "eval_loss") if k in last)
-    print(f"{result.train_data.summary()}")
     print(f"trained {last.get('step', 0)} steps ({shown}); final model: {result.final_dir}")
     return 0

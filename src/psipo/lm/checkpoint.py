@@ -7,7 +7,11 @@
 * ``optimizer.safetensors`` + the JSON parts of the optimizer state in ``trainer_state.json``;
 * ``rng.safetensors`` — torch CPU (and CUDA) generator states;
 * ``trainer_state.json`` — the global step (the data position follows from it: batch orders
-  are a pure function of seed and epoch), scheduler and loss-scaler states.
+  are a pure function of seed and epoch), scheduler and loss-scaler states, and the
+  trainer's own JSON state (the config the run was trained with, the data fingerprint, the
+  open logging window);
+* ``window.safetensors`` — the trainer's tensors (the logging window's per-pair values), so
+  that the first record after a resume equals the uninterrupted run's.
 
 The folder is written beside its final name and renamed into place
 (:func:`psipo._io.atomic_directory`), so a crash never leaves a half-written checkpoint.
@@ -15,9 +19,11 @@ The folder is written beside its final name and renamed into place
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,17 @@ import torch
 from psipo._io import atomic_directory, atomic_write_json
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclasses.dataclass
+class Restored:
+    """What :func:`load_checkpoint` gives back besides the live objects it restored."""
+
+    step: int
+    state: dict[str, Any]
+    """The trainer's JSON state saved with the checkpoint."""
+    tensors: dict[str, torch.Tensor]
+    """The trainer's tensors saved with the checkpoint."""
 
 
 def _is_peft(model: Any) -> bool:
@@ -67,8 +84,14 @@ def save_checkpoint(
     scheduler: Any,
     scaler: Any = None,
     keep: int | None = None,
+    state: Mapping[str, Any] | None = None,
+    tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoints/step-<step>`` atomically; keep only the newest ``keep``."""
+    """Write ``run_dir/checkpoints/step-<step>`` atomically; keep only the newest ``keep``.
+
+    ``state`` (JSON-able) and ``tensors`` are the trainer's own, given back by
+    :func:`load_checkpoint`. Older checkpoints are removed only after this one is complete.
+    """
     from safetensors.torch import save_file
 
     path = run_dir / "checkpoints" / f"step-{step}"
@@ -80,6 +103,7 @@ def save_checkpoint(
         if torch.cuda.is_available():
             rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
         save_file(rng, str(tmp / "rng.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in (tensors or {}).items()}, str(tmp / "window.safetensors"))
         atomic_write_json(
             tmp / "trainer_state.json",
             {
@@ -87,6 +111,7 @@ def save_checkpoint(
                 "optimizer": optimizer_json,
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
+                "trainer": dict(state or {}),
             },
         )
     if keep is not None:
@@ -120,13 +145,42 @@ def _load_model_weights(model: Any, directory: Path) -> None:
         raise RuntimeError(f"checkpoint {directory} has unexpected weights: {result.unexpected_keys[:3]}")
 
 
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """``trainer_state.json`` of a checkpoint; an unreadable one is a one-line error."""
+    from psipo.errors import PsipoInputError
+
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PsipoInputError(f"resume: {path / 'trainer_state.json'} is unreadable: {exc}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise PsipoInputError(f"resume: {path / 'trainer_state.json'} is not a psipo checkpoint state")
+    return state
+
+
 def load_checkpoint(
     path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any = None
-) -> int:
-    """Restore everything :func:`save_checkpoint` wrote into live objects; return the step."""
+) -> Restored:
+    """Restore everything :func:`save_checkpoint` wrote into live objects.
+
+    A checkpoint that cannot be read back (edited or damaged by hand: the writes themselves
+    are atomic) is a one-line :class:`~psipo.errors.PsipoInputError` naming it.
+    """
+    from psipo.errors import PsipoInputError
+
+    try:
+        return _restore(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+    except PsipoInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — safetensors, torch and peft raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PsipoInputError(f"resume: cannot restore {path}: {first}") from None
+
+
+def _restore(path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> Restored:
     from safetensors.torch import load_file
 
-    trainer_state = json.loads((path / "trainer_state.json").read_text())
+    trainer_state = read_trainer_state(path)
     _load_model_weights(model, path / "model")
 
     tensors = load_file(str(path / "optimizer.safetensors"))
@@ -147,4 +201,9 @@ def load_checkpoint(
     cuda_states = [rng[f"cuda.{i}"] for i in range(len(rng) - 1) if f"cuda.{i}" in rng]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
-    return int(trainer_state["step"])
+    window = path / "window.safetensors"
+    return Restored(
+        step=int(trainer_state["step"]),
+        state=dict(trainer_state.get("trainer") or {}),
+        tensors=load_file(str(window)) if window.is_file() else {},
+    )

@@ -139,6 +139,10 @@ class OptimConfig:
     """AdamW ε."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this; null: no clipping (the norm is still logged)."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A step whose loss or gradient is NaN/inf. stop: end the run there (exit code 3) with the
+    last finite checkpoint intact; skip: leave the weights as they were and go on (counted as
+    skipped_steps in the metrics), unless the weights themselves are no longer finite."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled batches of sorted chunks): less padding."""
     share_prompt: bool = True
@@ -173,7 +177,11 @@ class RunConfig:
     save_total_limit: int | None = 2
     """Keep only the newest N checkpoints; null: keep all."""
     resume: bool = False
-    """Continue from the newest checkpoint in output_dir/checkpoints."""
+    """Continue from the newest checkpoint in output_dir/checkpoints; the config must match the
+    checkpoint's except for max_steps, epochs, cadences, progress, report_to, on_nonfinite."""
+    overwrite: bool = False
+    """Clear another run's files (config.yaml, metrics.jsonl, checkpoints/, final/) from
+    output_dir and start afresh; without it a fresh run refuses a folder that holds a run."""
     report_to: list[str] = dataclasses.field(default_factory=list)
     """accelerate trackers besides metrics.jsonl, e.g. [tensorboard] or [wandb]."""
     progress: bool = True
@@ -220,22 +228,44 @@ class TrainConfig:
         return to_dict(self)
 
 
+def _in_range(value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> bool:
+    """``value`` in the interval; NaN never is (it fails every comparison)."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    return above and below
+
+
 def validate(config: TrainConfig) -> None:
-    """Check value ranges that the type annotations cannot express; name the key at fault."""
+    """Check value ranges that the type annotations cannot express; name the key at fault.
+
+    Every float must be finite (a NaN or inf would reach the optimizer or the loss silently),
+    so each rule is written so that NaN fails it.
+    """
     o, d, opt, r = config.objective, config.data_config, config.optim, config.run
+    inf = math.inf
+    finite = "must be a finite number"
     checks = [
-        ("tau", o.tau > 0 and math.isfinite(o.tau), "must be > 0"),
-        ("label_smoothing", 0.0 <= o.label_smoothing < 0.5, "must be in [0, 0.5)"),
-        ("label_noise", 0.0 <= o.label_noise < 0.5, "must be in [0, 0.5)"),
+        ("tau", _in_range(o.tau, 0, inf, low_open=True, high_open=True), f"{finite} > 0"),
+        ("tau", not o.tau > 0 or math.isfinite(1 / (2 * o.tau)), "is too small: 1/(2·tau) overflows"),
+        ("label_smoothing", _in_range(o.label_smoothing, 0, 0.5, high_open=True), "must be in [0, 0.5)"),
+        ("label_noise", _in_range(o.label_noise, 0, 0.5, high_open=True), "must be in [0, 0.5)"),
         ("batch_size", opt.batch_size >= 1, "must be >= 1"),
         ("gradient_accumulation_steps", opt.gradient_accumulation_steps >= 1, "must be >= 1"),
-        ("learning_rate", opt.learning_rate >= 0, "must be >= 0"),
-        ("epochs", opt.epochs > 0, "must be > 0"),
+        ("learning_rate", _in_range(opt.learning_rate, 0, inf, high_open=True), f"{finite} >= 0"),
+        ("epochs", _in_range(opt.epochs, 0, inf, low_open=True, high_open=True), f"{finite} > 0"),
         ("max_steps", opt.max_steps is None or opt.max_steps >= 1, "must be >= 1 or null"),
-        ("warmup_ratio", 0.0 <= opt.warmup_ratio <= 1.0, "must be in [0, 1]"),
-        ("max_grad_norm", opt.max_grad_norm is None or opt.max_grad_norm > 0, "must be > 0 or null"),
+        ("warmup_ratio", _in_range(opt.warmup_ratio, 0, 1), "must be in [0, 1]"),
+        ("weight_decay", _in_range(opt.weight_decay, 0, inf, high_open=True), f"{finite} >= 0"),
+        ("adam_beta1", _in_range(opt.adam_beta1, 0, 1, high_open=True), "must be in [0, 1)"),
+        ("adam_beta2", _in_range(opt.adam_beta2, 0, 1, high_open=True), "must be in [0, 1)"),
+        ("adam_epsilon", _in_range(opt.adam_epsilon, 0, inf, low_open=True, high_open=True), f"{finite} > 0"),
+        (
+            "max_grad_norm",
+            opt.max_grad_norm is None or _in_range(opt.max_grad_norm, 0, inf, low_open=True, high_open=True),
+            f"{finite} > 0, or null",
+        ),
         ("logprob_chunk_size", opt.logprob_chunk_size >= 1, "must be >= 1"),
-        ("keep_probs_mb", opt.keep_probs_mb >= 0, "must be >= 0"),
+        ("keep_probs_mb", _in_range(opt.keep_probs_mb, 0, inf, high_open=True), f"{finite} >= 0"),
         (
             "max_tokens_per_forward",
             opt.max_tokens_per_forward in (None, "auto") or opt.max_tokens_per_forward >= 2,
@@ -243,13 +273,17 @@ def validate(config: TrainConfig) -> None:
         ),
         ("max_length", d.max_length >= 2, "must be >= 2"),
         ("max_prompt_length", 0 <= d.max_prompt_length < d.max_length, "must be in [0, max_length)"),
-        ("eval_fraction", 0.0 <= d.eval_fraction < 1.0, "must be in [0, 1)"),
+        ("eval_fraction", _in_range(d.eval_fraction, 0, 1, high_open=True), "must be in [0, 1)"),
         ("max_pairs", d.max_pairs is None or d.max_pairs >= 1, "must be >= 1 or null"),
         ("logging_steps", r.logging_steps >= 1, "must be >= 1"),
         ("eval_steps", r.eval_steps is None or r.eval_steps >= 1, "must be >= 1 or null"),
         ("save_steps", r.save_steps is None or r.save_steps >= 1, "must be >= 1 or null"),
         ("save_total_limit", r.save_total_limit is None or r.save_total_limit >= 1, "must be >= 1 or null"),
+        ("resume", not (r.resume and r.output_dir is None), "needs an output_dir to resume from (output_dir is null)"),
+        ("resume", not (r.resume and r.overwrite), "and overwrite exclude each other: continue the run, or replace it"),
         ("lora_r", config.model_config.lora_r >= 0, "must be >= 0"),
+        ("lora_alpha", math.isfinite(config.model_config.lora_alpha), finite),
+        ("lora_dropout", _in_range(config.model_config.lora_dropout, 0, 1, high_open=True), "must be in [0, 1)"),
         (
             "reference",
             config.reference_config.reference != "adapters_disabled" or config.model_config.lora_r > 0,

@@ -14,6 +14,7 @@ Per pair, with :math:`\ell^\pi_w=\log\pi(y_w|x)` etc. (aggregated as configured)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import sys
@@ -65,6 +66,45 @@ class PairStats:
             "logps_rejected": pr.mean().item(),
             "kl": 0.5 * ((rc - pc).mean() + (rr - pr).mean()).item(),
         }
+
+
+@dataclasses.dataclass
+class LogWindow:
+    """What accumulates between two metrics records; saved in checkpoints, so that the first
+    record after a resume equals the uninterrupted run's."""
+
+    stats: PairStats = dataclasses.field(default_factory=PairStats)
+    grad_norms: list[float] = dataclasses.field(default_factory=list)
+    tokens: int = 0
+    """Tokens of (prompt + chosen) and (prompt + rejected), without padding."""
+    seconds: float = 0.0
+    skipped_steps: int = 0
+    """Steps skipped for a non-finite loss or gradient (on_nonfinite: skip)."""
+
+    def summary(self, *, tau: float) -> dict[str, float]:
+        """The window's part of a metrics record."""
+        record: dict[str, float] = {
+            **self.stats.summary(tau=tau),
+            "tokens_per_second": self.tokens / self.seconds if self.seconds > 0 else 0.0,
+        }
+        if self.grad_norms:
+            record["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
+        if self.skipped_steps:
+            record["skipped_steps"] = self.skipped_steps
+        return record
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """JSON part and tensor part, for a checkpoint."""
+        tensors = {"pairs": torch.cat(self.stats.parts)} if self.stats.parts else {}
+        scalars = {k: getattr(self, k) for k in ("grad_norms", "tokens", "seconds", "skipped_steps")}
+        return scalars, tensors
+
+    @classmethod
+    def from_state(cls, scalars: dict[str, Any], tensors: dict[str, torch.Tensor]) -> LogWindow:
+        window = cls(**scalars)
+        if "pairs" in tensors:
+            window.stats.parts.append(tensors["pairs"])
+        return window
 
 
 def peak_memory_mb(device: torch.device) -> float:

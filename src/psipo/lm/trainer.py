@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from psipo.errors import PsipoInputError
+from psipo.errors import PsipoInputError, PsipoNonFiniteError
 from psipo.lm.config import TrainConfig
 from psipo.lm.data import (
     TokenizedData,
@@ -29,7 +29,7 @@ from psipo.lm.data import (
     parse_row,
     tokenize_rows,
 )
-from psipo.lm.metrics import MetricsLog, PairStats, peak_memory_mb
+from psipo.lm.metrics import LogWindow, MetricsLog, PairStats, peak_memory_mb
 from psipo.losses import get_loss
 
 
@@ -211,7 +211,58 @@ def train(
     mask) or of raw rows. ``callback(step, model)`` runs at step 0 and at every logged step
     with the live (unwrapped) model; a mapping it returns joins that step's metrics record.
     Returns the trained model, the metrics history and the run folder.
+
+    The run folder is checked and locked before anything is loaded (:mod:`psipo.lm.run_folder`);
+    a NaN/inf step raises :class:`~psipo.errors.PsipoNonFiniteError` (``on_nonfinite``).
     """
+    from psipo.lm.run_folder import held_run_folder
+
+    run = config.run
+    with held_run_folder(run.output_dir, resume=run.resume, overwrite=run.overwrite) as folder:
+        resume_from = _checked_resume_point(config, folder.path) if run.resume else None
+        return _train(
+            config,
+            resume_from=resume_from,
+            model=model,
+            tokenizer=tokenizer,
+            train_pairs=train_pairs,
+            eval_pairs=eval_pairs,
+            callback=callback,
+        )
+
+
+def _checked_resume_point(config: TrainConfig, run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint and its trainer state, once its config is known to match."""
+    from psipo.lm.checkpoint import list_checkpoints, read_trainer_state
+    from psipo.lm.run_folder import check_resumable
+
+    latest = list_checkpoints(run_dir)[-1]
+    recorded = read_trainer_state(latest).get("trainer", {})
+    check_resumable(latest, recorded.get("config"), config.to_flat_dict())
+    return latest, recorded
+
+
+def _check_same_inputs(recorded: Mapping[str, Any], current: Mapping[str, str], checkpoint: Path) -> None:
+    """A resume whose data or initial weights differ from the checkpoint's would mix two runs."""
+    what = {"train": "train_data's pairs", "eval": "the held-out pairs", "model": "the initial model's weights"}
+    for key, fingerprint in current.items():
+        if key in recorded and recorded[key] != fingerprint:
+            raise PsipoInputError(
+                f"resume: {what[key]} differ from those {checkpoint.name} was trained with "
+                "(a file changed in place?); restore them, or start a fresh run in another output_dir"
+            )
+
+
+def _train(
+    config: TrainConfig,
+    *,
+    resume_from: tuple[Path, dict[str, Any]] | None,
+    model: Any,
+    tokenizer: Any,
+    train_pairs: PairsInput,
+    eval_pairs: PairsInput,
+    callback: Callable[[int, Any], Mapping[str, Any] | None] | None,
+) -> TrainResult:
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
     from psipo.lm.logprobs import supports_shared_prompt
@@ -229,6 +280,7 @@ def train(
         PairScorer,
         PrecomputedReference,
         model_fingerprint,
+        pairs_fingerprint,
     )
 
     mc, oc, rc, opt, run = (
@@ -244,21 +296,29 @@ def train(
     device = accelerator.device
     run_dir = Path(run.output_dir) if run.output_dir is not None else None
 
-    load_own_tokenizer = tokenizer is None and (mc.tokenizer or (model is None and mc.model))
-    if model is None:
-        if not mc.model:
-            raise PsipoInputError("missing required key 'model'")
-        model = load_causal_lm(mc.model, mc)
-    if load_own_tokenizer:
+    # Tokenizer and data before the model: a bad data file is found before the heavy load.
+    if tokenizer is None and (mc.tokenizer or (model is None and mc.model)):
         tokenizer = load_tokenizer(mc)
-    check_max_length(model, config.data_config.max_length)
+    if model is None and not mc.model:
+        raise PsipoInputError("missing required key 'model'")
     train_data, eval_data = _load_data(config, tokenizer, train_pairs, eval_pairs)
     if run.progress and accelerator.is_main_process:
         held_out = f", {len(eval_data.pairs)} held out" if eval_data is not None else ""
         print(f"psipo train: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
+    if model is None:
+        model = load_causal_lm(mc.model, mc)
+    check_max_length(model, config.data_config.max_length)
     model = prepare_policy(model, mc, seed=run.seed)
     model.train()
     pad_id = pad_id_of(tokenizer) if tokenizer is not None else 0
+    fingerprints = {"train": pairs_fingerprint(train_data.pairs)}
+    if eval_data is not None:
+        fingerprints["eval"] = pairs_fingerprint(eval_data.pairs)
+    model_key = model_fingerprint(model) if rc.reference == "precompute" else ""
+    if model_key:
+        fingerprints["model"] = model_key
+    if resume_from is not None:
+        _check_same_inputs(resume_from[1].get("fingerprints", {}), fingerprints, resume_from[0])
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -280,7 +340,6 @@ def train(
         optimizer,
         lambda s: lr_multiplier(s, total_steps=total_steps, warmup_steps=warmup_steps, schedule=opt.lr_scheduler),
     )
-    model_key = model_fingerprint(model) if rc.reference == "precompute" else ""
     aggregation = config.aggregation
     chunk = opt.logprob_chunk_size
     # The training forward goes through one module, so that a distributed wrapper (DDP)
@@ -326,14 +385,14 @@ def train(
     eval_reference = make_reference(eval_data) if eval_data is not None else None
 
     start_step = 0
+    window = LogWindow()
     scaler = getattr(accelerator, "scaler", None)
-    if run.resume:
-        checkpoints = ckpt.list_checkpoints(run_dir) if run_dir is not None else []
-        if not checkpoints:
-            raise PsipoInputError(f"resume: no checkpoint in {run_dir}/checkpoints")
-        start_step = ckpt.load_checkpoint(
-            checkpoints[-1], model=policy, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+    if resume_from is not None:
+        restored = ckpt.load_checkpoint(
+            resume_from[0], model=policy, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
+        start_step = restored.step
+        window = LogWindow.from_state(restored.state.get("window", {}), restored.tensors)
     if run_dir is not None:
         save_yaml(config, run_dir / "config.yaml")
     log = MetricsLog(
@@ -351,6 +410,22 @@ def train(
         policy.train()
         return dict(extra or {})
 
+    def save_checkpoint(done: int) -> None:
+        window_scalars, window_tensors = window.state()
+        state = {"config": config.to_flat_dict(), "fingerprints": fingerprints, "window": window_scalars}
+        ckpt.save_checkpoint(
+            run_dir,
+            step=done,
+            model=policy,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            keep=run.save_total_limit,
+            state=state,
+            tensors=window_tensors,
+        )
+
+    guard = NonFiniteGuard(config, params, run_dir)
     if start_step == 0 and (first := call_back(0)):
         log.write({"step": 0, "epoch": 0.0, **first})
     if run.report_to:
@@ -373,81 +448,81 @@ def train(
         stats.add(losses, policy_c, policy_r, ref_c, ref_r)
         return {f"eval_{k}": v for k, v in stats.summary(tau=oc.tau).items() if k != "ipo_target"}
 
-    window, grad_norms, window_tokens, window_seconds = PairStats(), [], 0, 0.0
     order: list[list[int]] = []
     order_epoch = -1
-    for step in range(start_step, total_steps):
-        step_start = time.perf_counter()
-        epoch, position = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order = batch_order(lengths, step_pairs, seed=run.seed, epoch=epoch, group_by_length=opt.group_by_length)
-            order_epoch = epoch
-        step_indices = order[position]
-        shard = step_indices[accelerator.process_index :: world]
-        micro_batches = [
-            piece
-            for i in range(0, len(shard), opt.batch_size)
-            for piece in split_by_tokens(
-                shard[i : i + opt.batch_size], lengths, token_budget, rows_per_pair=1 if shared else 2
-            )
-        ]
-        for m, indices in enumerate(micro_batches):
-            batch = collate([train_data.pairs[i] for i in indices], pad_id, shared_prompt=shared)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            sync = m == len(micro_batches) - 1
-            with contextlib.nullcontext() if sync else accelerator.no_sync(forward), accelerator.autocast():
-                policy_c, policy_r = forward(batch)
-                ref_c, ref_r = train_reference(indices, batch)
-                losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
-                # Sum over this micro-batch / pairs in the whole step: accumulation equals one big batch.
-                accelerator.backward(losses.sum() * (world / len(step_indices)))
-            window.add(losses, policy_c, policy_r, ref_c, ref_r)
-            # Tokens of (prompt + chosen) and (prompt + rejected), without padding, whatever the layout.
-            window_tokens += sum(train_data.pairs[i].shared_length + len(train_data.pairs[i].prompt_ids) for i in indices)
-        max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else float("inf")
-        grad_norms.append(float(accelerator.clip_grad_norm_(params, max_norm)))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        log.advance()
-        window_seconds += time.perf_counter() - step_start
+    try:
+        for step in range(start_step, total_steps):
+            step_start = time.perf_counter()
+            epoch, position = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order = batch_order(lengths, step_pairs, seed=run.seed, epoch=epoch, group_by_length=opt.group_by_length)
+                order_epoch = epoch
+            step_indices = order[position]
+            shard = step_indices[accelerator.process_index :: world]
+            micro_batches = [
+                piece
+                for i in range(0, len(shard), opt.batch_size)
+                for piece in split_by_tokens(
+                    shard[i : i + opt.batch_size], lengths, token_budget, rows_per_pair=1 if shared else 2
+                )
+            ]
+            step_stats, step_tokens = PairStats(), 0
+            for m, indices in enumerate(micro_batches):
+                batch = collate([train_data.pairs[i] for i in indices], pad_id, shared_prompt=shared)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                sync = m == len(micro_batches) - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(forward), accelerator.autocast():
+                    policy_c, policy_r = forward(batch)
+                    ref_c, ref_r = train_reference(indices, batch)
+                    losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
+                    # Sum over this micro-batch / pairs in the whole step: accumulation equals one big batch.
+                    accelerator.backward(losses.sum() * (world / len(step_indices)))
+                step_stats.add(losses, policy_c, policy_r, ref_c, ref_r)
+                # Tokens of (prompt + chosen) and (prompt + rejected), without padding, whatever the layout.
+                step_tokens += sum(train_data.pairs[i].shared_length + len(train_data.pairs[i].prompt_ids) for i in indices)
+            max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else float("inf")
+            grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
+            done = step + 1
+            if guard.step_is_finite(step_stats, grad_norm, step=done):
+                optimizer.step()
+                window.stats.parts.extend(step_stats.parts)
+                window.grad_norms.append(grad_norm)
+            else:
+                window.skipped_steps += 1
+            _step_scheduler(scheduler)
+            optimizer.zero_grad(set_to_none=True)
+            log.advance()
+            window.tokens += step_tokens
+            window.seconds += time.perf_counter() - step_start
 
-        done = step + 1
-        is_last = done == total_steps
-        record: dict[str, Any] = {}
-        if done % run.logging_steps == 0 or is_last:
-            record = {
-                "step": done,
-                "epoch": done / steps_per_epoch,
-                **window.summary(tau=oc.tau),
-                "grad_norm": sum(grad_norms) / len(grad_norms),
-                "lr": scheduler.get_last_lr()[0],
-                "tokens_per_second": window_tokens / window_seconds if window_seconds > 0 else 0.0,
-                "peak_memory_mb": peak_memory_mb(device),
-            }
-            window, grad_norms, window_tokens, window_seconds = PairStats(), [], 0, 0.0
-        if eval_data is not None and ((run.eval_steps and done % run.eval_steps == 0) or is_last):
-            record = {"step": done, "epoch": done / steps_per_epoch, **record, **evaluate()}
-        if record:
-            record.update(call_back(done))
-            log.write(record)
-            if run.report_to:
-                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
-        if run_dir is not None and run.save_steps and done % run.save_steps == 0 and accelerator.is_main_process:
-            ckpt.save_checkpoint(
-                run_dir,
-                step=done,
-                model=policy,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                keep=run.save_total_limit,
-            )
-    log.close()
-    if run_dir is not None and accelerator.is_main_process:
-        ckpt.save_final(policy, tokenizer, run_dir / "final")
-    if run.report_to:
-        accelerator.end_training()
+            is_last = done == total_steps
+            record: dict[str, Any] = {}
+            if done % run.logging_steps == 0 or is_last:
+                record = {
+                    "step": done,
+                    "epoch": done / steps_per_epoch,
+                    **window.summary(tau=oc.tau),
+                    "lr": scheduler.get_last_lr()[0],
+                    "peak_memory_mb": peak_memory_mb(device),
+                }
+                window = LogWindow()
+            if eval_data is not None and ((run.eval_steps and done % run.eval_steps == 0) or is_last):
+                record = {"step": done, "epoch": done / steps_per_epoch, **record, **evaluate()}
+            if record:
+                record.update(call_back(done))
+                log.write(record)
+                if run.report_to:
+                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
+            if run_dir is not None and run.save_steps and done % run.save_steps == 0 and accelerator.is_main_process:
+                guard.check_weights(step=done)
+                save_checkpoint(done)
+        guard.check_weights(step=total_steps)
+        if run_dir is not None and accelerator.is_main_process:
+            ckpt.save_final(policy, tokenizer, run_dir / "final")
+    finally:
+        log.close()
+        if run.report_to:
+            accelerator.end_training()
     return TrainResult(
         model=policy,
         tokenizer=tokenizer,
@@ -456,6 +531,67 @@ def train(
         train_data=train_data,
         eval_data=eval_data,
     )
+
+
+def _step_scheduler(scheduler: Any) -> None:
+    """Advance the schedule: a skipped step keeps its place in it (no optimizer.step ran, which
+    torch would warn about)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        scheduler.step()
+
+
+class NonFiniteGuard:
+    """Stops (or skips) at the first NaN/inf loss, gradient or weight, naming the likely cause.
+
+    Nothing non-finite is ever saved: weights are checked before every checkpoint and before
+    ``final/``, so the newest checkpoint on disk is always a finite one and rotation never
+    removes the last finite state.
+    """
+
+    def __init__(self, config: TrainConfig, params: Sequence[torch.Tensor], run_dir: Path | None) -> None:
+        self.config, self.params, self.run_dir = config, list(params), run_dir
+
+    def weights_are_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.params)
+
+    def step_is_finite(self, stats: PairStats, grad_norm: float, *, step: int) -> bool:
+        """True when the step may update the weights; False to skip it; raise to stop."""
+        losses = torch.cat(stats.parts)[:, 0]
+        if bool(torch.isfinite(losses).all()) and math.isfinite(grad_norm):
+            return True
+        what = "loss" if not bool(torch.isfinite(losses).all()) else "gradient norm"
+        weights_finite = self.weights_are_finite()
+        if self.config.optim.on_nonfinite == "skip" and weights_finite:
+            return False
+        raise PsipoNonFiniteError(self._message(f"non-finite {what}", step, weights_finite, step == 1))
+
+    def check_weights(self, *, step: int) -> None:
+        if not self.weights_are_finite():
+            raise PsipoNonFiniteError(self._message("non-finite weights", step, False, False))
+
+    def _message(self, what: str, step: int, weights_finite: bool, first_step: bool) -> str:
+        o, opt = self.config.objective, self.config.optim
+        if not weights_finite:
+            cause = (
+                f"the weights are no longer finite: learning_rate {opt.learning_rate:g} too high "
+                f"or adam_epsilon {opt.adam_epsilon:g} too small"
+            )
+        elif first_step:
+            cause = f"the loss overflows at π = π_ref: tau {o.tau:g} too small for loss {o.loss}"
+        else:
+            cause = f"learning_rate {opt.learning_rate:g} too high or tau {o.tau:g} too small"
+        from psipo.lm.checkpoint import list_checkpoints
+
+        checkpoints = list_checkpoints(self.run_dir) if self.run_dir is not None else []
+        if checkpoints:
+            kept = f"the last finite checkpoint is {checkpoints[-1]}"
+        else:
+            kept = "nothing non-finite was saved" if self.run_dir is not None else "nothing was saved"
+        skip = "" if weights_finite else "; on_nonfinite: skip cannot help once the weights are not finite"
+        return f"step {step}: {what}, training stopped; likely cause: {cause}; {kept}{skip}"
 
 
 def _cache_dir(config: TrainConfig) -> Path | None:

@@ -1,0 +1,183 @@
+"""The run folder (``output_dir``) belongs to one run, held by one live process.
+
+:func:`open_run_folder` is the first thing a training run does, before any model is loaded:
+
+1. the folder must be usable: not a file, not under a file, creatable and writable;
+2. a lock (``.psipo.lock``, an advisory ``flock``) keeps a second live run out; the kernel
+   drops it when its process dies, however it dies, so a lock left by a killed run is
+   stale by construction and is taken over;
+3. a fresh run refuses a folder holding another run's files (``config.yaml``,
+   ``metrics.jsonl``, ``checkpoints/``, ``final/``) unless ``overwrite`` clears them;
+   a resumed run needs a checkpoint, whose recorded config must match the new one except
+   for the keys in :data:`RESUMABLE_KEYS`;
+4. temporaries of writes that a crash interrupted are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from psipo.errors import PsipoInputError
+
+RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "checkpoints", "final")
+"""What a run writes into its folder, and what ``overwrite: true`` removes (nothing else)."""
+
+RESUMABLE_KEYS = frozenset(
+    {
+        "max_steps", "epochs",  # how long the run goes on
+        "logging_steps", "eval_steps", "save_steps", "save_total_limit",  # cadences
+        "progress", "report_to", "on_nonfinite",  # what is shown and how failures are met
+        "resume", "overwrite", "output_dir", "cache_dir",  # where things are, not what they are
+    }
+)
+"""Config keys that may differ between a checkpoint and the run that resumes it."""
+
+LOCK_NAME = ".psipo.lock"
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """A run folder held by this process (``release`` gives it up)."""
+
+    path: Path
+    lock_fd: int | None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def release(self) -> None:
+        """Give up the lock (the file stays: unlinking it would race with a waiting run)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+def _check_usable(path: Path) -> None:
+    """Name the reason an output folder cannot be used, before anything is computed."""
+    if path.exists() and not path.is_dir():
+        raise PsipoInputError(f"output_dir: {path} is a file, not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PsipoInputError(f"output_dir: {path} lies under {parent}, which is a file")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PsipoInputError(f"output_dir: cannot create {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PsipoInputError(f"output_dir: {path} is not writable")
+
+
+def _lock(path: Path) -> int:
+    """Take the folder's lock or say which live process holds it."""
+    import fcntl
+
+    lock_path = path / LOCK_NAME
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise PsipoInputError(
+            f"output_dir: {path} is in use by a live psipo run ({holder}); wait for it or choose another output_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
+    return fd
+
+
+def _run_files(path: Path) -> list[str]:
+    """The entries of a run present in ``path``."""
+    return [name for name in RUN_ENTRIES if (path / name).exists()]
+
+
+def _clear(path: Path, names: list[str]) -> None:
+    for name in names:
+        entry = path / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> RunFolder:
+    """Check, lock and prepare ``output_dir`` for one run (see the module docstring)."""
+    from psipo._io import remove_stale_temporaries
+    from psipo.lm.checkpoint import list_checkpoints
+
+    path = Path(output_dir)
+    _check_usable(path)
+    folder = RunFolder(path, _lock(path))
+    try:
+        # Only now, holding the lock, can no live writer own a temporary here.
+        remove_stale_temporaries(path)
+        remove_stale_temporaries(folder.checkpoints)
+        present = _run_files(path)
+        if resume and not list_checkpoints(path):
+            raise PsipoInputError(
+                f"resume: no checkpoint in {folder.checkpoints} to resume (save_steps sets how often "
+                "checkpoints are written); drop --resume to start a fresh run"
+            )
+        if not resume and present:
+            if not overwrite:
+                shown = ", ".join(name + ("/" if (path / name).is_dir() else "") for name in present)
+                raise PsipoInputError(
+                    f"output_dir: {path} holds another run ({shown}); pass --resume to continue it, "
+                    "--overwrite true to replace it, or choose another output_dir"
+                )
+            _clear(path, present)
+    except BaseException:
+        folder.release()
+        raise
+    return folder
+
+
+def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key (old → new)`` for each key outside :data:`RESUMABLE_KEYS` whose value changed."""
+    changed = []
+    for key in sorted(set(recorded) | set(current)):
+        if key in RESUMABLE_KEYS:
+            continue
+        old, new = recorded.get(key, "unset"), current.get(key, "unset")
+        if old != new:
+            changed.append(f"{key} ({old!r} → {new!r})")
+    return changed
+
+
+def check_resumable(checkpoint: Path, recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Refuse to resume ``checkpoint`` with a config that would mix two runs; name each key."""
+    if recorded is None:
+        raise PsipoInputError(
+            f"resume: {checkpoint} records no config, so a resume cannot be checked against it; "
+            "it was written by an older psipo: start a fresh run"
+        )
+    changed = config_differences(recorded, current)
+    if changed:
+        raise PsipoInputError(
+            f"resume: the config differs from the one {checkpoint.name} was trained with: "
+            f"{'; '.join(changed)}. Undo the change, or start a fresh run in another output_dir"
+        )
+
+
+@contextlib.contextmanager
+def held_run_folder(output_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool):
+    """:func:`open_run_folder` for the length of a ``with`` block; None for ``output_dir`` None."""
+    if output_dir is None:
+        yield None
+        return
+    folder = open_run_folder(output_dir, resume=resume, overwrite=overwrite)
+    try:
+        yield folder
+    finally:
+        folder.release()
