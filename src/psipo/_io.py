@@ -59,6 +59,18 @@ def _current_umask() -> int:
     return _umask_by_setting() if mask is None else mask
 
 
+def _apply_umask(folder: Path) -> None:
+    """Give what others wrote into ``folder`` the umask's permissions: some writers (safetensors
+    via save_pretrained) create 0600 files whatever the umask."""
+    mask = _current_umask()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask, follow_symlinks=False)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def _temporary_prefix(path: Path) -> str:
     return f".{path.name}."
 
@@ -106,6 +118,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         # mkdtemp creates 0700 whatever the umask; a plain mkdir would give 0777 & ~umask.
         os.chmod(tmp, 0o777 & ~_current_umask())
         yield tmp
+        _apply_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

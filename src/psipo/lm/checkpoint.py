@@ -97,8 +97,8 @@ def save_checkpoint(
     path = run_dir / "checkpoints" / f"step-{step}"
     with atomic_directory(path) as tmp:
         save_model(model, None, tmp / "model")
-        tensors, optimizer_json = _optimizer_state(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        optimizer_tensors, optimizer_json = _optimizer_state(optimizer)
+        save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})

@@ -98,8 +98,11 @@ def _lock(path: Path) -> int:
 
 
 def _run_files(path: Path) -> list[str]:
-    """The entries of a run present in ``path``."""
-    return [name for name in RUN_ENTRIES if (path / name).exists()]
+    """The entries of a run present in ``path`` (checkpoints/ only if it holds a checkpoint)."""
+    from psipo.lm.checkpoint import list_checkpoints
+
+    present = [name for name in RUN_ENTRIES if (path / name).exists() or (path / name).is_symlink()]
+    return [name for name in present if name != "checkpoints" or list_checkpoints(path)]
 
 
 def _clear(path: Path, names: list[str]) -> None:
@@ -134,7 +137,7 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
                 shown = ", ".join(name + ("/" if (path / name).is_dir() else "") for name in present)
                 raise PsipoInputError(
                     f"output_dir: {path} holds another run ({shown}); pass --resume to continue it, "
-                    "--overwrite true to replace it, or choose another output_dir"
+                    "--overwrite to replace it, or choose another output_dir"
                 )
             _clear(path, present)
     except BaseException:

@@ -1,0 +1,208 @@
+"""Runs never lose or mix work: one run per folder, checked resumes, non-finite steps stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import psipo.lm.trainer
+from psipo.errors import PsipoInputError, PsipoNonFiniteError
+from psipo.lm import load_train_config, train
+from psipo.lm.run_folder import open_run_folder
+from psipo.losses import get_loss
+
+
+def run(base_config, rows, **keys):
+    return train(load_train_config(None, base_config | keys), train_pairs=rows)
+
+
+def checkpoint_weights_are_finite(run_dir):
+    folders = sorted((run_dir / "checkpoints").iterdir())
+    assert folders
+    for folder in folders:
+        for tensor in load_file(str(folder / "model" / "model.safetensors")).values():
+            assert torch.isfinite(tensor).all(), folder
+    return [f.name for f in folders]
+
+
+# ---------------------------------------------------------------------------------------
+# A run folder belongs to one run
+
+
+def test_a_fresh_run_refuses_a_folder_holding_another_run(base_config, rows, tmp_path):
+    run(base_config, rows, save_steps=1, max_steps=4, tau=0.1)
+    out = tmp_path / "run"
+    with pytest.raises(PsipoInputError, match=r"holds another run \(config.yaml, metrics.jsonl, checkpoints/, final/\).*--resume.*--overwrite"):
+        run(base_config, rows, save_steps=1, max_steps=2, tau=0.5)
+    # The refusal touched nothing: the old run's files are as they were.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3", "step-4"]
+
+    # overwrite clears the old run: no checkpoint or record of it survives to be resumed or mixed.
+    run(base_config, rows, save_steps=1, max_steps=2, tau=0.5, overwrite=True)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
+    assert [r["step"] for r in map(eval_json, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+    assert "tau: 0.5" in (out / "config.yaml").read_text()
+
+
+def eval_json(line):
+    import json
+
+    return json.loads(line)
+
+
+def test_unusable_output_dir_is_found_before_the_model_is_loaded(base_config, rows, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    nowhere = str(tmp_path / "no_model")  # loading it would fail: the folder error must come first
+    with pytest.raises(PsipoInputError, match=r"output_dir: .*a_file is a file, not a folder"):
+        run(base_config, rows, output_dir=str(a_file), model=nowhere)
+    with pytest.raises(PsipoInputError, match=r"output_dir: .*a_file/run lies under .*a_file, which is a file"):
+        run(base_config, rows, output_dir=str(a_file / "run"), model=nowhere)
+
+
+def test_a_live_run_holds_the_folder_and_a_killed_ones_lock_is_stale(base_config, rows, tmp_path):
+    out = tmp_path / "run"
+    holder = open_run_folder(out, resume=False, overwrite=False)
+    try:
+        with pytest.raises(PsipoInputError, match=rf"output_dir: {out} is in use by a live psipo run \(pid {os.getpid()} on "):
+            run(base_config, rows)
+    finally:
+        holder.release()
+
+    # A process that takes the lock and dies by SIGKILL leaves the file, but not the lock.
+    code = f"from psipo.lm.run_folder import open_run_folder; open_run_folder({str(out)!r}, resume=False, overwrite=False); print('held', flush=True); import time; time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(PsipoInputError, match=rf"in use by a live psipo run \(pid {child.pid} "):
+            run(base_config, rows)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert (out / ".psipo.lock").is_file()
+    run(base_config, rows)  # the stale lock is taken over
+    assert (out / "final").is_dir()
+
+
+def test_run_files_respect_the_umask_and_stale_temporaries_are_removed(base_config, rows, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints" / ".step-9.abcd1234.tmp").mkdir(parents=True)  # an interrupted checkpoint write
+    (out / ".metrics.jsonl.abcd1234.tmp").write_text("torn")
+    previous = os.umask(0o022)
+    try:
+        run(base_config, rows, save_steps=3)
+    finally:
+        os.umask(previous)
+    assert not (out / "checkpoints" / ".step-9.abcd1234.tmp").exists()
+    assert not (out / ".metrics.jsonl.abcd1234.tmp").exists()
+    for path in (out / "config.yaml", out / "metrics.jsonl", out / "final" / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    for path in (out / "final", out / "checkpoints" / "step-3"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+
+
+# ---------------------------------------------------------------------------------------
+# Resume: the same run, continued exactly
+
+
+def test_resume_refuses_a_changed_config_and_names_each_key(base_config, rows, tmp_path):
+    run(base_config, rows, save_steps=2, max_steps=2)
+    config_before = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(PsipoInputError, match=r"resume: the config differs .*step-2.*: batch_size \(8 → 4\); tau \(0.1 → 0.5\)"):
+        run(base_config, rows, save_steps=2, max_steps=4, resume=True, tau=0.5, batch_size=4)
+    assert (tmp_path / "run" / "config.yaml").read_text() == config_before  # not overwritten
+    # Other pairs under the same config: refused too.
+    with pytest.raises(PsipoInputError, match="resume: train_data's pairs differ from those step-2 was trained with"):
+        train(load_train_config(None, base_config | {"save_steps": 2, "max_steps": 4, "resume": True}), train_pairs=rows[1:])
+    # Keys that only say how long the run goes, or what is logged and saved, may change.
+    resumed = run(base_config, rows, save_steps=1, max_steps=4, logging_steps=2, resume=True)
+    assert [r["step"] for r in resumed.history] == [1, 2, 4]
+    assert "max_steps: 4" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_metrics_after_a_resume_equal_the_uninterrupted_runs(base_config, rows, tmp_path):
+    # The checkpoint at step 3 falls inside the logging window of steps 3-4.
+    keys = {"max_steps": 6, "save_steps": 3, "save_total_limit": None, "logging_steps": 2}
+    full = run(base_config, rows, output_dir=str(tmp_path / "full"), **keys)
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-3", interrupted / "checkpoints" / "step-3")
+    log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    (interrupted / "metrics.jsonl").write_text(log[0] + "\n")
+    resumed = run(base_config, rows, output_dir=str(interrupted), resume=True, **keys)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in full.history] == [2, 4, 6]
+    timing = {"tokens_per_second", "peak_memory_mb"}
+    for got, want in zip(resumed.history, full.history):
+        assert got.keys() == want.keys()
+        for key in want.keys() - timing:
+            assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), (got["step"], key)
+
+
+def test_resume_without_a_checkpoint_or_a_folder_is_one_clear_line(base_config, rows):
+    with pytest.raises(PsipoInputError, match=r"resume: no checkpoint in .*checkpoints to resume .*drop --resume"):
+        run(base_config, rows, resume=True)
+    with pytest.raises(PsipoInputError, match=r"resume'?: needs an output_dir to resume from \(output_dir is null\)"):
+        run(base_config, rows, resume=True, output_dir=None)
+
+
+# ---------------------------------------------------------------------------------------
+# Non-finite values never reach the disk
+
+
+def test_a_diverging_run_stops_with_its_last_finite_checkpoint_intact(base_config, rows, tmp_path):
+    with pytest.raises(PsipoNonFiniteError, match=r"^step (\d+): non-finite .*learning_rate 1e\+30 too high"):
+        run(base_config, rows, learning_rate=1e30, max_steps=8, save_steps=1, save_total_limit=2)
+    out = tmp_path / "run"
+    checkpoint_weights_are_finite(out)
+    assert not (out / "final").exists()
+
+
+def test_a_loss_that_overflows_at_the_start_names_tau(base_config, rows, tmp_path):
+    with pytest.raises(PsipoNonFiniteError, match=r"^step 1: non-finite loss, .*tau 1e-30 too small for loss ipo; nothing non-finite was saved"):
+        run(base_config, rows, tau=1e-30)
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def nan_on_call(monkeypatch, bad_calls):
+    """Make the trainer's loss return NaN on the given (0-based) calls."""
+    calls = []
+
+    def patched_get_loss(name):
+        loss = get_loss(name)
+
+        def loss_fn(*args, **kwargs):
+            values = loss(*args, **kwargs)
+            calls.append(len(calls))
+            return values * float("nan") if calls[-1] in bad_calls else values
+
+        return loss_fn
+
+    monkeypatch.setattr(psipo.lm.trainer, "get_loss", patched_get_loss)
+
+
+def test_on_nonfinite_skip_leaves_the_weights_and_counts_the_step(base_config, rows, tmp_path, monkeypatch):
+    keys = {"max_steps": 4, "logging_steps": 1, "learning_rate": 1e-3}
+    nan_on_call(monkeypatch, bad_calls={2})  # the third step's loss
+    with pytest.raises(PsipoNonFiniteError, match=r"^step 3: non-finite loss, training stopped"):
+        run(base_config, rows, output_dir=str(tmp_path / "stop"), **keys)
+
+    nan_on_call(monkeypatch, bad_calls={2})
+    seen = {}
+
+    def snapshot(step, model):
+        seen[step] = [p.detach().clone() for p in model.parameters()]
+
+    config = load_train_config(None, base_config | keys | {"output_dir": str(tmp_path / "skip"), "on_nonfinite": "skip"})
+    skipped = train(config, train_pairs=rows, callback=snapshot)
+    assert [r.get("skipped_steps", 0) for r in skipped.history] == [0, 0, 1, 0]
+    assert "loss" not in skipped.history[2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in skipped.history if "loss" in r)
+    same = [torch.equal(a, b) for a, b in zip(seen[2], seen[3])]
+    moved = [torch.equal(a, b) for a, b in zip(seen[3], seen[4])]
+    assert all(same) and not all(moved)  # step 3 left every weight as it was; step 4 trained
