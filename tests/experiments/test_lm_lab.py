@@ -3,6 +3,7 @@ forms, IPO's behaviour at very large τ, and the CLI end to end."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import subprocess
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from psipo import load_config
 from psipo.errors import PsipoInputError
+from psipo.experiments.lm_lab import QUICK, LabConfig, run_experiment
 from psipo.experiments.lm_lab.config import ModelConfig, parse_oracle
 from psipo.experiments.lm_lab.data import (
     PreferenceData,
@@ -226,6 +229,30 @@ def test_cli_quick_run_end_to_end(tmp_path):
     assert "## Claims" in report and "kl_vs_tau.png" in report
     for name in results["figures"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# What a rerun may change: wall-clock and memory measurements, and the command line quoted.
+UNREPRODUCIBLE_KEYS = {"runtime_seconds", "tokens_per_second", "peak_memory_mb", "command"}
+
+
+def _reproducible_part(value):
+    if isinstance(value, dict):
+        return {k: _reproducible_part(v) for k, v in value.items() if k not in UNREPRODUCIBLE_KEYS}
+    if isinstance(value, list):
+        return [_reproducible_part(v) for v in value]
+    return value
+
+
+def test_a_rerun_gives_identical_results_whatever_order_the_tasks_finish(tmp_path, monkeypatch):
+    tiny = {**QUICK, "reference.steps": 20, "grid.steps": 6, "grid.eval_every": 3, "large.seeds": [0, 1],
+            "large.steps": 4, "large.reference_steps": 10, "large.samples": 16, "workers": 1}
+    config = load_config(LabConfig, overrides=tiny)
+    first = run_experiment(config, tmp_path / "first", progress=False)
+    # The second time the tasks are reported done last-submitted first, as a worker pool may.
+    monkeypatch.setattr(concurrent.futures, "as_completed", lambda futures: reversed(list(futures)))
+    second = run_experiment(config, tmp_path / "second", progress=False)
+    # As JSON text, so that NaN (the interval of a single seed) equals itself.
+    assert json.dumps(_reproducible_part(second)) == json.dumps(_reproducible_part(first))
 
 
 def test_cli_bad_option_is_one_line_error(tmp_path):

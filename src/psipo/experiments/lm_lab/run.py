@@ -293,7 +293,6 @@ def run_experiment(
     if large.enabled:
         total += len(large.seeds) * runs_per_large_task
     bar = _Progress(total, progress)
-    grid_results, large_results = [], []
     try:
         with _executor(config.workers) as pool:
             futures = {}
@@ -307,11 +306,14 @@ def run_experiment(
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
             for future in concurrent.futures.as_completed(futures):
-                kind, description, count = futures[future]
-                (grid_results if kind == "grid" else large_results).append(future.result())
+                _, description, count = futures[future]
                 bar.step(description, count)
     finally:
         bar.close()
+    # In submission order, not in the order the workers finished: a rerun writes the same
+    # results.json (and sums over runs in the same order) whatever the timing.
+    grid_results = [future.result() for future, (kind, *_) in futures.items() if kind == "grid"]
+    large_results = [future.result() for future, (kind, *_) in futures.items() if kind == "large"]
     results: dict[str, Any] = {"config": to_dict(config), "command": command}
     results["enumerated"] = {
         "world": {"num_responses": int(responses.shape[0]), "prompts": world.prompts.tolist()},
