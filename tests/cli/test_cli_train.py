@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -85,7 +86,18 @@ def test_help_documents_every_key():
         ("model: model\ntrain_data: nothere.jsonl\n", [], "train_data: file not found: nothere.jsonl"),
         ("model: ./nomodel\ntrain_data: train.jsonl\n", [], "model: cannot load './nomodel': no such local folder"),
         ("model: model\ntrain_data: bad_rows.jsonl\n", [], r"bad_rows.jsonl:2: field 'rejected': missing"),
-        ("model: model\ntrain_data: train.jsonl\n", ["--loss", "kto"], "key 'loss': expected one of"),
+        ("model: model\ntrain_data: train.jsonl\n", ["--loss", "kto"], "--loss: expected one of"),
+        # Values torch would reject with a traceback, or take silently and train to NaN:
+        ("model: model\ntrain_data: train.jsonl\nadam_beta1: 1.5\n", [], "bad.yaml:3: key 'adam_beta1': must be in [0, 1)"),
+        ("model: model\ntrain_data: train.jsonl\nadam_beta2: -0.1\n", [], "bad.yaml:3: key 'adam_beta2': must be in [0, 1)"),
+        ("model: model\ntrain_data: train.jsonl\nweight_decay: -1\n", [], "bad.yaml:3: key 'weight_decay': must be a finite number >= 0"),
+        ("model: model\ntrain_data: train.jsonl\nadam_epsilon: 0\n", [], "bad.yaml:3: key 'adam_epsilon': must be a finite number > 0"),
+        ("model: model\ntrain_data: train.jsonl\nadam_epsilon: .nan\n", [], "bad.yaml:3: key 'adam_epsilon': must be a finite number > 0"),
+        ("model: model\ntrain_data: train.jsonl\nepochs: .inf\n", [], "bad.yaml:3: key 'epochs': must be a finite number > 0"),
+        ("model: model\ntrain_data: train.jsonl\nlearning_rate: .inf\n", [], "bad.yaml:3: key 'learning_rate': must be a finite number >= 0"),
+        ("model: model\ntrain_data: train.jsonl\nlearning_rate: nan\n", [], "bad.yaml:3: key 'learning_rate': must be a finite number >= 0"),
+        ("model: model\ntrain_data: train.jsonl\ntau: 1e-320\n", [], "bad.yaml:3: key 'tau': is too small: 1/(2·tau) overflows"),
+        ("model: model\ntrain_data: train.jsonl\n", ["--resume", "--overwrite"], "resume: cannot be combined with overwrite"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(workdir, yaml_text, extra, message, capsys, monkeypatch):
@@ -122,3 +134,45 @@ def test_skip_invalid_reports_the_count(workdir, capsys, monkeypatch):
     captured = capsys.readouterr()
     # The data summary is printed once, at the start of the run (it used to come twice).
     assert (captured.out + captured.err).count("1 pairs from 2 rows (1 invalid skipped") == 1
+
+
+def test_run_folder_and_non_finite_failures_in_a_subprocess(workdir):
+    """What the run folder and the non-finite guard promise, as a user sees it: one line, an
+    exit code (2 bad input, 3 non-finite), and nothing lost."""
+    base = ["train", "--model", "model", "--train_data", "train.jsonl", "--batch_size", "4", "--cache_dir", "cache"]
+
+    def one_line_error(result, code, pattern):
+        assert result.returncode == code, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.startswith("psipo: error: ")]
+        assert len(lines) == 1 and re.search(pattern, lines[0]), result.stderr
+
+    first = psipo(*base, "--output_dir", "guarded", "--max_steps", "2", "--save_steps", "1", cwd=workdir)
+    assert first.returncode == 0, first.stderr
+    kept = sorted(p.name for p in (workdir / "guarded" / "checkpoints").iterdir())
+
+    # A fresh run into that folder: refused, nothing touched.
+    again = psipo(*base, "--output_dir", "guarded", "--max_steps", "2", "--tau", "0.5", cwd=workdir)
+    one_line_error(again, 2, r"guarded holds another run .*--resume.*--overwrite")
+    # A resume that changes what is trained: refused, naming the key.
+    mixed = psipo(*base, "--output_dir", "guarded", "--max_steps", "4", "--tau", "0.5", "--resume", cwd=workdir)
+    one_line_error(mixed, 2, r"resume: the config differs .*: tau \(0.1 → 0.5\)")
+    assert sorted(p.name for p in (workdir / "guarded" / "checkpoints").iterdir()) == kept
+    # A diverging run into it (--overwrite): stops at once with exit 3, never a non-finite save.
+    diverging = psipo(
+        *base, "--output_dir", "guarded", "--overwrite", "--learning_rate", "1e30", "--max_steps", "6", "--save_steps", "1",
+        cwd=workdir,
+    )
+    one_line_error(diverging, 3, r"step \d+: non-finite .*training stopped; likely cause: .*learning_rate 1e\+30")
+    assert not (workdir / "guarded" / "final").exists()
+
+    # An output_dir that is a file, found before any model is loaded (the model does not exist).
+    (workdir / "a_file").write_text("x")
+    one_line_error(
+        psipo("train", "--model", "./nomodel", "--train_data", "train.jsonl", "--output_dir", "a_file", cwd=workdir),
+        2,
+        r"output_dir: a_file is a file, not a folder",
+    )
+    one_line_error(
+        psipo(*base, "--output_dir", "null", "--resume", cwd=workdir), 2, r"resume'?: needs an output_dir to resume from"
+    )

@@ -280,7 +280,7 @@ def validate(config: TrainConfig) -> None:
         ("save_steps", r.save_steps is None or r.save_steps >= 1, "must be >= 1 or null"),
         ("save_total_limit", r.save_total_limit is None or r.save_total_limit >= 1, "must be >= 1 or null"),
         ("resume", not (r.resume and r.output_dir is None), "needs an output_dir to resume from (output_dir is null)"),
-        ("resume", not (r.resume and r.overwrite), "and overwrite exclude each other: continue the run, or replace it"),
+        ("resume", not (r.resume and r.overwrite), "cannot be combined with overwrite: continue the run, or replace it"),
         ("lora_r", config.model_config.lora_r >= 0, "must be >= 0"),
         ("lora_alpha", math.isfinite(config.model_config.lora_alpha), finite),
         ("lora_dropout", _in_range(config.model_config.lora_dropout, 0, 1, high_open=True), "must be in [0, 1)"),
