@@ -24,10 +24,12 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import json
+import re
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -244,36 +246,199 @@ def to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
-def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
-    """Map dotted keys of a composed YAML mapping to their 1-based line numbers."""
+MAX_NESTING = 100
+"""Deepest nesting of YAML lists and mappings psipo reads (its own files nest 3 deep)."""
+
+MAX_ALIAS_EXPANSION = 100_000
+"""Most nodes that YAML aliases may add to a document when expanded. An alias costs as much
+as what it stands for wherever the data is used (type checks, tensors, ``--help`` defaults),
+so a few bytes of nested aliases ("billion laughs") would otherwise expand to billions of
+nodes; a document over the bound is refused before it is used."""
+
+
+def decode_utf8(data: bytes, where: str | Path, first_line: int = 1) -> str:
+    """``data`` as text; bytes that are not UTF-8 are a PsipoInputError naming ``where:line``.
+
+    ``first_line`` is the line number of the first byte (for one line of a JSONL file). A
+    leading byte-order mark is dropped.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise PsipoInputError(
+            f"{where}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_text_file(path: Path) -> str:
+    """The text of a UTF-8 file (see :func:`decode_utf8`)."""
+    return decode_utf8(path.read_bytes(), path)
+
+
+def parse_json(text: str, where: str | Path, first_line: int = 1) -> Any:
+    """``json.loads`` with one-line errors naming ``where:line``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PsipoInputError(f"{where}:{first_line + exc.lineno - 1}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise PsipoInputError(f"{where}:{first_line}: JSON nested too deeply to read") from None
+
+
+class _RefusedYAML(yaml.MarkedYAMLError):
+    """Valid YAML that psipo will not read (too deep, too many alias expansions)."""
+
+
+class _BoundedComposer(yaml.composer.Composer):
+    """Builds the node graph from parser events, bounding its nesting and its alias expansion.
+
+    libyaml's own composer recurses in C and crashes the interpreter on a few thousand
+    nested ``[``, so the graph is composed here, from libyaml's events when it is available.
+    Each node's expanded size (nodes, aliases counted as what they stand for) is known as soon
+    as the node is complete, so an alias adds its target's size to the running total without
+    anything being expanded.
+    """
+
+    def __init__(self) -> None:
+        yaml.composer.Composer.__init__(self)  # not super(): the loader bases take the stream
+        self.depth = 0
+        self.expanded_sizes: dict[yaml.Node, int] = {}
+        self.alias_nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            target = super().compose_node(parent, index)
+            if target not in self.expanded_sizes:
+                raise _RefusedYAML(None, None, "an alias refers to a node that contains it (recursive alias)", mark)
+            self.alias_nodes += self.expanded_sizes[target]
+            if self.alias_nodes > MAX_ALIAS_EXPANSION:
+                raise _RefusedYAML(
+                    None, None, f"aliases expand to more than {MAX_ALIAS_EXPANSION} nodes", mark
+                )
+            return target
+        if self.depth >= MAX_NESTING:
+            raise _RefusedYAML(None, None, f"nested deeper than {MAX_NESTING} levels", mark)
+        self.depth += 1
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        self.expanded_sizes[node] = 1 + sum(self.expanded_sizes[child] for child in children)
+        return node
+
+
+_LOADER_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when PyYAML has it
+
+
+class _SafeLoader(_BoundedComposer, _LOADER_BASE):  # type: ignore[valid-type,misc]
+    """``yaml.safe_load`` semantics (no tags that run code) with :class:`_BoundedComposer`."""
+
+    def __init__(self, text: str) -> None:
+        _LOADER_BASE.__init__(self, text)
+        _BoundedComposer.__init__(self)
+
+
+def _node_lines(root: yaml.Node) -> dict[str, int]:
+    """Map the path of every key and list item (``optim.lr``, ``contexts[1].mu[0]``) to its 1-based line.
+
+    Each composed node is walked once: a node reached again through an alias is not walked
+    again, so the cost is that of the file, not of its expansion.
+    """
     lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key + "."))
+    walked: set[yaml.Node] = set()
+    pending: list[tuple[str, yaml.Node]] = [("", root)]
+    while pending:
+        path, node = pending.pop()
+        if node in walked:
+            continue
+        walked.add(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [
+                (f"{path}.{key.value}" if path else str(key.value), key, value)
+                for key, value in node.value
+                if isinstance(key, yaml.ScalarNode)
+            ]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(f"{path}[{i}]", item, item) for i, item in enumerate(node.value)]
+        else:
+            continue
+        for child, marked, value in children:
+            lines.setdefault(child, marked.start_mark.line + 1)
+            pending.append((child, value))
     return lines
 
 
 def read_yaml_mapping(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """Read a YAML mapping safely; return it with the line number of each (dotted) key."""
+    """Read a YAML mapping safely; return it with the line number of each key and list item.
+
+    Parsed once, with ``yaml.safe_load`` semantics; nesting deeper than :data:`MAX_NESTING`
+    and alias expansion beyond :data:`MAX_ALIAS_EXPANSION` nodes are refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise PsipoInputError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    loader = _SafeLoader(read_text_file(path))
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except _RefusedYAML as exc:
+        raise PsipoInputError(f"{path}:{exc.problem_mark.line + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PsipoInputError(f"{path}{line}: invalid YAML: {problem}") from None
+    except RecursionError:  # a long chain of merge keys (<<) is flattened recursively
+        raise PsipoInputError(f"{path}: YAML nested too deeply to read") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
         raise PsipoInputError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    return data, _key_lines(node) if node is not None else {}
+    return data, _node_lines(node)
+
+
+_QUOTED_KEY = re.compile(r"key '([^']+)'")
+_LEADING_PATH = re.compile(r"([^\s:']+)[:\s]")
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """``path`` and the paths that contain it: ``a.b[0]``, ``a.b``, ``a``."""
+    while path:
+        yield path
+        path = path[: max(path.rfind("."), path.rfind("["), 0)]
+
+
+def blame(
+    message: str, path: str | Path | None, lines: Mapping[str, int], overrides: Iterable[str] = ()
+) -> str:
+    """Say where the key that ``message`` is about was set.
+
+    The key is the one quoted as ``key '...'``, else the path the message starts with. Set by
+    a command-line option (in ``overrides``, itself or a key containing it): the message names
+    ``--key``. Otherwise ``path:line`` from ``lines``, or just ``path:`` when the key has no
+    line (a missing key, say).
+    """
+    overrides = set(overrides)
+    quoted = _QUOTED_KEY.search(message)
+    leading = _LEADING_PATH.match(message)
+    for named in [m.group(1) for m in (quoted, leading) if m is not None]:
+        chain = list(_ancestors(named))
+        if overrides.intersection(chain):
+            if message.startswith(named):
+                return f"--{message}"
+            return message.replace(f"key '{named}'", f"--{named}", 1)
+        line = next((lines[key] for key in chain if key in lines), None)
+        if line is not None:
+            return f"{path}:{line}: {message}"
+    return f"{path}: {message}" if path is not None else message
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -283,28 +448,33 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[leaf] = value
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    check: Callable[[T], None] | None = None,
+) -> T:
     """Build ``cls`` from an optional YAML file, then apply dotted-key ``overrides``.
 
-    Errors name the file and line of the offending key when it came from the file.
+    ``overrides`` are the command line's ``--key value`` options. ``check`` validates the
+    built config further (value ranges, keys that contradict each other). Errors name the
+    option when the key came from the command line, else the file and line of the key.
     """
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if path is not None:
         data, lines = read_yaml_mapping(path)
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
         _set_dotted(data, key, value)
-        lines.pop(key, None)
     try:
-        return from_dict(cls, data)
+        config = from_dict(cls, data)
+        if check is not None:
+            check(config)
     except PsipoInputError as exc:
-        message = str(exc)
-        if path is not None:
-            for key, line in sorted(lines.items(), key=lambda kv: -len(kv[0])):
-                if f"'{key}'" in message:
-                    raise PsipoInputError(f"{path}:{line}: {message}") from None
-            raise PsipoInputError(f"{path}: {message}") from None
-        raise
+        raise PsipoInputError(blame(str(exc), path, lines, overrides)) from None
+    return config
 
 
 def _flat_fields(

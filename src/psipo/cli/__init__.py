@@ -1,13 +1,16 @@
 """The ``psipo`` command line: one module per subcommand, each with ``register(subparsers)``.
 
-Bad input (:class:`~psipo.errors.PsipoInputError`) becomes one ``psipo: error: ...`` line on
-stderr and exit code 2, never a traceback.
+Bad input (:class:`~psipo.errors.PsipoInputError`, and argparse's own complaints) becomes one
+``psipo: error: ...`` line on stderr and exit code 2, never a traceback; Ctrl-C at any point
+becomes ``psipo: interrupted`` and exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+import typing
 
 from psipo.errors import PsipoInputError
 
@@ -26,13 +29,28 @@ def _subcommand_from(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse in psipo's style: an error is one line (a PsipoInputError), and an unknown
+    option gets the closest known one as a suggestion. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise PsipoInputError(f"{message} (see `{self.prog} --help`)")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        namespace, extras = super().parse_known_args(args, namespace)
+        unknown = next((word.split("=", 1)[0] for word in extras if word.startswith("-")), None)
+        if unknown is not None:
+            close = difflib.get_close_matches(unknown, list(self._option_string_actions), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"see `{self.prog} --help`"
+            raise PsipoInputError(f"unknown option {unknown} ({hint})")
+        return namespace, extras
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with ``only``, import just that subcommand's module."""
     import importlib
 
-    parser = argparse.ArgumentParser(
-        prog="psipo", description="Learning from pairwise preferences: ΨPO, IPO, DPO, RLHF."
-    )
+    parser = _Parser(prog="psipo", description="Learning from pairwise preferences: ΨPO, IPO, DPO, RLHF.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
         if only in SUBCOMMANDS and name != only:
@@ -44,10 +62,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(only=_subcommand_from(argv))
-    args = parser.parse_args(argv)
-    try:
+    try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(only=_subcommand_from(argv))
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except PsipoInputError as exc:
         print(f"psipo: error: {exc}", file=sys.stderr)
@@ -55,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("psipo: interrupted", file=sys.stderr)
         return 130
+    # The readers turn these into PsipoInputError naming the file; one that still escapes
+    # (from a library reading input) is bad input all the same, not a crash.
+    except RecursionError:
+        print("psipo: error: the input is nested too deeply to process", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:
+        print(f"psipo: error: a file is not valid UTF-8 ({exc.reason} at byte {exc.start})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

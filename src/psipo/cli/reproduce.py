@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from psipo.experiments.paper import QUICK, ReproduceConfig, run_reproduction
 
     overrides = {**(QUICK if args.quick else {}), **overrides_from_args(args)}
-    config = load_config(ReproduceConfig, args.config, overrides)
+    config = load_config(ReproduceConfig, args.config, overrides, check=ReproduceConfig.validate)
     results = run_reproduction(config, args.out, progress=not args.no_progress)
     timing = results["timing_seconds"]
     print(

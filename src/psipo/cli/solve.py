@@ -7,8 +7,9 @@ objective (Eq. 6), the total preference p*_ρ(π*≻µ) and KL(π*‖π_ref). ``
      "total_preference": ..., "kl": ...}
 
 where ``policy`` maps action → probability, or context → (action → probability) for a
-problem with contexts. JSON has no infinity: an objective that genuinely diverges (Ψ = logit
-with deterministic preferences) is written as the string "inf" or "-inf".
+problem with contexts. JSON has no infinity: a number that is not finite (an objective that
+genuinely diverges, Ψ = logit with deterministic preferences) is written as the string "inf",
+"-inf" or "nan".
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
-from psipo._config import add_arguments, from_dict, overrides_from_args, to_dict
+import torch
+
+from psipo._config import add_arguments, overrides_from_args
 from psipo.errors import PsipoInputError
 from psipo.tabular.exact import (
     kl_divergence,
@@ -27,7 +31,13 @@ from psipo.tabular.exact import (
     psipo_objective,
     total_preference,
 )
-from psipo.tabular.problem import SolveSettings, TabularProblem, load_problem
+from psipo.tabular.problem import (
+    DTYPE,
+    SolveSettings,
+    TabularProblem,
+    blame_problem_file,
+    load_problem,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -38,21 +48,35 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         epilog="Example: psipo solve examples/problems/two_actions.yaml --psi logit --json",
     )
     parser.add_argument("problem_file", metavar="PROBLEM_FILE", type=Path, help="YAML or JSON problem file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print JSON instead of a table (a number that is not finite is the string "inf", "-inf" or "nan")',
+    )
     add_arguments(parser, SolveSettings, title="solve settings (override the problem file's)")
     parser.set_defaults(func=run)
 
 
-def _number(value: float) -> float | str:
-    """A JSON-safe number: ±inf become the strings "inf"/"-inf"."""
-    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+def _json_safe(value: Any) -> Any:
+    """``value`` with every float that is not finite as the string "inf", "-inf" or "nan"."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def solve(problem: TabularProblem, settings: SolveSettings) -> dict:
     """The optimum and its statistics as plain data (the ``--json`` document)."""
     if settings.tau is None:
         raise PsipoInputError("tau: not given (set `tau` in the problem file or pass --tau)")
-    policy = optimal_policy(problem, tau=settings.tau, psi=settings.psi)
+    # A float64 τ: check_tau compares a plain number in float32, where τ < 1e-45 reads as 0.
+    tau = torch.tensor(settings.tau, dtype=DTYPE)
+    policy = optimal_policy(problem, tau=tau, psi=settings.psi)
+    if not bool(torch.isfinite(policy).all()):
+        raise PsipoInputError(
+            f"tau: {settings.tau:g} is too small to solve in float64: g(y)/τ in π*(y) ∝ π_ref(y)·exp(g(y)/τ) overflows"
+        )
     per_context = {
         context: dict(zip(problem.actions, row.tolist()))
         for context, row in zip(problem.contexts, policy)
@@ -61,9 +85,9 @@ def solve(problem: TabularProblem, settings: SolveSettings) -> dict:
         "tau": settings.tau,
         "psi": settings.psi,
         "policy": per_context if problem.has_contexts else next(iter(per_context.values())),
-        "objective": _number(float(psipo_objective(problem, policy, tau=settings.tau, psi=settings.psi))),
+        "objective": float(psipo_objective(problem, policy, tau=tau, psi=settings.psi)),
         "total_preference": float(total_preference(problem, policy)),
-        "kl": _number(float(kl_divergence(problem, policy))),
+        "kl": float(kl_divergence(problem, policy)),
     }
 
 
@@ -92,14 +116,16 @@ def _table(problem: TabularProblem, result: dict) -> str:
         ("total preference p*(π*≻µ)", "total_preference"),
         ("KL(π*‖π_ref)", "kl"),
     ):
-        value = result[key]
-        lines.append(f"{label:<28}{value if isinstance(value, str) else format(value, '.6g')}")
+        lines.append(f"{label:<28}{result[key]:.6g}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    problem, settings = load_problem(args.problem_file)
-    settings = from_dict(SolveSettings, {**to_dict(settings), **overrides_from_args(args)})
-    result = solve(problem, settings)
-    print(json.dumps(result, indent=2) if args.json else _table(problem, result))
+    overrides = overrides_from_args(args)
+    problem, settings = load_problem(args.problem_file, overrides)
+    try:
+        result = solve(problem, settings)
+    except PsipoInputError as exc:
+        raise PsipoInputError(blame_problem_file(args.problem_file, str(exc), overrides)) from None
+    print(json.dumps(_json_safe(result), indent=2, allow_nan=False) if args.json else _table(problem, result))
     return 0

@@ -80,6 +80,10 @@ class ReproduceConfig:
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise PsipoInputError(f"{key}: values must be distinct, got {values}")
+        if self.training.rlhf_l2 != 0 and "rlhf" not in self.losses:
+            raise PsipoInputError(
+                f"rlhf_l2: has no effect without rlhf in losses (losses: {', '.join(self.losses)})"
+            )
 
 
 QUICK = {"steps": 400, "seeds": 3, "taus": [0.1, 1.0], "record_every": 20}

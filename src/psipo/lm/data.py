@@ -12,7 +12,8 @@ Three row shapes are accepted (extra fields are ignored):
 A pair becomes token ids ``prompt_ids``, ``chosen_ids``, ``rejected_ids``: the prompt keeps
 its last ``max_prompt_length`` tokens (the end sits next to the completion), each completion
 gets EOS appended (``append_eos``) and keeps its first ``max_length - len(prompt_ids)`` tokens.
-A pair whose completion is empty after this is dropped and counted, never scored as NaN.
+A pair whose completion is empty after this is dropped and counted, never scored as NaN; so
+is a pair whose two completions are the same tokens (it can only add a constant to the loss).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from typing import Any
 
 import torch
 
+from psipo._config import decode_utf8, parse_json, read_text_file
 from psipo.errors import PsipoInputError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+QUICKSTART_FOLDER = ".psipo-quickstart"
+"""The folder name of the quickstart's data in configs/quickstart.yaml (see psipo.lm.fixtures)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,8 @@ class TokenizedData:
     """Malformed rows skipped (only with skip_invalid)."""
     n_empty: int = 0
     """Pairs dropped because a completion was empty after truncation."""
+    n_identical: int = 0
+    """Pairs dropped because chosen and rejected were the same tokens (after truncation)."""
     n_truncated: int = 0
     """Pairs whose prompt or a completion was truncated."""
 
@@ -70,7 +76,7 @@ class TokenizedData:
         return (
             f"{len(self.pairs)} pairs from {self.n_rows} rows "
             f"({self.n_invalid} invalid skipped, {self.n_empty} empty after truncation dropped, "
-            f"{self.n_truncated} truncated)"
+            f"{self.n_identical} with identical chosen and rejected dropped, {self.n_truncated} truncated)"
         )
 
 
@@ -83,41 +89,68 @@ def is_local_file(source: str) -> bool:
     return source.lower().endswith(FILE_SUFFIXES) or os.path.isfile(source)
 
 
+def _local_file(source: str, key: str) -> Path:
+    """The path of local data file ``source``; a missing file is an error that says how to make
+    the quickstart's."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    message = f"{key}: file not found: {source}"
+    if not path.parent.is_dir():
+        message += f" (its folder {path.parent} does not exist either)"
+    if QUICKSTART_FOLDER in path.parts:
+        folder = Path(*path.parts[: path.parts.index(QUICKSTART_FOLDER) + 1])
+        message += f"; make the quickstart's model and data with: python -m psipo.lm.fixtures quickstart {folder}"
+    raise PsipoInputError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnreadableRow:
+    """A JSONL line that is not valid UTF-8 or JSON: a malformed row like any other (so
+    ``skip_invalid`` skips it), found while reading."""
+
+    error: PsipoInputError
+
+
 def read_rows(
     source: str, *, key: str, split: str = "train", dataset_config: str | None = None
 ) -> Iterator[tuple[str, Any]]:
     """Yield ``(location, row)``: ``file:line`` for JSONL, ``file: row i`` otherwise.
 
-    ``key`` is the config key that named ``source``, for error messages.
+    A JSONL line that cannot be read is yielded as an :class:`UnreadableRow`, for
+    :func:`parse_row` to reject. ``key`` is the config key that named ``source``, for error
+    messages.
     """
     if is_local_file(source):
-        path = Path(source)
-        if not path.is_file():
-            raise PsipoInputError(f"{key}: file not found: {source}")
+        path = _local_file(source, key)
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            with path.open(encoding="utf-8") as f:
+            with path.open("rb") as f:
                 for line_no, line in enumerate(f, start=1):
                     if not line.strip():
                         continue
                     try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise PsipoInputError(f"{path}:{line_no}: invalid JSON: {exc.msg}") from None
+                        text = decode_utf8(line.rstrip(b"\r\n"), path, line_no)
+                        row = parse_json(text, path, line_no)
+                    except PsipoInputError as exc:
+                        row = UnreadableRow(exc)
                     yield f"{path}:{line_no}", row
         elif suffix == ".json":
-            try:
-                rows = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise PsipoInputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+            rows = parse_json(read_text_file(path), path)
             if not isinstance(rows, list):
                 raise PsipoInputError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
             for i, row in enumerate(rows, start=1):
                 yield f"{path}: row {i}", row
         elif suffix == ".parquet":
+            import pyarrow
             import pyarrow.parquet as pq
 
-            for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            try:
+                table = pq.read_table(path)
+            except (pyarrow.ArrowException, OSError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise PsipoInputError(f"{path}: not a readable Parquet file: {reason}") from None
+            for i, row in enumerate(table.to_pylist(), start=1):
                 yield f"{path}: row {i}", row
         else:
             raise PsipoInputError(f"{key}: unsupported file type {suffix!r} (use {', '.join(FILE_SUFFIXES)})")
@@ -143,11 +176,8 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
 def source_fingerprint(source: str, *, key: str, split: str, dataset_config: str | None) -> str:
     """Content hash of a local file, or the datasets fingerprint of a Hub dataset split."""
     if is_local_file(source):
-        path = Path(source)
-        if not path.is_file():
-            raise PsipoInputError(f"{key}: file not found: {source}")
         digest = hashlib.sha256()
-        with path.open("rb") as f:
+        with _local_file(source, key).open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
@@ -197,12 +227,21 @@ def _common_text_prefix(a: str, b: str) -> int:
 
 
 def parse_row(row: Any, where: str) -> ParsedRow:
-    """Validate one row and bring it to (prompt, chosen, rejected); errors name where and field."""
+    """Validate one row and bring it to (prompt, chosen, rejected); errors name where and field.
+
+    Only a row without a ``prompt`` field has an implicit prompt: ``"prompt": null`` is an error.
+    """
+    if isinstance(row, UnreadableRow):
+        raise row.error
     if not isinstance(row, dict):
         raise PsipoInputError(f"{where}: expected an object with 'chosen' and 'rejected', got {type(row).__name__}")
     for field in ("chosen", "rejected"):
-        if field not in row or row[field] is None:
+        if field not in row:
             raise PsipoInputError(f"{where}: field '{field}': missing")
+    for field in ("prompt", "chosen", "rejected"):
+        if field in row and row[field] is None:
+            implicit = " (leave the field out for an implicit prompt)" if field == "prompt" else ""
+            raise PsipoInputError(f"{where}: field '{field}': null{implicit}")
     chosen, rejected, prompt = row["chosen"], row["rejected"], row.get("prompt")
     if isinstance(chosen, list) or isinstance(rejected, list):
         chosen = _check_messages(chosen, where, "chosen")
@@ -211,6 +250,8 @@ def parse_row(row: Any, where: str) -> ParsedRow:
             shared = 0
             while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
                 shared += 1
+            if chosen and chosen == rejected:
+                shared -= 1  # keep the last message as both completions: dropped as identical later
             prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
         else:
             prompt = _check_messages(prompt, where, "prompt")
@@ -255,7 +296,8 @@ def tokenize_rows(
     append_eos: bool,
     locations: Sequence[str] | None = None,
 ) -> TokenizedData:
-    """Tokenise validated rows (batched tokenizer calls), append EOS, truncate, drop empties."""
+    """Tokenise validated rows (batched tokenizer calls), append EOS, truncate, drop empty and
+    identical completions."""
     eos = tokenizer.eos_token_id
     if append_eos and eos is None:
         raise PsipoInputError("append_eos: the tokenizer has no eos_token; set append_eos: false")
@@ -299,6 +341,9 @@ def tokenize_rows(
         if len(c) <= n_unscored or len(r) <= n_unscored:
             data.n_empty += 1
             continue
+        if c == r:
+            data.n_identical += 1
+            continue
         data.n_truncated += truncated
         data.pairs.append(TokenizedPair(list(p), list(c), list(r)))
     return data
@@ -332,7 +377,7 @@ def _save_pairs(path: Path, data: TokenizedData) -> None:
         seqs = [getattr(p, name) for p in data.pairs]
         tensors[name] = torch.tensor([t for s in seqs for t in s], dtype=torch.int64)
         tensors[name + "_lengths"] = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
-    counts = {k: str(getattr(data, k)) for k in ("n_rows", "n_invalid", "n_empty", "n_truncated")}
+    counts = {k: str(getattr(data, k)) for k in ("n_rows", "n_invalid", "n_empty", "n_identical", "n_truncated")}
     atomic_write_bytes(path, save(tensors, metadata=counts))
 
 
@@ -408,7 +453,7 @@ def load_pairs(
     data.n_rows += n_invalid
     data.n_invalid = n_invalid
     if not data.pairs:
-        raise PsipoInputError(f"{key}: every pair of {source} was empty after truncation")
+        raise PsipoInputError(f"{key}: no pair of {source} is left to train on: {data.summary()}")
     if path is not None:
         _save_pairs(path, data)
     return data

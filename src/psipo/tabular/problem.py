@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
-from psipo._config import from_dict, read_yaml_mapping
+from psipo._config import blame, from_dict, parse_json, read_text_file, read_yaml_mapping
 from psipo.errors import PsipoInputError
 
 NO_CONTEXT = ""
@@ -339,11 +340,13 @@ class SolveSettings:
     """How to solve a problem: the ΨPO objective's τ and Ψ."""
 
     tau: float | None = None
-    """τ > 0, the strength of the KL regularisation towards π_ref (required, here or on the command line)."""
+    """τ > 0 and finite, the strength of the KL regularisation towards π_ref (required, here or on the command line)."""
     psi: Literal["identity", "logit"] = "identity"
     """The Ψ mapping: identity (IPO) or logit (RLHF/DPO under Bradley–Terry)."""
 
     def __post_init__(self) -> None:
+        if self.tau is not None and not math.isfinite(self.tau):
+            raise PsipoInputError(f"tau: must be a finite number, got {self.tau}")
         if self.tau is not None and not self.tau > 0:
             raise PsipoInputError(f"tau: must be > 0, got {self.tau}")
 
@@ -354,40 +357,66 @@ CONTEXT_KEYS = ("name", "rho", "preferences", "rewards", "mu", "pi_ref")
 """Keys of one entry of a problem file's ``contexts`` list."""
 
 
-def _yaml_lines(node: yaml.Node, path: str = "") -> dict[str, int]:
-    """Map the path of every key and list item (``contexts[1].mu[0]``) to its 1-based line."""
-    if isinstance(node, yaml.MappingNode):
-        children = [(f"{path}.{k.value}" if path else str(k.value), k, v) for k, v in node.value]
-    elif isinstance(node, yaml.SequenceNode):
-        children = [(f"{path}[{i}]", item, item) for i, item in enumerate(node.value)]
-    else:
-        return {}
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:\n]|[^\s{}\[\],:"]+')
+"""A string, a punctuation mark, a newline, or a number/true/false/null."""
+
+
+def _json_lines(text: str) -> dict[str, int]:
+    """Map the path of every key and list item of a JSON document to its 1-based line.
+
+    A scan of the tokens: run only when an error needs a line, since it costs about as much
+    as parsing the document with the json module.
+    """
     lines: dict[str, int] = {}
-    for child, marked, value in children:
-        lines[child] = marked.start_mark.line + 1
-        lines.update(_yaml_lines(value, child))
+    line = 1
+    containers: list[list[Any]] = []  # [path, is_object, items so far] of each open {...} or [...]
+    value_path = ""  # the path of the value that comes next inside an object
+    expect_key = False
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line += 1
+        elif token in ("}", "]"):
+            containers.pop()
+        elif token == ",":
+            expect_key = bool(containers) and containers[-1][1]
+        elif token != ":":
+            parent = containers[-1] if containers else None
+            if expect_key:
+                key = json.loads(token)
+                value_path = f"{parent[0]}.{key}" if parent[0] else key
+                lines.setdefault(value_path, line)
+                expect_key = False
+                continue
+            if parent is None:
+                path = ""
+            elif parent[1]:
+                path = value_path
+            else:
+                path = f"{parent[0]}[{parent[2]}]"
+                parent[2] += 1
+                lines.setdefault(path, line)
+            if token in ("{", "["):
+                containers.append([path, token == "{", 0])
+                expect_key = token == "{"
     return lines
 
 
-def _read_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The file's top-level mapping (YAML, or JSON for ``.json``) and the line of each path."""
+def _read_mapping(path: Path) -> tuple[dict[str, Any], Callable[[], dict[str, int]]]:
+    """The file's top-level mapping (YAML, or JSON for ``.json``) and how to find each path's line.
+
+    YAML line numbers come with parsing; those of JSON are found only when asked for.
+    """
     if not path.is_file():
         raise PsipoInputError(f"{path}: problem file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PsipoInputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        if not isinstance(data, dict):
-            raise PsipoInputError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    else:
-        data, _ = read_yaml_mapping(path)
-    try:  # JSON is (almost always) YAML: the YAML composer gives line numbers for both
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        node = None
-    return data, (_yaml_lines(node) if node is not None else {})
+    if path.suffix.lower() != ".json":
+        data, lines = read_yaml_mapping(path)
+        return data, lambda: lines
+    text = read_text_file(path)
+    data = parse_json(text, path)
+    if not isinstance(data, dict):
+        raise PsipoInputError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data, lambda: _json_lines(text)
 
 
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
@@ -484,7 +513,9 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
     return problem, settings
 
 
-def load_problem(path: str | Path) -> tuple[TabularProblem, SolveSettings]:
+def load_problem(
+    path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> tuple[TabularProblem, SolveSettings]:
     """Read a problem file (YAML, or JSON for ``.json``) into a problem and its solve settings.
 
     Keys (row i, column j of a table = :math:`p^*(y_i \\succ y_j)`)::
@@ -494,22 +525,31 @@ def load_problem(path: str | Path) -> tuple[TabularProblem, SolveSettings]:
         rewards: {a: 1.0, b: 0.0}     # instead of preferences: Bradley–Terry σ(r(y) − r(y'))
         mu: [0.2, 0.3, 0.5]           # or {a: 0.5, b: 0.5}; default uniform
         pi_ref: [0.4, 0.4, 0.2]       # default uniform
-        tau: 0.1                      # τ > 0
+        tau: 0.1                      # τ > 0, finite
         psi: identity                 # identity (IPO) or logit (RLHF/DPO); default identity
         contexts:                     # optional: one entry per context x
           - {name: morning, rho: 0.5, preferences: [...], mu: [...], pi_ref: [...]}
 
     With ``contexts``, the top-level ``preferences``/``rewards``/``mu``/``pi_ref`` are the
     defaults of every context that does not give its own; ``rho`` is given for every context
-    or for none (uniform). Every error is a one-line :class:`~psipo.errors.PsipoInputError`
-    naming the file, the line where known, and the key.
+    or for none (uniform). ``overrides`` are settings (``tau``, ``psi``) given on the command
+    line; they replace the file's. Every error is a one-line
+    :class:`~psipo.errors.PsipoInputError` naming the file, the line where known, and the
+    key, or the ``--key`` option.
     """
     path = Path(path)
     data, lines = _read_mapping(path)
+    overrides = dict(overrides or {})
     try:
-        return _problem_from_data(data)
+        return _problem_from_data({**data, **overrides})
     except PsipoInputError as exc:
-        message = str(exc)
-        located = [key for key in lines if message.startswith(key) or f"key '{key}'" in message]
-        where = f"{path}:{lines[max(located, key=len)]}" if located else f"{path}"
-        raise PsipoInputError(f"{where}: {message}") from None
+        raise PsipoInputError(blame(str(exc), path, lines(), overrides)) from None
+
+
+def blame_problem_file(path: str | Path, message: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """``message``, about a key of problem file ``path``, located as :func:`load_problem` does.
+
+    For errors found after loading (solving at the file's τ, say); the file is read again.
+    """
+    _, lines = _read_mapping(Path(path))
+    return blame(message, path, lines(), overrides or {})
