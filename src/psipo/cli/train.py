@@ -56,5 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return exc.exit_code
     last = result.history[-1] if result.history else {}
     shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "h_mean", "accuracy", "eval_loss") if k in last)
+    if not config.run.progress:  # with progress on, the run began by printing it
+        print(result.train_data.summary())
     print(f"trained {last.get('step', 0)} steps ({shown}); final model: {result.final_dir}")
     return 0
