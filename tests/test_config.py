@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
 from psipo._config import (
+    MAX_ALIAS_EXPANSION,
+    MAX_NESTING,
     add_arguments,
     field_docs,
     flat,
     from_dict,
     load_config,
     overrides_from_args,
+    read_yaml_mapping,
     save_yaml,
     to_dict,
 )
@@ -128,3 +133,97 @@ def test_save_yaml_round_trips(tmp_path):
     config = Nested(name="r", steps=2, tags=["t"], out=Path("o"), optim=Optim(0.5, "linear"))
     save_yaml(config, tmp_path / "c.yaml")
     assert load_config(Nested, tmp_path / "c.yaml") == config
+
+
+# --------------------------------------------------------------------------- hostile YAML
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")
+)
+"""A 'billion laughs' document: nine levels of nine aliases each, 9**9 nodes when expanded."""
+
+
+def test_alias_bomb_is_refused_fast_naming_the_line(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(LAUGHS)
+    started = time.perf_counter()
+    with pytest.raises(PsipoInputError, match=rf"bomb.yaml:\d+: aliases expand to more than {MAX_ALIAS_EXPANSION} nodes"):
+        load_config(Nested, path)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_aliases_within_the_bound_work_and_lines_do_not_expand_them(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: &n x\ntags: [*n, *n]\noptim:\n  schedule: bogus\n")
+    data, lines = read_yaml_mapping(path)
+    assert data == {"name": "x", "tags": ["x", "x"], "optim": {"schedule": "bogus"}}
+    assert lines == {"name": 1, "tags": 2, "tags[0]": 1, "tags[1]": 1, "optim": 3, "optim.schedule": 4}
+    with pytest.raises(PsipoInputError, match=r"run.yaml:4: key 'optim.schedule'"):
+        load_config(Nested, path)
+    path.write_text("name: &n [*n]\n")
+    with pytest.raises(PsipoInputError, match=r"run.yaml:1: an alias refers to a node that contains it"):
+        read_yaml_mapping(path)
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 100_000])
+def test_deep_nesting_is_one_line_not_a_crash(tmp_path, depth):
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: " + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(PsipoInputError, match=rf"deep.yaml:1: nested deeper than {MAX_NESTING} levels"):
+        read_yaml_mapping(path)
+    path.write_text("tags: " + "[" * (MAX_NESTING - 1) + "]" * (MAX_NESTING - 1) + "\n")
+    assert read_yaml_mapping(path)[0]["tags"]
+
+
+def test_yaml_is_parsed_once_without_yaml_module_helpers(tmp_path, monkeypatch):
+    """One safe parse gives both the data and the lines: no yaml.safe_load + yaml.compose."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("parsed through a yaml module helper")
+
+    for helper in ("safe_load", "compose", "load"):
+        monkeypatch.setattr(yaml, helper, forbidden)
+    path = tmp_path / "run.yaml"
+    path.write_text("name: a\nsteps: 3\n")
+    assert read_yaml_mapping(path) == ({"name": "a", "steps": 3}, {"name": 1, "steps": 2})
+
+
+def test_unsafe_tags_are_refused(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(PsipoInputError, match=r"run.yaml:1: invalid YAML: could not determine a constructor"):
+        read_yaml_mapping(path)
+
+
+def test_non_utf8_config_names_file_and_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"name: a\nsteps: caf\xe9\n")
+    with pytest.raises(PsipoInputError, match=r"run.yaml:2: not valid UTF-8 \(byte 0xe9 at column 11\)"):
+        load_config(Nested, path)
+
+
+def test_command_line_values_are_blamed_on_the_option_not_the_file(tmp_path):
+    path = tmp_path / "flat.yaml"
+    path.write_text("seed: 1\nlearning_rate: 0.5\n")
+    with pytest.raises(PsipoInputError) as info:
+        load_config(Flat, path, {"learning_rate": "abc"})
+    assert str(info.value) == "--learning_rate: expected a number, got 'abc'"
+    with pytest.raises(PsipoInputError, match=r"^--tags\[1\]: expected a string, got 3$"):
+        load_config(Nested, None, {"name": "a", "tags": ["x", 3]})
+    path.write_text("seed: 1\nlearning_rate: abc\n")
+    with pytest.raises(PsipoInputError, match=r"flat.yaml:2: key 'learning_rate'"):  # the file's own value
+        load_config(Flat, path, {"seed": 2})
+
+
+def test_check_errors_name_the_option_or_the_line(tmp_path):
+    def no_big_steps(config: Nested) -> None:
+        if config.steps > 5:
+            raise PsipoInputError(f"steps: at most 5, got {config.steps}")
+
+    path = tmp_path / "run.yaml"
+    path.write_text("name: a\nsteps: 9\n")
+    with pytest.raises(PsipoInputError, match=r"run.yaml:2: steps: at most 5, got 9"):
+        load_config(Nested, path, check=no_big_steps)
+    with pytest.raises(PsipoInputError, match=r"^--steps: at most 5, got 7$"):
+        load_config(Nested, path, {"steps": 7}, check=no_big_steps)
+    assert load_config(Nested, path, {"steps": 2}, check=no_big_steps).steps == 2

@@ -35,7 +35,13 @@ def test_quick_reproduction_writes_figures_report_and_json(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--taus", "-1"], "taus"), (["--steps", "0"], "steps")],
+    [
+        (["--taus", "-1"], "taus"),
+        (["--steps", "0"], "--steps: must be >= 1"),
+        (["--losses", "ipo", "dpo", "--rlhf_l2", "0.01"], "--rlhf_l2: has no effect without rlhf in losses"),
+        (["--learning_rate", "abc"], "--learning_rate: expected a number, got 'abc'"),
+        (["--lerning_rate", "1"], "unknown option --lerning_rate (did you mean --learning_rate?)"),
+    ],
 )
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     done = psipo("reproduce", "--quick", "--out", str(tmp_path / "r"), *args)
@@ -43,3 +49,14 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     assert done.stderr.startswith("psipo: error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_config_file_values_that_have_no_effect_name_the_line(tmp_path):
+    config = tmp_path / "r.yaml"
+    config.write_text("losses: [ipo]\nrlhf_l2: 0.5\n")
+    done = psipo("reproduce", "--config", str(config), "--out", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"psipo: error: {config}:2: rlhf_l2: has no effect without rlhf in losses (losses: ipo)"
+    config.write_text("learning_rate: 0.5\n")  # a bad command-line value is the option's fault, not the file's
+    done = psipo("reproduce", "--config", str(config), "--learning_rate", "abc", "--out", str(tmp_path / "r"))
+    assert done.stderr.strip() == "psipo: error: --learning_rate: expected a number, got 'abc'"

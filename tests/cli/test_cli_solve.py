@@ -156,3 +156,48 @@ def test_non_monotone_psi_via_the_python_api():
     problem = TabularProblem.create(["a", "b"], [[0.5, 0.7], [0.3, 0.5]])
     with pytest.raises(PsipoInputError, match="psi: Ψ must be non-decreasing"):
         optimal_policy(problem, tau=1.0, psi=lambda q: (q - 0.5) ** 2)
+
+
+def strict_json(text: str) -> dict:
+    """Parse JSON as the standard has it: no Infinity, -Infinity or NaN tokens."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_tiny_tau_is_solved_and_printed_faithfully(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD.replace("tau: 1", "tau: 1e-300"))
+    table = run_psipo("solve", path)
+    assert table.returncode == 0, table.stderr
+    assert "tau = 1e-300" in table.stdout
+    data = strict_json(run_psipo("solve", path, "--json").stdout)
+    assert data["tau"] == 1e-300 and data["policy"] == {"a": 1.0, "b": 0.0}  # τ → 0: the best action
+
+
+@pytest.mark.parametrize(
+    ("tau_line", "extra", "message"),
+    [
+        ("tau: 1e-310", [], "t.yaml:3: tau: 1e-310 is too small to solve in float64"),
+        ("tau: 1", ["--tau", "1e-310"], "--tau: 1e-310 is too small to solve in float64"),
+        ("tau: .inf", ["--json"], "t.yaml:3: tau: must be a finite number, got inf"),
+        ("tau: 1", ["--tau", "inf", "--json"], "--tau: must be a finite number, got inf"),
+        ("tau: 1", ["--tau", "0"], "--tau: must be > 0, got 0.0"),
+    ],
+)
+def test_unusable_tau_is_one_line_naming_where_it_was_set(tmp_path, tau_line, extra, message):
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD.replace("tau: 1", tau_line))
+    result = run_psipo("solve", path, *extra)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("psipo: error: ") and message in lines[0]
+
+
+def test_json_output_is_strict_json_when_values_are_not_finite(tmp_path):
+    result = run_psipo("solve", EXAMPLES / "two_actions.yaml", "--psi", "logit", "--json")
+    assert result.returncode == 0, result.stderr
+    data = strict_json(result.stdout)
+    assert data["objective"] == "inf"

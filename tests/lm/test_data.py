@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psipo.errors import PsipoInputError
-from psipo.lm.data import TokenizedPair, batch_order, collate, load_pairs, parse_row, tokenize_rows
+from psipo.lm.data import (
+    CACHE_VERSION,
+    TokenizedPair,
+    batch_order,
+    collate,
+    load_pairs,
+    parse_row,
+    tokenize_rows,
+)
 from psipo.lm.fixtures import SPECIAL_TOKENS, make_tokenizer
 
 EOS = SPECIAL_TOKENS.index("<eos>")
@@ -166,3 +174,111 @@ def test_dataset_name_goes_through_datasets_load_dataset(tmp_path, tokenizer, mo
     assert test.pairs == [TokenizedPair([word(4)], [word(5), EOS], [word(6), EOS])]
     with pytest.raises(PsipoInputError, match=r"train_data: cannot load .* \(split 'nosplit'\)"):
         load(folder, tokenizer, tmp_path, split="nosplit")
+
+
+# --------------------------------------------------------------------------- broken data
+# One line naming file:line (or file: row) and field; what skip_invalid skips; pairs that
+# cannot teach anything (identical chosen and rejected) dropped and counted.
+
+GOOD_LINE = json.dumps({"prompt": "w1", "chosen": "w2 w3", "rejected": "w4"})
+
+
+def one_line_error(call) -> str:
+    with pytest.raises(PsipoInputError) as info:
+        call()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b'{"prompt": "w1", "chosen": "caf\xe9", "rejected": "w4"}', "pairs.jsonl:2: not valid UTF-8 (byte 0xe9 at column 32)"),
+        (b'{"prompt": "w1", "chosen": "w2", "rejected": "w3"', "pairs.jsonl:2: invalid JSON"),
+        (b"[" * 100_000, "pairs.jsonl:2: JSON nested too deeply"),
+    ],
+    ids=["latin1", "truncated", "deep"],
+)
+def test_unreadable_jsonl_lines_are_errors_or_skipped(tmp_path, tokenizer, bad, message):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(GOOD_LINE.encode() + b"\n" + bad + b"\n" + GOOD_LINE.encode() + b"\n")
+    assert message in one_line_error(lambda: load(path, tokenizer, tmp_path))
+    data = load(path, tokenizer, tmp_path, skip_invalid=True)
+    assert (len(data.pairs), data.n_rows, data.n_invalid) == (2, 3, 1)
+
+
+def test_non_utf8_json_file_is_an_error_even_with_skip_invalid(tmp_path, tokenizer):
+    path = tmp_path / "pairs.json"
+    path.write_bytes(b'[{"prompt": "w1", "chosen": "w2", "rejected": "w3"},\n {"prompt": "\xff"}]')
+    message = one_line_error(lambda: load(path, tokenizer, tmp_path, skip_invalid=True))
+    assert message.startswith(f"{path}:2: not valid UTF-8")
+
+
+def test_corrupt_parquet_names_the_file(tmp_path, tokenizer):
+    path = tmp_path / "pairs.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    assert one_line_error(lambda: load(path, tokenizer, tmp_path)).startswith(f"{path}: not a readable Parquet file")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"prompt": None, "chosen": "w1", "rejected": "w2"},
+         "row 7: field 'prompt': null (leave the field out for an implicit prompt)"),
+        ({"prompt": "w1", "chosen": None, "rejected": "w2"}, "row 7: field 'chosen': null"),
+        ({"prompt": "w1", "chosen": "w2", "rejected": None}, "row 7: field 'rejected': null"),
+        ({"prompt": "w1", "chosen": "w2"}, "row 7: field 'rejected': missing"),
+    ],
+)
+def test_null_fields_are_errors_not_implicit_prompts(row, message):
+    assert one_line_error(lambda: parse_row(row, "row 7")) == message
+
+
+def test_null_prompt_names_file_and_line(tmp_path, tokenizer):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(GOOD_LINE + "\n" + json.dumps({"prompt": None, "chosen": "w1 w2", "rejected": "w1 w3"}) + "\n")
+    assert one_line_error(lambda: load(path, tokenizer, tmp_path)).startswith(f"{path}:2: field 'prompt': null")
+
+
+def test_identical_pairs_are_dropped_and_counted(tokenizer):
+    rows = [
+        {"prompt": "w1", "chosen": "w2 w3", "rejected": "w2 w3"},  # identical text
+        {"chosen": "w1 w2", "rejected": "w1 w2"},  # identical, implicit prompt
+        {"chosen": [{"role": "user", "content": "w1"}, {"role": "assistant", "content": "w2"}],
+         "rejected": [{"role": "user", "content": "w1"}, {"role": "assistant", "content": "w2"}]},
+        {"prompt": "w1", "chosen": "w2 w3 w4", "rejected": "w2 w3 w5"},  # identical once truncated
+        {"prompt": "w1", "chosen": "w2", "rejected": "w3"},
+    ]
+    parsed = [parse_row(row, f"row {i}") for i, row in enumerate(rows)]
+    data = tokenize_rows(parsed, tokenizer, max_length=3, max_prompt_length=1, append_eos=True)
+    assert data.pairs == [TokenizedPair([word(1)], [word(2), EOS], [word(3), EOS])]
+    assert (data.n_rows, data.n_identical) == (5, 4)
+    assert "4 with identical chosen and rejected dropped" in data.summary()
+
+
+def test_identical_count_survives_the_cache_and_no_pair_left_is_an_error(tmp_path, tokenizer):
+    assert CACHE_VERSION >= 2  # entries written before pairs were checked for identity are stale
+    path = tmp_path / "pairs.jsonl"
+    same = json.dumps({"prompt": "w1", "chosen": "w2", "rejected": "w2"})
+    path.write_text(f"{GOOD_LINE}\n{same}\n")
+    first = load(path, tokenizer, tmp_path)
+    cached = load(path, tokenizer, tmp_path)
+    assert len(list((tmp_path / "cache" / "tokenized").iterdir())) == 1
+    assert (len(cached.pairs), cached.n_identical) == (len(first.pairs), first.n_identical) == (1, 1)
+    path.write_text(f"{same}\n")
+    message = one_line_error(lambda: load(path, tokenizer, tmp_path))
+    assert message.startswith(f"train_data: no pair of {path} is left to train on: 0 pairs from 1 rows")
+
+
+def test_missing_quickstart_data_says_how_to_make_it(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = one_line_error(lambda: load(".psipo-quickstart/train.jsonl", tokenizer, tmp_path))
+    assert message == (
+        "train_data: file not found: .psipo-quickstart/train.jsonl (its folder .psipo-quickstart does not "
+        "exist either); make the quickstart's model and data with: "
+        "python -m psipo.lm.fixtures quickstart .psipo-quickstart"
+    )
+    (tmp_path / "data").mkdir()
+    assert one_line_error(lambda: load("data/pairs.jsonl", tokenizer, tmp_path)) == (
+        "train_data: file not found: data/pairs.jsonl"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -220,3 +221,96 @@ def test_problem_file_errors_name_file_line_and_key(tmp_path, name, text, messag
 def test_missing_problem_file(tmp_path):
     with pytest.raises(PsipoInputError, match="nope.yaml: problem file not found"):
         load_problem(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"actions": ["a", "b"],\n "preferences": [[0.5, 1.5],\n   [-0.5, 0.5]]}',
+         "p.json:2: preferences[0][1]: 1.5 is outside [0, 1]"),
+        ('{"actions": ["a", "b"],\n "preferences": [[0.5, 0.5],\n   [0.5, 0.5]],\n "psi": "square"}',
+         "p.json:4: key 'psi': expected one of 'identity', 'logit'"),
+        ('{"actions": ["a", "b"], "preferences": [[0.5, 0.5], [0.5, 0.5]],\n'
+         ' "contexts": [{"name": "x,[y]\\"", "rho": 1,\n  "mu": [0.9, 0.9]}]}',
+         "p.json:3: contexts[0].mu: sums to 1.8"),
+        ('{"actions": ["a", "b"],\n\t"preferences": [[0.5, 0.5], [0.5, 0.5]],\n"tau": 1e999}',
+         "p.json:3: tau: must be a finite number, got inf"),
+    ],
+)
+def test_json_problem_errors_name_the_line(tmp_path, text, message):
+    with pytest.raises(PsipoInputError) as info:
+        load_problem(write(tmp_path, "p.json", text))
+    assert message in str(info.value)
+
+
+def test_json_problems_are_parsed_as_json_only(tmp_path, monkeypatch):
+    """No YAML pass over a JSON file (it made a 1000×1000 problem take over a minute)."""
+    import yaml
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a JSON problem file went through YAML")
+
+    for helper in ("safe_load", "compose", "load"):
+        monkeypatch.setattr(yaml, helper, forbidden)
+    monkeypatch.setattr("psipo.tabular.problem.read_yaml_mapping", forbidden)
+    path = write(tmp_path, "p.json", json.dumps({"actions": ["a", "b"], "preferences": [[0.5, 0.8], [0.2, 0.5]]}))
+    assert load_problem(path)[0].preferences[0, 0, 1] == 0.8
+
+
+def test_a_1000_by_1000_json_problem_loads_in_seconds(tmp_path):
+    n = 1000
+    upper = torch.rand(n, n, dtype=F64, generator=torch.Generator().manual_seed(0)).triu(1)
+    table = upper + (1 - upper.T).tril(-1) + 0.5 * torch.eye(n, dtype=F64)
+    path = write(tmp_path, "big.json", json.dumps({"actions": [f"a{i}" for i in range(n)], "preferences": table.tolist()}))
+    started = time.perf_counter()
+    problem, _ = load_problem(path)
+    assert time.perf_counter() - started < 20  # about 1 s; parsing it as YAML for line numbers took 50-75 s
+    assert problem.preferences.shape == (1, n, n)
+
+
+def test_yaml_aliases_share_tables_and_bombs_are_refused(tmp_path):
+    shared = (
+        "actions: [a, b]\ntable: &t [[0.5, 0.9], [0.1, 0.5]]\n"
+        "contexts:\n  - {name: x, preferences: *t}\n  - {name: y, preferences: *t, mu: [0.7, 0.7]}\n"
+    ).replace("table: &t", "preferences: &t")
+    with pytest.raises(PsipoInputError, match=r"p.yaml:5: contexts\[1\].mu: sums to 1.4"):
+        load_problem(write(tmp_path, "p.yaml", shared))
+    problem, _ = load_problem(write(tmp_path, "p.yaml", shared.replace("0.7, 0.7", "0.3, 0.7")))
+    assert problem.preferences[1, 0, 1] == 0.9
+    bomb = "actions: [a, b]\nl0: &l0 [0.5, 0.5]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)
+    )
+    started = time.perf_counter()
+    with pytest.raises(PsipoInputError, match=r"bomb.yaml:\d+: aliases expand to more than"):
+        load_problem(write(tmp_path, "bomb.yaml", bomb))
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("deep.json", '{"actions": ' + "[" * 100_000 + "]" * 100_000 + "}", "deep.json:1: JSON nested too deeply"),
+        ("deep.yaml", "actions: " + "[" * 100_000 + "]" * 100_000, "deep.yaml:1: nested deeper than"),
+        ("bad.json", b'{"actions": ["a", "b"],\n "preferences": "\xff"}', "bad.json:2: not valid UTF-8 (byte 0xff"),
+        ("bad.yaml", b"actions: [a, b]\npreferences: \xff\n", "bad.yaml:2: not valid UTF-8 (byte 0xff"),
+        ("inf.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\ntau: .inf\n",
+         "inf.yaml:3: tau: must be a finite number, got inf"),
+        ("nan.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\ntau: .nan\n",
+         "nan.yaml:3: tau: must be a finite number, got nan"),
+    ],
+)
+def test_hostile_problem_files_give_one_line(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(PsipoInputError) as info:
+        load_problem(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_settings_given_as_overrides_are_blamed_on_the_option(tmp_path):
+    path = write(tmp_path, "p.yaml", "actions: [a, b]\npreferences: [[0.5, 0.5], [0.5, 0.5]]\ntau: -1\n")
+    assert load_problem(path, {"tau": 2.0})[1].tau == 2.0  # the option replaces the file's bad value
+    with pytest.raises(PsipoInputError, match=r"^--tau: must be > 0, got -3.0$"):
+        load_problem(path, {"tau": -3.0})
+    with pytest.raises(PsipoInputError, match=r"^--psi: expected one of"):
+        load_problem(path, {"tau": 1.0, "psi": "square"})

@@ -1,0 +1,104 @@
+"""Hostile and broken input at the command line: one ``psipo: error:`` line and exit 2, fast;
+Ctrl-C at any point of start-up: ``psipo: interrupted`` and exit 130. Never a traceback."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import psipo.cli
+from psipo.cli import main
+
+PSIPO = [sys.executable, "-m", "psipo"]
+PROBLEM = "actions: [a, b]\npreferences: [[0.5, 0.7], [0.3, 0.5]]\ntau: 1\n"
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")
+)
+"""541 bytes that expand to 9**9 nodes."""
+
+
+def run_psipo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*PSIPO, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("psipo: error: "), result.stderr
+    assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "content", "message"),
+    [
+        ("reproduce", "bomb.yaml", ALIAS_BOMB, "bomb.yaml:6: aliases expand to more than 100000 nodes"),
+        ("solve", "bomb.yaml", PROBLEM + ALIAS_BOMB.replace("a:", "x:", 1), "bomb.yaml:9: aliases expand"),
+        ("reproduce", "deep.yaml", "taus: " + "[" * 100_000 + "]" * 100_000, "deep.yaml:1: nested deeper than 100"),
+        ("solve", "deep.yaml", "actions: " + "[" * 100_000 + "]" * 100_000, "deep.yaml:1: nested deeper than 100"),
+        ("solve", "deep.json", '{"actions": ' + "[" * 100_000 + "]" * 100_000 + "}", "deep.json:1: JSON nested too deeply"),
+        ("reproduce", "latin1.yaml", b"steps: 10\nlosses: [ipo] # caf\xe9\n", "latin1.yaml:2: not valid UTF-8 (byte 0xe9"),
+        ("solve", "latin1.yaml", PROBLEM.encode() + b"# caf\xe9\n", "latin1.yaml:4: not valid UTF-8"),
+        ("solve", "latin1.json", b'{"actions": ["a", "\xe9"]}', "latin1.json:1: not valid UTF-8"),
+    ],    # Short names: a test's name goes into its subprocesses' environment (PYTEST_CURRENT_TEST).
+    ids=["config-bomb", "problem-bomb", "config-deep", "problem-deep", "json-deep", "config-latin1",
+         "problem-latin1", "json-latin1"],
+)
+def test_hostile_files_fail_fast_in_one_line(tmp_path, command, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    args = ["--config", path, "--out", tmp_path / "out"] if command == "reproduce" else [path]
+    started = time.perf_counter()
+    result = run_psipo(command, *args)
+    assert time.perf_counter() - started < 60  # start-up is most of it; the bomb once ran for minutes
+    assert_one_line(result, message)
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_start_up_is_a_one_line_exit_130(tmp_path):
+    """SIGINT just after the package import, while main() builds the parser and loads train's
+    modules (transformers): never a traceback."""
+    config = tmp_path / "x.yaml"
+    config.write_text("model: nowhere\n")
+    driver = (
+        "import sys, psipo.cli; print('imported', flush=True); "
+        f"sys.exit(psipo.cli.main(['train', '--config', {str(config)!r}]))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline() == "imported\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr
+    assert process.returncode == 130 and stderr.strip() == "psipo: interrupted"
+
+
+def test_ctrl_c_while_building_the_parser_is_handled(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(psipo.cli, "build_parser", interrupted)
+    assert main(["train", "--config", "x.yaml"]) == 130
+    assert capsys.readouterr().err == "psipo: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (RecursionError("maximum recursion depth exceeded"), "psipo: error: the input is nested too deeply"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "psipo: error: a file is not valid UTF-8"),
+    ],
+)
+def test_decoding_and_recursion_errors_never_become_tracebacks(monkeypatch, capsys, error, message):
+    def reader(args):
+        raise error
+
+    monkeypatch.setattr("psipo.cli.solve.run", reader)
+    assert main(["solve", "p.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.splitlines()) == 1
