@@ -251,7 +251,7 @@ MAX_NESTING = 100
 
 MAX_ALIAS_EXPANSION = 100_000
 """Most nodes that YAML aliases may add to a document when expanded. An alias costs as much
-as what it stands for wherever the data is used (type checks, tensors, ``--help`` defaults),
+as what it stands for wherever the data is used (type checks, tensors, the saved config),
 so a few bytes of nested aliases ("billion laughs") would otherwise expand to billions of
 nodes; a document over the bound is refused before it is used."""
 
@@ -394,8 +394,6 @@ def read_yaml_mapping(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PsipoInputError(f"{path}{line}: invalid YAML: {problem}") from None
-    except RecursionError:  # a long chain of merge keys (<<) is flattened recursively
-        raise PsipoInputError(f"{path}: YAML nested too deeply to read") from None
     finally:
         loader.dispose()
     if data is None:

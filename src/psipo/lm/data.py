@@ -90,8 +90,8 @@ def is_local_file(source: str) -> bool:
 
 
 def _local_file(source: str, key: str) -> Path:
-    """The path of local data file ``source``; a missing file is an error that says how to make
-    the quickstart's."""
+    """The path of local data file ``source``; when it is missing, the error names it (and, for
+    the quickstart's data, says how to make it)."""
     path = Path(source)
     if path.is_file():
         return path
