@@ -35,7 +35,9 @@ def mode(path) -> int:
 
 
 @pytest.mark.parametrize(
-    ("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)], ids=["umask-022", "umask-027"]
+    ("mask", "file_mode", "folder_mode"),
+    [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)],
+    ids=["umask-022", "umask-027"],
 )
 def test_everything_written_follows_the_umask(tmp_path, umask, mask, file_mode, folder_mode):
     umask(mask)
@@ -95,7 +97,9 @@ def test_a_killed_writer_keeps_the_old_file_and_its_temporaries_are_cleaned(tmp_
         assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert path.read_text() == "old\n"
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
-    assert len(leftovers) == 2 and all(name.startswith((".config.yaml.", ".step-1.")) for name in leftovers)
+    assert len(leftovers) == 2 and all(
+        name.startswith((".config.yaml.", ".step-1.")) for name in leftovers
+    )
 
     removed = remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == leftovers
@@ -104,7 +108,15 @@ def test_a_killed_writer_keeps_the_old_file_and_its_temporaries_are_cleaned(tmp_
 
 def test_stale_temporary_removal_touches_only_our_pattern(tmp_path):
     ours = [".config.yaml.k3j_x9a2.tmp", ".metrics.jsonl.abcdefgh.tmp"]
-    theirs = ["notes.tmp", ".hidden.tmp", ".x.short.tmp", ".x.UPPERCAS.tmp", "x.abcdefgh.tmp", ".cache", "old"]
+    theirs = [
+        "notes.tmp",
+        ".hidden.tmp",
+        ".x.short.tmp",
+        ".x.UPPERCAS.tmp",
+        "x.abcdefgh.tmp",
+        ".cache",
+        "old",
+    ]
     for name in ours + theirs:
         (tmp_path / name).write_text("x")
     (tmp_path / ".step-10.q1w2e3r4.tmp").mkdir()
@@ -115,7 +127,9 @@ def test_stale_temporary_removal_touches_only_our_pattern(tmp_path):
 
     removed = remove_stale_temporaries(tmp_path)
 
-    assert sorted(p.name for p in removed) == sorted([*ours, ".step-10.q1w2e3r4.tmp", ".step-5.old"])
+    assert sorted(p.name for p in removed) == sorted(
+        [*ours, ".step-10.q1w2e3r4.tmp", ".step-5.old"]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*theirs, "step-5", ".notes.old"])
 
 

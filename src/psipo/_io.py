@@ -79,7 +79,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (same-directory temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX
+    )
     try:
         # mkstemp creates 0600 whatever the umask; a plain open() would give 0666 & ~umask.
         os.fchmod(fd, 0o666 & ~_current_umask())
@@ -113,7 +115,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX))
+    tmp = Path(
+        tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
+    )
     try:
         # mkdtemp creates 0700 whatever the umask; a plain mkdir would give 0777 & ~umask.
         os.chmod(tmp, 0o777 & ~_current_umask())

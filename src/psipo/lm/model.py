@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from psipo.errors import PsipoInputError
 from psipo.lm.config import ModelConfig
+from psipo.lm.hub import resolve_hub_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -36,6 +38,39 @@ def _load_error(key: str, name: str, what: str, exc: BaseException) -> PsipoInpu
     )
 
 
+def _corrupt_weights_error(key: str, name: str, exc: BaseException) -> PsipoInputError:
+    """Names the damaged ``.safetensors`` file of a local folder (safetensors' error does not)."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(os.path.expanduser(name))
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError as damage:
+            return PsipoInputError(f"{key}: {path} is corrupt or truncated: {_first_line(damage)}")
+    return PsipoInputError(
+        f"{key}: a weights file of {name!r} is corrupt or truncated: {_first_line(exc)}"
+    )
+
+
+def _from_pretrained(
+    auto_class: Any, name: str, config: ModelConfig, *, key: str, what: str, **kwargs: Any
+) -> Any:
+    """``auto_class.from_pretrained(name)`` with one-line errors, failing fast without the Hub."""
+    from safetensors import SafetensorError
+
+    source = resolve_hub_name(name, key=key, what=what, revision=config.revision)
+    try:
+        return auto_class.from_pretrained(
+            source, revision=config.revision, trust_remote_code=config.trust_remote_code, **kwargs
+        )
+    except SafetensorError as exc:
+        raise _corrupt_weights_error(key, source, exc) from None
+    except (OSError, ValueError) as exc:
+        raise _load_error(key, name, what, exc) from None
+
+
 def load_tokenizer(config: ModelConfig) -> Any:
     """``AutoTokenizer`` of ``config.tokenizer`` (or the model's).
 
@@ -44,18 +79,18 @@ def load_tokenizer(config: ModelConfig) -> Any:
     """
     from transformers import AutoTokenizer
 
-    name = config.tokenizer or config.model
-    try:
-        return AutoTokenizer.from_pretrained(
-            name, revision=config.revision, trust_remote_code=config.trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise _load_error("tokenizer" if config.tokenizer else "model", name, "a tokenizer", exc) from None
+    key = "tokenizer" if config.tokenizer else "model"
+    return _from_pretrained(
+        AutoTokenizer, config.tokenizer or config.model, config, key=key, what="a tokenizer"
+    )
 
 
 def pad_id_of(tokenizer: Any) -> int:
     """The id used to fill padded positions (masked out, so its value does not matter)."""
-    for token_id in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+    for token_id in (
+        getattr(tokenizer, "pad_token_id", None),
+        getattr(tokenizer, "eos_token_id", None),
+    ):
         if token_id is not None:
             return int(token_id)
     return 0
@@ -70,17 +105,9 @@ def load_causal_lm(name: str, config: ModelConfig, *, key: str = "model") -> nn.
     kwargs: dict[str, Any] = {}
     if config.attn_implementation is not None:
         kwargs["attn_implementation"] = config.attn_implementation
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name,
-            revision=config.revision,
-            trust_remote_code=config.trust_remote_code,
-            dtype=dtype,
-            **kwargs,
-        )
-    except (OSError, ValueError) as exc:
-        raise _load_error(key, name, "a causal LM", exc) from None
-    return model
+    return _from_pretrained(
+        AutoModelForCausalLM, name, config, key=key, what="a causal LM", dtype=dtype, **kwargs
+    )
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -89,7 +116,14 @@ def disable_dropout(model: nn.Module) -> None:
         if isinstance(module, nn.Dropout):
             module.p = 0.0
     model_config = getattr(model, "config", None)
-    for attr in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+    for attr in (
+        "attention_dropout",
+        "hidden_dropout",
+        "dropout",
+        "resid_pdrop",
+        "embd_pdrop",
+        "attn_pdrop",
+    ):
         if isinstance(getattr(model_config, attr, None), float):
             setattr(model_config, attr, 0.0)
 

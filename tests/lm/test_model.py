@@ -1,0 +1,215 @@
+"""Loading models and tokenizers: offline or unreachable Hub and damaged weights end in one line.
+
+The CLI cases run ``psipo train`` in a subprocess (exit code, stderr, wall-clock); the Hub
+checks also run in-process against local sockets that refuse, stay silent, or answer.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from huggingface_hub import constants
+
+from psipo.errors import PsipoInputError
+from psipo.lm.config import ModelConfig
+from psipo.lm.hub import PROBE_TIMEOUT_SECONDS, resolve_hub_name
+from psipo.lm.model import load_causal_lm, load_tokenizer
+
+HUB_NAME = "some-org/some-model"
+
+
+def closed_port_endpoint() -> str:
+    """An endpoint whose port nothing listens on: connections are refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def run_train(tmp_path, *, model, env):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "psipo",
+            "train",
+            "--model",
+            str(model),
+            "--train_data",
+            "train.jsonl",
+            "--output_dir",
+            "run",
+            "--max_steps",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(completed, *fragments):
+    """Exit 2, one error line holding every fragment, and nothing but psipo's own lines."""
+    lines = completed.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("psipo: error:")]
+    assert completed.returncode == 2, completed.stderr
+    assert len(errors) == 1 and errors[0] == lines[-1], completed.stderr
+    assert all(line.startswith("psipo") for line in lines), (
+        completed.stderr
+    )  # no retry log, no traceback
+    for fragment in fragments:
+        assert fragment in errors[0]
+    return errors[0]
+
+
+@pytest.fixture
+def cli_dir(tmp_path, train_file):
+    shutil.copy(train_file, tmp_path / "train.jsonl")
+    return tmp_path
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "unreachable-endpoint"])
+def test_a_hub_name_without_the_hub_fails_in_seconds_in_one_line(cli_dir, offline):
+    env = os.environ | {
+        "HF_HUB_CACHE": str(cli_dir / "empty-cache"),
+        "HF_ENDPOINT": closed_port_endpoint(),
+    }
+    if not offline:
+        env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    start = time.monotonic()
+    completed = run_train(cli_dir, model=HUB_NAME, env=env)
+    elapsed = time.monotonic() - start
+    line = assert_one_line_error(
+        completed,
+        HUB_NAME,
+        "neither a local folder nor in the Hugging Face cache",
+        "HF_HUB_OFFLINE",
+    )
+    assert ("is set" in line) == offline and ("cannot be reached" in line) == (not offline)
+    assert elapsed < 20, f"took {elapsed:.1f} s"  # ~5 s, most of it imports; 50 s before
+
+
+def test_a_cached_hub_model_loads_without_the_hub(tmp_path, model_dir):
+    # A cache laid out as huggingface_hub lays it out, and a Hub that refuses connections:
+    # the model comes from the cache at once, without a minute of retries.
+    snapshot = tmp_path / "cache" / "models--some-org--some-model" / "snapshots" / ("0" * 40)
+    shutil.copytree(model_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    env |= {"HF_HUB_CACHE": str(tmp_path / "cache"), "HF_ENDPOINT": closed_port_endpoint()}
+    code = (
+        "from psipo.lm.config import ModelConfig\n"
+        "from psipo.lm.model import load_causal_lm, load_tokenizer\n"
+        f"config = ModelConfig(model={HUB_NAME!r})\n"
+        "print(type(load_causal_lm(config.model, config)).__name__, type(load_tokenizer(config)).__name__)\n"
+    )
+    start = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split()[0] == "LlamaForCausalLM"
+    assert "Retry" not in completed.stderr
+    assert time.monotonic() - start < 20
+
+
+def damage(weights, how: str) -> None:
+    if how == "truncated":
+        os.truncate(weights, weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(b"not a safetensors file" if how == "garbage" else b"")
+
+
+def test_truncated_safetensors_is_named_in_one_line(cli_dir, model_dir):
+    broken = cli_dir / "model"
+    shutil.copytree(model_dir, broken)
+    damage(broken / "model.safetensors", "truncated")
+    completed = run_train(cli_dir, model=broken, env=os.environ)
+    assert_one_line_error(
+        completed, f"model: {broken / 'model.safetensors'} is corrupt or truncated"
+    )
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "empty"])
+def test_damaged_weights_raise_the_input_error_in_python(tmp_path, model_dir, how):
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    damage(broken / "model.safetensors", how)
+    config = ModelConfig(model=str(broken))
+    assert load_tokenizer(config) is not None  # the tokenizer files are intact
+    weights = re.escape(str(broken / "model.safetensors"))
+    with pytest.raises(PsipoInputError, match=rf"^model: {weights} is corrupt or truncated: "):
+        load_causal_lm(str(broken), config)
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """huggingface_hub online, with an empty cache; the test sets the endpoint."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    return lambda endpoint: monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+
+
+def test_a_silent_hub_is_given_up_after_the_probe_timeout(online):
+    # A listening socket that never answers: the connection opens, the HEAD request hangs.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        online(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.monotonic()
+        with pytest.raises(
+            PsipoInputError, match=r"cannot be reached \(.*timed out.*\).*HF_HUB_OFFLINE=1"
+        ):
+            resolve_hub_name(HUB_NAME, key="model", what="a causal LM")
+    assert time.monotonic() - start < PROBE_TIMEOUT_SECONDS + 2
+
+
+def test_an_answering_hub_lets_the_loader_try(online):
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # any HTTP answer means the Hub is there
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        online(f"http://127.0.0.1:{server.server_port}")
+        assert resolve_hub_name(HUB_NAME, key="model", what="a causal LM") == HUB_NAME
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_local_folders_and_paths_are_left_to_the_loader(model_dir, online, tmp_path):
+    online(closed_port_endpoint())
+    for name in (str(model_dir), str(tmp_path / "missing"), "./missing", "~/missing/model"):
+        assert resolve_hub_name(name, key="model", what="a causal LM") == name
+    with pytest.raises(PsipoInputError, match="cannot be reached"):
+        resolve_hub_name(HUB_NAME, key="model", what="a causal LM")
+
+
+def test_a_hub_dataset_name_offline_names_the_key(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(
+        PsipoInputError,
+        match=r"^train_data: cannot load 'org/data' as a dataset: .*HF_HUB_OFFLINE is set",
+    ):
+        resolve_hub_name("org/data", key="train_data", what="a dataset", repo_type="dataset")
