@@ -13,18 +13,41 @@ PANELS: list[tuple[str, list[str]]] = [
     ("log-ratio gap h (IPO target 1/(2τ) dashed)", ["h_mean", "eval_h_mean"]),
     ("implicit rewards τ·log π/π_ref", ["reward_chosen", "reward_rejected", "margin"]),
     ("preference accuracy (h > 0)", ["accuracy", "eval_accuracy"]),
-    ("sequence log-probs", ["logps_chosen", "logps_rejected"]),
-    ("KL(π_ref‖π) estimate per sequence", ["kl", "eval_kl"]),
+    ("log-probs{per}", ["logps_chosen", "logps_rejected"]),
+    ("KL(π_ref‖π) estimate{per}", ["kl", "eval_kl"]),
     ("gradient norm", ["grad_norm"]),
     ("learning rate", ["lr"]),
     ("tokens / second", ["tokens_per_second"]),
 ]
-"""Panel title → metric keys drawn in it (keys absent from the run are skipped)."""
+"""Panel title → metric keys drawn in it (keys absent from the run are skipped). ``{per}``
+is the unit of the run's aggregation (:data:`PER_AGGREGATION`)."""
+
+PER_AGGREGATION = {
+    "sum": " per sequence (sum over completion tokens)",
+    "mean": " per token (mean over completion tokens)",
+    None: "",
+}
+"""What a log-prob is under each aggregation of ``config.yaml``; None: the run has no readable one."""
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     points = [(r["step"], r[key]) for r in records if key in r and r.get(key) is not None]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def run_aggregation(run_dir: Path) -> str | None:
+    """The aggregation ("sum" or "mean", auto resolved) the run trained with; None when its
+    config.yaml is missing or unreadable, which leaves the curves still worth drawing."""
+    from psipo._config import load_config
+    from psipo.lm.config import TrainConfig
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return load_config(TrainConfig, path).aggregation
+    except PsipoInputError:
+        return None
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -45,6 +68,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not records:
         raise PsipoInputError(f"{metrics}: no metrics recorded yet")
 
+    per = PER_AGGREGATION[run_aggregation(run_dir)]
     fig, axes = plt.subplots(3, 3, figsize=(15, 11), constrained_layout=True)
     for ax, (title, keys) in zip(axes.flat, PANELS):
         for key in keys:
@@ -62,7 +86,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             _, target = _series(records, "ipo_target")
             if target:
                 ax.axhline(target[-1], ls="--", color="k", lw=1, label="1/(2τ)")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title.format(per=per), fontsize=10)
         ax.set_xlabel("optimizer step")
         if ax.lines:
             ax.legend(fontsize=8)
