@@ -18,6 +18,7 @@ import dataclasses
 import json
 import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,46 +27,38 @@ import torch
 from psipo.losses import log_ratio_gap
 
 
-class PairStats:
-    """Accumulates per-pair log-probs and losses over a logging window (or an eval pass)."""
+def pair_columns(
+    losses: torch.Tensor,
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+) -> torch.Tensor:
+    """One row per pair, ``[loss, π chosen, π rejected, π_ref chosen, π_ref rejected]`` (CPU)."""
+    columns = (losses, policy_chosen, policy_rejected, reference_chosen, reference_rejected)
+    return torch.stack([c.detach().float().cpu() for c in columns], dim=1)
 
-    def __init__(self) -> None:
-        self.parts: list[torch.Tensor] = []
 
-    def add(
-        self,
-        losses: torch.Tensor,
-        policy_chosen: torch.Tensor,
-        policy_rejected: torch.Tensor,
-        reference_chosen: torch.Tensor,
-        reference_rejected: torch.Tensor,
-    ) -> None:
-        columns = (losses, policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-        self.parts.append(torch.stack([c.detach().float().cpu() for c in columns], dim=1))
-
-    def __len__(self) -> int:
-        return sum(p.shape[0] for p in self.parts)
-
-    def summary(self, *, tau: float) -> dict[str, float]:
-        """Means (and h's std) over every pair added; empty dict when none was."""
-        if not self.parts:
-            return {}
-        losses, pc, pr, rc, rr = torch.cat(self.parts).double().unbind(1)
-        h = log_ratio_gap(pc, pr, rc, rr)
-        reward_chosen, reward_rejected = tau * (pc - rc), tau * (pr - rr)
-        return {
-            "loss": losses.mean().item(),
-            "h_mean": h.mean().item(),
-            "h_std": h.std(unbiased=False).item(),
-            "ipo_target": 1.0 / (2.0 * tau),
-            "reward_chosen": reward_chosen.mean().item(),
-            "reward_rejected": reward_rejected.mean().item(),
-            "margin": (reward_chosen - reward_rejected).mean().item(),
-            "accuracy": (h > 0).double().mean().item(),
-            "logps_chosen": pc.mean().item(),
-            "logps_rejected": pr.mean().item(),
-            "kl": 0.5 * ((rc - pc).mean() + (rr - pr).mean()).item(),
-        }
+def pair_summary(rows: torch.Tensor, *, tau: float) -> dict[str, float]:
+    """Means (and h's std) over the rows of :func:`pair_columns`; empty dict for no rows."""
+    if rows.shape[0] == 0:
+        return {}
+    losses, pc, pr, rc, rr = rows.double().unbind(1)
+    h = log_ratio_gap(pc, pr, rc, rr)
+    reward_chosen, reward_rejected = tau * (pc - rc), tau * (pr - rr)
+    return {
+        "loss": losses.mean().item(),
+        "h_mean": h.mean().item(),
+        "h_std": h.std(unbiased=False).item(),
+        "ipo_target": 1.0 / (2.0 * tau),
+        "reward_chosen": reward_chosen.mean().item(),
+        "reward_rejected": reward_rejected.mean().item(),
+        "margin": (reward_chosen - reward_rejected).mean().item(),
+        "accuracy": (h > 0).double().mean().item(),
+        "logps_chosen": pc.mean().item(),
+        "logps_rejected": pr.mean().item(),
+        "kl": 0.5 * ((rc - pc).mean() + (rr - pr).mean()).item(),
+    }
 
 
 @dataclasses.dataclass
@@ -73,18 +66,19 @@ class LogWindow:
     """What accumulates between two metrics records; saved in checkpoints, so that the first
     record after a resume equals the uninterrupted run's."""
 
-    stats: PairStats = dataclasses.field(default_factory=PairStats)
+    rows: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    """Per-example rows of the window's finite steps (a task's columns, e.g. :func:`pair_columns`)."""
     grad_norms: list[float] = dataclasses.field(default_factory=list)
     tokens: int = 0
-    """Tokens of (prompt + chosen) and (prompt + rejected), without padding."""
+    """Tokens the window's steps scored, without padding."""
     seconds: float = 0.0
     skipped_steps: int = 0
     """Steps skipped for a non-finite loss or gradient (on_nonfinite: skip)."""
 
-    def summary(self, *, tau: float) -> dict[str, float]:
-        """The window's part of a metrics record."""
+    def summary(self, summarize: Callable[[torch.Tensor], dict[str, float]]) -> dict[str, float]:
+        """The window's part of a metrics record; ``summarize`` turns its rows into means."""
         record: dict[str, float] = {
-            **self.stats.summary(tau=tau),
+            **(summarize(torch.cat(self.rows)) if self.rows else {}),
             "tokens_per_second": self.tokens / self.seconds if self.seconds > 0 else 0.0,
         }
         if self.grad_norms:
@@ -95,16 +89,13 @@ class LogWindow:
 
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """JSON part and tensor part, for a checkpoint."""
-        tensors = {"pairs": torch.cat(self.stats.parts)} if self.stats.parts else {}
+        tensors = {"rows": torch.cat(self.rows)} if self.rows else {}
         scalars = {k: getattr(self, k) for k in ("grad_norms", "tokens", "seconds", "skipped_steps")}
         return scalars, tensors
 
     @classmethod
     def from_state(cls, scalars: dict[str, Any], tensors: dict[str, torch.Tensor]) -> LogWindow:
-        window = cls(**scalars)
-        if "pairs" in tensors:
-            window.stats.parts.append(tensors["pairs"])
-        return window
+        return cls(rows=[tensors["rows"]] if "rows" in tensors else [], **scalars)
 
 
 def peak_memory_mb(device: torch.device) -> float:

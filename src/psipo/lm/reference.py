@@ -1,6 +1,8 @@
 r"""Reference log-probs :math:`\log\pi_\mathrm{ref}(y_w|x)`, :math:`\log\pi_\mathrm{ref}(y_l|x)`.
 
-Three sources, one interface (``reference(indices, batch) -> (chosen, rejected)``):
+Three sources behind one :class:`Reference` protocol — ``reference(indices, batch)`` for a
+training micro-batch, ``reference.score(pairs, scorer)`` for a whole set of pairs (evaluation) —
+built by one factory, :func:`make_reference`:
 
 * :class:`PrecomputedReference` (default) — the policy *is* π_ref before its first update,
   so one no-grad pass of the policy over all pairs gives every reference log-prob; they are
@@ -9,6 +11,9 @@ Three sources, one interface (``reference(indices, batch) -> (chosen, rejected)`
 * :class:`LiveReference` — a frozen second model evaluated on every batch.
 * :class:`AdaptersDisabledReference` — with LoRA, the same model with its adapters switched
   off is exactly the base model, i.e. π_ref.
+
+A new source is a class with these two methods plus a branch in :func:`make_reference` (and a
+choice in ``psipo.lm.config.ReferenceConfig.reference``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -91,6 +96,41 @@ def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
     return digest.hexdigest()
 
 
+class Reference(Protocol):
+    """Where log π_ref(y_w|x), log π_ref(y_l|x) come from."""
+
+    def __call__(self, indices: Sequence[int], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the training micro-batch ``batch`` of pairs ``indices`` (on the batch's device)."""
+        ...
+
+    def score(self, pairs: Sequence[TokenizedPair], scorer: PairScorer) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every pair of ``pairs`` (the pairs it was built for), batched by ``scorer``."""
+        ...
+
+
+def make_reference(
+    kind: Literal["precompute", "live", "adapters_disabled"],
+    *,
+    policy: Any,
+    pairs: Sequence[TokenizedPair],
+    scorer: PairScorer,
+    cache_dir: Path | None,
+    model_key: str,
+    live_model: Any = None,
+) -> Reference:
+    """The reference of ``pairs``: ``kind`` is the config's ``reference``.
+
+    ``policy`` must still hold its initial weights for ``precompute``; ``live_model`` is the
+    frozen π_ref model of ``live``; ``model_key`` identifies the initial weights in the cache.
+    """
+    if kind == "precompute":
+        return PrecomputedReference.compute(policy, pairs, cache_dir=cache_dir, model_key=model_key, scorer=scorer)
+    options = {"aggregation": scorer.aggregation, "chunk_size": scorer.chunk_size, "autocast": scorer.autocast}
+    if kind == "adapters_disabled":
+        return AdaptersDisabledReference(policy, **options)
+    return LiveReference(live_model, **options)
+
+
 class PrecomputedReference:
     """Reference log-probs computed once from the initial policy (and cached on disk)."""
 
@@ -131,6 +171,11 @@ class PrecomputedReference:
         device = batch["input_ids"].device
         return self.chosen[list(indices)].to(device), self.rejected[list(indices)].to(device)
 
+    def score(self, pairs: Sequence[TokenizedPair], scorer: PairScorer) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(pairs) != len(self.chosen):
+            raise ValueError(f"precomputed for {len(self.chosen)} pairs, asked for {len(pairs)}")
+        return self.chosen, self.rejected
+
 
 class LiveReference:
     """A frozen reference model evaluated on each batch under ``torch.no_grad``."""
@@ -146,6 +191,9 @@ class LiveReference:
         with self.autocast():
             return pair_logps(self.model, batch, aggregation=self.aggregation, chunk_size=self.chunk_size)
 
+    def score(self, pairs: Sequence[TokenizedPair], scorer: PairScorer) -> tuple[torch.Tensor, torch.Tensor]:
+        return scorer(self.model, pairs)
+
 
 class AdaptersDisabledReference(LiveReference):
     """The LoRA policy with its adapters disabled: the base model, no second copy."""
@@ -159,3 +207,7 @@ class AdaptersDisabledReference(LiveReference):
     def __call__(self, indices: Sequence[int], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         with self.model.disable_adapter():
             return super().__call__(indices, batch)
+
+    def score(self, pairs: Sequence[TokenizedPair], scorer: PairScorer) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.model.disable_adapter():
+            return scorer(self.model, pairs)

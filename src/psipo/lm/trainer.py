@@ -1,25 +1,31 @@
-"""The training loop of ``psipo train``, on accelerate.
+"""``psipo train``: offline preference training of a causal LM, on accelerate.
 
-config → model + tokenizer → pairs (validated, tokenised once, cached) → reference log-probs
-(precomputed and cached by default) → length-grouped batches → one concatenated forward of
-chosen + rejected → loss from :mod:`psipo.losses` → AdamW step → metrics.jsonl / progress
-line → atomic checkpoints → ``final/``.
+Read top to bottom, :func:`train` is
+
+1. the run folder, checked and locked (:mod:`psipo.lm.run_folder`), and on ``--resume`` the
+   checkpoint's config checked against this one — before anything is loaded;
+2. :func:`set_up` — accelerator, tokenizer → pairs (validated, tokenised once, cached) →
+   model, AdamW and the schedule;
+3. :class:`PreferenceTask` — what is trained: length-grouped batches cut into micro-batches,
+   one forward of chosen + rejected, log π_ref from a :class:`~psipo.lm.reference.Reference`
+   (precomputed and cached by default), the loss of :mod:`psipo.losses`; evaluation;
+4. :func:`psipo.lm.loop.run_loop` — optimisation steps, metrics.jsonl and the progress line,
+   atomic checkpoints, the non-finite guard;
+5. ``final/``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from psipo.errors import PsipoInputError, PsipoNonFiniteError
+from psipo.errors import PsipoInputError
 from psipo.lm.config import TrainConfig
 from psipo.lm.data import (
     TokenizedData,
@@ -29,7 +35,8 @@ from psipo.lm.data import (
     parse_row,
     tokenize_rows,
 )
-from psipo.lm.metrics import LogWindow, MetricsLog, PairStats, peak_memory_mb
+from psipo.lm.loop import NonFiniteGuard, Optimisation, run_loop
+from psipo.lm.metrics import LogWindow, MetricsLog, pair_columns, pair_summary
 from psipo.losses import get_loss
 
 
@@ -215,20 +222,28 @@ def train(
     The run folder is checked and locked before anything is loaded (:mod:`psipo.lm.run_folder`);
     a NaN/inf step raises :class:`~psipo.errors.PsipoNonFiniteError` (``on_nonfinite``).
     """
+    from psipo.lm import checkpoint as ckpt
     from psipo.lm.run_folder import held_run_folder
 
     run = config.run
     with held_run_folder(run.output_dir, resume=run.resume, overwrite=run.overwrite) as folder:
         resume_from = _checked_resume_point(config, folder.path) if run.resume else None
-        return _train(
-            config,
-            resume_from=resume_from,
-            model=model,
-            tokenizer=tokenizer,
-            train_pairs=train_pairs,
-            eval_pairs=eval_pairs,
-            callback=callback,
-        )
+        setup = set_up(config, model=model, tokenizer=tokenizer, train_pairs=train_pairs, eval_pairs=eval_pairs)
+        if resume_from is not None:
+            _check_same_inputs(resume_from[1].get("fingerprints", {}), setup.fingerprints, resume_from[0])
+        # The reference must see the initial weights, so the task comes before any resume.
+        task = PreferenceTask(config, setup)
+        _train_loop(config, setup, task, resume_from=resume_from, callback=callback)
+        if setup.run_dir is not None and setup.accelerator.is_main_process:
+            ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final")
+    return TrainResult(
+        model=setup.policy,
+        tokenizer=setup.tokenizer,
+        history=setup.history,
+        run_dir=setup.run_dir,
+        train_data=setup.train_data,
+        eval_data=setup.eval_data,
+    )
 
 
 def _checked_resume_point(config: TrainConfig, run_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -253,50 +268,78 @@ def _check_same_inputs(recorded: Mapping[str, Any], current: Mapping[str, str], 
             )
 
 
-def _train(
-    config: TrainConfig,
-    *,
-    resume_from: tuple[Path, dict[str, Any]] | None,
-    model: Any,
-    tokenizer: Any,
-    train_pairs: PairsInput,
-    eval_pairs: PairsInput,
-    callback: Callable[[int, Any], Mapping[str, Any] | None] | None,
-) -> TrainResult:
-    from psipo._config import save_yaml
-    from psipo.lm import checkpoint as ckpt
-    from psipo.lm.logprobs import supports_shared_prompt
-    from psipo.lm.model import (
-        check_max_length,
-        load_causal_lm,
-        load_tokenizer,
-        pad_id_of,
-        prepare_policy,
-        quiet_transformers,
-    )
-    from psipo.lm.reference import (
-        AdaptersDisabledReference,
-        LiveReference,
-        PairScorer,
-        PrecomputedReference,
-        model_fingerprint,
-        pairs_fingerprint,
-    )
+@dataclasses.dataclass
+class Setup:
+    """Everything :func:`set_up` loads and builds, before the first step."""
 
-    mc, oc, rc, opt, run = (
-        config.model_config,
-        config.objective,
-        config.reference_config,
-        config.optim,
-        config.run,
-    )
+    accelerator: Any
+    tokenizer: Any
+    train_data: TokenizedData
+    eval_data: TokenizedData | None
+    forward: torch.nn.Module
+    """The prepared training module (PairForward around the policy)."""
+    policy: Any
+    """The model being trained, unwrapped."""
+    pad_id: int
+    fingerprints: dict[str, str]
+    """Hashes of the training pairs, held-out pairs and (with precompute) the initial weights."""
+    optimisation: Optimisation
+    run_dir: Path | None
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def set_up(
+    config: TrainConfig, *, model: Any, tokenizer: Any, train_pairs: PairsInput, eval_pairs: PairsInput
+) -> Setup:
+    """Accelerator, tokenizer, pairs, model, optimizer and schedule (see :func:`train`)."""
+    from psipo.lm.model import quiet_transformers
+    from psipo.lm.reference import model_fingerprint, pairs_fingerprint
+
+    run = config.run
     torch.manual_seed(run.seed)
     quiet_transformers()
     accelerator = _accelerator(config)
-    device = accelerator.device
-    run_dir = Path(run.output_dir) if run.output_dir is not None else None
+    model, tokenizer, train_data, eval_data = _load_inputs(
+        config, accelerator, model=model, tokenizer=tokenizer, train_pairs=train_pairs, eval_pairs=eval_pairs
+    )
+    fingerprints = {"train": pairs_fingerprint(train_data.pairs)}
+    if eval_data is not None:
+        fingerprints["eval"] = pairs_fingerprint(eval_data.pairs)
+    if config.reference_config.reference == "precompute":
+        fingerprints["model"] = model_fingerprint(model)
+    optimisation = _optimisation(config, model, accelerator, n_pairs=len(train_data.pairs))
+    opt = config.optim
+    forward = PairForward(model, aggregation=config.aggregation, chunk_size=opt.logprob_chunk_size, keep_probs_mb=opt.keep_probs_mb)
+    # The training forward goes through one module, so that a distributed wrapper (DDP)
+    # that accelerate puts around it sees the forward it must synchronise.
+    forward, optimisation.optimizer = accelerator.prepare(forward, optimisation.optimizer)
+    return Setup(
+        accelerator=accelerator,
+        tokenizer=tokenizer,
+        train_data=train_data,
+        eval_data=eval_data,
+        forward=forward,
+        policy=accelerator.unwrap_model(forward).model,
+        pad_id=_pad_id(tokenizer),
+        fingerprints=fingerprints,
+        optimisation=optimisation,
+        run_dir=Path(run.output_dir) if run.output_dir is not None else None,
+    )
 
-    # Tokenizer and data before the model: a bad data file is found before the heavy load.
+
+def _pad_id(tokenizer: Any) -> int:
+    from psipo.lm.model import pad_id_of
+
+    return pad_id_of(tokenizer) if tokenizer is not None else 0
+
+
+def _load_inputs(
+    config: TrainConfig, accelerator: Any, *, model: Any, tokenizer: Any, train_pairs: PairsInput, eval_pairs: PairsInput
+) -> tuple[Any, Any, TokenizedData, TokenizedData | None]:
+    """Tokenizer and pairs before the model: a bad data file is found before the heavy load."""
+    from psipo.lm.model import check_max_length, load_causal_lm, load_tokenizer, prepare_policy
+
+    mc, run = config.model_config, config.run
     if tokenizer is None and (mc.tokenizer or (model is None and mc.model)):
         tokenizer = load_tokenizer(mc)
     if model is None and not mc.model:
@@ -310,16 +353,12 @@ def _train(
     check_max_length(model, config.data_config.max_length)
     model = prepare_policy(model, mc, seed=run.seed)
     model.train()
-    pad_id = pad_id_of(tokenizer) if tokenizer is not None else 0
-    fingerprints = {"train": pairs_fingerprint(train_data.pairs)}
-    if eval_data is not None:
-        fingerprints["eval"] = pairs_fingerprint(eval_data.pairs)
-    model_key = model_fingerprint(model) if rc.reference == "precompute" else ""
-    if model_key:
-        fingerprints["model"] = model_key
-    if resume_from is not None:
-        _check_same_inputs(resume_from[1].get("fingerprints", {}), fingerprints, resume_from[0])
+    return model, tokenizer, train_data, eval_data
 
+
+def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_pairs: int) -> Optimisation:
+    """AdamW over the trainable parameters, and the warm-up + decay schedule of the whole run."""
+    opt = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
@@ -331,267 +370,192 @@ def _train(
         fused=all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
         and accelerator.device.type in ("cpu", "cuda"),
     )
-    world = accelerator.num_processes
-    step_pairs = opt.batch_size * opt.gradient_accumulation_steps * world
-    steps_per_epoch = math.ceil(len(train_data.pairs) / step_pairs)
+    step_pairs = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+    steps_per_epoch = math.ceil(n_pairs / step_pairs)
     total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * steps_per_epoch))
     warmup_steps = int(opt.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: lr_multiplier(s, total_steps=total_steps, warmup_steps=warmup_steps, schedule=opt.lr_scheduler),
     )
-    aggregation = config.aggregation
-    chunk = opt.logprob_chunk_size
-    # The training forward goes through one module, so that a distributed wrapper (DDP)
-    # that accelerate puts around it sees the forward it must synchronise.
-    forward = PairForward(model, aggregation=aggregation, chunk_size=chunk, keep_probs_mb=opt.keep_probs_mb)
-    forward, optimizer = accelerator.prepare(forward, optimizer)
-    policy = accelerator.unwrap_model(forward).model
-    shared = opt.share_prompt and supports_shared_prompt(policy)
-    token_budget = opt.max_tokens_per_forward
-    if token_budget == "auto":
-        token_budget = CPU_TOKENS_PER_FORWARD if device.type == "cpu" else None
-
-    scorer = PairScorer(
-        aggregation=aggregation,
-        batch_size=2 * opt.batch_size,
-        chunk_size=chunk,
-        pad_id=pad_id,
-        device=device,
-        shared_prompt=shared,
-        autocast=accelerator.autocast,
+    return Optimisation(
+        accelerator=accelerator,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        params=params,
+        max_grad_norm=opt.max_grad_norm,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
     )
 
-    def make_reference(data: TokenizedData):
-        if rc.reference == "precompute":
-            return PrecomputedReference.compute(
-                policy, data.pairs, cache_dir=_cache_dir(config), model_key=model_key, scorer=scorer
-            )
-        if rc.reference == "adapters_disabled":
-            return AdaptersDisabledReference(
-                policy, aggregation=aggregation, chunk_size=chunk, autocast=accelerator.autocast
-            )
-        return live_reference
 
-    live_reference = None
-    if rc.reference == "live":
-        reference_model = load_causal_lm(rc.reference_model or mc.model, mc, key="reference_model")
-        reference_model = accelerator.prepare_model(reference_model, evaluation_mode=True)
-        live_reference = LiveReference(
-            reference_model, aggregation=aggregation, chunk_size=chunk, autocast=accelerator.autocast
+class PreferenceTask:
+    """Offline preference pairs as a :class:`psipo.lm.loop.Task`: batches, losses, evaluation."""
+
+    def __init__(self, config: TrainConfig, setup: Setup) -> None:
+        from psipo.lm.logprobs import supports_shared_prompt
+        from psipo.lm.model import load_causal_lm
+        from psipo.lm.reference import PairScorer, make_reference
+
+        self.config, self.setup, self.module = config, setup, setup.forward
+        opt, rc, accelerator = config.optim, config.reference_config, setup.accelerator
+        self.shared = opt.share_prompt and supports_shared_prompt(setup.policy)
+        budget = opt.max_tokens_per_forward
+        self.token_budget = (CPU_TOKENS_PER_FORWARD if accelerator.device.type == "cpu" else None) if budget == "auto" else budget
+        self.scorer = PairScorer(
+            aggregation=config.aggregation,
+            batch_size=2 * opt.batch_size,
+            chunk_size=opt.logprob_chunk_size,
+            pad_id=setup.pad_id,
+            device=accelerator.device,
+            shared_prompt=self.shared,
+            autocast=accelerator.autocast,
         )
-    # The precomputed reference must see the initial weights, so it comes before any resume.
-    train_reference = make_reference(train_data)
-    eval_reference = make_reference(eval_data) if eval_data is not None else None
+        live_model = None
+        if rc.reference == "live":
+            live_model = load_causal_lm(rc.reference_model or config.model_config.model, config.model_config, key="reference_model")
+            live_model = accelerator.prepare_model(live_model, evaluation_mode=True)
 
-    start_step = 0
-    window = LogWindow()
+        def reference_of(data: TokenizedData):
+            return make_reference(
+                rc.reference,
+                policy=setup.policy,
+                pairs=data.pairs,
+                scorer=self.scorer,
+                cache_dir=_cache_dir(config),
+                model_key=setup.fingerprints.get("model", ""),
+                live_model=live_model,
+            )
+
+        self.train_reference = reference_of(setup.train_data)
+        self.eval_reference = reference_of(setup.eval_data) if setup.eval_data is not None else None
+        self.loss_fn, self.loss_kwargs = get_loss(config.objective.loss), config.loss_kwargs()
+        pairs = setup.train_data.pairs
+        self.lengths = [p.shared_length if self.shared else p.length for p in pairs]
+        self.step_pairs = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+        self._order: tuple[int, list[list[int]]] = (-1, [])
+
+    def micro_batches(self, step: int) -> tuple[list[list[int]], int]:
+        """Pair indices of this process's forwards in ``step`` (batches of batch_size pairs,
+        each cut to max_tokens_per_forward); the order is a pure function of seed and epoch."""
+        opt, accelerator = self.config.optim, self.setup.accelerator
+        epoch, position = divmod(step, self.setup.optimisation.steps_per_epoch)
+        if self._order[0] != epoch:
+            order = batch_order(
+                self.lengths, self.step_pairs, seed=self.config.run.seed, epoch=epoch, group_by_length=opt.group_by_length
+            )
+            self._order = (epoch, order)
+        step_indices = self._order[1][position]
+        shard = step_indices[accelerator.process_index :: accelerator.num_processes]
+        pieces = [
+            piece
+            for i in range(0, len(shard), opt.batch_size)
+            for piece in split_by_tokens(
+                shard[i : i + opt.batch_size], self.lengths, self.token_budget, rows_per_pair=1 if self.shared else 2
+            )
+        ]
+        return pieces, len(step_indices)
+
+    def losses(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        pairs = [self.setup.train_data.pairs[i] for i in indices]
+        batch = collate(pairs, self.setup.pad_id, shared_prompt=self.shared)
+        batch = {k: v.to(self.setup.accelerator.device) for k, v in batch.items()}
+        policy_c, policy_r = self.module(batch)
+        ref_c, ref_r = self.train_reference(indices, batch)
+        losses = self.loss_fn(policy_c, policy_r, ref_c, ref_r, **self.loss_kwargs)
+        # Tokens of (prompt + chosen) and (prompt + rejected), without padding, whatever the layout.
+        tokens = sum(p.shared_length + len(p.prompt_ids) for p in pairs)
+        return losses, pair_columns(losses, policy_c, policy_r, ref_c, ref_r), tokens
+
+    def summarize(self, rows: torch.Tensor) -> dict[str, float]:
+        return pair_summary(rows, tau=self.config.objective.tau)
+
+    def evaluate(self, step: int, *, is_last: bool) -> dict[str, float]:
+        """``eval_*`` metrics on the held-out pairs every eval_steps and at the last step."""
+        eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
+        if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
+            return {}
+        policy_c, policy_r = self.scorer(self.setup.policy, eval_data.pairs)
+        ref_c, ref_r = self.eval_reference.score(eval_data.pairs, self.scorer)
+        losses = self.loss_fn(policy_c, policy_r, ref_c, ref_r, **self.loss_kwargs)
+        summary = pair_summary(pair_columns(losses, policy_c, policy_r, ref_c, ref_r), tau=self.config.objective.tau)
+        return {f"eval_{k}": v for k, v in summary.items() if k != "ipo_target"}
+
+
+def _train_loop(
+    config: TrainConfig,
+    setup: Setup,
+    task: PreferenceTask,
+    *,
+    resume_from: tuple[Path, dict[str, Any]] | None,
+    callback: Callable[[int, Any], Mapping[str, Any] | None] | None,
+) -> None:
+    """Restore a checkpoint if resuming, then :func:`~psipo.lm.loop.run_loop` with this run's
+    logging, callback, trackers and checkpoints."""
+    from psipo._config import save_yaml
+    from psipo.lm import checkpoint as ckpt
+
+    run, opt, accelerator = config.run, setup.optimisation, setup.accelerator
     scaler = getattr(accelerator, "scaler", None)
+    start_step, window = 0, LogWindow()
     if resume_from is not None:
         restored = ckpt.load_checkpoint(
-            resume_from[0], model=policy, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+            resume_from[0], model=setup.policy, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=scaler
         )
-        start_step = restored.step
-        window = LogWindow.from_state(restored.state.get("window", {}), restored.tensors)
-    if run_dir is not None:
-        save_yaml(config, run_dir / "config.yaml")
-    log = MetricsLog(
-        run_dir / "metrics.jsonl" if run_dir is not None else None,
-        total_steps=total_steps,
-        start_step=start_step,
-        progress=run.progress,
-    )
+        start_step, window = restored.step, LogWindow.from_state(restored.state.get("window", {}), restored.tensors)
+    if setup.run_dir is not None:
+        save_yaml(config, setup.run_dir / "config.yaml")
+    metrics_path = setup.run_dir / "metrics.jsonl" if setup.run_dir is not None else None
+    log = MetricsLog(metrics_path, total_steps=opt.total_steps, start_step=start_step, progress=run.progress)
+    setup.history = log.history
 
     def call_back(step: int) -> dict[str, Any]:
         """The user's callback on the live model (train mode restored after it)."""
         if callback is None:
             return {}
-        extra = callback(step, policy)
-        policy.train()
+        extra = callback(step, setup.policy)
+        setup.policy.train()
         return dict(extra or {})
 
-    def save_checkpoint(done: int) -> None:
-        window_scalars, window_tensors = window.state()
-        state = {"config": config.to_flat_dict(), "fingerprints": fingerprints, "window": window_scalars}
+    def save(step: int, open_window: LogWindow) -> None:
+        window_scalars, window_tensors = open_window.state()
         ckpt.save_checkpoint(
-            run_dir,
-            step=done,
-            model=policy,
-            optimizer=optimizer,
-            scheduler=scheduler,
+            setup.run_dir,
+            step=step,
+            model=setup.policy,
+            optimizer=opt.optimizer,
+            scheduler=opt.scheduler,
             scaler=scaler,
             keep=run.save_total_limit,
-            state=state,
+            state={"config": config.to_flat_dict(), "fingerprints": setup.fingerprints, "window": window_scalars},
             tensors=window_tensors,
         )
 
-    guard = NonFiniteGuard(config, params, run_dir)
+    o, optim = config.objective, config.optim
+    settings = {"learning_rate": optim.learning_rate, "adam_epsilon": optim.adam_epsilon, "tau": o.tau, "loss": o.loss}
+    guard = NonFiniteGuard(on_nonfinite=optim.on_nonfinite, params=opt.params, run_dir=setup.run_dir, settings=settings)
     if start_step == 0 and (first := call_back(0)):
         log.write({"step": 0, "epoch": 0.0, **first})
     if run.report_to:
         accelerator.init_trackers("psipo", config=config.to_flat_dict())
-
-    loss_fn, loss_kwargs = get_loss(oc.loss), config.loss_kwargs()
-    lengths = [p.shared_length if shared else p.length for p in train_data.pairs]
-
-    def evaluate() -> dict[str, float]:
-        stats = PairStats()
-        policy_c, policy_r = scorer(policy, eval_data.pairs)
-        if isinstance(eval_reference, PrecomputedReference):
-            ref_c, ref_r = eval_reference.chosen, eval_reference.rejected
-        elif rc.reference == "adapters_disabled":
-            with policy.disable_adapter():
-                ref_c, ref_r = scorer(policy, eval_data.pairs)
-        else:
-            ref_c, ref_r = scorer(live_reference.model, eval_data.pairs)
-        losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
-        stats.add(losses, policy_c, policy_r, ref_c, ref_r)
-        return {f"eval_{k}": v for k, v in stats.summary(tau=oc.tau).items() if k != "ipo_target"}
-
-    order: list[list[int]] = []
-    order_epoch = -1
     try:
-        for step in range(start_step, total_steps):
-            step_start = time.perf_counter()
-            epoch, position = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:
-                order = batch_order(lengths, step_pairs, seed=run.seed, epoch=epoch, group_by_length=opt.group_by_length)
-                order_epoch = epoch
-            step_indices = order[position]
-            shard = step_indices[accelerator.process_index :: world]
-            micro_batches = [
-                piece
-                for i in range(0, len(shard), opt.batch_size)
-                for piece in split_by_tokens(
-                    shard[i : i + opt.batch_size], lengths, token_budget, rows_per_pair=1 if shared else 2
-                )
-            ]
-            step_stats, step_tokens = PairStats(), 0
-            for m, indices in enumerate(micro_batches):
-                batch = collate([train_data.pairs[i] for i in indices], pad_id, shared_prompt=shared)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                sync = m == len(micro_batches) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(forward), accelerator.autocast():
-                    policy_c, policy_r = forward(batch)
-                    ref_c, ref_r = train_reference(indices, batch)
-                    losses = loss_fn(policy_c, policy_r, ref_c, ref_r, **loss_kwargs)
-                    # Sum over this micro-batch / pairs in the whole step: accumulation equals one big batch.
-                    accelerator.backward(losses.sum() * (world / len(step_indices)))
-                step_stats.add(losses, policy_c, policy_r, ref_c, ref_r)
-                # Tokens of (prompt + chosen) and (prompt + rejected), without padding, whatever the layout.
-                step_tokens += sum(train_data.pairs[i].shared_length + len(train_data.pairs[i].prompt_ids) for i in indices)
-            max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else float("inf")
-            grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
-            done = step + 1
-            if guard.step_is_finite(step_stats, grad_norm, step=done):
-                optimizer.step()
-                window.stats.parts.extend(step_stats.parts)
-                window.grad_norms.append(grad_norm)
-            else:
-                window.skipped_steps += 1
-            _step_scheduler(scheduler)
-            optimizer.zero_grad(set_to_none=True)
-            log.advance()
-            window.tokens += step_tokens
-            window.seconds += time.perf_counter() - step_start
-
-            is_last = done == total_steps
-            record: dict[str, Any] = {}
-            if done % run.logging_steps == 0 or is_last:
-                record = {
-                    "step": done,
-                    "epoch": done / steps_per_epoch,
-                    **window.summary(tau=oc.tau),
-                    "lr": scheduler.get_last_lr()[0],
-                    "peak_memory_mb": peak_memory_mb(device),
-                }
-                window = LogWindow()
-            if eval_data is not None and ((run.eval_steps and done % run.eval_steps == 0) or is_last):
-                record = {"step": done, "epoch": done / steps_per_epoch, **record, **evaluate()}
-            if record:
-                record.update(call_back(done))
-                log.write(record)
-                if run.report_to:
-                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
-            if run_dir is not None and run.save_steps and done % run.save_steps == 0 and accelerator.is_main_process:
-                guard.check_weights(step=done)
-                save_checkpoint(done)
-        guard.check_weights(step=total_steps)
-        if run_dir is not None and accelerator.is_main_process:
-            ckpt.save_final(policy, tokenizer, run_dir / "final")
+        run_loop(
+            task,
+            opt,
+            start_step=start_step,
+            window=window,
+            log=log,
+            guard=guard,
+            logging_steps=run.logging_steps,
+            save=save if setup.run_dir is not None and accelerator.is_main_process else None,
+            save_steps=run.save_steps,
+            callback=call_back,
+            tracker_log=(lambda record, step: accelerator.log(record, step=step)) if run.report_to else None,
+        )
     finally:
         log.close()
         if run.report_to:
             accelerator.end_training()
-    return TrainResult(
-        model=policy,
-        tokenizer=tokenizer,
-        history=log.history,
-        run_dir=run_dir,
-        train_data=train_data,
-        eval_data=eval_data,
-    )
-
-
-def _step_scheduler(scheduler: Any) -> None:
-    """Advance the schedule: a skipped step keeps its place in it (no optimizer.step ran, which
-    torch would warn about)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-        scheduler.step()
-
-
-class NonFiniteGuard:
-    """Stops (or skips) at the first NaN/inf loss, gradient or weight, naming the likely cause.
-
-    Nothing non-finite is ever saved: weights are checked before every checkpoint and before
-    ``final/``, so the newest checkpoint on disk is always a finite one and rotation never
-    removes the last finite state.
-    """
-
-    def __init__(self, config: TrainConfig, params: Sequence[torch.Tensor], run_dir: Path | None) -> None:
-        self.config, self.params, self.run_dir = config, list(params), run_dir
-
-    def weights_are_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.params)
-
-    def step_is_finite(self, stats: PairStats, grad_norm: float, *, step: int) -> bool:
-        """True when the step may update the weights; False to skip it; raise to stop."""
-        losses = torch.cat(stats.parts)[:, 0]
-        if bool(torch.isfinite(losses).all()) and math.isfinite(grad_norm):
-            return True
-        what = "loss" if not bool(torch.isfinite(losses).all()) else "gradient norm"
-        weights_finite = self.weights_are_finite()
-        if self.config.optim.on_nonfinite == "skip" and weights_finite:
-            return False
-        raise PsipoNonFiniteError(self._message(f"non-finite {what}", step, weights_finite, step == 1))
-
-    def check_weights(self, *, step: int) -> None:
-        if not self.weights_are_finite():
-            raise PsipoNonFiniteError(self._message("non-finite weights", step, False, False))
-
-    def _message(self, what: str, step: int, weights_finite: bool, first_step: bool) -> str:
-        o, opt = self.config.objective, self.config.optim
-        if not weights_finite:
-            cause = (
-                f"the weights are no longer finite: learning_rate {opt.learning_rate:g} too high "
-                f"or adam_epsilon {opt.adam_epsilon:g} too small"
-            )
-        elif first_step:
-            cause = f"the loss overflows at π = π_ref: tau {o.tau:g} too small for loss {o.loss}"
-        else:
-            cause = f"learning_rate {opt.learning_rate:g} too high or tau {o.tau:g} too small"
-        from psipo.lm.checkpoint import list_checkpoints
-
-        checkpoints = list_checkpoints(self.run_dir) if self.run_dir is not None else []
-        if checkpoints:
-            kept = f"the last finite checkpoint is {checkpoints[-1]}"
-        else:
-            kept = "nothing non-finite was saved" if self.run_dir is not None else "nothing was saved"
-        skip = "" if weights_finite else "; on_nonfinite: skip cannot help once the weights are not finite"
-        return f"step {step}: {what}, training stopped; likely cause: {cause}; {kept}{skip}"
 
 
 def _cache_dir(config: TrainConfig) -> Path | None:

@@ -1,0 +1,200 @@
+"""The optimisation loop every LM trainer shares, whatever it trains.
+
+A trainer brings a :class:`Task` — which examples each step sees, their per-example losses,
+how to summarise them, what to evaluate — and :func:`run_loop` does the rest, in order, for
+each step:
+
+1. :func:`optimisation_step` — backward over the step's micro-batches (gradients summed as one
+   big batch would give them, synchronised once under DDP), clipping, the
+   :class:`NonFiniteGuard`, the AdamW step and the schedule;
+2. the metrics record of a logging step (:class:`~psipo.lm.metrics.LogWindow`), evaluation,
+   the user's callback, trackers;
+3. a checkpoint (weights checked finite first), carrying the open logging window;
+
+then ``final/``. Offline preference training (:mod:`psipo.lm.trainer`) is one task; an online
+or reward-model trainer is another task on the same loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from psipo.errors import PsipoNonFiniteError
+from psipo.lm.metrics import LogWindow, MetricsLog, peak_memory_mb
+
+
+class Task(Protocol):
+    """What a trainer trains: the examples of each step and their losses."""
+
+    module: torch.nn.Module
+    """The prepared training module (what a DDP wrapper must not synchronise mid-step)."""
+
+    def micro_batches(self, step: int) -> tuple[list[Any], int]:
+        """This process's micro-batches of optimizer step ``step``, and the examples of the
+        whole step over all processes (the loss is a sum divided by it)."""
+        ...
+
+    def losses(self, micro_batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Per-example losses (with autograd), per-example metric rows, tokens scored."""
+        ...
+
+    def summarize(self, rows: torch.Tensor) -> dict[str, float]:
+        """Metric means of the rows of a logging window."""
+        ...
+
+    def evaluate(self, step: int, *, is_last: bool) -> dict[str, float]:
+        """Held-out metrics when ``step`` is an evaluation step; an empty dict otherwise."""
+        ...
+
+
+@dataclasses.dataclass
+class Optimisation:
+    """The live objects the loop steps, and how far it goes."""
+
+    accelerator: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    params: list[torch.nn.Parameter]
+    max_grad_norm: float | None
+    total_steps: int
+    steps_per_epoch: int
+
+
+def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFiniteGuard, window: LogWindow) -> None:
+    """One optimizer step over the micro-batches of ``step``; its numbers go to ``window``."""
+    accelerator = opt.accelerator
+    micro_batches, step_examples = task.micro_batches(step)
+    scale = accelerator.num_processes / step_examples
+    rows, tokens = [], 0
+    for m, micro_batch in enumerate(micro_batches):
+        sync = m == len(micro_batches) - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(task.module), accelerator.autocast():
+            losses, batch_rows, batch_tokens = task.losses(micro_batch)
+            # Sum over this micro-batch / examples in the whole step: accumulation equals one big batch.
+            accelerator.backward(losses.sum() * scale)
+        rows.append(batch_rows)
+        tokens += batch_tokens
+    max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else math.inf
+    grad_norm = float(accelerator.clip_grad_norm_(opt.params, max_norm))
+    step_rows = torch.cat(rows)
+    if guard.step_is_finite(step_rows[:, 0], grad_norm, step=step + 1):
+        opt.optimizer.step()
+        window.rows.append(step_rows)
+        window.grad_norms.append(grad_norm)
+    else:
+        window.skipped_steps += 1
+    with warnings.catch_warnings():  # a skipped step keeps its place in the schedule
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        opt.scheduler.step()
+    opt.optimizer.zero_grad(set_to_none=True)
+    window.tokens += tokens
+
+
+def run_loop(
+    task: Task,
+    opt: Optimisation,
+    *,
+    start_step: int,
+    window: LogWindow,
+    log: MetricsLog,
+    guard: NonFiniteGuard,
+    logging_steps: int,
+    save: Callable[[int, LogWindow], None] | None,
+    save_steps: int | None,
+    callback: Callable[[int], dict[str, Any]],
+    tracker_log: Callable[[dict[str, Any], int], None] | None = None,
+) -> None:
+    """Steps ``start_step`` … ``total_steps - 1``: optimise, log, evaluate, checkpoint."""
+    for step in range(start_step, opt.total_steps):
+        started = time.perf_counter()
+        optimisation_step(task, step, opt, guard, window)
+        log.advance()
+        window.seconds += time.perf_counter() - started
+
+        done = step + 1
+        is_last = done == opt.total_steps
+        epoch = done / opt.steps_per_epoch
+        record: dict[str, Any] = {}
+        if done % logging_steps == 0 or is_last:
+            record = {
+                "step": done,
+                "epoch": epoch,
+                **window.summary(task.summarize),
+                "lr": opt.scheduler.get_last_lr()[0],
+                "peak_memory_mb": peak_memory_mb(opt.accelerator.device),
+            }
+            window = LogWindow()
+        if evaluation := task.evaluate(done, is_last=is_last):
+            record = {"step": done, "epoch": epoch, **record, **evaluation}
+        if record:
+            record.update(callback(done))
+            log.write(record)
+            if tracker_log is not None:
+                tracker_log({k: v for k, v in record.items() if k != "step"}, done)
+        if save is not None and save_steps and done % save_steps == 0:
+            guard.check_weights(step=done)
+            save(done, window)
+    guard.check_weights(step=opt.total_steps)
+
+
+class NonFiniteGuard:
+    """Stops (or skips) at the first NaN/inf loss, gradient or weight, naming the likely cause.
+
+    Nothing non-finite is ever saved: weights are checked before every checkpoint and before
+    ``final/``, so the newest checkpoint on disk is always a finite one and rotation never
+    removes the last finite state.
+    """
+
+    def __init__(
+        self, *, on_nonfinite: str, params: Sequence[torch.Tensor], run_dir: Path | None, settings: Mapping[str, Any]
+    ) -> None:
+        """``settings``: the config's ``learning_rate``, ``adam_epsilon``, ``tau`` and ``loss``."""
+        self.on_nonfinite, self.params, self.run_dir, self.settings = on_nonfinite, list(params), run_dir, settings
+
+    def weights_are_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.params)
+
+    def step_is_finite(self, losses: torch.Tensor, grad_norm: float, *, step: int) -> bool:
+        """True when the step may update the weights; False to skip it; raise to stop."""
+        losses_finite = bool(torch.isfinite(losses).all())
+        if losses_finite and math.isfinite(grad_norm):
+            return True
+        weights_finite = self.weights_are_finite()
+        if self.on_nonfinite == "skip" and weights_finite:
+            return False
+        what = "non-finite gradient norm" if losses_finite else "non-finite loss"
+        raise PsipoNonFiniteError(self._message(what, step, weights_finite=weights_finite))
+
+    def check_weights(self, *, step: int) -> None:
+        if not self.weights_are_finite():
+            raise PsipoNonFiniteError(self._message("non-finite weights", step, weights_finite=False))
+
+    def _message(self, what: str, step: int, *, weights_finite: bool) -> str:
+        from psipo.lm.checkpoint import list_checkpoints
+
+        s = self.settings
+        if not weights_finite:
+            cause = (
+                f"the weights are no longer finite: learning_rate {s['learning_rate']:g} too high "
+                f"or adam_epsilon {s['adam_epsilon']:g} too small"
+            )
+        elif step == 1:
+            cause = f"the loss overflows at π = π_ref: tau {s['tau']:g} too small for loss {s['loss']}"
+        else:
+            cause = f"learning_rate {s['learning_rate']:g} too high or tau {s['tau']:g} too small"
+        checkpoints = list_checkpoints(self.run_dir) if self.run_dir is not None else []
+        if checkpoints:
+            kept = f"the last finite checkpoint is {checkpoints[-1]}"
+        else:
+            kept = "nothing non-finite was saved" if self.run_dir is not None else "nothing was saved"
+        skip = "" if weights_finite else "; on_nonfinite: skip cannot help once the weights are not finite"
+        return f"step {step}: {what}, training stopped; likely cause: {cause}; {kept}{skip}"
