@@ -12,34 +12,41 @@ The public API:
 * Language-model training: :mod:`psipo.lm` (imported on demand; it pulls in transformers).
 """
 
-from psipo import psi
-from psipo._config import load_config
-from psipo.errors import PsipoInputError
-from psipo.losses import (
-    LOSSES,
-    check_tau,
-    dpo_loss,
-    get_loss,
-    hinge_loss,
-    ipo_loss,
-    log_ratio_gap,
-    log_ratio_regression_loss,
-    robust_dpo_loss,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LOSSES",
-    "PsipoInputError",
-    "check_tau",
-    "dpo_loss",
-    "get_loss",
-    "hinge_loss",
-    "load_config",
-    "ipo_loss",
-    "log_ratio_gap",
-    "log_ratio_regression_loss",
-    "psi",
-    "robust_dpo_loss",
-]
+# Imported on first use, so that `import psipo.cli` (what the `psipo` command runs first) does
+# not load torch before main() can answer Ctrl-C and bad input with one line.
+_EXPORTS = {
+    "psi": None,
+    "load_config": "psipo._config",
+    "PsipoInputError": "psipo.errors",
+    "PsipoNonFiniteError": "psipo.errors",
+    **{
+        name: "psipo.losses"
+        for name in (
+            "LOSSES",
+            "check_tau",
+            "dpo_loss",
+            "get_loss",
+            "hinge_loss",
+            "ipo_loss",
+            "log_ratio_gap",
+            "log_ratio_regression_loss",
+            "robust_dpo_loss",
+        )
+    },
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'psipo' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    return importlib.import_module(f"psipo.{name}") if module is None else getattr(importlib.import_module(module), name)
