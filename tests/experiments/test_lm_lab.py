@@ -261,5 +261,15 @@ def test_cli_bad_option_is_one_line_error(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 2
-    assert completed.stderr.startswith("psipo: error:") and "grid.oracles" in completed.stderr
-    assert "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("psipo: error: --grid.oracles") and "Traceback" not in completed.stderr
+
+
+def test_out_of_range_values_are_blamed_on_their_option_or_line(tmp_path, capsys):
+    from psipo.cli import main
+
+    (tmp_path / "lab.yaml").write_text("grid:\n  seeds: [0]\n  steps: 0\n")
+    assert main(["experiment", "lm", "--config", str(tmp_path / "lab.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == f"psipo: error: {tmp_path / 'lab.yaml'}:3: grid.steps: must be >= 1\n"
+    assert main(["experiment", "lm", "--grid.batch_size", "0", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == "psipo: error: --grid.batch_size: must be >= 1\n"
+    assert not (tmp_path / "o").exists()

@@ -1,8 +1,8 @@
 """``psipo experiment NAME``: run a lab experiment into a results folder (figures, REPORT.md, results.json).
 
-Each experiment is a package that exposes a config dataclass, a ``QUICK`` preset (a mapping of
-dotted keys to values) and ``run_experiment(config, out_dir, *, progress, command)``; adding
-one is one entry in :data:`EXPERIMENTS`.
+Each experiment is a package that exposes a config dataclass, its ``validate(config)``, a
+``QUICK`` preset (a mapping of dotted keys to values) and ``run_experiment(config, out_dir, *,
+progress, command)``; adding one is one entry in :data:`EXPERIMENTS`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS[args.experiment]
     package = importlib.import_module(experiment.module)
     overrides = {**(package.QUICK if args.quick else {}), **overrides_from_args(args)}
-    config = load_config(getattr(package, experiment.config), args.config, overrides)
+    # Validated here, so that a bad value is blamed on its --option or file:line.
+    config = load_config(getattr(package, experiment.config), args.config, overrides, check=package.validate)
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else None
     results = package.run_experiment(
         config, args.out, progress=not args.no_progress, command=command

@@ -13,9 +13,9 @@ to the closed-form optimum are computed exactly.
 * :mod:`.run` — the experiment; :mod:`.report` — claims and REPORT.md; :mod:`.plots` — figures.
 """
 
-from psipo.experiments.lm_lab.config import QUICK, LabConfig
+from psipo.experiments.lm_lab.config import QUICK, LabConfig, validate
 
-__all__ = ["QUICK", "LabConfig", "run_experiment"]
+__all__ = ["QUICK", "LabConfig", "run_experiment", "validate"]
 
 
 def run_experiment(config: LabConfig, out_dir, **kwargs):
