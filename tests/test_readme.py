@@ -8,6 +8,7 @@ be wired in here.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -98,9 +99,18 @@ def test_lm_train_block(tmp_path):
     assert (tmp_path / "runs" / "quickstart" / "final" / "config.json").is_file()
 
 
-def test_lm_lab_block(tmp_path):
-    ns = _run(_block(LM_LAB), tmp_path)
-    assert ns["results"]["claims"], "the lab reported no claims"
+def test_lm_lab_block_runs_as_a_saved_script(tmp_path):
+    # As a reader runs it: saved to a file and started with python. The lab's worker processes
+    # import that file again, which only its __main__ guard makes safe.
+    (tmp_path / "my_lab.py").write_text(_block(LM_LAB), encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, "my_lab.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results" / "my_lab" / "results.json").read_text())
+    assert results["config"]["workers"] > 1, "the example must exercise the worker processes"
+    claim = results["claims"][0]
+    assert completed.stdout.split() == f"{claim['measured']} {claim['verdict']}".split()
     assert (tmp_path / "results" / "my_lab" / "REPORT.md").is_file()
 
 

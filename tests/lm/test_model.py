@@ -213,3 +213,17 @@ def test_a_hub_dataset_name_offline_names_the_key(monkeypatch, tmp_path):
         match=r"^train_data: cannot load 'org/data' as a dataset: .*HF_HUB_OFFLINE is set",
     ):
         resolve_hub_name("org/data", key="train_data", what="a dataset", repo_type="dataset")
+
+
+def test_a_missing_quickstart_fixture_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: configs/quickstart.yaml names these paths
+    config = ModelConfig(model=".psipo-quickstart/model")
+    with pytest.raises(PsipoInputError) as missing:
+        load_causal_lm(config.model, config)
+    assert str(missing.value) == (
+        "model: cannot load '.psipo-quickstart/model': no such local folder; create the quickstart "
+        "fixtures first: python -m psipo.lm.fixtures quickstart .psipo-quickstart"
+    )
+    other = ModelConfig(model="./elsewhere/model")
+    with pytest.raises(PsipoInputError, match=r"no such local folder$"):
+        load_causal_lm(other.model, other)

@@ -188,6 +188,20 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
+QUICKSTART_FOLDER = ".psipo-quickstart"
+"""Where ``configs/quickstart.yaml`` expects the quickstart's model and data."""
+
+
+def quickstart_hint(path: str | Path) -> str:
+    """How to create a missing ``path`` inside a quickstart fixture folder ("" for other paths),
+    to append to the error that says it is missing."""
+    parts = Path(path).parts
+    if QUICKSTART_FOLDER not in parts:
+        return ""
+    folder = Path(*parts[: parts.index(QUICKSTART_FOLDER) + 1])
+    return f"; create the quickstart fixtures first: python -m psipo.lm.fixtures quickstart {folder}"
+
+
 def make_quickstart(directory: str | Path) -> Path:
     """The offline quickstart's model (``model/``) and pairs (``train.jsonl``, ``eval.jsonl``)."""
     directory = Path(directory)

@@ -11,6 +11,7 @@ from torch import nn
 
 from psipo.errors import PsipoInputError
 from psipo.lm.config import ModelConfig
+from psipo.lm.fixtures import quickstart_hint
 from psipo.lm.hub import resolve_hub_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -32,7 +33,9 @@ def _load_error(key: str, name: str, what: str, exc: BaseException) -> PsipoInpu
     """A missing local folder says so; anything else keeps transformers' first line."""
     looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
     if looks_local and not os.path.exists(os.path.expanduser(name)):
-        return PsipoInputError(f"{key}: cannot load {name!r}: no such local folder")
+        return PsipoInputError(
+            f"{key}: cannot load {name!r}: no such local folder{quickstart_hint(name)}"
+        )
     return PsipoInputError(
         f"{key}: cannot load {name!r} as {what} (not a local folder, or not on the Hub / offline): {_first_line(exc)}"
     )
