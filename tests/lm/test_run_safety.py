@@ -206,3 +206,17 @@ def test_on_nonfinite_skip_leaves_the_weights_and_counts_the_step(base_config, r
     same = [torch.equal(a, b) for a, b in zip(seen[2], seen[3])]
     moved = [torch.equal(a, b) for a, b in zip(seen[3], seen[4])]
     assert all(same) and not all(moved)  # step 3 left every weight as it was; step 4 trained
+
+
+def test_only_the_main_process_of_a_launch_locks_the_folder(base_config, rows, tmp_path, monkeypatch):
+    # Under torchrun / accelerate launch every rank trains into the same folder: rank 0 holds
+    # it (here, this test), and the others must neither refuse it nor lock it.
+    holder = open_run_folder(tmp_path / "run", resume=False, overwrite=False)
+    try:
+        monkeypatch.setenv("RANK", "1")
+        run(base_config, rows, max_steps=1)
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(PsipoInputError, match="in use by a live psipo run"):
+            run(base_config, rows, max_steps=1, overwrite=True)
+    finally:
+        holder.release()
