@@ -9,10 +9,11 @@ at once in one line.
 
 from __future__ import annotations
 
-import functools
+import math
 import os
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -91,20 +92,30 @@ def _in_datasets_cache(name: str) -> bool:
     return (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).is_dir()
 
 
-@functools.cache
+PROBE_REUSE_SECONDS = 60.0
+_recent_probes: dict[str, tuple[float, str | None]] = {}
+
+
 def _unreachable_reason(endpoint: str) -> str | None:
     """None when ``endpoint`` answers one HEAD request; otherwise why not.
 
     Any HTTP answer counts, and so does a TLS failure: something answered, and the Hub client
     may trust certificates that urllib does not. urllib uses the same proxy variables as the
-    Hub client. Asked once per process: the model, tokenizer and data of a run share the answer.
+    Hub client. An answer is reused for a minute, so that the tokenizer, model, reference and
+    data of one run ask once, while a long-lived process notices the network coming back.
     """
+    now = time.monotonic()
+    asked_at, reason = _recent_probes.get(endpoint, (-math.inf, None))
+    if now - asked_at < PROBE_REUSE_SECONDS:
+        return reason
     outcome: list[str | None] = []
     # The socket timeout does not cover name resolution, which can hang on a broken resolver.
     thread = threading.Thread(target=lambda: outcome.append(_probe(endpoint)), daemon=True)
     thread.start()
     thread.join(PROBE_TIMEOUT_SECONDS + 1)
-    return outcome[0] if outcome else f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"
+    reason = outcome[0] if outcome else f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"
+    _recent_probes[endpoint] = (now, reason)
+    return reason
 
 
 def _probe(endpoint: str) -> str | None:
