@@ -1,4 +1,4 @@
-"""Hostile and broken input at the command line: one ``psipo: error:`` line and exit 2, fast;
+"""Hostile and broken input at the command line: one ``psipo: error:`` line and exit 2;
 Ctrl-C at any point of start-up: ``psipo: interrupted`` and exit 130. Never a traceback."""
 
 from __future__ import annotations
@@ -51,9 +51,7 @@ def test_hostile_files_fail_fast_in_one_line(tmp_path, command, name, content, m
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     args = ["--config", path, "--out", tmp_path / "out"] if command == "reproduce" else [path]
-    started = time.perf_counter()
-    result = run_psipo(command, *args)
-    assert time.perf_counter() - started < 60  # start-up is most of it; the bomb once ran for minutes
+    result = run_psipo(command, *args)  # within run_psipo's timeout: the bomb once ran for minutes
     assert_one_line(result, message)
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 

@@ -33,8 +33,17 @@ def test_resolve_names_and_callables():
     assert resolve(cube) is cube
 
 
-def test_flat_mapping_is_non_decreasing():
-    check_non_decreasing(lambda q: torch.zeros_like(q))
+@pytest.mark.parametrize(
+    "psi",
+    [
+        lambda q: torch.zeros_like(q),                # flat: ties are allowed
+        lambda q: torch.floor(4 * q),                 # a staircase: flat steps and jumps
+        lambda q: torch.clamp(q, 0.2, 0.8),           # flat at both ends
+    ],
+    ids=["flat", "staircase", "clamped"],
+)
+def test_non_decreasing_mappings_with_flat_parts_are_accepted(psi):
+    assert resolve(psi) is psi
 
 
 @pytest.mark.parametrize(
@@ -57,10 +66,13 @@ def test_bad_psi_is_rejected_in_one_line(psi, message):
     assert "\n" not in str(info.value)
 
 
-def test_decrease_between_grid_points_of_a_custom_grid():
-    """A dip narrower than the default grid spacing is caught by a finer grid."""
-    def dip(q: torch.Tensor) -> torch.Tensor:
-        return q - 0.01 * ((q - 0.5).abs() < 1e-4).to(q.dtype)
+def test_a_dip_between_the_default_grid_points_needs_a_finer_grid():
+    """The check only sees Ψ on its grid: a dip around 0.5005, between the default points 0.500
+    and 0.501, passes the default 1001-point grid and is caught by a 100001-point one."""
 
-    with pytest.raises(PsipoInputError):
+    def dip(q: torch.Tensor) -> torch.Tensor:
+        return q - 0.01 * ((q - 0.5005).abs() < 1e-4).to(q.dtype)
+
+    check_non_decreasing(dip)  # no raise: the default grid steps over the dip
+    with pytest.raises(PsipoInputError, match=r"non-decreasing on \[0, 1\], but Ψ\(0\.500\)"):
         check_non_decreasing(dip, grid_size=100_001)

@@ -84,16 +84,15 @@ def test_d1_total_order():
     """D1 as a population, a ≻ b ≻ c deterministically, uniform µ and π_ref.
 
     p*(·≻µ) = (1/2 + 1 + 1)/3, (0 + 1/2 + 1)/3, (0 + 0 + 1/2)/3 = 5/6, 1/2, 1/6, so IPO gives
-    π ∝ (e^{2/(3τ)}, e^{1/(3τ)}, 1) after dividing by e^{1/(6τ)}; logit puts all mass on a
+    (Eq. 9) π ∝ (e^{2/(3τ)}, e^{1/(3τ)}, 1) after dividing by e^{1/(6τ)}, written below as
+    (1, e^{−1/(3τ)}, e^{−2/(3τ)}) so that it stays finite at τ = 0.01; logit puts all mass on a
     (a(y) = 2/3, 0, −2/3).
     """
     problem = TabularProblem.create(list("abc"), [[0.5, 1, 1], [0, 0.5, 1], [0, 0, 0.5]])
     for tau in TAUS:
-        weights = torch.tensor([math.exp(2 / (3 * tau)), math.exp(1 / (3 * tau)), 1.0], dtype=F64)
-        expected = weights / weights.sum() if tau >= 0.1 else None
+        weights = torch.tensor([1.0, math.exp(-1 / (3 * tau)), math.exp(-2 / (3 * tau))], dtype=F64)
         policy = optimal_policy(problem, tau=tau, psi="identity")
-        if expected is not None:
-            torch.testing.assert_close(policy[0], expected, rtol=1e-12, atol=0)
+        torch.testing.assert_close(policy[0], weights / weights.sum(), rtol=1e-12, atol=0)
         assert optimal_policy(problem, tau=tau, psi="logit").tolist() == [[1.0, 0.0, 0.0]]
 
 
