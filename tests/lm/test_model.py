@@ -35,7 +35,7 @@ def closed_port_endpoint() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def run_train(tmp_path, *, model, env):
+def run_train(tmp_path, *, model, env, train_data="train.jsonl"):
     return subprocess.run(
         [
             sys.executable,
@@ -45,7 +45,7 @@ def run_train(tmp_path, *, model, env):
             "--model",
             str(model),
             "--train_data",
-            "train.jsonl",
+            train_data,
             "--output_dir",
             "run",
             "--max_steps",
@@ -203,6 +203,19 @@ def test_local_folders_and_paths_are_left_to_the_loader(model_dir, online, tmp_p
         assert resolve_hub_name(name, key="model", what="a causal LM") == name
     with pytest.raises(PsipoInputError, match="cannot be reached"):
         resolve_hub_name(HUB_NAME, key="model", what="a causal LM")
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "unreachable-endpoint"])
+def test_a_hub_dataset_name_without_the_hub_fails_in_seconds_in_one_line(cli_dir, model_dir, offline):
+    env = os.environ | {"HF_HUB_CACHE": str(cli_dir / "empty-cache"), "HF_ENDPOINT": closed_port_endpoint()}
+    env |= {"HF_DATASETS_CACHE": str(cli_dir / "empty-datasets-cache")}
+    if not offline:
+        env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    start = time.monotonic()
+    completed = run_train(cli_dir, model=model_dir, env=env, train_data="some-org/some-pairs")
+    elapsed = time.monotonic() - start
+    assert_one_line_error(completed, "train_data: cannot load 'some-org/some-pairs' as a dataset", "HF_HUB_OFFLINE")
+    assert elapsed < 20, f"took {elapsed:.1f} s"  # ~5 s, most of it imports; 30 s of retries before
 
 
 def test_a_hub_dataset_name_offline_names_the_key(monkeypatch, tmp_path):

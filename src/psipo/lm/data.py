@@ -161,11 +161,18 @@ def read_rows(
 
 
 def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str | None) -> Any:
-    """``datasets.load_dataset(source, dataset_config, split=split)`` with a one-line error."""
+    """``datasets.load_dataset(source, dataset_config, split=split)`` with a one-line error.
+
+    Offline or with the Hub unreachable, a cached snapshot is loaded instead, and without one
+    the error comes within seconds (:func:`psipo.lm.hub.resolve_hub_name`), not after retries.
+    """
     import datasets
 
+    from psipo.lm.hub import resolve_hub_name
+
+    resolved = resolve_hub_name(source, key=key, what="a dataset", repo_type="dataset")
     try:
-        return datasets.load_dataset(source, dataset_config, split=split)
+        return datasets.load_dataset(resolved, dataset_config, split=split)
     except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PsipoInputError(
