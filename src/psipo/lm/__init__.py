@@ -1,10 +1,12 @@
 """Preference fine-tuning of Hugging Face causal LMs with the losses of :mod:`psipo.losses`.
 
-Public API (imported lazily, so ``import psipo.lm`` does not import torch):
+Public API (imported on first use, so ``import psipo.lm`` loads neither torch nor
+transformers):
 
 * :class:`TrainConfig`, :func:`load_train_config` — the configuration (``psipo train --help``);
 * :func:`train` → :class:`TrainResult` — the training loop the CLI runs;
-* :class:`TokenizedPair` — a pre-tokenised preference pair;
+* :class:`TokenizedPair` — a pre-tokenised preference pair; :class:`TokenizedData` — tokenised
+  pairs and what happened to the rows on the way;
 * :func:`sequence_logps` — chunked per-sequence log-probs of a causal LM;
 * :mod:`psipo.lm.fixtures` — tiny local models and synthetic preference data.
 """

@@ -1,0 +1,124 @@
+"""psipo.lm.model on a loaded model: the parameter dtype, dropout off (π = π_ref at init),
+the length check, LoRA adapters that leave the output unchanged, and the padding id."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from psipo.errors import PsipoInputError
+from psipo.lm.config import ModelConfig
+from psipo.lm.fixtures import make_tiny_model
+from psipo.lm.model import add_lora, check_max_length, disable_dropout, load_causal_lm, pad_id_of
+
+IDS = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "parameter_dtype"),
+    [
+        ("float32", torch.float32),
+        ("bfloat16", torch.bfloat16),
+        ("float16", torch.float32),  # float32 master weights; float16 is autocast's compute dtype
+    ],
+)
+def test_load_causal_lm_gives_the_files_weights_in_the_parameter_dtype(model_dir, dtype, parameter_dtype):
+    model = load_causal_lm(str(model_dir), ModelConfig(model=str(model_dir), dtype=dtype))
+    on_disk = load_file(str(model_dir / "model.safetensors"))
+    parameters = dict(model.named_parameters())
+    assert parameters.keys() == on_disk.keys()
+    for name, tensor in on_disk.items():
+        assert parameters[name].dtype == parameter_dtype, name
+        assert torch.equal(parameters[name].detach(), tensor.to(parameter_dtype)), name
+
+
+def assert_train_mode_is_deterministic(model: torch.nn.Module) -> None:
+    """With every dropout off, training-mode outputs repeat and equal evaluation mode's."""
+    model.train()
+    first, second = model(input_ids=IDS).logits, model(input_ids=IDS).logits
+    model.eval()
+    assert torch.equal(first, second) and torch.equal(first, model(input_ids=IDS).logits)
+
+
+def test_disable_dropout_zeroes_every_dropout_module_and_config_rate():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=16, n_positions=16, resid_pdrop=0.3,
+                        embd_pdrop=0.3, attn_pdrop=0.3, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).train()
+    assert not torch.equal(model(input_ids=IDS).logits, model(input_ids=IDS).logits)  # dropout is on
+    disable_dropout(model)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 4 and all(m.p == 0.0 for m in dropouts)
+    assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.0)
+    assert_train_mode_is_deterministic(model)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="disable_dropout sets config.attention_dropout, but Llama's attention layers copied it "
+    "into their own attention_dropout attribute when built, and apply it in training mode",
+)
+def test_disable_dropout_turns_off_llamas_attention_dropout():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, attention_dropout=0.5, pad_token_id=0, eos_token_id=1, bos_token_id=None,
+    ))
+    disable_dropout(model)
+    assert_train_mode_is_deterministic(model)
+
+
+def test_check_max_length_names_both_numbers():
+    model = make_tiny_model(layers=1, hidden=16, vocab=16, heads=2, max_position_embeddings=64)
+    check_max_length(model, 64)
+    with pytest.raises(PsipoInputError) as info:
+        check_max_length(model, 65)
+    assert str(info.value) == "max_length: 65 exceeds the model's max_position_embeddings 64; lower max_length"
+    check_max_length(torch.nn.Linear(2, 2), 10**6)  # no config, no known limit: nothing to check
+
+
+def lora_a_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+
+def test_add_lora_leaves_the_output_unchanged_and_trains_only_the_adapters():
+    base = make_tiny_model(layers=1, hidden=16, vocab=16, heads=2, seed=0)
+    before = base(input_ids=IDS).logits
+    rng = torch.get_rng_state()
+    model = add_lora(base, ModelConfig(lora_r=4), seed=7)
+    assert torch.equal(torch.get_rng_state(), rng)  # the adapters' seed, not the run's RNG
+    assert torch.equal(model(input_ids=IDS).logits, before)  # B = 0
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
+    assert all(not p.any() for n, p in trainable.items() if "lora_B" in n)
+
+    def adapters(seed: int) -> dict[str, torch.Tensor]:
+        fresh = make_tiny_model(layers=1, hidden=16, vocab=16, heads=2, seed=0)
+        return lora_a_weights(add_lora(fresh, ModelConfig(lora_r=4), seed=seed))
+
+    same, other = adapters(7), adapters(8)
+    assert all(torch.equal(same[n], p) for n, p in lora_a_weights(model).items())
+    assert any(not torch.equal(same[n], p) for n, p in other.items())
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "expected"),
+    [
+        (SimpleNamespace(pad_token_id=3, eos_token_id=5), 3),
+        (SimpleNamespace(pad_token_id=0, eos_token_id=5), 0),  # id 0 is an id, not "missing"
+        (SimpleNamespace(pad_token_id=None, eos_token_id=5), 5),
+        (SimpleNamespace(pad_token_id=None, eos_token_id=None), 0),
+        (object(), 0),
+    ],
+    ids=["pad", "pad-0", "eos", "neither", "no-attributes"],
+)
+def test_pad_id_falls_back_to_eos_then_0(tokenizer, expected):
+    assert pad_id_of(tokenizer) == expected
