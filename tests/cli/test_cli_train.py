@@ -176,3 +176,24 @@ def test_run_folder_and_non_finite_failures_in_a_subprocess(workdir):
     one_line_error(
         psipo(*base, "--output_dir", "null", "--resume", cwd=workdir), 2, r"resume'?: needs an output_dir to resume from"
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n{"prompt": "w1 \xff", "chosen": "w2", "rejected": "w3"}\n',
+         r"data.jsonl:2: .*not valid UTF-8"),
+        (b'{"prompt": null, "chosen": "w2", "rejected": "w3"}\n', r"data.jsonl:1: field 'prompt'"),
+        (b"PAR1 this is not parquet", r"data.parquet"),
+    ],
+    ids=["non-utf8", "null-prompt", "corrupt-parquet"],
+)
+def test_bad_data_files_in_a_subprocess_are_one_line(workdir, tmp_path, content, message):
+    data = tmp_path / ("data.parquet" if content.startswith(b"PAR1") else "data.jsonl")
+    data.write_bytes(content)
+    result = psipo(
+        "train", "--model", "model", "--train_data", data, "--output_dir", tmp_path / "out", "--cache_dir", tmp_path / "c",
+        cwd=workdir,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and re.search(message, result.stderr), result.stderr
