@@ -58,12 +58,6 @@ def test_disable_dropout_zeroes_every_dropout_module_and_config_rate():
     assert_train_mode_is_deterministic(model)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="disable_dropout sets config.attention_dropout, but Llama's attention layers copied it "
-    "into their own attention_dropout attribute when built, and apply it in training mode",
-)
 def test_disable_dropout_turns_off_llamas_attention_dropout():
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -137,12 +137,29 @@ def _load_model_weights(model: Any, directory: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
         return
+    shards = sorted(directory.glob("*.safetensors"))
+    if not shards:
+        raise RuntimeError(f"no weights (*.safetensors) in {directory}")
     state: dict[str, torch.Tensor] = {}
-    for shard in sorted(directory.glob("*.safetensors")):
+    for shard in shards:
         state.update(load_file(str(shard)))
+    # strict=False because save_pretrained leaves out tied weights (the output head); anything
+    # else missing or extra means the checkpoint is not this model's.
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise RuntimeError(f"checkpoint {directory} has unexpected weights: {result.unexpected_keys[:3]}")
+    tied = {name for name in result.missing_keys if _is_tied(model, name, state)}
+    if set(result.missing_keys) - tied:
+        raise RuntimeError(f"checkpoint {directory} lacks weights: {sorted(set(result.missing_keys) - tied)[:3]}")
+
+
+def _is_tied(model: Any, name: str, loaded: dict[str, torch.Tensor]) -> bool:
+    """Whether parameter ``name`` shares its storage with a parameter that was loaded."""
+    parameters = dict(model.named_parameters(remove_duplicate=False))
+    if name not in parameters:
+        return False
+    pointer = parameters[name].data_ptr()
+    return any(parameters[other].data_ptr() == pointer for other in loaded if other in parameters and other != name)
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:

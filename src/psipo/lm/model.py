@@ -113,22 +113,20 @@ def load_causal_lm(name: str, config: ModelConfig, *, key: str = "model") -> nn.
     )
 
 
+DROPOUT_ATTRIBUTES = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+"""Float dropout probabilities that configs carry and that modules copy when they are built
+(Llama's attention keeps ``attention_dropout`` and applies it in training mode)."""
+
+
 def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability to 0 (modules and config), so that π = π_ref at init."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    model_config = getattr(model, "config", None)
-    for attr in (
-        "attention_dropout",
-        "hidden_dropout",
-        "dropout",
-        "resid_pdrop",
-        "embd_pdrop",
-        "attn_pdrop",
-    ):
-        if isinstance(getattr(model_config, attr, None), float):
-            setattr(model_config, attr, 0.0)
+    """Set every dropout probability to 0 (Dropout modules, the attributes modules copied from
+    the config, and the config), so that π = π_ref at init."""
+    for owner in (*model.modules(), getattr(model, "config", None)):
+        if isinstance(owner, nn.Dropout):
+            owner.p = 0.0
+        for attr in DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(owner, attr, None), float):
+                setattr(owner, attr, 0.0)
 
 
 def check_max_length(model: nn.Module, max_length: int) -> None:
