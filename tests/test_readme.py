@@ -58,14 +58,26 @@ def test_every_python_block_is_covered():
         assert any(m in block for m in markers), f"README block not exercised by a test:\n{block}"
 
 
+def commented_tensor(block: str, code: str) -> list[float]:
+    """The values a README comment says the line starting with ``code`` gives: ``tensor([...])``."""
+    line = next(line for line in block.splitlines() if line.startswith(code))
+    return [float(x) for x in re.search(r"# .*tensor\(\[(.*)\]\)$", line).group(1).split(",")]
+
+
 def test_core_losses_block(tmp_path):
-    ns = _run(_block(CORE), tmp_path)
-    # By hand: h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)).
-    h = torch.tensor([(-12.0 + 13.0) - (-14.0 + 13.5), (-30.5 + 30.0) - (-29.0 + 29.5)])
-    assert torch.allclose(ns["h"], h) and h.tolist() == [1.5, -1.0]
-    ipo = ns["psipo"].ipo_loss(*ns["logps"], tau=0.1)
-    assert torch.allclose(ipo, torch.tensor([(1.5 - 5.0) ** 2, (-1.0 - 5.0) ** 2]))
-    assert ipo.tolist() == [12.25, 36.0]
+    block = _block(CORE)
+    ns = _run(block, tmp_path)
+    pc, pr, rc, rr = (ns[name].tolist() for name in
+                      ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected"))
+    tau = 0.1  # the block's tau=0.1
+    # By hand, from the block's own inputs: h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)).
+    h = [(a - c) - (b - d) for a, b, c, d in zip(pc, pr, rc, rr)]
+    assert ns["h"].tolist() == h == commented_tensor(block, "h = psipo.log_ratio_gap")
+    ipo = [(x - 1 / (2 * tau)) ** 2 for x in h]
+    assert ns["psipo"].ipo_loss(*ns["logps"], tau=tau).tolist() == pytest.approx(ipo, rel=1e-6)
+    assert commented_tensor(block, "psipo.ipo_loss") == pytest.approx(ipo, rel=1e-12)
+    dpo = [math.log1p(math.exp(-tau * x)) for x in h]  # −log σ(τh)
+    assert ns["psipo"].dpo_loss(*ns["logps"], tau=tau).tolist() == pytest.approx(dpo, rel=1e-6)
 
 
 def test_tabular_train_block(tmp_path):
@@ -84,6 +96,7 @@ def test_tabular_exact_block(tmp_path):
     assert ns["optimal_policy"](ns["problem"], tau=0.1, psi="logit").reshape(-1).tolist() == [1, 0, 0]
 
 
+@pytest.mark.slow
 def test_lm_train_block(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "psipo.lm.fixtures", "quickstart", ".psipo-quickstart"],
@@ -99,6 +112,7 @@ def test_lm_train_block(tmp_path):
     assert (tmp_path / "runs" / "quickstart" / "final" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_lm_lab_block_runs_as_a_saved_script(tmp_path):
     # As a reader runs it: saved to a file and started with python. The lab's worker processes
     # import that file again, which only its __main__ guard makes safe.
