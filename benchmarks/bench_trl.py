@@ -1,8 +1,9 @@
 """psipo vs TRL: one epoch of IPO on a local ~20M-parameter Llama, tokens/s and peak RSS.
 
-Issue 3, §10. Builds a fixture (a random Llama-style model with 4 layers, hidden 256, vocab
-32000, from :mod:`psipo.lm.fixtures`, and ``--pairs`` synthetic preference pairs with prompts of
-32–128 and completions of 16–128 tokens), then trains one epoch of IPO (τ = 0.1, batch 8,
+The figures and their reading are in README.md, "LM training: psipo vs TRL". Builds a fixture
+(a random Llama-style model with 4 layers, hidden 256, vocab 32000, from
+:mod:`psipo.lm.fixtures`, and ``--pairs`` synthetic preference pairs with prompts of 32–128 and
+completions of 16–128 tokens), then trains one epoch of IPO (τ = 0.1, batch 8,
 mean aggregation, fp32, the same constant learning rate, no warm-up, gradient clipping at 1,
 no weight decay) three times, each in a fresh process with 2 torch threads:
 
@@ -28,8 +29,8 @@ What is measured, identically for the three runs:
 * first loss: the first logged training loss of each run. At initialisation π = π_ref
   (dropout is off in all three), so IPO's loss is (1/(2τ))² = 25 at τ = 0.1.
 
-Targets (issue 3, on 2 CPU cores, against TRL at its best settings): psipo ≥ 2× the tokens/s
-and ≤ 0.4× the peak RSS.
+Targets (on 2 CPU cores, against TRL at its best settings): psipo ≥ 2× the tokens/s and
+≤ 0.4× the peak RSS.
 
     python benchmarks/bench_trl.py                      # the full benchmark (8–25 min on 2 cores)
     python benchmarks/bench_trl.py --quick --out /tmp/b  # a tiny smoke run of the same pipeline
