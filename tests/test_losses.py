@@ -1,4 +1,6 @@
-"""The per-pair losses of psipo.losses: closed forms, gradients, cDPO/robust DPO identities, τ handling."""
+"""The per-pair losses of psipo.losses: closed forms, gradients, cDPO/robust DPO identities, τ handling.
+
+Every registry entry is also checked generically in test_loss_registry.py."""
 
 from __future__ import annotations
 
@@ -12,13 +14,18 @@ from hypothesis import strategies as st
 from psipo.errors import PsipoInputError
 from psipo.losses import (
     LOSSES,
+    check_tau,
     dpo_loss,
+    exponential_loss,
     get_loss,
     hinge_loss,
     ipo_loss,
     log_ratio_gap,
     log_ratio_regression_loss,
+    loss_spec,
     robust_dpo_loss,
+    savage_loss,
+    truncated_quadratic_loss,
 )
 
 F64 = torch.float64
@@ -48,6 +55,26 @@ def test_values_at_the_reference_policy(tau):
     assert hinge_loss(*at_ref, tau=tau).item() == 1.0
 
 
+@pytest.mark.parametrize("tau", [0.01, 0.1, 1.0, 4.0])
+@pytest.mark.parametrize(
+    ("name", "value", "slope_over_tau"),
+    [
+        # GPO's f(x) at x = τh = 0, and ℓ'(0) = τ f'(0):
+        ("exponential", 1.0, -1.0),  # e^0 = 1; f' = −e^(−x)
+        ("truncated_quadratic", 1.0, -2.0),  # max(0, 1)² = 1; f' = −2 max(0, 1 − x)
+        ("savage", 0.25, -0.25),  # 1/(1 + 1)² = 1/4; f' = −2σ(−x)²σ(x) = −2·(1/4)·(1/2)
+    ],
+)
+def test_gpo_losses_and_their_slopes_at_the_reference_policy(tau, name, value, slope_over_tau):
+    """At π = π_ref (h = 0) the GPO losses are 1, 1 and 1/4, with slopes −τ, −2τ and −τ/4."""
+    spec = loss_spec(name)
+    assert spec.function(*logps_with_gap(0.0), tau=tau).item() == value
+    h = torch.zeros(1, dtype=F64, requires_grad=True)
+    (autograd,) = torch.autograd.grad(spec.function(h, 0.0, 0.0, 0.0, tau=tau).sum(), h)
+    assert autograd.item() == pytest.approx(slope_over_tau * tau, rel=1e-14)
+    assert spec.derivative(torch.zeros(1, dtype=F64), tau=tau).item() == pytest.approx(slope_over_tau * tau, rel=1e-14)
+
+
 def test_closed_forms_away_from_the_reference():
     tau = 0.5
     # DPO with τh = log 3: −log σ(log 3) = −log(3/4) = log(4/3).
@@ -61,6 +88,13 @@ def test_closed_forms_away_from_the_reference():
     assert hinge_loss(*logps_with_gap(7.0), tau=tau).item() == 0.0
     # Regression onto any target: (h − t)².
     assert log_ratio_regression_loss(*logps_with_gap(1.5), target=-0.5).item() == pytest.approx(4.0, rel=1e-14)
+    # GPO at τh = log 3 (h = 2 log 3): e^(−log 3) = 1/3 and Savage 1/(1 + 3)² = 1/16; the truncated
+    # quadratic at τh = 1/2 is (1/2)² and zero from the margin τh = 1 on.
+    assert exponential_loss(*logps_with_gap(math.log(3) / tau), tau=tau).item() == pytest.approx(1 / 3, rel=1e-14)
+    assert savage_loss(*logps_with_gap(math.log(3) / tau), tau=tau).item() == pytest.approx(1 / 16, rel=1e-14)
+    assert truncated_quadratic_loss(*logps_with_gap(1.0), tau=tau).item() == pytest.approx(0.25, rel=1e-14)
+    assert truncated_quadratic_loss(*logps_with_gap(2.0), tau=tau).item() == 0.0
+    assert truncated_quadratic_loss(*logps_with_gap(-2.0), tau=tau).item() == pytest.approx(4.0, rel=1e-14)
 
 
 def test_dpo_at_infinite_gap_is_zero_not_nan():
@@ -97,6 +131,9 @@ def test_robust_dpo_is_unbiased_under_label_noise(h, tau, epsilon):
         (dpo_loss, {"tau": 0.3, "label_smoothing": 0.1}),
         (robust_dpo_loss, {"tau": 0.3, "label_noise": 0.2}),
         (hinge_loss, {"tau": 0.3}),
+        (exponential_loss, {"tau": 0.3}),
+        (truncated_quadratic_loss, {"tau": 0.3}),
+        (savage_loss, {"tau": 0.3}),
         (log_ratio_regression_loss, {"target": 0.7}),
     ],
 )
@@ -117,19 +154,25 @@ def test_tensor_tau_is_one_tau_per_run():
     taus = torch.tensor([[0.1], [1.0], [3.0]], dtype=F64)
     generator = torch.Generator().manual_seed(1)
     logps = [torch.randn(3, 4, generator=generator, dtype=F64) for _ in range(4)]
-    for name, loss in LOSSES.items():
-        extra = {"label_noise": 0.1} if name == "robust" else {}
-        batched = loss(*logps, tau=taus, **extra)
+    for spec in LOSSES.values():
+        batched = spec.function(*logps, tau=taus, **spec.defaults)
         for run, tau in enumerate(taus[:, 0].tolist()):
-            single = loss(*(lp[run] for lp in logps), tau=tau, **extra)
+            single = spec.function(*(lp[run] for lp in logps), tau=tau, **spec.defaults)
             torch.testing.assert_close(batched[run], single, rtol=1e-15, atol=0)
 
 
-@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, torch.tensor([0.5, 0.0])])
-@pytest.mark.parametrize("loss", [ipo_loss, dpo_loss, hinge_loss])
-def test_tau_must_be_positive(loss, tau):
+@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, -1e-300, torch.tensor([0.5, 0.0])])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_tau_must_be_positive(name, tau):
+    spec = LOSSES[name]
     with pytest.raises(PsipoInputError, match="tau: must be > 0"):
-        loss(*logps_with_gap(torch.zeros(2)), tau=tau)
+        spec.function(*logps_with_gap(torch.zeros(2)), tau=tau, **spec.defaults)
+
+
+@pytest.mark.parametrize("tau", [1e-300, 5e-324, torch.tensor([1e-300, 1.0], dtype=F64)])
+def test_tiny_positive_tau_is_positive(tau):
+    """τ below float32's smallest subnormal (~1.4e-45) is still > 0: a number is compared in float64."""
+    check_tau(tau)
 
 
 def test_smoothing_and_noise_must_be_below_one_half():
@@ -139,7 +182,9 @@ def test_smoothing_and_noise_must_be_below_one_half():
         robust_dpo_loss(*logps_with_gap(0.0), tau=1.0, label_noise=-0.1)
 
 
-def test_registry():
+def test_registry_lookups():
     assert get_loss("ipo") is ipo_loss and get_loss("cdpo") is dpo_loss
-    with pytest.raises(PsipoInputError, match="loss: unknown loss 'ppo'"):
-        get_loss("ppo")
+    assert loss_spec("savage").function is savage_loss
+    for lookup in (get_loss, loss_spec):
+        with pytest.raises(PsipoInputError, match="loss: unknown loss 'ppo'"):
+            lookup("ppo")

@@ -4,8 +4,11 @@ The public API:
 
 * Ψ mappings: :mod:`psipo.psi` (``identity`` for IPO, ``logit`` for RLHF/DPO).
 * Per-pair losses on four log-prob tensors: :func:`ipo_loss`, :func:`dpo_loss`,
-  :func:`robust_dpo_loss`, :func:`hinge_loss`, :func:`log_ratio_gap`,
-  :func:`log_ratio_regression_loss`, :func:`get_loss`, :func:`check_tau`.
+  :func:`robust_dpo_loss`, :func:`hinge_loss`, GPO's :func:`exponential_loss`,
+  :func:`truncated_quadratic_loss` and :func:`savage_loss`, :func:`log_ratio_gap`,
+  :func:`log_ratio_regression_loss`, :func:`check_tau`; their registry :data:`LOSSES` of
+  :class:`LossSpec` (with :class:`Hyperparameter` and :class:`Derivative`), :func:`loss_spec`
+  and :func:`get_loss`.
 * :func:`load_config` — build any psipo config dataclass from a YAML file and ``key: value``
   overrides, with errors naming file:line and key.
 * The tabular lab: :mod:`psipo.tabular`.
@@ -30,14 +33,21 @@ _EXPORTS = {
         name: "psipo.losses"
         for name in (
             "LOSSES",
+            "Derivative",
+            "Hyperparameter",
+            "LossSpec",
             "check_tau",
             "dpo_loss",
+            "exponential_loss",
             "get_loss",
             "hinge_loss",
             "ipo_loss",
             "log_ratio_gap",
             "log_ratio_regression_loss",
+            "loss_spec",
             "robust_dpo_loss",
+            "savage_loss",
+            "truncated_quadratic_loss",
         )
     },
 }

@@ -1,4 +1,4 @@
-r"""Per-pair preference losses on the four log-probability tensors.
+r"""Per-pair preference losses on the four log-probability tensors, and their registry.
 
 Every loss takes ``policy_chosen_logps``, ``policy_rejected_logps``,
 ``reference_chosen_logps`` and ``reference_rejected_logps`` — log π(y_w|x), log π(y_l|x),
@@ -13,11 +13,24 @@ All of them are functions of the log-ratio gap (Azar et al., 2023, §5.1)
           - \log\frac{\pi(y_l)}{\pi_\mathrm{ref}(y_l)}.
 
 ``tau`` is the paper's τ, the strength of the KL regularisation (TRL calls it ``beta``).
+
+Generalized Preference Optimization (GPO; Tang et al., 2024, §2) writes most of them as
+:math:`f(\tau h)` for a function f of the scaled gap: DPO is the logistic
+:math:`f(x)=-\log\sigma(x)`, SLiC the hinge :math:`f(x)=\max(0,1-x)`, and GPO adds the
+exponential :math:`e^{-x}`, the truncated quadratic :math:`\max(0,1-x)^2` and the Savage loss
+:math:`1/(1+e^x)^2`. IPO is :math:`\tau^{-2}f(\tau h)` with GPO's squared loss
+:math:`f(x)=(x-\tfrac12)^2`.
+
+:data:`LOSSES` declares each loss once, as a :class:`LossSpec`: its function, hyperparameters,
+default sequence aggregation, Ψ, derivative and plot label. The ``psipo train`` choices and
+config, the tabular trainer, ``psipo reproduce`` and the LM lab all read it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +38,88 @@ import torch.nn.functional as F
 from psipo.errors import PsipoInputError
 
 LossFn = Callable[..., torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameter:
+    """A keyword hyperparameter of a loss: its default and its range [low, high)."""
+
+    default: float
+    low: float
+    high: float
+
+    @property
+    def requirement(self) -> str:
+        return f"must be in [{self.low:g}, {self.high:g})"
+
+    def accepts(self, value: float) -> bool:
+        return self.low <= value < self.high  # NaN fails both comparisons
+
+    def check(self, name: str, value: float) -> None:
+        """Raise :class:`PsipoInputError` naming ``name`` unless ``value`` is in range."""
+        if not self.accepts(value):
+            raise PsipoInputError(f"{name}: {self.requirement}, got {value}")
+
+
+LABEL_SMOOTHING = Hyperparameter(default=0.1, low=0.0, high=0.5)
+"""cDPO's probability ε that a label is flipped (from 1/2 on, labels would carry no or reversed information)."""
+
+LABEL_NOISE = Hyperparameter(default=0.1, low=0.0, high=0.5)
+"""Robust DPO's assumed label-flip rate ε (at 1/2 its correction 1/(1 − 2ε) is infinite)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Derivative:
+    r"""A loss's derivative in the gap, :math:`\ell'(h)=\alpha h+\beta+\gamma\,g(\kappa h)`.
+
+    ``coefficients(tau, **hyperparameters)`` returns (α, β, γ, κ); ``nonlinearity`` is g, or
+    None when ℓ' is affine in h (γ and κ are then unused). A GPO loss
+    :math:`\ell=f(\tau h)` has :math:`\ell'(h)=\tau f'(\tau h)`: α = β = 0, γ = κ = τ, g = f'.
+
+    Why this form rather than any function of h: the vectorised tabular trainer has about
+    100 µs per step for every run at once, and its cost is the number of tensor operations.
+    In this form it evaluates ℓ' for all runs whose losses share g with one evaluation of g and
+    three other operations, however many losses, τ values and hyperparameters they span.
+    """
+
+    coefficients: Callable[..., tuple[float, float, float, float]]
+    nonlinearity: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __call__(self, h: torch.Tensor, *, tau: float, **hyperparameters: float) -> torch.Tensor:
+        """ℓ'(h) at the gaps ``h``."""
+        alpha, beta, gamma, kappa = self.coefficients(tau, **hyperparameters)
+        slope = alpha * h + beta
+        if self.nonlinearity is None:
+            return slope
+        return slope + gamma * self.nonlinearity(kappa * h)
+
+
+def gpo_derivative(f_prime: Callable[[torch.Tensor], torch.Tensor]) -> Derivative:
+    r"""The :class:`Derivative` of a GPO loss :math:`f(\tau h)`: :math:`\tau f'(\tau h)`."""
+    return Derivative(coefficients=lambda tau: (0.0, 0.0, tau, tau), nonlinearity=f_prime)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """Everything psipo knows about one loss; :data:`LOSSES` holds one per name."""
+
+    function: LossFn
+    """The per-pair loss: the four log-prob tensors, keyword ``tau`` and ``hyperparameters``."""
+    derivative: Derivative
+    """ℓ'(h) with the hyperparameters' values; the vectorised tabular trainer steps with it."""
+    label: str
+    """How plots and reports name the loss."""
+    hyperparameters: Mapping[str, Hyperparameter] = dataclasses.field(default_factory=dict)
+    """Keyword hyperparameters besides τ; each is also a ``psipo train`` key of the same name."""
+    aggregation: Literal["sum", "mean"] = "sum"
+    """The sequence log-prob an LM run uses with ``aggregation: auto``."""
+    psi: str | None = None
+    """The Ψ (:mod:`psipo.psi`) whose ΨPO optimum the loss targets in the population, if any."""
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        """The default value of each hyperparameter."""
+        return {name: hp.default for name, hp in self.hyperparameters.items()}
 
 
 def log_ratio_gap(
@@ -41,8 +136,10 @@ def log_ratio_gap(
 
 def check_tau(tau: float | torch.Tensor) -> None:
     """Raise :class:`PsipoInputError` unless τ (a number or a tensor of them) is > 0."""
-    # tau may be a tensor broadcastable against the log-probs (one τ per run in a sweep).
-    if not bool(torch.all(torch.as_tensor(tau) > 0)):
+    # tau may be a tensor broadcastable against the log-probs (one τ per run in a sweep). A
+    # number is compared in float64: as a default float32 tensor, τ below ~1e-45 would read as 0.
+    values = tau if isinstance(tau, torch.Tensor) else torch.as_tensor(tau, dtype=torch.float64)
+    if not bool(torch.all(values > 0)):
         raise PsipoInputError(f"tau: must be > 0, got {tau}")
 
 
@@ -58,7 +155,8 @@ def ipo_loss(
 
     IPO regresses the log-ratio gap onto the constant :math:`1/(2\tau)`, so τ bounds how far
     π moves from π_ref even when every observed preference is deterministic. At π = π_ref
-    (h = 0) the loss is :math:`(1/(2\tau))^2`.
+    (h = 0) the loss is :math:`(1/(2\tau))^2`. In GPO's terms it is :math:`\tau^{-2}f(\tau h)`
+    with the squared loss :math:`f(x)=(x-\tfrac12)^2`. Derivative: :math:`2h-1/\tau`.
     """
     check_tau(tau)
     return log_ratio_regression_loss(
@@ -102,14 +200,15 @@ def dpo_loss(
 ) -> torch.Tensor:
     r"""DPO loss (Rafailov et al., 2023; Azar et al., 2023, Eq. 4): :math:`-\log\sigma(\tau\,h_\pi(y_w,y_l))`.
 
-    With ``label_smoothing`` ε > 0 this is conservative DPO (cDPO): each label is taken to
+    GPO's logistic loss :math:`f(x)=-\log\sigma(x)` at :math:`x=\tau h`. With
+    ``label_smoothing`` ε > 0 this is conservative DPO (cDPO): each label is taken to
     be flipped with probability ε, giving
     :math:`-(1-\varepsilon)\log\sigma(\tau h)-\varepsilon\log\sigma(-\tau h)`.
-    At π = π_ref the loss is log 2 for every ε.
+    At π = π_ref the loss is log 2 for every ε. Derivative:
+    :math:`-\tau\sigma(-\tau h)+\varepsilon\tau`.
     """
     check_tau(tau)
-    if not 0.0 <= label_smoothing < 0.5:
-        raise PsipoInputError(f"label_smoothing: must be in [0, 0.5), got {label_smoothing}")
+    LABEL_SMOOTHING.check("label_smoothing", label_smoothing)
     logits = tau * log_ratio_gap(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
@@ -132,11 +231,11 @@ def robust_dpo_loss(
 
     .. math:: \frac{-(1-\varepsilon)\log\sigma(\tau h)+\varepsilon\log\sigma(-\tau h)}{1-2\varepsilon}
 
-    Its expectation over labels flipped with probability ε equals the clean DPO loss.
+    Its expectation over labels flipped with probability ε equals the clean DPO loss. At
+    π = π_ref it is log 2. Derivative: :math:`-\tau\sigma(-\tau h)-\varepsilon\tau/(1-2\varepsilon)`.
     """
     check_tau(tau)
-    if not 0.0 <= label_noise < 0.5:
-        raise PsipoInputError(f"label_noise: must be in [0, 0.5), got {label_noise}")
+    LABEL_NOISE.check("label_noise", label_noise)
     logits = tau * log_ratio_gap(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
@@ -155,7 +254,9 @@ def hinge_loss(
 ) -> torch.Tensor:
     r"""Hinge (SLiC-HF, Zhao et al., 2023) loss: :math:`\max(0,\,1-\tau\,h_\pi(y_w,y_l))`.
 
-    It stops pushing once the gap reaches the margin :math:`1/\tau`; at π = π_ref it is 1.
+    GPO's hinge :math:`f(x)=\max(0,1-x)`. It stops pushing once the gap reaches the margin
+    :math:`1/\tau`; at π = π_ref it is 1. Derivative: :math:`-\tau\,\mathbb{1}[\tau h<1]`
+    (0 at the kink, as autograd takes it).
     """
     check_tau(tau)
     h = log_ratio_gap(
@@ -164,19 +265,148 @@ def hinge_loss(
     return torch.relu(1.0 - tau * h)
 
 
-LOSSES: dict[str, LossFn] = {
-    "ipo": ipo_loss,
-    "dpo": dpo_loss,
-    "cdpo": dpo_loss,
-    "robust": robust_dpo_loss,
-    "hinge": hinge_loss,
+def _hinge_slope(x: torch.Tensor) -> torch.Tensor:
+    """f'(x) = −1[x < 1] for f(x) = max(0, 1 − x)."""
+    return -(x < 1.0).to(x.dtype)
+
+
+def exponential_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""GPO's exponential loss (Tang et al., 2024, §2): :math:`e^{-\tau\,h_\pi(y_w,y_l)}`.
+
+    Like DPO's logistic loss it decreases towards 0 without ever reaching it, so a pair
+    that is always won pushes h to +∞; it penalises a wrong ordering exponentially rather
+    than linearly. At π = π_ref it is 1. Derivative: :math:`-\tau e^{-\tau h}`.
+    """
+    check_tau(tau)
+    h = log_ratio_gap(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    )
+    return torch.exp(-tau * h)
+
+
+def _exponential_slope(x: torch.Tensor) -> torch.Tensor:
+    """f'(x) = −e^(−x) for f(x) = e^(−x)."""
+    return -torch.exp(-x)
+
+
+def truncated_quadratic_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""GPO's truncated quadratic loss (Tang et al., 2024, §2): :math:`\max(0,\,1-\tau\,h_\pi(y_w,y_l))^2`.
+
+    The squared hinge: zero from the margin :math:`h=1/\tau` on, like SLiC, but with a
+    gradient that vanishes smoothly there. At π = π_ref it is 1. Derivative:
+    :math:`-2\tau\max(0,1-\tau h)`.
+    """
+    check_tau(tau)
+    h = log_ratio_gap(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    )
+    return torch.relu(1.0 - tau * h) ** 2
+
+
+def _truncated_quadratic_slope(x: torch.Tensor) -> torch.Tensor:
+    """f'(x) = −2 max(0, 1 − x) for f(x) = max(0, 1 − x)²."""
+    return -2.0 * torch.relu(1.0 - x)
+
+
+def savage_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""GPO's Savage loss (Tang et al., 2024, §2): :math:`1/(1+e^{\tau h_\pi(y_w,y_l)})^2 = \sigma(-\tau h)^2`.
+
+    Bounded by 1, so unlike the other GPO losses it is not convex: a pair ranked very wrongly
+    (h → −∞) has a vanishing gradient, which makes it robust to flipped labels. At π = π_ref
+    it is 1/4. Derivative: :math:`-2\tau\sigma(-\tau h)^2\sigma(\tau h)`.
+    """
+    check_tau(tau)
+    h = log_ratio_gap(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    )
+    return torch.sigmoid(-tau * h) ** 2
+
+
+def _savage_slope(x: torch.Tensor) -> torch.Tensor:
+    """f'(x) = −2σ(−x)²σ(x) for f(x) = σ(−x)²."""
+    return -2.0 * torch.sigmoid(-x) ** 2 * torch.sigmoid(x)
+
+
+# The DPO family's ℓ' = −τσ(−τh) + constant, written with g = σ and κ = −τ so that every
+# DPO-like run (and the tabular RLHF reward fit, DPO at τ = 1) shares g with one sigmoid.
+LOSSES: Mapping[str, LossSpec] = {
+    "ipo": LossSpec(
+        function=ipo_loss,
+        derivative=Derivative(coefficients=lambda tau: (2.0, -1.0 / tau, 0.0, 0.0)),
+        label="IPO",
+        # Per-token log-probs: the target 1/(2τ) does not grow with the completion's length.
+        aggregation="mean",
+        psi="identity",
+    ),
+    "dpo": LossSpec(
+        function=dpo_loss,
+        derivative=Derivative(coefficients=lambda tau: (0.0, 0.0, -tau, -tau), nonlinearity=torch.sigmoid),
+        label="DPO",
+        psi="logit",
+    ),
+    "cdpo": LossSpec(
+        function=dpo_loss,
+        derivative=Derivative(
+            coefficients=lambda tau, label_smoothing: (0.0, label_smoothing * tau, -tau, -tau),
+            nonlinearity=torch.sigmoid,
+        ),
+        label="cDPO",
+        hyperparameters={"label_smoothing": LABEL_SMOOTHING},
+    ),
+    "robust": LossSpec(
+        function=robust_dpo_loss,
+        derivative=Derivative(
+            coefficients=lambda tau, label_noise: (
+                0.0, -label_noise * tau / (1.0 - 2.0 * label_noise), -tau, -tau
+            ),
+            nonlinearity=torch.sigmoid,
+        ),
+        label="robust DPO",
+        hyperparameters={"label_noise": LABEL_NOISE},
+    ),
+    "hinge": LossSpec(function=hinge_loss, derivative=gpo_derivative(_hinge_slope), label="hinge (SLiC)"),
+    "exponential": LossSpec(
+        function=exponential_loss, derivative=gpo_derivative(_exponential_slope), label="exponential (GPO)"
+    ),
+    "truncated_quadratic": LossSpec(
+        function=truncated_quadratic_loss,
+        derivative=gpo_derivative(_truncated_quadratic_slope),
+        label="truncated quadratic (GPO)",
+    ),
+    "savage": LossSpec(function=savage_loss, derivative=gpo_derivative(_savage_slope), label="Savage (GPO)"),
 }
-"""Loss functions by the name a config uses. ``cdpo`` is :func:`dpo_loss` with label smoothing."""
+"""Every loss by the name a config uses. ``cdpo`` is :func:`dpo_loss` with label smoothing."""
 
 
-def get_loss(name: str) -> LossFn:
-    """Return the loss function registered under ``name`` (see :data:`LOSSES`)."""
+def loss_spec(name: str) -> LossSpec:
+    """The :class:`LossSpec` registered under ``name`` in :data:`LOSSES`."""
     try:
         return LOSSES[name]
     except KeyError:
         raise PsipoInputError(f"loss: unknown loss {name!r}; expected one of {sorted(LOSSES)}") from None
+
+
+def get_loss(name: str) -> LossFn:
+    """The loss function registered under ``name`` (see :data:`LOSSES`)."""
+    return loss_spec(name).function

@@ -33,9 +33,29 @@ def test_quick_reproduction_writes_figures_report_and_json(tmp_path):
     assert 0 < results["timing_seconds"]["train_grid"] < 60
 
 
+def test_gpo_losses_train_and_report_without_a_closed_form(tmp_path):
+    """GPO's losses have no Ψ: they train and are reported, with no closed form or optimum to compare."""
+    out = tmp_path / "results"
+    losses = ["exponential", "truncated_quadratic", "savage"]
+    done = psipo("reproduce", "--quick", "--out", str(out), "--losses", *losses, "--datasets", "D1")
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["losses"] == losses
+    for row in results["asymptotic"]["rows"]:
+        for loss in losses:
+            assert row[loss]["closed_form"] is None and row[loss]["empirical_optimum"] is None
+            assert 0.5 < row[loss]["trained_mean"] <= 1.0  # y1 always wins: every loss raises π(y1)
+    entries = results["datasets"]["D1"]["results"]
+    assert sorted({e["loss"] for e in entries}) == sorted(losses)
+    assert all(e["population_optimum"] is None and e["empirical_optimum"] is None for e in entries)
+    report = (out / "REPORT.md").read_text()
+    assert "| TRUNCATED_QUADRATIC | 0.1 |" in report and "none (no minimiser)" not in report
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--losses", "kto"], "--losses[0]: expected one of 'ipo', 'dpo'"),
         (["--taus", "-1"], "taus"),
         (["--steps", "0"], "--steps: must be >= 1"),
         (["--losses", "ipo", "dpo", "--rlhf_l2", "0.01"], "--rlhf_l2: has no effect without rlhf in losses"),

@@ -32,7 +32,11 @@ def assert_same_weights(a, b, atol):
 
 @pytest.mark.parametrize(
     ("loss", "tau", "expected"),
-    [("ipo", 0.1, 25.0), ("ipo", 0.5, 1.0), ("dpo", 0.1, math.log(2)), ("hinge", 0.3, 1.0)],
+    [
+        ("ipo", 0.1, 25.0), ("ipo", 0.5, 1.0), ("dpo", 0.1, math.log(2)), ("hinge", 0.3, 1.0),
+        # GPO's f(τh) at h = 0: e^0, max(0, 1)², 1/(1 + e^0)²
+        ("exponential", 0.3, 1.0), ("truncated_quadratic", 0.3, 1.0), ("savage", 0.3, 0.25),
+    ],
 )
 def test_initial_loss_is_the_closed_form_at_pi_equals_pi_ref(base_config, rows, loss, tau, expected):
     # The first logged step's loss is computed before any update, with π = π_ref.

@@ -32,7 +32,6 @@ from psipo.tabular.exact import (
     total_preference,
 )
 from psipo.tabular.problem import (
-    DTYPE,
     SolveSettings,
     TabularProblem,
     blame_problem_file,
@@ -70,9 +69,7 @@ def solve(problem: TabularProblem, settings: SolveSettings) -> dict:
     """The optimum and its statistics as plain data (the ``--json`` document)."""
     if settings.tau is None:
         raise PsipoInputError("tau: not given (set `tau` in the problem file or pass --tau)")
-    # A float64 τ: check_tau compares a plain number in float32, where τ < 1e-45 reads as 0.
-    tau = torch.tensor(settings.tau, dtype=DTYPE)
-    policy = optimal_policy(problem, tau=tau, psi=settings.psi)
+    policy = optimal_policy(problem, tau=settings.tau, psi=settings.psi)
     if not bool(torch.isfinite(policy).all()):
         raise PsipoInputError(
             f"tau: {settings.tau:g} is too small to solve in float64: g(y)/τ in π*(y) ∝ π_ref(y)·exp(g(y)/τ) overflows"
@@ -85,7 +82,7 @@ def solve(problem: TabularProblem, settings: SolveSettings) -> dict:
         "tau": settings.tau,
         "psi": settings.psi,
         "policy": per_context if problem.has_contexts else next(iter(per_context.values())),
-        "objective": float(psipo_objective(problem, policy, tau=tau, psi=settings.psi)),
+        "objective": float(psipo_objective(problem, policy, tau=settings.tau, psi=settings.psi)),
         "total_preference": float(total_preference(problem, policy)),
         "kl": float(kl_divergence(problem, policy)),
     }

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ import torch
 from psipo._config import flat, to_dict
 from psipo._io import atomic_write_json, atomic_write_text
 from psipo.errors import PsipoInputError
+from psipo.losses import LOSSES
 from psipo.tabular import empirical
 from psipo.tabular.datasets import PreferenceDataset, deterministic_pair_dataset, paper_datasets
 from psipo.tabular.exact import optimal_policy
@@ -50,8 +51,15 @@ DATASET_DESCRIPTIONS = {
     "D3'": "D3' = {(a,b), (b,a), (b,c)}: c only ever loses, (a,c) unobserved (the text's Figure 2)",
 }
 
-POPULATION_PSI = {"ipo": "identity", "dpo": "logit", "rlhf": "logit"}
-"""The Ψ whose ΨPO optimum each loss targets in the population (Prop. 1, Eq. 13)."""
+POPULATION_PSI = {**{name: spec.psi for name, spec in LOSSES.items()}, "rlhf": "logit"}
+"""The Ψ whose ΨPO optimum each loss targets in the population (psipo.losses.LOSSES; RLHF:
+Prop. 1), or None: then there is no closed form to compare with."""
+
+PAPER_LOSSES = ["ipo", "dpo", "rlhf"]
+"""The losses of §5.3.1 and §5.4, trained by default."""
+
+LossChoice = Literal[TRAINABLE_LOSSES]  # type: ignore[valid-type]
+"""A loss the tabular trainer supports: ``--losses`` accepts, and ``--help`` lists, exactly these."""
 
 
 @dataclass
@@ -60,8 +68,9 @@ class ReproduceConfig:
 
     taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
     """Regularisation strengths τ: one column of panels each."""
-    losses: list[str] = field(default_factory=lambda: list(TRAINABLE_LOSSES))
-    """Losses to train: ipo (Eq. 17), dpo (Eq. 4), rlhf (Bradley–Terry reward, then Eq. 3)."""
+    losses: list[LossChoice] = field(default_factory=lambda: list(PAPER_LOSSES))
+    """Losses to train: the paper's ipo (Eq. 17), dpo (Eq. 4) and rlhf (Bradley–Terry reward, then
+    Eq. 3), or any other of psipo.losses (with its default hyperparameters)."""
     datasets: list[str] = field(default_factory=lambda: list(DATASET_DESCRIPTIONS))
     """Datasets of §5.4 among D1, D2, D3, D3'."""
     training: TrainConfig = flat(TrainConfig)
@@ -123,12 +132,25 @@ def deterministic_pair_problem() -> TabularProblem:
     return TabularProblem.create(("y1", "y2"), [[0.5, 1.0], [0.0, 0.5]])
 
 
+EMPIRICAL_OPTIMA = ("ipo", "dpo", "rlhf")
+"""The losses whose empirical optimum :mod:`psipo.tabular.empirical` computes."""
+
+
 def _empirical_optimum(dataset: PreferenceDataset, loss: str, tau: float, config: ReproduceConfig):
+    """The minimiser of the empirical loss, or None: it has none, or it is not computed."""
     if loss == "ipo":
         return empirical.ipo_empirical_optimum(dataset, tau=tau)
     if loss == "dpo":
         return empirical.dpo_empirical_optimum(dataset, tau=tau)
-    return empirical.rlhf_empirical_optimum(dataset, tau=tau, l2=config.training.rlhf_l2)
+    if loss == "rlhf":
+        return empirical.rlhf_empirical_optimum(dataset, tau=tau, l2=config.training.rlhf_l2)
+    return None
+
+
+def _closed_form_pi_y1(problem: TabularProblem, loss: str, tau: float) -> float | None:
+    """π*(y1) of the ΨPO optimum the loss targets, or None for a loss without a Ψ."""
+    psi = POPULATION_PSI[loss]
+    return None if psi is None else float(optimal_policy(problem, tau=tau, psi=psi)[0, 0])
 
 
 def _summaries(result: TrainResult) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +220,7 @@ def _asymptotic_section(config: ReproduceConfig, pair: PreferenceDataset, result
         for i, loss in enumerate(config.losses):
             optimum = _empirical_optimum(pair, loss, tau, config)
             row[loss] = {
-                "closed_form": float(optimal_policy(problem, tau=tau, psi=POPULATION_PSI[loss])[0, 0]),
+                "closed_form": _closed_form_pi_y1(problem, loss, tau),
                 "empirical_optimum": None if optimum is None else float(optimum[0, 0]),
                 "trained_mean": float(mean[i, j]),
                 "trained_ci95_half_width": float(half[i, j]),
@@ -226,7 +248,7 @@ def _dataset_section(
         for j, tau in enumerate(config.taus):
             optimum = _empirical_optimum(dataset, loss, tau, config)
             population = None
-            if problem is not None:
+            if problem is not None and POPULATION_PSI[loss] is not None:
                 population = optimal_policy(problem, tau=tau, psi=POPULATION_PSI[loss])[0]
             entry = {
                 "loss": loss,
@@ -299,8 +321,9 @@ def _write_figures(
     figure = asymptotic_figure(
         curve_taus,
         {
-            loss: np.array([float(optimal_policy(problem, tau=t, psi=POPULATION_PSI[loss])[0, 0]) for t in curve_taus])
+            loss: np.array([_closed_form_pi_y1(problem, loss, t) for t in curve_taus])
             for loss in losses
+            if POPULATION_PSI[loss] is not None
         },
         config.taus,
         {loss: column(loss, "trained_mean") for loss in losses},
@@ -396,7 +419,7 @@ def _claims(results: dict[str, Any]) -> list[str]:
                 + "."
             )
         lines.append(text + " D3 as printed cannot show what the text describes.")
-    if "D3'" in sections:
+    if "D3'" in sections and {"ipo", "dpo"} & set(config["losses"]):
         parts = []
         if "dpo" in config["losses"]:
             high = max(p[2] for p in final("D3'", "dpo").values())
@@ -453,8 +476,9 @@ def render_report(results: dict[str, Any]) -> str:
         "Trained numbers are the mean over seeds of the final policy ± the half-width of a 95% "
         "t-interval. *Empirical optimum*: the exact minimiser of the same empirical loss on the same "
         "dataset (IPO: minimum-norm least squares; DPO: Bradley–Terry maximum likelihood scaled by 1/τ; "
-        "RLHF: π ∝ π_ref·exp(r̂/τ)). *Population optimum*: the ΨPO optimum (Eq. 7/9; Ψ = identity for "
-        "IPO, logit for DPO/RLHF) of the preference table the dataset observes, when it observes every pair.",
+        "RLHF: π ∝ π_ref·exp(r̂/τ); — for other losses). *Population optimum*: the ΨPO optimum (Eq. 7/9; "
+        "Ψ = identity for IPO, logit for DPO/RLHF; — for losses without a Ψ) of the preference table "
+        "the dataset observes, when it observes every pair.",
         "",
         "## What the paper claims, and what we see",
         "",
@@ -518,7 +542,7 @@ def render_report(results: dict[str, Any]) -> str:
         for e in section["results"]:
             lines.append(
                 f"| {e['loss'].upper()} | {e['tau']:g} | {_fmt_policy(e['trained_mean'], e['trained_ci95_half_width'])} "
-                f"| {_fmt_policy(e['empirical_optimum'])} | "
+                f"| {_fmt_policy(e['empirical_optimum']) if e['loss'] in EMPIRICAL_OPTIMA else '—'} | "
                 + ("—" if e["population_optimum"] is None else _fmt_policy(e["population_optimum"]))
                 + " |"
             )

@@ -22,6 +22,10 @@ from typing import Any, Literal
 
 from psipo._config import flat, load_config
 from psipo.errors import PsipoInputError
+from psipo.losses import LOSSES
+
+LossName = Literal[tuple(LOSSES)]  # type: ignore[valid-type]
+"""A name in psipo.losses.LOSSES: the config accepts, and ``--help`` lists, exactly these."""
 
 
 @dataclasses.dataclass
@@ -88,15 +92,17 @@ class DataConfig:
 class ObjectiveConfig:
     """Objective: the preference loss from psipo.losses and its hyperparameters."""
 
-    loss: Literal["ipo", "dpo", "cdpo", "robust", "hinge"] = "ipo"
-    """Loss (psipo.losses): ipo (Eq. 17), dpo (Eq. 4), cdpo (DPO + label smoothing), robust, hinge (SLiC)."""
+    loss: LossName = "ipo"
+    """Loss from psipo.losses.LOSSES, whose docstrings give the equations: ipo (Eq. 17), dpo (Eq. 4),
+    cdpo (DPO + label smoothing), robust (robust DPO), and GPO's f(τh) for the others (hinge: SLiC)."""
     tau: float = 0.1
     """τ, the KL-regularisation strength (TRL's beta). IPO regresses h onto 1/(2τ)."""
     aggregation: Literal["auto", "sum", "mean"] = "auto"
-    """Sequence log-prob: sum or mean of completion-token log-probs; auto: mean for ipo, sum otherwise."""
-    label_smoothing: float = 0.1
+    """Sequence log-prob: sum or mean of completion-token log-probs; auto: the loss's own default
+    (mean for ipo, sum for the others)."""
+    label_smoothing: float = LOSSES["cdpo"].hyperparameters["label_smoothing"].default
     """cdpo only: probability ε that a label is flipped (conservative DPO)."""
-    label_noise: float = 0.1
+    label_noise: float = LOSSES["robust"].hyperparameters["label_noise"].default
     """robust only: the assumed label-flip rate ε of robust DPO."""
 
 
@@ -209,17 +215,14 @@ class TrainConfig:
         """The sequence aggregation in force ("auto" resolved by the loss)."""
         agg = self.objective.aggregation
         if agg == "auto":
-            return "mean" if self.objective.loss == "ipo" else "sum"
+            return LOSSES[self.objective.loss].aggregation
         return agg  # type: ignore[return-value]
 
     def loss_kwargs(self) -> dict[str, float]:
-        """Keyword hyperparameters of the selected loss function in psipo.losses."""
-        kwargs: dict[str, float] = {"tau": self.objective.tau}
-        if self.objective.loss == "cdpo":
-            kwargs["label_smoothing"] = self.objective.label_smoothing
-        if self.objective.loss == "robust":
-            kwargs["label_noise"] = self.objective.label_noise
-        return kwargs
+        """Keyword arguments of the selected loss function: τ and the hyperparameters its
+        registry entry declares, each read from the config key of the same name."""
+        hyperparameters = LOSSES[self.objective.loss].hyperparameters
+        return {"tau": self.objective.tau, **{name: getattr(self.objective, name) for name in hyperparameters}}
 
     def to_flat_dict(self) -> dict[str, Any]:
         """The config as its flat YAML keys."""
@@ -247,8 +250,11 @@ def validate(config: TrainConfig) -> None:
     checks = [
         ("tau", _in_range(o.tau, 0, inf, low_open=True, high_open=True), f"{finite} > 0"),
         ("tau", not o.tau > 0 or math.isfinite(1 / (2 * o.tau)), "is too small: 1/(2·tau) overflows"),
-        ("label_smoothing", _in_range(o.label_smoothing, 0, 0.5, high_open=True), "must be in [0, 0.5)"),
-        ("label_noise", _in_range(o.label_noise, 0, 0.5, high_open=True), "must be in [0, 0.5)"),
+        *(
+            (name, hyperparameter.accepts(getattr(o, name)), hyperparameter.requirement)
+            for spec in LOSSES.values()
+            for name, hyperparameter in spec.hyperparameters.items()
+        ),
         ("batch_size", opt.batch_size >= 1, "must be >= 1"),
         ("gradient_accumulation_steps", opt.gradient_accumulation_steps >= 1, "must be >= 1"),
         ("learning_rate", _in_range(opt.learning_rate, 0, inf, high_open=True), f"{finite} >= 0"),

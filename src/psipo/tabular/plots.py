@@ -15,8 +15,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from psipo._io import atomic_write_bytes
+from psipo.losses import LOSSES
 
-LOSS_LABELS = {"ipo": "IPO", "dpo": "DPO", "rlhf": "RLHF (BT reward + Eq. 3)"}
+LOSS_LABELS = {**{name: spec.label for name, spec in LOSSES.items()}, "rlhf": "RLHF (BT reward + Eq. 3)"}
+"""How figures name each loss the tabular trainer supports (psipo.losses.LOSSES, and RLHF)."""
 
 
 def save_png(figure: Figure, path: str | Path, *, dpi: int = 110) -> None:
@@ -81,13 +83,14 @@ def asymptotic_figure(
     *,
     title: str,
 ) -> Figure:
-    """π*(y1) against τ (log scale): the closed form as a line over ``curve_taus``, trained means
-    with 95% CI as markers at ``taus``."""
+    """π*(y1) against τ (log scale): trained means with 95% CI as markers at ``taus``, and the
+    closed form as a line over ``curve_taus`` for the losses that have one in ``closed_form``."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = figure.subplots()
-    for k, loss in enumerate(closed_form):
+    for k, loss in enumerate(trained_mean):
         label = LOSS_LABELS.get(loss, loss)
-        ax.plot(curve_taus, closed_form[loss], color=f"C{k}", lw=1.5, label=f"{label}: closed form")
+        if loss in closed_form:
+            ax.plot(curve_taus, closed_form[loss], color=f"C{k}", lw=1.5, label=f"{label}: closed form")
         ax.errorbar(
             taus, trained_mean[loss], yerr=np.nan_to_num(trained_half_width[loss]), color=f"C{k}",
             fmt="o", ms=5, capsize=3, label=f"{label}: trained (mean, 95% CI)",

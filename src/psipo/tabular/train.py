@@ -2,7 +2,8 @@ r"""Vectorised sampled training of tabular softmax policies (Azar et al., 2023, 
 
 A run is one (dataset × loss × τ × seed): a softmax policy π_θ with logits
 θ = log π_ref + δ, δ₀ = 0, trained by Adam on minibatches of ``batch_size`` rows sampled
-uniformly with replacement from the dataset. The losses are DPO (Eq. 4), IPO (Eq. 17), and
+uniformly with replacement from the dataset. The losses are those of :data:`psipo.losses.LOSSES`
+(the paper's DPO, Eq. 4, and IPO, Eq. 17, among them), with their default hyperparameters, and
 sampled RLHF: a Bradley–Terry reward r fitted by the same minibatch Adam on
 ``dpo_loss(r_w, r_l, 0, 0, tau=1)`` (= −log σ(r_w − r_l), Eq. 2) plus an optional
 λ‖r‖², followed by the KL-regularised policy π ∝ π_ref·exp(r/τ) (Eq. 3). The reward fit does
@@ -20,9 +21,11 @@ cost is the number of tensor operations per step, not their size. The trainer th
   .. math:: \nabla_\delta \tfrac{1}{|b|}\textstyle\sum_{i\in b}\ell(h_i) = B^\top (c_t \odot \ell'(h)),
 
   two batched matmuls per step whatever the batch size;
-* uses the derivative ℓ'(h) of each loss in the common form α h + β + γ σ(κ h)
-  (see :data:`LOSS_DERIVATIVES`; tests check it against autograd through ``psipo.losses``
-  and finite differences), so mixing losses costs no extra operations;
+* steps with each loss's derivative ℓ'(h) = α h + β + γ g(κ h) from its registry entry
+  (:class:`psipo.losses.Derivative`; tests check it against autograd and finite
+  differences): adjacent losses in ``losses`` that share g take four operations per step
+  together, as many as a single loss — IPO's ℓ' is affine, and the whole DPO family, RLHF's
+  reward fit included, has g = σ;
 * performs the Adam update (exactly torch.optim.Adam's, which matches optax's defaults)
   in place on preallocated buffers, on one thread: on two threads PyTorch's per-op
   synchronisation makes these tiny operations about ten times slower.
@@ -36,8 +39,9 @@ and autograd through ``psipo.losses``, can be fed exactly the same ones.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,12 +49,13 @@ import numpy as np
 import torch
 
 from psipo.errors import PsipoInputError
-from psipo.losses import dpo_loss, get_loss
+from psipo.losses import LOSSES, LossSpec
 from psipo.tabular.datasets import PreferenceDataset
 from psipo.tabular.rlhf import kl_regularised_policy
 
-TRAINABLE_LOSSES = ("ipo", "dpo", "rlhf")
-"""Losses the sampled trainer supports; ``rlhf`` is the Bradley–Terry reward + Eq. 3 policy."""
+TRAINABLE_LOSSES = (*LOSSES, "rlhf")
+"""Losses the sampled trainer supports: every loss of :data:`psipo.losses.LOSSES`, and ``rlhf``,
+the Bradley–Terry reward + Eq. 3 policy."""
 
 
 @dataclass
@@ -105,22 +110,21 @@ class TrainConfig:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
 
-# ℓ'(h) = α h + β + γ σ(κ h) for each trainable loss, as a function of (τ, λ):
-#   IPO  ℓ = (h − 1/(2τ))²          ⇒ ℓ' = 2h − 1/τ
-#   DPO  ℓ = −log σ(τh)             ⇒ ℓ' = −τ σ(−τh)
-#   BT   ℓ = −log σ(h), h = r_w − r_l ⇒ ℓ' = −σ(−h)   (the RLHF reward fit; τ enters later)
-LOSS_DERIVATIVES = {
-    "ipo": lambda tau: (2.0, -1.0 / tau, 0.0, 0.0),
-    "dpo": lambda tau: (0.0, 0.0, -tau, -tau),
-    "rlhf": lambda tau: (0.0, 0.0, -1.0, -1.0),
-}
-"""(α, β, γ, κ) with ℓ'(h) = α h + β + γ σ(κ h) for the per-pair loss of each trainable loss."""
+def _stepped_loss(loss: str, tau: float | None) -> tuple[LossSpec, float]:
+    """The registry loss a trainable loss steps with, and its τ.
+
+    RLHF fits its reward r by Bradley–Terry, −log σ(r_w − r_l) (Eq. 2): DPO at τ = 1 with
+    r in place of the log-ratios.
+    """
+    if loss == "rlhf":
+        return LOSSES["dpo"], 1.0
+    return LOSSES[loss], tau
 
 
 def loss_derivative(loss: str, h: torch.Tensor, *, tau: float) -> torch.Tensor:
-    """ℓ'(h) of ``loss`` from :data:`LOSS_DERIVATIVES` (the form the trainer uses)."""
-    alpha, beta, gamma, kappa = LOSS_DERIVATIVES[loss](tau)
-    return alpha * h + beta + gamma * torch.sigmoid(kappa * h)
+    """ℓ'(h) of a trainable loss at its default hyperparameters, as the trainer steps with it."""
+    spec, tau = _stepped_loss(loss, tau)
+    return spec.derivative(h, tau=tau, **spec.defaults)
 
 
 def pair_loss(
@@ -132,15 +136,17 @@ def pair_loss(
     *,
     tau: float | torch.Tensor,
 ) -> torch.Tensor:
-    """The per-pair loss a trainable loss minimises, from :mod:`psipo.losses`.
+    """The per-pair loss a trainable loss minimises, from :mod:`psipo.losses`, at its default
+    hyperparameters.
 
     For ``rlhf`` the "log-probs" are rewards and the loss is Bradley–Terry's
     ``dpo_loss(r_w, r_l, 0, 0, tau=1)``; ``tau`` is ignored.
     """
-    if loss == "rlhf":
-        return dpo_loss(chosen_logps, rejected_logps, torch.zeros(()), torch.zeros(()), tau=1.0)
-    return get_loss(loss)(
-        chosen_logps, rejected_logps, reference_chosen_logps, reference_rejected_logps, tau=tau
+    spec, tau = _stepped_loss(loss, tau)
+    if loss == "rlhf":  # rewards have no reference to subtract
+        reference_chosen_logps = reference_rejected_logps = torch.zeros(())
+    return spec.function(
+        chosen_logps, rejected_logps, reference_chosen_logps, reference_rejected_logps, tau=tau, **spec.defaults
     )
 
 
@@ -202,11 +208,22 @@ class TrainResult:
         return self.policies[-1]
 
 
-def _derivative_coefficients(
+def _derivative_terms(
     groups: list[tuple[str, float | None]], dtype: torch.dtype
-) -> list[torch.Tensor]:
-    table = [LOSS_DERIVATIVES[loss](1.0 if tau is None else tau) for loss, tau in groups]
-    return [torch.tensor(column, dtype=dtype).view(1, 1, -1, 1) for column in zip(*table)]
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[Callable, slice, torch.Tensor, torch.Tensor]]]:
+    """α and β ([1, 1, G, 1]) of every group's ℓ'(h) = αh + β + γ g(κh), and (g, groups, γ, κ)
+    for each run of consecutive groups that share g (γ and κ: [1, 1, groups in the run, 1])."""
+    stepped = [_stepped_loss(loss, tau) for loss, tau in groups]
+    table = [spec.derivative.coefficients(tau, **spec.defaults) for spec, tau in stepped]
+    alpha, beta, gamma, kappa = (torch.tensor(column, dtype=dtype).view(1, 1, -1, 1) for column in zip(*table))
+    terms, start = [], 0
+    for nonlinearity, members in itertools.groupby(spec.derivative.nonlinearity for spec, _ in stepped):
+        stop = start + len(list(members))
+        if nonlinearity is not None:  # None: ℓ' is affine in h
+            span = slice(start, stop)
+            terms.append((nonlinearity, span, gamma[:, :, span], kappa[:, :, span]))
+        start = stop
+    return alpha, beta, terms
 
 
 @contextlib.contextmanager
@@ -285,7 +302,7 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
     for i, dataset in enumerate(datasets):
         incidence[i, : len(dataset)] = dataset.incidence(dtype)
     incidence_t = incidence.transpose(1, 2).contiguous()
-    alpha, beta, gamma, kappa = _derivative_coefficients(groups, dtype)
+    alpha, beta, nonlinear_terms = _derivative_terms(groups, dtype)
     l2 = torch.tensor(
         [config.rlhf_l2 if loss == "rlhf" else 0.0 for loss, _ in groups], dtype=dtype
     ).view(1, 1, -1, 1)
@@ -300,11 +317,14 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
     delta = torch.zeros(*runs, num_params, dtype=dtype)
     exp_avg, exp_avg_sq, grad, denom = (torch.zeros_like(delta) for _ in range(4))
     gaps = torch.zeros(*runs, num_rows, dtype=dtype)
-    slopes, sigmoids = torch.zeros_like(gaps), torch.zeros_like(gaps)
+    slopes = torch.zeros_like(gaps)
     grouped = (num_datasets, num_seeds, num_groups, -1)  # views that expose the group axis
-    gaps_g, slopes_g, sigmoids_g, delta_g, grad_g = (
-        t.view(grouped) for t in (gaps, slopes, sigmoids, delta, grad)
-    )
+    gaps_g, slopes_g, delta_g, grad_g = (t.view(grouped) for t in (gaps, slopes, delta, grad))
+    # Per nonlinear term: g, γ, κ, views of its groups' gaps and slopes, and a buffer for κh.
+    nonlinear_views = [
+        (nonlinearity, gamma, kappa, gaps_g[:, :, span], slopes_g[:, :, span], torch.zeros_like(gaps_g[:, :, span]))
+        for nonlinearity, span, gamma, kappa in nonlinear_terms
+    ]
     b1, b2, eps, lr = config.adam_b1, config.adam_b2, config.adam_eps, config.learning_rate
 
     records = [delta.clone()]
@@ -317,10 +337,10 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
             weights = _row_weights(draws[:, chunk_start:chunk_end], sizes, num_rows, dtype)
             for step in range(chunk_start + 1, chunk_end + 1):
                 torch.bmm(delta, incidence_t, out=gaps)  # h = Bδ for every row of every run
-                torch.mul(gaps_g, kappa, out=sigmoids_g)
-                sigmoids.sigmoid_()
-                torch.addcmul(beta, alpha, gaps_g, out=slopes_g)
-                slopes_g.addcmul_(gamma, sigmoids_g)  # ℓ'(h) = αh + β + γσ(κh)
+                torch.addcmul(beta, alpha, gaps_g, out=slopes_g)  # ℓ'(h) = αh + β
+                for nonlinearity, gamma, kappa, term_gaps, term_slopes, scaled in nonlinear_views:
+                    torch.mul(term_gaps, kappa, out=scaled)
+                    term_slopes.addcmul_(gamma, nonlinearity(scaled))  # + γ g(κh)
                 slopes_g.mul_(weights[step - 1 - chunk_start])  # × minibatch row fractions
                 torch.bmm(slopes, incidence, out=grad)  # Bᵀ(c ⊙ ℓ'(h))
                 if use_l2:

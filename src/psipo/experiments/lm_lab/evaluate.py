@@ -25,9 +25,6 @@ from psipo.tabular import empirical, exact
 from psipo.tabular.datasets import PreferenceDataset
 from psipo.tabular.problem import TabularProblem
 
-PSI_OF_LOSS = {"ipo": "identity", "dpo": "logit"}
-"""The Ψ whose ΨPO optimum each loss targets in the population limit (§4.1, §5)."""
-
 
 def normalised(logps: torch.Tensor) -> torch.Tensor:
     """Probabilities from enumerated log-probs [X, Y], renormalised to remove rounding

@@ -31,7 +31,6 @@ from psipo.experiments.lm_lab.config import LabConfig, parse_oracle, validate
 from psipo.experiments.lm_lab.data import enumerated_sampler, sample_preference_data
 from psipo.experiments.lm_lab.enumeration import enumerate_logps
 from psipo.experiments.lm_lab.evaluate import (
-    PSI_OF_LOSS,
     DataMasks,
     EmpiricalOptima,
     Evaluator,
@@ -46,6 +45,7 @@ from psipo.experiments.lm_lab.montecarlo import (
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
+from psipo.losses import LOSSES
 from psipo.tabular.train import single_thread
 
 FRONTIER_TAUS = [10 ** (k / 4) for k in range(-12, 5)]
@@ -196,7 +196,7 @@ def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Ref
             final["sum_minus_one_max"] = float((final_logps.exp().sum(-1) - 1).abs().max())
             runs.append({
                 "oracle": oracle.name, "loss": loss, "tau": tau, "seed": seed,
-                "psi": PSI_OF_LOSS.get(loss), "final": final, "curve": curve, "history": trained.history,
+                "psi": LOSSES[loss].psi, "final": final, "curve": curve, "history": trained.history,
             })
     return {"runs": runs, "empirical_optima": empirical}
 
