@@ -12,7 +12,8 @@ The public API:
 * :func:`load_config` — build any psipo config dataclass from a YAML file and ``key: value``
   overrides, with errors naming file:line and key.
 * The tabular lab: :mod:`psipo.tabular`.
-* Language-model training: :mod:`psipo.lm` (imported on demand; it pulls in transformers).
+* Language-model training: :mod:`psipo.lm` (not imported by ``import psipo``; its exports load
+  torch and transformers on first use).
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ from psipo.lm.config import ModelConfig
 from psipo.lm.fixtures import quickstart_hint
 from psipo.lm.hub import resolve_hub_name
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def quiet_transformers() -> None:
     """No per-file progress bars from from_pretrained / save_pretrained beside psipo's own line."""
