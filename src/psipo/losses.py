@@ -108,7 +108,7 @@ class LossSpec:
     derivative: Derivative
     """ℓ'(h) with the hyperparameters' values; the vectorised tabular trainer steps with it."""
     label: str
-    """How plots and reports name the loss."""
+    """How figures name the loss."""
     hyperparameters: Mapping[str, Hyperparameter] = dataclasses.field(default_factory=dict)
     """Keyword hyperparameters besides τ; each is also a ``psipo train`` key of the same name."""
     aggregation: Literal["sum", "mean"] = "sum"
