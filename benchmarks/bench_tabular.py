@@ -3,7 +3,7 @@
     python benchmarks/bench_tabular.py [--baseline-steps 2000] [--json]
 
 1. The full default §5.4 grid of ``psipo reproduce`` — D1, D2, D3, D3' × {IPO, DPO, RLHF} ×
-   6 τ × 10 seeds × 18000 steps — trained by :func:`psipo.tabular.train.train`: the first
+   6 τ × 10 seeds × 18000 steps — trained by :func:`psipo.tabular.train.train_grid`: the first
    call in the process (cold: includes one-off set-up) and a second one (warm), in float64 and
    float32 (with the largest probability difference between the two).
 2. The straightforward loop (:func:`psipo.tabular.train.train_one_run_reference`: one run at a
@@ -26,27 +26,27 @@ import torch
 
 from psipo.experiments.paper import DEFAULT_TAUS
 from psipo.tabular.datasets import paper_datasets
-from psipo.tabular.train import TrainConfig, train, train_one_run_reference
+from psipo.tabular.train import TabularTrainConfig, train_grid, train_one_run_reference
 
 LOSSES = ["ipo", "dpo", "rlhf"]
 
 
-def time_grid(config: TrainConfig) -> tuple[float, torch.Tensor]:
+def time_grid(config: TabularTrainConfig) -> tuple[float, torch.Tensor]:
     datasets = list(paper_datasets().values())
     start = time.perf_counter()
-    result = train(datasets, losses=LOSSES, taus=list(DEFAULT_TAUS), config=config)
+    result = train_grid(datasets, losses=LOSSES, taus=list(DEFAULT_TAUS), config=config)
     return time.perf_counter() - start, result.final_policies
 
 
 def time_loop_per_step(steps: int, threads: int) -> float:
     """Seconds per step of the per-run loop, averaged over one run of each loss on D1."""
     dataset = paper_datasets()["D1"]
-    config = TrainConfig(steps=steps)
+    config = TabularTrainConfig(steps=steps)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         train_one_run_reference(
-            dataset, loss="ipo", tau=0.1, seed=0, config=TrainConfig(steps=50)
+            dataset, loss="ipo", tau=0.1, seed=0, config=TabularTrainConfig(steps=50)
         )  # warm-up
         start = time.perf_counter()
         for loss in LOSSES:
@@ -64,10 +64,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
 
-    default = TrainConfig()
+    default = TabularTrainConfig()
     cold, policies64 = time_grid(default)
     warm, _ = time_grid(default)
-    float32, policies32 = time_grid(TrainConfig(dtype="float32"))
+    float32, policies32 = time_grid(TabularTrainConfig(dtype="float32"))
     datasets, taus, seeds = 4, len(DEFAULT_TAUS), default.seeds
     runs = datasets * seeds * (2 * taus + 1)
     total_steps = runs * default.steps

@@ -16,7 +16,7 @@ import torch
 from psipo import load_config
 from psipo.errors import PsipoInputError
 from psipo.experiments.lm_lab import QUICK, LabConfig, run_experiment
-from psipo.experiments.lm_lab.config import ModelConfig, parse_oracle
+from psipo.experiments.lm_lab.config import LabModelConfig, parse_oracle
 from psipo.experiments.lm_lab.data import (
     PreferenceData,
     enumerated_sampler,
@@ -32,10 +32,10 @@ from psipo.experiments.lm_lab.evaluate import (
 )
 from psipo.experiments.lm_lab.montecarlo import kl_estimate, sample_responses
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
-from psipo.experiments.lm_lab.runs import RunSettings, train_policy
+from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import all_responses, make_world, preference, preference_table
 
-TINY_MODEL = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+TINY_MODEL = LabModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
 
 
 def tiny_world(*, vocab_size=3, response_length=3, num_prompts=2, seed=0):

@@ -14,13 +14,13 @@ from psipo.experiments.paper import (
     run_reproduction,
 )
 from psipo.tabular.datasets import paper_datasets
-from psipo.tabular.train import TrainConfig
+from psipo.tabular.train import TabularTrainConfig
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    config = ReproduceConfig(taus=[0.1, 1.0], training=TrainConfig(steps=600, seeds=3, record_every=100))
+    config = ReproduceConfig(taus=[0.1, 1.0], training=TabularTrainConfig(steps=600, seeds=3, record_every=100))
     return run_reproduction(config, out, progress=False), out
 
 
@@ -82,7 +82,7 @@ def test_population_problem_only_when_every_pair_is_observed():
         (ReproduceConfig(taus=[0.0]), "taus"),
         (ReproduceConfig(datasets=["D4"]), "datasets"),
         (ReproduceConfig(losses=["ipo", "ipo"]), "losses"),
-        (ReproduceConfig(training=TrainConfig(seeds=0)), "seeds"),
+        (ReproduceConfig(training=TabularTrainConfig(seeds=0)), "seeds"),
     ],
 )
 def test_bad_configs_raise(config, message, tmp_path):

@@ -5,19 +5,17 @@ import math
 import pytest
 import torch
 
+from psipo._threads import single_thread
 from psipo.errors import PsipoInputError
 from psipo.tabular.datasets import PreferenceDataset, deterministic_pair_dataset, paper_datasets
 from psipo.tabular.empirical import ipo_empirical_optimum
 from psipo.tabular.train import (
     TRAINABLE_LOSSES,
-    TrainConfig,
+    TabularTrainConfig,
     loss_derivative,
-    mean_and_ci,
     minibatch_indices,
     pair_loss,
-    single_thread,
-    student_t_quantile,
-    train,
+    train_grid,
     train_one_run_reference,
 )
 
@@ -34,9 +32,9 @@ def one_thread():
 @pytest.mark.parametrize(("losses", "l2"), [(["ipo", "dpo", "rlhf"], 0.05), (["rlhf"], 0.0)])
 def test_vectorised_trainer_matches_per_run_adam_loop_on_the_same_minibatches(losses, l2):
     """Every run of one vectorised computation equals its own autograd + torch.optim.Adam loop (1e-9)."""
-    config = TrainConfig(steps=150, seeds=2, first_seed=3, record_every=50, rlhf_l2=l2)
+    config = TabularTrainConfig(steps=150, seeds=2, first_seed=3, record_every=50, rlhf_l2=l2)
     pi_ref = [0.5, 0.3, 0.2]  # non-uniform: the reference log-probs must cancel correctly
-    result = train(DATASETS, losses=losses, taus=[0.1, 2.0], config=config, pi_ref=pi_ref)
+    result = train_grid(DATASETS, losses=losses, taus=[0.1, 2.0], config=config, pi_ref=pi_ref)
     assert result.recorded_steps.tolist() == [0, 50, 100, 150]
     for d, dataset in enumerate(DATASETS):
         for g, (loss, tau) in enumerate(result.groups):
@@ -52,8 +50,8 @@ def test_every_trainable_loss_matches_the_per_run_loop():
     order the runs that share the nonlinearity g of ℓ'(h) = αh + β + γ g(κh) are split (cdpo, dpo |
     exponential, hinge, ipo | rlhf, robust: g = σ), so the trainer's terms must line up with groups."""
     losses = sorted(TRAINABLE_LOSSES)
-    config = TrainConfig(steps=150, seeds=2, record_every=50)
-    result = train(DATASETS[:2], losses=losses, taus=[0.1, 2.0], config=config)
+    config = TabularTrainConfig(steps=150, seeds=2, record_every=50)
+    result = train_grid(DATASETS[:2], losses=losses, taus=[0.1, 2.0], config=config)
     for d, dataset in enumerate(DATASETS[:2]):
         for g, (loss, tau) in enumerate(result.groups):
             for s, seed in enumerate(config.seed_values):
@@ -70,8 +68,8 @@ def test_vectorised_trainer_with_contexts_matches_the_loop():
     rows = [("x", "a", "b"), ("x", "b", "c"), ("y", "c", "a"), ("y", "c", "b"), ("x", "a", "c")]
     dataset = PreferenceDataset.from_rows(rows, actions=("a", "b", "c"), contexts=("x", "y"))
     pi_ref = [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]
-    config = TrainConfig(steps=120, seeds=2, batch_size=4, adam_eps=1e-4)
-    result = train([dataset], losses=["dpo", "ipo"], taus=[0.5], config=config, pi_ref=pi_ref)
+    config = TabularTrainConfig(steps=120, seeds=2, batch_size=4, adam_eps=1e-4)
+    result = train_grid([dataset], losses=["dpo", "ipo"], taus=[0.5], config=config, pi_ref=pi_ref)
     for g, (loss, tau) in enumerate(result.groups):
         for s, seed in enumerate(config.seed_values):
             expected = train_one_run_reference(dataset, loss=loss, tau=tau, seed=seed, config=config, pi_ref=pi_ref)
@@ -105,8 +103,8 @@ def test_d3_as_printed_leaves_theta_c_and_theta_a_plus_theta_b_exactly_unchanged
     π(c) is therefore 1/(1 + 2cosh((θ_a − θ_b)/2)) (uniform π_ref): 1/3 up to the minibatch noise
     in θ_a − θ_b, never above it.
     """
-    config = TrainConfig(steps=2000, seeds=4, record_every=500)
-    result = train([paper_datasets()["D3"]], losses=["ipo", "dpo", "rlhf"], taus=[0.01, 0.1, 1.0, 10.0], config=config)
+    config = TabularTrainConfig(steps=2000, seeds=4, record_every=500)
+    result = train_grid([paper_datasets()["D3"]], losses=["ipo", "dpo", "rlhf"], taus=[0.01, 0.1, 1.0, 10.0], config=config)
     shifts = result.shifts[:, 0]  # [R, S, G, 3]
     assert torch.equal(shifts[..., 2], torch.zeros_like(shifts[..., 2]))
     assert torch.equal(shifts[..., 0], -shifts[..., 1])
@@ -122,7 +120,7 @@ def test_trained_ipo_reaches_the_closed_form_optimum_of_the_empirical_loss():
     2e-3 of π ∝ (e^{2/(3τ)}, e^{1/(3τ)}, 1) in every probability; the final policy within 1.5e-2."""
     d1 = paper_datasets()["D1"]
     taus = [0.1, 0.3, 1.0, 3.0]
-    result = train([d1], losses=["ipo"], taus=taus, config=TrainConfig())
+    result = train_grid([d1], losses=["ipo"], taus=taus, config=TabularTrainConfig())
     tail = result.recorded_steps >= 13000
     for j, tau in enumerate(taus):
         closed_form = torch.tensor([math.exp(2 / (3 * tau)), math.exp(1 / (3 * tau)), 1.0], dtype=torch.float64)
@@ -138,7 +136,7 @@ def test_section_531_deterministic_pair_converges_to_the_closed_forms():
     """D0 = {(y1, y2)}: every minibatch is the same row, so IPO converges to σ(0.5/τ) (1e-9); DPO has
     no minimiser and keeps raising π(y1) at every τ (> 0.99 after 18000 steps, still increasing)."""
     taus = [0.01, 0.1, 1.0, 3.0]
-    result = train([deterministic_pair_dataset()], losses=["ipo", "dpo"], taus=taus, config=TrainConfig(seeds=1))
+    result = train_grid([deterministic_pair_dataset()], losses=["ipo", "dpo"], taus=taus, config=TabularTrainConfig(seeds=1))
     ipo, dpo = result.final_policies[0, :, :, 0, 0, 0]
     torch.testing.assert_close(ipo, torch.sigmoid(0.5 / torch.tensor(taus, dtype=torch.float64)), rtol=0, atol=1e-9)
     assert bool((dpo > 0.99).all())
@@ -156,20 +154,11 @@ def test_minibatches_are_shared_across_losses_and_taus_and_uniform():
 
 
 def test_float32_training_agrees_with_float64():
-    config = TrainConfig(steps=1000, seeds=2)
-    a = train(DATASETS, losses=["ipo", "dpo", "rlhf"], taus=[0.1, 1.0], config=config)
+    config = TabularTrainConfig(steps=1000, seeds=2)
+    a = train_grid(DATASETS, losses=["ipo", "dpo", "rlhf"], taus=[0.1, 1.0], config=config)
     config.dtype = "float32"
-    b = train(DATASETS, losses=["ipo", "dpo", "rlhf"], taus=[0.1, 1.0], config=config)
+    b = train_grid(DATASETS, losses=["ipo", "dpo", "rlhf"], taus=[0.1, 1.0], config=config)
     assert (a.final_policies - b.final_policies).abs().max() < 1e-3
-
-
-def test_student_t_quantiles_and_confidence_interval():
-    for df, expected in [(1, 12.706204736), (2, 4.302652730), (4, 2.776445105), (9, 2.262157163), (30, 2.042272456)]:
-        assert student_t_quantile(0.975, df) == pytest.approx(expected, abs=1e-8)
-    assert student_t_quantile(0.025, 9) == pytest.approx(-2.262157163, abs=1e-8)
-    mean, half = mean_and_ci(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64), dim=1)
-    assert mean.item() == 2.0 and half.item() == pytest.approx(4.302652730 / math.sqrt(3), abs=1e-9)
-    assert torch.isnan(mean_and_ci(torch.ones(1, 1), dim=1)[1]).all()
 
 
 @pytest.mark.parametrize(
@@ -180,27 +169,27 @@ def test_student_t_quantiles_and_confidence_interval():
         ({"taus": [float("nan")]}, "taus"),
         ({"losses": ["kto"]}, "losses"),
         ({"losses": []}, "losses"),
-        ({"config": TrainConfig(steps=0)}, "steps"),
-        ({"config": TrainConfig(learning_rate=-1.0)}, "learning_rate"),
-        ({"config": TrainConfig(adam_b2=1.0)}, "adam_b2"),
+        ({"config": TabularTrainConfig(steps=0)}, "steps"),
+        ({"config": TabularTrainConfig(learning_rate=-1.0)}, "learning_rate"),
+        ({"config": TabularTrainConfig(adam_b2=1.0)}, "adam_b2"),
         ({"pi_ref": [0.5, 0.5]}, "pi_ref"),
     ],
 )
 def test_bad_input_raises_one_line_errors(kwargs, message):
-    arguments = {"losses": ["ipo"], "taus": [1.0], "config": TrainConfig(steps=5, seeds=1), **kwargs}
+    arguments = {"losses": ["ipo"], "taus": [1.0], "config": TabularTrainConfig(steps=5, seeds=1), **kwargs}
     with pytest.raises(PsipoInputError, match=message) as info:
-        train(DATASETS[:1], **arguments)
+        train_grid(DATASETS[:1], **arguments)
     assert "\n" not in str(info.value)
 
 
 def test_datasets_with_different_actions_cannot_train_together():
     with pytest.raises(PsipoInputError, match="share actions"):
-        train([DATASETS[0], deterministic_pair_dataset()], losses=["ipo"], taus=[1.0], config=TrainConfig(steps=5))
+        train_grid([DATASETS[0], deterministic_pair_dataset()], losses=["ipo"], taus=[1.0], config=TabularTrainConfig(steps=5))
 
 
 def test_chunking_of_the_precomputed_minibatch_weights_changes_nothing():
-    config = TrainConfig(steps=230, seeds=2, record_every=40)
-    whole = train(DATASETS, losses=["ipo", "dpo"], taus=[0.3], config=config)
-    one_step_chunks = train(DATASETS, losses=["ipo", "dpo"], taus=[0.3], config=config, max_weight_elements=1)
+    config = TabularTrainConfig(steps=230, seeds=2, record_every=40)
+    whole = train_grid(DATASETS, losses=["ipo", "dpo"], taus=[0.3], config=config)
+    one_step_chunks = train_grid(DATASETS, losses=["ipo", "dpo"], taus=[0.3], config=config, max_weight_elements=1)
     assert torch.equal(whole.shifts, one_step_chunks.shifts)
     assert whole.recorded_steps.tolist() == [0, 40, 80, 120, 160, 200, 230]

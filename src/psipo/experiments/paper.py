@@ -29,17 +29,17 @@ from psipo._config import flat, to_dict
 from psipo._io import atomic_write_json, atomic_write_text
 from psipo.errors import PsipoInputError
 from psipo.losses import LOSSES
+from psipo.stats import mean_and_ci
 from psipo.tabular import empirical
 from psipo.tabular.datasets import PreferenceDataset, deterministic_pair_dataset, paper_datasets
 from psipo.tabular.exact import optimal_policy
 from psipo.tabular.problem import TabularProblem
 from psipo.tabular.train import (
     TRAINABLE_LOSSES,
-    TrainConfig,
-    TrainResult,
+    TabularTrainConfig,
+    TabularTrainResult,
     check_taus,
-    mean_and_ci,
-    train,
+    train_grid,
 )
 
 DEFAULT_TAUS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -73,7 +73,7 @@ class ReproduceConfig:
     Eq. 3), or any other of psipo.losses (with its default hyperparameters)."""
     datasets: list[str] = field(default_factory=lambda: list(DATASET_DESCRIPTIONS))
     """Datasets of §5.4 among D1, D2, D3, D3'."""
-    training: TrainConfig = flat(TrainConfig)
+    training: TabularTrainConfig = flat(TabularTrainConfig)
 
     def validate(self) -> None:
         """Raise :class:`PsipoInputError` naming the first bad key."""
@@ -153,7 +153,7 @@ def _closed_form_pi_y1(problem: TabularProblem, loss: str, tau: float) -> float 
     return None if psi is None else float(optimal_policy(problem, tau=tau, psi=psi)[0, 0])
 
 
-def _summaries(result: TrainResult) -> tuple[np.ndarray, np.ndarray]:
+def _summaries(result: TabularTrainResult) -> tuple[np.ndarray, np.ndarray]:
     """Mean and 95% CI half-width over seeds: [R, D, L, T, X, A] each."""
     mean, half = mean_and_ci(result.policies, dim=4)
     return mean.numpy(), half.numpy()
@@ -170,11 +170,11 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, progress: bool
     datasets = [all_datasets[name] for name in config.datasets]
 
     clock = time.perf_counter()
-    grid = train(datasets, losses=config.losses, taus=config.taus, config=config.training, progress=progress)
+    grid = train_grid(datasets, losses=config.losses, taus=config.taus, config=config.training, progress=progress)
     grid_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
     pair = deterministic_pair_dataset()
-    pair_result = train([pair], losses=config.losses, taus=config.taus, config=config.training, progress=progress)
+    pair_result = train_grid([pair], losses=config.losses, taus=config.taus, config=config.training, progress=progress)
     pair_seconds = time.perf_counter() - clock
 
     results: dict[str, Any] = {
@@ -210,7 +210,7 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, progress: bool
     return results
 
 
-def _asymptotic_section(config: ReproduceConfig, pair: PreferenceDataset, result: TrainResult) -> dict[str, Any]:
+def _asymptotic_section(config: ReproduceConfig, pair: PreferenceDataset, result: TabularTrainResult) -> dict[str, Any]:
     """§5.3.1: π*(y1) closed form (exact core), empirical optimum, trained mean ± CI, per τ and loss."""
     problem = deterministic_pair_problem()
     mean, half = mean_and_ci(result.final_policies[0, :, :, :, 0, 0], dim=-1)  # [L, T]
@@ -231,7 +231,7 @@ def _asymptotic_section(config: ReproduceConfig, pair: PreferenceDataset, result
 
 
 def _dataset_section(
-    config: ReproduceConfig, dataset: PreferenceDataset, grid: TrainResult, d: int, mean: np.ndarray, half: np.ndarray
+    config: ReproduceConfig, dataset: PreferenceDataset, grid: TabularTrainResult, d: int, mean: np.ndarray, half: np.ndarray
 ) -> dict[str, Any]:
     problem = population_problem(dataset)
     section: dict[str, Any] = {
@@ -272,7 +272,7 @@ def _dataset_section(
     return section
 
 
-def _d3_invariants(grid: TrainResult, d: int) -> dict[str, Any]:
+def _d3_invariants(grid: TabularTrainResult, d: int) -> dict[str, Any]:
     """D3 never mentions c: θ_c keeps its value and θ_a + θ_b too, in every run, exactly."""
     shifts = grid.shifts[-1, d]  # [S, G, 3]: δ = θ − log π_ref (or the RLHF reward)
     final_c = grid.final_policies[d, ..., 0, 2]  # [L, T, S]
@@ -291,14 +291,15 @@ def _d3_invariants(grid: TrainResult, d: int) -> dict[str, Any]:
 def _write_figures(
     config: ReproduceConfig,
     datasets: list[PreferenceDataset],
-    grid: TrainResult,
+    grid: TabularTrainResult,
     mean: np.ndarray,
     half: np.ndarray,
     asymptotic: dict[str, Any],
     out: Path,
 ) -> dict[str, str]:
     # matplotlib is imported here, not at the top, so `psipo reproduce --help` and bad input stay fast.
-    from psipo.tabular.plots import asymptotic_figure, learning_curves_figure, save_png
+    from psipo._plotting import save_png
+    from psipo.tabular.plots import asymptotic_figure, learning_curves_figure
 
     figures = {}
     steps = grid.recorded_steps.numpy()

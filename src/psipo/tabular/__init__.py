@@ -9,7 +9,8 @@
 * :mod:`~psipo.tabular.datasets` — (x, y_w, y_l) preference datasets and the paper's D1–D3, D3'.
 * :mod:`~psipo.tabular.empirical` — exact optima of the empirical losses (IPO least squares).
 * :mod:`~psipo.tabular.train` — vectorised sampled training of every (dataset × loss × τ × seed)
-  run at once.
+  run at once (:func:`train_grid`).
+* :mod:`~psipo.tabular.plots` — learning-curve and π*(y1)-against-τ figures.
 """
 
 from psipo.tabular.datasets import PreferenceDataset, paper_datasets
@@ -36,19 +37,18 @@ from psipo.tabular.rlhf import (
     kl_regularised_policy,
     rlhf_policy,
 )
-from psipo.tabular.train import TrainConfig, TrainResult, mean_and_ci, train
+from psipo.tabular.train import TabularTrainConfig, TabularTrainResult, train_grid
 
 __all__ = [
     "NO_CONTEXT",
     "PreferenceDataset",
-    "TrainConfig",
-    "TrainResult",
+    "TabularTrainConfig",
+    "TabularTrainResult",
     "dpo_empirical_optimum",
     "ipo_empirical_optimum",
-    "mean_and_ci",
     "paper_datasets",
     "rlhf_empirical_optimum",
-    "train",
+    "train_grid",
     "SolveSettings",
     "TabularProblem",
     "bradley_terry_loss",

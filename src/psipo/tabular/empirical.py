@@ -82,7 +82,7 @@ def win_counts(dataset: PreferenceDataset) -> torch.Tensor:
 def bradley_terry_reward(dataset: PreferenceDataset, *, l2: float = 0.0) -> torch.Tensor:
     r"""The minimiser of the trainer's RLHF reward loss :math:`\frac1N\sum_i -\log\sigma(r_{w,i}-r_{l,i}) + \lambda\|r\|^2`, [X, A].
 
-    ``l2`` is λ (as in :class:`~psipo.tabular.train.TrainConfig`). Raises
+    ``l2`` is λ (as in :class:`~psipo.tabular.train.TabularTrainConfig`). Raises
     :class:`PsipoInputError` when λ = 0 and no minimiser exists.
     """
     # fit_rewards minimises Σ counts·loss + (l2'/2)‖r‖²; ours is that divided by N with l2' = 2Nλ.

@@ -1,32 +1,17 @@
-"""Figures of the tabular lab (matplotlib, no pyplot: the Agg canvas, safe on headless machines).
+"""Figures of the tabular lab: learning curves and π*(y1) against τ (matplotlib, no pyplot).
 
-Every function returns a :class:`matplotlib.figure.Figure`; :func:`save_png` writes one
-atomically.
+Every function returns a :class:`matplotlib.figure.Figure`; :func:`psipo._plotting.save_png`
+writes one atomically.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from psipo._io import atomic_write_bytes
-from psipo.losses import LOSSES
-
-LOSS_LABELS = {**{name: spec.label for name, spec in LOSSES.items()}, "rlhf": "RLHF (BT reward + Eq. 3)"}
-"""How figures name each loss the tabular trainer supports (psipo.losses.LOSSES, and RLHF)."""
-
-
-def save_png(figure: Figure, path: str | Path, *, dpi: int = 110) -> None:
-    """Write ``figure`` as a PNG, atomically."""
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure)  # attaches the Agg canvas; no pyplot, no global backend
-    figure.savefig(buffer, format="png", dpi=dpi)
-    atomic_write_bytes(path, buffer.getvalue())
+from psipo._plotting import LOSS_LABELS
 
 
 def learning_curves_figure(

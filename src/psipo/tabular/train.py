@@ -38,18 +38,18 @@ and autograd through ``psipo.losses``, can be fed exactly the same ones.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
+from psipo._threads import single_thread
 from psipo.errors import PsipoInputError
 from psipo.losses import LOSSES, LossSpec
+from psipo.stats import mean_and_ci  # noqa: F401  (README.md's example imports it from here)
 from psipo.tabular.datasets import PreferenceDataset
 from psipo.tabular.rlhf import kl_regularised_policy
 
@@ -59,7 +59,7 @@ the Bradley–Terry reward + Eq. 3 policy."""
 
 
 @dataclass
-class TrainConfig:
+class TabularTrainConfig:
     """Sampled training of §5.4 (defaults are the paper's)."""
 
     steps: int = 18000
@@ -178,7 +178,7 @@ def check_taus(taus: Sequence[float]) -> list[float]:
 
 
 @dataclass
-class TrainResult:
+class TabularTrainResult:
     """Learning curves of every run.
 
     Axes of ``policies``: [record, dataset, loss, τ, seed, context, action]. The RLHF entries
@@ -226,17 +226,6 @@ def _derivative_terms(
     return alpha, beta, terms
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the block with one intra-op thread: for tiny tensors, two threads cost ~10× per operation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _row_weights(
     draws: torch.Tensor, sizes: list[int], num_rows: int, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -249,16 +238,16 @@ def _row_weights(
     return counts.permute(2, 0, 1, 3).unsqueeze(3).contiguous()
 
 
-def train(
+def train_grid(
     datasets: Sequence[PreferenceDataset],
     *,
     losses: Sequence[str],
     taus: Sequence[float],
-    config: TrainConfig | None = None,
+    config: TabularTrainConfig | None = None,
     pi_ref: object = None,
     progress: bool = False,
     max_weight_elements: int = 2**22,
-) -> TrainResult:
+) -> TabularTrainResult:
     """Train every (dataset × loss × τ × seed) run at once; see the module docstring.
 
     The datasets must share their actions and contexts; ``pi_ref`` is anything
@@ -267,10 +256,58 @@ def train(
     precomputed for chunks of steps holding at most ``max_weight_elements`` numbers.
     """
     with single_thread():
-        return _train(datasets, losses, taus, config or TrainConfig(), pi_ref, progress, max_weight_elements)
+        return _train(datasets, losses, taus, config or TabularTrainConfig(), pi_ref, progress, max_weight_elements)
 
 
-def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements) -> TrainResult:
+def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements) -> TabularTrainResult:
+    taus = _checked_inputs(datasets, losses, taus, config)
+    first = datasets[0]
+    pi_ref = first.reference_policy(pi_ref)
+    groups: list[tuple[str, float | None]] = [
+        (loss, None) if loss == "rlhf" else (loss, float(tau))
+        for loss in losses
+        for tau in ([None] if loss == "rlhf" else taus)
+    ]
+    gradient = _MinibatchGradient(datasets, groups, config)
+    adam = _Adam(gradient.delta, config)
+    draws = torch.stack(
+        [uniform_draws(s, steps=config.steps, batch_size=config.batch_size) for s in config.seed_values]
+    )
+    sizes = [len(d) for d in datasets]
+    records, recorded_steps = [gradient.delta.clone()], [0]
+    bar = _progress_bar(config.steps, progress)
+    with torch.no_grad():
+        chunk_steps = max(1, min(1000, max_weight_elements // (len(datasets) * config.seeds * gradient.num_rows)))
+        for chunk_start in range(0, config.steps, chunk_steps):
+            chunk_end = min(chunk_start + chunk_steps, config.steps)
+            weights = _row_weights(draws[:, chunk_start:chunk_end], sizes, gradient.num_rows, gradient.dtype)
+            for step in range(chunk_start + 1, chunk_end + 1):
+                adam.step(step, gradient(weights[step - 1 - chunk_start]))
+                if step % config.record_every == 0 or step == config.steps:
+                    records.append(gradient.delta.clone())
+                    recorded_steps.append(step)
+            bar.update(chunk_end - chunk_start)
+    bar.close()
+
+    shifts = torch.stack(records).to(torch.float64).view(len(records), *gradient.grouped)
+    shape = (len(first.contexts), len(first.actions))
+    return TabularTrainResult(
+        dataset_names=[d.name for d in datasets],
+        losses=list(losses),
+        taus=[float(t) for t in taus],
+        seeds=config.seed_values,
+        actions=first.actions,
+        contexts=first.contexts,
+        pi_ref=pi_ref,
+        recorded_steps=torch.tensor(recorded_steps),
+        policies=_policies_from_shifts(shifts, groups, losses, taus, pi_ref, shape),
+        groups=groups,
+        shifts=shifts,
+    )
+
+
+def _checked_inputs(datasets, losses, taus, config: TabularTrainConfig) -> list[float]:
+    """Raise :class:`PsipoInputError` naming the first bad argument; return the τ values as floats."""
     config.validate()
     taus = check_taus(taus)
     if not datasets:
@@ -286,93 +323,75 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
             raise PsipoInputError(
                 f"datasets: {dataset.name} and {first.name} must share actions and contexts to train together"
             )
-    dtype = config.torch_dtype
-    shape = (len(first.contexts), len(first.actions))
-    pi_ref = first.reference_policy(pi_ref)
+    return taus
 
-    groups: list[tuple[str, float | None]] = [
-        (loss, None) if loss == "rlhf" else (loss, float(tau))
-        for loss in losses
-        for tau in ([None] if loss == "rlhf" else taus)
-    ]
-    num_datasets, num_seeds, num_groups = len(datasets), config.seeds, len(groups)
-    num_params = first.num_params
-    num_rows = max(len(d) for d in datasets)
-    incidence = torch.zeros(num_datasets, num_rows, num_params, dtype=dtype)  # zero-padded rows
-    for i, dataset in enumerate(datasets):
-        incidence[i, : len(dataset)] = dataset.incidence(dtype)
-    incidence_t = incidence.transpose(1, 2).contiguous()
-    alpha, beta, nonlinear_terms = _derivative_terms(groups, dtype)
-    l2 = torch.tensor(
-        [config.rlhf_l2 if loss == "rlhf" else 0.0 for loss, _ in groups], dtype=dtype
-    ).view(1, 1, -1, 1)
-    use_l2 = config.rlhf_l2 > 0 and "rlhf" in losses
 
-    draws = torch.stack(
-        [uniform_draws(s, steps=config.steps, batch_size=config.batch_size) for s in config.seed_values]
-    )
-    sizes = [len(d) for d in datasets]
+class _MinibatchGradient:
+    """The parameters δ of every run, shaped [datasets, seeds × groups, X·A], and the gradient of
+    each run's minibatch loss, Bᵀ(c_t ⊙ ℓ'(Bδ)) (+ RLHF's L2 term), written into preallocated
+    buffers: a fixed handful of tensor operations per step whatever the number of runs."""
 
-    runs = (num_datasets, num_seeds * num_groups)
-    delta = torch.zeros(*runs, num_params, dtype=dtype)
-    exp_avg, exp_avg_sq, grad, denom = (torch.zeros_like(delta) for _ in range(4))
-    gaps = torch.zeros(*runs, num_rows, dtype=dtype)
-    slopes = torch.zeros_like(gaps)
-    grouped = (num_datasets, num_seeds, num_groups, -1)  # views that expose the group axis
-    gaps_g, slopes_g, delta_g, grad_g = (t.view(grouped) for t in (gaps, slopes, delta, grad))
-    # Per nonlinear term: g, γ, κ, views of its groups' gaps and slopes, and a buffer for κh.
-    nonlinear_views = [
-        (nonlinearity, gamma, kappa, gaps_g[:, :, span], slopes_g[:, :, span], torch.zeros_like(gaps_g[:, :, span]))
-        for nonlinearity, span, gamma, kappa in nonlinear_terms
-    ]
-    b1, b2, eps, lr = config.adam_b1, config.adam_b2, config.adam_eps, config.learning_rate
+    def __init__(self, datasets: Sequence[PreferenceDataset], groups: list[tuple[str, float | None]],
+                 config: TabularTrainConfig) -> None:
+        self.dtype = dtype = config.torch_dtype
+        self.num_rows = num_rows = max(len(d) for d in datasets)
+        num_datasets, num_params = len(datasets), datasets[0].num_params
+        incidence = torch.zeros(num_datasets, num_rows, num_params, dtype=dtype)  # zero-padded rows
+        for i, dataset in enumerate(datasets):
+            incidence[i, : len(dataset)] = dataset.incidence(dtype)
+        self.incidence, self.incidence_t = incidence, incidence.transpose(1, 2).contiguous()
+        self.alpha, self.beta, nonlinear_terms = _derivative_terms(groups, dtype)
+        self.l2 = torch.tensor(
+            [config.rlhf_l2 if loss == "rlhf" else 0.0 for loss, _ in groups], dtype=dtype
+        ).view(1, 1, -1, 1)
+        self.use_l2 = config.rlhf_l2 > 0 and any(loss == "rlhf" for loss, _ in groups)
+        runs = (num_datasets, config.seeds * len(groups))
+        self.delta = torch.zeros(*runs, num_params, dtype=dtype)
+        self.grad = torch.zeros_like(self.delta)
+        self.gaps = torch.zeros(*runs, num_rows, dtype=dtype)
+        self.slopes = torch.zeros_like(self.gaps)
+        self.grouped = (num_datasets, config.seeds, len(groups), -1)  # views that expose the group axis
+        self.gaps_g, self.slopes_g, self.delta_g, self.grad_g = (
+            t.view(self.grouped) for t in (self.gaps, self.slopes, self.delta, self.grad)
+        )
+        # Per nonlinear term: g, γ, κ, views of its groups' gaps and slopes, and a buffer for κh.
+        self.nonlinear_views = [
+            (nonlinearity, gamma, kappa, self.gaps_g[:, :, span], self.slopes_g[:, :, span],
+             torch.zeros_like(self.gaps_g[:, :, span]))
+            for nonlinearity, span, gamma, kappa in nonlinear_terms
+        ]
 
-    records = [delta.clone()]
-    recorded_steps = [0]
-    bar = _progress_bar(config.steps, progress)
-    with torch.no_grad():
-        chunk_steps = max(1, min(1000, max_weight_elements // (num_datasets * num_seeds * num_rows)))
-        for chunk_start in range(0, config.steps, chunk_steps):
-            chunk_end = min(chunk_start + chunk_steps, config.steps)
-            weights = _row_weights(draws[:, chunk_start:chunk_end], sizes, num_rows, dtype)
-            for step in range(chunk_start + 1, chunk_end + 1):
-                torch.bmm(delta, incidence_t, out=gaps)  # h = Bδ for every row of every run
-                torch.addcmul(beta, alpha, gaps_g, out=slopes_g)  # ℓ'(h) = αh + β
-                for nonlinearity, gamma, kappa, term_gaps, term_slopes, scaled in nonlinear_views:
-                    torch.mul(term_gaps, kappa, out=scaled)
-                    term_slopes.addcmul_(gamma, nonlinearity(scaled))  # + γ g(κh)
-                slopes_g.mul_(weights[step - 1 - chunk_start])  # × minibatch row fractions
-                torch.bmm(slopes, incidence, out=grad)  # Bᵀ(c ⊙ ℓ'(h))
-                if use_l2:
-                    grad_g.addcmul_(delta_g, l2, value=2.0)
-                # Adam, operation for operation as torch.optim.Adam (single-tensor path).
-                exp_avg.lerp_(grad, 1 - b1)
-                exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                step_size = lr / (1 - b1**step)
-                torch.sqrt(exp_avg_sq, out=denom)
-                denom.div_(math.sqrt(1 - b2**step)).add_(eps)
-                delta.addcdiv_(exp_avg, denom, value=-step_size)
-                if step % config.record_every == 0 or step == config.steps:
-                    records.append(delta.clone())
-                    recorded_steps.append(step)
-            bar.update(chunk_end - chunk_start)
-    bar.close()
+    def __call__(self, row_weights: torch.Tensor) -> torch.Tensor:
+        """The gradient at the current δ for minibatch row fractions [D, S, 1, K]."""
+        torch.bmm(self.delta, self.incidence_t, out=self.gaps)  # h = Bδ for every row of every run
+        torch.addcmul(self.beta, self.alpha, self.gaps_g, out=self.slopes_g)  # ℓ'(h) = αh + β
+        for nonlinearity, gamma, kappa, term_gaps, term_slopes, scaled in self.nonlinear_views:
+            torch.mul(term_gaps, kappa, out=scaled)
+            term_slopes.addcmul_(gamma, nonlinearity(scaled))  # + γ g(κh)
+        self.slopes_g.mul_(row_weights)  # × minibatch row fractions
+        torch.bmm(self.slopes, self.incidence, out=self.grad)  # Bᵀ(c ⊙ ℓ'(h))
+        if self.use_l2:
+            self.grad_g.addcmul_(self.delta_g, self.l2, value=2.0)
+        return self.grad
 
-    shifts = torch.stack(records).to(torch.float64).view(len(records), *grouped)
-    policies = _policies_from_shifts(shifts, groups, losses, taus, pi_ref, shape)
-    return TrainResult(
-        dataset_names=[d.name for d in datasets],
-        losses=list(losses),
-        taus=[float(t) for t in taus],
-        seeds=config.seed_values,
-        actions=first.actions,
-        contexts=first.contexts,
-        pi_ref=pi_ref,
-        recorded_steps=torch.tensor(recorded_steps),
-        policies=policies,
-        groups=groups,
-        shifts=shifts,
-    )
+
+class _Adam:
+    """Adam on ``params`` in place, operation for operation as torch.optim.Adam (single-tensor path)."""
+
+    def __init__(self, params: torch.Tensor, config: TabularTrainConfig) -> None:
+        self.params = params
+        self.exp_avg, self.exp_avg_sq, self.denom = (torch.zeros_like(params) for _ in range(3))
+        self.b1, self.b2, self.eps, self.lr = config.adam_b1, config.adam_b2, config.adam_eps, config.learning_rate
+
+    def step(self, step: int, grad: torch.Tensor) -> None:
+        """Update number ``step`` (from 1) with ``grad``."""
+        b1, b2 = self.b1, self.b2
+        self.exp_avg.lerp_(grad, 1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        step_size = self.lr / (1 - b1**step)
+        torch.sqrt(self.exp_avg_sq, out=self.denom)
+        self.denom.div_(math.sqrt(1 - b2**step)).add_(self.eps)
+        self.params.addcdiv_(self.exp_avg, self.denom, value=-step_size)
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -411,12 +430,12 @@ def train_one_run_reference(
     loss: str,
     tau: float,
     seed: int,
-    config: TrainConfig,
+    config: TabularTrainConfig,
     pi_ref: object = None,
 ) -> torch.Tensor:
     """The straightforward loop for ONE run: autograd through ``psipo.losses`` + torch.optim.Adam.
 
-    Fed the same minibatches as :func:`train`; returns the final δ = θ − log π_ref (or the
+    Fed the same minibatches as :func:`train_grid`; returns the final δ = θ − log π_ref (or the
     RLHF reward) as an [X·A] float64 tensor. Used as the oracle in tests and the baseline in
     ``benchmarks/bench_tabular.py``.
     """
@@ -450,38 +469,9 @@ def train_one_run_reference(
     return (params.detach() - start).flatten().to(torch.float64)
 
 
-def student_t_quantile(probability: float, df: int) -> float:
-    """Quantile of Student's t with ``df`` degrees of freedom (bisection on a Gauss–Legendre CDF)."""
-    if df < 1:
-        raise PsipoInputError(f"df: must be >= 1, got {df}")
-    nodes, weights = np.polynomial.legendre.leggauss(96)
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(x: float) -> float:
-        # ∫_0^x pdf on the substitution t = x·u keeps the integrand smooth on [0, 1].
-        u = (nodes + 1) / 2
-        t = x * u
-        pdf = np.exp(log_norm - (df + 1) / 2 * np.log1p(t * t / df))
-        return 0.5 + x / 2 * float(np.dot(weights, pdf))
-
-    target = probability if probability >= 0.5 else 1 - probability
-    low, high = 0.0, 1.0
-    while cdf(high) < target:
-        high *= 2
-    for _ in range(200):
-        mid = (low + high) / 2
-        low, high = (mid, high) if cdf(mid) < target else (low, mid)
-        if high - low < 1e-13 * max(1.0, high):
-            break
-    value = (low + high) / 2
-    return value if probability >= 0.5 else -value
-
-
-def mean_and_ci(values: torch.Tensor, *, dim: int, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over ``dim`` and the half-width of its ``level`` t-interval (NaN with one sample)."""
-    n = values.shape[dim]
-    mean = values.mean(dim)
-    if n < 2:
-        return mean, torch.full_like(mean, float("nan"))
-    half_width = student_t_quantile(0.5 + level / 2, n - 1) * values.std(dim) / math.sqrt(n)
-    return mean, half_width
+# The names before psipo.lm's TrainConfig, TrainResult and train made them ambiguous; README.md's
+# tabular example still imports these (and mean_and_ci, now in psipo.stats). Remove them, and the
+# import of mean_and_ci, once it imports the new names.
+TrainConfig = TabularTrainConfig
+TrainResult = TabularTrainResult
+train = train_grid

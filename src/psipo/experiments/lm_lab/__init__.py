@@ -9,8 +9,8 @@ to the closed-form optimum are computed exactly.
 * :mod:`.enumeration` — exact π(·|x) over V^L;
 * :mod:`.evaluate` — exact metrics through :mod:`psipo.tabular` (optimum of Eq. 9, empirical optima);
 * :mod:`.montecarlo` — estimates with CIs for the non-enumerable configuration;
-* :mod:`.runs` — preference runs with :func:`psipo.lm.train`;
-* :mod:`.run` — the experiment; :mod:`.report` — claims and REPORT.md; :mod:`.plots` — figures.
+* :mod:`.training_runs` — preference runs with :func:`psipo.lm.train`;
+* :mod:`.experiment` — the grid, the worker processes and the outputs; :mod:`.report` — claims and REPORT.md; :mod:`.plots` — figures.
 """
 
 from psipo.experiments.lm_lab.config import QUICK, LabConfig, validate
@@ -19,7 +19,7 @@ __all__ = ["QUICK", "LabConfig", "run_experiment", "validate"]
 
 
 def run_experiment(config: LabConfig, out_dir, **kwargs):
-    """Run the lab into ``out_dir`` (see :func:`psipo.experiments.lm_lab.run.run_experiment`)."""
-    from psipo.experiments.lm_lab.run import run_experiment as run
+    """Run the lab into ``out_dir`` (see :func:`psipo.experiments.lm_lab.experiment.run_experiment`)."""
+    from psipo.experiments.lm_lab.experiment import run_experiment as run
 
     return run(config, out_dir, **kwargs)

@@ -38,7 +38,7 @@ class WorldConfig:
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class LabModelConfig:
     """Policy model: a small Llama-style transformer built locally from a config."""
 
     hidden_size: int = 32
@@ -52,7 +52,7 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class ReferenceConfig:
+class LabReferenceConfig:
     """π_ref: plain supervised next-token training on samples of the Markov chains (not a preference loss)."""
 
     samples_per_prompt: int = 2000
@@ -128,9 +128,9 @@ class LabConfig:
 
     world: WorldConfig = dataclasses.field(default_factory=WorldConfig)
     """The enumerable world."""
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model: LabModelConfig = dataclasses.field(default_factory=LabModelConfig)
     """The policy model."""
-    reference: ReferenceConfig = dataclasses.field(default_factory=ReferenceConfig)
+    reference: LabReferenceConfig = dataclasses.field(default_factory=LabReferenceConfig)
     """The supervised phase that makes π_ref."""
     grid: GridConfig = dataclasses.field(default_factory=GridConfig)
     """The experiment grid on the enumerable world."""

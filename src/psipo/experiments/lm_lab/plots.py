@@ -1,4 +1,4 @@
-"""Figures of the LM lab (matplotlib Figure objects, no pyplot; written with the tabular lab's saver)."""
+"""Figures of the LM lab (matplotlib Figure objects, no pyplot; written with psipo._plotting.save_png)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from psipo._plotting import LOSS_LABELS, save_png
 from psipo.experiments.lm_lab.report import interval, monte_carlo_interval
-from psipo.tabular.plots import LOSS_LABELS, save_png
 
 COLORS = {"dpo": "tab:red", "ipo": "tab:blue"}
 

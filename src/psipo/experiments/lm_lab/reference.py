@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from psipo.experiments.lm_lab.config import ModelConfig
+from psipo.experiments.lm_lab.config import LabModelConfig
 from psipo.experiments.lm_lab.world import World, sample_markov
 from psipo.lm.fixtures import make_tiny_model
 from psipo.lm.logprobs import sequence_logps
 
 
-def build_policy_model(config: ModelConfig, *, vocab_size: int, max_length: int, seed: int):
+def build_policy_model(config: LabModelConfig, *, vocab_size: int, max_length: int, seed: int):
     """A randomly initialised Llama-style LM whose vocabulary is exactly the world's V tokens.
 
     Dropout is 0 (Llama has none), so π = π_ref exactly before the first preference update.
@@ -52,7 +52,7 @@ def response_logps(model, prompts: torch.Tensor, responses: torch.Tensor) -> tor
 
 def train_reference(
     world: World,
-    config: ModelConfig,
+    config: LabModelConfig,
     *,
     samples_per_prompt: int,
     steps: int,

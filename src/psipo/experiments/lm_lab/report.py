@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from psipo.tabular.train import mean_and_ci
+from psipo.stats import mean_and_ci
 
 Interval = tuple[float, float]
 """(mean, half-width of the 95% confidence interval)."""

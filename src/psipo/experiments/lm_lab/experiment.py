@@ -26,6 +26,7 @@ import torch
 
 from psipo._config import to_dict
 from psipo._io import atomic_write_json, atomic_write_text
+from psipo._threads import single_thread
 from psipo.experiments.lm_lab import plots, report
 from psipo.experiments.lm_lab.config import LabConfig, parse_oracle, validate
 from psipo.experiments.lm_lab.data import enumerated_sampler, sample_preference_data
@@ -43,10 +44,9 @@ from psipo.experiments.lm_lab.montecarlo import (
     total_preference_estimate,
 )
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
-from psipo.experiments.lm_lab.runs import RunSettings, train_policy
+from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
 from psipo.losses import LOSSES
-from psipo.tabular.train import single_thread
 
 FRONTIER_TAUS = [10 ** (k / 4) for k in range(-12, 5)]
 """Dense τ grid (1e-3 … 10) on which the exact identity-Ψ optimum traces the frontier."""

@@ -1,0 +1,51 @@
+"""Confidence intervals over seeds, shared by the tabular trainer's users and both experiments.
+
+The t-quantile is computed here (Gauss–Legendre quadrature of Student's density and bisection)
+rather than taken from scipy, which psipo does not depend on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from psipo.errors import PsipoInputError
+
+
+def student_t_quantile(probability: float, df: int) -> float:
+    """Quantile of Student's t with ``df`` degrees of freedom (bisection on a Gauss–Legendre CDF)."""
+    if df < 1:
+        raise PsipoInputError(f"df: must be >= 1, got {df}")
+    nodes, weights = np.polynomial.legendre.leggauss(96)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float) -> float:
+        # ∫_0^x pdf on the substitution t = x·u keeps the integrand smooth on [0, 1].
+        u = (nodes + 1) / 2
+        t = x * u
+        pdf = np.exp(log_norm - (df + 1) / 2 * np.log1p(t * t / df))
+        return 0.5 + x / 2 * float(np.dot(weights, pdf))
+
+    target = probability if probability >= 0.5 else 1 - probability
+    low, high = 0.0, 1.0
+    while cdf(high) < target:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < target else (low, mid)
+        if high - low < 1e-13 * max(1.0, high):
+            break
+    value = (low + high) / 2
+    return value if probability >= 0.5 else -value
+
+
+def mean_and_ci(values: torch.Tensor, *, dim: int, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over ``dim`` and the half-width of its ``level`` t-interval (NaN with one sample)."""
+    n = values.shape[dim]
+    mean = values.mean(dim)
+    if n < 2:
+        return mean, torch.full_like(mean, float("nan"))
+    half_width = student_t_quantile(0.5 + level / 2, n - 1) * values.std(dim) / math.sqrt(n)
+    return mean, half_width

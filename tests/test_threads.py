@@ -1,0 +1,14 @@
+"""single_thread: one intra-op thread inside the block, the caller's count restored after it."""
+
+import pytest
+import torch
+
+from psipo._threads import single_thread
+
+
+def test_single_thread_restores_the_thread_count_even_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), single_thread():
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("inside the block")
+    assert torch.get_num_threads() == before
