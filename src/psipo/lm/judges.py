@@ -1,0 +1,307 @@
+"""Judges: who says which of two responses is better, or how good one response is.
+
+Two interfaces, one for each kind of answer:
+
+* a :class:`Judge` — ``judge(prompts, responses_a, responses_b)`` → P(a ≻ b), a float tensor
+  of shape [N] in [0, 1];
+* a :class:`RewardFunction` — ``reward(prompts, responses)`` → r, a finite float tensor [N].
+
+Provided:
+
+* :class:`RewardModel` — a Bradley–Terry reward model (``psipo reward``'s ``final/``, or any
+  ``AutoModelForSequenceClassification`` with one output); as a judge, σ(r_a − r_b) (Eq. 1);
+* :class:`CallableJudge` / :class:`CallableReward` — any Python callable named
+  ``package.module:function`` in a config (:func:`load_callable`);
+* :class:`TabularOracle` — the exact p*(a ≻ b | x) of a :class:`psipo.tabular.TabularProblem`
+  (responses are action names, prompts are context names), and as a reward its exact
+  p*(y ≻ µ | x), so that everything built on judges can be checked exactly. (An oracle for
+  the LM lab's world is not provided yet.)
+
+Every judge's output passes :func:`checked_probabilities` / :func:`checked_rewards`: a wrong
+shape, a NaN, a probability outside [0, 1] or a non-finite reward is a one-line
+:class:`~psipo.errors.PsipoInputError` naming the judge.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from psipo.errors import PsipoInputError
+
+Text = Any
+"""A prompt or response: a string, or (conversational) a list of ``{"role", "content"}`` messages."""
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Pairwise preferences: the probability that response a is preferred to response b."""
+
+    name: str
+
+    def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
+        """P(a_i ≻ b_i | prompt_i) for every i: float tensor [N] in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    """A scalar score per (prompt, response)."""
+
+    name: str
+
+    def reward(self, prompts: Sequence[Text], responses: Sequence[Text]) -> torch.Tensor:
+        """r(prompt_i, response_i) for every i: finite float tensor [N]."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------
+# Output checks
+
+
+def _check_lengths(name: str, prompts: Sequence[Any], *others: Sequence[Any]) -> int:
+    n = len(prompts)
+    for other in others:
+        if len(other) != n:
+            raise PsipoInputError(f"judge {name}: got {n} prompts but {len(other)} responses")
+    return n
+
+
+def _as_vector(values: Any, n: int, name: str, what: str) -> torch.Tensor:
+    try:
+        tensor = torch.as_tensor(values.detach().cpu() if torch.is_tensor(values) else values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise PsipoInputError(f"judge {name}: returned {type(values).__name__}, not {what}: {exc}") from None
+    if tuple(tensor.shape) != (n,):
+        raise PsipoInputError(f"judge {name}: returned shape {list(tensor.shape)}, expected [{n}] ({what}, one per prompt)")
+    return tensor
+
+
+def checked_probabilities(values: Any, n: int, name: str) -> torch.Tensor:
+    """``values`` as a float64 tensor [n] of probabilities; anything else names the judge."""
+    p = _as_vector(values, n, name, "probabilities")
+    if bool(torch.isnan(p).any()):
+        raise PsipoInputError(f"judge {name}: returned NaN at index {int(torch.isnan(p).nonzero()[0])}")
+    outside = (p < 0) | (p > 1)
+    if bool(outside.any()):
+        i = int(outside.nonzero()[0])
+        raise PsipoInputError(f"judge {name}: returned probability {float(p[i]):g} at index {i}, outside [0, 1]")
+    return p
+
+
+def checked_rewards(values: Any, n: int, name: str) -> torch.Tensor:
+    """``values`` as a finite float64 tensor [n] of rewards; anything else names the judge."""
+    r = _as_vector(values, n, name, "rewards")
+    bad = ~torch.isfinite(r)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise PsipoInputError(f"judge {name}: returned non-finite reward {float(r[i])} at index {i}")
+    return r
+
+
+class RewardJudge:
+    """A :class:`RewardFunction` as a :class:`Judge` too: P(a ≻ b) = σ(r_a − r_b) (Bradley–Terry, Eq. 1)."""
+
+    name: str
+
+    def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
+        raise NotImplementedError
+
+    def reward(self, prompts: Sequence[Text], responses: Sequence[Text]) -> torch.Tensor:
+        n = _check_lengths(self.name, prompts, responses)
+        return checked_rewards(self._rewards(list(prompts), list(responses)), n, self.name)
+
+    def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
+        _check_lengths(self.name, prompts, responses_a, responses_b)
+        return torch.sigmoid(self.reward(prompts, responses_a) - self.reward(prompts, responses_b))
+
+
+# ---------------------------------------------------------------------------------------
+# Python callables named in a config
+
+
+def load_callable(spec: str, *, key: str = "judge") -> Callable[..., Any]:
+    """Resolve ``package.module:function`` (dots after the colon reach attributes) with importlib.
+
+    A spec without a colon, a module that does not import, a missing attribute or an object
+    that is not callable is a one-line :class:`PsipoInputError` naming ``key`` and the spec.
+    """
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise PsipoInputError(f"{key}: {spec!r} is not of the form package.module:function")
+    module_name, attribute = spec.split(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PsipoInputError(f"{key}: {spec!r}: cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 — the user's module raised while importing
+        raise PsipoInputError(f"{key}: {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise PsipoInputError(f"{key}: {spec!r}: module {module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise PsipoInputError(f"{key}: {spec!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+class CallableJudge:
+    """A :class:`Judge` from ``fn(prompts, responses_a, responses_b) -> P(a ≻ b)`` (or its spec)."""
+
+    def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, key: str = "judge") -> None:
+        self.fn = load_callable(fn, key=key) if isinstance(fn, str) else fn
+        self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
+
+    def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
+        n = _check_lengths(self.name, prompts, responses_a, responses_b)
+        return checked_probabilities(self.fn(list(prompts), list(responses_a), list(responses_b)), n, self.name)
+
+
+class CallableReward(RewardJudge):
+    """A :class:`RewardFunction` (and judge σ(r_a − r_b)) from ``fn(prompts, responses) -> r`` (or its spec)."""
+
+    def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, key: str = "reward") -> None:
+        self.fn = load_callable(fn, key=key) if isinstance(fn, str) else fn
+        self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
+
+    def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
+        return self.fn(prompts, responses)
+
+
+# ---------------------------------------------------------------------------------------
+# Exact oracles of a tabular problem
+
+
+class TabularOracle(RewardJudge):
+    r"""The exact preferences of a :class:`~psipo.tabular.TabularProblem`.
+
+    Responses are action names; prompts are context names (any prompt, for a problem without
+    contexts). ``judge`` is :math:`p^*(a \succ b \mid x)` read from the problem's table, and
+    ``reward`` is :math:`p^*(y \succ \mu \mid x)`, the reward that IPO maximises (§5, Eq. 8).
+    Unlike :class:`RewardJudge`, ``judge`` is *not* σ(r_a − r_b): it is the table itself.
+    """
+
+    def __init__(self, problem: Any, *, name: str = "tabular") -> None:
+        from psipo.tabular.exact import preference_against
+
+        self.problem, self.name = problem, name
+        self.scores = preference_against(problem)
+
+    def _contexts(self, prompts: Sequence[Text]) -> list[int]:
+        if not self.problem.has_contexts:
+            return [0] * len(prompts)
+        return [self.problem.context_index(p, field=f"judge {self.name}: prompt") for p in prompts]
+
+    def _actions(self, responses: Sequence[Text]) -> list[int]:
+        return [self.problem.action_index(r, field=f"judge {self.name}: response") for r in responses]
+
+    def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
+        return self.scores[self._contexts(prompts), self._actions(responses)]
+
+    def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
+        n = _check_lengths(self.name, prompts, responses_a, responses_b)
+        x, a, b = self._contexts(prompts), self._actions(responses_a), self._actions(responses_b)
+        return checked_probabilities(self.problem.preferences[x, a, b], n, self.name)
+
+
+# ---------------------------------------------------------------------------------------
+# Bradley–Terry reward models
+
+
+def score_sequences(model: Any, sequences: Sequence[Sequence[int]], *, pad_id: int) -> torch.Tensor:
+    """The scalar outputs of a sequence-classification ``model`` on token-id ``sequences`` [N].
+
+    Right-padded with ``pad_id``, which must be ``model.config.pad_token_id``: transformers
+    pools the rightmost token that is not the pad id, i.e. the last real token.
+    """
+    device = next(model.parameters()).device
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        input_ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        attention_mask[i, : len(s)] = 1
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+    return logits.reshape(len(sequences), -1)[:, 0].float()
+
+
+def ensure_pad_token(model: Any, pad_id: int) -> int:
+    """Give a model without ``config.pad_token_id`` one (transformers needs it to pool a
+    padded batch); return the pad id in force."""
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_id
+    return int(model.config.pad_token_id)
+
+
+class RewardModel(RewardJudge):
+    """A Bradley–Terry reward model: an ``AutoModelForSequenceClassification`` with one output.
+
+    Prompts and responses are tokenised as ``psipo reward`` tokenised its pairs (the
+    tokenizer's special tokens before a plain prompt, a chat template for message lists, EOS
+    after the response, the prompt cut to its last ``max_prompt_length`` tokens and the whole
+    to ``max_length``), scored ``batch_size`` at a time without gradients.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "reward_model",
+        batch_size: int = 16,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        append_eos: bool = True,
+    ) -> None:
+        from psipo.lm.model import pad_id_of
+
+        self.model, self.tokenizer, self.name, self.batch_size = model.eval(), tokenizer, name, batch_size
+        self.max_length, self.max_prompt_length, self.append_eos = max_length, max_prompt_length, append_eos
+        self.pad_id = ensure_pad_token(model, pad_id_of(tokenizer))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **options: Any) -> RewardModel:
+        """Load a folder (e.g. a ``psipo reward`` run's ``final/``); one-line errors."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from psipo.lm.config import ModelConfig
+        from psipo.lm.model import _from_pretrained
+
+        config = ModelConfig(model=str(path))
+        model = _from_pretrained(AutoModelForSequenceClassification, str(path), config, key="reward_model", what="a reward model")
+        tokenizer = _from_pretrained(AutoTokenizer, str(path), config, key="reward_model", what="a tokenizer")
+        return cls(model, tokenizer, name=options.pop("name", str(path)), **options)
+
+    def tokenize(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[list[int]]:
+        """Token ids of prompt + response, as the trainer builds them."""
+        from psipo.lm.data import ParsedRow, _render_conversation
+
+        sequences = []
+        eos = self.tokenizer.eos_token_id
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            if isinstance(response, list):
+                row = ParsedRow(prompt if isinstance(prompt, list) else [], response, response)
+                prompt_text, response_text, _ = _render_conversation(self.tokenizer, row, f"judge {self.name}: row {i}")
+                special = False
+            else:
+                prompt_text, response_text, special = str(prompt), str(response), True
+            p = self.tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
+            r = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
+            if self.append_eos and eos is not None and (not r or r[-1] != eos):
+                r = r + [eos]
+            p = p[max(0, len(p) - self.max_prompt_length) :]
+            sequence = (p + r)[: self.max_length]
+            sequences.append(sequence or [self.pad_id])
+        return sequences
+
+    @torch.no_grad()
+    def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
+        sequences = self.tokenize(prompts, responses)
+        scores = [
+            score_sequences(self.model, sequences[i : i + self.batch_size], pad_id=self.pad_id)
+            for i in range(0, len(sequences), self.batch_size)
+        ]
+        return torch.cat(scores) if scores else torch.zeros(0)

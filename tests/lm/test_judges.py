@@ -1,0 +1,191 @@
+"""Judges: pairwise and scalar interfaces, their checks, and the three kinds provided."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from psipo.errors import PsipoInputError
+from psipo.lm.judges import (
+    CallableJudge,
+    CallableReward,
+    Judge,
+    RewardFunction,
+    RewardModel,
+    TabularOracle,
+    checked_probabilities,
+    checked_rewards,
+    load_callable,
+)
+from psipo.tabular import TabularProblem
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+# ---------------------------------------------------------------------------------------
+# Tabular oracles: the exact values, by hand
+
+
+def test_tabular_oracle_reads_the_bradley_terry_table_and_p_against_mu():
+    problem = TabularProblem.from_bradley_terry(["a", "b", "c"], [0.0, 1.0, 3.0], mu=[0.5, 0.5, 0.0])
+    oracle = TabularOracle(problem)
+    assert isinstance(oracle, Judge) and isinstance(oracle, RewardFunction)
+    got = oracle.judge(["x", "y", "z"], ["c", "a", "b"], ["a", "c", "b"])
+    torch.testing.assert_close(got, torch.tensor([sigmoid(3), sigmoid(-3), 0.5], dtype=torch.float64))
+    # p*(y ≻ µ) with µ = (1/2, 1/2, 0): the mean of σ(r_y − r_a) and σ(r_y − r_b).
+    want = [(0.5 + sigmoid(-1)) / 2, (sigmoid(1) + 0.5) / 2, (sigmoid(3) + sigmoid(2)) / 2]
+    torch.testing.assert_close(oracle.reward(["", "", ""], ["a", "b", "c"]), torch.tensor(want, dtype=torch.float64))
+
+
+def test_tabular_oracle_with_contexts_and_non_transitive_preferences():
+    rps = [[0.5, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]]  # rock, paper, scissors
+    other = [[0.5, 0.9, 0.9], [0.1, 0.5, 0.9], [0.1, 0.1, 0.5]]
+    problem = TabularProblem.create(["r", "p", "s"], [rps, other], contexts=["game", "easy"])
+    oracle = TabularOracle(problem, name="rps")
+    got = oracle.judge(["game", "game", "easy", "easy"], ["p", "r", "r", "s"], ["r", "p", "s", "p"])
+    assert got.tolist() == [1.0, 0.0, 0.9, 0.1]
+    torch.testing.assert_close(oracle.reward(["game"] * 3, ["r", "p", "s"]), torch.full((3,), 0.5, dtype=torch.float64))
+    with pytest.raises(PsipoInputError, match=r"judge rps: prompt: unknown context 'war'"):
+        oracle.judge(["war"], ["r"], ["p"])
+    with pytest.raises(PsipoInputError, match=r"judge rps: response: unknown action 'lizard'"):
+        oracle.reward(["game"], ["lizard"])
+    with pytest.raises(PsipoInputError, match=r"^judge rps: got 2 prompts but 1 responses$"):
+        oracle.judge(["game", "game"], ["r"], ["p"])
+
+
+# ---------------------------------------------------------------------------------------
+# Callables named in a config
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_judges.py").write_text(
+        "import torch\n"
+        "def shorter(prompts, a, b):\n"
+        "    return [1.0 if len(x) < len(y) else 0.0 if len(x) > len(y) else 0.5 for x, y in zip(a, b)]\n"
+        "def length(prompts, responses):\n"
+        "    return torch.tensor([float(len(r)) for r in responses])\n"
+        "def bad_shape(prompts, a, b):\n"
+        "    return [[0.5]] * len(a)\n"
+        "def nan(prompts, a, b):\n"
+        "    return [float('nan')] * len(a)\n"
+        "def too_sure(prompts, a, b):\n"
+        "    return [1.5] * len(a)\n"
+        "def infinite(prompts, responses):\n"
+        "    return [float('inf')] * len(responses)\n"
+        "def text(prompts, responses):\n"
+        "    return ['good'] * len(responses)\n"
+        "NOT_CALLABLE = 3\n"
+        "class Nested:\n"
+        "    @staticmethod\n"
+        "    def always_a(prompts, a, b):\n"
+        "        return torch.ones(len(a))\n"
+    )
+    (tmp_path / "broken_judges.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_judges"
+
+
+def test_callables_resolve_and_judge(user_module):
+    judge = CallableJudge(f"{user_module}:shorter")
+    assert judge.name == "my_judges:shorter"
+    assert judge.judge(["p"] * 3, ["ab", "abc", "a"], ["abc", "ab", "b"]).tolist() == [1.0, 0.0, 0.5]
+    assert CallableJudge(f"{user_module}:Nested.always_a").judge(["p"], ["x"], ["y"]).tolist() == [1.0]
+    reward = CallableReward(f"{user_module}:length")
+    assert reward.reward(["p", "q"], ["abc", "a"]).tolist() == [3.0, 1.0]
+    torch.testing.assert_close(reward.judge(["p"], ["abc"], ["a"]), torch.tensor([sigmoid(2)], dtype=torch.float64))
+    # A plain Python function works without a spec, named after itself.
+    assert CallableReward(lambda p, r: [0.0] * len(r), name="zero").judge(["p"], ["a"], ["b"]).tolist() == [0.5]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("my_judges.shorter", r"^judge: 'my_judges.shorter' is not of the form package.module:function$"),
+        ("my_judges:", r"^judge: 'my_judges:' is not of the form"),
+        ("a:b:c", r"^judge: 'a:b:c' is not of the form"),
+        ("psipo_no_such_module:f", r"^judge: 'psipo_no_such_module:f': cannot import module 'psipo_no_such_module'"),
+        ("broken_judges:f", r"^judge: 'broken_judges:f': importing 'broken_judges' failed: RuntimeError: boom$"),
+        ("my_judges:missing", r"^judge: 'my_judges:missing': module 'my_judges' has no attribute 'missing'$"),
+        ("my_judges:NOT_CALLABLE", r"^judge: 'my_judges:NOT_CALLABLE' is a int, not a callable$"),
+    ],
+)
+def test_bad_specs_are_one_line_errors_naming_the_spec(user_module, spec, message):
+    with pytest.raises(PsipoInputError, match=message) as info:
+        load_callable(spec)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("function", "kind", "message"),
+    [
+        ("bad_shape", "judge", r"^judge my_judges:bad_shape: returned shape \[2, 1\], expected \[2\]"),
+        ("nan", "judge", r"^judge my_judges:nan: returned NaN at index 0$"),
+        ("too_sure", "judge", r"^judge my_judges:too_sure: returned probability 1.5 at index 0, outside \[0, 1\]$"),
+        ("infinite", "reward", r"^judge my_judges:infinite: returned non-finite reward inf at index 0$"),
+        ("text", "reward", r"^judge my_judges:text: returned list, not rewards"),
+    ],
+)
+def test_bad_judge_output_is_a_one_line_error_naming_the_judge(user_module, function, kind, message):
+    spec = f"{user_module}:{function}"
+    with pytest.raises(PsipoInputError, match=message) as info:
+        if kind == "judge":
+            CallableJudge(spec).judge(["p", "q"], ["a", "b"], ["c", "d"])
+        else:
+            CallableReward(spec).reward(["p", "q"], ["a", "b"])
+    assert "\n" not in str(info.value)
+
+
+def test_output_checks_accept_the_boundaries():
+    assert checked_probabilities([0.0, 1.0], 2, "j").tolist() == [0.0, 1.0]
+    assert checked_rewards(torch.tensor([-1e30, 1e30]), 2, "j").dtype == torch.float64
+    with pytest.raises(PsipoInputError, match=r"returned probability -1e-09 at index 1"):
+        checked_probabilities([0.5, -1e-9], 2, "j")
+
+
+# ---------------------------------------------------------------------------------------
+# Bradley–Terry reward models
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(model_dir, tmp_path_factory):
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    path = tmp_path_factory.mktemp("rm") / "rm"
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
+    return path
+
+
+def test_reward_model_scores_the_last_real_token_whatever_the_padding(reward_model_dir):
+    rm = RewardModel.from_pretrained(reward_model_dir, batch_size=3)
+    prompts = ["w1 w2 w3", "w4", "w5 w6", "w7 w8 w9 w10"]
+    responses = ["w11", "w12 w13 w14 w15", "w16 w17", "w3"]
+    got = rm.reward(prompts, responses)
+    # Independently: each sequence alone (no padding at all), ids built by hand (w<i> = 6 + i, EOS = 1).
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids = [6 + int(w[1:]) for w in (p + " " + r).split()] + [1]
+        with torch.no_grad():
+            want = model(input_ids=torch.tensor([ids])).logits[0, 0]
+        assert float(got[i]) == pytest.approx(float(want), abs=1e-5)
+    assert len(set(got.tolist())) == 4
+    swapped = rm.reward(prompts, responses[::-1])
+    torch.testing.assert_close(rm.judge(prompts, responses, responses[::-1]), torch.sigmoid(got - swapped))
+
+
+def test_a_zero_score_head_is_indifferent(reward_model_dir):
+    rm = RewardModel.from_pretrained(reward_model_dir, name="rm0")
+    torch.nn.init.zeros_(rm.model.score.weight)
+    assert rm.judge(["w1"], ["w2"], ["w3 w4"]).tolist() == [0.5]
+    assert rm.name == "rm0"
+
+
+def test_reward_model_load_errors_are_one_line(tmp_path):
+    with pytest.raises(PsipoInputError, match=r"^reward_model: cannot load .*nowhere': no such local folder"):
+        RewardModel.from_pretrained(tmp_path / "nowhere")
