@@ -1,4 +1,4 @@
-"""Confidence intervals over seeds, shared by the tabular trainer's users and both experiments.
+"""Confidence intervals over seeds, shared by every experiment and by users of the tabular trainer.
 
 The t-quantile is computed here (Gauss–Legendre quadrature of Student's density and bisection)
 rather than taken from scipy, which psipo does not depend on.
@@ -7,6 +7,7 @@ rather than taken from scipy, which psipo does not depend on.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -49,3 +50,29 @@ def mean_and_ci(values: torch.Tensor, *, dim: int, level: float = 0.95) -> tuple
         return mean, torch.full_like(mean, float("nan"))
     half_width = student_t_quantile(0.5 + level / 2, n - 1) * values.std(dim) / math.sqrt(n)
     return mean, half_width
+
+
+Interval = tuple[float, float]
+"""(mean, half-width of its 95% confidence interval); the half-width is NaN for one sample."""
+
+
+def interval(values: Iterable[float | None]) -> Interval | None:
+    """Mean and 95% t-interval half-width of the values that are not None; None if there are none."""
+    kept = [float(v) for v in values if v is not None]
+    if not kept:
+        return None
+    mean, half = mean_and_ci(torch.tensor(kept, dtype=torch.float64), dim=0)
+    return float(mean), float(half)
+
+
+def entirely_above(a: Interval | None, b: Interval | None) -> bool:
+    """a's confidence interval lies entirely above b's (False when either is missing or NaN)."""
+    return a is not None and b is not None and a[0] - a[1] > b[0] + b[1]
+
+
+def late_change(steps: Sequence[float], values: Sequence[float]) -> float:
+    """The last value minus the one recorded nearest two-thirds of the way to the last step:
+    how much a learning curve still moved over the last third of training."""
+    target = 2 * steps[-1] / 3
+    earlier = min(range(len(steps) - 1), key=lambda i: abs(steps[i] - target))
+    return values[-1] - values[earlier]

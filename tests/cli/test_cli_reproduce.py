@@ -80,3 +80,20 @@ def test_config_file_values_that_have_no_effect_name_the_line(tmp_path):
     config.write_text("learning_rate: 0.5\n")  # a bad command-line value is the option's fault, not the file's
     done = psipo("reproduce", "--config", str(config), "--learning_rate", "abc", "--out", str(tmp_path / "r"))
     assert done.stderr.strip() == "psipo: error: --learning_rate: expected a number, got 'abc'"
+
+
+def test_reproduce_is_the_short_form_of_experiment_paper(tmp_path):
+    """One registry entry: the same options, the same defaults, the same numbers and report."""
+    options = ["--quick", "--seeds", "2", "--datasets", "D1", "--no-progress"]
+    outputs = {}
+    for name, command in (("reproduce", ["reproduce"]), ("paper", ["experiment", "paper"])):
+        done = psipo(*command, *options, "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"psipo {' '.join(command)}: ") and "claims hold" in done.stdout
+        outputs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    unmeasured = {"timing_seconds", "runtime_seconds", "command"}
+    same, other = ({k: v for k, v in outputs[name].items() if k not in unmeasured} for name in ("reproduce", "paper"))
+    assert same == other and outputs["paper"]["command"].startswith("psipo experiment paper --quick")
+    help_text = {name: psipo(*command, "--help").stdout.split("options:")[1]
+                 for name, command in (("reproduce", ["reproduce"]), ("paper", ["experiment", "paper"]))}
+    assert help_text["reproduce"] == help_text["paper"]

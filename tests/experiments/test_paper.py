@@ -1,4 +1,5 @@
-"""The reproduction's numbers: closed forms in the §5.3.1 table, optima beside trained values, D3's invariants."""
+"""The reproduction's numbers: closed forms in the §5.3.1 table, optima beside trained values, D3's
+invariants, the claims it decides and the report it writes from results.json alone."""
 
 import json
 import math
@@ -7,12 +8,10 @@ import pytest
 import torch
 
 from psipo.errors import PsipoInputError
-from psipo.experiments.paper import (
-    ReproduceConfig,
-    population_problem,
-    render_report,
-    run_reproduction,
-)
+from psipo.experiments.paper import ReproduceConfig, run_experiment
+from psipo.experiments.paper.experiment import population_problem
+from psipo.experiments.paper.report import render_report
+from psipo.experiments.reporting import VERDICTS, read_results
 from psipo.tabular.datasets import paper_datasets
 from psipo.tabular.train import TabularTrainConfig
 
@@ -21,7 +20,7 @@ from psipo.tabular.train import TabularTrainConfig
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     config = ReproduceConfig(taus=[0.1, 1.0], training=TabularTrainConfig(steps=600, seeds=3, record_every=100))
-    return run_reproduction(config, out, progress=False), out
+    return run_experiment(config, out, progress=False), out
 
 
 def test_asymptotic_table_holds_the_closed_forms(results):
@@ -64,7 +63,7 @@ def test_d3_as_printed_keeps_theta_c_and_theta_a_plus_b_and_the_report_says_so(r
     assert all(abs(v - 1 / 3) < 0.02 for loss in ("ipo", "dpo") for v in invariants["pi_c_mean"][loss].values())
     report = (out / "REPORT.md").read_text()
     assert "D3' = {(a,b), (b,a), (b,c)}" in report and "zero gradient" in report
-    assert report == render_report(json.loads((out / "results.json").read_text()))
+    assert report == render_report(read_results(out / "results.json"))
     for figure in results["figures"].values():
         assert (out / figure).read_bytes().startswith(b"\x89PNG") and f"({figure})" in report
 
@@ -87,4 +86,29 @@ def test_population_problem_only_when_every_pair_is_observed():
 )
 def test_bad_configs_raise(config, message, tmp_path):
     with pytest.raises(PsipoInputError, match=message):
-        run_reproduction(config, tmp_path, progress=False)
+        run_experiment(config, tmp_path, progress=False)
+
+
+def test_claims_are_decided_and_tabled_in_the_report(results):
+    results, out = results
+    ids = [claim["id"] for claim in results["claims"]]
+    assert ids == ["P1", "P2", "P3", "P4", "P5", "P6", "P6", "P7"]
+    assert all(claim["verdict"] in VERDICTS and claim["rule"] for claim in results["claims"])
+    by_dataset = {claim["statement"].split("]")[0][1:]: claim["verdict"] for claim in results["claims"] if claim["id"] == "P6"}
+    assert by_dataset["D3"] == "does not hold"  # θ_c never moves: DPO's π(c) stays at 1/3
+    report = (out / "REPORT.md").read_text()
+    assert "## Claims" in report and all(f"| {claim_id} |" in report for claim_id in ids)
+
+
+def test_one_seed_writes_nan_as_a_string_and_reads_it_back(tmp_path):
+    config = ReproduceConfig(
+        taus=[1.0], losses=["ipo", "dpo"], datasets=["D1"],
+        training=TabularTrainConfig(steps=60, seeds=1, record_every=30),
+    )
+    run_experiment(config, tmp_path, progress=False)
+    raw = json.loads((tmp_path / "results.json").read_text())
+    assert raw["datasets"]["D1"]["results"][0]["trained_ci95_half_width"] == ["nan"] * 3
+    results = read_results(tmp_path / "results.json")
+    assert all(math.isnan(h) for h in results["datasets"]["D1"]["results"][0]["trained_ci95_half_width"])
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "(one seed)" in report and report == render_report(results)

@@ -17,11 +17,11 @@ from psipo.errors import PsipoInputError
 # Each subcommand lives in its own module; importing lazily keeps `psipo solve` from paying
 # for transformers' import time.
 SUBCOMMANDS = {
-    "reproduce": "Reproduce the paper's experiments (§5.3, §5.4) into a results folder.",
+    "reproduce": "Reproduce the paper's experiments (§5.3.1, §5.4) into a results folder (= experiment paper).",
     "solve": "Print the exact ΨPO optimum of a tabular problem file (YAML or JSON).",
     "train": "Fine-tune a Hugging Face causal LM with IPO, DPO and their family.",
     "plot": "Draw the metric curves of a training run folder as PNG.",
-    "experiment": "Run a lab experiment (e.g. `lm`: the paper's claims at LM scale).",
+    "experiment": "Run an experiment: `paper` (§5.3.1, §5.4; `psipo reproduce`) or `lm` (the claims at LM scale).",
 }
 
 

@@ -1,8 +1,12 @@
-"""``psipo experiment NAME``: run a lab experiment into a results folder (figures, REPORT.md, results.json).
+"""``psipo experiment NAME``: run an experiment into a results folder (figures, REPORT.md, results.json).
 
-Each experiment is a package that exposes a config dataclass, its ``validate(config)``, a
-``QUICK`` preset (a mapping of dotted keys to values) and ``run_experiment(config, out_dir, *,
-progress, command)``; adding one is one entry in :data:`EXPERIMENTS`.
+Each experiment is a package under ``psipo.experiments`` that exposes a config dataclass, its
+``validate(config)``, a ``QUICK`` preset (a mapping of keys to values) and
+``run_experiment(config, out_dir, *, progress, command)``, which writes the folder through
+:mod:`psipo.experiments.reporting` and returns the results (with their ``claims``,
+``runtime_seconds`` and ``figures``). Adding one is one entry in :data:`EXPERIMENTS`; a short
+form such as ``psipo reproduce`` is a subcommand that calls :func:`add_experiment_parser`.
+Only the package of the experiment named on the command line is imported.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import importlib
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from psipo._config import add_arguments, load_config, overrides_from_args
 
@@ -22,56 +27,102 @@ class Experiment:
     """How the CLI finds an experiment."""
 
     module: str
-    """Package with ``QUICK`` and ``run_experiment``."""
+    """Package with the config dataclass, ``validate``, ``QUICK`` and ``run_experiment``."""
     config: str
     """Name of its config dataclass in the package."""
     help: str
     """One line for ``psipo experiment --help``."""
     default_out: str
     """Default results folder."""
+    quick: str
+    """What ``--quick`` is for, in a few words (its help lists the preset after them)."""
+    description: str = ""
+    """More for the experiment's own ``--help``."""
+
+    def package(self) -> Any:
+        return importlib.import_module(self.module)
 
 
 EXPERIMENTS = {
+    "paper": Experiment(
+        module="psipo.experiments.paper",
+        config="ReproduceConfig",
+        help="The paper's illustrative experiments (§5.3.1, §5.4) on tabular policies, beside the closed "
+        "forms; `psipo reproduce` for short.",
+        default_out="results",
+        quick="tiny preset for smoke tests",
+        description="Trains every (dataset × loss × τ × seed) run at once; with the defaults it takes seconds.",
+    ),
     "lm": Experiment(
         module="psipo.experiments.lm_lab",
         config="LabConfig",
         help="The paper's claims on a transformer LM with enumerable responses: exact KL, "
         "total preference and optimum, {DPO, IPO} × τ × seeds × preference determinism.",
         default_out="results/lm_lab",
+        quick="about one minute",
     ),
 }
 
 
+class _ExperimentNames(argparse._SubParsersAction):
+    """Subparsers that import an experiment's package, for its options, only when it is chosen."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        name = values[0]
+        chosen = self._name_parser_map.get(name)
+        if name in EXPERIMENTS and not chosen.get_default("has_options"):
+            _add_experiment_options(chosen, EXPERIMENTS[name])
+        super().__call__(parser, namespace, values, option_string)
+
+
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("experiment", help=help_text, description=help_text)
-    names = parser.add_subparsers(dest="experiment", metavar="NAME", required=True)
+    names = parser.add_subparsers(dest="experiment", metavar="NAME", required=True, action=_ExperimentNames)
     for name, experiment in EXPERIMENTS.items():
-        package = importlib.import_module(experiment.module)
-        sub = names.add_parser(name, help=experiment.help, description=experiment.help)
-        sub.add_argument("--out", type=Path, default=Path(experiment.default_out),
-                         help=f"results folder (default: {experiment.default_out})")
-        sub.add_argument("--quick", action="store_true",
-                         help="about one minute: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items()))
-        sub.add_argument("--config", type=Path, default=None, help="YAML file of the keys below")
-        sub.add_argument("--no-progress", action="store_true", help="no progress bar")
-        add_arguments(sub, getattr(package, experiment.config))
-        sub.set_defaults(func=run)
+        sub = names.add_parser(name, help=experiment.help, description=_description(experiment.help, experiment))
+        sub.set_defaults(func=run, experiment=name, invoked_as=f"psipo experiment {name}")
+
+
+def add_experiment_parser(
+    subparsers: argparse._SubParsersAction, command: str, name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand ``command`` that runs experiment ``name`` with all its options: a short form."""
+    experiment = EXPERIMENTS[name]
+    parser = subparsers.add_parser(command, help=help_text, description=_description(help_text, experiment))
+    _add_experiment_options(parser, experiment)
+    parser.set_defaults(func=run, experiment=name, invoked_as=f"psipo {command}")
+    return parser
+
+
+def _description(help_text: str, experiment: Experiment) -> str:
+    return " ".join(part for part in (help_text, experiment.description) if part)
+
+
+def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experiment) -> None:
+    package = experiment.package()
+    parser.add_argument("--out", type=Path, default=Path(experiment.default_out),
+                        help=f"results folder (default: {experiment.default_out})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{experiment.quick}: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items()))
+    parser.add_argument("--config", type=Path, default=None, help="YAML file of the keys below")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(parser, getattr(package, experiment.config))
+    parser.set_defaults(has_options=True)
 
 
 def run(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS[args.experiment]
-    package = importlib.import_module(experiment.module)
+    package = experiment.package()
     overrides = {**(package.QUICK if args.quick else {}), **overrides_from_args(args)}
     # Validated here, so that a bad value is blamed on its --option or file:line.
     config = load_config(getattr(package, experiment.config), args.config, overrides, check=package.validate)
-    command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else None
-    results = package.run_experiment(
-        config, args.out, progress=not args.no_progress, command=command
-    )
+    command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None
+    results = package.run_experiment(config, args.out, progress=not args.no_progress, command=command)
     verdicts = [claim["verdict"] for claim in results["claims"]]
+    seconds = results["runtime_seconds"]
+    duration = f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
     print(
-        f"psipo experiment {args.experiment}: {results['runtime_seconds'] / 60:.1f} min; "
-        f"{verdicts.count('holds')} of {len(verdicts)} claims hold; wrote {args.out / 'REPORT.md'}, "
-        f"{args.out / 'results.json'} and {len(results['figures'])} figures"
+        f"{args.invoked_as}: {duration}; {verdicts.count('holds')} of {len(verdicts)} claims hold; wrote "
+        f"{args.out / 'REPORT.md'}, {args.out / 'results.json'} and {len(results['figures'])} figures"
     )
     return 0

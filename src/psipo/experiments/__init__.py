@@ -1,1 +1,10 @@
-"""Experiments that produce figures and a REPORT.md: :mod:`psipo.experiments.paper` (``psipo reproduce``)."""
+"""Experiments that write a results folder — figures, ``REPORT.md`` and ``results.json`` — each
+run by ``psipo experiment NAME`` (the registry is :data:`psipo.cli.experiment.EXPERIMENTS`):
+
+* :mod:`~psipo.experiments.paper` — ``paper`` (short form ``psipo reproduce``): §5.3.1 and §5.4
+  on tabular softmax policies, beside the closed forms;
+* :mod:`~psipo.experiments.lm_lab` — ``lm``: the paper's claims on a transformer LM whose
+  responses can be enumerated;
+* :mod:`~psipo.experiments.reporting` — what they share: :class:`~psipo.experiments.reporting.Claim`
+  and its verdicts, the number formatter, Markdown tables, REPORT.md's sections, results.json.
+"""

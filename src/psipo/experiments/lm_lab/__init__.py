@@ -10,7 +10,10 @@ to the closed-form optimum are computed exactly.
 * :mod:`.evaluate` — exact metrics through :mod:`psipo.tabular` (optimum of Eq. 9, empirical optima);
 * :mod:`.montecarlo` — estimates with CIs for the non-enumerable configuration;
 * :mod:`.training_runs` — preference runs with :func:`psipo.lm.train`;
-* :mod:`.experiment` — the grid, the worker processes and the outputs; :mod:`.report` — claims and REPORT.md; :mod:`.plots` — figures.
+* :mod:`.experiment` — the grid, the worker processes and the outputs;
+* :mod:`.summaries` — numbers read off the results (intervals over seeds, KL slopes, late growth);
+* :mod:`.claims` — the claims table and its verdict rules; :mod:`.report` — REPORT.md;
+  :mod:`.plots` — figures.
 """
 
 from psipo.experiments.lm_lab.config import QUICK, LabConfig, validate

@@ -1,8 +1,9 @@
 r"""Exact response distributions by enumeration: π(y|x) for every y ∈ V^L and every prompt x.
 
 The policy's vocabulary is exactly the V response tokens and every response has L tokens, so
-:math:`\pi(y|x)=\prod_t\pi(y_t|x,y_{<t})` sums to one over :math:`y\in V^L` (the chain rule). The model is
-evaluated in float64 (on a copy) so that the enumerated distribution sums to 1 to ~1e-12.
+:math:`\pi(y|x)=\prod_t\pi(y_t|x,y_{<t})` sums to one over :math:`y\in V^L` (the chain rule). By default the model
+is evaluated in float64 (on a copy), so that the enumerated distribution sums to 1 to ~1e-12;
+learning-curve points use the model's own precision instead (``float64=False``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 
 * ``results.json`` — every run's exact metrics, learning curves and trainer history, the
   closed-form optima, the empirical-loss optima, the Monte Carlo runs and the claims table;
-* ``REPORT.md`` — the claims of the paper (§4.2, §5.4) against what was measured;
+* ``REPORT.md`` — the claims of the paper (§4.2, §5, §5.1–5.2, §5.3.1, §5.4, §6) against what
+  was measured (:mod:`.claims`, :mod:`.report`);
 * ``figures/*.png`` — KL against τ (the main figure), the preference–KL frontier, learning
   curves, the data effects and the large configuration.
 """
@@ -25,9 +26,9 @@ from typing import Any
 import torch
 
 from psipo._config import to_dict
-from psipo._io import atomic_write_json, atomic_write_text
 from psipo._threads import single_thread
 from psipo.experiments.lm_lab import plots, report
+from psipo.experiments.lm_lab.claims import claims
 from psipo.experiments.lm_lab.config import LabConfig, parse_oracle, validate
 from psipo.experiments.lm_lab.data import enumerated_sampler, sample_preference_data
 from psipo.experiments.lm_lab.enumeration import enumerate_logps
@@ -46,6 +47,7 @@ from psipo.experiments.lm_lab.montecarlo import (
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
+from psipo.experiments.reporting import claims_as_data, write_results
 from psipo.losses import LOSSES
 
 FRONTIER_TAUS = [10 ** (k / 4) for k in range(-12, 5)]
@@ -274,7 +276,6 @@ def run_experiment(
     """
     validate(config)
     out_dir = Path(out_dir)
-    grid, large = config.grid, config.large
     start = time.perf_counter()
     world = world_from_config(config.world)
     responses = all_responses(config.world.vocab_size, config.world.response_length)
@@ -282,11 +283,40 @@ def run_experiment(
         reference = _Reference.train(world, config, steps=config.reference.steps, seed=config.world.seed)
         reference_logps = enumerate_logps(reference.model(config), world.prompts, responses)
         large_reference = None
-        if large.enabled:
-            large_world = _large_world(config)
+        if config.large.enabled:
             large_reference = _Reference.train(
-                large_world, config, steps=large.reference_steps, seed=config.world.seed + 1
+                _large_world(config), config, steps=config.large.reference_steps, seed=config.world.seed + 1
             )
+    grid_results, large_results, optima = _run_tasks(
+        config, world, responses, reference, reference_logps, large_reference, progress
+    )
+    results: dict[str, Any] = {"config": to_dict(config), "command": command}
+    results["enumerated"] = {
+        "world": {"num_responses": int(responses.shape[0]), "prompts": world.prompts.tolist()},
+        "reference": {
+            "sft_nll_per_token": reference.sft_nll,
+            "parameters": sum(t.numel() for t in reference.state.values()),
+            **_reference_summary(world, responses, reference_logps),
+        },
+        "runs": _sorted_runs([run for part in grid_results for run in part["runs"]], config),
+        "optima": optima,
+        "empirical_optima": [row for part in grid_results for row in part["empirical_optima"]],
+    }
+    results["large"] = _large_section(config, large_reference, large_results) if config.large.enabled else None
+    results["runtime_seconds"] = time.perf_counter() - start
+    results["workers"] = config.workers
+    results["claims"] = claims_as_data(claims(results))
+    figures = plots.draw_all(results, out_dir / "figures")
+    results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
+    write_results(out_dir, results, report.markdown(results))
+    return results
+
+
+def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
+               reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool):
+    """Every grid and large task on the worker processes, the closed-form optima meanwhile here:
+    (grid task results, large task results, optima rows), tasks in submission order."""
+    grid, large = config.grid, config.large
     runs_per_grid_task = len(grid.losses) * len(grid.taus)
     runs_per_large_task = len(large.losses) * len(large.taus)
     total = len(grid.oracles) * len(grid.seeds) * runs_per_grid_task
@@ -314,36 +344,19 @@ def run_experiment(
     # results.json (and sums over runs in the same order) whatever the timing.
     grid_results = [future.result() for future, (kind, *_) in futures.items() if kind == "grid"]
     large_results = [future.result() for future, (kind, *_) in futures.items() if kind == "large"]
-    results: dict[str, Any] = {"config": to_dict(config), "command": command}
-    results["enumerated"] = {
-        "world": {"num_responses": int(responses.shape[0]), "prompts": world.prompts.tolist()},
-        "reference": {
-            "sft_nll_per_token": reference.sft_nll,
-            "parameters": sum(t.numel() for t in reference.state.values()),
-            **_reference_summary(world, responses, reference_logps),
-        },
-        "runs": _sorted_runs([run for part in grid_results for run in part["runs"]], config),
-        "optima": optima,
-        "empirical_optima": [row for part in grid_results for row in part["empirical_optima"]],
+    return grid_results, large_results, optima
+
+
+def _large_section(config: LabConfig, large_reference: _Reference, large_results: list[dict[str, Any]]) -> dict[str, Any]:
+    large = config.large
+    return {
+        "vocab_size": large.vocab_size,
+        "response_length": large.response_length,
+        "log10_num_responses": large.response_length * math.log10(large.vocab_size),
+        "oracle": parse_oracle(large.oracle, key="large.oracle").name,
+        "reference_sft_nll_per_token": large_reference.sft_nll,
+        "runs": [run for part in large_results for run in part["runs"]],
     }
-    results["large"] = None
-    if large.enabled:
-        results["large"] = {
-            "vocab_size": large.vocab_size,
-            "response_length": large.response_length,
-            "log10_num_responses": large.response_length * math.log10(large.vocab_size),
-            "oracle": parse_oracle(large.oracle, key="large.oracle").name,
-            "reference_sft_nll_per_token": large_reference.sft_nll,
-            "runs": [run for part in large_results for run in part["runs"]],
-        }
-    results["runtime_seconds"] = time.perf_counter() - start
-    results["workers"] = config.workers
-    results["claims"] = report.claims(results)
-    figures = plots.draw_all(results, out_dir / "figures")
-    results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
-    atomic_write_json(out_dir / "results.json", _json_safe(results))
-    atomic_write_text(out_dir / "REPORT.md", report.markdown(results))
-    return results
 
 
 def _sorted_runs(runs: list[dict[str, Any]], config: LabConfig) -> list[dict[str, Any]]:
@@ -373,15 +386,3 @@ class _InlineExecutor(concurrent.futures.Executor):
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_result(fn(*args, **kwargs))
         return future
-
-
-def _json_safe(value: Any) -> Any:
-    """Infinite floats become the strings "inf"/"-inf" (JSON has no infinity)."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-

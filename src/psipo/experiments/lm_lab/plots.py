@@ -9,7 +9,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from psipo._plotting import LOSS_LABELS, save_png
-from psipo.experiments.lm_lab.report import interval, monte_carlo_interval
+from psipo.experiments.lm_lab.summaries import monte_carlo_interval
+from psipo.stats import interval
 
 COLORS = {"dpo": "tab:red", "ipo": "tab:blue"}
 

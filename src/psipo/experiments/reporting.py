@@ -1,0 +1,155 @@
+"""How every experiment reports: claims with verdicts, REPORT.md, results.json.
+
+An experiment measures each claim of the paper it can, decides a :data:`Verdict` with a named
+rule (a small function of the numbers, stated in words in the claim), and writes
+
+* ``results.json`` — every number, the claims included; numbers that are not finite are the
+  strings "inf", "-inf" and "nan" (:mod:`psipo._json`), which :func:`read_results` decodes;
+* ``REPORT.md`` — :func:`report_markdown`: title, introduction, ``## Setup``, ``## Claims``
+  (a summary of the verdicts, the claims table and the verdict rules), then the experiment's
+  own sections. Numbers are written by :func:`format_number` and tables by :func:`markdown_table`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from psipo._io import atomic_write_text
+from psipo._json import from_json_data, to_json_data
+from psipo.stats import Interval
+
+Verdict = Literal["holds", "partly", "does not hold"]
+VERDICTS: tuple[Verdict, ...] = ("holds", "partly", "does not hold")
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "REPORT.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim of the paper, what was measured and whether it holds."""
+
+    id: str
+    """Short label shared by the rows of one claim measured in several settings (e.g. "C1")."""
+    section: str
+    """Where the paper makes the claim (e.g. "§4.2, §5.3.1")."""
+    statement: str
+    """The claim, with the setting it was measured in."""
+    rule: str
+    """The verdict rule, in words."""
+    measured: str
+    """The numbers the verdict was decided from."""
+    verdict: Verdict
+    """What the rule says of the numbers."""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+def holds_if(condition: bool) -> Verdict:
+    """"holds" or "does not hold"."""
+    return "holds" if condition else "does not hold"
+
+
+def share_verdict(held: int, total: int) -> Verdict:
+    """"holds" when every one of ``total`` checks held, "partly" when some did, else "does not hold"."""
+    if total and held == total:
+        return "holds"
+    return "partly" if held else "does not hold"
+
+
+def format_number(value: float | Interval | None, digits: int = 3) -> str:
+    """``1.23``, ``1.23 ± 0.04`` for a (mean, CI half-width), ``1.23 (one seed)`` when the
+    half-width is NaN, ``—`` for a missing value; ``digits`` significant digits for the mean."""
+    if value is None:
+        return "—"
+    if isinstance(value, tuple):
+        mean, half = value
+        if math.isnan(half):
+            return f"{mean:.{digits}g} (one seed)"
+        return f"{mean:.{digits}g} ± {half:.2g}"
+    return f"{value:.{digits}g}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table; a "|" inside a cell (as in |Y|) is escaped."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(row) for row in rows)])
+
+
+def claims_markdown(claims: Sequence[Claim]) -> list[str]:
+    """The ``## Claims`` section: how many hold, the table, and each verdict rule once."""
+    if not claims:
+        return ["No claim of the paper can be measured with this configuration."]
+    holds, partly, fails = (sum(claim.verdict == verdict for claim in claims) for verdict in VERDICTS)
+    rules: dict[str, str] = {}
+    for claim in claims:
+        rules.setdefault(claim.id, claim.rule)
+    return [
+        f"Of {len(claims)} measured claims, {holds} {_verb('holds', holds)}, {partly} {_verb('holds', partly)} "
+        f"partly and {fails} {_verb('does', fails)} not.",
+        "",
+        markdown_table(
+            ["#", "paper", "claim", "measured", "verdict"],
+            [[c.id, c.section, c.statement, c.measured, f"**{c.verdict}**"] for c in claims],
+        ),
+        "",
+        "Verdict rules:",
+        "",
+        *(f"- {claim_id}: {rule}" for claim_id, rule in rules.items()),
+    ]
+
+
+def _verb(singular: str, count: int) -> str:
+    """The verb agreeing with ``count``: "holds"/"hold", "does"/"do"."""
+    return singular if count == 1 else {"holds": "hold", "does": "do"}[singular]
+
+
+def report_markdown(
+    *,
+    title: str,
+    introduction: Sequence[str],
+    setup: Sequence[str],
+    claims: Sequence[Claim],
+    sections: Sequence[tuple[str, Sequence[str]]],
+) -> str:
+    """REPORT.md: ``# title``, the introduction, ``## Setup``, ``## Claims``, then ``sections``
+    as (heading, lines) pairs."""
+    lines = [f"# {title}", "", *introduction, "", "## Setup", "", *setup, "", "## Claims", "", *claims_markdown(claims)]
+    for heading, body in sections:
+        lines += ["", f"## {heading}", "", *body]
+        while lines[-1] == "":  # a body may end with a blank line; one separates the sections
+            lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def claims_as_data(claims: Sequence[Claim]) -> list[dict[str, str]]:
+    """The claims as results.json holds them."""
+    return [dataclasses.asdict(claim) for claim in claims]
+
+
+def claims_from_data(rows: Sequence[dict[str, str]]) -> list[Claim]:
+    """The claims of a results dictionary (as :func:`claims_as_data` wrote them)."""
+    return [Claim(**row) for row in rows]
+
+
+def write_results(out_dir: str | Path, results: dict[str, Any], report: str) -> None:
+    """Write ``results.json`` (non-finite numbers as strings) and ``REPORT.md`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    text = json.dumps(to_json_data(results), indent=2, allow_nan=False)  # a NaN left raw is a bug
+    atomic_write_text(out_dir / RESULTS_FILE, text + "\n")
+    atomic_write_text(out_dir / REPORT_FILE, report)
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` written by :func:`write_results`, with its non-finite numbers decoded."""
+    return from_json_data(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,140 @@
+"""The LM lab's verdict rules, each on numbers where it should hold and where it should not, and
+the claims table measured on synthetic results (no model is trained)."""
+
+import math
+
+import pytest
+
+from psipo.experiments.lm_lab.claims import (
+    above_half,
+    above_in_every_pair,
+    above_with_disjoint_cis,
+    better_at_every_tau,
+    claims,
+    closer_than_reference,
+    decreasing_in_tau,
+    flat_in_tau,
+    keeps_growing,
+    never_exists,
+)
+
+
+def test_above_with_disjoint_cis():
+    assert above_with_disjoint_cis((2.0, 0.5), (1.0, 0.4)) == "holds"
+    assert above_with_disjoint_cis((2.0, 0.5), (1.0, 0.6)) == "does not hold"  # the intervals touch
+    assert above_with_disjoint_cis(None, (1.0, 0.1)) == "does not hold"
+
+
+def test_flat_in_tau():
+    assert flat_in_tau((-0.1, 0.2), (-1.1, 0.1)) == "holds"
+    assert flat_in_tau((-0.2, 0.05), (-1.1, 0.1)) == "partly"
+    assert flat_in_tau((-1.0, 0.05), (-1.1, 0.1)) == "does not hold"
+
+
+def test_decreasing_in_tau():
+    assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3), (0.1, 0.01)], (-1.1, 0.1)) == "holds"
+    assert decreasing_in_tau([(5.0, 1.0), (6.0, 0.3), (0.1, 0.01)], (-1.1, 0.1)) == "does not hold"
+    assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3)], (-0.5, 0.6)) == "does not hold"  # slope CI reaches 0
+
+
+def test_keeps_growing():
+    assert keeps_growing((0.2, 0.05), (0.01, 0.005)) == "holds"
+    assert keeps_growing((0.2, 0.25), (0.01, 0.005)) == "does not hold"  # DPO's CI reaches 0
+
+
+def test_closer_than_reference():
+    assert closer_than_reference([((0.1, 0.02), 0.5), ((0.2, 0.05), 0.6)]) == "holds"
+    assert closer_than_reference([((0.1, 0.02), 0.5), ((0.8, 0.05), 0.6)]) == "partly"
+    assert closer_than_reference([((0.9, 0.02), 0.5)]) == "does not hold"
+    assert closer_than_reference([((0.1, math.nan), 0.5)]) == "does not hold"  # one seed: no interval
+
+
+def test_never_exists():
+    assert never_exists(0) == "holds"
+    assert never_exists(1) == "does not hold"
+
+
+def test_above_half():
+    assert above_half((0.6, 0.05)) == "holds"
+    assert above_half((0.54, 0.1)) == "does not hold"
+    assert above_half(None) == "does not hold"
+
+
+def test_better_at_every_tau():
+    assert better_at_every_tau([((0.4, 0.01), (0.1, 0.01)), ((0.4, 0.01), (-1.0, 0.2))]) == "holds"
+    assert better_at_every_tau([((0.4, 0.2), (0.3, 0.2)), ((0.4, 0.01), (-1.0, 0.2))]) == "partly"
+    assert better_at_every_tau([((0.1, 0.01), (0.4, 0.01)), ((0.4, 0.01), (-1.0, 0.2))]) == "does not hold"
+
+
+def test_above_in_every_pair():
+    assert above_in_every_pair([True, True]) == "holds"
+    assert above_in_every_pair([True, False]) == "partly"
+    assert above_in_every_pair([False, False]) == "does not hold"
+
+
+TAUS, SEEDS = [0.1, 1.0], [0, 1]
+
+IPO_LIKE = {"kl": {0.1: 2.0, 1.0: 0.2}, "growth": 0.001, "only_lost": -0.1, "only_won": 0.1, "unseen": 0.51,
+            "tv": 0.1, "objective": 0.4, "preference": 0.6}
+"""Final metrics of a run that behaves as the paper says IPO does (π_ref's unseen mass is 0.5)."""
+DPO_LIKE = {"kl": {0.1: 5.0, 1.0: 5.0}, "growth": 0.3, "only_lost": -5.0, "only_won": 3.0, "unseen": 0.8,
+            "tv": 0.9, "objective": -2.0, "preference": 0.45}
+
+
+def synthetic_results(behaviour: dict[str, dict], *, oracle="cyclic:inf", dpo_exists=False):
+    """What run_experiment returns, reduced to what the claims read: two seeds that differ by a
+    hair (so that the t-intervals are narrow), a loss → behaviour map."""
+
+    def run(loss, tau, seed):
+        b, wobble = behaviour[loss], 1 + 0.001 * seed
+        kl = b["kl"][tau] * wobble
+        final = {"kl": kl, "only_lost_log_ratio": b["only_lost"] * wobble, "only_won_log_ratio": b["only_won"] * wobble,
+                 "unseen_mass": b["unseen"] * wobble, "tv_to_optimum_identity": b["tv"] * wobble,
+                 "objective_identity": b["objective"] * wobble, "total_preference": b["preference"] * wobble}
+        curve = [{"step": 0, "kl": 0.0}, {"step": 200, "kl": kl - b["growth"] * wobble}, {"step": 300, "kl": kl}]
+        return {"oracle": oracle, "loss": loss, "tau": tau, "seed": seed, "final": final, "curve": curve}
+
+    return {
+        "config": {"grid": {"taus": TAUS, "seeds": SEEDS, "oracles": [oracle], "losses": ["dpo", "ipo"]}},
+        "enumerated": {
+            "runs": [run(loss, tau, seed) for loss in ("dpo", "ipo") for tau in TAUS for seed in SEEDS],
+            "empirical_optima": [{"oracle": oracle, "seed": seed, "tau": tau, "reference_unseen_mass": 0.5,
+                                  "dpo_exists": dpo_exists} for seed in SEEDS for tau in TAUS],
+            "optima": [{"oracle": oracle, "psi": "identity", "tau": tau, "reference_tv": 0.5} for tau in TAUS],
+        },
+        "large": None,
+    }
+
+
+def verdicts(results):
+    return {claim.id: claim.verdict for claim in claims(results)}
+
+
+def test_every_claim_holds_when_the_runs_behave_as_the_paper_says():
+    assert verdicts(synthetic_results({"dpo": DPO_LIKE, "ipo": IPO_LIKE})) == {
+        claim_id: "holds" for claim_id in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10", "C12")
+    }
+
+
+def test_no_claim_holds_when_dpo_and_ipo_swap_behaviours():
+    swapped = verdicts(synthetic_results({"dpo": IPO_LIKE, "ipo": DPO_LIKE}, dpo_exists=True))
+    assert swapped == {claim_id: "does not hold" for claim_id in swapped} and len(swapped) == 11
+
+
+@pytest.mark.parametrize(("oracle", "expected"), [("bt:1", {"C5", "C6", "C7", "C10"}), ("bt:inf", {"C10"})])
+def test_which_claims_an_oracle_measures(oracle, expected):
+    measured = set(verdicts(synthetic_results({"dpo": DPO_LIKE, "ipo": IPO_LIKE}, oracle=oracle)))
+    assert {"C1", "C5", "C6", "C7", "C10", "C12"} - measured == expected
+
+
+def test_the_large_configuration_is_one_claim_over_paired_runs():
+    results = synthetic_results({"dpo": DPO_LIKE, "ipo": IPO_LIKE})
+    pair = {"kl_ci": 0.1, "total_preference": 0.5, "total_preference_ci": 0.01}
+    results["large"] = {"oracle": "bt:inf", "log10_num_responses": 29.0, "runs": [
+        {"loss": "dpo", "tau": 0.1, "seed": 0, "kl": 12.0, **pair},
+        {"loss": "ipo", "tau": 0.1, "seed": 0, "kl": 0.8, **pair},
+        {"loss": "dpo", "tau": 1.0, "seed": 0, "kl": 0.3, **pair},
+        {"loss": "ipo", "tau": 1.0, "seed": 0, "kl": 0.2, **pair},
+    ]}
+    large = next(claim for claim in claims(results) if claim.id == "C11")
+    assert large.verdict == "partly" and "(DPO above in 1 of 2 paired runs)" in large.measured

@@ -1,0 +1,82 @@
+"""The report machinery every experiment shares: claims, the number formatter, Markdown tables,
+REPORT.md's sections and results.json."""
+
+import json
+import math
+
+import pytest
+
+from psipo.experiments.reporting import (
+    Claim,
+    claims_as_data,
+    claims_from_data,
+    claims_markdown,
+    format_number,
+    holds_if,
+    markdown_table,
+    read_results,
+    report_markdown,
+    share_verdict,
+    write_results,
+)
+
+
+def claim(claim_id="C1", verdict="holds", rule="a rule"):
+    return Claim(claim_id, "§4.2", "a statement", rule, "1.0 ± 0.1", verdict)
+
+
+def test_a_claim_has_one_of_three_verdicts():
+    with pytest.raises(ValueError, match="verdict"):
+        claim(verdict="maybe")
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "text"),
+    [
+        (None, 3, "—"),
+        (0.123456, 3, "0.123"),
+        (0.0, 4, "0"),
+        (1.1e-22, 3, "1.1e-22"),
+        (math.inf, 3, "inf"),
+        ((2.1234, 0.04567), 3, "2.12 ± 0.046"),
+        ((2.1234, math.nan), 3, "2.12 (one seed)"),
+        ((0.993307, 0.0), 6, "0.993307 ± 0"),
+    ],
+)
+def test_format_number(value, digits, text):
+    assert format_number(value, digits) == text
+
+
+def test_markdown_table_escapes_bars_inside_cells():
+    assert markdown_table(["a", "b"], [["|Y|", "2"]]) == "| a | b |\n|---|---|\n| \\|Y\\| | 2 |"
+
+
+def test_shared_verdicts():
+    assert holds_if(True) == "holds" and holds_if(False) == "does not hold"
+    assert share_verdict(3, 3) == "holds" and share_verdict(1, 3) == "partly" and share_verdict(0, 3) == "does not hold"
+    assert share_verdict(0, 0) == "does not hold"  # nothing measured holds nothing
+
+
+def test_claims_section_counts_verdicts_and_states_each_rule_once():
+    claims = [claim("C1"), claim("C1", "partly"), claim("C2", "does not hold", "another rule")]
+    lines = claims_markdown(claims)
+    assert lines[0] == "Of 3 measured claims, 1 holds, 1 holds partly and 1 does not."
+    assert lines.count("- C1: a rule") == 1 and "- C2: another rule" in lines
+    assert claims_markdown([]) == ["No claim of the paper can be measured with this configuration."]
+
+
+def test_report_sections_come_in_order():
+    text = report_markdown(title="T", introduction=["intro"], setup=["setup"], claims=[claim()],
+                           sections=[("First", ["one"]), ("Second", ["two"])])
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["# T", "## Setup", "## Claims", "## First", "## Second"] and text.endswith("two\n")
+
+
+def test_results_round_trip_with_their_claims_and_non_finite_numbers(tmp_path):
+    results = {"kl": math.inf, "half_width": math.nan, "claims": claims_as_data([claim()])}
+    write_results(tmp_path, results, "# report\n")
+    assert json.loads((tmp_path / "results.json").read_text())["kl"] == "inf"
+    back = read_results(tmp_path / "results.json")
+    assert back["kl"] == math.inf and math.isnan(back["half_width"])
+    assert claims_from_data(back["claims"]) == [claim()]
+    assert (tmp_path / "REPORT.md").read_text() == "# report\n"
