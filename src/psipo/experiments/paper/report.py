@@ -158,11 +158,16 @@ def _uniform_note(results: dict[str, Any]) -> str:
     """D2's cycle makes π_ref (uniform) the empirical minimiser: how far the optima and runs are from it."""
     entries = results["datasets"]["D2"]["results"]
     optima = [e["empirical_optimum"] for e in entries if e["empirical_optimum"] is not None]
-    trained = max(abs(p - 1 / 3) for e in entries for p in e["trained_mean"])
-    text = f"The trained means are within {format_number(trained, 2)} of uniform for every loss and τ"
+    distance = {
+        loss: max(abs(p - 1 / 3) for e in entries if e["loss"] == loss for p in e["trained_mean"])
+        for loss in results["config"]["losses"]
+    }
+    text = "Largest distance |π − 1/3| of the trained means from uniform over τ: " + ", ".join(
+        f"{loss.upper()} {format_number(value, 2)}" for loss, value in distance.items()
+    )
     if optima:
-        distance = max(abs(p - 1 / 3) for optimum in optima for p in optimum)
-        text += f"; the empirical optima are within {format_number(distance, 2)} of it"
+        farthest = max(abs(p - 1 / 3) for optimum in optima for p in optimum)
+        text += f"; of the empirical optima: {format_number(farthest, 2)}"
     return text + " (D2 is not plotted in the paper)."
 
 
