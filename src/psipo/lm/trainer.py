@@ -222,18 +222,47 @@ def train(
     The run folder is checked and locked before anything is loaded (:mod:`psipo.lm.run_folder`);
     a NaN/inf step raises :class:`~psipo.errors.PsipoNonFiniteError` (``on_nonfinite``).
     """
+    return run_training(
+        config,
+        PreferenceTask,
+        model=model,
+        tokenizer=tokenizer,
+        train_pairs=train_pairs,
+        eval_pairs=eval_pairs,
+        callback=callback,
+    )
+
+
+def run_training(
+    config: Any,
+    make_task: Callable[[Any, Setup], Any],
+    *,
+    model: Any,
+    tokenizer: Any,
+    train_pairs: PairsInput,
+    eval_pairs: PairsInput,
+    callback: Callable[[int, Any], Mapping[str, Any] | None] | None,
+    settings: Mapping[str, Any] | None = None,
+    **set_up_options: Any,
+) -> TrainResult:
+    """What every offline trainer does around its task: the run folder (locked, resume
+    checked), :func:`set_up` (``set_up_options``: the model loader, the training module…),
+    ``make_task(config, setup)``, the loop, ``final/``. ``settings``: those the non-finite
+    guard names (default: the preference objective's)."""
     from psipo.lm import checkpoint as ckpt
     from psipo.lm.run_folder import held_run_folder
 
     run = config.run
     with held_run_folder(run.output_dir, resume=run.resume, overwrite=run.overwrite) as folder:
         resume_from = _checked_resume_point(config, folder.path) if run.resume else None
-        setup = set_up(config, model=model, tokenizer=tokenizer, train_pairs=train_pairs, eval_pairs=eval_pairs)
+        setup = set_up(
+            config, model=model, tokenizer=tokenizer, train_pairs=train_pairs, eval_pairs=eval_pairs, **set_up_options
+        )
         if resume_from is not None:
             _check_same_inputs(resume_from[1].get("fingerprints", {}), setup.fingerprints, resume_from[0])
         # The reference must see the initial weights, so the task comes before any resume.
-        task = PreferenceTask(config, setup)
-        _train_loop(config, setup, task, resume_from=resume_from, callback=callback)
+        task = make_task(config, setup)
+        _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings)
         if setup.run_dir is not None and setup.accelerator.is_main_process:
             ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final")
     return TrainResult(
@@ -289,9 +318,26 @@ class Setup:
 
 
 def set_up(
-    config: TrainConfig, *, model: Any, tokenizer: Any, train_pairs: PairsInput, eval_pairs: PairsInput
+    config: TrainConfig,
+    *,
+    model: Any,
+    tokenizer: Any,
+    train_pairs: PairsInput,
+    eval_pairs: PairsInput,
+    load_model: Callable[[str, Any], Any] | None = None,
+    make_forward: Callable[[Any], torch.nn.Module] | None = None,
+    fingerprint_model: bool | None = None,
+    command: str = "psipo train",
 ) -> Setup:
-    """Accelerator, tokenizer, pairs, model, optimizer and schedule (see :func:`train`)."""
+    """Accelerator, tokenizer, pairs, model, optimizer and schedule (see :func:`train`).
+
+    Another trainer reuses it with its own ``load_model(name, model_config)`` (default: the
+    causal LM), ``make_forward(model)`` (the training module, with the model as its
+    ``.model``; default: :class:`PairForward`), ``fingerprint_model`` (hash the initial
+    weights, for resume checks; default: with a precomputed reference) and ``command``
+    (the name on the progress line). Any config with the same concerns (``model_config``,
+    ``data_config``, ``optim``, ``run``) works.
+    """
     from psipo.lm.model import quiet_transformers
     from psipo.lm.reference import model_fingerprint, pairs_fingerprint
 
@@ -300,16 +346,28 @@ def set_up(
     quiet_transformers()
     accelerator = _accelerator(config)
     model, tokenizer, train_data, eval_data = _load_inputs(
-        config, accelerator, model=model, tokenizer=tokenizer, train_pairs=train_pairs, eval_pairs=eval_pairs
+        config,
+        accelerator,
+        model=model,
+        tokenizer=tokenizer,
+        train_pairs=train_pairs,
+        eval_pairs=eval_pairs,
+        load_model=load_model,
+        command=command,
     )
     fingerprints = {"train": pairs_fingerprint(train_data.pairs)}
     if eval_data is not None:
         fingerprints["eval"] = pairs_fingerprint(eval_data.pairs)
-    if config.reference_config.reference == "precompute":
+    if fingerprint_model is None:
+        fingerprint_model = config.reference_config.reference == "precompute"
+    if fingerprint_model:
         fingerprints["model"] = model_fingerprint(model)
     optimisation = _optimisation(config, model, accelerator, n_pairs=len(train_data.pairs))
     opt = config.optim
-    forward = PairForward(model, aggregation=config.aggregation, chunk_size=opt.logprob_chunk_size, keep_probs_mb=opt.keep_probs_mb)
+    if make_forward is None:
+        forward = PairForward(model, aggregation=config.aggregation, chunk_size=opt.logprob_chunk_size, keep_probs_mb=opt.keep_probs_mb)
+    else:
+        forward = make_forward(model)
     # The training forward goes through one module, so that a distributed wrapper (DDP)
     # that accelerate puts around it sees the forward it must synchronise.
     forward, optimisation.optimizer = accelerator.prepare(forward, optimisation.optimizer)
@@ -334,7 +392,15 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _load_inputs(
-    config: TrainConfig, accelerator: Any, *, model: Any, tokenizer: Any, train_pairs: PairsInput, eval_pairs: PairsInput
+    config: TrainConfig,
+    accelerator: Any,
+    *,
+    model: Any,
+    tokenizer: Any,
+    train_pairs: PairsInput,
+    eval_pairs: PairsInput,
+    load_model: Callable[[str, Any], Any] | None = None,
+    command: str = "psipo train",
 ) -> tuple[Any, Any, TokenizedData, TokenizedData | None]:
     """Tokenizer and pairs before the model: a bad data file is found before the heavy load."""
     from psipo.lm.model import check_max_length, load_causal_lm, load_tokenizer, prepare_policy
@@ -347,9 +413,9 @@ def _load_inputs(
     train_data, eval_data = _load_data(config, tokenizer, train_pairs, eval_pairs)
     if run.progress and accelerator.is_main_process:
         held_out = f", {len(eval_data.pairs)} held out" if eval_data is not None else ""
-        print(f"psipo train: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
+        print(f"{command}: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
     if model is None:
-        model = load_causal_lm(mc.model, mc)
+        model = (load_model or load_causal_lm)(mc.model, mc)
     check_max_length(model, config.data_config.max_length)
     model = prepare_policy(model, mc, seed=run.seed)
     model.train()
@@ -485,13 +551,17 @@ class PreferenceTask:
 def _train_loop(
     config: TrainConfig,
     setup: Setup,
-    task: PreferenceTask,
+    task: Any,
     *,
     resume_from: tuple[Path, dict[str, Any]] | None,
     callback: Callable[[int, Any], Mapping[str, Any] | None] | None,
+    settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Restore a checkpoint if resuming, then :func:`~psipo.lm.loop.run_loop` with this run's
-    logging, callback, trackers and checkpoints."""
+    logging, callback, trackers and checkpoints.
+
+    A task may have ``after_record(record)``, called after each metrics record is written;
+    raising :class:`StopTraining` there ends the run early (weights checked, then final/)."""
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
 
@@ -531,13 +601,23 @@ def _train_loop(
             tensors=window_tensors,
         )
 
-    o, optim = config.objective, config.optim
-    settings = {"learning_rate": optim.learning_rate, "adam_epsilon": optim.adam_epsilon, "tau": o.tau, "loss": o.loss}
+    optim = config.optim
+    if settings is None:
+        settings = {"tau": config.objective.tau, "loss": config.objective.loss}
+    settings = {"learning_rate": optim.learning_rate, "adam_epsilon": optim.adam_epsilon, **settings}
     guard = NonFiniteGuard(on_nonfinite=optim.on_nonfinite, params=opt.params, run_dir=setup.run_dir, settings=settings)
     if start_step == 0 and (first := call_back(0)):
         log.write({"step": 0, "epoch": 0.0, **first})
     if run.report_to:
         accelerator.init_trackers("psipo", config=config.to_flat_dict())
+    after_record = getattr(task, "after_record", None)
+
+    def tracker_log(record: dict[str, Any], step: int) -> None:
+        if run.report_to:
+            accelerator.log(record, step=step)
+        if after_record is not None:
+            after_record(record)
+
     try:
         run_loop(
             task,
@@ -550,12 +630,18 @@ def _train_loop(
             save=save if setup.run_dir is not None and accelerator.is_main_process else None,
             save_steps=run.save_steps,
             callback=call_back,
-            tracker_log=(lambda record, step: accelerator.log(record, step=step)) if run.report_to else None,
+            tracker_log=tracker_log if run.report_to or after_record is not None else None,
         )
+    except StopTraining:
+        guard.check_weights(step=log.history[-1]["step"])
     finally:
         log.close()
         if run.report_to:
             accelerator.end_training()
+
+
+class StopTraining(Exception):
+    """Raised by a task's ``after_record`` to end training after the record just written."""
 
 
 def _cache_dir(config: TrainConfig) -> Path | None:
