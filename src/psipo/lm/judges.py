@@ -211,21 +211,25 @@ class TabularOracle(RewardJudge):
 # Bradley–Terry reward models
 
 
-def score_sequences(model: Any, sequences: Sequence[Sequence[int]], *, pad_id: int) -> torch.Tensor:
-    """The scalar outputs of a sequence-classification ``model`` on token-id ``sequences`` [N].
+def padded(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Token-id ``sequences`` right-padded with ``pad_id``: ``input_ids`` and ``attention_mask``.
 
-    Right-padded with ``pad_id``, which must be ``model.config.pad_token_id``: transformers
+    ``pad_id`` must be the model's ``config.pad_token_id``: a sequence-classification model
     pools the rightmost token that is not the pad id, i.e. the last real token.
     """
-    device = next(model.parameters()).device
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, s in enumerate(sequences):
         input_ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
         attention_mask[i, : len(s)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-    return logits.reshape(len(sequences), -1)[:, 0].float()
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def sequence_scores(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The (first) output of a sequence-classification ``model`` per row of ``batch`` [rows]."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return logits.reshape(batch["input_ids"].shape[0], -1)[:, 0]
 
 
 def ensure_pad_token(model: Any, pad_id: int) -> int:
@@ -300,8 +304,9 @@ class RewardModel(RewardJudge):
     @torch.no_grad()
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
         sequences = self.tokenize(prompts, responses)
-        scores = [
-            score_sequences(self.model, sequences[i : i + self.batch_size], pad_id=self.pad_id)
-            for i in range(0, len(sequences), self.batch_size)
-        ]
+        device = next(self.model.parameters()).device
+        scores = []
+        for i in range(0, len(sequences), self.batch_size):
+            batch = padded(sequences[i : i + self.batch_size], self.pad_id)
+            scores.append(sequence_scores(self.model, {k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
