@@ -1,0 +1,64 @@
+"""`psipo reward --config rm.yaml [--key value ...]`: train a Bradley–Terry reward model.
+
+The keys are psipo train's where they mean the same thing (model, data, optimisation, run),
+plus ``reward_l2`` and ``early_stopping_patience``; they come from the dataclasses in
+:mod:`psipo.lm.reward` and :mod:`psipo.lm.config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from psipo._config import add_arguments, overrides_from_args
+
+EPILOG = """\
+examples:
+  python -m psipo.lm.fixtures quickstart .psipo-quickstart   # tiny local model + pairs
+  psipo reward --config rm.yaml
+  psipo reward --config rm.yaml --reward_l2 0.01 --eval_steps 20 --early_stopping_patience 3
+  psipo reward --config rm.yaml --resume                       # continue the last checkpoint
+
+The model is an AutoModelForSequenceClassification with one output (a causal-LM checkpoint
+gets a fresh scalar head on its last token), trained on -log sigmoid(r_chosen - r_rejected).
+The run folder (output_dir) receives config.yaml, metrics.jsonl (loss, accuracy, rewards;
+eval_loss, eval_accuracy, eval_ece on held-out pairs), checkpoints/step-N/ and final/ (load
+it with transformers.AutoModelForSequenceClassification.from_pretrained, or as a judge with
+psipo.lm.judges.RewardModel.from_pretrained). `psipo plot RUN_DIR` draws its curves.
+Exit codes: 0 done, 2 bad input, 3 a NaN/inf step stopped training (nothing non-finite saved).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    from psipo.lm.reward import RewardConfig
+
+    parser = subparsers.add_parser(
+        "reward",
+        help=help_text,
+        description=help_text + " Keys come from --config and/or --key VALUE options.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="YAML", help="YAML file of config keys (see the options below)")
+    add_arguments(parser, RewardConfig)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from psipo.errors import PsipoNonFiniteError
+    from psipo.lm.reward import load_reward_config, train_reward
+
+    config = load_reward_config(args.config, overrides_from_args(args))
+    try:
+        result = train_reward(config)
+    except PsipoNonFiniteError as exc:
+        print(f"psipo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    last = result.history[-1] if result.history else {}
+    keys = ("loss", "accuracy", "eval_loss", "eval_accuracy", "eval_ece")
+    shown = ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last)
+    if not config.run.progress:  # with progress on, the run began by printing it
+        print(result.train_data.summary())
+    print(f"trained {last.get('step', 0)} steps ({shown}); final reward model: {result.final_dir}")
+    return 0
