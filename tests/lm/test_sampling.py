@@ -1,0 +1,324 @@
+"""psipo.lm.sampling: log-probs against sequence_logps and an independent warper, seeds, EOS,
+greedy against transformers' generate, and the token-level geometric mixture's distribution on
+a model whose responses can be enumerated."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from psipo.errors import PsipoInputError
+from psipo.lm.fixtures import make_tiny_model
+from psipo.lm.logprobs import sequence_logps
+from psipo.lm.sampling import Samples, sample
+
+EOS = 1  # make_tiny_model's eos_token_id (pad is 0)
+PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16], [17]]  # unequal: left padding
+
+
+def _with_head(model: nn.Module, *, scale: float = 1.0, bias: torch.Tensor | None = None) -> nn.Module:
+    """Replace the output head by a biased one: ``scale * W h + bias``."""
+    old = model.lm_head
+    head = nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight * scale)
+        head.bias.copy_(bias if bias is not None else torch.zeros(old.out_features))
+    model.lm_head = head
+    return model
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return make_tiny_model(layers=2, hidden=32, heads=2, vocab=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return make_tiny_model(layers=2, hidden=32, heads=2, vocab=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    """Absolute position embeddings: left padding must not shift the positions (RoPE would not tell)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=2, eos_token_id=EOS, pad_token_id=0
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def any_policy(request):
+    return request.getfixturevalue("policy" if request.param == "llama" else "gpt2")
+
+
+def _rescored(model: nn.Module, samples: Samples) -> torch.Tensor:
+    with torch.no_grad():
+        return sequence_logps(model, **samples.as_batch(), aggregation="sum")
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.8)])
+def test_summed_token_logps_equal_sequence_logps(any_policy, reference, temperature, top_p):
+    policy = any_policy
+    plain = sample(policy, PROMPTS, max_new_tokens=8, seed=0, temperature=temperature, top_p=top_p)
+    torch.testing.assert_close(plain.sequence_logps(), _rescored(policy, plain), atol=1e-5, rtol=1e-5)
+    if temperature == 1 and top_p == 1:
+        assert torch.equal(plain.sampling_logps, plain.logps)
+        assert plain.reference_logps is None
+
+    mixed = sample(
+        policy, PROMPTS, max_new_tokens=8, seed=0, temperature=temperature, reference=reference, beta=0.5
+    )
+    torch.testing.assert_close(mixed.sequence_logps(), _rescored(policy, mixed), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed.reference_logps.sum(1), _rescored(reference, mixed), atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_equals_transformers_generate(any_policy):
+    policy = any_policy
+    width = max(map(len, PROMPTS))
+    input_ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
+    attention_mask = (torch.arange(width)[None] >= torch.tensor([width - len(p) for p in PROMPTS])[:, None]).long()
+    expected = policy.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        do_sample=False,
+        max_new_tokens=10,
+        pad_token_id=0,
+        eos_token_id=EOS,
+    )[:, width:]
+    greedy = sample(policy, PROMPTS, max_new_tokens=10, seed=0, temperature=0)
+    assert torch.equal(greedy.response_ids, expected)
+    assert torch.equal(greedy.sampling_logps, torch.zeros_like(greedy.sampling_logps))
+
+
+def test_same_seed_same_samples_different_seeds_differ(policy):
+    prompts = [[5 + i, 20 + i] for i in range(16)]
+    a = sample(policy, prompts, max_new_tokens=8, seed=7)
+    b = sample(policy, prompts, max_new_tokens=8, seed=7)
+    c = sample(policy, prompts, max_new_tokens=8, seed=8)
+    assert a.responses() == b.responses()
+    assert torch.equal(a.logps, b.logps)
+    # ~60 tokens per response: two seeds agreeing on a whole response is very unlikely
+    assert sum(x != y for x, y in zip(a.responses(), c.responses())) >= 14
+
+    generator = torch.Generator().manual_seed(7)
+    first = sample(policy, prompts, max_new_tokens=8, seed=generator)
+    second = sample(policy, prompts, max_new_tokens=8, seed=generator)  # the generator moved on
+    assert first.responses() == a.responses()
+    assert second.responses() != first.responses()
+
+
+def test_sampling_leaves_the_global_rng_and_the_model_mode_alone():
+    model = make_tiny_model(layers=1, hidden=32, heads=2, vocab=64, seed=2)
+    expected = sample(model, PROMPTS, max_new_tokens=6, seed=3)
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = 0.5  # dropout would draw from the global RNG in train mode
+    model.train()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    got = sample(model, PROMPTS, max_new_tokens=6, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert model.training
+    assert got.responses() == expected.responses()  # sampled in eval mode: no dropout
+
+
+def test_a_response_stops_at_its_first_eos():
+    # context-free next-token distribution: P(EOS) = 1/4, the 7 other tokens 3/28 each
+    bias = torch.zeros(8)
+    bias[EOS] = math.log(7 / 3)
+    model = _with_head(make_tiny_model(layers=1, hidden=16, heads=2, vocab=8, seed=0), scale=0.0, bias=bias)
+    prompts = [[2, 3, 4]] * 64
+    s = sample(model, prompts, max_new_tokens=6, seed=0, pad_token_id=7)
+
+    lengths = s.lengths.tolist()
+    assert s.response_ids.shape == (64, 6)
+    assert 0 < sum(s.finished.tolist()) < 64  # both endings occur with this seed
+    for row, mask, logps, n, finished in zip(
+        s.response_ids.tolist(), s.response_mask.tolist(), s.logps.tolist(), lengths, s.finished.tolist()
+    ):
+        assert mask == [True] * n + [False] * (6 - n)
+        assert row[n:] == [7] * (6 - n)  # padding after the end
+        assert EOS not in row[: n - 1]  # nothing after an EOS
+        assert finished == (row[n - 1] == EOS)
+        assert finished or n == 6
+        expected = [math.log(1 / 4) if t == EOS else math.log(3 / 28) for t in row[:n]]
+        assert logps[:n] == pytest.approx(expected, abs=1e-6)
+        assert logps[n:] == [0.0] * (6 - n)
+    assert [len(r) for r in s.responses()] == lengths
+
+    # several EOS ids: whichever comes first ends the response
+    several = sample(model, prompts, max_new_tokens=6, seed=0, eos_token_id=[EOS, 4])
+    for response, finished in zip(several.responses(), several.finished.tolist()):
+        assert all(t not in (EOS, 4) for t in response[:-1])
+        assert finished == (response[-1] in (EOS, 4))
+
+
+def test_a_model_forced_to_emit_eos_gives_one_token_responses():
+    bias = torch.zeros(8)
+    bias[EOS] = 100.0
+    model = _with_head(make_tiny_model(layers=1, hidden=16, heads=2, vocab=8, seed=0), bias=bias)
+    s = sample(model, [[2, 3, 4], [5], [6, 7], [3, 4]], max_new_tokens=5, seed=0)
+    assert s.response_ids.tolist() == [[EOS]] * 4  # the loop stopped once every response ended
+    assert s.finished.all() and s.lengths.tolist() == [1] * 4
+    assert s.responses() == [[EOS]] * 4
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.6, 1.0), (1.0, 0.5), (1.7, 0.9)])
+def test_sampling_logps_are_those_of_the_warped_distribution(policy, temperature, top_p):
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    policy = _with_head(make_tiny_model(layers=2, hidden=32, heads=2, vocab=64, seed=0), scale=4.0)  # peaked
+    s = sample(policy, PROMPTS, max_new_tokens=5, seed=1, temperature=temperature, top_p=top_p)
+    batch = s.as_batch()
+    with torch.no_grad():
+        logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    rows, cols = batch["loss_mask"][:, 1:].nonzero(as_tuple=True)
+    step_logits, tokens = logits[rows, cols].float(), batch["input_ids"][rows, cols + 1]
+    warped = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, step_logits))
+    expected = torch.log_softmax(warped, -1).gather(1, tokens[:, None]).squeeze(1)
+    assert torch.isfinite(expected).all()  # every sampled token is inside the nucleus
+    if top_p < 1:
+        assert torch.isinf(warped).any()  # and the nucleus did cut tokens
+    torch.testing.assert_close(s.sampling_logps[s.response_mask], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        s.logps[s.response_mask], torch.log_softmax(step_logits, -1).gather(1, tokens[:, None]).squeeze(1)
+    )
+
+
+def test_beta_0_samples_the_policy_and_beta_1_the_reference(policy, reference):
+    alone = sample(policy, PROMPTS, max_new_tokens=8, seed=4)
+    beta0 = sample(policy, PROMPTS, max_new_tokens=8, seed=4, reference=reference, beta=0.0)
+    assert torch.equal(beta0.response_ids, alone.response_ids)
+    assert torch.equal(beta0.sampling_logps, beta0.logps)
+
+    ref_alone = sample(reference, PROMPTS, max_new_tokens=8, seed=4)
+    beta1 = sample(policy, PROMPTS, max_new_tokens=8, seed=4, reference=reference, beta=1.0)
+    assert torch.equal(beta1.response_ids, ref_alone.response_ids)
+    assert torch.equal(beta1.sampling_logps, beta1.reference_logps)
+    torch.testing.assert_close(beta1.logps.sum(1), _rescored(policy, beta1), atol=1e-5, rtol=1e-5)
+
+
+# -- the mixture's distribution, exactly, on a model whose responses can be enumerated ---------
+
+V, L = 4, 3  # vocabulary {0, 1 = EOS, 2, 3}; responses of 1..3 tokens
+
+
+def _enumerable(seed: int, eos_bias: float) -> nn.Module:
+    """Context-dependent, peaked next-token distributions; EOS pushed up or down."""
+    bias = torch.zeros(V)
+    bias[EOS] = eos_bias
+    return _with_head(make_tiny_model(layers=1, hidden=16, heads=2, vocab=V, seed=seed), scale=4.0, bias=bias)
+
+
+def _responses() -> list[tuple[int, ...]]:
+    """Every possible response: EOS-terminated ones shorter than L, and every L-token one
+    without an earlier EOS."""
+    out = []
+    for n in range(1, L + 1):
+        for y in itertools.product(range(V), repeat=n):
+            if EOS not in y[:-1] and (n == L or y[-1] == EOS):
+                out.append(y)
+    return out
+
+
+def _next_logps(model: nn.Module, ids: list[int]) -> torch.Tensor:
+    """float64 next-token log-probs after ``ids``: one full forward pass, no cache, no padding."""
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].double(), -1)
+
+
+def _exact(policy: nn.Module, reference: nn.Module, prompt: list[int], beta: float) -> dict[str, dict]:
+    """Exact probabilities of every response: the token-level mixture, normalised per token,
+    and, as alternatives a wrong sampler could follow, the sequence-level normalised geometric
+    mixture, the mixture with β and 1 − β swapped, the policy and the reference."""
+    prefixes = {y[:t] for y in _responses() for t in range(len(y))}
+    nexts = {p: (_next_logps(policy, prompt + list(p)), _next_logps(reference, prompt + list(p)))
+             for p in prefixes}
+
+    def token_level(weight: float) -> dict[tuple[int, ...], float]:
+        out = {}
+        for y in _responses():
+            total = 0.0
+            for t in range(len(y)):
+                a, b = nexts[y[:t]]
+                unnormalised = ((1 - weight) * a + weight * b).exp()
+                total += math.log(unnormalised[y[t]].item() / unnormalised.sum().item())
+            out[y] = math.exp(total)
+        return out
+
+    log_pi = {y: sum(nexts[y[:t]][0][y[t]].item() for t in range(len(y))) for y in _responses()}
+    log_ref = {y: sum(nexts[y[:t]][1][y[t]].item() for t in range(len(y))) for y in _responses()}
+    weights = {y: math.exp((1 - beta) * log_pi[y] + beta * log_ref[y]) for y in log_pi}
+    z = sum(weights.values())
+    return {
+        "token-level mixture": token_level(beta),
+        "sequence-level mixture": {y: w / z for y, w in weights.items()},
+        "β and 1 − β swapped": token_level(1 - beta),
+        "policy": {y: math.exp(v) for y, v in log_pi.items()},
+        "reference": {y: math.exp(v) for y, v in log_ref.items()},
+    }
+
+
+def test_mixture_samples_follow_the_per_token_normalised_geometric_mixture():
+    policy, reference = _enumerable(0, eos_bias=3.0), _enumerable(1, eos_bias=-3.0)
+    beta, n, prompts = 0.3, 20_000, [[2, 3, 2], [3]]
+    exact = [_exact(policy, reference, prompt, beta) for prompt in prompts]
+    counts = {i: dict.fromkeys(_responses(), 0) for i in range(len(prompts))}
+    for seed in range(4):  # 4 batches of n/4 samples per prompt, both prompts in each (left padding)
+        s = sample(policy, prompts * (n // 4), max_new_tokens=L, seed=seed, reference=reference, beta=beta)
+        responses = [tuple(r) for r in s.responses()]
+        for row, response in enumerate(responses):
+            counts[row % len(prompts)][response] += 1
+        if seed == 0:  # the reported sampling log-probs are those of the token-level mixture
+            got = s.sampling_logps.sum(1)[:50].tolist()
+            want = [math.log(exact[row % 2]["token-level mixture"][responses[row]]) for row in range(50)]
+            assert got == pytest.approx(want, abs=1e-5)
+
+    # Bernstein: P(|p̂ − p| ≥ ε) ≤ δ for ε = sqrt(2p(1−p)·ln(2/δ)/n) + (2/3)·ln(2/δ)/n; with
+    # δ = 1e-6 per response, a correct sampler fails this test with probability < 1e-4
+    log_term = math.log(2 / 1e-6)
+    for i, prompt in enumerate(prompts):
+        target = exact[i]["token-level mixture"]
+        assert sum(target.values()) == pytest.approx(1.0, abs=1e-9)
+        bound = {y: math.sqrt(2 * p * (1 - p) * log_term / n) + 2 / 3 * log_term / n for y, p in target.items()}
+        for y, p in target.items():
+            assert abs(counts[i][y] / n - p) <= bound[y], (prompt, y, counts[i][y] / n, p, bound[y])
+        # and the test has power: each wrong distribution is more than twice the bound away
+        for name in ("sequence-level mixture", "β and 1 − β swapped", "policy", "reference"):
+            assert max(abs(exact[i][name][y] - target[y]) / bound[y] for y in target) > 2, name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"beta": 0.5}, "beta: 0.5 mixes in a reference model"),
+        ({"seed": 1.5}, "seed"),
+        ({"prompts": []}, "prompts: no prompts"),
+        ({"prompts": [[3], []]}, r"prompts\[1\]: empty"),
+        ({"prompts": [[3, -1]]}, r"prompts\[0\]"),
+        ({"eos_token_id": "x"}, "eos_token_id"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(policy, kwargs, message):
+    arguments = {"prompts": PROMPTS, "max_new_tokens": 4, "seed": 0, **kwargs}
+    with pytest.raises(PsipoInputError, match=message):
+        sample(policy, arguments.pop("prompts"), **arguments)
+
+
+def test_a_reference_with_another_vocabulary_is_refused(policy):
+    other = make_tiny_model(layers=1, hidden=16, heads=2, vocab=32, seed=0)
+    with pytest.raises(PsipoInputError, match="reference: its vocabulary"):
+        sample(policy, [[3, 4]], max_new_tokens=2, seed=0, reference=other, beta=0.5)
+
