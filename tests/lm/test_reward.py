@@ -179,3 +179,30 @@ def test_bad_input_is_one_line(base_config, rows, model_dir):
         train_reward(load_reward_config(None, base_config), model=AutoModelForCausalLM.from_pretrained(model_dir), train_pairs=rows)
     with pytest.raises(PsipoInputError, match=r"^model: cannot load .*nowhere': no such local folder"):
         run(base_config, rows, model=str(base_config["output_dir"]) + "/nowhere")
+
+
+def test_plot_of_a_reward_run_has_its_panels_and_a_reliability_diagram(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from psipo.lm.plots import plot_run
+
+    titles: list[str] = []
+    close = plt.close
+
+    def capture(figure):
+        titles.extend(ax.get_title() for ax in figure.axes)
+        close(figure)
+
+    monkeypatch.setattr(plt, "close", capture)
+    run_dir = tmp_path / "rm"
+    run_dir.mkdir()
+    reliability = {"confidence": [0.1] + [None] * 8 + [0.9], "frequency": [0.0] + [None] * 8 + [1.0], "count": [3] + [0] * 8 + [3]}
+    records = [
+        {"step": 1, "loss": 0.69, "accuracy": 0.5, "margin": 0.0},
+        {"step": 2, "loss": 0.3, "accuracy": 0.9, "margin": 1.0, "eval_loss": 0.4, "eval_ece": 0.1, "eval_reliability": reliability},
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert plot_run(run_dir).stat().st_size > 10_000
+    assert "pairwise accuracy (r_w > r_l)" in titles
+    assert any(t.startswith("reliability, held out (ECE 0.1;") for t in titles)
+    assert not any("log-ratio gap" in t for t in titles)

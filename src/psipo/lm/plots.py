@@ -22,6 +22,17 @@ PANELS: list[tuple[str, list[str]]] = [
 """Panel title → metric keys drawn in it (keys absent from the run are skipped). ``{per}``
 is the unit of the run's aggregation (:data:`PER_AGGREGATION`)."""
 
+REWARD_PANELS: list[tuple[str, list[str]]] = [
+    ("Bradley–Terry loss (training: + L2 term)", ["loss", "eval_loss"]),
+    ("pairwise accuracy (r_w > r_l)", ["accuracy", "eval_accuracy"]),
+    ("rewards r(x, y)", ["reward_chosen", "reward_rejected", "margin", "eval_reward_chosen", "eval_reward_rejected", "eval_margin"]),
+    ("expected calibration error of σ(r_w − r_l), held out", ["eval_ece"]),
+    ("gradient norm", ["grad_norm"]),
+    ("learning rate", ["lr"]),
+    ("tokens / second", ["tokens_per_second"]),
+]
+"""The panels of a ``psipo reward`` run; a reliability diagram of its last evaluation follows."""
+
 PER_AGGREGATION = {
     "sum": " per sequence (sum over completion tokens)",
     "mean": " per token (mean over completion tokens)",
@@ -50,6 +61,42 @@ def run_aggregation(run_dir: Path) -> str | None:
         return None
 
 
+def is_reward_run(run_dir: Path, records: list[dict[str, Any]]) -> bool:
+    """A ``psipo reward`` run: its config has ``reward_l2``, or it recorded a calibration error."""
+    path = run_dir / "config.yaml"
+    try:
+        config_text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        config_text = ""
+    return any(line.startswith("reward_l2:") for line in config_text.splitlines()) or any("eval_ece" in r for r in records)
+
+
+def _reliability_diagram(ax: Any, records: list[dict[str, Any]]) -> None:
+    """Mean predicted P(a ≻ b) against the observed frequency per bin, of the last evaluation."""
+    last = next((r for r in reversed(records) if isinstance(r.get("eval_reliability"), dict)), None)
+    ax.plot([0, 1], [0, 1], ls="--", color="k", lw=1, label="perfect calibration")
+    if last is not None:
+        table = last["eval_reliability"]
+        points = [
+            (c, f, n)
+            for c, f, n in zip(table.get("confidence", []), table.get("frequency", []), table.get("count", []))
+            if c is not None and f is not None
+        ]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, label=f"step {last['step']}")
+            for c, f, n in points:
+                ax.annotate(str(n), (c, f), fontsize=7, textcoords="offset points", xytext=(3, -9))
+        title = f"reliability, held out (ECE {last.get('eval_ece', float('nan')):.3g}; both orders; n per bin)"
+    else:
+        title = "reliability: no held-out evaluation recorded"
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("predicted P(a ≻ b) = σ(r_a − r_b)")
+    ax.set_ylabel("observed frequency of a ≻ b")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw the run's metric curves into one PNG (default ``RUN_DIR/curves.png``); return its path."""
     import matplotlib
@@ -68,9 +115,11 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not records:
         raise PsipoInputError(f"{metrics}: no metrics recorded yet")
 
-    per = PER_AGGREGATION[run_aggregation(run_dir)]
+    reward = is_reward_run(run_dir, records)
+    panels = REWARD_PANELS if reward else PANELS
+    per = "" if reward else PER_AGGREGATION[run_aggregation(run_dir)]
     fig, axes = plt.subplots(3, 3, figsize=(15, 11), constrained_layout=True)
-    for ax, (title, keys) in zip(axes.flat, PANELS):
+    for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             steps, values = _series(records, key)
             if steps:
@@ -90,7 +139,11 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_xlabel("optimizer step")
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.suptitle(f"psipo train: {run_dir}", fontsize=11)
+    if reward:
+        _reliability_diagram(axes.flat[len(panels)], records)
+    for ax in list(axes.flat)[len(panels) + int(reward) :]:
+        ax.axis("off")
+    fig.suptitle(f"psipo {'reward' if reward else 'train'}: {run_dir}", fontsize=11)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
