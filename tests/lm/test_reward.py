@@ -206,3 +206,20 @@ def test_plot_of_a_reward_run_has_its_panels_and_a_reliability_diagram(tmp_path,
     assert "pairwise accuracy (r_w > r_l)" in titles
     assert any(t.startswith("reliability, held out (ECE 0.1;") for t in titles)
     assert not any("log-ratio gap" in t for t in titles)
+
+
+def test_lora_trains_adapters_and_the_full_score_head(base_config, rows, held_out, model_dir):
+    from peft import AutoPeftModelForSequenceClassification
+
+    result = run(base_config, rows, held_out, lora_r=4, max_steps=3)
+    model = result.model
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in name for name in trainable) and any("score" in name for name in trainable)
+    assert not any("embed_tokens" in name for name in trainable)
+    assert (result.final_dir / "adapter_model.safetensors").is_file()
+    # A LoRA reward model reloads with peft, its score head included (one output).
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(result.final_dir, num_labels=1).eval()
+    ids = torch.tensor([result.eval_data.pairs[0].prompt_ids + result.eval_data.pairs[0].chosen_ids])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
