@@ -223,3 +223,12 @@ def test_lora_trains_adapters_and_the_full_score_head(base_config, rows, held_ou
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_a_diverging_run_names_its_cause_without_tau(base_config, rows, tmp_path):
+    from psipo.errors import PsipoNonFiniteError
+
+    with pytest.raises(PsipoNonFiniteError, match=r"^step \d+: non-finite .*learning_rate 1e\+30 too high") as info:
+        run(base_config, rows, learning_rate=1e30, max_steps=8, save_steps=1)
+    assert "tau" not in str(info.value)
+    assert not (tmp_path / "run" / "final").exists()

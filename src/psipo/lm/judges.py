@@ -272,10 +272,14 @@ class RewardModel(RewardJudge):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from psipo.lm.config import ModelConfig
-        from psipo.lm.model import _from_pretrained
+        from psipo.lm.model import _from_pretrained, quiet_transformers
 
+        quiet_transformers()
         config = ModelConfig(model=str(path))
-        model = _from_pretrained(AutoModelForSequenceClassification, str(path), config, key="reward_model", what="a reward model")
+        # num_labels=1 also for a LoRA adapter folder, whose base model is a causal LM.
+        model = _from_pretrained(
+            AutoModelForSequenceClassification, str(path), config, key="reward_model", what="a reward model", num_labels=1
+        )
         tokenizer = _from_pretrained(AutoTokenizer, str(path), config, key="reward_model", what="a tokenizer")
         return cls(model, tokenizer, name=options.pop("name", str(path)), **options)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -344,10 +345,25 @@ def train_reward(
     ``train_pairs``/``eval_pairs`` replace the data files; ``callback(step, model)`` runs at
     step 0 and every logged step. Returns the model, the metrics history and the run folder.
     """
+    from psipo.errors import PsipoNonFiniteError
+
     seed = config.run.seed
     if model is not None:
         check_one_output(model)
         model = add_reward_lora(model, config.model_config, seed=seed)
+    try:
+        return _run(config, model=model, tokenizer=tokenizer, train_pairs=train_pairs, eval_pairs=eval_pairs, callback=callback)
+    except PsipoNonFiniteError as exc:
+        # The shared guard's likely causes speak of τ, which a reward model does not have.
+        message = re.sub(r"the loss overflows at π = π_ref: tau \S+ too small for loss \S+", NONFINITE_AT_START, str(exc))
+        raise PsipoNonFiniteError(re.sub(r" or tau \S+ too small", "", message)) from None
+
+
+NONFINITE_AT_START = "the rewards of the initial model are not finite (its dtype, or its weights)"
+
+
+def _run(config: RewardConfig, *, model: Any, tokenizer: Any, train_pairs: PairsInput, eval_pairs: PairsInput, callback: Any) -> TrainResult:
+    seed = config.run.seed
     return run_training(
         config,
         RewardTask,
