@@ -19,6 +19,8 @@ from psipo.lm.judges import (
     checked_probabilities,
     checked_rewards,
     load_callable,
+    make_judge,
+    make_reward,
 )
 from psipo.tabular import TabularProblem
 
@@ -189,3 +191,16 @@ def test_a_zero_score_head_is_indifferent(reward_model_dir):
 def test_reward_model_load_errors_are_one_line(tmp_path):
     with pytest.raises(PsipoInputError, match=r"^reward_model: cannot load .*nowhere': no such local folder"):
         RewardModel.from_pretrained(tmp_path / "nowhere")
+
+
+def test_config_values_make_judges(user_module, reward_model_dir, tmp_path):
+    judge = make_judge(f"{user_module}:shorter")
+    assert isinstance(judge, CallableJudge) and judge.judge(["p"], ["a"], ["bb"]).tolist() == [1.0]
+    assert isinstance(make_reward(f"{user_module}:length"), CallableReward)
+    rm = make_judge(str(reward_model_dir), batch_size=2)
+    assert isinstance(rm, RewardModel) and rm.batch_size == 2
+    assert 0 < float(rm.judge(["w1"], ["w2"], ["w3"])[0]) < 1
+    with pytest.raises(PsipoInputError, match=r"^judge: 'nowhere' is neither a local folder \(a reward model\) nor package.module:function$"):
+        make_judge("nowhere")
+    with pytest.raises(PsipoInputError, match=r"^reward: 'psipo_no_such_module:f': cannot import module"):
+        make_reward("psipo_no_such_module:f")

@@ -17,6 +17,9 @@ Provided:
   p*(y ≻ µ | x), so that everything built on judges can be checked exactly. (An oracle for
   the LM lab's world is not provided yet.)
 
+:func:`make_judge` / :func:`make_reward` turn a config value into one: a local folder is a
+reward model, ``package.module:function`` a callable.
+
 Every judge's output passes :func:`checked_probabilities` / :func:`checked_rewards`: a wrong
 shape, a NaN, a probability outside [0, 1] or a non-finite reward is a one-line
 :class:`~psipo.errors.PsipoInputError` naming the judge.
@@ -314,3 +317,27 @@ class RewardModel(RewardJudge):
             batch = padded(sequences[i : i + self.batch_size], self.pad_id)
             scores.append(sequence_scores(self.model, {k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
+
+
+# ---------------------------------------------------------------------------------------
+# From a config value
+
+
+def make_reward(spec: str, *, key: str = "reward", **options: Any) -> RewardJudge:
+    """A config's ``reward:`` value: a local folder → :class:`RewardModel` (``options`` are
+    its keyword arguments), ``package.module:function`` → :class:`CallableReward`."""
+    if Path(spec).expanduser().is_dir():
+        return RewardModel.from_pretrained(Path(spec).expanduser(), **options)
+    if ":" not in spec:
+        raise PsipoInputError(f"{key}: {spec!r} is neither a local folder (a reward model) nor package.module:function")
+    return CallableReward(spec, key=key)
+
+
+def make_judge(spec: str, *, key: str = "judge", **options: Any) -> Judge:
+    """A config's ``judge:`` value: a local folder → :class:`RewardModel` (σ(r_a − r_b)),
+    ``package.module:function`` → :class:`CallableJudge` (the function returns P(a ≻ b))."""
+    if Path(spec).expanduser().is_dir():
+        return make_reward(spec, key=key, **options)
+    if ":" not in spec:
+        raise PsipoInputError(f"{key}: {spec!r} is neither a local folder (a reward model) nor package.module:function")
+    return CallableJudge(spec, key=key)
