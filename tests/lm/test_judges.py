@@ -204,3 +204,18 @@ def test_config_values_make_judges(user_module, reward_model_dir, tmp_path):
         make_judge("nowhere")
     with pytest.raises(PsipoInputError, match=r"^reward: 'psipo_no_such_module:f': cannot import module"):
         make_reward("psipo_no_such_module:f")
+
+
+@pytest.mark.parametrize("format", ["standard", "conversational"])
+def test_reward_model_tokenises_as_the_trainer_does(reward_model_dir, format):
+    from psipo.lm.data import parse_row, tokenize_rows
+    from psipo.lm.fixtures import make_synthetic_preferences
+
+    rows = make_synthetic_preferences(6, vocab=64, format=format, prompt_length=(2, 20), completion_length=(1, 30), seed=5)
+    limits = {"max_length": 24, "max_prompt_length": 8}
+    rm = RewardModel.from_pretrained(reward_model_dir, **limits)
+    want = tokenize_rows([parse_row(r, f"row {i}") for i, r in enumerate(rows)], rm.tokenizer, append_eos=True, **limits)
+    assert len(want.pairs) == len(rows) and want.n_truncated > 0
+    prompts = [r["prompt"] for r in rows]
+    assert rm.tokenize(prompts, [r["chosen"] for r in rows]) == [p.prompt_ids + p.chosen_ids for p in want.pairs]
+    assert rm.tokenize(prompts, [r["rejected"] for r in rows]) == [p.prompt_ids + p.rejected_ids for p in want.pairs]
