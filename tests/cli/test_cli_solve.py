@@ -12,7 +12,7 @@ import pytest
 
 from psipo.cli import main
 from psipo.errors import PsipoInputError
-from psipo.tabular import TabularProblem, optimal_policy
+from psipo.tabular import TabularProblem, load_problem, optimal_policy
 
 PSIPO = [sys.executable, "-m", "psipo"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "problems"
@@ -102,6 +102,7 @@ def test_contexts_give_a_policy_per_context(tmp_path, capsys):
 
 
 GOOD = "actions: [a, b]\npreferences: [[0.5, 0.7], [0.3, 0.5]]\ntau: 1\n"
+RPS = (EXAMPLES / "rock_paper_scissors.yaml").read_text()
 
 
 @pytest.mark.parametrize(
@@ -121,6 +122,10 @@ GOOD = "actions: [a, b]\npreferences: [[0.5, 0.7], [0.3, 0.5]]\ntau: 1\n"
         ("t.yaml", "actions: [a, b\n", [], "t.yaml:2: invalid YAML"),
         ("t.json", '{"actions": ["a", "b"],\n "tau": 1,,}', [], "t.json:2: invalid JSON"),
         ("missing.yaml", None, [], "missing.yaml: problem file not found"),
+        ("t.yaml", GOOD, ["--target", "best"], "--target: expected one of 'optimum', 'nash', got 'best'"),
+        ("t.yaml", GOOD + "target: best\n", [], "t.yaml:4: key 'target': expected one of 'optimum', 'nash'"),
+        ("t.yaml", GOOD + "psi: logit\n", ["--target", "nash"], "t.yaml:4: psi: logit does not apply to target nash"),
+        ("t.yaml", RPS, ["--tau", "1e-9"], "--tau: the Nash equilibrium did not converge at tau = 1e-09: residual "),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, text, extra, message):
@@ -201,3 +206,66 @@ def test_json_output_is_strict_json_when_values_are_not_finite(tmp_path):
     assert result.returncode == 0, result.stderr
     data = strict_json(result.stdout)
     assert data["objective"] == "inf"
+
+
+# --------------------------------------------------------------------------- --target nash
+
+
+def nash_map(preferences: list, pi_ref: list, pi: list, tau: float) -> list:
+    """T(π)(y) ∝ π_ref(y)·exp(p*(y≻π)/τ), p*(y≻π) = Σ_y' π(y')p*(y≻y'): the equilibrium solves π = T(π)."""
+    against = [sum(q * p for q, p in zip(pi, row)) for row in preferences]
+    weights = [r * math.exp(a / tau) for r, a in zip(pi_ref, against)]
+    return [w / sum(weights) for w in weights]
+
+
+def test_target_nash_prints_the_equilibrium_of_rock_paper_scissors():
+    """The example file sets target: nash; its π_ref leans on rock, so π* is not uniform."""
+    table = run_psipo("solve", EXAMPLES / "rock_paper_scissors.yaml")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("Nash equilibrium (online IPO, Nash-MD)")
+    for label in ("pi_ref", "p*(y≻pi*)", "pi*", "preference p*(π*≻π_ref)", "KL(π*‖π_ref)", "residual"):
+        assert label in table.stdout
+    data = strict_json(run_psipo("solve", EXAMPLES / "rock_paper_scissors.yaml", "--json").stdout)
+    assert data["target"] == "nash" and data["tau"] == 0.5
+    actions = ["rock", "paper", "scissors"]
+    preferences = [[0.5, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]]
+    pi_ref = [0.5, 0.25, 0.25]
+    pi = [data["policy"][a] for a in actions]
+    assert pi == pytest.approx(nash_map(preferences, pi_ref, pi, 0.5), rel=0, abs=1e-10)
+    assert data["residual"] < 1e-12 and isinstance(data["iterations"], int)
+    assert data["kl"] == pytest.approx(sum(q * math.log(q / r) for q, r in zip(pi, pi_ref)), rel=1e-12)
+    against_ref = [sum(r * p for r, p in zip(pi_ref, row)) for row in preferences]
+    assert data["preference_over_reference"] == pytest.approx(sum(q * a for q, a in zip(pi, against_ref)), rel=1e-12)
+    assert table.stdout.count(f"{data['policy']['paper']:.6f}") == 1
+
+
+def test_target_option_overrides_the_file(capsys):
+    assert main(["solve", str(EXAMPLES / "rock_paper_scissors.yaml"), "--target", "optimum", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "target" not in data and "objective" in data
+    assert main(["solve", str(EXAMPLES / "two_actions.yaml"), "--target", "nash", "--tau", "0.25", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # two actions: p*(y1≻π) − p*(y2≻π) = p − 1/2 for every π, so π*(y1) = σ((p − 1/2)/τ) = σ(2)
+    assert data["policy"]["y1"] == pytest.approx(sigmoid(2.0), rel=1e-12)
+
+
+def test_target_nash_with_uniform_reference_on_rock_paper_scissors_is_uniform(tmp_path, capsys):
+    path = tmp_path / "rps.yaml"
+    path.write_text(RPS.replace("pi_ref: {rock: 0.5, paper: 0.25, scissors: 0.25}", "tau: 0.01").replace("tau: 0.5\n", ""))
+    assert main(["solve", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["tau"] == 0.01
+    assert list(data["policy"].values()) == pytest.approx([1 / 3] * 3, rel=0, abs=1e-12)
+
+
+def test_target_nash_with_contexts(capsys):
+    assert main(["solve", str(EXAMPLES / "contexts.yaml"), "--target", "nash", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["policy"]) == {"chit-chat", "harmful-request"}
+    problem, _ = load_problem(EXAMPLES / "contexts.yaml")
+    for x, context in enumerate(problem.contexts):
+        pi = [data["policy"][context][a] for a in problem.actions]
+        expected = nash_map(problem.preferences[x].tolist(), problem.pi_ref[x].tolist(), pi, 0.5)
+        assert pi == pytest.approx(expected, rel=0, abs=1e-10)
+    assert main(["solve", str(EXAMPLES / "contexts.yaml"), "--target", "nash"]) == 0
+    assert "harmful-request" in capsys.readouterr().out

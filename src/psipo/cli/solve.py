@@ -10,6 +10,14 @@ where ``policy`` maps action → probability, or context → (action → probabi
 problem with contexts. JSON has no infinity: a number that is not finite (an objective that
 genuinely diverges, Ψ = logit with deterministic preferences) is written as the string "inf",
 "-inf" or "nan".
+
+With ``--target nash`` (or ``target: nash`` in the file) it prints instead the regularised
+Nash equilibrium π* ∝ π_ref·exp(p*(y≻π*)/τ) (:mod:`psipo.tabular.nash`) with, per action,
+π_ref and p*(y≻π*), then p*_ρ(π*≻π_ref), KL(π*‖π_ref), the self-consistency residual and the
+Newton steps taken; ``--json`` prints
+
+    {"target": "nash", "tau": ..., "policy": {...}, "preference_over_reference": ...,
+     "kl": ..., "residual": ..., "iterations": ...}
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from psipo.tabular.exact import (
     psipo_objective,
     total_preference,
 )
+from psipo.tabular.nash import nash_equilibrium
 from psipo.tabular.problem import (
+    NO_CONTEXT,
     SolveSettings,
     TabularProblem,
     blame_problem_file,
@@ -44,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         "solve",
         help=help_text,
         description=help_text + " Options given here override the file's values.",
-        epilog="Example: psipo solve examples/problems/two_actions.yaml --psi logit --json",
+        epilog="Examples: psipo solve examples/problems/two_actions.yaml --psi logit --json; "
+        "psipo solve examples/problems/contexts.yaml --target nash",
     )
     parser.add_argument("problem_file", metavar="PROBLEM_FILE", type=Path, help="YAML or JSON problem file")
     parser.add_argument(
@@ -65,54 +76,98 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _by_context(problem: TabularProblem, policy: torch.Tensor) -> dict:
+    """action → probability, or context → (action → probability) for a problem with contexts."""
+    per_context = {
+        context: dict(zip(problem.actions, row.tolist()))
+        for context, row in zip(problem.contexts, policy)
+    }
+    return per_context if problem.has_contexts else next(iter(per_context.values()))
+
+
 def solve(problem: TabularProblem, settings: SolveSettings) -> dict:
-    """The optimum and its statistics as plain data (the ``--json`` document)."""
+    """The solution and its statistics as plain data (the ``--json`` document)."""
     if settings.tau is None:
         raise PsipoInputError("tau: not given (set `tau` in the problem file or pass --tau)")
+    if settings.target == "nash":
+        return _solve_nash(problem, settings)
     policy = optimal_policy(problem, tau=settings.tau, psi=settings.psi)
     if not bool(torch.isfinite(policy).all()):
         raise PsipoInputError(
             f"tau: {settings.tau:g} is too small to solve in float64: g(y)/τ in π*(y) ∝ π_ref(y)·exp(g(y)/τ) overflows"
         )
-    per_context = {
-        context: dict(zip(problem.actions, row.tolist()))
-        for context, row in zip(problem.contexts, policy)
-    }
     return {
         "tau": settings.tau,
         "psi": settings.psi,
-        "policy": per_context if problem.has_contexts else next(iter(per_context.values())),
+        "policy": _by_context(problem, policy),
         "objective": float(psipo_objective(problem, policy, tau=settings.tau, psi=settings.psi)),
         "total_preference": float(total_preference(problem, policy)),
         "kl": float(kl_divergence(problem, policy)),
     }
 
 
+def _solve_nash(problem: TabularProblem, settings: SolveSettings) -> dict:
+    """The regularised Nash equilibrium and its statistics (the ``--json`` document of target nash)."""
+    if settings.psi != "identity":
+        raise PsipoInputError(
+            f"psi: {settings.psi} does not apply to target nash, the equilibrium of the preference "
+            "game p* itself (Ψ = identity); set psi to identity"
+        )
+    equilibrium = nash_equilibrium(problem, tau=settings.tau)
+    policy = equilibrium.policy
+    over_reference = (policy * preference_against(problem, problem.pi_ref)).sum(-1)
+    return {
+        "target": "nash",
+        "tau": settings.tau,
+        "policy": _by_context(problem, policy),
+        "preference_over_reference": float((problem.rho * over_reference).sum()),
+        "kl": float(kl_divergence(problem, policy)),
+        "residual": equilibrium.residual,
+        "iterations": equilibrium.iterations,
+    }
+
+
 def _table(problem: TabularProblem, result: dict) -> str:
     """Aligned text: one row per (context,) action, then the summary numbers."""
-    against_mu = preference_against(problem)
-    header = (["context"] if problem.has_contexts else []) + ["action", "mu", "pi_ref", "p*(y≻mu)", "pi*"]
+    by_context = result["policy"] if problem.has_contexts else {NO_CONTEXT: result["policy"]}
+    policy = torch.tensor(
+        [[by_context[context][action] for action in problem.actions] for context in problem.contexts],
+        dtype=torch.float64,
+    )
+    if result.get("target") == "nash":
+        columns = {"pi_ref": problem.pi_ref, "p*(y≻pi*)": preference_against(problem, policy)}
+        title = f"Nash equilibrium (online IPO, Nash-MD): π* ∝ π_ref·exp(p*(y≻π*)/τ), tau = {result['tau']:g}"
+        summary = (
+            ("preference p*(π*≻π_ref)", "preference_over_reference"),
+            ("KL(π*‖π_ref)", "kl"),
+            ("residual max|π*−T(π*)|", "residual"),
+            ("Newton steps", "iterations"),
+        )
+    else:
+        columns = {"mu": problem.mu, "pi_ref": problem.pi_ref, "p*(y≻mu)": preference_against(problem)}
+        title = f"Optimal policy (ΨPO, Eq. 7/9): psi = {result['psi']}, tau = {result['tau']:g}"
+        summary = (
+            ("objective (Eq. 6)", "objective"),
+            ("total preference p*(π*≻µ)", "total_preference"),
+            ("KL(π*‖π_ref)", "kl"),
+        )
+    header = (["context"] if problem.has_contexts else []) + ["action", *columns, "pi*"]
     rows = []
     for x, context in enumerate(problem.contexts):
-        policy = result["policy"][context] if problem.has_contexts else result["policy"]
         for y, action in enumerate(problem.actions):
-            numbers = [problem.mu[x, y], problem.pi_ref[x, y], against_mu[x, y], policy[action]]
+            numbers = [*(table[x, y] for table in columns.values()), policy[x, y]]
             rows.append(([context] if problem.has_contexts else []) + [action] + [f"{float(v):.6f}" for v in numbers])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    text_columns = len(header) - 4
+    text_columns = len(header) - len(columns) - 1
 
     def line(cells: list[str]) -> str:
         return "  ".join(
             c.ljust(w) if i < text_columns else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
         ).rstrip()
 
-    lines = [f"Optimal policy (ΨPO, Eq. 7/9): psi = {result['psi']}, tau = {result['tau']:g}", ""]
+    lines = [title, ""]
     lines += [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows), ""]
-    for label, key in (
-        ("objective (Eq. 6)", "objective"),
-        ("total preference p*(π*≻µ)", "total_preference"),
-        ("KL(π*‖π_ref)", "kl"),
-    ):
+    for label, key in summary:
         lines.append(f"{label:<28}{result[key]:.6g}")
     return "\n".join(lines)
 

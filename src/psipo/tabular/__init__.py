@@ -4,6 +4,8 @@
   and problem files (:func:`load_problem`).
 * :mod:`~psipo.tabular.exact` — p*(y≻µ), total preference, KL, the ΨPO objective (Eq. 6), its
   optimum (Eq. 7/9) and the population losses of DPO (Eq. 5) and IPO (Eq. 13, 16).
+* :mod:`~psipo.tabular.nash` — the regularised Nash equilibrium of the preference game,
+  π* ∝ π_ref·exp(p*(y≻π*)/τ) (online IPO, Nash-MD).
 * :mod:`~psipo.tabular.rlhf` — Bradley–Terry reward fitting (Eq. 2) and the KL-regularised
   optimum (Eq. 3).
 * :mod:`~psipo.tabular.datasets` — (x, y_w, y_l) preference datasets and the paper's D1–D3, D3'.
@@ -29,6 +31,7 @@ from psipo.tabular.exact import (
     psipo_objective,
     total_preference,
 )
+from psipo.tabular.nash import NashEquilibrium, nash_equilibrium
 from psipo.tabular.problem import NO_CONTEXT, SolveSettings, TabularProblem, load_problem
 from psipo.tabular.rlhf import (
     bradley_terry_loss,
@@ -60,6 +63,8 @@ __all__ = [
     "kl_divergence",
     "kl_regularised_policy",
     "load_problem",
+    "NashEquilibrium",
+    "nash_equilibrium",
     "optimal_policy",
     "preference_against",
     "psipo_objective",

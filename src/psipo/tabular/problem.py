@@ -337,12 +337,14 @@ class TabularProblem:
 
 @dataclasses.dataclass(frozen=True)
 class SolveSettings:
-    """How to solve a problem: the ΨPO objective's τ and Ψ."""
+    """How to solve a problem: the ΨPO objective's τ and Ψ, and which solution to compute."""
 
     tau: float | None = None
     """τ > 0 and finite, the strength of the KL regularisation towards π_ref (required, here or on the command line)."""
     psi: Literal["identity", "logit"] = "identity"
     """The Ψ mapping: identity (IPO) or logit (RLHF/DPO under Bradley–Terry)."""
+    target: Literal["optimum", "nash"] = "optimum"
+    """optimum: the ΨPO optimum against µ (Eq. 7/9); nash: the regularised Nash equilibrium π ∝ π_ref·exp(p*(y≻π)/τ) of online IPO and Nash-MD (needs psi identity)."""
 
     def __post_init__(self) -> None:
         if self.tau is not None and not math.isfinite(self.tau):
@@ -351,7 +353,7 @@ class SolveSettings:
             raise PsipoInputError(f"tau: must be > 0, got {self.tau}")
 
 
-PROBLEM_KEYS = ("actions", "preferences", "rewards", "mu", "pi_ref", "contexts", "tau", "psi", "description")
+PROBLEM_KEYS = ("actions", "preferences", "rewards", "mu", "pi_ref", "contexts", "tau", "psi", "target", "description")
 """Top-level keys of a problem file."""
 CONTEXT_KEYS = ("name", "rho", "preferences", "rewards", "mu", "pi_ref")
 """Keys of one entry of a problem file's ``contexts`` list."""
@@ -450,7 +452,7 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
     if "actions" not in data:
         raise PsipoInputError("actions: missing required key (the list of action names)")
     actions = _names(data["actions"], "actions")
-    settings = from_dict(SolveSettings, {k: data[k] for k in ("tau", "psi") if k in data})
+    settings = from_dict(SolveSettings, {k: data[k] for k in ("tau", "psi", "target") if k in data})
     shared = {k: data[k] for k in ("preferences", "rewards", "mu", "pi_ref") if k in data}
 
     if "contexts" not in data:
@@ -527,12 +529,13 @@ def load_problem(
         pi_ref: [0.4, 0.4, 0.2]       # default uniform
         tau: 0.1                      # τ > 0, finite
         psi: identity                 # identity (IPO) or logit (RLHF/DPO); default identity
+        target: optimum               # or nash: the regularised Nash equilibrium; default optimum
         contexts:                     # optional: one entry per context x
           - {name: morning, rho: 0.5, preferences: [...], mu: [...], pi_ref: [...]}
 
     With ``contexts``, the top-level ``preferences``/``rewards``/``mu``/``pi_ref`` are the
     defaults of every context that does not give its own; ``rho`` is given for every context
-    or for none (uniform). ``overrides`` are settings (``tau``, ``psi``) given on the command
+    or for none (uniform). ``overrides`` are settings (``tau``, ``psi``, ``target``) given on the command
     line; they replace the file's. Every error is a one-line
     :class:`~psipo.errors.PsipoInputError` naming the file, the line where known, and the
     key, or the ``--key`` option.
