@@ -232,3 +232,25 @@ def test_a_diverging_run_names_its_cause_without_tau(base_config, rows, tmp_path
         run(base_config, rows, learning_rate=1e30, max_steps=8, save_steps=1)
     assert "tau" not in str(info.value)
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_cutting_batches_by_tokens_or_accumulating_gives_the_same_steps(base_config, rows, tmp_path, monkeypatch):
+    from psipo.lm.reward import RewardTask
+
+    keys = {"max_steps": 2, "learning_rate": 1e-4, "batch_size": 8}
+    whole = run(base_config, rows, output_dir=str(tmp_path / "a"), max_tokens_per_forward=None, **keys)
+    forwards = []
+    losses = RewardTask.losses
+    monkeypatch.setattr(RewardTask, "losses", lambda self, indices: forwards.append(indices) or losses(self, indices))
+    cut = run(base_config, rows, output_dir=str(tmp_path / "b"), max_tokens_per_forward=40, **keys)
+    seen = [i for f in forwards for i in f]
+    assert len(forwards) > 4 and len(seen) == len(set(seen)) == 16  # two steps of 8 pairs, in many pieces
+    monkeypatch.undo()
+    halves = run(base_config, rows, output_dir=str(tmp_path / "c"), **keys | {"batch_size": 4, "gradient_accumulation_steps": 2})
+    for other in (cut, halves):
+        for a, b in zip(whole.history, other.history):
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+            assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        w, o = weights(whole.model), weights(other.model)
+        for key in w:
+            torch.testing.assert_close(w[key], o[key], atol=1e-6, rtol=0, msg=key)
