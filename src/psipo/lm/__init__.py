@@ -8,6 +8,12 @@ transformers):
 * :class:`TokenizedPair` — a pre-tokenised preference pair; :class:`TokenizedData` — tokenised
   pairs and what happened to the rows on the way;
 * :func:`sequence_logps` — chunked per-sequence log-probs of a causal LM;
+* :func:`sample` → :class:`Samples` — seeded, batched sampling with per-token log-probs, from a
+  model or from its token-level geometric mixture with a reference;
+* :class:`RewardConfig`, :func:`load_reward_config`, :func:`train_reward` — Bradley–Terry reward
+  models (``psipo reward``);
+* :func:`make_judge`, :func:`make_reward`, :class:`RewardModel`, :class:`TabularOracle` — judges
+  P(a ≻ b) and rewards r from a reward model, a ``package.module:function`` or an exact oracle;
 * :mod:`psipo.lm.fixtures` — tiny local models and synthetic preference data.
 """
 
@@ -24,6 +30,15 @@ _EXPORTS = {
     "TokenizedPair": "psipo.lm.data",
     "TokenizedData": "psipo.lm.data",
     "sequence_logps": "psipo.lm.logprobs",
+    "sample": "psipo.lm.sampling",
+    "Samples": "psipo.lm.sampling",
+    "RewardConfig": "psipo.lm.reward",
+    "load_reward_config": "psipo.lm.reward",
+    "train_reward": "psipo.lm.reward",
+    "make_judge": "psipo.lm.judges",
+    "make_reward": "psipo.lm.judges",
+    "RewardModel": "psipo.lm.judges",
+    "TabularOracle": "psipo.lm.judges",
 }
 
 __all__ = sorted(_EXPORTS)

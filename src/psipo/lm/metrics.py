@@ -120,7 +120,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 class MetricsLog:
     """``metrics.jsonl`` (one JSON object per logged step; none for path None) plus the progress line."""
 
-    def __init__(self, path: Path | None, *, total_steps: int, start_step: int, progress: bool) -> None:
+    def __init__(
+        self, path: Path | None, *, total_steps: int, start_step: int, progress: bool, label: str = "psipo train"
+    ) -> None:
         self.path = path
         self.history: list[dict[str, Any]] = []
         if path is None:
@@ -138,7 +140,7 @@ class MetricsLog:
         if progress and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="psipo train", dynamic_ncols=True)
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=label, dynamic_ncols=True)
 
     def write(self, record: dict[str, Any]) -> None:
         self.history.append(record)

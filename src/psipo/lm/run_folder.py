@@ -33,6 +33,7 @@ RESUMABLE_KEYS = frozenset(
     {
         "max_steps", "epochs",  # how long the run goes on
         "logging_steps", "eval_steps", "save_steps", "save_total_limit",  # cadences
+        "early_stopping_patience",  # psipo reward: when to stop, like max_steps
         "progress", "report_to", "on_nonfinite",  # what is shown and how failures are met
         "resume", "overwrite", "output_dir", "cache_dir",  # where things are, not what they are
     }

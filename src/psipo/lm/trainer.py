@@ -314,6 +314,8 @@ class Setup:
     """Hashes of the training pairs, held-out pairs and (with precompute) the initial weights."""
     optimisation: Optimisation
     run_dir: Path | None
+    command: str = "psipo train"
+    """The name on the progress line."""
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
@@ -382,6 +384,7 @@ def set_up(
         fingerprints=fingerprints,
         optimisation=optimisation,
         run_dir=Path(run.output_dir) if run.output_dir is not None else None,
+        command=command,
     )
 
 
@@ -576,7 +579,9 @@ def _train_loop(
     if setup.run_dir is not None:
         save_yaml(config, setup.run_dir / "config.yaml")
     metrics_path = setup.run_dir / "metrics.jsonl" if setup.run_dir is not None else None
-    log = MetricsLog(metrics_path, total_steps=opt.total_steps, start_step=start_step, progress=run.progress)
+    log = MetricsLog(
+        metrics_path, total_steps=opt.total_steps, start_step=start_step, progress=run.progress, label=setup.command
+    )
     setup.history = log.history
 
     def call_back(step: int) -> dict[str, Any]:
