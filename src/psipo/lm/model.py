@@ -136,8 +136,11 @@ def check_max_length(model: nn.Module, max_length: int) -> None:
         )
 
 
-def add_lora(model: nn.Module, config: ModelConfig, *, seed: int) -> nn.Module:
-    """Wrap ``model`` with fresh LoRA adapters (B = 0, so the output is unchanged)."""
+def add_lora(model: nn.Module, config: ModelConfig, *, seed: int, task_type: str = "CAUSAL_LM") -> nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters (B = 0, so the output is unchanged).
+
+    ``task_type`` is peft's: ``CAUSAL_LM``, or ``SEQ_CLS`` for a reward model, whose scalar
+    head then trains in full."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -145,7 +148,7 @@ def add_lora(model: nn.Module, config: ModelConfig, *, seed: int) -> nn.Module:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=config.lora_target_modules or "all-linear",
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

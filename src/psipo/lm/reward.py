@@ -104,22 +104,13 @@ def load_reward_config(path: str | Path | None = None, overrides: Mapping[str, A
 
 
 def add_reward_lora(model: Any, config: ModelConfig, *, seed: int) -> Any:
-    """LoRA adapters for sequence classification (the scalar head trains in full), when
-    ``lora_r > 0``; :func:`psipo.lm.model.prepare_policy` then leaves the model as it is."""
+    """LoRA adapters for sequence classification when ``lora_r > 0``;
+    :func:`psipo.lm.model.prepare_policy` then leaves the model as it is."""
+    from psipo.lm.model import add_lora
+
     if config.lora_r == 0 or hasattr(model, "disable_adapter"):
         return model
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules or "all-linear",
-        task_type="SEQ_CLS",
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return get_peft_model(model, lora)
+    return add_lora(model, config, seed=seed, task_type="SEQ_CLS")
 
 
 def load_reward_model(name: str, config: ModelConfig, *, seed: int = 0, key: str = "model") -> Any:
