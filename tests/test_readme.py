@@ -50,10 +50,11 @@ TABULAR_TRAIN = "d1 = paper_datasets()"
 TABULAR_EXACT = "problem = TabularProblem.create("
 LM_TRAIN = 'load_train_config("configs/quickstart.yaml"'
 LM_LAB = "run_experiment(config, \"results/my_lab\""
+SAMPLING = "samples = sample(model, prompts"
 
 
 def test_every_python_block_is_covered():
-    markers = (CORE, TABULAR_TRAIN, TABULAR_EXACT, LM_TRAIN, LM_LAB)
+    markers = (CORE, TABULAR_TRAIN, TABULAR_EXACT, LM_TRAIN, LM_LAB, SAMPLING)
     for block in PYTHON_BLOCKS:
         assert any(m in block for m in markers), f"README block not exercised by a test:\n{block}"
 
@@ -158,3 +159,20 @@ def test_every_test_the_readme_cites_exists():
         if name:
             functions = {n.name for n in ast.walk(ast.parse(file.read_text())) if isinstance(n, ast.FunctionDef)}
             assert name in functions, f"{path}::{name}"
+
+
+def test_sampling_block(tmp_path):
+    """The block runs, and what it prints is what it says: the summed log-probs are
+    sequence_logps of the sampled tokens, and the same seed draws the same responses."""
+    import torch
+
+    from psipo.lm import sample, sequence_logps
+
+    namespace = _run(_block(SAMPLING), tmp_path)
+    model, prompts, samples = namespace["model"], namespace["prompts"], namespace["samples"]
+    batch = samples.as_batch()
+    with torch.no_grad():
+        want = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], aggregation="sum")
+    torch.testing.assert_close(samples.sequence_logps(), want, atol=1e-5, rtol=0)
+    again = sample(model, prompts, max_new_tokens=16, temperature=0.8, top_p=0.95, seed=0)
+    assert again.responses() == samples.responses()
