@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from psipo._config import add_arguments, overrides_from_args
+from psipo._json import to_json_data
 from psipo.errors import PsipoInputError
 from psipo.tabular.exact import (
     kl_divergence,
@@ -65,15 +64,6 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     )
     add_arguments(parser, SolveSettings, title="solve settings (override the problem file's)")
     parser.set_defaults(func=run)
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with every float that is not finite as the string "inf", "-inf" or "nan"."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def _by_context(problem: TabularProblem, policy: torch.Tensor) -> dict:
@@ -179,5 +169,5 @@ def run(args: argparse.Namespace) -> int:
         result = solve(problem, settings)
     except PsipoInputError as exc:
         raise PsipoInputError(blame_problem_file(args.problem_file, str(exc), overrides)) from None
-    print(json.dumps(_json_safe(result), indent=2, allow_nan=False) if args.json else _table(problem, result))
+    print(json.dumps(to_json_data(result), indent=2, allow_nan=False) if args.json else _table(problem, result))
     return 0

@@ -49,7 +49,6 @@ import torch
 from psipo._threads import single_thread
 from psipo.errors import PsipoInputError
 from psipo.losses import LOSSES, LossSpec
-from psipo.stats import mean_and_ci  # noqa: F401  (README.md's example imports it from here)
 from psipo.tabular.datasets import PreferenceDataset
 from psipo.tabular.rlhf import kl_regularised_policy
 
@@ -468,10 +467,3 @@ def train_one_run_reference(
         optimizer.step()
     return (params.detach() - start).flatten().to(torch.float64)
 
-
-# The names before psipo.lm's TrainConfig, TrainResult and train made them ambiguous; README.md's
-# tabular example still imports these (and mean_and_ci, now in psipo.stats). Remove them, and the
-# import of mean_and_ci, once it imports the new names.
-TrainConfig = TabularTrainConfig
-TrainResult = TabularTrainResult
-train = train_grid
