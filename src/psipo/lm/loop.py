@@ -111,9 +111,11 @@ def run_loop(
     save: Callable[[int, LogWindow], None] | None,
     save_steps: int | None,
     callback: Callable[[int], dict[str, Any]],
-    tracker_log: Callable[[dict[str, Any], int], None] | None = None,
+    on_record: Callable[[dict[str, Any], int], None] | None = None,
 ) -> None:
-    """Steps ``start_step`` … ``total_steps - 1``: optimise, log, evaluate, checkpoint."""
+    """Steps ``start_step`` … ``total_steps - 1``: optimise, log, evaluate, checkpoint.
+
+    ``on_record(record, step)`` sees each record written (trackers; a task that stops early)."""
     for step in range(start_step, opt.total_steps):
         started = time.perf_counter()
         optimisation_step(task, step, opt, guard, window)
@@ -138,8 +140,8 @@ def run_loop(
         if record:
             record.update(callback(done))
             log.write(record)
-            if tracker_log is not None:
-                tracker_log({k: v for k, v in record.items() if k != "step"}, done)
+            if on_record is not None:
+                on_record({k: v for k, v in record.items() if k != "step"}, done)
         if save is not None and save_steps and done % save_steps == 0:
             guard.check_weights(step=done)
             save(done, window)

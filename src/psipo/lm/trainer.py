@@ -592,32 +592,14 @@ def _train_loop(
         setup.policy.train()
         return dict(extra or {})
 
-    def save(step: int, open_window: LogWindow) -> None:
-        window_scalars, window_tensors = open_window.state()
-        ckpt.save_checkpoint(
-            setup.run_dir,
-            step=step,
-            model=setup.policy,
-            optimizer=opt.optimizer,
-            scheduler=opt.scheduler,
-            scaler=scaler,
-            keep=run.save_total_limit,
-            state={"config": config.to_flat_dict(), "fingerprints": setup.fingerprints, "window": window_scalars},
-            tensors=window_tensors,
-        )
-
-    optim = config.optim
-    if settings is None:
-        settings = {"tau": config.objective.tau, "loss": config.objective.loss}
-    settings = {"learning_rate": optim.learning_rate, "adam_epsilon": optim.adam_epsilon, **settings}
-    guard = NonFiniteGuard(on_nonfinite=optim.on_nonfinite, params=opt.params, run_dir=setup.run_dir, settings=settings)
+    guard = _guard(config, setup, settings)
     if start_step == 0 and (first := call_back(0)):
         log.write({"step": 0, "epoch": 0.0, **first})
     if run.report_to:
         accelerator.init_trackers("psipo", config=config.to_flat_dict())
     after_record = getattr(task, "after_record", None)
 
-    def tracker_log(record: dict[str, Any], step: int) -> None:
+    def on_record(record: dict[str, Any], step: int) -> None:
         if run.report_to:
             accelerator.log(record, step=step)
         if after_record is not None:
@@ -632,10 +614,10 @@ def _train_loop(
             log=log,
             guard=guard,
             logging_steps=run.logging_steps,
-            save=save if setup.run_dir is not None and accelerator.is_main_process else None,
+            save=_checkpoint_saver(config, setup, scaler) if setup.run_dir is not None and accelerator.is_main_process else None,
             save_steps=run.save_steps,
             callback=call_back,
-            tracker_log=tracker_log if run.report_to or after_record is not None else None,
+            on_record=on_record if run.report_to or after_record is not None else None,
         )
     except StopTraining:
         guard.check_weights(step=log.history[-1]["step"])
@@ -643,6 +625,42 @@ def _train_loop(
         log.close()
         if run.report_to:
             accelerator.end_training()
+
+
+def _checkpoint_saver(config: TrainConfig, setup: Setup, scaler: Any) -> Callable[[int, LogWindow], None]:
+    """``save(step, open_window)``: a checkpoint with the config it was trained with, the data
+    and weight fingerprints, and the open logging window (resume checks and exact metrics)."""
+    from psipo.lm import checkpoint as ckpt
+
+    opt = setup.optimisation
+
+    def save(step: int, open_window: LogWindow) -> None:
+        window_scalars, window_tensors = open_window.state()
+        ckpt.save_checkpoint(
+            setup.run_dir,
+            step=step,
+            model=setup.policy,
+            optimizer=opt.optimizer,
+            scheduler=opt.scheduler,
+            scaler=scaler,
+            keep=config.run.save_total_limit,
+            state={"config": config.to_flat_dict(), "fingerprints": setup.fingerprints, "window": window_scalars},
+            tensors=window_tensors,
+        )
+
+    return save
+
+
+def _guard(config: TrainConfig, setup: Setup, settings: Mapping[str, Any] | None) -> NonFiniteGuard:
+    """The non-finite guard; ``settings`` are what its message names besides the optimiser's
+    (default: the preference objective's τ and loss)."""
+    optim = config.optim
+    if settings is None:
+        settings = {"tau": config.objective.tau, "loss": config.objective.loss}
+    settings = {"learning_rate": optim.learning_rate, "adam_epsilon": optim.adam_epsilon, **settings}
+    return NonFiniteGuard(
+        on_nonfinite=optim.on_nonfinite, params=setup.optimisation.params, run_dir=setup.run_dir, settings=settings
+    )
 
 
 class StopTraining(Exception):
