@@ -12,7 +12,7 @@ import difflib
 import sys
 import typing
 
-from psipo.errors import PsipoInputError
+from psipo.errors import PsipoInputError, PsipoNonFiniteError
 
 # Each subcommand lives in its own module; importing lazily keeps `psipo solve` from paying
 # for transformers' import time.
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except PsipoInputError as exc:
         print(f"psipo: error: {exc}", file=sys.stderr)
         return 2
+    except PsipoNonFiniteError as exc:  # training stopped at a NaN/inf step, nothing non-finite saved
+        print(f"psipo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("psipo: interrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from psipo._config import add_arguments, overrides_from_args
+from psipo._config import overrides_from_args
+from psipo.cli.train import add_training_parser, report_training
 
 EPILOG = """\
 examples:
@@ -31,34 +32,13 @@ Exit codes: 0 done, 2 bad input, 3 a NaN/inf step stopped training (nothing non-
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     from psipo.lm.reward import RewardConfig
 
-    parser = subparsers.add_parser(
-        "reward",
-        help=help_text,
-        description=help_text + " Keys come from --config and/or --key VALUE options.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", metavar="YAML", help="YAML file of config keys (see the options below)")
-    add_arguments(parser, RewardConfig)
-    parser.set_defaults(func=run)
+    add_training_parser(subparsers, "reward", help_text, EPILOG, RewardConfig, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from psipo.errors import PsipoNonFiniteError
     from psipo.lm.reward import load_reward_config, train_reward
 
     config = load_reward_config(args.config, overrides_from_args(args))
-    try:
-        result = train_reward(config)
-    except PsipoNonFiniteError as exc:
-        print(f"psipo: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    last = result.history[-1] if result.history else {}
-    keys = ("loss", "accuracy", "eval_loss", "eval_accuracy", "eval_ece")
-    shown = ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last)
-    if not config.run.progress:  # with progress on, the run began by printing it
-        print(result.train_data.summary())
-    print(f"trained {last.get('step', 0)} steps ({shown}); final reward model: {result.final_dir}")
+    result = train_reward(config)
+    report_training(config, result, ("loss", "accuracy", "eval_loss", "eval_accuracy", "eval_ece"), what="reward model")
     return 0

@@ -7,6 +7,8 @@ options and their documentation come from the dataclasses in :mod:`psipo.lm.conf
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from psipo._config import add_arguments, overrides_from_args
 
@@ -29,34 +31,45 @@ Exit codes: 0 done, 2 bad input, 3 a NaN/inf step stopped training (nothing non-
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     from psipo.lm.config import TrainConfig
 
-    parser = subparsers.add_parser(
-        "train",
-        help=help_text,
-        description=help_text + " Keys come from --config and/or --key VALUE options.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", metavar="YAML", help="YAML file of config keys (see the options below)")
-    add_arguments(parser, TrainConfig)
-    parser.set_defaults(func=run)
+    add_training_parser(subparsers, "train", help_text, EPILOG, TrainConfig, run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from psipo.errors import PsipoNonFiniteError
     from psipo.lm.config import load_train_config
     from psipo.lm.trainer import train
 
     config = load_train_config(args.config, overrides_from_args(args))
-    try:
-        result = train(config)
-    except PsipoNonFiniteError as exc:
-        print(f"psipo: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    last = result.history[-1] if result.history else {}
-    shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "h_mean", "accuracy", "eval_loss") if k in last)
-    if not config.run.progress:  # with progress on, the run began by printing it
-        print(result.train_data.summary())
-    print(f"trained {last.get('step', 0)} steps ({shown}); final model: {result.final_dir}")
+    result = train(config)
+    report_training(config, result, ("loss", "h_mean", "accuracy", "eval_loss"), what="model")
     return 0
+
+
+def add_training_parser(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    epilog: str,
+    config_class: type,
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """A training subcommand: ``--config YAML`` plus one ``--key`` option per config field."""
+    parser = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=help_text + " Keys come from --config and/or --key VALUE options.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="YAML", help="YAML file of config keys (see the options below)")
+    add_arguments(parser, config_class)
+    parser.set_defaults(func=run)
+
+
+def report_training(config: Any, result: Any, keys: tuple[str, ...], *, what: str) -> None:
+    """The closing lines of a training command: the data summary (unless the run began with
+    it, on its progress line) and the last metrics."""
+    last = result.history[-1] if result.history else {}
+    shown = ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last)
+    if not config.run.progress:
+        print(result.train_data.summary())
+    print(f"trained {last.get('step', 0)} steps ({shown}); final {what}: {result.final_dir}")
