@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "solve": "Print the exact ΨPO optimum of a tabular problem file (YAML or JSON).",
     "train": "Fine-tune a Hugging Face causal LM with IPO, DPO and their family.",
     "reward": "Train a Bradley–Terry reward model (Eq. 2) on preference pairs.",
+    "evaluate": "Compare a model with its baseline: win rate by a judge or reward, KL, lengths.",
     "plot": "Draw the metric curves of a training run folder as PNG.",
     "experiment": "Run an experiment: `paper` (§5.3.1, §5.4; `psipo reproduce`) or `lm` (the claims at LM scale).",
 }

@@ -14,6 +14,9 @@ transformers):
   models (``psipo reward``);
 * :func:`make_judge`, :func:`make_reward`, :class:`RewardModel`, :class:`TabularOracle` — judges
   P(a ≻ b) and rewards r from a reward model, a ``package.module:function`` or an exact oracle;
+* :class:`EvaluateConfig`, :func:`load_evaluate_config` and :func:`psipo.lm.evaluate.evaluate` (the
+  module's name, so not re-exported) — a model against its baseline: win rate, rewards, KL,
+  lengths (``psipo evaluate``);
 * :mod:`psipo.lm.fixtures` — tiny local models and synthetic preference data.
 """
 
@@ -39,6 +42,8 @@ _EXPORTS = {
     "make_reward": "psipo.lm.judges",
     "RewardModel": "psipo.lm.judges",
     "TabularOracle": "psipo.lm.judges",
+    "EvaluateConfig": "psipo.lm.evaluate",
+    "load_evaluate_config": "psipo.lm.evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

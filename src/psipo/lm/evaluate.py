@@ -1,0 +1,361 @@
+r"""``psipo evaluate``: is a trained model better than its baseline, and how far has it moved?
+
+Given a causal LM (``model``), a baseline (``baseline``; by default the reference of a psipo
+run when ``model`` is a run's ``final/`` folder), prompts and a judge (pairwise) or a reward
+(scalar), :func:`evaluate` draws one response per prompt from each model
+(:func:`psipo.lm.sample`, with independent random streams) and reports
+
+* the **win rate** of the model over the baseline: the mean over prompts of the judge's
+  P(model ≻ baseline), or with a reward of 1[r_m > r_b] + ½·1[r_m = r_b], with a 95%
+  t-interval over prompts (:func:`psipo.stats.interval`);
+* the **mean reward** of each, when the judge is a reward model or a reward is given;
+* a Monte Carlo estimate of **KL(π‖π_baseline)** = E_{y∼π}[log π(y|x) − log π_base(y|x)] and its
+  95% interval: the model's samples scored under the baseline (:attr:`Samples.reference_logps`),
+  one term per prompt. It is computed only at temperature 1 and top-p 1, where the samples
+  come from π itself and the estimate is unbiased (exact in expectation; single terms can be
+  negative); at other settings the samples come from a warped distribution and the figure is
+  left out, with the reason in the output. Responses are cut at ``max_new_tokens``, so it is
+  the KL of the distributions over responses so cut;
+* response **lengths**: the mean number of tokens and the fraction cut at ``max_new_tokens``.
+
+It writes ``evaluation.json`` (non-finite numbers as strings, :mod:`psipo._json`) and a short
+Markdown summary ``evaluation.md`` into ``out``, atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from psipo._config import load_config
+from psipo.errors import PsipoInputError
+
+MODEL_STREAM, BASELINE_STREAM = 0, 1
+"""The model's and the baseline's samples use generators seeded 2·seed + stream: independent."""
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Evaluation: a model against a baseline, on prompts, by a judge or a reward."""
+
+    model: str = ""
+    """Causal LM to evaluate: a local folder (e.g. a psipo run's final/) or a Hub name (required)."""
+    baseline: str | None = None
+    """Causal LM to compare with; null: the reference of the psipo run whose final/ folder is
+    model (the model, or reference_model, of the run's config.yaml)."""
+    tokenizer: str | None = None
+    """Tokenizer id or folder; null uses the model's."""
+    prompts: str = ""
+    """Prompts: a .jsonl/.json/.parquet file or a Hugging Face dataset name whose rows have a
+    'prompt' field, a string or a list of {role, content} messages (chat template) (required)."""
+    prompts_split: str = "train"
+    """Split of a Hugging Face dataset of prompts."""
+    dataset_config: str | None = None
+    """Configuration (subset) name of a Hugging Face dataset of prompts."""
+    max_prompts: int | None = None
+    """Use only the first N prompts; null: all."""
+    max_prompt_length: int = 256
+    """Maximum prompt tokens; a longer prompt keeps its end."""
+    judge: str | None = None
+    """Pairwise judge P(model ≻ baseline): a reward-model folder (σ(r_m − r_b)) or
+    package.module:function(prompts, responses_a, responses_b). Give judge or reward, not both."""
+    reward: str | None = None
+    """Scalar reward: a reward-model folder or package.module:function(prompts, responses); the
+    win is 1[r_m > r_b] + ½·1[tie]."""
+    max_new_tokens: int = 64
+    """Most tokens of a sampled response."""
+    temperature: float = 1.0
+    """Sampling temperature (0: greedy). The KL estimate needs 1."""
+    top_p: float = 1.0
+    """Nucleus sampling mass in (0, 1]. The KL estimate needs 1."""
+    seed: int = 0
+    """Seed of the samples; the model and the baseline draw from independent streams."""
+    batch_size: int = 8
+    """Prompts sampled per batch."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of the two models (float16 loads as float32)."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a Hub repository."""
+    device: Literal["auto", "cpu"] = "auto"
+    """auto: a GPU when there is one; cpu: force the CPU."""
+    out: str = "evaluation"
+    """Folder for evaluation.json and evaluation.md."""
+    progress: bool = True
+    """Show a progress bar over batches."""
+
+
+def validate(config: EvaluateConfig) -> None:
+    """Required keys, judge xor reward, value ranges; errors name the key."""
+    checks = [
+        ("model", bool(config.model), "required: a causal LM folder or Hub name"),
+        ("prompts", bool(config.prompts), "required: a prompts file or dataset name"),
+        ("judge", config.judge is not None or config.reward is not None, "give a judge or a reward"),
+        ("judge", config.judge is None or config.reward is None, "give a judge or a reward, not both"),
+        ("max_new_tokens", config.max_new_tokens >= 1, "must be >= 1"),
+        ("batch_size", config.batch_size >= 1, "must be >= 1"),
+        ("max_prompts", config.max_prompts is None or config.max_prompts >= 1, "must be >= 1 or null"),
+        ("max_prompt_length", config.max_prompt_length >= 1, "must be >= 1"),
+        ("temperature", 0 <= config.temperature < math.inf, "must be a finite number >= 0"),
+        ("top_p", 0 < config.top_p <= 1, "must be in (0, 1]"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise PsipoInputError(f"key '{key}': {why}")
+
+
+def load_evaluate_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> EvaluateConfig:
+    """An :class:`EvaluateConfig` from a YAML file and/or ``key → value`` overrides, checked."""
+    return load_config(EvaluateConfig, path, overrides, check=validate)
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+
+
+def default_baseline(model: str) -> str:
+    """The reference of the psipo run whose ``final/`` folder is ``model``: its config.yaml's
+    ``reference_model``, else its ``model``. Anything else is an error asking for ``baseline``."""
+    from psipo._config import read_yaml_mapping
+
+    path = Path(model).expanduser()
+    run_config = path.parent / "config.yaml"
+    if not (path.is_dir() and path.name == "final" and run_config.is_file()):
+        raise PsipoInputError(
+            f"baseline: required ({model} is not a psipo run's final/ folder with a config.yaml beside it)"
+        )
+    data, _ = read_yaml_mapping(run_config)
+    reference = data.get("reference_model") or data.get("model")
+    if not isinstance(reference, str) or not reference:
+        raise PsipoInputError(f"baseline: {run_config} names no model; set baseline")
+    return reference
+
+
+def read_prompts(config: EvaluateConfig) -> tuple[list[Any], list[str]]:
+    """The prompts (strings or message lists) and where each came from."""
+    from psipo.lm.data import UnreadableRow, _check_messages, read_rows
+
+    prompts, locations = [], []
+    rows = read_rows(config.prompts, key="prompts", split=config.prompts_split, dataset_config=config.dataset_config)
+    for where, row in rows:
+        if config.max_prompts is not None and len(prompts) >= config.max_prompts:
+            break
+        if isinstance(row, UnreadableRow):
+            raise row.error
+        if not isinstance(row, dict) or "prompt" not in row:
+            raise PsipoInputError(f"{where}: field 'prompt': missing")
+        prompt = row["prompt"]
+        if not isinstance(prompt, str):
+            prompt = _check_messages(prompt, where, "prompt")
+        prompts.append(prompt)
+        locations.append(where)
+    if not prompts:
+        raise PsipoInputError(f"prompts: no prompts in {config.prompts}")
+    return prompts, locations
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[Any], locations: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each prompt as training tokenises them: a string with the tokenizer's
+    special tokens, a message list through the chat template with the generation prompt."""
+    out = []
+    for prompt, where in zip(prompts, locations):
+        if isinstance(prompt, list):
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise PsipoInputError(f"{where}: conversational prompts need a tokenizer with a chat template")
+            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if not ids:
+            raise PsipoInputError(f"{where}: field 'prompt': no tokens (a causal LM needs at least one)")
+        out.append(list(ids[max(0, len(ids) - max_length) :]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _figure(values: list[float]) -> dict[str, float]:
+    """Mean, 95% t-interval half-width and bounds of per-prompt values."""
+    from psipo.stats import interval
+
+    mean, half = interval(values)  # type: ignore[misc]
+    return {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half}
+
+
+def _sample_all(config: EvaluateConfig, model: Any, baseline: Any, prompt_ids: list[list[int]], pad_id: int) -> dict:
+    """Sample every prompt from both models, batch by batch, with a progress bar."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from psipo.lm.sampling import sample
+
+    streams = {
+        name: torch.Generator().manual_seed(2 * config.seed + stream)
+        for name, stream in (("model", MODEL_STREAM), ("baseline", BASELINE_STREAM))
+    }
+    options = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "top_p": config.top_p}
+    out: dict[str, list] = {k: [] for k in ("model_ids", "baseline_ids", "kl", "model_cut", "baseline_cut")}
+    starts = range(0, len(prompt_ids), config.batch_size)
+    for start in tqdm(starts, desc="psipo evaluate", unit="batch", disable=not config.progress, leave=False):
+        batch = prompt_ids[start : start + config.batch_size]
+        ours = sample(model, batch, seed=streams["model"], reference=baseline, pad_token_id=pad_id, **options)
+        theirs = sample(baseline, batch, seed=streams["baseline"], pad_token_id=pad_id, **options)
+        out["model_ids"] += ours.responses()
+        out["baseline_ids"] += theirs.responses()
+        out["kl"] += (ours.logps.sum(1) - ours.reference_logps.sum(1)).double().tolist()  # type: ignore[union-attr]
+        out["model_cut"] += (~ours.finished).tolist()
+        out["baseline_cut"] += (~theirs.finished).tolist()
+    return out
+
+
+def _as_responses(tokenizer: Any, prompts: list[Any], ids: list[list[int]]) -> list[Any]:
+    """Decoded responses; an assistant message for a conversational prompt."""
+    texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+    return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
+
+
+def _scores(config: EvaluateConfig, judge: Any, prompts: list[Any], ours: list[Any], theirs: list[Any]) -> dict:
+    """Per-prompt wins and, when there are rewards, the rewards of each side."""
+    rewards = None
+    if config.reward is not None or hasattr(judge, "reward"):
+        rewards = (judge.reward(prompts, ours).tolist(), judge.reward(prompts, theirs).tolist())
+    if config.reward is not None:
+        assert rewards is not None
+        wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*rewards)]
+        method = "1[r_model > r_baseline] + 1/2 * 1[tie], per prompt"
+    else:
+        wins = judge.judge(prompts, ours, theirs).tolist()
+        method = "judge's P(model > baseline), per prompt"
+    return {"wins": wins, "method": method, "rewards": rewards}
+
+
+def _lengths(ids: list[list[int]], cut: list[bool]) -> dict[str, float]:
+    return {"mean": sum(map(len, ids)) / len(ids), "cut_at_max_new_tokens": sum(cut) / len(cut)}
+
+
+def evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """Run the evaluation of ``config``, write ``out/evaluation.json`` and ``out/evaluation.md``,
+    and return the results (the JSON's content)."""
+    import torch
+
+    from psipo._io import atomic_write_json, atomic_write_text
+    from psipo._json import to_json_data
+    from psipo.lm.config import ModelConfig
+    from psipo.lm.judges import make_judge, make_reward
+    from psipo.lm.model import load_causal_lm, load_tokenizer, pad_id_of, quiet_transformers
+
+    validate(config)
+    baseline_name = config.baseline if config.baseline is not None else default_baseline(config.model)
+    judge = make_reward(config.reward, key="reward") if config.reward is not None else make_judge(config.judge)  # type: ignore[arg-type]
+    prompts, locations = read_prompts(config)
+
+    quiet_transformers()
+    model_config = ModelConfig(
+        model=config.model, tokenizer=config.tokenizer, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+    )
+    tokenizer = load_tokenizer(model_config)
+    prompt_ids = tokenize_prompts(tokenizer, prompts, locations, config.max_prompt_length)
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(config.model, model_config, key="model").to(device)
+    if baseline_name == config.model:
+        baseline = model
+    else:
+        baseline = load_causal_lm(baseline_name, model_config, key="baseline").to(device)
+
+    drawn = _sample_all(config, model, baseline, prompt_ids, pad_id_of(tokenizer))
+    ours = _as_responses(tokenizer, prompts, drawn["model_ids"])
+    theirs = _as_responses(tokenizer, prompts, drawn["baseline_ids"])
+    scores = _scores(config, judge, prompts, ours, theirs)
+
+    exact_sampling = config.temperature == 1 and config.top_p == 1
+    kl: dict[str, Any] = {"mean": None, "half_width": None, "low": None, "high": None}
+    if exact_sampling:
+        kl.update(_figure(drawn["kl"]))
+        kl["note"] = (
+            "Monte Carlo estimate over the model's samples (temperature 1, top_p 1): unbiased, exact in "
+            "expectation; single terms can be negative. Responses cut at max_new_tokens."
+        )
+    else:
+        kl["note"] = (
+            f"omitted: samples drawn at temperature {config.temperature:g}, top_p {config.top_p:g} do not come "
+            "from the model itself; set temperature 1 and top_p 1 for the KL estimate"
+        )
+    results: dict[str, Any] = {
+        "model": config.model,
+        "baseline": baseline_name,
+        "prompts": config.prompts,
+        "n_prompts": len(prompts),
+        "judge": config.judge,
+        "reward": config.reward,
+        "settings": {k: getattr(config, k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size")},
+        "win_rate": {**_figure(scores["wins"]), "method": scores["method"]},
+        "reward_model": _figure(scores["rewards"][0]) if scores["rewards"] else None,
+        "reward_baseline": _figure(scores["rewards"][1]) if scores["rewards"] else None,
+        "kl": kl,
+        "length": {
+            "model": _lengths(drawn["model_ids"], drawn["model_cut"]),
+            "baseline": _lengths(drawn["baseline_ids"], drawn["baseline_cut"]),
+        },
+        "examples": [
+            {"prompt": p, "model": a, "baseline": b, "win": w}
+            for p, a, b, w in list(zip(prompts, ours, theirs, scores["wins"]))[:3]
+        ],
+    }
+    out = Path(config.out)
+    atomic_write_json(out / "evaluation.json", to_json_data(results))
+    atomic_write_text(out / "evaluation.md", summary_markdown(results))
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# Reporting
+
+
+def _ci(figure: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not figure or figure.get("mean") is None:
+        return "—"
+    return f"{figure['mean']:.{digits}f} ± {figure['half_width']:.{digits}f}"
+
+
+def summary_line(results: Mapping[str, Any]) -> str:
+    """One line: the win rate, the KL and where the files went."""
+    kl = _ci(results["kl"]) if results["kl"]["mean"] is not None else "omitted (temperature/top_p not 1)"
+    return (
+        f"win rate {_ci(results['win_rate'])} (95% CI) of {results['model']} over {results['baseline']} "
+        f"on {results['n_prompts']} prompts; KL {kl}"
+    )
+
+
+def summary_markdown(results: Mapping[str, Any]) -> str:
+    """The short Markdown summary of ``evaluation.md``."""
+    lengths = results["length"]
+    rows = [
+        ("win rate of the model over the baseline", _ci(results["win_rate"])),
+        ("mean reward, model", _ci(results["reward_model"])),
+        ("mean reward, baseline", _ci(results["reward_baseline"])),
+        ("KL(model ‖ baseline), nats", _ci(results["kl"])),
+        ("mean response length, model (tokens)", f"{lengths['model']['mean']:.2f}"),
+        ("mean response length, baseline (tokens)", f"{lengths['baseline']['mean']:.2f}"),
+        ("cut at max_new_tokens, model", f"{lengths['model']['cut_at_max_new_tokens']:.3f}"),
+        ("cut at max_new_tokens, baseline", f"{lengths['baseline']['cut_at_max_new_tokens']:.3f}"),
+    ]
+    settings = ", ".join(f"{k} {v}" for k, v in results["settings"].items())
+    judged = f"judge `{results['judge']}`" if results["judge"] else f"reward `{results['reward']}`"
+    lines = [
+        "# Evaluation",
+        "",
+        f"Model `{results['model']}` against baseline `{results['baseline']}` on {results['n_prompts']} prompts "
+        f"of `{results['prompts']}`, {judged}; {settings}.",
+        "",
+        "| figure | value (± 95% CI half-width) |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+        f"Win rate: {results['win_rate']['method']}. KL: {results['kl']['note']}",
+        "",
+    ]
+    return "\n".join(lines)
