@@ -1,0 +1,88 @@
+"""`psipo evaluate` end to end in a subprocess: YAML + overrides, the run's reference as the
+default baseline, evaluation.json and evaluation.md, and bad input as one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from psipo.lm.fixtures import make_tiny_model_dir, write_jsonl
+
+ENV = os.environ | {"OMP_NUM_THREADS": "1"}
+
+
+def psipo(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "psipo", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_evaluate")
+    make_tiny_model_dir(root / "base", layers=1, hidden=16, heads=2, vocab=32, seed=0)
+    # A psipo run folder: final/ (here a different model) and the config.yaml that names its reference.
+    make_tiny_model_dir(root / "run" / "final", layers=1, hidden=16, heads=2, vocab=32, seed=1)
+    (root / "run" / "config.yaml").write_text("model: base\nloss: ipo\n")
+    write_jsonl([{"prompt": f"w{i} w{i + 3}"} for i in range(6)], root / "prompts.jsonl")
+    (root / "cli_judges.py").write_text(
+        "def prefer_shorter(prompts, a, b):\n"
+        "    return [1.0 if len(x) < len(y) else 0.5 if len(x) == len(y) else 0.0 for x, y in zip(a, b)]\n"
+    )
+    (root / "eval.yaml").write_text(
+        "model: run/final\nprompts: prompts.jsonl\njudge: cli_judges:prefer_shorter\n"
+        "max_new_tokens: 3\nbatch_size: 4\nprogress: false\ndevice: cpu\n"
+    )
+    return root
+
+
+def test_evaluate_end_to_end(workdir):
+    result = psipo("evaluate", "--config", "eval.yaml", "--out", "ev", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and result.stdout.startswith("win rate ")
+    results = json.loads((workdir / "ev" / "evaluation.json").read_text())
+    assert results["baseline"] == "base"  # the run's reference, from run/config.yaml
+    assert results["n_prompts"] == 6 and results["settings"]["max_new_tokens"] == 3
+    # the judge's verdicts recomputed from the examples: an independent oracle of the win column
+    for e in results["examples"]:
+        a, b = len(e["model"]), len(e["baseline"])
+        assert e["win"] == (1.0 if a < b else 0.5 if a == b else 0.0)
+    assert 0 <= results["win_rate"]["mean"] <= 1
+    assert results["kl"]["mean"] is not None and results["length"]["model"]["mean"] <= 3
+    markdown = (workdir / "ev" / "evaluation.md").read_text()
+    assert markdown.startswith("# Evaluation") and "KL(model" in markdown
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--judge", "null"], "give a judge or a reward"),
+        (["--reward", "cli_judges:prefer_shorter"], "not both"),
+        (["--judge", "nonsense"], "is neither a local folder"),
+        (["--model", "base"], "baseline: required"),
+        (["--prompts", "empty.jsonl"], "prompts: no prompts in empty.jsonl"),
+        (["--prompts", "no_prompt.jsonl"], "field 'prompt': missing"),
+        (["--prompts", "missing.jsonl"], "file not found"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(workdir, args, message):
+    (workdir / "empty.jsonl").write_text("")
+    (workdir / "no_prompt.jsonl").write_text('{"text": "w1"}\n')
+    result = psipo("evaluate", "--config", "eval.yaml", "--out", "bad", *args, cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("psipo: error:")
+    assert message in result.stderr
+    assert not (workdir / "bad").exists()
+
+
+def test_a_missing_run_reference_is_named(workdir, tmp_path):
+    shutil.copytree(workdir / "run", tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text("loss: ipo\n")
+    result = psipo("evaluate", "--model", tmp_path / "run" / "final", "--prompts", "prompts.jsonl",
+                   "--judge", "cli_judges:prefer_shorter", cwd=workdir)
+    assert result.returncode == 2 and "names no model" in result.stderr
