@@ -219,3 +219,79 @@ def test_reward_model_tokenises_as_the_trainer_does(reward_model_dir, format):
     prompts = [r["prompt"] for r in rows]
     assert rm.tokenize(prompts, [r["chosen"] for r in rows]) == [p.prompt_ids + p.chosen_ids for p in want.pairs]
     assert rm.tokenize(prompts, [r["rejected"] for r in rows]) == [p.prompt_ids + p.rejected_ids for p in want.pairs]
+
+
+# ---------------------------------------------------------------------------------------
+# The LM lab world's exact oracle, against the world's formulas written out by hand
+
+
+def _world():
+    from psipo.experiments.lm_lab.world import make_world
+
+    return make_world(
+        vocab_size=3, response_length=3, num_prompts=2, prompt_length=2, markov_concentration=1.0, cyclic_strength=0.7, seed=5
+    )
+
+
+def _hand_reward(world, x, y):
+    token = sum(float(world.token_reward[x, t, y[t]]) for t in range(3))
+    pair = sum(float(world.pair_reward[x, y[t], y[t + 1]]) for t in range(2))
+    return (token + pair) / math.sqrt(5)
+
+
+def _hand_class(world, x, y):
+    return sum(int(world.class_weight[x, t, y[t]]) for t in range(3)) % 3
+
+
+def test_world_oracle_bradley_terry_judge_and_reward_by_hand():
+    from psipo.experiments.lm_lab.config import Oracle
+    from psipo.experiments.lm_lab.world import WorldOracle
+
+    world = _world()
+    oracle = WorldOracle(world, Oracle("bt", 2.0))
+    assert isinstance(oracle, Judge) and isinstance(oracle, RewardFunction)
+    prompts = [world.prompts[0].tolist(), " ".join(map(str, world.prompts[1].tolist()))]
+    a, b = [[0, 1, 2], "2 2 0"], [torch.tensor([1, 1, 1]), [0, 0, 0]]
+    a_tokens, b_tokens = [[0, 1, 2], [2, 2, 0]], [[1, 1, 1], [0, 0, 0]]
+    want = [sigmoid(2.0 * (_hand_reward(world, x, a_tokens[x]) - _hand_reward(world, x, b_tokens[x]))) for x in (0, 1)]
+    torch.testing.assert_close(oracle.judge(prompts, a, b), torch.tensor(want, dtype=torch.float64))
+    rewards = oracle.reward(prompts, a)
+    torch.testing.assert_close(rewards, torch.tensor([2.0 * _hand_reward(world, x, a_tokens[x]) for x in (0, 1)], dtype=torch.float64))
+    # Bradley–Terry: the reward's σ-differences are the judge.
+    torch.testing.assert_close(torch.sigmoid(rewards - oracle.reward(prompts, b)), oracle.judge(prompts, a, b))
+
+
+def test_world_oracle_cyclic_judge_is_exact_not_bradley_terry():
+    from psipo.experiments.lm_lab.config import Oracle
+    from psipo.experiments.lm_lab.world import WorldOracle, all_responses
+
+    world = _world()
+    oracle = WorldOracle(world, Oracle("cyclic", math.inf))
+    responses = all_responses(3, 3)
+    prompt = world.prompts[1].tolist()
+    for i, j in [(0, 5), (7, 26), (13, 2), (4, 4)]:
+        y, z = responses[i].tolist(), responses[j].tolist()
+        gap = _hand_reward(world, 1, y) - _hand_reward(world, 1, z)
+        cycle = (_hand_class(world, 1, y) - _hand_class(world, 1, z)) % 3
+        gap += 0.7 * {0: 0.0, 1: 1.0, 2: -1.0}[cycle]
+        want = 0.5 if gap == 0 else float(gap > 0)
+        assert float(oracle.judge([prompt], [y], [z])[0]) == want
+
+
+def test_world_oracle_bad_input_is_one_line_naming_the_judge():
+    from psipo.experiments.lm_lab.config import Oracle
+    from psipo.experiments.lm_lab.world import WorldOracle
+
+    world = _world()
+    oracle = WorldOracle(world, Oracle("bt", 1.0), name="lab")
+    prompt = world.prompts[0].tolist()
+    with pytest.raises(PsipoInputError, match=r"^judge lab: prompt 0 \[2, 2\] is not one of the world's prompts$"):
+        oracle.reward([[2, 2]], [[0, 0, 0]])
+    with pytest.raises(PsipoInputError, match=r"^judge lab: response 0 has 2 tokens, expected 3$"):
+        oracle.reward([prompt], [[0, 0]])
+    with pytest.raises(PsipoInputError, match=r"^judge lab: response 0 has a token outside 0..2$"):
+        oracle.reward([prompt], [[0, 3, 0]])
+    with pytest.raises(PsipoInputError, match=r"^judge lab: response 0 is 'a b c', not a sequence of token ids$"):
+        oracle.reward([prompt], ["a b c"])
+    with pytest.raises(PsipoInputError, match=r"^judge lab: got 1 prompts but 2 responses$"):
+        oracle.judge([prompt], [[0, 0, 0], [1, 1, 1]], [[0, 0, 0], [1, 1, 1]])

@@ -15,7 +15,8 @@ Provided:
 * :class:`TabularOracle` — the exact p*(a ≻ b | x) of a :class:`psipo.tabular.TabularProblem`
   (responses are action names, prompts are context names), and as a reward its exact
   p*(y ≻ µ | x), so that everything built on judges can be checked exactly. (An oracle for
-  the LM lab's world is not provided yet.)
+  the LM lab's world is :class:`psipo.experiments.lm_lab.world.WorldOracle`: responses are
+  token-id sequences, and the judge is exact for its Bradley–Terry and non-transitive oracles.)
 
 :func:`make_judge` / :func:`make_reward` turn a config value into one: a local folder is a
 reward model, ``package.module:function`` a callable.

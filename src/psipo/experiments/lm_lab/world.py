@@ -172,3 +172,67 @@ def sample_markov(world: World, x: torch.Tensor, generator: torch.Generator) -> 
         rows = world.transition[x, tokens[-1]]
         tokens.append(torch.multinomial(rows, 1, generator=generator)[:, 0])
     return torch.stack(tokens, dim=1)
+
+
+class WorldOracle:
+    r"""The world's exact oracle as a :class:`psipo.lm.judges.Judge` and reward function.
+
+    The lab's LM has a vocabulary of exactly the world's V tokens, so prompts and responses
+    are token-id sequences: lists or tensors of ints, or strings of space-separated ids (what a
+    word-level tokenizer over the tokens ``"0" … "V-1"`` decodes). A prompt must be one of the
+    world's prompts; a response must have L tokens in range.
+
+    * ``judge`` is :math:`p^*(a\succ b\mid x)` of the ``oracle`` — exact, not σ(r_a − r_b),
+      also for the non-transitive oracle;
+    * ``reward`` is :math:`s\,r(y\mid x)`, the Bradley–Terry reward whose σ-differences give
+      ``judge`` exactly under a ``bt`` oracle with finite scale s (under ``bt:inf`` and the
+      cyclic oracle, :math:`r(y\mid x)` itself: the transitive part, with s = 1).
+    """
+
+    def __init__(self, world: World, oracle: Oracle, *, name: str | None = None) -> None:
+        self.world, self.oracle = world, oracle
+        self.name = name or f"world oracle {oracle.name}"
+        self._prompt_index = {tuple(p.tolist()): x for x, p in enumerate(world.prompts)}
+
+    def _tokens(self, value, what: str, i: int, length: int | None = None) -> list[int]:
+        from psipo.errors import PsipoInputError
+
+        try:
+            tokens = [int(t) for t in (value.split() if isinstance(value, str) else torch.as_tensor(value).tolist())]
+        except (TypeError, ValueError):
+            raise PsipoInputError(f"judge {self.name}: {what} {i} is {value!r}, not a sequence of token ids") from None
+        if length is not None and len(tokens) != length:
+            raise PsipoInputError(f"judge {self.name}: {what} {i} has {len(tokens)} tokens, expected {length}")
+        if any(not 0 <= t < self.world.vocab_size for t in tokens):
+            raise PsipoInputError(f"judge {self.name}: {what} {i} has a token outside 0..{self.world.vocab_size - 1}")
+        return tokens
+
+    def _prompts(self, prompts) -> torch.Tensor:
+        from psipo.errors import PsipoInputError
+
+        indices = []
+        for i, prompt in enumerate(prompts):
+            key = tuple(self._tokens(prompt, "prompt", i))
+            if key not in self._prompt_index:
+                raise PsipoInputError(f"judge {self.name}: prompt {i} {list(key)} is not one of the world's prompts")
+            indices.append(self._prompt_index[key])
+        return torch.tensor(indices, dtype=torch.long)
+
+    def _responses(self, responses) -> torch.Tensor:
+        length = self.world.response_length
+        rows = [self._tokens(r, "response", i, length) for i, r in enumerate(responses)]
+        return torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
+
+    def judge(self, prompts, responses_a, responses_b) -> torch.Tensor:
+        from psipo.lm.judges import _check_lengths
+
+        _check_lengths(self.name, prompts, responses_a, responses_b)
+        x = self._prompts(prompts)
+        return preference(self.world, self.oracle, x, self._responses(responses_a), self._responses(responses_b))
+
+    def reward(self, prompts, responses) -> torch.Tensor:
+        from psipo.lm.judges import _check_lengths
+
+        _check_lengths(self.name, prompts, responses)
+        scale = self.oracle.scale if self.oracle.kind == "bt" and math.isfinite(self.oracle.scale) else 1.0
+        return scale * reward(self.world, self._prompts(prompts), self._responses(responses))
