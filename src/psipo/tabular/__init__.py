@@ -6,6 +6,8 @@
   optimum (Eq. 7/9) and the population losses of DPO (Eq. 5) and IPO (Eq. 13, 16).
 * :mod:`~psipo.tabular.nash` — the regularised Nash equilibrium of the preference game,
   π* ∝ π_ref·exp(p*(y≻π*)/τ) (online IPO, Nash-MD).
+* :mod:`~psipo.tabular.online` — online IPO, IPO-MD, online DPO and RLOO with exact expected
+  gradients or samples, and the fixed points they converge to (:func:`online_target`).
 * :mod:`~psipo.tabular.rlhf` — Bradley–Terry reward fitting (Eq. 2) and the KL-regularised
   optimum (Eq. 3).
 * :mod:`~psipo.tabular.datasets` — (x, y_w, y_l) preference datasets and the paper's D1–D3, D3'.
@@ -32,6 +34,14 @@ from psipo.tabular.exact import (
     total_preference,
 )
 from psipo.tabular.nash import NashEquilibrium, nash_equilibrium
+from psipo.tabular.online import (
+    IpoMdFixedPoint,
+    expected_online_loss,
+    ipo_md_fixed_point,
+    online_target,
+    sampled_online_loss,
+    train_online,
+)
 from psipo.tabular.problem import NO_CONTEXT, SolveSettings, TabularProblem, load_problem
 from psipo.tabular.rlhf import (
     bradley_terry_loss,
@@ -63,7 +73,13 @@ __all__ = [
     "kl_divergence",
     "kl_regularised_policy",
     "load_problem",
+    "IpoMdFixedPoint",
     "NashEquilibrium",
+    "expected_online_loss",
+    "ipo_md_fixed_point",
+    "online_target",
+    "sampled_online_loss",
+    "train_online",
     "nash_equilibrium",
     "optimal_policy",
     "preference_against",
