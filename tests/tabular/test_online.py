@@ -281,6 +281,7 @@ def test_the_online_gradient_vanishes_at_its_target(rewards, tau, loss):
         (lambda: train(bradley_terry(), "ipo_md", 1.0, mixture=1.5), "mixture: must be in [0, 1]"),
         (lambda: train(bradley_terry(), "rloo", 1.0), "reward: rloo needs a reward table"),
         (lambda: train(bradley_terry(), "rloo", 1.0, reward=REWARDS, num_generations=1), "num_generations"),
+        (lambda: train(bradley_terry(), "rloo", 1.0, reward=REWARDS, loss="ipo"), "loss: rloo takes no pairwise loss"),
         (lambda: online_target(bradley_terry(), algorithm="online_ipo", tau=1.0, loss="hinge"), "no known fixed point"),
         (lambda: online_target(rock_paper_scissors(), algorithm="online_dpo", tau=1.0), "not Bradley–Terry"),
         (lambda: train(rock_paper_scissors(pi_ref=[0.5, 0.5, 0.0]), "online_ipo", 1.0), "pi_ref: is 0 on action 'scissors'"),

@@ -162,11 +162,14 @@ def _reward_table(problem: TabularProblem, reward: Any) -> torch.Tensor:
     return table
 
 
-def _loss_name(algorithm: str, loss: str | None) -> str:
-    name = loss if loss is not None else _algorithm(algorithm).loss
-    if name is None:
-        raise PsipoInputError(f"loss: {algorithm} takes no pairwise loss, got {loss!r}")
-    return name
+def _loss_name(algorithm: str, loss: str | None) -> str | None:
+    """The pairwise loss ``algorithm`` uses: ``loss``, or its own; None for RLOO, which takes none."""
+    default = _algorithm(algorithm).loss
+    if default is None:
+        if loss is not None:
+            raise PsipoInputError(f"loss: {algorithm} takes no pairwise loss, got {loss!r}")
+        return None
+    return default if loss is None else loss
 
 
 def _pair_loss(name: str, hyperparameters: Mapping[str, float] | None) -> tuple[LossFn, dict[str, float]]:
@@ -228,13 +231,14 @@ def expected_online_loss(
     log_probs = torch.log_softmax(logits, dim=-1)
     log_ref = torch.log(problem.pi_ref)
     weights = sampling_policy(problem, logits, algorithm=algorithm, mixture=mixture)
-    if algorithm == "rloo":
+    name = _loss_name(algorithm, loss)
+    if name is None:
         rewards = _reward_table(problem, reward)
         tuples = _all_tuples(problem, num_generations)
         tuple_weights = weights[:, tuples].prod(-1)  # [X, Y^K]
         losses = rloo_losses(log_probs[:, tuples], log_ref[:, tuples], rewards[:, tuples], tau=tau).mean(-1)
         return (problem.rho[:, None] * tuple_weights * losses).sum()
-    loss_fn, values = _pair_loss(_loss_name(algorithm, loss), hyperparameters)
+    loss_fn, values = _pair_loss(name, hyperparameters)
     pair_losses = labelled_pair_losses(
         loss_fn,
         log_probs[:, :, None],
@@ -299,13 +303,14 @@ def sampled_online_loss(
     log_ref = torch.log(problem.pi_ref)
     weights = sampling_policy(problem, logits, algorithm=algorithm, mixture=mixture)
     contexts = torch.multinomial(problem.rho, samples, replacement=True, generator=generator)
-    if algorithm == "rloo":
+    name = _loss_name(algorithm, loss)
+    if name is None:
         rewards = _reward_table(problem, reward)
         _check_generations(num_generations)
         draws = torch.multinomial(weights[contexts], num_generations, replacement=True, generator=generator)
         rows = contexts[:, None]
         return rloo_losses(log_probs[rows, draws], log_ref[rows, draws], rewards[rows, draws], tau=tau).mean()
-    loss_fn, values = _pair_loss(_loss_name(algorithm, loss), hyperparameters)
+    loss_fn, values = _pair_loss(name, hyperparameters)
     pairs = torch.multinomial(weights[contexts], 2, replacement=True, generator=generator)
     a, b = pairs[:, 0], pairs[:, 1]
     preferences = problem.preferences[contexts, a, b]
@@ -506,10 +511,10 @@ def online_target(
     a Bradley–Terry problem, and for ``rloo`` with its ``reward``; any other loss is an error.
     """
     check_tau(tau)
-    if algorithm == "rloo":
+    name = _loss_name(algorithm, loss)
+    if name is None:
         return kl_regularised_policy(problem.pi_ref, _reward_table(problem, reward), tau=tau)
     sampler = _algorithm(algorithm).sampler
-    name = _loss_name(algorithm, loss)
     psi = loss_spec(name).psi
     if psi == "identity":
         if sampler == "mu":
