@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "reproduce": "Reproduce the paper's experiments (§5.3.1, §5.4) into a results folder (= experiment paper).",
     "solve": "Print the exact ΨPO optimum of a tabular problem file (YAML or JSON).",
     "train": "Fine-tune a Hugging Face causal LM with IPO, DPO and their family.",
+    "online": "Train a causal LM on its own samples: online IPO, IPO-MD, online DPO or RLOO.",
     "reward": "Train a Bradley–Terry reward model (Eq. 2) on preference pairs.",
     "evaluate": "Compare a model with its baseline: win rate by a judge or reward, KL, lengths.",
     "plot": "Draw the metric curves of a training run folder as PNG.",

@@ -218,6 +218,11 @@ class TrainConfig:
             return LOSSES[self.objective.loss].aggregation
         return agg  # type: ignore[return-value]
 
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the model must take (checked against its context length)."""
+        return self.data_config.max_length
+
     def loss_kwargs(self) -> dict[str, float]:
         """Keyword arguments of the selected loss function: τ and the hyperparameters its
         registry entry declares, each read from the config key of the same name."""

@@ -72,6 +72,15 @@ class TokenizedData:
     n_truncated: int = 0
     """Pairs whose prompt or a completion was truncated."""
 
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def fingerprint(self) -> str:
+        """A hash of the pairs' tokens (resume checks, caches)."""
+        from psipo.lm.reference import pairs_fingerprint
+
+        return pairs_fingerprint(self.pairs)
+
     def summary(self) -> str:
         return (
             f"{len(self.pairs)} pairs from {self.n_rows} rows "

@@ -133,14 +133,16 @@ def default_baseline(model: str) -> str:
     return reference
 
 
-def read_prompts(config: EvaluateConfig) -> tuple[list[Any], list[str]]:
-    """The prompts (strings or message lists) and where each came from."""
+def read_prompts(
+    source: str, *, key: str = "prompts", split: str, dataset_config: str | None, max_prompts: int | None
+) -> tuple[list[Any], list[str]]:
+    """The prompts (strings or message lists) of a file or dataset with a ``prompt`` field,
+    and where each came from (file:line); at most ``max_prompts`` of them."""
     from psipo.lm.data import UnreadableRow, _check_messages, read_rows
 
     prompts, locations = [], []
-    rows = read_rows(config.prompts, key="prompts", split=config.prompts_split, dataset_config=config.dataset_config)
-    for where, row in rows:
-        if config.max_prompts is not None and len(prompts) >= config.max_prompts:
+    for where, row in read_rows(source, key=key, split=split, dataset_config=dataset_config):
+        if max_prompts is not None and len(prompts) >= max_prompts:
             break
         if isinstance(row, UnreadableRow):
             raise row.error
@@ -152,7 +154,7 @@ def read_prompts(config: EvaluateConfig) -> tuple[list[Any], list[str]]:
         prompts.append(prompt)
         locations.append(where)
     if not prompts:
-        raise PsipoInputError(f"prompts: no prompts in {config.prompts}")
+        raise PsipoInputError(f"{key}: no prompts in {source}")
     return prompts, locations
 
 
@@ -186,22 +188,32 @@ def _figure(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half}
 
 
-def _sample_all(config: EvaluateConfig, model: Any, baseline: Any, prompt_ids: list[list[int]], pad_id: int) -> dict:
-    """Sample every prompt from both models, batch by batch, with a progress bar."""
+def sample_both(
+    model: Any,
+    baseline: Any,
+    prompt_ids: list[list[int]],
+    pad_id: int,
+    *,
+    seed: int,
+    batch_size: int,
+    progress: bool,
+    **options: Any,
+) -> dict:
+    """Sample every prompt from both models, batch by batch, with a progress bar; ``options``
+    are :func:`psipo.lm.sample`'s (``max_new_tokens``, ``temperature``, ``top_p``)."""
     import torch
     from tqdm.auto import tqdm
 
     from psipo.lm.sampling import sample
 
     streams = {
-        name: torch.Generator().manual_seed(2 * config.seed + stream)
+        name: torch.Generator().manual_seed(2 * seed + stream)
         for name, stream in (("model", MODEL_STREAM), ("baseline", BASELINE_STREAM))
     }
-    options = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "top_p": config.top_p}
     out: dict[str, list] = {k: [] for k in ("model_ids", "baseline_ids", "kl", "model_cut", "baseline_cut")}
-    starts = range(0, len(prompt_ids), config.batch_size)
-    for start in tqdm(starts, desc="psipo evaluate", unit="batch", disable=not config.progress, leave=False):
-        batch = prompt_ids[start : start + config.batch_size]
+    starts = range(0, len(prompt_ids), batch_size)
+    for start in tqdm(starts, desc="psipo evaluate", unit="batch", disable=not progress, leave=False):
+        batch = prompt_ids[start : start + batch_size]
         ours = sample(model, batch, seed=streams["model"], reference=baseline, pad_token_id=pad_id, **options)
         theirs = sample(baseline, batch, seed=streams["baseline"], pad_token_id=pad_id, **options)
         out["model_ids"] += ours.responses()
@@ -212,18 +224,22 @@ def _sample_all(config: EvaluateConfig, model: Any, baseline: Any, prompt_ids: l
     return out
 
 
-def _as_responses(tokenizer: Any, prompts: list[Any], ids: list[list[int]]) -> list[Any]:
-    """Decoded responses; an assistant message for a conversational prompt."""
+def as_responses(tokenizer: Any, prompts: list[Any], ids: list[list[int]]) -> list[Any]:
+    """Decoded responses; an assistant message for a conversational prompt. Without a
+    tokenizer, the token ids themselves (for judges of token-level worlds)."""
+    if tokenizer is None:
+        return [list(r) for r in ids]
     texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
     return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
 
 
-def _scores(config: EvaluateConfig, judge: Any, prompts: list[Any], ours: list[Any], theirs: list[Any]) -> dict:
-    """Per-prompt wins and, when there are rewards, the rewards of each side."""
+def scores(judge: Any, prompts: list[Any], ours: list[Any], theirs: list[Any], *, by_reward: bool) -> dict:
+    """Per-prompt wins (by the reward when ``by_reward``, else the judge's P(ours ≻ theirs))
+    and, when the judge has rewards, the rewards of each side."""
     rewards = None
-    if config.reward is not None or hasattr(judge, "reward"):
+    if by_reward or hasattr(judge, "reward"):
         rewards = (judge.reward(prompts, ours).tolist(), judge.reward(prompts, theirs).tolist())
-    if config.reward is not None:
+    if by_reward:
         assert rewards is not None
         wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*rewards)]
         method = "1[r_model > r_baseline] + 1/2 * 1[tie], per prompt"
@@ -251,7 +267,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     validate(config)
     baseline_name = config.baseline if config.baseline is not None else default_baseline(config.model)
     judge = make_reward(config.reward, key="reward") if config.reward is not None else make_judge(config.judge)  # type: ignore[arg-type]
-    prompts, locations = read_prompts(config)
+    prompts, locations = read_prompts(
+        config.prompts, split=config.prompts_split, dataset_config=config.dataset_config, max_prompts=config.max_prompts
+    )
 
     quiet_transformers()
     model_config = ModelConfig(
@@ -266,10 +284,21 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     else:
         baseline = load_causal_lm(baseline_name, model_config, key="baseline").to(device)
 
-    drawn = _sample_all(config, model, baseline, prompt_ids, pad_id_of(tokenizer))
-    ours = _as_responses(tokenizer, prompts, drawn["model_ids"])
-    theirs = _as_responses(tokenizer, prompts, drawn["baseline_ids"])
-    scores = _scores(config, judge, prompts, ours, theirs)
+    drawn = sample_both(
+        model,
+        baseline,
+        prompt_ids,
+        pad_id_of(tokenizer),
+        seed=config.seed,
+        batch_size=config.batch_size,
+        progress=config.progress,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+    )
+    ours = as_responses(tokenizer, prompts, drawn["model_ids"])
+    theirs = as_responses(tokenizer, prompts, drawn["baseline_ids"])
+    judged = scores(judge, prompts, ours, theirs, by_reward=config.reward is not None)
 
     exact_sampling = config.temperature == 1 and config.top_p == 1
     kl: dict[str, Any] = {"mean": None, "half_width": None, "low": None, "high": None}
@@ -292,9 +321,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         "judge": config.judge,
         "reward": config.reward,
         "settings": {k: getattr(config, k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size")},
-        "win_rate": {**_figure(scores["wins"]), "method": scores["method"]},
-        "reward_model": _figure(scores["rewards"][0]) if scores["rewards"] else None,
-        "reward_baseline": _figure(scores["rewards"][1]) if scores["rewards"] else None,
+        "win_rate": {**_figure(judged["wins"]), "method": judged["method"]},
+        "reward_model": _figure(judged["rewards"][0]) if judged["rewards"] else None,
+        "reward_baseline": _figure(judged["rewards"][1]) if judged["rewards"] else None,
         "kl": kl,
         "length": {
             "model": _lengths(drawn["model_ids"], drawn["model_cut"]),
@@ -302,7 +331,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         },
         "examples": [
             {"prompt": p, "model": a, "baseline": b, "win": w}
-            for p, a, b, w in list(zip(prompts, ours, theirs, scores["wins"]))[:3]
+            for p, a, b, w in list(zip(prompts, ours, theirs, judged["wins"]))[:3]
         ],
     }
     out = Path(config.out)

@@ -79,6 +79,7 @@ class RewardConfig:
         validate(self)
 
     to_flat_dict = TrainConfig.to_flat_dict
+    max_length = TrainConfig.max_length
 
 
 def validate(config: RewardConfig) -> None:

@@ -330,6 +330,7 @@ def set_up(
     make_forward: Callable[[Any], torch.nn.Module] | None = None,
     fingerprint_model: bool | None = None,
     command: str = "psipo train",
+    load_data: Callable[..., tuple[Any, Any]] | None = None,
 ) -> Setup:
     """Accelerator, tokenizer, pairs, model, optimizer and schedule (see :func:`train`).
 
@@ -337,11 +338,14 @@ def set_up(
     causal LM), ``make_forward(model)`` (the training module, with the model as its
     ``.model``; default: :class:`PairForward`), ``fingerprint_model`` (hash the initial
     weights, for resume checks; default: with a precomputed reference) and ``command``
-    (the name on the progress line). Any config with the same concerns (``model_config``,
-    ``data_config``, ``optim``, ``run``) works.
+    (the name on the progress line) and ``load_data(config, tokenizer, train_pairs,
+    eval_pairs)`` → (training data, held-out data or None), each with ``len``, ``summary()``
+    and ``fingerprint()`` (default: preference pairs). Any config with the same concerns
+    (``model_config``, ``optim``, ``run``; ``reference_config`` for ``fingerprint_model``
+    None) and a ``max_length`` works.
     """
     from psipo.lm.model import quiet_transformers
-    from psipo.lm.reference import model_fingerprint, pairs_fingerprint
+    from psipo.lm.reference import model_fingerprint
 
     run = config.run
     torch.manual_seed(run.seed)
@@ -356,15 +360,16 @@ def set_up(
         eval_pairs=eval_pairs,
         load_model=load_model,
         command=command,
+        load_data=load_data or _load_data,
     )
-    fingerprints = {"train": pairs_fingerprint(train_data.pairs)}
+    fingerprints = {"train": train_data.fingerprint()}
     if eval_data is not None:
-        fingerprints["eval"] = pairs_fingerprint(eval_data.pairs)
+        fingerprints["eval"] = eval_data.fingerprint()
     if fingerprint_model is None:
         fingerprint_model = config.reference_config.reference == "precompute"
     if fingerprint_model:
         fingerprints["model"] = model_fingerprint(model)
-    optimisation = _optimisation(config, model, accelerator, n_pairs=len(train_data.pairs))
+    optimisation = _optimisation(config, model, accelerator, n_examples=len(train_data))
     opt = config.optim
     if make_forward is None:
         forward = PairForward(model, aggregation=config.aggregation, chunk_size=opt.logprob_chunk_size, keep_probs_mb=opt.keep_probs_mb)
@@ -404,8 +409,9 @@ def _load_inputs(
     eval_pairs: PairsInput,
     load_model: Callable[[str, Any], Any] | None = None,
     command: str = "psipo train",
-) -> tuple[Any, Any, TokenizedData, TokenizedData | None]:
-    """Tokenizer and pairs before the model: a bad data file is found before the heavy load."""
+    load_data: Callable[..., tuple[Any, Any]] = _load_data,
+) -> tuple[Any, Any, Any, Any]:
+    """Tokenizer and data before the model: a bad data file is found before the heavy load."""
     from psipo.lm.model import check_max_length, load_causal_lm, load_tokenizer, prepare_policy
 
     mc, run = config.model_config, config.run
@@ -413,19 +419,19 @@ def _load_inputs(
         tokenizer = load_tokenizer(mc)
     if model is None and not mc.model:
         raise PsipoInputError("missing required key 'model'")
-    train_data, eval_data = _load_data(config, tokenizer, train_pairs, eval_pairs)
+    train_data, eval_data = load_data(config, tokenizer, train_pairs, eval_pairs)
     if run.progress and accelerator.is_main_process:
-        held_out = f", {len(eval_data.pairs)} held out" if eval_data is not None else ""
+        held_out = f", {len(eval_data)} held out" if eval_data is not None else ""
         print(f"{command}: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
     if model is None:
         model = (load_model or load_causal_lm)(mc.model, mc)
-    check_max_length(model, config.data_config.max_length)
+    check_max_length(model, config.max_length)
     model = prepare_policy(model, mc, seed=run.seed)
     model.train()
     return model, tokenizer, train_data, eval_data
 
 
-def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_pairs: int) -> Optimisation:
+def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_examples: int) -> Optimisation:
     """AdamW over the trainable parameters, and the warm-up + decay schedule of the whole run."""
     opt = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
@@ -440,7 +446,7 @@ def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_pairs:
         and accelerator.device.type in ("cpu", "cuda"),
     )
     step_pairs = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
-    steps_per_epoch = math.ceil(n_pairs / step_pairs)
+    steps_per_epoch = math.ceil(n_examples / step_pairs)
     total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * steps_per_epoch))
     warmup_steps = int(opt.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -1,0 +1,560 @@
+r"""``psipo online``: train a causal LM on its own samples, labelled by a judge or scored by a reward.
+
+Each optimizer step, for each prompt of the step:
+
+1. draw K = ``num_generations`` responses (:func:`psipo.lm.sample`, no gradient through the
+   sampling) from π, or for ``ipo_md`` from the token-level geometric mixture of π and π_ref
+   with weight β = ``mixture``; π_ref's per-token log-probs come from the same pass;
+2. ``online_ipo`` / ``ipo_md`` / ``online_dpo``: the judge's P(y_i ≻ y_j) for each of the
+   K(K−1)/2 pairs, and the pair loss of :func:`psipo.online.labelled_pair_losses` with the
+   configured loss (IPO's Eq. 17 for the IPO algorithms, DPO's Eq. 4 for online DPO, any loss
+   of :data:`psipo.losses.LOSSES` with ``loss``), soft labels by default (the preference itself,
+   as Calandriello et al. (2024) use it) or hard Bernoulli labels; the prompt's loss is the
+   mean over its pairs;
+   ``rloo``: the reward of each response and :func:`psipo.online.rloo_losses` (the KL-shaped
+   reward r − τ·log π/π_ref with a leave-one-out baseline: the RLHF objective of Eq. 3); the
+   prompt's loss is the mean over its K samples;
+3. the loss of the step is the mean over its prompts, and everything after that — backward,
+   clipping, the non-finite guard, AdamW, metrics.jsonl, checkpoints, ``--resume``, ``final/``,
+   trackers, the progress line — is :func:`psipo.lm.trainer.run_training`, the loop of
+   ``psipo train``: :class:`OnlineTask` is one more :class:`psipo.lm.loop.Task`.
+
+The fixed point each algorithm converges to (Nash equilibrium, IPO-MD's own, the RLHF optimum)
+is derived in :mod:`psipo.online` and checked exactly in :mod:`psipo.tabular.online`.
+
+**Randomness.** The samples and hard labels of a step come from generators seeded by
+(``seed``, step, process, micro-batch): a pure function of the step, so a resumed run draws
+exactly the samples the uninterrupted run drew, with nothing to restore but the step.
+
+**Metrics** (per logged step, means over the prompts of the window): ``loss``; ``reward``
+(the reward of the samples, when the judge has one) or ``preference_strength`` (mean |2p − 1|
+of the judged pairs, how decisive the judge is); ``kl`` — a Monte Carlo estimate of
+KL(π‖π_ref) per sequence, Σ log π/π_ref over the samples, importance-weighted by π/q when the
+samples come from another distribution q (temperature, top-p, mixture; exact in expectation
+only where q covers π); ``entropy`` — the same estimate of −E_π log π(y); ``response_length``
+and ``cut_fraction`` (responses that hit ``max_new_tokens``); ``generation_fraction`` — the
+share of wall time spent sampling; ``tokens_per_second`` — generated tokens per second. With
+``eval_prompts``: ``eval_win_rate`` (± ``eval_win_rate_half_width``) of π against π_ref by the
+judge, ``eval_kl`` and ``eval_reward`` / ``eval_reward_reference``, every ``eval_steps`` and at
+the end (:mod:`psipo.lm.evaluate`'s sampling and scoring).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from psipo._config import flat, load_config
+from psipo.errors import PsipoInputError
+from psipo.lm.config import (
+    LossName,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
+from psipo.lm.trainer import Setup, TrainResult, run_training
+from psipo.losses import LOSSES, get_loss
+
+PAIRWISE = ("online_ipo", "ipo_md", "online_dpo")
+"""The algorithms that learn from a judge's pairwise preferences."""
+DEFAULT_LOSS = {"online_ipo": "ipo", "ipo_md": "ipo", "online_dpo": "dpo"}
+
+
+@dataclasses.dataclass
+class PromptDataConfig:
+    """Prompts: what the policy answers while it trains, and held-out prompts to evaluate on."""
+
+    prompts: str = ""
+    """Training prompts: a .jsonl/.json/.parquet file or a Hugging Face dataset name whose rows
+    have a 'prompt' field, a string or a list of {role, content} messages (required)."""
+    prompts_split: str = "train"
+    """Split of a Hugging Face dataset of prompts."""
+    dataset_config: str | None = None
+    """Configuration (subset) name of a Hugging Face dataset of prompts."""
+    max_prompts: int | None = None
+    """Use only the first N training prompts; null: all."""
+    max_prompt_length: int = 256
+    """Maximum prompt tokens; a longer prompt keeps its end."""
+    eval_prompts: str | None = None
+    """Held-out prompts (file or dataset name): π's win rate against π_ref by the judge every
+    eval_steps and at the end; null: no evaluation."""
+    eval_split: str = "test"
+    """Split of eval_prompts when it is a Hugging Face dataset."""
+    max_eval_prompts: int | None = 64
+    """Use only the first N held-out prompts; null: all."""
+
+
+@dataclasses.dataclass
+class OnlineObjectiveConfig:
+    """Online algorithm: where the samples come from and who labels them."""
+
+    algorithm: Literal["online_ipo", "ipo_md", "online_dpo", "rloo"] = "online_ipo"
+    """online_ipo: pairs from π, labelled by the judge, IPO loss (Calandriello et al., 2024);
+    ipo_md: the same with pairs from the geometric mixture of π and π_ref (weight mixture);
+    online_dpo: DPO's loss on such pairs; rloo: K samples per prompt, reward − τ·log π/π_ref,
+    leave-one-out baseline (the RLHF objective, Eq. 3)."""
+    judge: str | None = None
+    """Pairwise algorithms: a reward-model folder (P = σ(r_a − r_b)) or
+    package.module:function(prompts, responses_a, responses_b) → P(a ≻ b) (required for them)."""
+    reward: str | None = None
+    """rloo: a reward-model folder or package.module:function(prompts, responses) → r (required for it)."""
+    labels: Literal["soft", "hard"] = "soft"
+    """soft: the loss averaged over the judge's probability, p·ℓ(a ≻ b) + (1 − p)·ℓ(b ≻ a)
+    (as Calandriello et al. use the preference model); hard: a Bernoulli(p) draw decides the winner."""
+    mixture: float = 0.0
+    """ipo_md: β of the token-level geometric mixture π^(1−β)·π_ref^β the pairs are drawn from, in [0, 1]."""
+    reference_model: str | None = None
+    """π_ref: a model id or folder; null: a frozen copy of the initial model."""
+
+
+@dataclasses.dataclass
+class OnlineLossConfig(ObjectiveConfig):
+    """Objective: the pairwise loss and τ (τ is also RLOO's KL coefficient)."""
+
+    loss: LossName | None = None
+    """Pairwise algorithms: a loss of psipo.losses.LOSSES; null: ipo for online_ipo and ipo_md,
+    dpo for online_dpo. Not used by rloo."""
+
+
+@dataclasses.dataclass
+class GenerationConfig:
+    """Generation: how many responses per prompt and how they are drawn."""
+
+    num_generations: int = 2
+    """Responses per prompt: K for rloo (>= 2); the pairwise algorithms judge all K(K−1)/2 pairs."""
+    max_new_tokens: int = 64
+    """Most tokens of a sampled response."""
+    temperature: float = 1.0
+    """Sampling temperature (> 0). The algorithms' guarantees assume 1 (samples from π itself)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass in (0, 1]. The guarantees assume 1."""
+
+
+@dataclasses.dataclass
+class OnlineConfig:
+    """Everything ``psipo online`` needs: psipo train's keys where they mean the same thing
+    (batch_size counts prompts; epochs are passes over the prompts), plus the prompts, the
+    algorithm, its judge or reward, and generation."""
+
+    model_config: ModelConfig = flat(ModelConfig)
+    data_config: PromptDataConfig = flat(PromptDataConfig)
+    online: OnlineObjectiveConfig = flat(OnlineObjectiveConfig)
+    objective: OnlineLossConfig = flat(OnlineLossConfig)
+    generation: GenerationConfig = flat(GenerationConfig)
+    optim: OptimConfig = flat(OptimConfig)
+    run: RunConfig = flat(RunConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    to_flat_dict = TrainConfig.to_flat_dict
+
+    @property
+    def loss(self) -> str:
+        """The pairwise loss in force (``loss``, else the algorithm's own)."""
+        return self.objective.loss or DEFAULT_LOSS.get(self.online.algorithm, "ipo")
+
+    @property
+    def aggregation(self) -> Literal["sum", "mean"]:
+        """Sequence log-prob aggregation: RLOO's score function needs the sum."""
+        if self.online.algorithm == "rloo" or self.objective.aggregation == "sum":
+            return "sum"
+        return LOSSES[self.loss].aggregation if self.objective.aggregation == "auto" else "mean"
+
+    @property
+    def max_length(self) -> int:
+        return self.data_config.max_prompt_length + self.generation.max_new_tokens
+
+    def loss_kwargs(self) -> dict[str, float]:
+        """τ and the hyperparameters of the pairwise loss, each from its config key."""
+        o = self.objective
+        return {"tau": o.tau, **{name: getattr(o, name) for name in LOSSES[self.loss].hyperparameters}}
+
+
+def validate(config: OnlineConfig) -> None:
+    """psipo train's range checks on the shared concerns, then the online ones; errors name the key."""
+    o, g, d = config.online, config.generation, config.data_config
+    objective = {f.name: getattr(config.objective, f.name) for f in dataclasses.fields(ObjectiveConfig)}
+    TrainConfig(
+        model_config=config.model_config,
+        objective=ObjectiveConfig(**{**objective, "loss": config.loss}),
+        optim=config.optim,
+        run=config.run,
+    )
+    pairwise = o.algorithm in PAIRWISE
+    checks = [
+        ("mixture", 0 <= o.mixture <= 1, "must be in [0, 1]"),
+        ("mixture", o.mixture == 0 or o.algorithm == "ipo_md", f"only ipo_md samples from the mixture, not {o.algorithm}"),
+        ("num_generations", g.num_generations >= 2, f"{o.algorithm} needs at least 2 responses per prompt"),
+        ("judge", not (pairwise and o.reward is not None), f"{o.algorithm} learns from a judge, not a reward: set judge"),
+        ("reward", not (not pairwise and o.judge is not None), "rloo learns from a reward, not a judge: set reward"),
+        ("loss", pairwise or config.objective.loss is None, "rloo has no pairwise loss; leave loss unset"),
+        ("aggregation", pairwise or config.objective.aggregation != "mean", "rloo needs sum (log π of whole responses)"),
+        ("max_new_tokens", g.max_new_tokens >= 1, "must be >= 1"),
+        ("temperature", 0 < g.temperature < math.inf, "must be a finite number > 0"),
+        ("top_p", 0 < g.top_p <= 1, "must be in (0, 1]"),
+        ("max_prompt_length", d.max_prompt_length >= 1, "must be >= 1"),
+        ("max_prompts", d.max_prompts is None or d.max_prompts >= 1, "must be >= 1 or null"),
+        ("max_eval_prompts", d.max_eval_prompts is None or d.max_eval_prompts >= 1, "must be >= 1 or null"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise PsipoInputError(f"key '{key}': {why}")
+
+
+def load_online_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> OnlineConfig:
+    """An :class:`OnlineConfig` from a YAML file and/or ``key → value`` overrides (errors name
+    the key and file:line)."""
+    return load_config(OnlineConfig, path, overrides)
+
+
+# ---------------------------------------------------------------------------------------
+# Prompts
+
+
+@dataclasses.dataclass
+class PromptData:
+    """Prompts as the judge sees them (text or messages) and as the model sees them (token ids)."""
+
+    prompts: list[Any]
+    ids: list[list[int]]
+    source: str = "prompts"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def fingerprint(self) -> str:
+        """A hash of the prompts' tokens (resume checks)."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.ids).encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        return f"{len(self.ids)} prompts from {self.source}"
+
+
+def _prompt_data(prompts: Sequence[Any], tokenizer: Any, max_prompt_length: int, key: str, source: str) -> PromptData:
+    """Prompts given in Python: text/messages (tokenised here) or, without a tokenizer, token ids."""
+    from psipo.lm.evaluate import tokenize_prompts
+
+    prompts = list(prompts)
+    if not prompts:
+        raise PsipoInputError(f"{key}: no prompts")
+    if tokenizer is None:
+        if not all(isinstance(p, Sequence) and not isinstance(p, str) and all(isinstance(t, int) for t in p) and p for p in prompts):
+            raise PsipoInputError(f"{key}: without a tokenizer, prompts must be non-empty lists of token ids")
+        ids = [list(p)[-max_prompt_length:] for p in prompts]
+        return PromptData([list(p) for p in prompts], ids, source)
+    locations = [f"{key}[{i}]" for i in range(len(prompts))]
+    return PromptData(prompts, tokenize_prompts(tokenizer, prompts, locations, max_prompt_length), source)
+
+
+def load_prompt_data(
+    config: OnlineConfig, tokenizer: Any, prompts: Sequence[Any] | None, eval_prompts: Sequence[Any] | None
+) -> tuple[PromptData, PromptData | None]:
+    """The training and held-out prompts (``load_data`` of :func:`psipo.lm.trainer.set_up`)."""
+    from psipo.lm.evaluate import read_prompts
+
+    d = config.data_config
+
+    def load(source: str | None, given: Sequence[Any] | None, key: str, split: str, limit: int | None):
+        if given is not None:
+            return _prompt_data(given[:limit] if limit else given, tokenizer, d.max_prompt_length, key, f"{key} (Python)")
+        if not source:
+            return None
+        if tokenizer is None:
+            raise PsipoInputError(f"{key}: reading prompts needs a tokenizer (set model or tokenizer)")
+        texts, _ = read_prompts(source, key=key, split=split, dataset_config=d.dataset_config, max_prompts=limit)
+        return _prompt_data(texts, tokenizer, d.max_prompt_length, key, source)
+
+    train = load(d.prompts, prompts, "prompts", d.prompts_split, d.max_prompts)
+    if train is None:
+        raise PsipoInputError("missing required key 'prompts'")
+    return train, load(d.eval_prompts, eval_prompts, "eval_prompts", d.eval_split, d.max_eval_prompts)
+
+
+# ---------------------------------------------------------------------------------------
+# The task
+
+
+class SequenceForward(torch.nn.Module):
+    """``batch → log π(y|x)`` per row (sum or mean over the response tokens) as one module."""
+
+    def __init__(self, model: torch.nn.Module, *, aggregation: str, chunk_size: int) -> None:
+        super().__init__()
+        self.model, self.aggregation, self.chunk_size = model, aggregation, chunk_size
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from psipo.lm.logprobs import sequence_logps
+
+        return sequence_logps(
+            self.model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+            aggregation=self.aggregation, chunk_size=self.chunk_size,
+        )  # fmt: skip
+
+
+def step_generator(seed: int, step: int, process: int, micro_batch: int, stream: int) -> torch.Generator:
+    """A generator that is a pure function of where it is used: resume redraws the same samples."""
+    import numpy as np
+
+    state = np.random.SeedSequence([seed, step, process, micro_batch, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+SAMPLES, LABELS = 0, 1
+"""Streams of :func:`step_generator`."""
+COLUMNS = ("loss", "reward", "preference_strength", "kl", "entropy", "response_length", "cut_fraction")
+"""The per-prompt metric rows of :class:`OnlineTask`, in order."""
+
+
+def _aggregate(token_logps: torch.Tensor, mask: torch.Tensor, aggregation: str) -> torch.Tensor:
+    total = (token_logps * mask).sum(-1)
+    return total if aggregation == "sum" else total / mask.sum(-1).clamp(min=1)
+
+
+class OnlineTask:
+    """Online training as a :class:`psipo.lm.loop.Task`: each micro-batch samples, judges and
+    scores its prompts' responses (see the module docstring)."""
+
+    def __init__(self, config: OnlineConfig, setup: Setup, judge: Any) -> None:
+        from psipo.lm.model import load_causal_lm
+
+        self.config, self.setup, self.module, self.judge = config, setup, setup.forward, judge
+        accelerator = setup.accelerator
+        name = config.online.reference_model
+        if name is None:
+            reference = copy.deepcopy(setup.policy)  # the initial weights, frozen
+        else:
+            reference = load_causal_lm(name, config.model_config, key="reference_model").to(accelerator.device)
+        self.reference = reference.eval().requires_grad_(False)
+        self.pairwise = config.online.algorithm in PAIRWISE
+        self.loss_fn, self.loss_kwargs = get_loss(config.loss), config.loss_kwargs()
+        k = config.generation.num_generations
+        self.pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        opt = config.optim
+        self.step_prompts = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+        self.lengths = [len(ids) for ids in setup.train_data.ids]
+        self._order: tuple[int, list[list[int]]] = (-1, [])
+        self.generation_seconds, self._since = 0.0, time.perf_counter()
+        self._step = 0
+
+    def micro_batches(self, step: int) -> tuple[list[tuple[int, int, list[int]]], int]:
+        """(step, micro-batch index, prompt indices) of this process's micro-batches; the prompt
+        order is a pure function of seed and epoch, as in psipo train."""
+        from psipo.lm.data import batch_order
+
+        opt, accelerator = self.config.optim, self.setup.accelerator
+        epoch, position = divmod(step, self.setup.optimisation.steps_per_epoch)
+        if self._order[0] != epoch:
+            order = batch_order(
+                self.lengths, self.step_prompts, seed=self.config.run.seed, epoch=epoch, group_by_length=opt.group_by_length
+            )
+            self._order = (epoch, order)
+        step_indices = self._order[1][position]
+        shard = step_indices[accelerator.process_index :: accelerator.num_processes]
+        pieces = [(step, m, shard[i : i + opt.batch_size]) for m, i in enumerate(range(0, len(shard), opt.batch_size))]
+        return pieces, len(step_indices)
+
+    def _sample(self, step: int, micro: int, indices: list[int]) -> Any:
+        from psipo.lm.sampling import sample
+
+        g, k = self.config.generation, self.config.generation.num_generations
+        prompt_ids = [self.setup.train_data.ids[i] for i in indices for _ in range(k)]
+        started = time.perf_counter()
+        samples = sample(
+            self.setup.policy,
+            prompt_ids,
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            seed=step_generator(self.config.run.seed, step, self.setup.accelerator.process_index, micro, SAMPLES),
+            reference=self.reference,
+            beta=self.config.online.mixture,
+            pad_token_id=self.setup.pad_id,
+        )
+        self.generation_seconds += time.perf_counter() - started
+        return samples
+
+    def _judged_losses(self, policy: torch.Tensor, reference: torch.Tensor, prompts: list[Any], responses: list[list[Any]], label_seed: torch.Generator):
+        """Pairwise: per-prompt mean loss over the K(K−1)/2 judged pairs, and the preferences."""
+        from psipo.online import hard_labels, labelled_pair_losses
+
+        a, b = zip(*self.pairs)
+        n = len(prompts)
+        flat_prompts = [p for p in prompts for _ in self.pairs]
+        first = [responses[x][i] for x in range(n) for i in a]
+        second = [responses[x][j] for x in range(n) for j in b]
+        preferences = self.judge.judge(flat_prompts, first, second).reshape(n, len(self.pairs)).to(policy.device)
+        labels = hard_labels(preferences, generator=label_seed) if self.config.online.labels == "hard" else preferences
+        a, b = list(a), list(b)
+        losses = labelled_pair_losses(
+            self.loss_fn, policy[:, a], policy[:, b], reference[:, a], reference[:, b], labels.to(policy.dtype), **self.loss_kwargs
+        )
+        return losses.mean(1), preferences
+
+    def losses(self, micro_batch: tuple[int, int, list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        from psipo.lm.evaluate import as_responses
+        from psipo.online import rloo_losses
+
+        step, micro, indices = micro_batch
+        config, k, n = self.config, self.config.generation.num_generations, len(indices)
+        samples = self._sample(step, micro, indices)
+        mask = samples.response_mask.to(samples.logps.dtype)
+        reference = _aggregate(samples.reference_logps, mask, config.aggregation).reshape(n, k)
+        policy = self.module(samples.as_batch()).reshape(n, k)
+
+        prompts = [self.setup.train_data.prompts[i] for i in indices]
+        flat_prompts = [p for p in prompts for _ in range(k)]
+        flat_responses = as_responses(self.setup.tokenizer, flat_prompts, samples.responses())
+        responses = [flat_responses[x * k : (x + 1) * k] for x in range(n)]
+        nan = torch.full((n,), math.nan)
+        rewards = strength = nan
+        if self.pairwise:
+            label_seed = step_generator(config.run.seed, step, self.setup.accelerator.process_index, micro, LABELS)
+            losses, preferences = self._judged_losses(policy, reference, prompts, responses, label_seed)
+            strength = (2 * preferences - 1).abs().mean(1).float().cpu()
+            if hasattr(self.judge, "reward"):
+                rewards = self.judge.reward(flat_prompts, flat_responses).reshape(n, k).mean(1).float()
+        else:
+            r = self.judge.reward(flat_prompts, flat_responses).reshape(n, k).to(policy.device, policy.dtype)
+            # The KL term needs log π(y) of whole responses: the sampling pass's sums (no gradient).
+            sequence_reference = samples.reference_logps.sum(1).reshape(n, k)
+            losses = rloo_losses(policy, sequence_reference, r, tau=config.objective.tau).mean(1)
+            rewards = r.mean(1).float().cpu()
+
+        # Monte Carlo KL(π‖π_ref) and entropy per sequence, weighted by π/q when q ≠ π.
+        log_pi, log_q = samples.logps.sum(1).double(), samples.sampling_logps.sum(1).double()
+        weights = (log_pi - log_q).exp() if self._warped else torch.ones_like(log_pi)
+        kl = (weights * (log_pi - samples.reference_logps.sum(1).double())).reshape(n, k).mean(1)
+        entropy = (weights * -log_pi).reshape(n, k).mean(1)
+        lengths = samples.lengths.reshape(n, k).double()
+        cut = (~samples.finished).reshape(n, k).double()
+        rows = torch.stack(
+            [losses.detach().float().cpu(), rewards.cpu(), strength, kl.float().cpu(), entropy.float().cpu(),
+             lengths.mean(1).float().cpu(), cut.mean(1).float().cpu()],
+            dim=1,
+        )  # fmt: skip
+        return losses, rows, int(samples.lengths.sum())
+
+    @property
+    def _warped(self) -> bool:
+        g = self.config.generation
+        return g.temperature != 1 or g.top_p != 1 or self.config.online.mixture != 0
+
+    def summarize(self, rows: torch.Tensor) -> dict[str, float]:
+        summary: dict[str, float] = {}
+        for name, column in zip(COLUMNS, rows.double().unbind(1)):
+            finite = column[~torch.isnan(column)]
+            if name == "loss" or finite.numel():
+                summary[name] = column.mean().item() if name == "loss" else finite.mean().item()
+        now = time.perf_counter()
+        summary["generation_fraction"] = self.generation_seconds / max(now - self._since, 1e-9)
+        self.generation_seconds, self._since = 0.0, now
+        return summary
+
+    def evaluate(self, step: int, *, is_last: bool) -> dict[str, float]:
+        """π against π_ref on the held-out prompts, by the judge (win rate, KL, rewards)."""
+        from psipo.lm.evaluate import as_responses, sample_both, scores
+        from psipo.stats import interval
+
+        eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
+        if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
+            return {}
+        g = self.config.generation
+        drawn = sample_both(
+            self.setup.policy,
+            self.reference,
+            eval_data.ids,
+            self.setup.pad_id,
+            seed=self.config.run.seed,
+            batch_size=self.config.optim.batch_size * g.num_generations,
+            progress=False,
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature,
+            top_p=g.top_p,
+        )
+        tokenizer, prompts = self.setup.tokenizer, eval_data.prompts
+        ours, theirs = as_responses(tokenizer, prompts, drawn["model_ids"]), as_responses(tokenizer, prompts, drawn["baseline_ids"])
+        judged = scores(self.judge, prompts, ours, theirs, by_reward=not self.pairwise)
+        win, half = interval(judged["wins"])
+        record = {"eval_win_rate": win, "eval_win_rate_half_width": half, "eval_kl": sum(drawn["kl"]) / len(drawn["kl"])}
+        if judged["rewards"] is not None:
+            ours_r, theirs_r = judged["rewards"]
+            record.update(eval_reward=sum(ours_r) / len(ours_r), eval_reward_reference=sum(theirs_r) / len(theirs_r))
+        self.setup.policy.train()
+        return record
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+
+
+def make_online_judge(config: OnlineConfig) -> Any:
+    """The config's judge (pairwise algorithms) or reward (rloo), or a one-line error."""
+    from psipo.lm.judges import make_judge, make_reward
+
+    o = config.online
+    if o.algorithm in PAIRWISE:
+        if o.judge is None:
+            raise PsipoInputError(f"missing required key 'judge' ({o.algorithm} asks a judge which response is better)")
+        return make_judge(o.judge)
+    if o.reward is None:
+        raise PsipoInputError("missing required key 'reward' (rloo scores each response with a reward)")
+    return make_reward(o.reward)
+
+
+def train_online(
+    config: OnlineConfig,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    prompts: Sequence[Any] | None = None,
+    eval_prompts: Sequence[Any] | None = None,
+    judge: Any = None,
+    callback: Callable[[int, Any], Mapping[str, Any] | None] | None = None,
+) -> TrainResult:
+    """Train ``config.model`` online; the loop ``psipo online`` runs.
+
+    ``model``/``tokenizer`` objects replace loading ``config.model``. ``prompts``/``eval_prompts``
+    replace the files: texts or message lists, or — without a tokenizer — token-id lists (the
+    judge then sees token-id lists too, as :class:`psipo.experiments.lm_lab.world.WorldOracle`
+    expects). ``judge`` is a :class:`~psipo.lm.judges.Judge` (pairwise algorithms) or a
+    :class:`~psipo.lm.judges.RewardFunction` (rloo) replacing the config's. ``callback`` as in
+    :func:`psipo.lm.train`. Returns the model, the metrics history and the run folder.
+    """
+    from psipo.lm.judges import RewardModel
+
+    judge = judge if judge is not None else make_online_judge(config)
+    pairwise = config.online.algorithm in PAIRWISE
+    if not hasattr(judge, "judge" if pairwise else "reward"):
+        raise PsipoInputError(f"judge: {config.online.algorithm} needs a {'judge(prompts, a, b)' if pairwise else 'reward(prompts, responses)'}")
+
+    def make_task(config: OnlineConfig, setup: Setup) -> OnlineTask:
+        if isinstance(judge, RewardModel):
+            judge.model.to(setup.accelerator.device)
+        return OnlineTask(config, setup, judge)
+
+    return run_training(
+        config,
+        make_task,
+        model=model,
+        tokenizer=tokenizer,
+        train_pairs=prompts,
+        eval_pairs=eval_prompts,
+        callback=callback,
+        settings={"tau": config.objective.tau, "loss": config.loss if pairwise else "rloo"},
+        make_forward=lambda m: SequenceForward(m, aggregation=config.aggregation, chunk_size=config.optim.logprob_chunk_size),
+        load_data=load_prompt_data,
+        fingerprint_model=True,
+        command="psipo online",
+    )
