@@ -163,6 +163,16 @@ def test_online_dpo_under_bradley_terry_converges_to_the_rlhf_optimum():
     assert total_variation(online_target(problem, algorithm="online_dpo", tau=tau), expected) < 1e-12
 
 
+@pytest.mark.parametrize(("algorithm", "mixture"), [("ipo_md", 0.5), ("offline_ipo", 0.0)])
+def test_any_sampler_with_the_dpo_loss_under_bradley_terry_lands_on_the_rlhf_optimum(algorithm, mixture):
+    problem, tau = bradley_terry(), 1.0
+    expected = tilted(BT_PI_REF, np.array(REWARDS) / tau)
+    policy = train(problem, algorithm, tau, steps=250, learning_rate=3.0, mixture=mixture, loss="dpo")
+    assert total_variation(policy, expected) < 1e-10
+    target = online_target(problem, algorithm=algorithm, tau=tau, mixture=mixture, loss="dpo")
+    assert total_variation(target, expected) < 1e-12
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.3, 0.7, 1.0])
 def test_ipo_md_fixed_point_is_self_consistent_and_matches_a_damped_iteration(beta):
     problem, tau = rock_paper_scissors(), 0.5

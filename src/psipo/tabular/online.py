@@ -183,6 +183,24 @@ def _pair_loss(name: str, hyperparameters: Mapping[str, float] | None) -> tuple[
     return spec.function, values
 
 
+def _check_generations(num_generations: int) -> None:
+    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
+        raise PsipoInputError(f"num_generations: RLOO needs an integer ≥ 2, got {num_generations!r}")
+
+
+def _all_tuples(problem: TabularProblem, num_generations: int) -> torch.Tensor:
+    """Every K-tuple of action indices, [Y^K, K]."""
+    _check_generations(num_generations)
+    count = problem.num_contexts * problem.num_actions**num_generations
+    if count > MAX_ENUMERATED_TUPLES:
+        raise PsipoInputError(
+            f"num_generations: {problem.num_contexts} context(s) × {problem.num_actions}^{num_generations} "
+            f"tuples = {count} is more than the exact expectation enumerates ({MAX_ENUMERATED_TUPLES})"
+        )
+    actions = torch.arange(problem.num_actions)
+    return torch.cartesian_prod(*[actions] * num_generations)
+
+
 # --------------------------------------------------------------------------- sampling distributions
 
 
@@ -252,24 +270,6 @@ def expected_online_loss(
     pair_weights = problem.rho[:, None, None] * weights[:, :, None] * weights[:, None, :]
     # pairs µ never draws may have an infinite loss; they must not make the sum NaN
     return torch.where(pair_weights > 0, pair_weights * pair_losses, 0.0).sum()
-
-
-def _check_generations(num_generations: int) -> None:
-    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
-        raise PsipoInputError(f"num_generations: RLOO needs an integer ≥ 2, got {num_generations!r}")
-
-
-def _all_tuples(problem: TabularProblem, num_generations: int) -> torch.Tensor:
-    """Every K-tuple of action indices, [Y^K, K]."""
-    _check_generations(num_generations)
-    count = problem.num_contexts * problem.num_actions**num_generations
-    if count > MAX_ENUMERATED_TUPLES:
-        raise PsipoInputError(
-            f"num_generations: {problem.num_contexts} context(s) × {problem.num_actions}^{num_generations} "
-            f"tuples = {count} is more than the exact expectation enumerates ({MAX_ENUMERATED_TUPLES})"
-        )
-    actions = torch.arange(problem.num_actions)
-    return torch.cartesian_prod(*[actions] * num_generations)
 
 
 def sampled_online_loss(
