@@ -59,20 +59,22 @@ from at that point:
   towards π_ref). :func:`ipo_md_fixed_point` solves it. In the log-weights z of π = softmax(z)
   it reads :math:`F(z)=z-\log\pi_\mathrm{ref}-A\,\mathrm{softmax}((1-\beta)z+\beta\log\pi_\mathrm{ref})/\tau=0`,
   :math:`A=p^*-\tfrac12` (antisymmetric). The Jacobian :math:`I-\frac{1-\beta}{\tau}A\,(\mathrm{diag}\,\pi_\beta-\pi_\beta\pi_\beta^\top)`
-  has determinant :math:`\prod(1+c^2\lambda^2)>0` (A times a positive semi-definite matrix has
-  imaginary eigenvalues ±iλ) and F is proper (:math:`|A\pi_\beta/\tau|\le 1/(2\tau)`), so by
+  has determinant :math:`\prod(1+c^2\lambda^2)>0`, :math:`c=(1-\beta)/\tau` (A times a positive
+  semi-definite matrix has imaginary eigenvalues ±iλ) and F is proper (:math:`|A\pi_\beta/\tau|\le 1/(2\tau)`), so by
   Hadamard's global inverse function theorem the fixed point exists and is unique, and damped
   Newton on :math:`\|F\|^2` reaches it from any start.
 * ``offline_ipo`` (w = µ): the Eq. 9 optimum :math:`\pi\propto\pi_\mathrm{ref}\exp(p^*(y\succ\mu)/\tau)`
   (:func:`psipo.tabular.optimal_policy` with Ψ = identity);
 * ``online_dpo``, and any pair sampler with the DPO loss, under a Bradley–Terry p*
   :math:`=\sigma(r(y)-r(y'))`: every pair's loss is least at :math:`\tau h=r(y)-r(y')`, reached by
-  :math:`\pi_\mathrm{ref}\exp(r/\tau)/Z` (Eq. 3) whatever w is (offline: Eq. 7 with Ψ = logit,
-  the same policy by Prop. 1);
+  :math:`\pi_\mathrm{ref}\exp(r/\tau)/Z` (Eq. 3) whatever full-support w is (offline: Eq. 7 with
+  Ψ = logit, the same policy by Prop. 1 when µ has full support);
 * ``rloo``: the maximiser of :math:`\mathbb{E}_\pi[r]-\tau\,\mathrm{KL}`, :math:`\pi_\mathrm{ref}\exp(r/\tau)/Z` (Eq. 3).
 
 So on a non-transitive problem (rock–paper–scissors with a non-uniform π_ref, say) online IPO,
 IPO-MD with 0 < β < 1 and offline IPO on π_ref's samples land on three different policies.
+These are the stationary points; that gradient descent is drawn to them (the online updates
+are semi-gradients, not the gradient of one objective) is what the tests check, on their problems.
 """
 
 from __future__ import annotations
