@@ -231,8 +231,8 @@ def test_the_three_targets_are_told_apart_on_a_non_transitive_problem():
 def test_sampled_training_with_hard_labels_lands_near_the_target(algorithm, problem, options):
     target = online_target(problem, algorithm=algorithm, **options)
     policy = train_online(
-        problem, algorithm=algorithm, steps=300, learning_rate=0.2, optimizer="sgd",
-        samples=1000, labels="hard", seed=7, **options,
+        problem, algorithm=algorithm, steps=200, learning_rate=0.2, optimizer="sgd",
+        samples=500, labels="hard", seed=7, **options,
     )
     assert total_variation(policy, target) < 0.05
 
