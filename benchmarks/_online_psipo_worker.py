@@ -1,0 +1,82 @@
+"""``psipo online`` run by ``bench_online.py`` in a fresh process, with timers and a token count.
+
+Usage: ``python benchmarks/_online_psipo_worker.py PHASES_JSON --threads N [--natural-eos] --
+[psipo online options]``. This is the ``psipo online`` command itself
+(``psipo.cli.main(["online", ...])``) with three additions:
+
+* training runs from the first call to :func:`psipo.lm.sampling.sample` to the moment the
+  final model starts being saved (after the last optimizer step), so that imports, model,
+  reference and reward-model loading and prompt tokenisation are left out, as for TRL;
+* the generated tokens are counted from the samples ``sample`` returns (``Samples.lengths``:
+  up to and including a first EOS);
+* unless ``--natural-eos``, ``sample`` is called with ``eos_token_id=()``: every response is
+  exactly ``max_new_tokens`` long, as TRL's ``min_new_tokens = max_new_tokens`` makes its
+  completions (psipo has no ``min_new_tokens`` key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("phases_json", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--natural-eos", action="store_true")
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, online_args = parser.parse_args(argv[:split]), argv[split + 1 :]
+
+    start = time.perf_counter()
+    import torch
+
+    import psipo.cli
+    from psipo.lm import checkpoint, sampling
+
+    torch.set_num_threads(args.threads)
+    marks: dict[str, float] = {}
+    counts = {"generate_calls": 0, "completions": 0, "generated_tokens": 0, "decoded_positions": 0}
+    sample, save_final = sampling.sample, checkpoint.save_final
+
+    def counted_sample(*a, **kw):
+        marks.setdefault("train_start", time.perf_counter())
+        marks.setdefault("train_start_cpu", time.process_time())
+        if not args.natural_eos:
+            kw["eos_token_id"] = ()
+        samples = sample(*a, **kw)
+        counts["generate_calls"] += 1
+        counts["completions"] += int(samples.lengths.numel())
+        counts["generated_tokens"] += int(samples.lengths.sum())
+        counts["decoded_positions"] += int(samples.response_ids.numel())
+        return samples
+
+    def timed_save_final(*a, **kw):
+        marks["train_end"] = time.perf_counter()
+        marks["train_end_cpu"] = time.process_time()
+        return save_final(*a, **kw)
+
+    sampling.sample = counted_sample  # psipo.lm.online imports it at each call
+    checkpoint.save_final = timed_save_final
+
+    code = psipo.cli.main(["online", *online_args])
+    finished = time.perf_counter()
+    phases: dict[str, object] = {"exit_code": code, "process_s": finished - start, **counts}
+    if "train_start" in marks and "train_end" in marks:
+        phases.update(
+            startup_s=marks["train_start"] - start,  # imports, loading, tokenisation
+            train_s=marks["train_end"] - marks["train_start"],
+            train_cpu_s=marks["train_end_cpu"] - marks["train_start_cpu"],
+            save_s=finished - marks["train_end"],
+        )
+    phases_file = args.phases_json
+    phases_file.write_text(json.dumps(phases, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
