@@ -295,3 +295,13 @@ def test_world_oracle_bad_input_is_one_line_naming_the_judge():
         oracle.reward([prompt], ["a b c"])
     with pytest.raises(PsipoInputError, match=r"^judge lab: got 1 prompts but 2 responses$"):
         oracle.judge([prompt], [[0, 0, 0], [1, 1, 1]], [[0, 0, 0], [1, 1, 1]])
+
+
+def test_a_callable_that_raises_is_one_line_naming_the_judge():
+    def broken(prompts, responses):
+        return [len(r.split()) for r in responses]  # messages have no .split()
+
+    with pytest.raises(PsipoInputError, match=r"^judge broken: raised AttributeError: 'list' object has no attribute 'split'$"):
+        CallableReward(broken, name="broken").reward(["p"], [[{"role": "assistant", "content": "w1"}]])
+    with pytest.raises(PsipoInputError, match=r"^judge j: raised ZeroDivisionError: division by zero$"):
+        CallableJudge(lambda p, a, b: 1 / 0, name="j").judge(["p"], ["a"], ["b"])

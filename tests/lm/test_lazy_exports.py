@@ -16,9 +16,9 @@ def test_importing_psipo_lm_loads_neither_torch_nor_transformers():
 
 
 def test_every_export_resolves_to_the_object_of_its_module():
-    from psipo.lm import config, data, evaluate, judges, logprobs, reward, sampling, trainer
+    from psipo.lm import config, data, evaluate, judges, logprobs, online, reward, sampling, trainer
 
-    modules = (config, data, evaluate, judges, logprobs, reward, sampling, trainer)
+    modules = (config, data, evaluate, judges, logprobs, online, reward, sampling, trainer)
     for name in psipo.lm.__all__:
         homes = [m for m in modules if getattr(m, name, None) is getattr(psipo.lm, name)]
         assert homes, name

@@ -12,6 +12,8 @@ transformers):
   model or from its token-level geometric mixture with a reference;
 * :class:`RewardConfig`, :func:`load_reward_config`, :func:`train_reward` — Bradley–Terry reward
   models (``psipo reward``);
+* :class:`OnlineConfig`, :func:`load_online_config`, :func:`train_online` — online IPO, IPO-MD,
+  online DPO and RLOO on the policy's own samples (``psipo online``);
 * :func:`make_judge`, :func:`make_reward`, :class:`RewardModel`, :class:`TabularOracle` — judges
   P(a ≻ b) and rewards r from a reward model, a ``package.module:function`` or an exact oracle;
 * :class:`EvaluateConfig`, :func:`load_evaluate_config` and :func:`psipo.lm.evaluate.evaluate` (the
@@ -38,6 +40,9 @@ _EXPORTS = {
     "RewardConfig": "psipo.lm.reward",
     "load_reward_config": "psipo.lm.reward",
     "train_reward": "psipo.lm.reward",
+    "OnlineConfig": "psipo.lm.online",
+    "load_online_config": "psipo.lm.online",
+    "train_online": "psipo.lm.online",
     "make_judge": "psipo.lm.judges",
     "make_reward": "psipo.lm.judges",
     "RewardModel": "psipo.lm.judges",

@@ -152,6 +152,14 @@ def load_callable(spec: str, *, key: str = "judge") -> Callable[..., Any]:
     return obj
 
 
+def _call(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; an exception inside the user's function is one line naming the judge."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 — the user's code: report it, do not bury it in a traceback
+        raise PsipoInputError(f"judge {name}: raised {type(exc).__name__}: {exc}") from None
+
+
 class CallableJudge:
     """A :class:`Judge` from ``fn(prompts, responses_a, responses_b) -> P(a ≻ b)`` (or its spec)."""
 
@@ -161,7 +169,8 @@ class CallableJudge:
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
         n = _check_lengths(self.name, prompts, responses_a, responses_b)
-        return checked_probabilities(self.fn(list(prompts), list(responses_a), list(responses_b)), n, self.name)
+        values = _call(self.name, self.fn, list(prompts), list(responses_a), list(responses_b))
+        return checked_probabilities(values, n, self.name)
 
 
 class CallableReward(RewardJudge):
@@ -172,7 +181,7 @@ class CallableReward(RewardJudge):
         self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
-        return self.fn(prompts, responses)
+        return _call(self.name, self.fn, prompts, responses)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""`psipo online` end to end in a subprocess: each algorithm, reward-model and callable judges,
+run folder, reload, plot, and bad input as one line with earlier checkpoints intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
+
+ENV = os.environ | {"OMP_NUM_THREADS": "1"}
+
+JUDGES = '''
+import torch
+
+CALLS = {"n": 0}
+
+
+def low_share(prompts, responses):
+    values = []
+    for response in responses:
+        if isinstance(response, list):  # conversational prompts get assistant messages
+            response = response[-1]["content"]
+        words = [w for w in response.split() if w.startswith("w")]
+        values.append(sum(int(w[1:]) < 29 for w in words) / max(1, len(words)))
+    return torch.tensor(values)
+
+
+def prefer_low(prompts, a, b):
+    return torch.sigmoid(4 * (low_share(prompts, a) - low_share(prompts, b)))
+
+
+def nan_on_second_call(prompts, a, b):
+    CALLS["n"] += 1
+    return torch.full((len(a),), float("nan") if CALLS["n"] > 1 else 0.5)
+'''
+
+
+def psipo(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "psipo", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("cli_online")
+    make_tiny_model_dir(root / "model", layers=2, hidden=32, heads=2, vocab=64)
+    torch.manual_seed(0)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(root / "model", num_labels=1)
+    reward_model.save_pretrained(root / "rm")
+    AutoTokenizer.from_pretrained(root / "model").save_pretrained(root / "rm")
+    write_jsonl(make_synthetic_preferences(16, vocab=64, format="conversational", seed=1), root / "prompts.jsonl")
+    write_jsonl(make_synthetic_preferences(4, vocab=64, seed=2), root / "held_out.jsonl")
+    (root / "judges_demo.py").write_text(JUDGES)
+    (root / "online.yaml").write_text(
+        "model: model\nprompts: prompts.jsonl\nbatch_size: 2\nnum_generations: 2\nmax_new_tokens: 4\n"
+        "learning_rate: 0.01\nmax_steps: 2\nlogging_steps: 1\nsave_steps: 1\nseed: 1\nprogress: false\n"
+    )
+    return root
+
+
+@pytest.mark.slow
+def test_online_ipo_with_a_reward_model_judge_then_reload_and_plot(workdir):
+    args = ["--algorithm", "online_ipo", "--judge", "rm", "--eval_prompts", "held_out.jsonl", "--output_dir", "ipo"]
+    result = psipo("online", "--config", "online.yaml", *args, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "final model" in result.stdout
+    out = workdir / "ipo"
+    assert yaml.safe_load((out / "config.yaml").read_text())["judge"] == "rm"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert records[0]["loss"] == pytest.approx(25.0, rel=1e-4)  # (1/(2τ))² at π = π_ref, τ = 0.1
+    assert {"reward", "kl", "entropy", "generation_fraction", "tokens_per_second"} <= records[0].keys()
+    assert "eval_win_rate" in records[-1]
+
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out / "final").config.vocab_size == 64
+    plotted = psipo("plot", "ipo", cwd=workdir)
+    assert plotted.returncode == 0, plotted.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--algorithm", "ipo_md", "--mixture", "0.5", "--judge", "judges_demo:prefer_low"],
+        ["--algorithm", "online_dpo", "--judge", "judges_demo:prefer_low", "--labels", "hard"],
+        ["--algorithm", "rloo", "--reward", "judges_demo:low_share", "--num_generations", "3"],
+        ["--algorithm", "rloo", "--reward", "rm", "--num_generations", "2"],
+    ],
+    ids=["ipo_md-callable", "online_dpo-callable", "rloo-callable", "rloo-reward-model"],
+)
+def test_every_algorithm_end_to_end(workdir, args):
+    out = f"run-{args[1]}-{args[-1]}"
+    result = psipo("online", "--config", "online.yaml", *args, "--output_dir", out, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (workdir / out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert (workdir / out / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--algorithm", "ppo"], "psipo: error: --algorithm: expected one of"),
+        (["--algorithm", "rloo", "--reward", "judges_demo:low_share", "--num_generations", "1"],
+         "psipo: error: --num_generations: rloo needs at least 2 responses per prompt"),
+        (["--algorithm", "ipo_md", "--mixture", "1.5"], "psipo: error: --mixture: must be in [0, 1]"),
+        (["--algorithm", "online_ipo"], "psipo: error: missing required key 'judge'"),
+        (["--judge", "judges_demo:no_such_function"], "psipo: error: judge: 'judges_demo:no_such_function': module"),
+        (["--judge", "rm", "--prompts", "no_prompt.jsonl"], "psipo: error: no_prompt.jsonl:1: field 'prompt': missing"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_code_2(workdir, args, message):
+    (workdir / "no_prompt.jsonl").write_text('{"question": "w1 w2"}\n')
+    result = psipo("online", "--config", "online.yaml", "--output_dir", "bad", *args, cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(message), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_judge_returning_nan_stops_with_one_line_and_keeps_the_checkpoint(workdir):
+    result = psipo("online", "--config", "online.yaml", "--judge", "judges_demo:nan_on_second_call", "--output_dir", "nan", cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "psipo: error: judge judges_demo:nan_on_second_call: returned NaN at index 0\n"
+    checkpoint = workdir / "nan" / "checkpoints" / "step-1"
+    assert (checkpoint / "model" / "model.safetensors").is_file() and (checkpoint / "trainer_state.json").is_file()
+    # The run can go on from it once the judge is fixed.
+    resumed = psipo("online", "--config", "online.yaml", "--judge", "judges_demo:prefer_low", "--output_dir", "nan", "--resume", cwd=workdir)
+    assert resumed.returncode == 2 and "resume: the config differs" in resumed.stderr  # a different judge is a different run
