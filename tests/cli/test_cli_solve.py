@@ -122,9 +122,12 @@ RPS = (EXAMPLES / "rock_paper_scissors.yaml").read_text()
         ("t.yaml", "actions: [a, b\n", [], "t.yaml:2: invalid YAML"),
         ("t.json", '{"actions": ["a", "b"],\n "tau": 1,,}', [], "t.json:2: invalid JSON"),
         ("missing.yaml", None, [], "missing.yaml: problem file not found"),
-        ("t.yaml", GOOD, ["--target", "best"], "--target: expected one of 'optimum', 'nash', got 'best'"),
-        ("t.yaml", GOOD + "target: best\n", [], "t.yaml:4: key 'target': expected one of 'optimum', 'nash'"),
+        ("t.yaml", GOOD, ["--target", "best"], "--target: expected one of 'optimum', 'nash', 'ipo_md', got 'best'"),
+        ("t.yaml", GOOD + "target: best\n", [], "t.yaml:4: key 'target': expected one of 'optimum', 'nash', 'ipo_md'"),
         ("t.yaml", GOOD + "psi: logit\n", ["--target", "nash"], "t.yaml:4: psi: logit does not apply to target nash"),
+        ("t.yaml", GOOD + "psi: logit\n", ["--target", "ipo_md"], "t.yaml:4: psi: logit does not apply to target ipo_md"),
+        ("t.yaml", GOOD, ["--target", "ipo_md", "--mixture", "1.5"], "--mixture: must be in [0, 1], got 1.5"),
+        ("t.yaml", GOOD + "mixture: 0.5\n", [], "t.yaml:4: mixture: applies only to target ipo_md, not optimum"),
         ("t.yaml", RPS, ["--tau", "1e-9"], "--tau: the Nash equilibrium did not converge at tau = 1e-09: residual "),
     ],
 )
@@ -269,3 +272,57 @@ def test_target_nash_with_contexts(capsys):
         assert pi == pytest.approx(expected, rel=0, abs=1e-10)
     assert main(["solve", str(EXAMPLES / "contexts.yaml"), "--target", "nash"]) == 0
     assert "harmful-request" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- --target ipo_md
+
+
+def ipo_md_map(preferences: list, pi_ref: list, pi: list, tau: float, beta: float) -> list:
+    """T_β(π) = nash_map with the opponent π_β ∝ π^(1−β)·π_ref^β in place of π."""
+    mixed = [q ** (1 - beta) * r**beta for q, r in zip(pi, pi_ref)]
+    return nash_map(preferences, pi_ref, [m / sum(mixed) for m in mixed], tau)
+
+
+def test_target_ipo_md_prints_its_fixed_point_between_nash_and_eq9(capsys):
+    """On rock–paper–scissors with π_ref leaning on rock: self-consistent, π_β as printed, and
+    Nash at β = 0; in between it differs from Nash."""
+    path = str(EXAMPLES / "rock_paper_scissors.yaml")
+    assert main(["solve", path, "--target", "ipo_md", "--mixture", "0.5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["target"] == "ipo_md" and data["mixture"] == 0.5 and data["tau"] == 0.5
+    actions = ["rock", "paper", "scissors"]
+    preferences = [[0.5, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]]
+    pi_ref = [0.5, 0.25, 0.25]
+    pi = [data["policy"][a] for a in actions]
+    assert pi == pytest.approx(ipo_md_map(preferences, pi_ref, pi, 0.5, 0.5), rel=0, abs=1e-10)
+    mixed = [q**0.5 * r**0.5 for q, r in zip(pi, pi_ref)]
+    assert [data["mixture_policy"][a] for a in actions] == pytest.approx([m / sum(mixed) for m in mixed], abs=1e-14)
+    assert data["residual"] < 1e-12 and isinstance(data["iterations"], int)
+
+    def policy(*options: str) -> list:
+        assert main(["solve", path, *options, "--json"]) == 0
+        solution = json.loads(capsys.readouterr().out)["policy"]
+        return [solution[a] for a in actions]
+
+    nash = policy("--target", "nash")
+    assert max(abs(a - b) for a, b in zip(pi, nash)) > 0.01
+    assert policy("--target", "ipo_md") == pytest.approx(nash, abs=1e-12)  # β = 0 by default
+
+    assert main(["solve", path, "--target", "ipo_md", "--mixture", "0.5"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("IPO-MD fixed point")
+    for label in ("pi_ref", "pi_beta", "p*(y≻pi_beta)", "pi*", "residual", f"{data['policy']['paper']:.6f}"):
+        assert label in table
+
+
+def test_target_ipo_md_with_contexts_from_the_file(tmp_path, capsys):
+    path = tmp_path / "contexts.yaml"
+    path.write_text((EXAMPLES / "contexts.yaml").read_text() + "target: ipo_md\nmixture: 0.3\n")
+    assert main(["solve", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    problem, settings = load_problem(path)
+    assert settings.target == "ipo_md" and settings.mixture == 0.3
+    for x, context in enumerate(problem.contexts):
+        pi = [data["policy"][context][a] for a in problem.actions]
+        expected = ipo_md_map(problem.preferences[x].tolist(), problem.pi_ref[x].tolist(), pi, settings.tau, 0.3)
+        assert pi == pytest.approx(expected, rel=0, abs=1e-10)

@@ -18,6 +18,12 @@ Newton steps taken; ``--json`` prints
 
     {"target": "nash", "tau": ..., "policy": {...}, "preference_over_reference": ...,
      "kl": ..., "residual": ..., "iterations": ...}
+
+With ``--target ipo_md --mixture β`` it prints the fixed point of IPO-MD,
+π* ∝ π_ref·exp(p*(y≻π_β)/τ) with π_β ∝ π*^(1−β)·π_ref^β (:func:`psipo.tabular.ipo_md_fixed_point`;
+β = 0 is the Nash equilibrium, β = 1 the Eq. 9 optimum with µ = π_ref), with, per action, π_ref,
+π_β and p*(y≻π_β), and the same summary; ``--json`` adds ``"mixture"`` and ``"mixture_policy"``
+(π_β, shaped like ``policy``) to the nash document, with ``"target": "ipo_md"``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from psipo.tabular.exact import (
     total_preference,
 )
 from psipo.tabular.nash import nash_equilibrium
+from psipo.tabular.online import ipo_md_fixed_point
 from psipo.tabular.problem import (
     NO_CONTEXT,
     SolveSettings,
@@ -54,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         help=help_text,
         description=help_text + " Options given here override the file's values.",
         epilog="Examples: psipo solve examples/problems/two_actions.yaml --psi logit --json; "
-        "psipo solve examples/problems/contexts.yaml --target nash",
+        "psipo solve examples/problems/contexts.yaml --target nash; "
+        "psipo solve examples/problems/rock_paper_scissors.yaml --target ipo_md --mixture 0.5",
     )
     parser.add_argument("problem_file", metavar="PROBLEM_FILE", type=Path, help="YAML or JSON problem file")
     parser.add_argument(
@@ -79,8 +87,8 @@ def solve(problem: TabularProblem, settings: SolveSettings) -> dict:
     """The solution and its statistics as plain data (the ``--json`` document)."""
     if settings.tau is None:
         raise PsipoInputError("tau: not given (set `tau` in the problem file or pass --tau)")
-    if settings.target == "nash":
-        return _solve_nash(problem, settings)
+    if settings.target in ("nash", "ipo_md"):
+        return _solve_equilibrium(problem, settings)
     policy = optimal_policy(problem, tau=settings.tau, psi=settings.psi)
     if not bool(torch.isfinite(policy).all()):
         raise PsipoInputError(
@@ -96,37 +104,57 @@ def solve(problem: TabularProblem, settings: SolveSettings) -> dict:
     }
 
 
-def _solve_nash(problem: TabularProblem, settings: SolveSettings) -> dict:
-    """The regularised Nash equilibrium and its statistics (the ``--json`` document of target nash)."""
+def _solve_equilibrium(problem: TabularProblem, settings: SolveSettings) -> dict:
+    """The Nash equilibrium or the IPO-MD fixed point and its statistics (the ``--json`` document)."""
     if settings.psi != "identity":
         raise PsipoInputError(
-            f"psi: {settings.psi} does not apply to target nash, the equilibrium of the preference "
-            "game p* itself (Ψ = identity); set psi to identity"
+            f"psi: {settings.psi} does not apply to target {settings.target}, a fixed point of the "
+            "preference game p* itself (Ψ = identity); set psi to identity"
         )
-    equilibrium = nash_equilibrium(problem, tau=settings.tau)
-    policy = equilibrium.policy
+    if settings.target == "nash":
+        solution = nash_equilibrium(problem, tau=settings.tau)
+        extra = {}
+    else:
+        solution = ipo_md_fixed_point(problem, tau=settings.tau, mixture=settings.mixture)
+        extra = {"mixture": settings.mixture, "mixture_policy": _by_context(problem, solution.mixture_policy)}
+    policy = solution.policy
     over_reference = (policy * preference_against(problem, problem.pi_ref)).sum(-1)
     return {
-        "target": "nash",
+        "target": settings.target,
         "tau": settings.tau,
+        **extra,
         "policy": _by_context(problem, policy),
         "preference_over_reference": float((problem.rho * over_reference).sum()),
         "kl": float(kl_divergence(problem, policy)),
-        "residual": equilibrium.residual,
-        "iterations": equilibrium.iterations,
+        "residual": solution.residual,
+        "iterations": solution.iterations,
     }
+
+
+def _from_context_mapping(problem: TabularProblem, mapping: dict) -> torch.Tensor:
+    """The [X, Y] table of a :func:`_by_context` mapping."""
+    by_context = mapping if problem.has_contexts else {NO_CONTEXT: mapping}
+    return torch.tensor(
+        [[by_context[context][action] for action in problem.actions] for context in problem.contexts],
+        dtype=torch.float64,
+    )
 
 
 def _table(problem: TabularProblem, result: dict) -> str:
     """Aligned text: one row per (context,) action, then the summary numbers."""
-    by_context = result["policy"] if problem.has_contexts else {NO_CONTEXT: result["policy"]}
-    policy = torch.tensor(
-        [[by_context[context][action] for action in problem.actions] for context in problem.contexts],
-        dtype=torch.float64,
-    )
-    if result.get("target") == "nash":
-        columns = {"pi_ref": problem.pi_ref, "p*(y≻pi*)": preference_against(problem, policy)}
-        title = f"Nash equilibrium (online IPO, Nash-MD): π* ∝ π_ref·exp(p*(y≻π*)/τ), tau = {result['tau']:g}"
+    policy = _from_context_mapping(problem, result["policy"])
+    target = result.get("target")
+    if target in ("nash", "ipo_md"):
+        if target == "nash":
+            columns = {"pi_ref": problem.pi_ref, "p*(y≻pi*)": preference_against(problem, policy)}
+            title = f"Nash equilibrium (online IPO, Nash-MD): π* ∝ π_ref·exp(p*(y≻π*)/τ), tau = {result['tau']:g}"
+        else:
+            mixed = _from_context_mapping(problem, result["mixture_policy"])
+            columns = {"pi_ref": problem.pi_ref, "pi_beta": mixed, "p*(y≻pi_beta)": preference_against(problem, mixed)}
+            title = (
+                "IPO-MD fixed point: π* ∝ π_ref·exp(p*(y≻π_β)/τ), π_β ∝ π*^(1−β)·π_ref^β, "
+                f"tau = {result['tau']:g}, mixture β = {result['mixture']:g}"
+            )
         summary = (
             ("preference p*(π*≻π_ref)", "preference_over_reference"),
             ("KL(π*‖π_ref)", "kl"),

@@ -343,17 +343,25 @@ class SolveSettings:
     """τ > 0 and finite, the strength of the KL regularisation towards π_ref (required, here or on the command line)."""
     psi: Literal["identity", "logit"] = "identity"
     """The Ψ mapping: identity (IPO) or logit (RLHF/DPO under Bradley–Terry)."""
-    target: Literal["optimum", "nash"] = "optimum"
-    """optimum: the ΨPO optimum against µ (Eq. 7/9); nash: the regularised Nash equilibrium π ∝ π_ref·exp(p*(y≻π)/τ) of online IPO and Nash-MD (needs psi identity)."""
+    target: Literal["optimum", "nash", "ipo_md"] = "optimum"
+    """optimum: the ΨPO optimum against µ (Eq. 7/9); nash: the regularised Nash equilibrium π ∝ π_ref·exp(p*(y≻π)/τ) of online IPO and Nash-MD; ipo_md: the fixed point of IPO-MD, π ∝ π_ref·exp(p*(y≻π_β)/τ) with π_β ∝ π^(1−β)·π_ref^β (nash and ipo_md need psi identity)."""
+    mixture: float = 0.0
+    """β in [0, 1], the weight of π_ref in IPO-MD's sampling mixture π_β (target ipo_md only; 0 gives the Nash equilibrium)."""
 
     def __post_init__(self) -> None:
         if self.tau is not None and not math.isfinite(self.tau):
             raise PsipoInputError(f"tau: must be a finite number, got {self.tau}")
         if self.tau is not None and not self.tau > 0:
             raise PsipoInputError(f"tau: must be > 0, got {self.tau}")
+        if not 0.0 <= self.mixture <= 1.0:
+            raise PsipoInputError(f"mixture: must be in [0, 1], got {self.mixture}")
+        if self.mixture and self.target != "ipo_md":
+            raise PsipoInputError(f"mixture: applies only to target ipo_md, not {self.target}")
 
 
-PROBLEM_KEYS = ("actions", "preferences", "rewards", "mu", "pi_ref", "contexts", "tau", "psi", "target", "description")
+PROBLEM_KEYS = (
+    "actions", "preferences", "rewards", "mu", "pi_ref", "contexts", "tau", "psi", "target", "mixture", "description"
+)
 """Top-level keys of a problem file."""
 CONTEXT_KEYS = ("name", "rho", "preferences", "rewards", "mu", "pi_ref")
 """Keys of one entry of a problem file's ``contexts`` list."""
@@ -452,7 +460,7 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
     if "actions" not in data:
         raise PsipoInputError("actions: missing required key (the list of action names)")
     actions = _names(data["actions"], "actions")
-    settings = from_dict(SolveSettings, {k: data[k] for k in ("tau", "psi", "target") if k in data})
+    settings = from_dict(SolveSettings, {k: data[k] for k in ("tau", "psi", "target", "mixture") if k in data})
     shared = {k: data[k] for k in ("preferences", "rewards", "mu", "pi_ref") if k in data}
 
     if "contexts" not in data:
@@ -529,13 +537,14 @@ def load_problem(
         pi_ref: [0.4, 0.4, 0.2]       # default uniform
         tau: 0.1                      # τ > 0, finite
         psi: identity                 # identity (IPO) or logit (RLHF/DPO); default identity
-        target: optimum               # or nash: the regularised Nash equilibrium; default optimum
+        target: optimum               # or nash: the regularised Nash equilibrium, or ipo_md; default optimum
+        mixture: 0.5                  # target ipo_md: β in [0, 1] of π_β ∝ π^(1−β)·π_ref^β; default 0
         contexts:                     # optional: one entry per context x
           - {name: morning, rho: 0.5, preferences: [...], mu: [...], pi_ref: [...]}
 
     With ``contexts``, the top-level ``preferences``/``rewards``/``mu``/``pi_ref`` are the
     defaults of every context that does not give its own; ``rho`` is given for every context
-    or for none (uniform). ``overrides`` are settings (``tau``, ``psi``, ``target``) given on the command
+    or for none (uniform). ``overrides`` are settings (``tau``, ``psi``, ``target``, ``mixture``) given on the command
     line; they replace the file's. Every error is a one-line
     :class:`~psipo.errors.PsipoInputError` naming the file, the line where known, and the
     key, or the ``--key`` option.
