@@ -29,3 +29,22 @@ def test_quickstart_runs_from_its_fixture(tmp_path, monkeypatch, capsys):
     as_run = yaml.safe_load((tmp_path / "runs" / "quickstart" / "config.yaml").read_text())
     assert as_run["tau"] == 0.25 and as_run["max_steps"] == 2
     assert (tmp_path / "runs" / "quickstart" / "final" / "model.safetensors").is_file()
+
+
+def test_online_quickstart_runs_from_its_fixture_for_online_ipo_and_rloo(tmp_path, monkeypatch, capsys):
+    """The config's comments: online IPO judged by the reward quickstart's model, then RLOO on its reward."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    monkeypatch.chdir(tmp_path)
+    make_quickstart(".psipo-quickstart")
+    reward_model = tmp_path / "runs" / "reward-quickstart" / "final"  # an untrained stand-in
+    AutoModelForSequenceClassification.from_pretrained(".psipo-quickstart/model", num_labels=1).save_pretrained(reward_model)
+    AutoTokenizer.from_pretrained(".psipo-quickstart/model").save_pretrained(reward_model)
+    quick = ["--max_steps", "1", "--max_eval_prompts", "2", "--max_new_tokens", "4", "--progress", "false"]
+    assert main(["online", "--config", str(CONFIGS / "online-quickstart.yaml"), *quick]) == 0
+    assert "512 prompts from .psipo-quickstart/train.jsonl" in capsys.readouterr().out
+    as_run = yaml.safe_load((tmp_path / "runs" / "online-quickstart" / "config.yaml").read_text())
+    assert (as_run["algorithm"], as_run["judge"], as_run["tau"]) == ("online_ipo", "runs/reward-quickstart/final", 0.1)
+    rloo = ["--algorithm", "rloo", "--judge", "null", "--reward", str(reward_model), "--num_generations", "4"]
+    assert main(["online", "--config", str(CONFIGS / "online-quickstart.yaml"), *rloo, "--output_dir", "runs/rloo-quickstart", *quick]) == 0
+    assert (tmp_path / "runs" / "rloo-quickstart" / "final" / "model.safetensors").is_file()
