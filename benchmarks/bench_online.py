@@ -96,7 +96,7 @@ class OnlineWorkload:
 
 FULL = dict(
     layers=4, hidden=256, vocab=8000, reward_layers=2, reward_hidden=128,
-    prompt_tokens=32, max_new_tokens=64, steps=8,
+    prompt_tokens=32, max_new_tokens=32, steps=4,
 )  # fmt: skip
 QUICK = dict(
     layers=2, hidden=64, vocab=512, reward_layers=1, reward_hidden=32,
@@ -452,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every run")
     parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="generated tokens per completion"
+    )
+    parser.add_argument(
         "--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS), help="which pairs"
     )
     parser.add_argument("--skip-trl", action="store_true", help="run psipo only")
@@ -462,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = dict(QUICK if args.quick else FULL)
     if args.steps:
         sizes["steps"] = args.steps
+    if args.max_new_tokens:
+        sizes["max_new_tokens"] = args.max_new_tokens
     w = OnlineWorkload(**sizes)
     psipo_source = _git_revision()
     settings = {
