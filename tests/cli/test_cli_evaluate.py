@@ -4,22 +4,12 @@ default baseline, evaluation.json and evaluation.md, and bad input as one line, 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+from cli_runner import psipo
 
 from psipo.lm.fixtures import make_tiny_model_dir, write_jsonl
-
-ENV = os.environ | {"OMP_NUM_THREADS": "1"}
-
-
-def psipo(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "psipo", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

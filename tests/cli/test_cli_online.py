@@ -4,17 +4,13 @@ run folder, reload, plot, and bad input as one line with earlier checkpoints int
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
+from cli_runner import psipo
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
-
-ENV = os.environ | {"OMP_NUM_THREADS": "1"}
 
 JUDGES = '''
 import torch
@@ -40,12 +36,6 @@ def nan_on_second_call(prompts, a, b):
     CALLS["n"] += 1
     return torch.full((len(a),), float("nan") if CALLS["n"] > 1 else 0.5)
 '''
-
-
-def psipo(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "psipo", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

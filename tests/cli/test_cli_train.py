@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -12,16 +11,9 @@ import sys
 import pytest
 import torch
 import yaml
+from cli_runner import ENV, psipo
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
-
-ENV = os.environ | {"OMP_NUM_THREADS": "1"}
-
-
-def psipo(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "psipo", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")
