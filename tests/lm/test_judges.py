@@ -305,3 +305,10 @@ def test_a_callable_that_raises_is_one_line_naming_the_judge():
         CallableReward(broken, name="broken").reward(["p"], [[{"role": "assistant", "content": "w1"}]])
     with pytest.raises(PsipoInputError, match=r"^judge j: raised ZeroDivisionError: division by zero$"):
         CallableJudge(lambda p, a, b: 1 / 0, name="j").judge(["p"], ["a"], ["b"])
+
+
+def test_a_causal_lm_folder_is_not_a_reward_model(model_dir):
+    with pytest.raises(PsipoInputError, match=r"^judge: .* holds a LlamaForCausalLM, not a reward model \(an …ForSequenceClassification"):
+        make_judge(str(model_dir))
+    with pytest.raises(PsipoInputError, match=r"^reward: .* holds a LlamaForCausalLM, not a reward model"):
+        make_reward(str(model_dir))

@@ -218,6 +218,9 @@ class TrainConfig:
             return LOSSES[self.objective.loss].aggregation
         return agg  # type: ignore[return-value]
 
+    MAX_LENGTH_KEYS = "max_length"
+    """The config keys that set :attr:`max_length` (named when the model is too short)."""
+
     @property
     def max_length(self) -> int:
         """The longest sequence the model must take (checked against its context length)."""

@@ -280,20 +280,26 @@ class RewardModel(RewardJudge):
         self.pad_id = ensure_pad_token(model, pad_id_of(tokenizer))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **options: Any) -> RewardModel:
-        """Load a folder (e.g. a ``psipo reward`` run's ``final/``); one-line errors."""
+    def from_pretrained(cls, path: str | Path, *, key: str = "reward_model", **options: Any) -> RewardModel:
+        """Load a folder (e.g. a ``psipo reward`` run's ``final/``); one-line errors naming ``key``.
+
+        A folder whose ``config.json`` names only other architectures (a causal LM, say) is
+        refused: transformers would load it with a fresh, random scoring head and no warning
+        that reaches the user, and every judgement would be noise.
+        """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from psipo.lm.config import ModelConfig
         from psipo.lm.model import _from_pretrained, quiet_transformers
 
         quiet_transformers()
+        _check_is_reward_model(Path(path), key)
         config = ModelConfig(model=str(path))
         # num_labels=1 also for a LoRA adapter folder, whose base model is a causal LM.
         model = _from_pretrained(
-            AutoModelForSequenceClassification, str(path), config, key="reward_model", what="a reward model", num_labels=1
+            AutoModelForSequenceClassification, str(path), config, key=key, what="a reward model", num_labels=1
         )
-        tokenizer = _from_pretrained(AutoTokenizer, str(path), config, key="reward_model", what="a tokenizer")
+        tokenizer = _from_pretrained(AutoTokenizer, str(path), config, key=key, what="a tokenizer")
         return cls(model, tokenizer, name=options.pop("name", str(path)), **options)
 
     def tokenize(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[list[int]]:
@@ -329,6 +335,20 @@ class RewardModel(RewardJudge):
         return torch.cat(scores) if scores else torch.zeros(0)
 
 
+def _check_is_reward_model(path: Path, key: str) -> None:
+    import json
+
+    try:
+        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # no readable config.json (e.g. a LoRA adapter folder): transformers decides
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise PsipoInputError(
+            f"{key}: {path} holds a {', '.join(architectures)}, not a reward model (an "
+            "…ForSequenceClassification with one output, e.g. the final/ of a psipo reward run)"
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # From a config value
 
@@ -337,7 +357,7 @@ def make_reward(spec: str, *, key: str = "reward", **options: Any) -> RewardJudg
     """A config's ``reward:`` value: a local folder → :class:`RewardModel` (``options`` are
     its keyword arguments), ``package.module:function`` → :class:`CallableReward`."""
     if Path(spec).expanduser().is_dir():
-        return RewardModel.from_pretrained(Path(spec).expanduser(), **options)
+        return RewardModel.from_pretrained(Path(spec).expanduser(), key=key, **options)
     if ":" not in spec:
         raise PsipoInputError(f"{key}: {spec!r} is neither a local folder (a reward model) nor package.module:function")
     return CallableReward(spec, key=key)

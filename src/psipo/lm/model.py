@@ -127,12 +127,12 @@ def disable_dropout(model: nn.Module) -> None:
                 setattr(owner, attr, 0.0)
 
 
-def check_max_length(model: nn.Module, max_length: int) -> None:
-    """A model shorter than ``max_length`` is an error naming both numbers."""
+def check_max_length(model: nn.Module, max_length: int, *, key: str = "max_length") -> None:
+    """A model shorter than ``max_length`` (the value of config ``key``) is an error naming both numbers."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(limit, int) and limit < max_length:
         raise PsipoInputError(
-            f"max_length: {max_length} exceeds the model's max_position_embeddings {limit}; lower max_length"
+            f"{key}: {max_length} exceeds the model's max_position_embeddings {limit}; lower {key}"
         )
 
 

@@ -170,8 +170,12 @@ class OnlineConfig:
             return "sum"
         return LOSSES[self.loss].aggregation if self.objective.aggregation == "auto" else "mean"
 
+    MAX_LENGTH_KEYS = "max_prompt_length + max_new_tokens"
+    """What sets :attr:`max_length` (named when the model is too short)."""
+
     @property
     def max_length(self) -> int:
+        """The longest sequence the model must take: a full prompt and a full response."""
         return self.data_config.max_prompt_length + self.generation.max_new_tokens
 
     def loss_kwargs(self) -> dict[str, float]:
@@ -534,6 +538,10 @@ def train_online(
     """
     from psipo.lm.judges import RewardModel
 
+    if model is None and not config.model_config.model:
+        raise PsipoInputError("missing required key 'model'")
+    if prompts is None and not config.data_config.prompts:
+        raise PsipoInputError("missing required key 'prompts'")
     judge = judge if judge is not None else make_online_judge(config)
     pairwise = config.online.algorithm in PAIRWISE
     if not hasattr(judge, "judge" if pairwise else "reward"):

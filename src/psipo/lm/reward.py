@@ -80,6 +80,7 @@ class RewardConfig:
 
     to_flat_dict = TrainConfig.to_flat_dict
     max_length = TrainConfig.max_length
+    MAX_LENGTH_KEYS = TrainConfig.MAX_LENGTH_KEYS
 
 
 def validate(config: RewardConfig) -> None:

@@ -425,7 +425,7 @@ def _load_inputs(
         print(f"{command}: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
     if model is None:
         model = (load_model or load_causal_lm)(mc.model, mc)
-    check_max_length(model, config.max_length)
+    check_max_length(model, config.max_length, key=config.MAX_LENGTH_KEYS)
     model = prepare_policy(model, mc, seed=run.seed)
     model.train()
     return model, tokenizer, train_data, eval_data
