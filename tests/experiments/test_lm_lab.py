@@ -27,11 +27,13 @@ from psipo.experiments.lm_lab.enumeration import enumerate_logps
 from psipo.experiments.lm_lab.evaluate import (
     EmpiricalOptima,
     Evaluator,
+    TrainingPairs,
     enumerated_problem,
     normalised,
 )
 from psipo.experiments.lm_lab.montecarlo import kl_estimate, sample_responses
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
+from psipo.experiments.lm_lab.sweep import consistency_sweep, laplacian_shift, log_log_slope
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import all_responses, make_world, preference, preference_table
 
@@ -180,6 +182,41 @@ def test_empirical_ipo_optimum_solves_the_sampled_equations(lab):
     assert float(delta.grad.abs().max()) < 1e-8
 
 
+def test_laplacian_solve_is_the_empirical_ipo_optimum(lab):
+    """The sweep's Laplacian solve gives the same minimiser as the pseudo-inverse of the pairs'
+    incidence (EmpiricalOptima), for several components, repeated pairs and (y, y) pairs."""
+    world, _, responses, reference_logps = lab
+    reference = normalised(reference_logps)
+    for seed, n in ((1, 5), (2, 40), (3, 400)):
+        data = sample_preference_data(
+            world, parse_oracle("bt:1"), enumerated_sampler(reference, responses),
+            num_pairs=n, generator=torch.Generator().manual_seed(seed),
+        )
+        pairs = TrainingPairs.from_data(data, world.vocab_size)
+        shift = laplacian_shift(pairs.prompt_index, pairs.chosen, pairs.rejected,
+                                num_prompts=world.num_prompts, num_responses=len(responses))
+        optima = EmpiricalOptima(reference_logps, data, vocab_size=world.vocab_size)
+        for tau in (0.1, 2.0):
+            by_laplacian = torch.softmax(torch.log(reference) + shift / (2 * tau), -1)
+            torch.testing.assert_close(by_laplacian, optima.ipo(tau), rtol=0, atol=1e-10)
+            # The training-pair summary reads the same gaps: at the optimum the IPO loss is its minimum.
+            summary = pairs.summary(torch.log(optima.ipo(tau)), reference_logps, tau)
+            assert summary["ipo_training_loss"] <= pairs.summary(reference_logps, reference_logps, tau)["ipo_training_loss"]
+    at_reference = pairs.summary(reference_logps, reference_logps, 1.0)
+    assert at_reference["mean_gap"] == 0 and at_reference["dpo_training_loss"] == pytest.approx(math.log(2))
+
+
+def test_empirical_ipo_optimum_is_consistent(lab):
+    """Prop. 3: the empirical optimum tends to π* as N grows, at about N^(-1/2)."""
+    world, _, responses, reference_logps = lab
+    evaluator = Evaluator(enumerated_problem(world, parse_oracle("bt:1"), responses, reference_logps))
+    sizes = [100, 1600, 25600]
+    rows = consistency_sweep(evaluator, "bt:1", num_pairs=sizes, seeds=[0], taus=[1.0])
+    tv = [row["tv_to_optimum"] for row in rows]
+    assert tv[0] > tv[1] > tv[2]
+    assert -0.8 < log_log_slope(sizes, tv) < -0.3
+
+
 def test_ipo_with_very_large_tau_stays_at_the_reference(lab):
     """At τ = 10⁴ IPO's target 1/(2τ) vanishes, so π stays at π_ref — up to the jitter of
     Adam at a constant learning rate, whose steps have size ~lr whatever the gradient's scale
@@ -242,12 +279,18 @@ def test_cli_quick_run_end_to_end(tmp_path):
         assert run["final"]["kl"] >= 0 and 0 <= run["final"]["total_preference"] <= 1
         assert [p["step"] for p in run["curve"]][0] == 0
     assert results["large"]["runs"] and all(r["kl_ci"] > 0 for r in results["large"]["runs"])
+    for run in runs:  # every trained LM against the exact minimiser of its own loss (IPO's always exists)
+        assert run["loss"] != "ipo" or run["final"]["tv_to_empirical_optimum"] >= 0
+    sizes = results["config"]["sweep"]["num_pairs"]
+    assert {row["num_pairs"] for row in results["sweep"]["rows"]} == set(sizes) and max(sizes) >= 2.6e5
     verdicts = {c["id"]: c["verdict"] for c in results["claims"]}
     assert verdicts["C1"] == expected_c1_verdict(results)
+    assert verdicts["C13"] == "holds"  # exact: consistency of the empirical optimum needs no LM
     any_minimiser = any(row["dpo_exists"] for row in results["enumerated"]["empirical_optima"])
     assert verdicts["C9"] == ("does not hold" if any_minimiser else "holds")
     report = (out / "REPORT.md").read_text()
-    assert "## Claims" in report and "kl_vs_tau.png" in report
+    assert "## Claims" in report and "kl_vs_tau.png" in report and "## Consistency in N" in report
+    assert "## Why the claims that do not hold fail" in report
     for name in results["figures"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -12,11 +12,17 @@ from psipo.experiments.lm_lab.claims import (
     better_at_every_tau,
     claims,
     closer_than_reference,
+    consistent_in_n,
     decreasing_in_tau,
+    diagnose,
     flat_in_tau,
     keeps_growing,
     never_exists,
+    positive_difference,
+    width_needed,
 )
+from psipo.experiments.lm_lab.sweep import log_log_slope
+from psipo.experiments.reporting import Claim
 
 
 def test_above_with_disjoint_cis():
@@ -49,6 +55,35 @@ def test_closer_than_reference():
     assert closer_than_reference([((0.1, math.nan), 0.5)]) == "does not hold"  # one seed: no interval
 
 
+def test_consistent_in_n():
+    assert consistent_in_n([((-0.5, 0.1), 0.1, 0.01), ((-0.4, 0.2), 0.8, 0.1)]) == "holds"
+    assert consistent_in_n([((-0.5, 0.1), 0.1, 0.01), ((-0.1, 0.2), 0.8, 0.1)]) == "partly"  # CI reaches 0
+    assert consistent_in_n([((-0.5, 0.1), 0.1, 0.2)]) == "does not hold"  # further at the largest N
+    assert consistent_in_n([((-0.5, math.nan), 0.1, 0.01)]) == "does not hold"  # one seed: no interval
+
+
+def test_log_log_slope_is_the_rate():
+    sizes = [64, 512, 4096]
+    assert log_log_slope(sizes, [3.0 * n**-0.5 for n in sizes]) == pytest.approx(-0.5)
+
+
+def test_positive_difference():
+    assert positive_difference((0.1, 0.05)) == "holds"
+    assert positive_difference((0.1, 0.2)) == "does not hold"
+    assert positive_difference(None) == "does not hold"
+
+
+def test_width_needed_and_diagnose():
+    assert width_needed((2.0, 0.8), (1.0, 0.4)) == " [disjoint CIs need half-widths summing below 1; now 1.2]"
+    assert "wrong order" in width_needed((1.0, 0.1), (2.0, 0.1))
+    assert width_needed(None, (1.0, 0.1)) == ""
+    row = Claim("C7", "§5.4", "[x] s", "r", "DPO 2, IPO 1" + width_needed((2.0, 0.8), (1.0, 0.4)), "does not hold")
+    assert diagnose(row).startswith("data: the means are ordered as claimed") and "below 1; now 1.2" in diagnose(row)
+    assert diagnose(Claim("C8", "§5", "s", "r", "m", "does not hold")).startswith("learner:")
+    assert diagnose(Claim("C13", "§5", "s", "r", "m", "partly")).startswith("paper:")
+    assert diagnose(Claim("C8", "§5", "s", "r", "m", "holds")) is None
+
+
 def test_never_exists():
     assert never_exists(0) == "holds"
     assert never_exists(1) == "does not hold"
@@ -75,13 +110,15 @@ def test_above_in_every_pair():
 TAUS, SEEDS = [0.1, 1.0], [0, 1]
 
 IPO_LIKE = {"kl": {0.1: 2.0, 1.0: 0.2}, "growth": 0.001, "only_lost": -0.1, "only_won": 0.1, "unseen": 0.51,
-            "tv": 0.1, "objective": 0.4, "preference": 0.6}
-"""Final metrics of a run that behaves as the paper says IPO does (π_ref's unseen mass is 0.5)."""
+            "tv": 0.1, "objective": 0.4, "preference": 0.6, "won_mass": 0.11, "tv_own": 0.05}
+"""Final metrics of a run that behaves as the paper says IPO does (π_ref's unseen mass is 0.5, its
+mass on the responses only won 0.1, its TV to the empirical optimum 0.3)."""
 DPO_LIKE = {"kl": {0.1: 5.0, 1.0: 5.0}, "growth": 0.3, "only_lost": -5.0, "only_won": 3.0, "unseen": 0.8,
-            "tv": 0.9, "objective": -2.0, "preference": 0.45}
+            "tv": 0.9, "objective": -2.0, "preference": 0.45, "won_mass": 0.4, "tv_own": 0.9}
+SIZES = [64, 512, 4096]
 
 
-def synthetic_results(behaviour: dict[str, dict], *, oracle="cyclic:inf", dpo_exists=False):
+def synthetic_results(behaviour: dict[str, dict], *, oracle="cyclic:inf", dpo_exists=False, rate=-0.5):
     """What run_experiment returns, reduced to what the claims read: two seeds that differ by a
     hair (so that the t-intervals are narrow), a loss → behaviour map."""
 
@@ -90,8 +127,12 @@ def synthetic_results(behaviour: dict[str, dict], *, oracle="cyclic:inf", dpo_ex
         kl = b["kl"][tau] * wobble
         final = {"kl": kl, "only_lost_log_ratio": b["only_lost"] * wobble, "only_won_log_ratio": b["only_won"] * wobble,
                  "unseen_mass": b["unseen"] * wobble, "tv_to_optimum_identity": b["tv"] * wobble,
-                 "objective_identity": b["objective"] * wobble, "total_preference": b["preference"] * wobble}
-        curve = [{"step": 0, "kl": 0.0}, {"step": 200, "kl": kl - b["growth"] * wobble}, {"step": 300, "kl": kl}]
+                 "objective_identity": b["objective"] * wobble, "total_preference": b["preference"] * wobble,
+                 "only_won_mass": b["won_mass"] * wobble, "tv_to_empirical_optimum": b["tv_own"] * wobble}
+        gap = 3.0
+        curve = [{"step": 0, "kl": 0.0, "mean_gap": 0.0},
+                 {"step": 200, "kl": kl - b["growth"] * wobble, "mean_gap": gap - b["growth"] * wobble},
+                 {"step": 300, "kl": kl, "mean_gap": gap}]
         return {"oracle": oracle, "loss": loss, "tau": tau, "seed": seed, "final": final, "curve": curve}
 
     return {
@@ -99,9 +140,14 @@ def synthetic_results(behaviour: dict[str, dict], *, oracle="cyclic:inf", dpo_ex
         "enumerated": {
             "runs": [run(loss, tau, seed) for loss in ("dpo", "ipo") for tau in TAUS for seed in SEEDS],
             "empirical_optima": [{"oracle": oracle, "seed": seed, "tau": tau, "reference_unseen_mass": 0.5,
-                                  "dpo_exists": dpo_exists} for seed in SEEDS for tau in TAUS],
+                                  "reference_only_won_mass": 0.1, "reference_tv_to_empirical_ipo": 0.3,
+                                  "ipo": {"tv_to_optimum_identity": 0.6}, "dpo_exists": dpo_exists}
+                                 for seed in SEEDS for tau in TAUS],
             "optima": [{"oracle": oracle, "psi": "identity", "tau": tau, "reference_tv": 0.5} for tau in TAUS],
         },
+        "sweep": {"num_pairs": SIZES, "seeds": SEEDS, "rows": [
+            {"oracle": oracle, "seed": seed, "num_pairs": n, "tau": tau,
+             "tv_to_optimum": (1 + 0.01 * seed) * tau * n**rate} for seed in SEEDS for n in SIZES for tau in TAUS]},
         "large": None,
     }
 
@@ -112,13 +158,14 @@ def verdicts(results):
 
 def test_every_claim_holds_when_the_runs_behave_as_the_paper_says():
     assert verdicts(synthetic_results({"dpo": DPO_LIKE, "ipo": IPO_LIKE})) == {
-        claim_id: "holds" for claim_id in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10", "C12")
+        claim_id: "holds"
+        for claim_id in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10", "C12", "C13")
     }
 
 
 def test_no_claim_holds_when_dpo_and_ipo_swap_behaviours():
-    swapped = verdicts(synthetic_results({"dpo": IPO_LIKE, "ipo": DPO_LIKE}, dpo_exists=True))
-    assert swapped == {claim_id: "does not hold" for claim_id in swapped} and len(swapped) == 11
+    swapped = verdicts(synthetic_results({"dpo": IPO_LIKE, "ipo": DPO_LIKE}, dpo_exists=True, rate=0.2))
+    assert swapped == {claim_id: "does not hold" for claim_id in swapped} and len(swapped) == 12
 
 
 @pytest.mark.parametrize(("oracle", "expected"), [("bt:1", {"C5", "C6", "C7", "C10"}), ("bt:inf", {"C10"})])

@@ -8,6 +8,7 @@ to the closed-form optimum are computed exactly.
 * :mod:`.data` — preference datasets (y, y' ~ π_ref, labels ~ p*);
 * :mod:`.enumeration` — exact π(·|x) over V^L;
 * :mod:`.evaluate` — exact metrics through :mod:`psipo.tabular` (optimum of Eq. 9, empirical optima);
+* :mod:`.sweep` — consistency in N: the exact minimiser of IPO's empirical loss for N up to 2.6·10^5;
 * :mod:`.montecarlo` — estimates with CIs for the non-enumerable configuration;
 * :mod:`.training_runs` — preference runs with :func:`psipo.lm.train`;
 * :mod:`.experiment` — the grid, the worker processes and the outputs;

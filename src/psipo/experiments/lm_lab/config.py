@@ -93,6 +93,18 @@ class GridConfig:
 
 
 @dataclasses.dataclass
+class SweepConfig:
+    """Consistency in N: the exact minimiser of IPO's empirical loss as N grows (no LM is trained)."""
+
+    enabled: bool = True
+    """Run it (set false to skip)."""
+    num_pairs: list[int] = dataclasses.field(default_factory=lambda: [64, 512, 4096, 32768, 262144])
+    """N of the sweep's datasets (each drawn afresh, for every oracle, τ of the grid and seed)."""
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2, 3])
+    """Seeds of the sweep's datasets (intervals over seeds of the fitted rate)."""
+
+
+@dataclasses.dataclass
 class LargeConfig:
     """The non-enumerable configuration: Monte Carlo estimates with confidence intervals."""
 
@@ -134,6 +146,8 @@ class LabConfig:
     """The supervised phase that makes π_ref."""
     grid: GridConfig = dataclasses.field(default_factory=GridConfig)
     """The experiment grid on the enumerable world."""
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    """The exact N-sweep of IPO's empirical optimum (consistency, Prop. 3)."""
     large: LargeConfig = dataclasses.field(default_factory=LargeConfig)
     """The large, Monte Carlo configuration."""
     workers: int = 2
@@ -215,6 +229,9 @@ def validate(config: LabConfig) -> None:
         ("grid.eval_every", g.eval_every >= 1, "must be >= 1"),
         ("grid.batch_size", g.batch_size >= 1, "must be >= 1"),
         ("grid.learning_rate", g.learning_rate > 0, "must be > 0"),
+        ("sweep.num_pairs", all(n >= 1 for n in config.sweep.num_pairs)
+         and (not config.sweep.enabled or len(set(config.sweep.num_pairs)) >= 2), "must be >= 2 distinct values >= 1"),
+        ("sweep.seeds", not config.sweep.enabled or len(config.sweep.seeds) > 0, "must not be empty"),
         ("large.taus", all(0 < t < math.inf for t in lc.taus), "must be finite numbers > 0"),
         ("large.samples", lc.samples >= 2, "must be >= 2"),
         ("large.vocab_size", lc.vocab_size ** w.prompt_length >= lc.num_prompts,

@@ -66,6 +66,36 @@ class DataMasks:
         return cls(seen=won | lost, only_lost=lost & ~won, only_won=won & ~lost)
 
 
+@dataclasses.dataclass
+class TrainingPairs:
+    """The dataset's pairs as enumerated indices: what the empirical losses are sums over."""
+
+    prompt_index: torch.Tensor
+    """[N] the prompt of each pair."""
+    chosen: torch.Tensor
+    """[N] the row of y_w in the enumerated responses."""
+    rejected: torch.Tensor
+    """[N] the row of y_l."""
+
+    @classmethod
+    def from_data(cls, data: PreferenceData, vocab_size: int) -> TrainingPairs:
+        return cls(data.prompt_index, response_index(data.chosen, vocab_size), response_index(data.rejected, vocab_size))
+
+    def gaps(self, policy_logps: torch.Tensor, reference_logps: torch.Tensor) -> torch.Tensor:
+        """h_π(y_w, y_l) of every pair, [N] (float64)."""
+        ratio = policy_logps.to(torch.float64) - reference_logps.to(torch.float64)
+        return ratio[self.prompt_index, self.chosen] - ratio[self.prompt_index, self.rejected]
+
+    def summary(self, policy_logps: torch.Tensor, reference_logps: torch.Tensor, tau: float) -> dict[str, float]:
+        """Mean gap h on the pairs, and the empirical DPO (Eq. 4) and IPO (Eq. 17) losses of the policy."""
+        h = self.gaps(policy_logps, reference_logps)
+        return {
+            "mean_gap": float(h.mean()),
+            "dpo_training_loss": float(torch.nn.functional.softplus(-tau * h).mean()),
+            "ipo_training_loss": float(((h - 1.0 / (2.0 * tau)) ** 2).mean()),
+        }
+
+
 def _kl(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor) -> float:
     """E_ρ KL(p‖q) over [X, Y] tables; +inf when p has mass where q has none."""
     return float((rho * (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)).sum())
@@ -102,11 +132,14 @@ class Evaluator:
         tau: float,
         masks: DataMasks | None = None,
         full: bool = True,
+        empirical_optimum: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """Exact quantities of one policy at one τ; infinite values become None (JSON null).
 
         ``full=False`` gives only KL(π‖π_ref) and p*(π≻µ) (learning curves, frontier), skipping
         the ΨPO objectives and the distances to π*, which cost a pass over the [X, Y, Y] table.
+        ``empirical_optimum`` [X, Y] (the minimiser of the policy's own empirical loss) adds the
+        policy's TV and KL to it.
         """
         problem, rho = self.problem, self.problem.rho
         policy = normalised(policy_logps)
@@ -114,6 +147,9 @@ class Evaluator:
             "kl": float(exact.kl_divergence(problem, policy)),
             "total_preference": float(exact.total_preference(problem, policy)),
         }
+        if empirical_optimum is not None:
+            out["tv_to_empirical_optimum"] = float((rho * 0.5 * (policy - empirical_optimum).abs().sum(-1)).sum())
+            out["kl_to_empirical_optimum"] = _finite_or_none(_kl(policy, empirical_optimum, rho))
         if not full:
             return out
         out["objective_identity"] = _finite_or_none(exact.psipo_objective(problem, policy, tau=tau, psi="identity"))
@@ -126,6 +162,7 @@ class Evaluator:
         if masks is not None:
             log_ratio = torch.log(policy) - self.reference_logps
             out["unseen_mass"] = float((rho * (policy * ~masks.seen).sum(-1)).sum())
+            out["only_won_mass"] = float((rho * (policy * masks.only_won).sum(-1)).sum())
             out["only_lost_log_ratio"] = _masked_mean(log_ratio, masks.only_lost)
             out["only_won_log_ratio"] = _masked_mean(log_ratio, masks.only_won)
         return out

@@ -2,8 +2,10 @@
 
 :func:`run_experiment` writes into its output folder
 
-* ``results.json`` — every run's exact metrics, learning curves and trainer history, the
-  closed-form optima, the empirical-loss optima, the Monte Carlo runs and the claims table;
+* ``results.json`` — every run's exact metrics (with its distance to the exact minimiser of
+  its own empirical loss), learning curves and trainer history, the closed-form optima, the
+  empirical-loss optima, the exact N-sweep of IPO's empirical optimum (:mod:`.sweep`), the
+  Monte Carlo runs and the claims table;
 * ``REPORT.md`` — the claims of the paper (§4.2, §5, §5.1–5.2, §5.3.1, §5.4, §6) against what
   was measured (:mod:`.claims`, :mod:`.report`);
 * ``figures/*.png`` — KL against τ (the main figure), the preference–KL frontier, learning
@@ -36,6 +38,7 @@ from psipo.experiments.lm_lab.evaluate import (
     DataMasks,
     EmpiricalOptima,
     Evaluator,
+    TrainingPairs,
     enumerated_problem,
     normalised,
 )
@@ -45,6 +48,7 @@ from psipo.experiments.lm_lab.montecarlo import (
     total_preference_estimate,
 )
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
+from psipo.experiments.lm_lab.sweep import consistency_sweep
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
 from psipo.experiments.reporting import claims_as_data, write_results
@@ -156,14 +160,22 @@ def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Ref
         num_pairs=grid.num_pairs, generator=generator,
     )
     masks = DataMasks.from_data(data, tuple(reference_logps.shape), wc.vocab_size)
+    training_pairs = TrainingPairs.from_data(data, wc.vocab_size)
     empirical = []
     optima_of_data = EmpiricalOptima(reference_logps, data, vocab_size=wc.vocab_size)
+    own_optima: dict[tuple[str, float], torch.Tensor | None] = {}
     for tau in grid.taus:
         ipo_policy, dpo_policy = optima_of_data.ipo(tau), optima_of_data.dpo(tau)
+        own_optima[("ipo", tau)], own_optima[("dpo", tau)] = ipo_policy, dpo_policy
+        reference_to_ipo = evaluator.metrics(reference_logps, tau=tau, full=False, empirical_optimum=ipo_policy)
         empirical.append({
             "oracle": oracle.name, "seed": seed, "tau": tau,
             "reference_unseen_mass": float((reference_probs * ~masks.seen).sum(-1).mean()),
-            "ipo": evaluator.metrics(torch.log(ipo_policy), tau=tau, masks=masks),
+            "reference_only_won_mass": float((reference_probs * masks.only_won).sum(-1).mean()),
+            "reference_tv_to_empirical_ipo": reference_to_ipo["tv_to_empirical_optimum"],
+            "reference_kl_to_empirical_ipo": reference_to_ipo["kl_to_empirical_optimum"],
+            "ipo": {**evaluator.metrics(torch.log(ipo_policy), tau=tau, masks=masks),
+                    **training_pairs.summary(torch.log(ipo_policy), reference_logps, tau)},
             "dpo_exists": dpo_policy is not None,
             "dpo": (evaluator.metrics(torch.log(dpo_policy), tau=tau, masks=masks)
                     if dpo_policy is not None else None),
@@ -182,19 +194,22 @@ def _grid_task(config: LabConfig, oracle_number: int, seed: int, reference: _Ref
     def curve_point(step: int, model: Any, tau: float) -> dict[str, float]:
         """The trainer's callback: exact KL and total preference of the live model."""
         logps = enumerate_logps(model, world.prompts, responses, float64=False)
-        return {f"exact_{k}": v for k, v in evaluator.metrics(logps, tau=tau, full=False).items()}
+        point = {**evaluator.metrics(logps, tau=tau, full=False), **training_pairs.summary(logps, reference_logps, tau)}
+        return {f"exact_{k}": v for k, v in point.items()}
 
     for loss in grid.losses:
         for tau in grid.taus:
             trained = train_policy(reference_model, pairs, settings, loss=loss, tau=tau, seed=seed,
                                    on_log=functools.partial(curve_point, tau=tau))
             curve = [
-                {"step": record["step"], "kl": record["exact_kl"], "total_preference": record["exact_total_preference"]}
+                {"step": record["step"], "kl": record["exact_kl"], "total_preference": record["exact_total_preference"],
+                 "mean_gap": record["exact_mean_gap"], "dpo_training_loss": record["exact_dpo_training_loss"]}
                 for record in trained.history
                 if "exact_kl" in record
             ]
             final_logps = enumerate_logps(trained.model, world.prompts, responses)
-            final = evaluator.metrics(final_logps, tau=tau, masks=masks)
+            final = evaluator.metrics(final_logps, tau=tau, masks=masks, empirical_optimum=own_optima.get((loss, tau)))
+            final.update(training_pairs.summary(final_logps, reference_logps, tau))
             final["sum_minus_one_max"] = float((final_logps.exp().sum(-1) - 1).abs().max())
             runs.append({
                 "oracle": oracle.name, "loss": loss, "tau": tau, "seed": seed,
@@ -287,7 +302,7 @@ def run_experiment(
             large_reference = _Reference.train(
                 _large_world(config), config, steps=config.large.reference_steps, seed=config.world.seed + 1
             )
-    grid_results, large_results, optima = _run_tasks(
+    grid_results, large_results, optima, sweep = _run_tasks(
         config, world, responses, reference, reference_logps, large_reference, progress
     )
     results: dict[str, Any] = {"config": to_dict(config), "command": command}
@@ -302,6 +317,8 @@ def run_experiment(
         "optima": optima,
         "empirical_optima": [row for part in grid_results for row in part["empirical_optima"]],
     }
+    results["sweep"] = ({"num_pairs": config.sweep.num_pairs, "seeds": config.sweep.seeds, "rows": sweep}
+                        if config.sweep.enabled else None)
     results["large"] = _large_section(config, large_reference, large_results) if config.large.enabled else None
     results["runtime_seconds"] = time.perf_counter() - start
     results["workers"] = config.workers
@@ -314,8 +331,9 @@ def run_experiment(
 
 def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
                reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool):
-    """Every grid and large task on the worker processes, the closed-form optima meanwhile here:
-    (grid task results, large task results, optima rows), tasks in submission order."""
+    """Every grid and large task on the worker processes, the closed-form optima and the N-sweep
+    meanwhile here: (grid task results, large task results, optima rows, sweep rows), tasks in
+    submission order."""
     grid, large = config.grid, config.large
     runs_per_grid_task = len(grid.losses) * len(grid.taus)
     runs_per_large_task = len(large.losses) * len(large.taus)
@@ -335,6 +353,7 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
                 futures[future] = ("large", f"large seed={seed}", runs_per_large_task)
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
+                sweep = _sweep_rows(config, world, responses, reference_logps) if config.sweep.enabled else []
             for future in concurrent.futures.as_completed(futures):
                 _, description, count = futures[future]
                 bar.step(description, count)
@@ -344,7 +363,19 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
     # results.json (and sums over runs in the same order) whatever the timing.
     grid_results = [future.result() for future, (kind, *_) in futures.items() if kind == "grid"]
     large_results = [future.result() for future, (kind, *_) in futures.items() if kind == "large"]
-    return grid_results, large_results, optima
+    return grid_results, large_results, optima, sweep
+
+
+def _sweep_rows(config: LabConfig, world: World, responses: torch.Tensor,
+                reference_logps: torch.Tensor) -> list[dict[str, Any]]:
+    """The exact N-sweep of IPO's empirical optimum, every oracle (see :mod:`.sweep`)."""
+    rows = []
+    for number, oracle in enumerate(parse_oracle(o) for o in config.grid.oracles):
+        evaluator = Evaluator(enumerated_problem(world, oracle, responses, reference_logps))
+        rows += consistency_sweep(evaluator, oracle.name, num_pairs=config.sweep.num_pairs,
+                                  seeds=config.sweep.seeds, taus=sorted(set(config.grid.taus)),
+                                  seed_offset=number + 1)
+    return rows
 
 
 def _large_section(config: LabConfig, large_reference: _Reference, large_results: list[dict[str, Any]]) -> dict[str, Any]:

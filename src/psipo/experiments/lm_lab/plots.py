@@ -200,6 +200,34 @@ def large_figure(results: dict[str, Any]) -> Figure:
     return figure
 
 
+def consistency_figure(results: dict[str, Any]) -> Figure:
+    """TV(π̂_N, π*) of IPO's empirical optimum against N, one panel per oracle, one line per τ."""
+    sweep = results["sweep"]
+    oracles = results["config"]["grid"]["oracles"]
+    figure, axes = _panels(len(oracles))
+    sizes = sorted(set(sweep["num_pairs"]))
+    for axis, oracle in zip(axes, oracles):
+        rows = [r for r in sweep["rows"] if r["oracle"] == oracle]
+        for tau in sorted({r["tau"] for r in rows}):
+            cells = [interval(r["tv_to_optimum"] for r in rows if (r["tau"], r["num_pairs"]) == (tau, n)) for n in sizes]
+            means = [c[0] for c in cells]
+            halves = [c[1] for c in cells]
+            axis.errorbar(sizes, means, yerr=_errors(means, halves, low=1e-6), marker="o", ms=3, capsize=2,
+                          label=f"τ = {tau:g}")
+        reference = [sizes[0], sizes[-1]]
+        anchor = [r["tv_to_optimum"] for r in rows if r["num_pairs"] == sizes[0]]
+        if anchor:
+            start = sum(anchor) / len(anchor)
+            axis.plot(reference, [start, start * (sizes[-1] / sizes[0]) ** -0.5], "k:", lw=1, label="N^(−1/2)")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("N (pairs)")
+        axis.set_ylabel("TV(π̂_N, π*)")
+        axis.set_title(f"IPO's empirical optimum, {oracle}")
+        axis.legend(fontsize=7)
+    return figure
+
+
 def draw_all(results: dict[str, Any], folder: Path) -> list[Path]:
     """Write every figure of the lab into ``folder``; return their paths."""
     oracles = results["config"]["grid"]["oracles"]
@@ -210,6 +238,8 @@ def draw_all(results: dict[str, Any], folder: Path) -> list[Path]:
         "learning_curves.png": learning_curves_figure(results, focus),
         "data_effects.png": data_effects_figure(results, focus),
     }
+    if results.get("sweep") and results["sweep"]["rows"]:
+        figures["consistency.png"] = consistency_figure(results)
     if results.get("large") and results["large"]["runs"]:
         figures["large.png"] = large_figure(results)
     paths = []

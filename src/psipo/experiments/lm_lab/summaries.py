@@ -57,15 +57,53 @@ def kl_slopes(results: dict[str, Any], oracle: str, loss: str) -> Interval | Non
     return interval(slopes)
 
 
-def late_growth(results: dict[str, Any], oracle: str, loss: str, tau: float) -> Interval | None:
-    """KL at the end minus KL two-thirds of the way through training (nats): still moving?"""
+def late_growth(results: dict[str, Any], oracle: str, loss: str, tau: float, *, key: str = "kl") -> Interval | None:
+    """A learning curve's value (``key``: "kl" in nats, "mean_gap" …) at the end minus two-thirds
+    of the way through training: still moving?"""
     values = []
     for run in results["enumerated"]["runs"]:
         if (run["oracle"], run["loss"], run["tau"]) != (oracle, loss, tau) or len(run["curve"]) < 3:
             continue
         curve = run["curve"]
-        values.append(late_change([point["step"] for point in curve], [point["kl"] for point in curve]))
+        if any(point.get(key) is None for point in curve):
+            continue
+        values.append(late_change([point["step"] for point in curve], [point[key] for point in curve]))
     return interval(values)
+
+
+def consistency_rate(rows: list[dict[str, Any]], tau: float) -> Interval | None:
+    """Per seed, the fitted slope of log TV(π̂_N, π*) against log N over the sweep's rows at τ
+    (one oracle); its mean and CI over seeds."""
+    from psipo.experiments.lm_lab.sweep import log_log_slope
+
+    slopes = []
+    for seed in sorted({r["seed"] for r in rows}):
+        points = sorted((r["num_pairs"], r["tv_to_optimum"]) for r in rows if (r["seed"], r["tau"]) == (seed, tau))
+        if len(points) >= 2:
+            slopes.append(log_log_slope([n for n, _ in points], [tv for _, tv in points]))
+    return interval(slopes) if slopes else None
+
+
+def _best_by_seed(results: dict[str, Any], oracle: str, loss: str) -> dict[int, float]:
+    best: dict[int, float] = {}
+    for run in results["enumerated"]["runs"]:
+        if (run["oracle"], run["loss"]) == (oracle, loss):
+            value = run["final"]["total_preference"]
+            best[run["seed"]] = max(best.get(run["seed"], value), value)
+    return best
+
+
+def best_preference(results: dict[str, Any], oracle: str, loss: str) -> Interval | None:
+    """Per dataset, the highest total preference p*(π≻µ) over the τ grid; mean and CI."""
+    best = _best_by_seed(results, oracle, loss)
+    return interval(best.values()) if best else None
+
+
+def best_preference_difference(results: dict[str, Any], oracle: str) -> Interval | None:
+    """Per dataset, IPO's best p*(π≻µ) over τ minus DPO's; mean and CI of the paired difference."""
+    ipo, dpo = _best_by_seed(results, oracle, "ipo"), _best_by_seed(results, oracle, "dpo")
+    differences = [ipo[seed] - dpo[seed] for seed in sorted(ipo) if seed in dpo]
+    return interval(differences) if differences else None
 
 
 def reference_tv(results: dict[str, Any], oracle: str, tau: float) -> float | None:
