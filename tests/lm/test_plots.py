@@ -65,3 +65,20 @@ def test_without_a_readable_config_the_titles_claim_no_unit(tmp_path, drawn_titl
     plot_run(tmp_path / "run")
     assert "log-probs" in drawn_titles and "KL(π_ref‖π) estimate" in drawn_titles
     assert not any("sequence" in t or "per token" in t for t in drawn_titles)
+
+
+@pytest.mark.parametrize(
+    ("config_yaml", "command"),
+    [
+        ("model: m\nalgorithm: rloo\nreward: r:f\n", "online"),
+        ("model: m\nreward_l2: 0.0\n", "reward"),
+        ("model: m\nloss: ipo\n", "train"),
+    ],
+)
+def test_each_trainer_gets_its_own_panels(tmp_path, drawn_titles, config_yaml, command):
+    write_run(tmp_path / "run", config_yaml)
+    plot_run(tmp_path / "run")
+    online = "win rate of π over π_ref, held out" in drawn_titles and "KL(π‖π_ref) estimate per sequence" in drawn_titles
+    assert online == (command == "online")
+    assert ("pairwise accuracy (r_w > r_l)" in drawn_titles) == (command == "reward")
+    assert ("preference accuracy (h > 0)" in drawn_titles) == (command == "train")

@@ -474,7 +474,7 @@ class OnlineTask:
         eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
         if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
             return {}
-        g = self.config.generation
+        started, g = time.perf_counter(), self.config.generation
         drawn = sample_both(
             self.setup.policy,
             self.reference,
@@ -496,6 +496,7 @@ class OnlineTask:
             ours_r, theirs_r = judged["rewards"]
             record.update(eval_reward=sum(ours_r) / len(ours_r), eval_reward_reference=sum(theirs_r) / len(theirs_r))
         self.setup.policy.train()
+        self._since += time.perf_counter() - started  # evaluation is not training time
         return record
 
 

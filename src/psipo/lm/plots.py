@@ -33,6 +33,19 @@ REWARD_PANELS: list[tuple[str, list[str]]] = [
 ]
 """The panels of a ``psipo reward`` run; a reliability diagram of its last evaluation follows."""
 
+ONLINE_PANELS: list[tuple[str, list[str]]] = [
+    ("loss", ["loss"]),
+    ("reward of the samples (held out: π and π_ref)", ["reward", "eval_reward", "eval_reward_reference"]),
+    ("win rate of π over π_ref, held out", ["eval_win_rate"]),
+    ("KL(π‖π_ref) estimate per sequence", ["kl", "eval_kl"]),
+    ("entropy estimate −E log π(y) per sequence", ["entropy"]),
+    ("judge's decisiveness |2p − 1|", ["preference_strength"]),
+    ("response length (tokens)", ["response_length"]),
+    ("share of time spent generating", ["generation_fraction"]),
+    ("generated tokens / second", ["tokens_per_second"]),
+]
+"""The panels of a ``psipo online`` run."""
+
 PER_AGGREGATION = {
     "sum": " per sequence (sum over completion tokens)",
     "mean": " per token (mean over completion tokens)",
@@ -61,14 +74,20 @@ def run_aggregation(run_dir: Path) -> str | None:
         return None
 
 
-def is_reward_run(run_dir: Path, records: list[dict[str, Any]]) -> bool:
-    """A ``psipo reward`` run: its config has ``reward_l2``, or it recorded a calibration error."""
+def run_command(run_dir: Path, records: list[dict[str, Any]]) -> str:
+    """Which trainer wrote the run: ``reward`` (its config has ``reward_l2``, or it recorded a
+    calibration error), ``online`` (``algorithm``, or a generation share), else ``train``."""
     path = run_dir / "config.yaml"
     try:
         config_text = path.read_text(encoding="utf-8") if path.is_file() else ""
     except (OSError, UnicodeDecodeError):
         config_text = ""
-    return any(line.startswith("reward_l2:") for line in config_text.splitlines()) or any("eval_ece" in r for r in records)
+    keys = {line.split(":", 1)[0] for line in config_text.splitlines()}
+    if "reward_l2" in keys or any("eval_ece" in r for r in records):
+        return "reward"
+    if "algorithm" in keys or any("generation_fraction" in r for r in records):
+        return "online"
+    return "train"
 
 
 def _reliability_diagram(ax: Any, records: list[dict[str, Any]]) -> None:
@@ -115,9 +134,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not records:
         raise PsipoInputError(f"{metrics}: no metrics recorded yet")
 
-    reward = is_reward_run(run_dir, records)
-    panels = REWARD_PANELS if reward else PANELS
-    per = "" if reward else PER_AGGREGATION[run_aggregation(run_dir)]
+    command = run_command(run_dir, records)
+    reward = command == "reward"
+    panels = {"reward": REWARD_PANELS, "online": ONLINE_PANELS, "train": PANELS}[command]
+    per = PER_AGGREGATION[run_aggregation(run_dir)] if command == "train" else ""
     fig, axes = plt.subplots(3, 3, figsize=(15, 11), constrained_layout=True)
     for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
@@ -143,7 +163,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _reliability_diagram(axes.flat[len(panels)], records)
     for ax in list(axes.flat)[len(panels) + int(reward) :]:
         ax.axis("off")
-    fig.suptitle(f"psipo {'reward' if reward else 'train'}: {run_dir}", fontsize=11)
+    fig.suptitle(f"psipo {command}: {run_dir}", fontsize=11)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
