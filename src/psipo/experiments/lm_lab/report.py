@@ -262,11 +262,20 @@ def _notes(results: dict[str, Any]) -> list[str]:
     if "ipo" in grid["losses"]:
         notes.append(_ipo_against_its_empirical_optimum(results))
     notes += [
+        "C6 (greedy policies) is the paper's D1 effect: an action that beats every action it is compared with "
+        "gets all DPO's mass whatever τ. Under `bt:inf` each prompt has a response that beats all others (the "
+        "reward's argmax), but N pairs drawn from π_ref rarely show it; the rule therefore reads the probability "
+        "mass on the responses the dataset shows undefeated (the empirical D1 actions), against π_ref's mass there.",
+        "C10 (no Bradley–Terry assumption) compares IPO with a Bradley–Terry method, DPO, trained on the same "
+        "data: under the non-transitive oracle IPO's best total preference over τ should be the higher; under "
+        "the Bradley–Terry oracles the same difference is printed as the control. A rule \"p*(π≻µ) > ½\" alone "
+        "would not test the assumption (any method that learns passes it).",
         "The LM shares parameters across responses, so it cannot move one response's probability alone "
         "as a tabular policy can; the empirical optimum of the tabular policy is shown for comparison.",
         f"π* is the population optimum; a dataset of N = {grid['num_pairs']} pairs observes at most "
         f"{2 * grid['num_pairs']} of the {world['num_prompts']} × {results['enumerated']['world']['num_responses']} "
-        "(prompt, response) pairs, so the distance to π* is reported, not expected to vanish.",
+        "(prompt, response) pairs, so the distance to π* is reported, not expected to vanish; what the paper "
+        "claims is consistency as N grows (Prop. 3), which the N-sweep measures (C13).",
     ]
     return [f"- {note}" for note in notes]
 
