@@ -66,9 +66,10 @@ def test_first_pairwise_loss_at_initialisation(online_config, prompts, algorithm
     result = run(online_config, prompts, algorithm=algorithm, max_steps=1, **keys)
     record = result.history[0]
     assert record["loss"] == pytest.approx(first_loss, rel=1e-4)
-    # π = π_ref while the first samples are drawn: the KL estimate is exactly 0 from π's samples.
+    # π = π_ref while the first samples are drawn: the KL estimate is 0 (to rounding: the sampler
+    # scores π through its KV cache, π_ref is scored in one batched forward).
     if algorithm != "ipo_md":
-        assert record["kl"] == 0.0
+        assert abs(record["kl"]) < 1e-4
     assert 0 < record["response_length"] <= 4 and 0 <= record["cut_fraction"] <= 1
     assert 0 < record["generation_fraction"] < 1 and record["tokens_per_second"] > 0
     assert 0 <= record["preference_strength"] <= 1 and record["entropy"] > 0
@@ -83,7 +84,7 @@ def test_rloo_logs_the_rewards_and_its_baseline_cancels_a_constant_reward(online
 
     result = run(online_config, prompts, judge=CallableReward(reward), algorithm="rloo", num_generations=3, max_steps=1)
     assert result.history[0]["reward"] == pytest.approx(float(seen["r"].double().mean()), rel=1e-6)
-    assert result.history[0]["kl"] == 0.0
+    assert abs(result.history[0]["kl"]) < 1e-4
     # A constant reward (and a KL term below float32's resolution at 3): every leave-one-out
     # advantage is 0, so is the gradient, and AdamW leaves the weights exactly as they were.
     # Plain REINFORCE (no baseline) would move them.

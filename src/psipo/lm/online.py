@@ -321,11 +321,6 @@ COLUMNS = ("loss", "reward", "preference_strength", "kl", "entropy", "response_l
 """The per-prompt metric rows of :class:`OnlineTask`, in order."""
 
 
-def _aggregate(token_logps: torch.Tensor, mask: torch.Tensor, aggregation: str) -> torch.Tensor:
-    total = (token_logps * mask).sum(-1)
-    return total if aggregation == "sum" else total / mask.sum(-1).clamp(min=1)
-
-
 class OnlineTask:
     """Online training as a :class:`psipo.lm.loop.Task`: each micro-batch samples, judges and
     scores its prompts' responses (see the module docstring)."""
@@ -382,25 +377,52 @@ class OnlineTask:
             temperature=g.temperature,
             top_p=g.top_p,
             seed=step_generator(self.config.run.seed, step, self.setup.accelerator.process_index, micro, SAMPLES),
-            reference=self.reference,
+            # Only the mixture needs π_ref token by token; otherwise one batched forward scores it.
+            reference=self.reference if self.config.online.mixture > 0 else None,
             beta=self.config.online.mixture,
             pad_token_id=self.setup.pad_id,
         )
         self.generation_seconds += time.perf_counter() - started
         return samples
 
-    def _judged_losses(self, policy: torch.Tensor, reference: torch.Tensor, prompts: list[Any], responses: list[list[Any]], label_seed: torch.Generator):
-        """Pairwise: per-prompt mean loss over the K(K−1)/2 judged pairs, and the preferences."""
+    @torch.no_grad()
+    def _reference_logps(self, samples: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log π_ref(y|x) of each sample, summed over its tokens: the sampler's, for the mixture."""
+        from psipo.lm.logprobs import sequence_logps
+
+        if samples.reference_logps is not None:
+            return samples.reference_logps.sum(1)
+        return sequence_logps(
+            self.reference, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+            aggregation="sum", chunk_size=self.config.optim.logprob_chunk_size,
+        )  # fmt: skip
+
+    def _judged_losses(
+        self,
+        policy: torch.Tensor,
+        reference: torch.Tensor,
+        prompts: list[Any],
+        responses: list[list[Any]],
+        rewards: torch.Tensor | None,
+        label_seed: torch.Generator,
+    ):
+        """Pairwise: per-prompt mean loss over the K(K−1)/2 judged pairs, and the preferences.
+
+        A Bradley–Terry judge (a reward model, a callable reward) is asked for the K rewards
+        once, not for both sides of every pair: P(a ≻ b) = σ(r_a − r_b) either way."""
+        from psipo.lm.judges import RewardJudge
         from psipo.online import hard_labels, labelled_pair_losses
 
-        a, b = zip(*self.pairs)
+        a, b = (list(side) for side in zip(*self.pairs))
         n = len(prompts)
-        flat_prompts = [p for p in prompts for _ in self.pairs]
-        first = [responses[x][i] for x in range(n) for i in a]
-        second = [responses[x][j] for x in range(n) for j in b]
-        preferences = self.judge.judge(flat_prompts, first, second).reshape(n, len(self.pairs)).to(policy.device)
+        if rewards is not None and type(self.judge).judge is RewardJudge.judge:
+            preferences = torch.sigmoid(rewards[:, a] - rewards[:, b]).to(policy.device)
+        else:
+            flat_prompts = [p for p in prompts for _ in self.pairs]
+            first = [responses[x][i] for x in range(n) for i in a]
+            second = [responses[x][j] for x in range(n) for j in b]
+            preferences = self.judge.judge(flat_prompts, first, second).reshape(n, len(self.pairs)).to(policy.device)
         labels = hard_labels(preferences, generator=label_seed) if self.config.online.labels == "hard" else preferences
-        a, b = list(a), list(b)
         losses = labelled_pair_losses(
             self.loss_fn, policy[:, a], policy[:, b], reference[:, a], reference[:, b], labels.to(policy.dtype), **self.loss_kwargs
         )
@@ -413,9 +435,11 @@ class OnlineTask:
         step, micro, indices = micro_batch
         config, k, n = self.config, self.config.generation.num_generations, len(indices)
         samples = self._sample(step, micro, indices)
-        mask = samples.response_mask.to(samples.logps.dtype)
-        reference = _aggregate(samples.reference_logps, mask, config.aggregation).reshape(n, k)
-        policy = self.module(samples.as_batch()).reshape(n, k)
+        batch = samples.as_batch()
+        sequence_reference = self._reference_logps(samples, batch).reshape(n, k)
+        lengths = samples.lengths.reshape(n, k).to(sequence_reference)
+        reference = sequence_reference if config.aggregation == "sum" else sequence_reference / lengths.clamp(min=1)
+        policy = self.module(batch).reshape(n, k)
 
         prompts = [self.setup.train_data.prompts[i] for i in indices]
         flat_prompts = [p for p in prompts for _ in range(k)]
@@ -423,25 +447,23 @@ class OnlineTask:
         responses = [flat_responses[x * k : (x + 1) * k] for x in range(n)]
         nan = torch.full((n,), math.nan)
         rewards = strength = nan
+        r = self.judge.reward(flat_prompts, flat_responses).reshape(n, k) if hasattr(self.judge, "reward") else None
         if self.pairwise:
             label_seed = step_generator(config.run.seed, step, self.setup.accelerator.process_index, micro, LABELS)
-            losses, preferences = self._judged_losses(policy, reference, prompts, responses, label_seed)
+            losses, preferences = self._judged_losses(policy, reference, prompts, responses, r, label_seed)
             strength = (2 * preferences - 1).abs().mean(1).float().cpu()
-            if hasattr(self.judge, "reward"):
-                rewards = self.judge.reward(flat_prompts, flat_responses).reshape(n, k).mean(1).float()
         else:
-            r = self.judge.reward(flat_prompts, flat_responses).reshape(n, k).to(policy.device, policy.dtype)
-            # The KL term needs log π(y) of whole responses: the sampling pass's sums (no gradient).
-            sequence_reference = samples.reference_logps.sum(1).reshape(n, k)
-            losses = rloo_losses(policy, sequence_reference, r, tau=config.objective.tau).mean(1)
-            rewards = r.mean(1).float().cpu()
+            # The KL term is of whole responses: log π_ref summed (no gradient), as log π is.
+            r = r.to(policy.device, policy.dtype)
+            losses = rloo_losses(policy, sequence_reference.to(policy), r, tau=config.objective.tau).mean(1)
+        if r is not None:
+            rewards = r.double().mean(1).float().cpu()
 
         # Monte Carlo KL(π‖π_ref) and entropy per sequence, weighted by π/q when q ≠ π.
         log_pi, log_q = samples.logps.sum(1).double(), samples.sampling_logps.sum(1).double()
         weights = (log_pi - log_q).exp() if self._warped else torch.ones_like(log_pi)
-        kl = (weights * (log_pi - samples.reference_logps.sum(1).double())).reshape(n, k).mean(1)
+        kl = (weights * (log_pi - sequence_reference.flatten().double())).reshape(n, k).mean(1)
         entropy = (weights * -log_pi).reshape(n, k).mean(1)
-        lengths = samples.lengths.reshape(n, k).double()
         cut = (~samples.finished).reshape(n, k).double()
         rows = torch.stack(
             [losses.detach().float().cpu(), rewards.cpu(), strength, kl.float().cpu(), entropy.float().cpu(),
