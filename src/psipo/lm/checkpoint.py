@@ -49,17 +49,18 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
-    """``save_pretrained`` of the model (or PEFT adapter) and tokenizer into ``directory``."""
-    model.save_pretrained(directory, safe_serialization=True)
+def save_model(model: Any, tokenizer: Any, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """``save_pretrained`` of the model (or PEFT adapter) and tokenizer into ``directory``;
+    ``state_dict``: the model's weights gathered whole when they are sharded over processes."""
+    model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
 
 
-def save_final(model: Any, tokenizer: Any, directory: Path) -> None:
+def save_final(model: Any, tokenizer: Any, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """The final model, atomically: loadable with ``AutoModelForCausalLM.from_pretrained``."""
     with atomic_directory(directory) as tmp:
-        save_model(model, tokenizer, tmp)
+        save_model(model, tokenizer, tmp, state_dict)
 
 
 def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from psipo.errors import PsipoNonFiniteError
+from psipo.lm.distributed import gather_rows, total
 from psipo.lm.metrics import LogWindow, MetricsLog, peak_memory_mb
 
 
@@ -77,6 +78,7 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
     rows, tokens = [], 0
     for m, micro_batch in enumerate(micro_batches):
         sync = m == len(micro_batches) - 1
+        accelerator.sync_gradients = sync  # DeepSpeed's engine reduces and steps at this boundary
         with contextlib.nullcontext() if sync else accelerator.no_sync(task.module), accelerator.autocast():
             losses, batch_rows, batch_tokens = task.losses(micro_batch)
             # Sum over this micro-batch / examples in the whole step: accumulation equals one big batch.
@@ -85,7 +87,9 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
         tokens += batch_tokens
     max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else math.inf
     grad_norm = float(accelerator.clip_grad_norm_(opt.params, max_norm))
-    step_rows = torch.cat(rows)
+    # The rows of the global batch, on every process: metrics are the run's, and the guard
+    # takes one decision for all processes (the gradient norm is already global).
+    step_rows = gather_rows(accelerator, torch.cat(rows))
     if guard.step_is_finite(step_rows[:, 0], grad_norm, step=step + 1):
         opt.optimizer.step()
         window.rows.append(step_rows)
@@ -96,7 +100,7 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
         opt.scheduler.step()
     opt.optimizer.zero_grad(set_to_none=True)
-    window.tokens += tokens
+    window.tokens += total(accelerator, tokens)
 
 
 def run_loop(
@@ -157,13 +161,24 @@ class NonFiniteGuard:
     """
 
     def __init__(
-        self, *, on_nonfinite: str, params: Sequence[torch.Tensor], run_dir: Path | None, settings: Mapping[str, Any]
+        self,
+        *,
+        on_nonfinite: str,
+        params: Sequence[torch.Tensor],
+        run_dir: Path | None,
+        settings: Mapping[str, Any],
+        agree: Callable[[bool], bool] = bool,
     ) -> None:
-        """``settings``: the config's ``learning_rate``, ``adam_epsilon``, ``tau`` and ``loss``."""
+        """``settings``: the config's ``learning_rate``, ``adam_epsilon``, ``tau`` and ``loss``.
+        ``agree(flag)``: true when ``flag`` is true on every process of the run (sharded
+        weights are checked shard by shard, and every process must stop together)."""
         self.on_nonfinite, self.params, self.run_dir, self.settings = on_nonfinite, list(params), run_dir, settings
+        self.agree = agree
 
     def weights_are_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.params)
+        # A sharded parameter (DTensor) is checked through this process's shard.
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.params]
+        return self.agree(all(bool(torch.isfinite(p).all()) for p in local))
 
     def step_is_finite(self, losses: torch.Tensor, grad_norm: float, *, step: int) -> bool:
         """True when the step may update the weights; False to skip it; raise to stop."""

@@ -310,7 +310,7 @@ class RewardTask:
         best = losses.index(min(losses))
         if len(losses) - 1 - best >= self.patience:
             step = self.setup.history[-1]["step"]
-            if self.config.run.progress:
+            if self.config.run.progress and self.setup.accelerator.is_main_process:
                 print(
                     f"psipo reward: early stop at step {step}: eval_loss has not improved on {losses[best]:.4g} "
                     f"for {self.patience} evaluations",

@@ -56,6 +56,8 @@ class TrainResult:
     """The training pairs and the counts of skipped / dropped / truncated rows."""
     eval_data: TokenizedData | None = None
     """The held-out pairs, if any."""
+    main_process: bool = True
+    """Whether this is the process of the run that prints (several under torchrun / accelerate launch)."""
 
     @property
     def final_dir(self) -> Path | None:
@@ -183,6 +185,9 @@ def _accelerator(config: TrainConfig):
 
     from accelerate import Accelerator
 
+    from psipo.lm.distributed import check_engine, check_launch
+
+    check_launch()
     for tracker in config.run.report_to:
         modules = TRACKER_MODULES.get(tracker, ())
         if modules and not any(importlib.util.find_spec(m) for m in modules):
@@ -192,13 +197,17 @@ def _accelerator(config: TrainConfig):
     dtype = config.model_config.dtype
     if dtype == "float16" and use_cpu:
         raise PsipoInputError("dtype: float16 training needs a GPU; use float32 or bfloat16 on CPU")
-    mixed = {"float16": "fp16", "bfloat16": "bf16"}.get(dtype, "no") if not use_cpu else "no"
-    return Accelerator(
+    # float32 weights on a GPU: the accelerate config's mixed_precision (bf16 under FSDP2:
+    # float32 master weights, bfloat16 compute), else none.
+    mixed = {"float16": "fp16", "bfloat16": "bf16"}.get(dtype) if not use_cpu else "no"
+    accelerator = Accelerator(
         cpu=use_cpu,
         mixed_precision=mixed,
         log_with=list(config.run.report_to) or None,
         project_dir=config.run.output_dir,
     )
+    check_engine(accelerator)
+    return accelerator
 
 
 def train(
@@ -263,8 +272,8 @@ def run_training(
         # The reference must see the initial weights, so the task comes before any resume.
         task = make_task(config, setup)
         _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings)
-        if setup.run_dir is not None and setup.accelerator.is_main_process:
-            ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final")
+        if setup.run_dir is not None:
+            _save_whole(setup, lambda state: ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final", state))
     return TrainResult(
         model=setup.policy,
         tokenizer=setup.tokenizer,
@@ -272,7 +281,22 @@ def run_training(
         run_dir=setup.run_dir,
         train_data=setup.train_data,
         eval_data=setup.eval_data,
+        main_process=setup.accelerator.is_main_process,
     )
+
+
+def _save_whole(setup: Setup, write: Callable[[dict[str, torch.Tensor] | None], None]) -> None:
+    """``write(state_dict)`` on the main process once every process has reached this point, the
+    weights gathered whole first when they are sharded (None: the model's own are whole);
+    every process waits for the write, so that none ends or goes on before it is on disk."""
+    from psipo.lm.distributed import full_state_dict
+
+    accelerator = setup.accelerator
+    accelerator.wait_for_everyone()
+    state = full_state_dict(accelerator, setup.forward)
+    if accelerator.is_main_process:
+        write(state)
+    accelerator.wait_for_everyone()
 
 
 def _checked_resume_point(config: TrainConfig, run_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -340,6 +364,7 @@ def set_up(
     (the name on the progress line). Any config with the same concerns (``model_config``,
     ``data_config``, ``optim``, ``run``) works.
     """
+    from psipo.lm.distributed import configure_engine
     from psipo.lm.model import quiet_transformers
     from psipo.lm.reference import model_fingerprint, pairs_fingerprint
 
@@ -371,8 +396,13 @@ def set_up(
     else:
         forward = make_forward(model)
     # The training forward goes through one module, so that a distributed wrapper (DDP)
-    # that accelerate puts around it sees the forward it must synchronise.
+    # that accelerate puts around it sees the forward it must synchronise; FSDP2 wraps
+    # the layers its model names as unsplittable.
+    forward._no_split_modules = getattr(model, "_no_split_modules", None)
+    configure_engine(accelerator, opt, run)
     forward, optimisation.optimizer = accelerator.prepare(forward, optimisation.optimizer)
+    # FSDP2 replaces the parameters by sharded ones: clip and check those.
+    optimisation.params = [p for p in accelerator.unwrap_model(forward).model.parameters() if p.requires_grad]
     return Setup(
         accelerator=accelerator,
         tokenizer=tokenizer,
@@ -440,6 +470,12 @@ def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_pairs:
         and accelerator.device.type in ("cpu", "cuda"),
     )
     step_pairs = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+    if 0 < n_pairs % step_pairs < accelerator.num_processes:
+        # A process without pairs would skip the step's gradient synchronisation and hang the others.
+        raise PsipoInputError(
+            f"train_data: {n_pairs} pairs leave {n_pairs % step_pairs} for the last step of an epoch, fewer than "
+            f"the {accelerator.num_processes} processes; set max_pairs or batch_size so that each process gets one"
+        )
     steps_per_epoch = math.ceil(n_pairs / step_pairs)
     total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * steps_per_epoch))
     warmup_steps = int(opt.warmup_ratio * total_steps)
@@ -479,6 +515,7 @@ class PreferenceTask:
             device=accelerator.device,
             shared_prompt=self.shared,
             autocast=accelerator.autocast,
+            processes=accelerator,
         )
         live_model = None
         if rc.reference == "live":
@@ -576,11 +613,12 @@ def _train_loop(
             resume_from[0], model=setup.policy, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=scaler
         )
         start_step, window = restored.step, LogWindow.from_state(restored.state.get("window", {}), restored.tensors)
-    if setup.run_dir is not None:
+    main = accelerator.is_main_process
+    if setup.run_dir is not None and main:
         save_yaml(config, setup.run_dir / "config.yaml")
     metrics_path = setup.run_dir / "metrics.jsonl" if setup.run_dir is not None else None
     log = MetricsLog(
-        metrics_path, total_steps=opt.total_steps, start_step=start_step, progress=run.progress, label=setup.command
+        metrics_path, total_steps=opt.total_steps, start_step=start_step, progress=run.progress, label=setup.command, main=main
     )
     setup.history = log.history
 
@@ -614,7 +652,7 @@ def _train_loop(
             log=log,
             guard=guard,
             logging_steps=run.logging_steps,
-            save=_checkpoint_saver(config, setup, scaler) if setup.run_dir is not None and accelerator.is_main_process else None,
+            save=_checkpoint_saver(config, setup, scaler) if setup.run_dir is not None else None,
             save_steps=run.save_steps,
             callback=call_back,
             on_record=on_record if run.report_to or after_record is not None else None,
@@ -636,16 +674,20 @@ def _checkpoint_saver(config: TrainConfig, setup: Setup, scaler: Any) -> Callabl
 
     def save(step: int, open_window: LogWindow) -> None:
         window_scalars, window_tensors = open_window.state()
-        ckpt.save_checkpoint(
-            setup.run_dir,
-            step=step,
-            model=setup.policy,
-            optimizer=opt.optimizer,
-            scheduler=opt.scheduler,
-            scaler=scaler,
-            keep=config.run.save_total_limit,
-            state={"config": config.to_flat_dict(), "fingerprints": setup.fingerprints, "window": window_scalars},
-            tensors=window_tensors,
+        _save_whole(
+            setup,
+            # Whole weights by construction: a run whose weights are sharded saves no checkpoints.
+            lambda _: ckpt.save_checkpoint(
+                setup.run_dir,
+                step=step,
+                model=setup.policy,
+                optimizer=opt.optimizer,
+                scheduler=opt.scheduler,
+                scaler=scaler,
+                keep=config.run.save_total_limit,
+                state={"config": config.to_flat_dict(), "fingerprints": setup.fingerprints, "window": window_scalars},
+                tensors=window_tensors,
+            ),
         )
 
     return save
@@ -658,8 +700,14 @@ def _guard(config: TrainConfig, setup: Setup, settings: Mapping[str, Any] | None
     if settings is None:
         settings = {"tau": config.objective.tau, "loss": config.objective.loss}
     settings = {"learning_rate": optim.learning_rate, "adam_epsilon": optim.adam_epsilon, **settings}
+    from psipo.lm.distributed import all_processes
+
     return NonFiniteGuard(
-        on_nonfinite=optim.on_nonfinite, params=setup.optimisation.params, run_dir=setup.run_dir, settings=settings
+        on_nonfinite=optim.on_nonfinite,
+        params=setup.optimisation.params,
+        run_dir=setup.run_dir,
+        settings=settings,
+        agree=lambda flag: all_processes(setup.accelerator, flag),
     )
 
 
