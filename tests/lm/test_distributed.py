@@ -172,3 +172,14 @@ def test_fsdp_or_deepspeed_that_accelerate_did_not_apply_is_refused(tmp_path):
     check_engine(on_cpu, {})
     fsdp = types.SimpleNamespace(distributed_type=DistributedType.FSDP, device=torch.device("cuda"))
     check_engine(fsdp, {"ACCELERATE_USE_FSDP": "true"})
+
+
+def test_gpu_benchmark_answers_help_and_needs_a_gpu():
+    script = REPO / "benchmarks" / "bench_gpu.py"
+    shown = subprocess.run([sys.executable, str(script), "--help"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "--pairs" in shown.stdout
+    if not torch.cuda.is_available():
+        ran = subprocess.run([sys.executable, str(script)], env=ENV, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 2 and ran.stderr.strip().splitlines() == [
+            "bench_gpu.py: no CUDA GPU on this machine; it measures GPU training only (figures pending)"
+        ]
