@@ -14,8 +14,9 @@ on one process, so single-process runs are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -119,6 +120,25 @@ def scores_split_across(accelerator: Any, score: Any, items: list[Any]) -> torch
     local = score(mine).to(accelerator.device)
     gathered = accelerator.gather(local).cpu()  # process-major: row r·per + j is item r + j·N
     return gathered.view(world, per, -1).transpose(0, 1).reshape(world * per, -1)[:n]
+
+
+@contextlib.contextmanager
+def whole_root(module: Any) -> Iterator[None]:
+    """The prepared ``module``'s own weights gathered, for calls into the model it wraps.
+
+    FSDP2 gathers the weights that no decoder layer owns (embeddings, final norm, output head)
+    only in the forward of the prepared module, and takes the first sharded module to run as
+    its root; psipo also calls the model inside directly (the reference pass, evaluation, the
+    user's callback). Elsewhere (DDP, DeepSpeed, one process) this does nothing."""
+    if not hasattr(module, "reshard"):  # not an FSDP2 module
+        yield
+        return
+    module._get_fsdp_state()._lazy_init()  # the prepared module is the root, whichever runs first
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
 
 
 def full_state_dict(accelerator: Any, module: Any) -> dict[str, torch.Tensor] | None:

@@ -287,7 +287,10 @@ class RewardTask:
         eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
         if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
             return {}
-        r_chosen, r_rejected = self.rewards(eval_data.pairs)
+        from psipo.lm.distributed import whole_root
+
+        with whole_root(self.module):
+            r_chosen, r_rejected = self.rewards(eval_data.pairs)
         r_chosen, r_rejected = r_chosen.double(), r_rejected.double()
         ece, reliability = pairwise_calibration(r_chosen, r_rejected)
         return {

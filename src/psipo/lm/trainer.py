@@ -259,6 +259,7 @@ def run_training(
     ``make_task(config, setup)``, the loop, ``final/``. ``settings``: those the non-finite
     guard names (default: the preference objective's)."""
     from psipo.lm import checkpoint as ckpt
+    from psipo.lm.distributed import whole_root
     from psipo.lm.run_folder import held_run_folder
 
     run = config.run
@@ -270,7 +271,8 @@ def run_training(
         if resume_from is not None:
             _check_same_inputs(resume_from[1].get("fingerprints", {}), setup.fingerprints, resume_from[0])
         # The reference must see the initial weights, so the task comes before any resume.
-        task = make_task(config, setup)
+        with whole_root(setup.forward):
+            task = make_task(config, setup)
         _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings)
         if setup.run_dir is not None:
             _save_whole(setup, lambda state: ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final", state))
@@ -581,7 +583,10 @@ class PreferenceTask:
         eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
         if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
             return {}
-        policy_c, policy_r = self.scorer(self.setup.policy, eval_data.pairs)
+        from psipo.lm.distributed import whole_root
+
+        with whole_root(self.module):
+            policy_c, policy_r = self.scorer(self.setup.policy, eval_data.pairs)
         ref_c, ref_r = self.eval_reference.score(eval_data.pairs, self.scorer)
         losses = self.loss_fn(policy_c, policy_r, ref_c, ref_r, **self.loss_kwargs)
         summary = pair_summary(pair_columns(losses, policy_c, policy_r, ref_c, ref_r), tau=self.config.objective.tau)
@@ -604,6 +609,7 @@ def _train_loop(
     raising :class:`StopTraining` there ends the run early (weights checked, then final/)."""
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
+    from psipo.lm.distributed import whole_root
 
     run, opt, accelerator = config.run, setup.optimisation, setup.accelerator
     scaler = getattr(accelerator, "scaler", None)
@@ -626,7 +632,8 @@ def _train_loop(
         """The user's callback on the live model (train mode restored after it)."""
         if callback is None:
             return {}
-        extra = callback(step, setup.policy)
+        with whole_root(setup.forward):
+            extra = callback(step, setup.policy)
         setup.policy.train()
         return dict(extra or {})
 
