@@ -1,6 +1,7 @@
 """Several processes, one run: two CPU processes (gloo) train as one process with their
-batch would, through torchrun and accelerate launch; the main process alone writes; a resumed
-two-process run ends where the uninterrupted one does; wrong launches fail in one line."""
+batch would — under DDP through torchrun and accelerate launch, and under FSDP2; the main
+process alone writes; a resumed two-process run ends where the uninterrupted one does; wrong
+launches fail in one line."""
 
 from __future__ import annotations
 
@@ -46,7 +47,10 @@ COMPARED = ("loss", "h_mean", "h_std", "reward_chosen", "margin", "accuracy", "k
 
 
 def launch(launcher: list[str], workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    command = [*launcher, "-m", "psipo.cli", "train", "--config", "run.yaml", *overrides]
+    """``psipo train --config run.yaml OVERRIDES`` under ``launcher`` (ending with a script, or
+    followed by ``-m psipo.cli``)."""
+    program = [] if launcher[-1].endswith(".py") else ["-m", "psipo.cli"]
+    command = [*launcher, *program, "train", "--config", "run.yaml", *overrides]
     result = subprocess.run(command, cwd=workdir, env=ENV, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -95,32 +99,52 @@ def two_processes(workdir):
     return workdir / "two", result
 
 
-@pytest.mark.slow
-def test_two_processes_train_as_one_process_with_their_batch(workdir, two_processes):
-    run_dir, result = two_processes
-    # One process, batch_size 8: the same pairs in each step (and its own reference pass).
+@pytest.fixture(scope="module")
+def one_process(workdir):
+    """The run on one process with batch_size 8 (the same pairs in each step), in this process,
+    with its own reference pass."""
     config = load_train_config(workdir / "run.yaml", {"batch_size": 8, "output_dir": "one", "cache_dir": "cache_one"})
     cwd = Path.cwd()
     os.chdir(workdir)
     try:
-        one = train(config)
+        train(config)
     finally:
         os.chdir(cwd)
-    two = records(run_dir)
-    assert [r["step"] for r in two] == [1, 2, 3, 4]  # one record per logged step, not one per process
-    assert two[0]["loss"] == pytest.approx(25.0, abs=1e-5)  # π = π_ref: the gathered reference is the policy's
-    for got, want in zip(two, one.history, strict=True):
+    return workdir / "one"
+
+
+def assert_same_run(run_dir: Path, expected_dir: Path) -> None:
+    """The records and final weights of two runs agree (fp32: within 2e-5)."""
+    got_records, expected_records = records(run_dir), records(expected_dir)
+    assert [r["step"] for r in got_records] == [1, 2, 3, 4]  # one record per logged step, not one per process
+    assert got_records[0]["loss"] == pytest.approx(25.0, abs=1e-5)  # π = π_ref: the gathered reference is the policy's
+    for got, want in zip(got_records, expected_records, strict=True):
         assert {k for k in got if k in COMPARED} == {k for k in want if k in COMPARED}
         for key in COMPARED:
             if key in want:
                 assert got[key] == pytest.approx(want[key], abs=2e-5, rel=1e-5), (got["step"], key)
-    weights, expected = final_weights(run_dir), final_weights(workdir / "one")
+    weights, expected = final_weights(run_dir), final_weights(expected_dir)
     assert weights.keys() == expected.keys()
     for key in weights:
         torch.testing.assert_close(weights[key], expected[key], atol=2e-5, rtol=0, msg=key)
-    # The main process alone prints its closing line and writes the run folder.
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_with_their_batch(two_processes, one_process):
+    run_dir, result = two_processes
+    assert_same_run(run_dir, one_process)
+    # The main process alone prints its closing lines and writes the run folder.
     assert result.stdout.count("trained 4 steps") == 1 and result.stdout.count("64 pairs from 64 rows") == 1
     assert sorted(p.name for p in run_dir.iterdir()) == [".psipo.lock", "checkpoints", "config.yaml", "final", "metrics.jsonl"]
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_cpu_processes_trains_as_one_process(workdir, one_process):
+    # accelerate applies FSDP on GPUs only; _fsdp2_on_cpu.py sets its state to FSDP2 on gloo.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = launch([*launcher, str(Path(__file__).with_name("_fsdp2_on_cpu.py"))], workdir, "--output_dir", "fsdp2_cpu", "--save_steps", "null")
+    assert "fsdp2: layers ['FSDPLlamaDecoderLayer'], embeddings DTensor" in result.stdout
+    assert_same_run(workdir / "fsdp2_cpu", one_process)
 
 
 @pytest.mark.slow
