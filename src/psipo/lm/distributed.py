@@ -106,6 +106,15 @@ def all_processes(accelerator: Any, flag: bool) -> bool:
     return bool(accelerator.gather(torch.tensor([int(flag)], device=accelerator.device)).min().item())
 
 
+def missing_forwards(accelerator: Any, count: int) -> int:
+    """How many forwards this process must add to run as many as the process with the most
+    (``count`` its own), when the weights are sharded; 0 otherwise (DDP synchronises once per
+    step whatever the count)."""
+    if single(accelerator) or not shards_weights(accelerator):
+        return 0
+    return int(accelerator.gather(torch.tensor([count], device=accelerator.device)).max().item()) - count
+
+
 def scores_split_across(accelerator: Any, score: Any, items: list[Any]) -> torch.Tensor:
     """``score(items) -> tensor[len, k]`` with the items split across processes and gathered.
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from psipo.errors import PsipoNonFiniteError
-from psipo.lm.distributed import gather_rows, total
+from psipo.lm.distributed import gather_rows, missing_forwards, total
 from psipo.lm.metrics import LogWindow, MetricsLog, peak_memory_mb
 
 
@@ -75,16 +75,20 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
     accelerator = opt.accelerator
     micro_batches, step_examples = task.micro_batches(step)
     scale = accelerator.num_processes / step_examples
+    # With sharded weights every forward is a collective: a process with fewer micro-batches
+    # than another repeats its last one with weight 0 (no gradient, no metrics).
+    weighted = [(m, 1.0) for m in micro_batches] + [(micro_batches[-1], 0.0)] * missing_forwards(accelerator, len(micro_batches))
     rows, tokens = [], 0
-    for m, micro_batch in enumerate(micro_batches):
-        sync = m == len(micro_batches) - 1
+    for m, (micro_batch, weight) in enumerate(weighted):
+        sync = m == len(weighted) - 1
         accelerator.sync_gradients = sync  # DeepSpeed's engine reduces and steps at this boundary
         with contextlib.nullcontext() if sync else accelerator.no_sync(task.module), accelerator.autocast():
             losses, batch_rows, batch_tokens = task.losses(micro_batch)
             # Sum over this micro-batch / examples in the whole step: accumulation equals one big batch.
-            accelerator.backward(losses.sum() * scale)
-        rows.append(batch_rows)
-        tokens += batch_tokens
+            accelerator.backward(losses.sum() * (scale * weight))
+        if weight:
+            rows.append(batch_rows)
+            tokens += batch_tokens
     max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else math.inf
     grad_norm = float(accelerator.clip_grad_norm_(opt.params, max_norm))
     # The rows of the global batch, on every process: metrics are the run's, and the guard
