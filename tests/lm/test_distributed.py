@@ -137,43 +137,56 @@ def test_two_processes_train_as_one_process_with_their_batch(workdir, two_proces
     assert sorted(p.name for p in run_dir.iterdir()) == [".psipo.lock", "checkpoints", "config.yaml", "final", "metrics.jsonl"]
 
 
+def resume_in_the_middle(run_dir: Path, interrupted: Path) -> None:
+    """What is on disk when ``run_dir`` was stopped after its checkpoint at step 2 (and a torn line)."""
+    shutil.copytree(run_dir / "checkpoints" / "step-2", interrupted / "checkpoints" / "step-2")
+    log = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (interrupted / "metrics.jsonl").write_text("\n".join(log[:3]) + '\n{"step": 4, "lo')
+
+
+def assert_same_end(run_dir: Path, expected_dir: Path) -> None:
+    got, expected = records(run_dir), records(expected_dir)
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    assert got[-1]["loss"] == pytest.approx(expected[-1]["loss"], abs=1e-6)
+    weights, expected_weights = final_weights(run_dir), final_weights(expected_dir)
+    for key in weights:
+        torch.testing.assert_close(weights[key], expected_weights[key], atol=1e-6, rtol=0, msg=key)
+
+
 @pytest.mark.slow
-def test_fsdp2_on_two_cpu_processes_trains_as_one_process(workdir):
+def test_fsdp2_on_two_cpu_processes_trains_as_one_process_and_resumes(workdir):
     # accelerate applies FSDP on GPUs only; _fsdp2_on_cpu.py sets its state to FSDP2 on gloo.
     # Forwards of at most 45 tokens cut the two shards of some steps into different numbers of
     # forwards, which sharded weights require the processes to match (2 against 3 here).
-    keys = {"save_steps": None, "group_by_length": False, "max_tokens_per_forward": 45}
-    options = [x for key, value in keys.items() for x in (f"--{key}", "null" if value is None else str(value).lower())]
+    keys = {"group_by_length": False, "max_tokens_per_forward": 45}
+    options = [x for key, value in keys.items() for x in (f"--{key}", str(value).lower())]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    script = str(Path(__file__).with_name("_fsdp2_on_cpu.py"))
-    result = launch([*launcher, script], workdir, "--output_dir", "fsdp2_cpu", *options)
+    launcher.append(str(Path(__file__).with_name("_fsdp2_on_cpu.py")))
+    result = launch(launcher, workdir, "--output_dir", "fsdp2_cpu", *options)
     assert "fsdp2: layers ['FSDPLlamaDecoderLayer'], embeddings DTensor" in result.stdout
     assert_same_run(workdir / "fsdp2_cpu", one_process(workdir, "fsdp2_one", **keys))
+    # Checkpoints hold the gathered weights and optimizer state, cut into shards again on resume.
+    resume_in_the_middle(workdir / "fsdp2_cpu", workdir / "fsdp2_interrupted")
+    launch(launcher, workdir, "--output_dir", "fsdp2_interrupted", "--resume", "true", *options)
+    assert_same_end(workdir / "fsdp2_interrupted", workdir / "fsdp2_cpu")
 
 
 @pytest.mark.slow
 def test_a_resumed_two_process_run_ends_as_the_uninterrupted_one(workdir, two_processes):
     # Interrupted after its checkpoint at step 2; resumed through accelerate launch this time.
     run_dir, _ = two_processes
-    interrupted = workdir / "interrupted"
-    shutil.copytree(run_dir / "checkpoints" / "step-2", interrupted / "checkpoints" / "step-2")
-    log = (run_dir / "metrics.jsonl").read_text().splitlines()
-    (interrupted / "metrics.jsonl").write_text("\n".join(log[:3]) + '\n{"step": 4, "lo')
+    resume_in_the_middle(run_dir, workdir / "interrupted")
     accelerate_launch(workdir, "--output_dir", "interrupted", "--resume", "true")
-    resumed, full = records(interrupted), records(run_dir)
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    assert resumed[-1]["loss"] == pytest.approx(full[-1]["loss"], abs=1e-6)
-    weights, expected = final_weights(interrupted), final_weights(run_dir)
-    for key in weights:
-        torch.testing.assert_close(weights[key], expected[key], atol=1e-6, rtol=0, msg=key)
+    assert_same_end(workdir / "interrupted", run_dir)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP2 through accelerate needs 2 GPUs (accelerate runs it on GPUs only)")
 def test_fsdp2_on_two_gpus_trains_as_one_process(workdir):
     config = REPO / "configs" / "accelerate" / "fsdp2.yaml"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2"]
-    launch([*launcher, "--main_process_port", str(free_port())], workdir, "--output_dir", "fsdp2", "--save_steps", "null")
-    launch([sys.executable], workdir, "--output_dir", "fsdp2_one", "--save_steps", "null", "--batch_size", "8")
+    launcher += ["--mixed_precision", "no", "--main_process_port", str(free_port())]  # fp32, to compare
+    launch(launcher, workdir, "--output_dir", "fsdp2")
+    launch([sys.executable], workdir, "--output_dir", "fsdp2_one", "--batch_size", "8")
     for got, want in zip(records(workdir / "fsdp2"), records(workdir / "fsdp2_one"), strict=True):
         assert got["loss"] == pytest.approx(want["loss"], abs=1e-4)
     weights, expected = final_weights(workdir / "fsdp2"), final_weights(workdir / "fsdp2_one")

@@ -150,6 +150,45 @@ def whole_root(module: Any) -> Iterator[None]:
         module.reshard()
 
 
+def _torch_optimizer(optimizer: Any) -> Any:
+    return getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper
+
+
+def full_optimizer_state(accelerator: Any, module: Any, optimizer: Any) -> dict[str, Any] | None:
+    """FSDP2: the whole optimizer state dict, parameters by name, gathered from the shards onto
+    the main process (a collective: every process calls it); None when the optimizer's own
+    state dict is whole."""
+    if not accelerator.is_fsdp2:
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(module, _torch_optimizer(optimizer), options=options)
+
+
+def whole_state_loader(accelerator: Any, module: Any, optimizer: Any) -> Any:
+    """FSDP2: ``load(model_state, optimizer_state)``, which cuts a checkpoint's whole state dicts
+    into this process's shards of the prepared ``module`` and ``optimizer``; None otherwise."""
+    if not accelerator.is_fsdp2:
+        return None
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    # strict=False: a tied output head is saved once, under the embeddings' name.
+    options = StateDictOptions(full_state_dict=True, strict=False)
+
+    def load(model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any]) -> None:
+        result = set_model_state_dict(module, {"model." + k: v for k, v in model_state.items()}, options=options)
+        if result.unexpected_keys:
+            raise RuntimeError(f"unexpected weights: {result.unexpected_keys[:3]}")
+        set_optimizer_state_dict(module, _torch_optimizer(optimizer), optimizer_state, options=options)
+
+    return load
+
+
 def full_state_dict(accelerator: Any, module: Any) -> dict[str, torch.Tensor] | None:
     """The whole state dict of the prepared ``module``'s ``.model`` when the engine shards the
     weights (a collective: every process calls it; the main process gets the tensors);
@@ -160,21 +199,25 @@ def full_state_dict(accelerator: Any, module: Any) -> dict[str, torch.Tensor] | 
     return {k.removeprefix("model."): v for k, v in state.items()} if state else {}
 
 
-def configure_engine(accelerator: Any, optim: Any, run: Any) -> None:
+def configure_engine(accelerator: Any, optim: Any, run: Any, *, lora: bool) -> None:
     """What a sharding engine must be told or cannot do, before ``accelerator.prepare``.
 
-    Checkpoints hold whole optimizer states, which a sharding engine does not have: such a run
-    saves only ``final/`` (gathered whole). DeepSpeed's engine steps inside the backward pass,
-    so it cannot skip a non-finite step; psipo marks the end of each step itself (micro-batches
-    per step vary with ``max_tokens_per_forward``), and no dataloader tells it the batch size."""
+    Checkpoints hold whole state dicts: FSDP2 gathers them (:func:`full_optimizer_state`),
+    but not yet a LoRA adapter's, and DeepSpeed keeps its own; such runs save only ``final/``
+    (gathered whole). DeepSpeed's engine steps inside the backward pass, so it cannot skip a
+    non-finite step; psipo marks the end of each step itself (micro-batches per step vary with
+    ``max_tokens_per_forward``), and no dataloader tells it the batch size."""
     from accelerate.utils import DistributedType
 
     if not shards_weights(accelerator):
         return
-    if run.save_steps:
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise PsipoInputError("the accelerate config asks for FSDP1; psipo runs FSDP2: set fsdp_version: 2 (configs/accelerate/fsdp2.yaml)")
+    engine = "LoRA under FSDP" if lora else None if accelerator.is_fsdp2 else "DeepSpeed"
+    if run.save_steps and engine:
         raise PsipoInputError(
-            "save_steps: checkpoints of a run whose weights are sharded (FSDP, DeepSpeed) are not supported; "
-            "set save_steps null (final/ is still saved whole) or launch with DDP"
+            f"save_steps: checkpoints of {engine} are not supported; set save_steps null (final/ is still "
+            "saved whole), or train without it (DDP, or FSDP2 without LoRA)"
         )
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         if optim.on_nonfinite == "skip":

@@ -401,7 +401,7 @@ def set_up(
     # that accelerate puts around it sees the forward it must synchronise; FSDP2 wraps
     # the layers its model names as unsplittable.
     forward._no_split_modules = getattr(model, "_no_split_modules", None)
-    configure_engine(accelerator, opt, run)
+    configure_engine(accelerator, opt, run, lora=config.model_config.lora_r > 0)
     forward, optimisation.optimizer = accelerator.prepare(forward, optimisation.optimizer)
     # FSDP2 replaces the parameters by sharded ones: clip and check those.
     optimisation.params = [p for p in accelerator.unwrap_model(forward).model.parameters() if p.requires_grad]
@@ -609,14 +609,19 @@ def _train_loop(
     raising :class:`StopTraining` there ends the run early (weights checked, then final/)."""
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
-    from psipo.lm.distributed import whole_root
+    from psipo.lm.distributed import whole_root, whole_state_loader
 
     run, opt, accelerator = config.run, setup.optimisation, setup.accelerator
     scaler = getattr(accelerator, "scaler", None)
     start_step, window = 0, LogWindow()
     if resume_from is not None:
         restored = ckpt.load_checkpoint(
-            resume_from[0], model=setup.policy, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=scaler
+            resume_from[0],
+            model=setup.policy,
+            optimizer=opt.optimizer,
+            scheduler=opt.scheduler,
+            scaler=scaler,
+            load_whole=whole_state_loader(accelerator, setup.forward, opt.optimizer),
         )
         start_step, window = restored.step, LogWindow.from_state(restored.state.get("window", {}), restored.tensors)
     main = accelerator.is_main_process
@@ -676,18 +681,21 @@ def _checkpoint_saver(config: TrainConfig, setup: Setup, scaler: Any) -> Callabl
     """``save(step, open_window)``: a checkpoint with the config it was trained with, the data
     and weight fingerprints, and the open logging window (resume checks and exact metrics)."""
     from psipo.lm import checkpoint as ckpt
+    from psipo.lm.distributed import full_optimizer_state
 
     opt = setup.optimisation
 
     def save(step: int, open_window: LogWindow) -> None:
         window_scalars, window_tensors = open_window.state()
+        optimizer_state = full_optimizer_state(setup.accelerator, setup.forward, opt.optimizer)
         _save_whole(
             setup,
-            # Whole weights by construction: a run whose weights are sharded saves no checkpoints.
-            lambda _: ckpt.save_checkpoint(
+            lambda model_state: ckpt.save_checkpoint(
                 setup.run_dir,
                 step=step,
                 model=setup.policy,
+                model_state=model_state,
+                optimizer_state=optimizer_state,
                 optimizer=opt.optimizer,
                 scheduler=opt.scheduler,
                 scaler=scaler,
