@@ -16,7 +16,9 @@ Read top to bottom, :func:`train` is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -500,6 +502,7 @@ class PreferenceTask:
     """Offline preference pairs as a :class:`psipo.lm.loop.Task`: batches, losses, evaluation."""
 
     def __init__(self, config: TrainConfig, setup: Setup) -> None:
+        from psipo.lm.distributed import whole_root
         from psipo.lm.logprobs import supports_shared_prompt
         from psipo.lm.model import load_causal_lm
         from psipo.lm.reference import PairScorer, make_reference
@@ -536,6 +539,11 @@ class PreferenceTask:
             )
 
         self.train_reference = reference_of(setup.train_data)
+        # The LoRA policy with its adapters off runs outside the training forward (FSDP2 must
+        # gather its root weights for it).
+        self.reference_context = (
+            functools.partial(whole_root, self.module) if rc.reference == "adapters_disabled" else contextlib.nullcontext
+        )
         self.eval_reference = reference_of(setup.eval_data) if setup.eval_data is not None else None
         self.loss_fn, self.loss_kwargs = get_loss(config.objective.loss), config.loss_kwargs()
         pairs = setup.train_data.pairs
@@ -569,7 +577,8 @@ class PreferenceTask:
         batch = collate(pairs, self.setup.pad_id, shared_prompt=self.shared)
         batch = {k: v.to(self.setup.accelerator.device) for k, v in batch.items()}
         policy_c, policy_r = self.module(batch)
-        ref_c, ref_r = self.train_reference(indices, batch)
+        with self.reference_context():
+            ref_c, ref_r = self.train_reference(indices, batch)
         losses = self.loss_fn(policy_c, policy_r, ref_c, ref_r, **self.loss_kwargs)
         # Tokens of (prompt + chosen) and (prompt + rejected), without padding, whatever the layout.
         tokens = sum(p.shared_length + len(p.prompt_ids) for p in pairs)
@@ -587,7 +596,7 @@ class PreferenceTask:
 
         with whole_root(self.module):
             policy_c, policy_r = self.scorer(self.setup.policy, eval_data.pairs)
-        ref_c, ref_r = self.eval_reference.score(eval_data.pairs, self.scorer)
+            ref_c, ref_r = self.eval_reference.score(eval_data.pairs, self.scorer)
         losses = self.loss_fn(policy_c, policy_r, ref_c, ref_r, **self.loss_kwargs)
         summary = pair_summary(pair_columns(losses, policy_c, policy_r, ref_c, ref_r), tau=self.config.objective.tau)
         return {f"eval_{k}": v for k, v in summary.items() if k != "ipo_target"}
