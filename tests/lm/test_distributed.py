@@ -224,3 +224,15 @@ def test_gpu_benchmark_answers_help_and_needs_a_gpu():
         assert ran.returncode == 2 and ran.stderr.strip().splitlines() == [
             "bench_gpu.py: no CUDA GPU on this machine; it measures GPU training only (figures pending)"
         ]
+
+
+def test_a_last_step_that_leaves_a_process_without_pairs_is_refused():
+    # 2 processes, 4 pairs each per step: 65 pairs leave 1 for the last step, so one process
+    # would have none and the other would wait for it forever.
+    from psipo.lm.trainer import _optimisation
+
+    config = load_train_config(None, {"model": "m", "train_data": "t.jsonl", "batch_size": 4})
+    two = types.SimpleNamespace(num_processes=2, device=torch.device("cpu"))
+    with pytest.raises(PsipoInputError, match="65 pairs leave 1 for the last step of an epoch, fewer than the 2 processes"):
+        _optimisation(config, torch.nn.Linear(2, 2), two, n_pairs=65)
+    assert _optimisation(config, torch.nn.Linear(2, 2), two, n_pairs=66).steps_per_epoch == 9
