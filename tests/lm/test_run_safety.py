@@ -215,6 +215,10 @@ def test_only_the_main_process_of_a_launch_locks_the_folder(base_config, rows, t
     try:
         monkeypatch.setenv("RANK", "1")
         run(base_config, rows, max_steps=1)
+        monkeypatch.delenv("RANK")
+        monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")  # an MPI launch (accelerate launch --mpirun_hostfile)
+        run(base_config, rows, max_steps=1)
+        monkeypatch.delenv("OMPI_COMM_WORLD_RANK")
         monkeypatch.setenv("RANK", "0")
         with pytest.raises(PsipoInputError, match="in use by a live psipo run"):
             run(base_config, rows, max_steps=1, overwrite=True)

@@ -67,7 +67,9 @@ def add_training_parser(
 
 def report_training(config: Any, result: Any, keys: tuple[str, ...], *, what: str) -> None:
     """The closing lines of a training command: the data summary (unless the run began with
-    it, on its progress line) and the last metrics."""
+    it, on its progress line) and the last metrics; by the main process of a multi-process run only."""
+    if not result.main_process:
+        return
     last = result.history[-1] if result.history else {}
     shown = ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last)
     if not config.run.progress:

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +49,23 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
-    """``save_pretrained`` of the model (or PEFT adapter) and tokenizer into ``directory``."""
-    model.save_pretrained(directory, safe_serialization=True)
+def save_model(model: Any, tokenizer: Any, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """``save_pretrained`` of the model (or PEFT adapter) and tokenizer into ``directory``;
+    ``state_dict``: the model's weights gathered whole when they are sharded over processes."""
+    model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
 
 
-def save_final(model: Any, tokenizer: Any, directory: Path) -> None:
+def save_final(model: Any, tokenizer: Any, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """The final model, atomically: loadable with ``AutoModelForCausalLM.from_pretrained``."""
     with atomic_directory(directory) as tmp:
-        save_model(model, tokenizer, tmp)
+        save_model(model, tokenizer, tmp, state_dict)
 
 
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
+def _optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state dict (parameters keyed by index, or by name when gathered from
+    sharded weights) as safetensors tensors and JSON."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, param_state in state["state"].items():
@@ -86,18 +88,22 @@ def save_checkpoint(
     keep: int | None = None,
     state: Mapping[str, Any] | None = None,
     tensors: Mapping[str, torch.Tensor] | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step-<step>`` atomically; keep only the newest ``keep``.
 
     ``state`` (JSON-able) and ``tensors`` are the trainer's own, given back by
-    :func:`load_checkpoint`. Older checkpoints are removed only after this one is complete.
+    :func:`load_checkpoint`. ``model_state`` and ``optimizer_state``: the whole state dicts,
+    gathered, when the weights are sharded over processes (default: the model's and the
+    optimizer's own). Older checkpoints are removed only after this one is complete.
     """
     from safetensors.torch import save_file
 
     path = run_dir / "checkpoints" / f"step-{step}"
     with atomic_directory(path) as tmp:
-        save_model(model, None, tmp / "model")
-        optimizer_tensors, optimizer_json = _optimizer_state(optimizer)
+        save_model(model, None, tmp / "model", model_state)
+        optimizer_tensors, optimizer_json = _optimizer_state(optimizer_state or optimizer.state_dict())
         save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -129,6 +135,18 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _read_model_weights(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    shards = sorted(directory.glob("*.safetensors"))
+    if not shards:
+        raise RuntimeError(f"no weights (*.safetensors) in {directory}")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(load_file(str(shard)))
+    return state
+
+
 def _load_model_weights(model: Any, directory: Path) -> None:
     from safetensors.torch import load_file
 
@@ -137,12 +155,7 @@ def _load_model_weights(model: Any, directory: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
         return
-    shards = sorted(directory.glob("*.safetensors"))
-    if not shards:
-        raise RuntimeError(f"no weights (*.safetensors) in {directory}")
-    state: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        state.update(load_file(str(shard)))
+    state = _read_model_weights(directory)
     # strict=False because save_pretrained leaves out tied weights (the output head); anything
     # else missing or extra means the checkpoint is not this model's.
     result = model.load_state_dict(state, strict=False)
@@ -176,9 +189,18 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any = None
+    path: Path,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any = None,
+    load_whole: Callable[[dict[str, torch.Tensor], dict[str, Any]], None] | None = None,
 ) -> Restored:
     """Restore everything :func:`save_checkpoint` wrote into live objects.
+
+    ``load_whole(model_state, optimizer_state)`` loads whole state dicts into a model and
+    optimizer whose weights are sharded over processes (default: their own ``load_state_dict``).
 
     A checkpoint that cannot be read back (edited or damaged by hand: the writes themselves
     are atomic) is a one-line :class:`~psipo.errors.PsipoInputError` naming it.
@@ -186,7 +208,7 @@ def load_checkpoint(
     from psipo.errors import PsipoInputError
 
     try:
-        return _restore(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        return _restore(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, load_whole=load_whole)
     except PsipoInputError:
         raise
     except Exception as exc:  # noqa: BLE001 — safetensors, torch and peft raise many types
@@ -194,21 +216,30 @@ def load_checkpoint(
         raise PsipoInputError(f"resume: cannot restore {path}: {first}") from None
 
 
-def _restore(path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> Restored:
+def _restore(
+    path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, load_whole: Any
+) -> Restored:
     from safetensors.torch import load_file
 
     trainer_state = read_trainer_state(path)
-    _load_model_weights(model, path / "model")
-
     tensors = load_file(str(path / "optimizer.safetensors"))
     optimizer_json = trainer_state["optimizer"]
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[int | str, dict[str, Any]] = {}
+
+    def parameter(key: str) -> int | str:  # an index, or a name (a state gathered from shards)
+        return int(key) if key.isdigit() else key
+
     for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        index, name = key.rsplit(".", 1)  # state names (exp_avg, step) have no dot; names do
+        state.setdefault(parameter(index), {})[name] = value
     for index, values in optimizer_json["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer_json["param_groups"]})
+        state.setdefault(parameter(index), {}).update(values)
+    optimizer_state = {"state": state, "param_groups": optimizer_json["param_groups"]}
+    if load_whole is None:
+        _load_model_weights(model, path / "model")
+        optimizer.load_state_dict(optimizer_state)
+    else:
+        load_whole(_read_model_weights(path / "model"), optimizer_state)
     scheduler.load_state_dict(trainer_state["scheduler"])
     if scaler is not None and trainer_state.get("scaler") is not None:
         scaler.load_state_dict(trainer_state["scaler"])

@@ -41,7 +41,8 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Run model code shipped with a Hub repository. Off: only transformers' own classes load."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Parameter dtype. bfloat16/float16 also enable autocast on a GPU."""
+    """Parameter dtype. bfloat16/float16 also enable autocast on a GPU; float32 on a GPU takes the
+    accelerate config's mixed_precision (bf16 under FSDP2: float32 master weights, bf16 compute)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% more compute."""
     disable_dropout: bool = True

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from psipo.errors import PsipoNonFiniteError
+from psipo.lm.distributed import gather_rows, missing_forwards, total
 from psipo.lm.metrics import LogWindow, MetricsLog, peak_memory_mb
 
 
@@ -74,18 +75,25 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
     accelerator = opt.accelerator
     micro_batches, step_examples = task.micro_batches(step)
     scale = accelerator.num_processes / step_examples
+    # With sharded weights every forward is a collective: a process with fewer micro-batches
+    # than another repeats its last one with weight 0 (no gradient, no metrics).
+    weighted = [(m, 1.0) for m in micro_batches] + [(micro_batches[-1], 0.0)] * missing_forwards(accelerator, len(micro_batches))
     rows, tokens = [], 0
-    for m, micro_batch in enumerate(micro_batches):
-        sync = m == len(micro_batches) - 1
+    for m, (micro_batch, weight) in enumerate(weighted):
+        sync = m == len(weighted) - 1
+        accelerator.sync_gradients = sync  # DeepSpeed's engine reduces and steps at this boundary
         with contextlib.nullcontext() if sync else accelerator.no_sync(task.module), accelerator.autocast():
             losses, batch_rows, batch_tokens = task.losses(micro_batch)
             # Sum over this micro-batch / examples in the whole step: accumulation equals one big batch.
-            accelerator.backward(losses.sum() * scale)
-        rows.append(batch_rows)
-        tokens += batch_tokens
+            accelerator.backward(losses.sum() * (scale * weight))
+        if weight:
+            rows.append(batch_rows)
+            tokens += batch_tokens
     max_norm = opt.max_grad_norm if opt.max_grad_norm is not None else math.inf
     grad_norm = float(accelerator.clip_grad_norm_(opt.params, max_norm))
-    step_rows = torch.cat(rows)
+    # The rows of the global batch, on every process: metrics are the run's, and the guard
+    # takes one decision for all processes (the gradient norm is already global).
+    step_rows = gather_rows(accelerator, torch.cat(rows))
     if guard.step_is_finite(step_rows[:, 0], grad_norm, step=step + 1):
         opt.optimizer.step()
         window.rows.append(step_rows)
@@ -96,7 +104,7 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
         opt.scheduler.step()
     opt.optimizer.zero_grad(set_to_none=True)
-    window.tokens += tokens
+    window.tokens += total(accelerator, tokens)
 
 
 def run_loop(
@@ -157,13 +165,24 @@ class NonFiniteGuard:
     """
 
     def __init__(
-        self, *, on_nonfinite: str, params: Sequence[torch.Tensor], run_dir: Path | None, settings: Mapping[str, Any]
+        self,
+        *,
+        on_nonfinite: str,
+        params: Sequence[torch.Tensor],
+        run_dir: Path | None,
+        settings: Mapping[str, Any],
+        agree: Callable[[bool], bool] = bool,
     ) -> None:
-        """``settings``: the config's ``learning_rate``, ``adam_epsilon``, ``tau`` and ``loss``."""
+        """``settings``: the config's ``learning_rate``, ``adam_epsilon``, ``tau`` and ``loss``.
+        ``agree(flag)``: true when ``flag`` is true on every process of the run (sharded
+        weights are checked shard by shard, and every process must stop together)."""
         self.on_nonfinite, self.params, self.run_dir, self.settings = on_nonfinite, list(params), run_dir, settings
+        self.agree = agree
 
     def weights_are_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.params)
+        # A sharded parameter (DTensor) is checked through this process's shard.
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.params]
+        return self.agree(all(bool(torch.isfinite(p).all()) for p in local))
 
     def step_is_finite(self, losses: torch.Tensor, grad_norm: float, *, step: int) -> bool:
         """True when the step may update the weights; False to skip it; raise to stop."""

@@ -118,12 +118,23 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (one JSON object per logged step; none for path None) plus the progress line."""
+    """``metrics.jsonl`` (one JSON object per logged step; none for path None) plus the progress line.
+
+    In a run of several processes every process keeps the same history (a task may decide on
+    it, and all must decide alike) but only the main one (``main``) writes and shows it.
+    """
 
     def __init__(
-        self, path: Path | None, *, total_steps: int, start_step: int, progress: bool, label: str = "psipo train"
+        self,
+        path: Path | None,
+        *,
+        total_steps: int,
+        start_step: int,
+        progress: bool,
+        label: str = "psipo train",
+        main: bool = True,
     ) -> None:
-        self.path = path
+        self.path = path if main else None
         self.history: list[dict[str, Any]] = []
         if path is None:
             pass  # an in-memory run: the history is the only record
@@ -132,9 +143,11 @@ class MetricsLog:
             from psipo._io import atomic_write_text
 
             self.history = [r for r in read_metrics(path) if r.get("step", 0) <= start_step]
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
-        elif path.exists():
+            if main:
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
+        elif path.exists() and main:
             path.unlink()
+        progress = progress and main
         self.bar = None
         self.plain = progress and not sys.stderr.isatty()
         if progress and sys.stderr.isatty():

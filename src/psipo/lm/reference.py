@@ -44,10 +44,19 @@ class PairScorer:
     device: torch.device
     shared_prompt: bool = False
     autocast: Autocast = contextlib.nullcontext
+    processes: Any = None
+    """The run's accelerator: its processes share the pairs and gather the scores; None: one process."""
+
+    def __call__(self, model: Any, pairs: Sequence[TokenizedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chosen/rejected log-probs of every pair (on CPU, in the model's log-prob dtype),
+        the work split across the run's processes."""
+        from psipo.lm.distributed import scores_split_across
+
+        scores = scores_split_across(self.processes, lambda mine: torch.stack(self._score(model, mine), dim=1), list(pairs))
+        return scores[:, 0].clone(), scores[:, 1].clone()  # two tensors, not views of one
 
     @torch.no_grad()
-    def __call__(self, model: Any, pairs: Sequence[TokenizedPair]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chosen/rejected log-probs of every pair (on CPU, in the model's log-prob dtype)."""
+    def _score(self, model: Any, pairs: Sequence[TokenizedPair]) -> tuple[torch.Tensor, torch.Tensor]:
         was_training = model.training
         model.eval()
         by_length = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
@@ -154,16 +163,19 @@ class PrecomputedReference:
         from safetensors.torch import load_file, save
 
         from psipo._io import atomic_write_bytes
+        from psipo.lm.distributed import all_processes, is_main
 
         path = None
         if cache_dir is not None:
             key = hashlib.sha256(f"{model_key}|{pairs_fingerprint(pairs)}|{scorer.cache_key()}".encode()).hexdigest()
             path = Path(cache_dir) / "reference" / f"{key[:32]}.safetensors"
-            if path.is_file():
-                cached = load_file(str(path))
-                return cls(cached["chosen"], cached["rejected"])
+        # Every process must take the same branch: the pass below is split across them.
+        cached = path is not None and path.is_file()
+        if all_processes(scorer.processes, cached):
+            loaded = load_file(str(path))
+            return cls(loaded["chosen"], loaded["rejected"])
         chosen, rejected = scorer(model, pairs)
-        if path is not None:
+        if path is not None and is_main(scorer.processes):
             atomic_write_bytes(path, save({"chosen": chosen, "rejected": rejected}))
         return cls(chosen, rejected)
 

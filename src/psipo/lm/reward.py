@@ -289,7 +289,10 @@ class RewardTask:
         eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
         if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
             return {}
-        r_chosen, r_rejected = self.rewards(eval_data.pairs)
+        from psipo.lm.distributed import whole_root
+
+        with whole_root(self.module):
+            r_chosen, r_rejected = self.rewards(eval_data.pairs)
         r_chosen, r_rejected = r_chosen.double(), r_rejected.double()
         ece, reliability = pairwise_calibration(r_chosen, r_rejected)
         return {
@@ -312,7 +315,7 @@ class RewardTask:
         best = losses.index(min(losses))
         if len(losses) - 1 - best >= self.patience:
             step = self.setup.history[-1]["step"]
-            if self.config.run.progress:
+            if self.config.run.progress and self.setup.accelerator.is_main_process:
                 print(
                     f"psipo reward: early stop at step {step}: eval_loss has not improved on {losses[best]:.4g} "
                     f"for {self.patience} evaluations",

@@ -178,13 +178,14 @@ def check_resumable(checkpoint: Path, recorded: dict[str, Any] | None, current: 
 def held_run_folder(output_dir: str | os.PathLike | None, *, resume: bool, overwrite: bool):
     """:func:`open_run_folder` for the length of a ``with`` block; None for ``output_dir`` None.
 
-    In a multi-process launch (torchrun, accelerate launch) only the main process (``RANK``
+    In a multi-process launch (torchrun, accelerate launch, MPI) only the main process (rank
     0) checks and locks the folder: the others belong to the same run.
     """
     if output_dir is None:
         yield None
         return
-    if int(os.environ.get("RANK", "0")) != 0:
+    ranks = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+    if int(next((os.environ[k] for k in ranks if k in os.environ), "0")) != 0:
         yield RunFolder(Path(output_dir), None)
         return
     folder = open_run_folder(output_dir, resume=resume, overwrite=overwrite)

@@ -16,7 +16,9 @@ Read top to bottom, :func:`train` is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +58,8 @@ class TrainResult:
     """The training pairs and the counts of skipped / dropped / truncated rows."""
     eval_data: TokenizedData | None = None
     """The held-out pairs, if any."""
+    main_process: bool = True
+    """Whether this is the process of the run that prints (several under torchrun / accelerate launch)."""
 
     @property
     def final_dir(self) -> Path | None:
@@ -183,6 +187,9 @@ def _accelerator(config: TrainConfig):
 
     from accelerate import Accelerator
 
+    from psipo.lm.distributed import check_engine, check_launch
+
+    check_launch()
     for tracker in config.run.report_to:
         modules = TRACKER_MODULES.get(tracker, ())
         if modules and not any(importlib.util.find_spec(m) for m in modules):
@@ -192,13 +199,17 @@ def _accelerator(config: TrainConfig):
     dtype = config.model_config.dtype
     if dtype == "float16" and use_cpu:
         raise PsipoInputError("dtype: float16 training needs a GPU; use float32 or bfloat16 on CPU")
-    mixed = {"float16": "fp16", "bfloat16": "bf16"}.get(dtype, "no") if not use_cpu else "no"
-    return Accelerator(
+    # float32 weights on a GPU: the accelerate config's mixed_precision (bf16 under FSDP2:
+    # float32 master weights, bfloat16 compute), else none.
+    mixed = {"float16": "fp16", "bfloat16": "bf16"}.get(dtype) if not use_cpu else "no"
+    accelerator = Accelerator(
         cpu=use_cpu,
         mixed_precision=mixed,
         log_with=list(config.run.report_to) or None,
         project_dir=config.run.output_dir,
     )
+    check_engine(accelerator)
+    return accelerator
 
 
 def train(
@@ -250,6 +261,7 @@ def run_training(
     ``make_task(config, setup)``, the loop, ``final/``. ``settings``: those the non-finite
     guard names (default: the preference objective's)."""
     from psipo.lm import checkpoint as ckpt
+    from psipo.lm.distributed import whole_root
     from psipo.lm.run_folder import held_run_folder
 
     run = config.run
@@ -261,10 +273,11 @@ def run_training(
         if resume_from is not None:
             _check_same_inputs(resume_from[1].get("fingerprints", {}), setup.fingerprints, resume_from[0])
         # The reference must see the initial weights, so the task comes before any resume.
-        task = make_task(config, setup)
+        with whole_root(setup.forward):
+            task = make_task(config, setup)
         _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings)
-        if setup.run_dir is not None and setup.accelerator.is_main_process:
-            ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final")
+        if setup.run_dir is not None:
+            _save_whole(setup, lambda state: ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final", state))
     return TrainResult(
         model=setup.policy,
         tokenizer=setup.tokenizer,
@@ -272,7 +285,22 @@ def run_training(
         run_dir=setup.run_dir,
         train_data=setup.train_data,
         eval_data=setup.eval_data,
+        main_process=setup.accelerator.is_main_process,
     )
+
+
+def _save_whole(setup: Setup, write: Callable[[dict[str, torch.Tensor] | None], None]) -> None:
+    """``write(state_dict)`` on the main process once every process has reached this point, the
+    weights gathered whole first when they are sharded (None: the model's own are whole);
+    every process waits for the write, so that none ends or goes on before it is on disk."""
+    from psipo.lm.distributed import full_state_dict
+
+    accelerator = setup.accelerator
+    accelerator.wait_for_everyone()
+    state = full_state_dict(accelerator, setup.forward)
+    if accelerator.is_main_process:
+        write(state)
+    accelerator.wait_for_everyone()
 
 
 def _checked_resume_point(config: TrainConfig, run_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -344,6 +372,7 @@ def set_up(
     (``model_config``, ``optim``, ``run``; ``reference_config`` for ``fingerprint_model``
     None) and a ``max_length`` works.
     """
+    from psipo.lm.distributed import configure_engine
     from psipo.lm.model import quiet_transformers
     from psipo.lm.reference import model_fingerprint
 
@@ -376,8 +405,13 @@ def set_up(
     else:
         forward = make_forward(model)
     # The training forward goes through one module, so that a distributed wrapper (DDP)
-    # that accelerate puts around it sees the forward it must synchronise.
+    # that accelerate puts around it sees the forward it must synchronise; FSDP2 wraps
+    # the layers its model names as unsplittable.
+    forward._no_split_modules = getattr(model, "_no_split_modules", None)
+    configure_engine(accelerator, opt, run, lora=config.model_config.lora_r > 0)
     forward, optimisation.optimizer = accelerator.prepare(forward, optimisation.optimizer)
+    # FSDP2 replaces the parameters by sharded ones: clip and check those.
+    optimisation.params = [p for p in accelerator.unwrap_model(forward).model.parameters() if p.requires_grad]
     return Setup(
         accelerator=accelerator,
         tokenizer=tokenizer,
@@ -446,6 +480,12 @@ def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_exampl
         and accelerator.device.type in ("cpu", "cuda"),
     )
     step_pairs = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+    if 0 < n_examples % step_pairs < accelerator.num_processes:
+        # A process without examples would skip the step's gradient synchronisation and hang the others.
+        raise PsipoInputError(
+            f"train_data: {n_examples} examples leave {n_examples % step_pairs} for the last step of an epoch, fewer "
+            f"than the {accelerator.num_processes} processes; set max_pairs or batch_size so that each process gets one"
+        )
     steps_per_epoch = math.ceil(n_examples / step_pairs)
     total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * steps_per_epoch))
     warmup_steps = int(opt.warmup_ratio * total_steps)
@@ -468,6 +508,7 @@ class PreferenceTask:
     """Offline preference pairs as a :class:`psipo.lm.loop.Task`: batches, losses, evaluation."""
 
     def __init__(self, config: TrainConfig, setup: Setup) -> None:
+        from psipo.lm.distributed import whole_root
         from psipo.lm.logprobs import supports_shared_prompt
         from psipo.lm.model import load_causal_lm
         from psipo.lm.reference import PairScorer, make_reference
@@ -485,6 +526,7 @@ class PreferenceTask:
             device=accelerator.device,
             shared_prompt=self.shared,
             autocast=accelerator.autocast,
+            processes=accelerator,
         )
         live_model = None
         if rc.reference == "live":
@@ -503,6 +545,11 @@ class PreferenceTask:
             )
 
         self.train_reference = reference_of(setup.train_data)
+        # The LoRA policy with its adapters off runs outside the training forward (FSDP2 must
+        # gather its root weights for it).
+        self.reference_context = (
+            functools.partial(whole_root, self.module) if rc.reference == "adapters_disabled" else contextlib.nullcontext
+        )
         self.eval_reference = reference_of(setup.eval_data) if setup.eval_data is not None else None
         self.loss_fn, self.loss_kwargs = get_loss(config.objective.loss), config.loss_kwargs()
         pairs = setup.train_data.pairs
@@ -536,7 +583,8 @@ class PreferenceTask:
         batch = collate(pairs, self.setup.pad_id, shared_prompt=self.shared)
         batch = {k: v.to(self.setup.accelerator.device) for k, v in batch.items()}
         policy_c, policy_r = self.module(batch)
-        ref_c, ref_r = self.train_reference(indices, batch)
+        with self.reference_context():
+            ref_c, ref_r = self.train_reference(indices, batch)
         losses = self.loss_fn(policy_c, policy_r, ref_c, ref_r, **self.loss_kwargs)
         # Tokens of (prompt + chosen) and (prompt + rejected), without padding, whatever the layout.
         tokens = sum(p.shared_length + len(p.prompt_ids) for p in pairs)
@@ -550,8 +598,11 @@ class PreferenceTask:
         eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
         if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
             return {}
-        policy_c, policy_r = self.scorer(self.setup.policy, eval_data.pairs)
-        ref_c, ref_r = self.eval_reference.score(eval_data.pairs, self.scorer)
+        from psipo.lm.distributed import whole_root
+
+        with whole_root(self.module):
+            policy_c, policy_r = self.scorer(self.setup.policy, eval_data.pairs)
+            ref_c, ref_r = self.eval_reference.score(eval_data.pairs, self.scorer)
         losses = self.loss_fn(policy_c, policy_r, ref_c, ref_r, **self.loss_kwargs)
         summary = pair_summary(pair_columns(losses, policy_c, policy_r, ref_c, ref_r), tau=self.config.objective.tau)
         return {f"eval_{k}": v for k, v in summary.items() if k != "ipo_target"}
@@ -573,20 +624,27 @@ def _train_loop(
     raising :class:`StopTraining` there ends the run early (weights checked, then final/)."""
     from psipo._config import save_yaml
     from psipo.lm import checkpoint as ckpt
+    from psipo.lm.distributed import whole_root, whole_state_loader
 
     run, opt, accelerator = config.run, setup.optimisation, setup.accelerator
     scaler = getattr(accelerator, "scaler", None)
     start_step, window = 0, LogWindow()
     if resume_from is not None:
         restored = ckpt.load_checkpoint(
-            resume_from[0], model=setup.policy, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=scaler
+            resume_from[0],
+            model=setup.policy,
+            optimizer=opt.optimizer,
+            scheduler=opt.scheduler,
+            scaler=scaler,
+            load_whole=whole_state_loader(accelerator, setup.forward, opt.optimizer),
         )
         start_step, window = restored.step, LogWindow.from_state(restored.state.get("window", {}), restored.tensors)
-    if setup.run_dir is not None:
+    main = accelerator.is_main_process
+    if setup.run_dir is not None and main:
         save_yaml(config, setup.run_dir / "config.yaml")
     metrics_path = setup.run_dir / "metrics.jsonl" if setup.run_dir is not None else None
     log = MetricsLog(
-        metrics_path, total_steps=opt.total_steps, start_step=start_step, progress=run.progress, label=setup.command
+        metrics_path, total_steps=opt.total_steps, start_step=start_step, progress=run.progress, label=setup.command, main=main
     )
     setup.history = log.history
 
@@ -594,7 +652,8 @@ def _train_loop(
         """The user's callback on the live model (train mode restored after it)."""
         if callback is None:
             return {}
-        extra = callback(step, setup.policy)
+        with whole_root(setup.forward):
+            extra = callback(step, setup.policy)
         setup.policy.train()
         return dict(extra or {})
 
@@ -620,7 +679,7 @@ def _train_loop(
             log=log,
             guard=guard,
             logging_steps=run.logging_steps,
-            save=_checkpoint_saver(config, setup, scaler) if setup.run_dir is not None and accelerator.is_main_process else None,
+            save=_checkpoint_saver(config, setup, scaler) if setup.run_dir is not None else None,
             save_steps=run.save_steps,
             callback=call_back,
             on_record=on_record if run.report_to or after_record is not None else None,
@@ -637,21 +696,28 @@ def _checkpoint_saver(config: TrainConfig, setup: Setup, scaler: Any) -> Callabl
     """``save(step, open_window)``: a checkpoint with the config it was trained with, the data
     and weight fingerprints, and the open logging window (resume checks and exact metrics)."""
     from psipo.lm import checkpoint as ckpt
+    from psipo.lm.distributed import full_optimizer_state
 
     opt = setup.optimisation
 
     def save(step: int, open_window: LogWindow) -> None:
         window_scalars, window_tensors = open_window.state()
-        ckpt.save_checkpoint(
-            setup.run_dir,
-            step=step,
-            model=setup.policy,
-            optimizer=opt.optimizer,
-            scheduler=opt.scheduler,
-            scaler=scaler,
-            keep=config.run.save_total_limit,
-            state={"config": config.to_flat_dict(), "fingerprints": setup.fingerprints, "window": window_scalars},
-            tensors=window_tensors,
+        optimizer_state = full_optimizer_state(setup.accelerator, setup.forward, opt.optimizer)
+        _save_whole(
+            setup,
+            lambda model_state: ckpt.save_checkpoint(
+                setup.run_dir,
+                step=step,
+                model=setup.policy,
+                model_state=model_state,
+                optimizer_state=optimizer_state,
+                optimizer=opt.optimizer,
+                scheduler=opt.scheduler,
+                scaler=scaler,
+                keep=config.run.save_total_limit,
+                state={"config": config.to_flat_dict(), "fingerprints": setup.fingerprints, "window": window_scalars},
+                tensors=window_tensors,
+            ),
         )
 
     return save
@@ -664,8 +730,14 @@ def _guard(config: TrainConfig, setup: Setup, settings: Mapping[str, Any] | None
     if settings is None:
         settings = {"tau": config.objective.tau, "loss": config.objective.loss}
     settings = {"learning_rate": optim.learning_rate, "adam_epsilon": optim.adam_epsilon, **settings}
+    from psipo.lm.distributed import all_processes
+
     return NonFiniteGuard(
-        on_nonfinite=optim.on_nonfinite, params=setup.optimisation.params, run_dir=setup.run_dir, settings=settings
+        on_nonfinite=optim.on_nonfinite,
+        params=setup.optimisation.params,
+        run_dir=setup.run_dir,
+        settings=settings,
+        agree=lambda flag: all_processes(setup.accelerator, flag),
     )
 
 
