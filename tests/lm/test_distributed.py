@@ -234,5 +234,5 @@ def test_a_last_step_that_leaves_a_process_without_pairs_is_refused():
     config = load_train_config(None, {"model": "m", "train_data": "t.jsonl", "batch_size": 4})
     two = types.SimpleNamespace(num_processes=2, device=torch.device("cpu"))
     with pytest.raises(PsipoInputError, match="65 examples leave 1 for the last step of an epoch, fewer than the 2 processes"):
-        _optimisation(config, torch.nn.Linear(2, 2), two, n_pairs=65)
-    assert _optimisation(config, torch.nn.Linear(2, 2), two, n_pairs=66).steps_per_epoch == 9
+        _optimisation(config, torch.nn.Linear(2, 2), two, n_examples=65)
+    assert _optimisation(config, torch.nn.Linear(2, 2), two, n_examples=66).steps_per_epoch == 9
