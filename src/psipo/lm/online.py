@@ -142,8 +142,10 @@ class GenerationConfig:
 @dataclasses.dataclass
 class OnlineConfig:
     """Everything ``psipo online`` needs: psipo train's keys where they mean the same thing
-    (batch_size counts prompts; epochs are passes over the prompts), plus the prompts, the
-    algorithm, its judge or reward, and generation."""
+    (batch_size counts prompts; epochs are passes over the prompts; group_by_length groups
+    prompts of similar length; ``share_prompt``, ``max_tokens_per_forward`` and
+    ``keep_probs_mb`` have no use here), plus the prompts, the algorithm, its judge or
+    reward, and generation."""
 
     model_config: ModelConfig = flat(ModelConfig)
     data_config: PromptDataConfig = flat(PromptDataConfig)
