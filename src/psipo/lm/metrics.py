@@ -162,7 +162,7 @@ class MetricsLog:
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-        shown = {k: record[k] for k in ("loss", "h_mean", "accuracy", "eval_loss") if k in record}
+        shown = {k: record[k] for k in ("loss", "h_mean", "accuracy", "reward", "eval_loss", "eval_win_rate") if k in record}
         text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=True)
