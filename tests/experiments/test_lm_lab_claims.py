@@ -80,7 +80,8 @@ def test_width_needed_and_diagnose():
     row = Claim("C7", "§5.4", "[x] s", "r", "DPO 2, IPO 1" + width_needed((2.0, 0.8), (1.0, 0.4)), "does not hold")
     assert diagnose(row).startswith("data: the means are ordered as claimed") and "below 1; now 1.2" in diagnose(row)
     assert diagnose(Claim("C8", "§5", "s", "r", "m", "does not hold")).startswith("learner:")
-    assert diagnose(Claim("C13", "§5", "s", "r", "m", "partly")).startswith("paper:")
+    assert diagnose(Claim("C13", "§5", "s", "r", "m", "does not hold")).startswith("paper:")
+    assert diagnose(Claim("C13", "§5", "s", "r", "m", "partly")).startswith("data: consistency holds at some τ")
     assert diagnose(Claim("C8", "§5", "s", "r", "m", "holds")) is None
 
 

@@ -467,5 +467,9 @@ def diagnose(claim: Claim) -> str | None:
     if "[disjoint CIs need" in claim.measured:
         need = claim.measured[claim.measured.index("[disjoint CIs need") + 1:].rstrip("]")
         return f"data: the means are ordered as claimed but the intervals over datasets overlap ({need})"
+    if claim.id == "C13" and claim.verdict == "partly":
+        return ("data: consistency holds at some τ only; at the others N is still pre-asymptotic — the "
+                "estimation error of the log-ratios, ∝ N^(−1/2), is multiplied by 1/(2τ), so at small τ the "
+                "empirical optimum stays far from π* until N is much larger than the sweep's")
     culprit, reason = DIAGNOSES.get(claim.id, ("unknown", "no diagnosis recorded"))
     return f"{culprit}: {reason}"
