@@ -10,6 +10,7 @@ import torch
 import yaml
 from cli_runner import psipo
 
+from psipo.cli import main
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
 
 JUDGES = '''
@@ -58,6 +59,15 @@ def workdir(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def in_workdir(workdir, monkeypatch):
+    """The CLI in this process (``psipo.cli.main``), run from the work folder, where its
+    judges_demo module imports from; the command's own subprocess runs are above and below."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(workdir))
+    return workdir
+
+
 @pytest.mark.slow
 def test_online_ipo_with_a_reward_model_judge_then_reload_and_plot(workdir):
     args = ["--algorithm", "online_ipo", "--judge", "rm", "--eval_prompts", "held_out.jsonl", "--output_dir", "ipo"]
@@ -90,10 +100,10 @@ def test_online_ipo_with_a_reward_model_judge_then_reload_and_plot(workdir):
     ],
     ids=["ipo_md-callable", "online_dpo-callable", "rloo-callable", "rloo-reward-model"],
 )
-def test_every_algorithm_end_to_end(workdir, args):
+def test_every_algorithm_end_to_end(in_workdir, args):
     out = f"run-{args[1]}-{args[-1]}"
-    result = psipo("online", "--config", "online.yaml", *args, "--output_dir", out, cwd=workdir)
-    assert result.returncode == 0, result.stderr
+    assert main(["online", "--config", "online.yaml", *args, "--output_dir", out]) == 0
+    workdir = in_workdir
     records = [json.loads(line) for line in (workdir / out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     assert (workdir / out / "final" / "model.safetensors").is_file()
@@ -111,12 +121,17 @@ def test_every_algorithm_end_to_end(workdir, args):
         (["--judge", "rm", "--prompts", "no_prompt.jsonl"], "psipo: error: no_prompt.jsonl:1: field 'prompt': missing"),
     ],
 )  # fmt: skip
-def test_bad_input_is_one_line_and_exit_code_2(workdir, args, message):
-    (workdir / "no_prompt.jsonl").write_text('{"question": "w1 w2"}\n')
-    result = psipo("online", "--config", "online.yaml", "--output_dir", "bad", *args, cwd=workdir)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(message), result.stderr
-    assert result.stderr.count("\n") == 1
+def test_bad_input_is_one_line_and_exit_code_2(in_workdir, capsys, args, message):
+    (in_workdir / "no_prompt.jsonl").write_text('{"question": "w1 w2"}\n')
+    assert main(["online", "--config", "online.yaml", "--output_dir", "bad", *args]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(message) and stderr.count("\n") == 1, stderr
+
+
+def test_bad_input_through_the_command_itself(workdir):
+    """One of the cases above as a user meets it: a subprocess, one line on stderr, exit code 2."""
+    result = psipo("online", "--config", "online.yaml", "--output_dir", "bad", "--mixture", "1.5", cwd=workdir)
+    assert result.returncode == 2 and result.stderr == "psipo: error: --mixture: must be in [0, 1]\n", result.stderr
 
 
 @pytest.mark.slow

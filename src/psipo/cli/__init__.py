@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 import typing
 
@@ -89,5 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> typing.NoReturn:
+    """The ``psipo`` command: :func:`main`, then exit with its code.
+
+    After Ctrl-C (130) the process ends at once, without interpreter teardown: an interrupt
+    that lands while torch is half-imported can otherwise abort (SIGABRT) or re-raise during
+    shutdown, after the one-line message. Nothing is lost: psipo's writes are atomic, and the
+    run folder's lock is released by the operating system.
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

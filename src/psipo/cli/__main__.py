@@ -1,5 +1,3 @@
-import sys
+from psipo.cli import run
 
-from psipo.cli import main
-
-sys.exit(main())
+run()
