@@ -227,10 +227,15 @@ class TrainConfig:
         """The longest sequence the model must take (checked against its context length)."""
         return self.data_config.max_length
 
+    @property
+    def loss(self) -> str:
+        """The loss in force (a name in :data:`psipo.losses.LOSSES`)."""
+        return self.objective.loss
+
     def loss_kwargs(self) -> dict[str, float]:
         """Keyword arguments of the selected loss function: τ and the hyperparameters its
         registry entry declares, each read from the config key of the same name."""
-        hyperparameters = LOSSES[self.objective.loss].hyperparameters
+        hyperparameters = LOSSES[self.loss].hyperparameters
         return {"tau": self.objective.tau, **{name: getattr(self.objective, name) for name in hyperparameters}}
 
     def to_flat_dict(self) -> dict[str, Any]:

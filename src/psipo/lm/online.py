@@ -180,10 +180,8 @@ class OnlineConfig:
         """The longest sequence the model must take: a full prompt and a full response."""
         return self.data_config.max_prompt_length + self.generation.max_new_tokens
 
-    def loss_kwargs(self) -> dict[str, float]:
-        """τ and the hyperparameters of the pairwise loss, each from its config key."""
-        o = self.objective
-        return {"tau": o.tau, **{name: getattr(o, name) for name in LOSSES[self.loss].hyperparameters}}
+    loss_kwargs = TrainConfig.loss_kwargs
+    """τ and the hyperparameters of the pairwise loss in force, each from its config key."""
 
 
 def validate(config: OnlineConfig) -> None:
