@@ -345,7 +345,6 @@ class OnlineTask:
         self.lengths = [len(ids) for ids in setup.train_data.ids]
         self._order: tuple[int, list[list[int]]] = (-1, [])
         self.generation_seconds, self._since = 0.0, time.perf_counter()
-        self._step = 0
 
     def micro_batches(self, step: int) -> tuple[list[tuple[int, int, list[int]]], int]:
         """(step, micro-batch index, prompt indices) of this process's micro-batches; the prompt
