@@ -11,7 +11,8 @@ import torch
 
 from psipo import load_config
 from psipo._threads import single_thread
-from psipo.experiments.lm_lab import LabConfig
+from psipo.errors import PsipoInputError
+from psipo.experiments.lm_lab import LabConfig, validate
 from psipo.experiments.lm_lab.claims import (
     approaches_argmax,
     claims,
@@ -157,6 +158,13 @@ def test_distances_take_kl_from_the_target_side():
     policy_logps = torch.log(torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64))
     d = distances(policy_logps, target, torch.ones(1, dtype=torch.float64))
     assert d["tv"] == pytest.approx(0.5) and d["kl"] == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize(("override", "value"), [("population.steps", 0), ("population.taus", []),
+                                                  ("population.oracles", ["nope:1"]), ("population.learning_rate", 0)])
+def test_population_settings_are_checked_and_blamed_on_their_key(override, value):
+    with pytest.raises(PsipoInputError, match=f"^{override}: "):
+        validate(load_config(LabConfig, overrides={override: value}))
 
 
 # ----------------------------------------------------------------------------- verdict rules

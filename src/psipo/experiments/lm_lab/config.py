@@ -262,7 +262,10 @@ def validate(config: LabConfig) -> None:
         ("large.vocab_size", lc.vocab_size ** w.prompt_length >= lc.num_prompts,
          "must allow num_prompts distinct prompts"),
         ("workers", config.workers >= 1, "must be >= 1"),
-        ("population.taus", all(0 < t < math.inf for t in config.population.taus), "must be finite numbers > 0"),
+        ("population.taus", (not config.population.enabled or len(config.population.taus) > 0)
+         and all(0 < t < math.inf for t in config.population.taus), "must be finite numbers > 0, at least one"),
+        ("population.oracles", not config.population.enabled or len(config.population.oracles) > 0,
+         "must not be empty"),
         ("population.steps", config.population.steps >= 1, "must be >= 1"),
         ("population.learning_rate", config.population.learning_rate > 0, "must be > 0"),
         ("population.record_every", config.population.record_every >= 1, "must be >= 1"),

@@ -308,7 +308,8 @@ def _population(results: dict[str, Any]) -> list[str]:
     rows = [
         [f"`{r['oracle']}`", f"{r['tau']:g}", r["loss"], TARGETS[r["target"]],
          f"{r['tv']:.3g} / {r['kl']:.3g}", f"{r['reference_tv']:.3g} / {r['reference_kl']:.3g}",
-         f"{r['target_support_mass']:.3g} ({r['reference_target_support_mass']:.3g})",
+         (f"{r['target_support_mass']:.3g} ({r['reference_target_support_mass']:.3g})"
+          if r["target"] == "dpo_deterministic" else "—"),
          f"{r['final_loss']:.4g} / {r['reference_loss']:.4g} / {r['target_loss']:.4g}"]
         for r in population["rows"]
     ]
@@ -330,8 +331,8 @@ def _population(results: dict[str, Any]) -> list[str]:
         "not run under a deterministic cyclic oracle, where the projection may not exist.",
         "",
         markdown_table(
-            ["oracle", "τ", "loss", "target", "TV / KL(target‖π)", "π_ref: TV / KL", "mass on target's support "
-             "(π_ref)", "loss: π / π_ref / target"],
+            ["oracle", "τ", "loss", "target", "TV / KL(target‖π)", "π_ref: TV / KL", "mass on the argmax (π_ref)",
+             "loss: π / π_ref / target"],
             rows,
         ),
         "",
