@@ -9,6 +9,7 @@ to the closed-form optimum are computed exactly.
 * :mod:`.enumeration` — exact π(·|x) over V^L;
 * :mod:`.evaluate` — exact metrics through :mod:`psipo.tabular` (optimum of Eq. 9, empirical optima);
 * :mod:`.sweep` — consistency in N: the exact minimiser of IPO's empirical loss for N up to 2.6·10^5;
+* :mod:`.population` — the LM trained on the exact population losses (no data) against their targets;
 * :mod:`.montecarlo` — estimates with CIs for the non-enumerable configuration;
 * :mod:`.training_runs` — preference runs with :func:`psipo.lm.train`;
 * :mod:`.experiment` — the grid, the worker processes and the outputs;

@@ -430,6 +430,7 @@ def claims(results: dict[str, Any]) -> list[Claim]:
     large = results.get("large")
     if large and large["runs"]:
         rows += [claim for claim in [_large_claim(large)] if claim is not None]
+    rows += _population_claims(results)
     return rows
 
 
@@ -455,6 +456,13 @@ DIAGNOSES: dict[str, tuple[str, str]] = {
                        "regularised objective it targets"),
     "C13": ("paper", "Prop. 3 makes IPO's empirical loss unbiased, so its minimiser should be consistent: a "
                      "failure would contradict the paper or reveal a bug"),
+    "C14": ("learner", "the loss is exact (no data), so the gap to π* is the LM's: too few full-batch steps, or "
+                       "an LM sharing parameters across responses that cannot represent π* within them"),
+    "C15": ("learner", "the population gradient on the argmax response is weighted by µ(argmax) = π_ref(argmax), "
+                       "so DPO first raises the good responses π_ref already likes; the argmax policy is reached "
+                       "only as the log-ratios diverge (§4.2), far beyond a finite budget"),
+    "C16": ("learner", "the loss is exact (no data), so the gap to the Bradley–Terry projection is the LM's "
+                       "(steps, capacity)"),
 }
 """Why a claim fails when it does: (what is at fault — data, learner or paper —, the reason)."""
 
@@ -473,3 +481,113 @@ def diagnose(claim: Claim) -> str | None:
                 "empirical optimum stays far from π* until N is much larger than the sweep's")
     culprit, reason = DIAGNOSES.get(claim.id, ("unknown", "no diagnosis recorded"))
     return f"{culprit}: {reason}"
+
+
+# ----------------------------------------------------------------------------- population losses (no data)
+
+NEAR_TARGET_SHARE = 0.1
+"""A run has reached its target when it has closed 90% of π_ref's distance to it ..."""
+NEAR_TARGET_FLOOR = 0.01
+"""... or is within this TV of it (where π_ref itself is already that close, a ratio means nothing)."""
+
+
+def reached(tv: float, reference_tv: float) -> bool:
+    """TV(π, target) at most max(NEAR_TARGET_SHARE·TV(π_ref, target), NEAR_TARGET_FLOOR).
+
+    Why these numbers: the population loss is exact and its target is its unique minimiser over
+    tabular policies, so the only gap left is the learner's. 10% of the starting distance leaves
+    room for an LM that shares parameters across responses and cannot represent the target exactly,
+    yet is far below the distance of π_ref or of a policy that went only part of the way; 0.01 (1% of
+    the mass misplaced) is the floor below which TV differences are not worth a verdict.
+    """
+    return tv <= max(NEAR_TARGET_SHARE * reference_tv, NEAR_TARGET_FLOOR)
+
+
+def reaches_target(per_tau: list[tuple[float, float]]) -> Verdict:
+    """Per τ, (TV(π, target), TV(π_ref, target)): holds when the target is :func:`reached` at every
+    τ; partly when at every τ π ends at least closer to it than π_ref is; else does not hold."""
+    if all(reached(tv, reference) for tv, reference in per_tau):
+        return "holds"
+    return "partly" if all(tv < reference for tv, reference in per_tau) else "does not hold"
+
+
+MAJORITY = 0.5
+"""Mass on the argmax above which it carries more than every other response together."""
+
+
+def approaches_argmax(per_tau: list[tuple[float, float]]) -> Verdict:
+    """Per τ, (π_ref's mass on the reward's argmax, the trained policy's).
+
+    The DPO population optimum under a deterministic Bradley–Terry oracle is the argmax policy for
+    every τ, but no finite policy attains it (the log-ratios must diverge, §4.2), so a finite run is
+    judged on how far it went: holds when at every τ the argmax carries more than MAJORITY of the
+    mass (more than all other responses together); partly when at every τ it at least carries more
+    than under π_ref (the run went towards it); does not hold when at some τ it carries no more.
+    The learning rate decays to 0, so the end of a run does not move by design: whether the mass
+    is "still rising" there says nothing, and is not part of the rule.
+    """
+    if all(final > MAJORITY for _, final in per_tau):
+        return "holds"
+    return "partly" if all(final > reference for reference, final in per_tau) else "does not hold"
+
+
+def reaches_projection(per_tau: list[tuple[float, float, float]]) -> Verdict:
+    """Per τ, (TV(π, Bradley–Terry projection), TV(π_ref, projection), TV(projection, π* of Eq. 7 with
+    Ψ = logit)): holds when at every τ the projection is :func:`reached` and π is within half the
+    projection's distance to π* — then, by the triangle inequality, π is closer to the projection than
+    to π*, whatever the direction it lies in; partly when at every τ π is closer to the projection than
+    π_ref is; else does not hold.
+    """
+    if all(reached(tv, reference) and tv < separation / 2 for tv, reference, separation in per_tau):
+        return "holds"
+    return "partly" if all(tv < reference for tv, reference, _ in per_tau) else "does not hold"
+
+
+def _population_rows(results: dict[str, Any], oracle: str, loss: str) -> list[dict[str, Any]]:
+    rows = (results.get("population") or {}).get("rows", [])
+    return sorted((r for r in rows if (r["oracle"], r["loss"]) == (oracle, loss)), key=lambda r: r["tau"])
+
+
+def _population_claims(results: dict[str, Any]) -> list[Claim]:
+    """C14–C16: the LM trained on the exact population losses against their targets, per oracle."""
+    claims_out = []
+    oracles = list(dict.fromkeys(r["oracle"] for r in (results.get("population") or {}).get("rows", [])))
+    for oracle in oracles:
+        ipo = _population_rows(results, oracle, "ipo")
+        if ipo:
+            claims_out.append(Claim(
+                "C14", "Theorem 2 (Eq. 13)",
+                f"[{oracle}, no data] IPO trained on its population loss (Eq. 13) reaches π* (Eq. 9)",
+                f"at every τ TV(π, π*) ≤ max({NEAR_TARGET_SHARE:g}·TV(π_ref, π*), {NEAR_TARGET_FLOOR:g}); "
+                "partly: closer than π_ref at every τ",
+                "; ".join(f"τ={r['tau']:g}: TV {r['tv']:.3g} (π_ref {r['reference_tv']:.3g}), loss "
+                          f"{r['final_loss']:.3g} (π_ref {r['reference_loss']:.3g}, π* {r['target_loss']:.2g})"
+                          for r in ipo),
+                reaches_target([(r["tv"], r["reference_tv"]) for r in ipo]),
+            ))
+        dpo = _population_rows(results, oracle, "dpo")
+        if dpo and dpo[0]["target"] == "dpo_deterministic" and oracle.startswith("bt"):
+            claims_out.append(Claim(
+                "C15", "Prop. 1, §4.2",
+                f"[{oracle}, no data] DPO trained on its population loss (Eq. 5) goes to the deterministic "
+                "policy on the reward's argmax, whatever τ",
+                f"at every τ the mass on the argmax exceeds {MAJORITY:g}; partly: exceeds π_ref's at every τ",
+                "; ".join(f"τ={r['tau']:g}: mass on the argmax "
+                          + " → ".join(f"{p['target_support_mass']:.3g}" for p in r["curve"])
+                          + f" (steps {r['curve'][0]['step']}…{r['curve'][-1]['step']})" for r in dpo),
+                approaches_argmax([(r["reference_target_support_mass"], r["target_support_mass"]) for r in dpo]),
+            ))
+        if dpo and dpo[0]["target"] == "dpo_finite" and oracle.startswith("cyclic"):
+            claims_out.append(Claim(
+                "C16", "Prop. 4",
+                f"[{oracle}, no data] DPO trained on its population loss (Eq. 5) under a non-Bradley–Terry "
+                "oracle reaches the Bradley–Terry projection of p*, not π* of Eq. 7 (Ψ = logit)",
+                f"at every τ TV(π, projection) ≤ max({NEAR_TARGET_SHARE:g}·TV(π_ref, projection), "
+                f"{NEAR_TARGET_FLOOR:g}) and below ½·TV(projection, π*) (so π is told apart from π*); "
+                "partly: closer to the projection than π_ref is, at every τ",
+                "; ".join(f"τ={r['tau']:g}: TV to the projection {r['tv']:.3g} (π_ref {r['reference_tv']:.3g}), "
+                          f"to π* {r['tv_to_logit_optimum']:.3g} (projection to π* {r['target_tv_to_logit_optimum']:.3g})"
+                          for r in dpo),
+                reaches_projection([(r["tv"], r["reference_tv"], r["target_tv_to_logit_optimum"]) for r in dpo]),
+            ))
+    return claims_out

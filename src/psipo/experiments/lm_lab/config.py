@@ -135,6 +135,27 @@ class LargeConfig:
 
 
 @dataclasses.dataclass
+class PopulationConfig:
+    """The LM trained on the exact population losses (Eq. 13 for IPO, Eq. 5 for DPO): the learner without data."""
+
+    enabled: bool = True
+    """Run it (set false to skip)."""
+    oracles: list[str] = dataclasses.field(default_factory=lambda: ["bt:inf", "cyclic:1"])
+    """Oracles p* (kind:scale). IPO is trained under each (target π* of Eq. 9, Theorem 2); DPO under
+    each but the deterministic cyclic ones: under a deterministic Bradley–Terry oracle its target is
+    the reward's argmax (Prop. 1, §4.2), under a finite-scale one the Bradley–Terry projection of p*
+    (Prop. 4), which a deterministic cycle can leave undefined (no Bradley–Terry minimiser)."""
+    taus: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0])
+    """τ values of the population runs."""
+    steps: int = 100
+    """Full-batch Adam steps of each run (every step is one pass over all X·V^L responses)."""
+    learning_rate: float = 3e-3
+    """Initial Adam learning rate; it decays to 0 along a cosine, which leaves no optimiser noise."""
+    record_every: int = 20
+    """Record the distance to the target (and the mass on its support) every this many steps."""
+
+
+@dataclasses.dataclass
 class LabConfig:
     """The LM preference lab."""
 
@@ -152,6 +173,8 @@ class LabConfig:
     """The large, Monte Carlo configuration."""
     workers: int = 2
     """Processes that train the runs in parallel, one torch thread each (1: in this process)."""
+    population: PopulationConfig = dataclasses.field(default_factory=PopulationConfig)
+    """The LM trained on the exact population losses, with no data (Theorem 2, Props. 1 and 4)."""
 
 
 QUICK: dict[str, object] = {
@@ -176,6 +199,8 @@ QUICK: dict[str, object] = {
     "large.steps": 40,
     "large.samples": 128,
     "large.reference_steps": 60,
+    "population.steps": 30,
+    "population.record_every": 10,
 }
 """Overrides of the ``--quick`` preset: about a minute on 2 CPU cores."""
 
@@ -237,6 +262,13 @@ def validate(config: LabConfig) -> None:
         ("large.vocab_size", lc.vocab_size ** w.prompt_length >= lc.num_prompts,
          "must allow num_prompts distinct prompts"),
         ("workers", config.workers >= 1, "must be >= 1"),
+        ("population.taus", (not config.population.enabled or len(config.population.taus) > 0)
+         and all(0 < t < math.inf for t in config.population.taus), "must be finite numbers > 0, at least one"),
+        ("population.oracles", not config.population.enabled or len(config.population.oracles) > 0,
+         "must not be empty"),
+        ("population.steps", config.population.steps >= 1, "must be >= 1"),
+        ("population.learning_rate", config.population.learning_rate > 0, "must be > 0"),
+        ("population.record_every", config.population.record_every >= 1, "must be >= 1"),
     ]
     for key, ok, why in checks:
         if not ok:
@@ -251,3 +283,5 @@ def validate(config: LabConfig) -> None:
     for text in config.grid.oracles:
         parse_oracle(text)
     parse_oracle(config.large.oracle, key="large.oracle")
+    for text in config.population.oracles:
+        parse_oracle(text, key="population.oracles")

@@ -47,6 +47,7 @@ from psipo.experiments.lm_lab.montecarlo import (
     sample_responses,
     total_preference_estimate,
 )
+from psipo.experiments.lm_lab.population import population_rows
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.sweep import consistency_sweep
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
@@ -302,7 +303,7 @@ def run_experiment(
             large_reference = _Reference.train(
                 _large_world(config), config, steps=config.large.reference_steps, seed=config.world.seed + 1
             )
-    grid_results, large_results, optima, sweep = _run_tasks(
+    grid_results, large_results, optima, sweep, population = _run_tasks(
         config, world, responses, reference, reference_logps, large_reference, progress
     )
     results: dict[str, Any] = {"config": to_dict(config), "command": command}
@@ -320,6 +321,7 @@ def run_experiment(
     results["sweep"] = ({"num_pairs": config.sweep.num_pairs, "seeds": config.sweep.seeds, "rows": sweep}
                         if config.sweep.enabled else None)
     results["large"] = _large_section(config, large_reference, large_results) if config.large.enabled else None
+    results["population"] = {"rows": population} if config.population.enabled else None
     results["runtime_seconds"] = time.perf_counter() - start
     results["workers"] = config.workers
     results["claims"] = claims_as_data(claims(results))
@@ -331,9 +333,9 @@ def run_experiment(
 
 def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
                reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool):
-    """Every grid and large task on the worker processes, the closed-form optima and the N-sweep
-    meanwhile here: (grid task results, large task results, optima rows, sweep rows), tasks in
-    submission order."""
+    """Every grid and large task on the worker processes, the closed-form optima, the N-sweep and
+    the population-loss runs meanwhile here: (grid task results, large task results, optima rows,
+    sweep rows, population rows), tasks in submission order."""
     grid, large = config.grid, config.large
     runs_per_grid_task = len(grid.losses) * len(grid.taus)
     runs_per_large_task = len(large.losses) * len(large.taus)
@@ -354,6 +356,8 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
                 sweep = _sweep_rows(config, world, responses, reference_logps) if config.sweep.enabled else []
+                population = (population_rows(config, world, responses, reference.model(config), reference_logps)
+                              if config.population.enabled else [])
             for future in concurrent.futures.as_completed(futures):
                 _, description, count = futures[future]
                 bar.step(description, count)
@@ -363,7 +367,7 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
     # results.json (and sums over runs in the same order) whatever the timing.
     grid_results = [future.result() for future, (kind, *_) in futures.items() if kind == "grid"]
     large_results = [future.result() for future, (kind, *_) in futures.items() if kind == "large"]
-    return grid_results, large_results, optima, sweep
+    return grid_results, large_results, optima, sweep, population
 
 
 def _sweep_rows(config: LabConfig, world: World, responses: torch.Tensor,

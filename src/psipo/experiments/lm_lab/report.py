@@ -37,6 +37,8 @@ def markdown(results: dict[str, Any], *, figures: str = "figures") -> str:
     sections += [("Data and learner: the trained LMs against the optimum of their own loss", _data_and_learner(results))]
     if results.get("sweep"):
         sections.append(("Consistency in N: what data can do", _sweep(results, figures)))
+    if results.get("population"):
+        sections.append(("Population losses: the learner without data", _population(results)))
     sections.append(("Exact metrics of the trained LMs", _exact_metrics(results)))
     if results.get("large"):
         sections.append(("Beyond enumeration", _beyond_enumeration(results, figures)))
@@ -296,3 +298,46 @@ def _ipo_against_its_empirical_optimum(results: dict[str, Any]) -> str:
         f"KL(π‖π_ref) at τ = {tau:g} of trained IPO against the exact minimiser of the same empirical loss "
         "(tabular policy): " + "; ".join(parts) + "."
     )
+
+
+def _population(results: dict[str, Any]) -> list[str]:
+    """Per (oracle, τ, loss): the LM trained on the exact population loss against its target."""
+    from psipo.experiments.lm_lab.population import TARGETS
+
+    settings, population = results["config"]["population"], results["population"]
+    rows = [
+        [f"`{r['oracle']}`", f"{r['tau']:g}", r["loss"], TARGETS[r["target"]],
+         f"{r['tv']:.3g} / {r['kl']:.3g}", f"{r['reference_tv']:.3g} / {r['reference_kl']:.3g}",
+         (f"{r['target_support_mass']:.3g} ({r['reference_target_support_mass']:.3g})"
+          if r["target"] == "dpo_deterministic" else "—"),
+         f"{r['final_loss']:.4g} / {r['reference_loss']:.4g} / {r['target_loss']:.4g}"]
+        for r in population["rows"]
+    ]
+    projections = [
+        f"`{r['oracle']}` τ = {r['tau']:g}: TV(projection, π*) = {r['target_tv_to_logit_optimum']:.3g}, "
+        f"TV(π_DPO, π*) = {r['tv_to_logit_optimum']:.3g}"
+        for r in population["rows"] if "tv_to_logit_optimum" in r
+    ]
+    return [
+        "No data here: a copy of π_ref (the grid's LM) is trained on the *exact* population losses, "
+        "IPO's Eq. 13 (computed as 2·Var_µ(log π/π_ref − p*(·≻µ)/τ)) and DPO's Eq. 5 (the full |Y|×|Y| "
+        f"table), with µ = π_ref, by {settings['steps']} full-batch Adam steps (learning rate "
+        f"{settings['learning_rate']:g}, linear warm-up, cosine decay to 0): every step sees every "
+        "response of every prompt, so neither data nor sampling noise remain, only the learner. Targets, "
+        "computed exactly on the tabular problem: IPO → π* of Eq. 9; DPO under a deterministic Bradley–Terry "
+        "oracle → the deterministic policy on the reward's argmax (Prop. 1, §4.2), whatever τ; DPO under a "
+        "finite-scale oracle → π_ref·exp(r̂/τ)/Z with r̂ the Bradley–Terry projection of p* (the "
+        "maximum-likelihood Bradley–Terry reward under µ⊗µ, Newton's method in float64; Prop. 4). DPO does "
+        "not run under a deterministic cyclic oracle, where the projection may not exist.",
+        "",
+        markdown_table(
+            ["oracle", "τ", "loss", "target", "TV / KL(target‖π)", "π_ref: TV / KL", "mass on the argmax (π_ref)",
+             "loss: π / π_ref / target"],
+            rows,
+        ),
+        "",
+        "The target's loss is the minimum of the population loss (0 for IPO at π*, Theorem 2); for DPO under "
+        "a deterministic oracle it is the infimum, ½·log 2·P_µ⊗µ(tie), which no policy attains.",
+        *(["", "Prop. 4's target against π* of Eq. 7 with Ψ = logit (what DPO would reach if p* were "
+           "Bradley–Terry): " + "; ".join(projections) + "."] if projections else []),
+    ]
