@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from psipo.experiments.lm_lab.online_vs_offline import online_claims
 from psipo.experiments.lm_lab.summaries import (
     best_preference,
     best_preference_difference,
@@ -430,6 +431,7 @@ def claims(results: dict[str, Any]) -> list[Claim]:
     large = results.get("large")
     if large and large["runs"]:
         rows += [claim for claim in [_large_claim(large)] if claim is not None]
+    rows += online_claims(results)
     return rows
 
 
@@ -455,6 +457,14 @@ DIAGNOSES: dict[str, tuple[str, str]] = {
                        "regularised objective it targets"),
     "C13": ("paper", "Prop. 3 makes IPO's empirical loss unbiased, so its minimiser should be consistent: a "
                      "failure would contradict the paper or reveal a bug"),
+    "C17": ("learner", "within online.steps some run did not get nearer its own target than the others (the "
+                       "targets' separation is in the section's table): more steps, or a slower end of the "
+                       "learning-rate decay, are needed"),
+    "C18": ("paper", "online sampling changes the target, not only the data: online IPO converges to the "
+                     "regularised Nash equilibrium (IPO-MD to its fixed point), offline IPO to the Eq. 9 optimum, "
+                     "which maximises p*(π≻π_ref) − τ·KL itself; near their targets (C17) the runs differ as the "
+                     "targets do (the row's last numbers), and neither Azar et al.'s analysis nor the Nash "
+                     "property promises that the online target wins against π_ref or head-to-head"),
 }
 """Why a claim fails when it does: (what is at fault — data, learner or paper —, the reason)."""
 
