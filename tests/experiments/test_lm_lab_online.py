@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from psipo.errors import PsipoInputError
+from psipo.experiments.lm_lab.claims import (
+    claims,
+    closer_to_own_target,
+    diagnose,
+    online_beats_offline,
+)
 from psipo.experiments.lm_lab.config import LabConfig, OnlineLabConfig, validate
 from psipo.experiments.lm_lab.online_vs_offline import (
     OnlineProblem,
-    closer_to_own_target,
-    online_beats_offline,
-    online_claims,
     online_run,
     oracle_queries,
     queries_per_step,
@@ -166,11 +169,41 @@ def test_the_section_and_its_claims(runs):
     assert [(row["algorithm"], row["seed"]) for row in result["head_to_head"]] == [
         ("online_ipo", 0), ("online_ipo", 1), ("ipo_md", 0), ("ipo_md", 1)
     ]
-    claims = online_claims({"online_vs_offline": result})
-    assert [(c.id, c.statement.split("]")[0]) for c in claims] == [
+    rows = claims(results_with(result))
+    assert [(c.id, c.statement.split("]")[0]) for c in rows] == [
         ("C17", "[cyclic:inf, exact judge"), ("C18", "[cyclic:inf, online_ipo"), ("C18", "[cyclic:inf, ipo_md"),
     ]
-    assert online_claims({"online_vs_offline": None}) == []
+    assert claims(results_with(None)) == []
+
+
+def results_with(section: dict | None) -> dict:
+    """Results with no grid oracle and no large runs: only the online section's claims."""
+    return {"config": {"grid": {"losses": ["dpo", "ipo"], "oracles": []}}, "online_vs_offline": section}
+
+
+def synthetic_section(online_preferences: list[float], head_to_head: list[float]) -> dict:
+    """Offline IPO at p*(π≻π_ref) = 0.70 for seeds 0, 1, 2 and online IPO at the given values."""
+    names = ("nash", "ipo_md", "offline")
+    target = {"total_preference": 0.7, "head_to_head": {"offline": 0.52},
+              **{f"tv_to_{n}": 0.1 for n in names}, "kl": 0.3}
+    final = {"kl": 0.3, **{f"tv_to_{n}": 0.1 for n in names}}
+    runs = [{"algorithm": "offline_ipo", "seed": seed, "final": {**final, "total_preference": 0.7}} for seed in range(3)]
+    runs += [{"algorithm": "online_ipo", "seed": seed, "final": {**final, "total_preference": p, "tv_to_nash": 0.01}}
+             for seed, p in enumerate(online_preferences)]
+    return {"oracle": "cyclic:inf", "queries_per_run": 100, "targets": {n: target for n in names}, "runs": runs,
+            "head_to_head": [{"algorithm": "online_ipo", "seed": seed, "preference_over_offline": h}
+                             for seed, h in enumerate(head_to_head)]}
+
+
+def test_c18_is_diagnosed_data_when_only_the_interval_is_short_and_paper_when_the_means_disagree():
+    def c18(online_preferences, head_to_head):
+        return next(c for c in claims(results_with(synthetic_section(online_preferences, head_to_head))) if c.id == "C18")
+
+    assert c18([0.71, 0.712, 0.711], [0.53, 0.531, 0.529]).verdict == "holds"
+    noisy = c18([0.69, 0.72, 0.715], [0.53, 0.531, 0.529])  # gap +0.0083 ± 0.04, head-to-head holds
+    assert noisy.verdict == "partly" and diagnose(noisy).startswith("data: ")
+    behind = c18([0.69, 0.691, 0.689], [0.53, 0.531, 0.529])  # gap −0.01: the means disagree
+    assert behind.verdict == "partly" and diagnose(behind).startswith("paper: ")
 
 
 def test_online_keys_are_validated():

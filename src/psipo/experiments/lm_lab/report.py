@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from psipo.experiments.lm_lab import online_vs_offline
-from psipo.experiments.lm_lab.claims import diagnose
+from psipo.experiments.lm_lab.claims import closer_to_own_target, diagnose, online_beats_offline
 from psipo.experiments.lm_lab.summaries import (
     consistency_rate,
     final_interval,
@@ -352,8 +352,7 @@ def _online_vs_offline(results: dict[str, Any], figures: str) -> list[str]:
         "",
         "Rules. " + " ".join(
             f"{claim}: {' '.join((rule.__doc__ or '').split())}"
-            for claim, rule in (("C17", online_vs_offline.closer_to_own_target),
-                                ("C18", online_vs_offline.online_beats_offline))
+            for claim, rule in (("C17", closer_to_own_target), ("C18", online_beats_offline))
         ),
         "",
         f"![online vs offline]({figures}/online_vs_offline.png)",
