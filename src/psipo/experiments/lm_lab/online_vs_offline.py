@@ -194,11 +194,7 @@ class OnlineProblem:
     def metrics(self, policy: torch.Tensor) -> dict[str, float]:
         """Exact metrics of a policy [X, Y]: TV and KL(π‖target) to every target, p*(π≻π_ref), KL(π‖π_ref)."""
         rho = self.evaluator.problem.rho
-        out = {
-            "total_preference": float(self.evaluator.metrics(torch.log(policy), tau=self.config.tau, full=False)
-                                      ["total_preference"]),
-            "kl": _kl(policy, self.evaluator.problem.pi_ref, rho),
-        }
+        out = self.evaluator.metrics(torch.log(policy), tau=self.config.tau, full=False)  # KL, p*(π≻π_ref)
         for name, target in self.targets.items():
             out[f"tv_to_{name}"] = _total_variation(policy, target, rho)
             out[f"kl_to_{name}"] = _kl(policy, target, rho)
