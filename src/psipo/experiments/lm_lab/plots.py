@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from psipo._plotting import LOSS_LABELS, save_png
 from psipo.experiments.lm_lab.online_vs_offline import TARGET_OF
@@ -272,5 +273,7 @@ def online_vs_offline_figure(results: dict[str, Any]) -> Figure:
     distance.set(xlabel="oracle queries (labelled pairs)", ylabel="TV(π, own target)", title="distance to own target")
     preference.set(xlabel="oracle queries (labelled pairs)", ylabel="p*(π≻π_ref)",
                    title="total preference (dashed: targets)")
+    for axis in (distance, preference):
+        axis.xaxis.set_major_locator(MaxNLocator(5))  # query counts run to tens of thousands
     distance.legend(fontsize=8)
     return figure
