@@ -291,6 +291,7 @@ def test_cli_quick_run_end_to_end(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert "## Claims" in report and "kl_vs_tau.png" in report and "## Consistency in N" in report
     assert "## Why the claims that do not hold fail" in report
+    assert "## Online vs offline, exactly" in report and {"C17", "C18"} <= set(verdicts)
     for name in results["figures"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -18,6 +18,7 @@ import torch
 
 from psipo.experiments.lm_lab.config import LabModelConfig, Oracle
 from psipo.experiments.lm_lab.enumeration import enumerate_logps
+from psipo.experiments.lm_lab.online_vs_offline import token_level_ipo_md_fixed_point
 from psipo.experiments.lm_lab.reference import build_policy_model
 from psipo.experiments.lm_lab.world import WorldOracle, all_responses, make_world, preference_table
 from psipo.lm.online import load_online_config, train_online
@@ -66,7 +67,6 @@ def lab():
     )
     return {
         "world": world, "responses": responses, "model": model, "pi_ref": pi_ref, "problem": problem,
-        "table": problem.preferences,
         "nash": nash_equilibrium(problem, tau=TAU).policy,
         "offline": optimal_policy(problem, tau=TAU, psi="identity"),  # Eq. 9 with µ = π_ref
     }  # fmt: skip
@@ -109,35 +109,12 @@ def test_online_ipo_converges_to_the_nash_equilibrium_not_the_offline_optimum(la
     assert to_nash < to_offline / 3
 
 
-def token_level_mixture(policy: torch.Tensor, reference: torch.Tensor, beta: float, vocab: int, length: int) -> torch.Tensor:
-    """[X, Y] the distribution IPO-MD's LM sampler draws from: each token from the normalised
-    π(v|x, y_<t)^(1−β)·π_ref(v|x, y_<t)^β (:mod:`psipo.lm.sampling`), not the sequence-level mixture."""
-    shape = (policy.shape[0],) + (vocab,) * length
-    full = policy.reshape(shape), reference.reshape(shape)
-    mixture = torch.ones(shape, dtype=policy.dtype)
-    for t in range(length):
-        later = tuple(range(t + 2, length + 1))
-        prefix = [d.sum(later) if later else d for d in full]  # marginals of y_≤t
-        conditional = [d / d.sum(-1, keepdim=True) for d in prefix]
-        step = conditional[0] ** (1 - beta) * conditional[1] ** beta
-        step = step / step.sum(-1, keepdim=True)
-        mixture = mixture * step.reshape(step.shape + (1,) * (length - t - 1))
-    return mixture.reshape(policy.shape)
-
-
 def ipo_md_target(lab, beta: float) -> torch.Tensor:
-    """IPO-MD's fixed point with the LM's token-level sampler: π ∝ π_ref·exp(p*(y≻π_β^tok)/τ), by damped iteration."""
-    world, pi_ref = lab["world"], lab["pi_ref"]
-    advantage = lab["table"] - 0.5
-    policy = pi_ref.clone()
-    for _ in range(2000):
-        mixed = token_level_mixture(policy, pi_ref, beta, world.vocab_size, world.response_length)
-        image = torch.softmax(torch.log(pi_ref) + torch.einsum("xij,xj->xi", advantage, mixed) / TAU, -1)
-        residual = float((image - policy).abs().max())
-        if residual < 1e-13:
-            return image
-        policy = 0.8 * policy + 0.2 * image
-    raise AssertionError(f"the IPO-MD fixed point did not converge: residual {residual:.3g}")
+    """IPO-MD's fixed point with the LM's token-level sampler (the library's solver)."""
+    world = lab["world"]
+    return token_level_ipo_md_fixed_point(
+        lab["problem"], tau=TAU, mixture=beta, vocab_size=world.vocab_size, response_length=world.response_length
+    )
 
 
 @pytest.mark.slow

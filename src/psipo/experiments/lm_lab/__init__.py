@@ -11,6 +11,8 @@ to the closed-form optimum are computed exactly.
 * :mod:`.sweep` — consistency in N: the exact minimiser of IPO's empirical loss for N up to 2.6·10^5;
 * :mod:`.population` — the LM trained on the exact population losses (no data) against their targets;
 * :mod:`.montecarlo` — estimates with CIs for the non-enumerable configuration;
+* :mod:`.online_vs_offline` — online IPO and IPO-MD (the exact oracle as judge) against offline IPO
+  at equal oracle queries, each against its exact target;
 * :mod:`.training_runs` — preference runs with :func:`psipo.lm.train`;
 * :mod:`.experiment` — the grid, the worker processes and the outputs;
 * :mod:`.summaries` — numbers read off the results (intervals over seeds, KL slopes, late growth);

@@ -29,7 +29,7 @@ import torch
 
 from psipo._config import to_dict
 from psipo._threads import single_thread
-from psipo.experiments.lm_lab import plots, report
+from psipo.experiments.lm_lab import online_vs_offline, plots, report
 from psipo.experiments.lm_lab.claims import claims
 from psipo.experiments.lm_lab.config import LabConfig, parse_oracle, validate
 from psipo.experiments.lm_lab.data import enumerated_sampler, sample_preference_data
@@ -303,7 +303,7 @@ def run_experiment(
             large_reference = _Reference.train(
                 _large_world(config), config, steps=config.large.reference_steps, seed=config.world.seed + 1
             )
-    grid_results, large_results, optima, sweep, population = _run_tasks(
+    grid_results, large_results, optima, sweep, population, online_runs = _run_tasks(
         config, world, responses, reference, reference_logps, large_reference, progress
     )
     results: dict[str, Any] = {"config": to_dict(config), "command": command}
@@ -322,6 +322,8 @@ def run_experiment(
                         if config.sweep.enabled else None)
     results["large"] = _large_section(config, large_reference, large_results) if config.large.enabled else None
     results["population"] = {"rows": population} if config.population.enabled else None
+    results["online_vs_offline"] = (online_vs_offline.section(config.online, online_runs)
+                                    if config.online.enabled else None)
     results["runtime_seconds"] = time.perf_counter() - start
     results["workers"] = config.workers
     results["claims"] = claims_as_data(claims(results))
@@ -333,15 +335,17 @@ def run_experiment(
 
 def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
                reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool):
-    """Every grid and large task on the worker processes, the closed-form optima, the N-sweep and
-    the population-loss runs meanwhile here: (grid task results, large task results, optima rows,
-    sweep rows, population rows), tasks in submission order."""
+    """Every grid, large and online-vs-offline task on the worker processes, the closed-form optima,
+    the N-sweep and the population-loss runs meanwhile here: (grid task results, large task results,
+    optima rows, sweep rows, population rows, online runs), tasks in submission order."""
     grid, large = config.grid, config.large
     runs_per_grid_task = len(grid.losses) * len(grid.taus)
     runs_per_large_task = len(large.losses) * len(large.taus)
     total = len(grid.oracles) * len(grid.seeds) * runs_per_grid_task
     if large.enabled:
         total += len(large.seeds) * runs_per_large_task
+    online_runs = online_vs_offline.runs_of(config.online) if config.online.enabled else []
+    total += len(online_runs)
     bar = _Progress(total, progress)
     try:
         with _executor(config.workers) as pool:
@@ -353,6 +357,9 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
             for seed in large.seeds if large.enabled else []:
                 future = pool.submit(_large_task, config, seed, large_reference)
                 futures[future] = ("large", f"large seed={seed}", runs_per_large_task)
+            for algorithm, seed in online_runs:
+                future = pool.submit(online_vs_offline.online_run, config.online, algorithm, seed)
+                futures[future] = ("online", f"{algorithm} seed={seed}", 1)
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
                 sweep = _sweep_rows(config, world, responses, reference_logps) if config.sweep.enabled else []
@@ -367,7 +374,8 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
     # results.json (and sums over runs in the same order) whatever the timing.
     grid_results = [future.result() for future, (kind, *_) in futures.items() if kind == "grid"]
     large_results = [future.result() for future, (kind, *_) in futures.items() if kind == "large"]
-    return grid_results, large_results, optima, sweep, population
+    online_results = [future.result() for future, (kind, *_) in futures.items() if kind == "online"]
+    return grid_results, large_results, optima, sweep, population, online_results
 
 
 def _sweep_rows(config: LabConfig, world: World, responses: torch.Tensor,

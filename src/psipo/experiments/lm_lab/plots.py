@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from psipo._plotting import LOSS_LABELS, save_png
+from psipo.experiments.lm_lab.online_vs_offline import TARGET_OF
 from psipo.experiments.lm_lab.summaries import monte_carlo_interval
 from psipo.stats import interval
 
@@ -242,9 +244,36 @@ def draw_all(results: dict[str, Any], folder: Path) -> list[Path]:
         figures["consistency.png"] = consistency_figure(results)
     if results.get("large") and results["large"]["runs"]:
         figures["large.png"] = large_figure(results)
+    if results.get("online_vs_offline") and results["online_vs_offline"]["runs"]:
+        figures["online_vs_offline.png"] = online_vs_offline_figure(results)
     paths = []
     for name, figure in figures.items():
         path = folder / name
         save_png(figure, path)
         paths.append(path)
     return paths
+
+
+def online_vs_offline_figure(results: dict[str, Any]) -> Figure:
+    """Against oracle queries: each algorithm's TV to its own target and its p*(π≻π_ref), mean ± CI
+    over seeds; the targets' total preferences as horizontal lines."""
+    section = results["online_vs_offline"]
+    figure, (distance, preference) = _panels(2)
+    colors = {"online_ipo": "tab:green", "ipo_md": "tab:purple", "offline_ipo": "tab:blue"}
+    for algorithm in dict.fromkeys(run["algorithm"] for run in section["runs"]):
+        runs = [run for run in section["runs"] if run["algorithm"] == algorithm]
+        queries = [point["queries"] for point in runs[0]["curve"]]
+        for axis, key in ((distance, "tv_to_target"), (preference, "total_preference")):
+            cells = [interval(run["curve"][i][key] for run in runs) for i in range(len(queries))]
+            means, halves = [c[0] for c in cells], [c[1] for c in cells]
+            axis.errorbar(queries, means, yerr=_errors(means, halves), marker="o", markersize=3, capsize=2,
+                          color=colors[algorithm], label=algorithm)
+        preference.axhline(section["targets"][TARGET_OF[algorithm]]["total_preference"], color=colors[algorithm],
+                           linestyle="--", linewidth=0.8)
+    distance.set(xlabel="oracle queries (labelled pairs)", ylabel="TV(π, own target)", title="distance to own target")
+    preference.set(xlabel="oracle queries (labelled pairs)", ylabel="p*(π≻π_ref)",
+                   title="total preference (dashed: targets)")
+    for axis in (distance, preference):
+        axis.xaxis.set_major_locator(MaxNLocator(5))  # query counts run to tens of thousands
+    distance.legend(fontsize=8)
+    return figure
