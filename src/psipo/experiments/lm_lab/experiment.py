@@ -42,6 +42,8 @@ from psipo.experiments.lm_lab.evaluate import (
     enumerated_problem,
     normalised,
 )
+from psipo.experiments.lm_lab.lm_sweep import LOSSES as LM_SWEEP_LOSSES
+from psipo.experiments.lm_lab.lm_sweep import lm_sweep_section, lm_sweep_task
 from psipo.experiments.lm_lab.montecarlo import (
     kl_estimate,
     sample_responses,
@@ -50,6 +52,7 @@ from psipo.experiments.lm_lab.montecarlo import (
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.sweep import consistency_sweep
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
+from psipo.experiments.lm_lab.winner import NO_WINNER, winner_section, winner_task, world_winners
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
 from psipo.experiments.reporting import claims_as_data, write_results
 from psipo.losses import LOSSES
@@ -302,8 +305,9 @@ def run_experiment(
             large_reference = _Reference.train(
                 _large_world(config), config, steps=config.large.reference_steps, seed=config.world.seed + 1
             )
-    grid_results, large_results, optima, sweep = _run_tasks(
-        config, world, responses, reference, reference_logps, large_reference, progress
+    winners = world_winners(config) if config.winner.enabled else {}
+    grid_results, large_results, optima, sweep, winner_parts, lm_sweep_parts = _run_tasks(
+        config, world, responses, reference, reference_logps, large_reference, progress, winners
     )
     results: dict[str, Any] = {"config": to_dict(config), "command": command}
     results["enumerated"] = {
@@ -320,6 +324,8 @@ def run_experiment(
     results["sweep"] = ({"num_pairs": config.sweep.num_pairs, "seeds": config.sweep.seeds, "rows": sweep}
                         if config.sweep.enabled else None)
     results["large"] = _large_section(config, large_reference, large_results) if config.large.enabled else None
+    results["winner"] = winner_section(config, winners, winner_parts) if config.winner.enabled else None
+    results["lm_sweep"] = lm_sweep_section(config, lm_sweep_parts) if config.lm_sweep.enabled else None
     results["runtime_seconds"] = time.perf_counter() - start
     results["workers"] = config.workers
     results["claims"] = claims_as_data(claims(results))
@@ -330,16 +336,23 @@ def run_experiment(
 
 
 def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
-               reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool):
-    """Every grid and large task on the worker processes, the closed-form optima and the N-sweep
-    meanwhile here: (grid task results, large task results, optima rows, sweep rows), tasks in
-    submission order."""
-    grid, large = config.grid, config.large
+               reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool,
+               winners: dict[str, list[int]]):
+    """Every grid, large, winner (C6) and LM-sweep task on the worker processes, the closed-form
+    optima and the N-sweep meanwhile here: (grid task results, large task results, optima rows,
+    sweep rows, winner task results, LM-sweep task results), tasks in submission order."""
+    grid, large, lm = config.grid, config.large, config.lm_sweep
+    winner_oracles = [number for number, oracle in enumerate(grid.oracles)
+                      if any(w != NO_WINNER for w in winners.get(oracle, []))]
     runs_per_grid_task = len(grid.losses) * len(grid.taus)
     runs_per_large_task = len(large.losses) * len(large.taus)
     total = len(grid.oracles) * len(grid.seeds) * runs_per_grid_task
     if large.enabled:
         total += len(large.seeds) * runs_per_large_task
+    total += 2 * len(winner_oracles) * len(grid.seeds)
+    runs_per_lm_sweep_task = len(LM_SWEEP_LOSSES) * len(lm.taus)
+    if lm.enabled:
+        total += len(grid.oracles) * len(lm.num_pairs) * len(lm.seeds) * runs_per_lm_sweep_task
     bar = _Progress(total, progress)
     try:
         with _executor(config.workers) as pool:
@@ -351,6 +364,17 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
             for seed in large.seeds if large.enabled else []:
                 future = pool.submit(_large_task, config, seed, large_reference)
                 futures[future] = ("large", f"large seed={seed}", runs_per_large_task)
+            for number in winner_oracles:
+                for seed in grid.seeds:
+                    future = pool.submit(winner_task, config, number, seed, winners[grid.oracles[number]],
+                                         reference, reference_logps)
+                    futures[future] = ("winner", f"{grid.oracles[number]} winner seed={seed}", 2)
+            for number in range(len(grid.oracles)) if lm.enabled else []:
+                for n in lm.num_pairs:
+                    for seed in lm.seeds:
+                        future = pool.submit(lm_sweep_task, config, number, seed, n, reference, reference_logps)
+                        futures[future] = ("lm_sweep", f"{grid.oracles[number]} N={n} seed={seed}",
+                                           runs_per_lm_sweep_task)
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
                 sweep = _sweep_rows(config, world, responses, reference_logps) if config.sweep.enabled else []
@@ -363,7 +387,9 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
     # results.json (and sums over runs in the same order) whatever the timing.
     grid_results = [future.result() for future, (kind, *_) in futures.items() if kind == "grid"]
     large_results = [future.result() for future, (kind, *_) in futures.items() if kind == "large"]
-    return grid_results, large_results, optima, sweep
+    winner_results = [future.result() for future, (kind, *_) in futures.items() if kind == "winner"]
+    lm_sweep_results = [future.result() for future, (kind, *_) in futures.items() if kind == "lm_sweep"]
+    return grid_results, large_results, optima, sweep, winner_results, lm_sweep_results
 
 
 def _sweep_rows(config: LabConfig, world: World, responses: torch.Tensor,
