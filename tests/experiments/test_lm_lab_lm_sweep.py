@@ -10,10 +10,11 @@ import torch
 
 from psipo import load_config
 from psipo.experiments.lm_lab import FULL, QUICK, LabConfig, run_experiment
-from psipo.experiments.lm_lab.claims import claims
+from psipo.experiments.lm_lab.claims import claims, diagnose
 from psipo.experiments.lm_lab.config import parse_oracle
 from psipo.experiments.lm_lab.data import response_index
 from psipo.experiments.lm_lab.lm_sweep import (
+    dpo_minimiser_exists,
     flat_at_every_n,
     kl_slope_over_tau,
     lm_sweep_claims,
@@ -24,6 +25,8 @@ from psipo.experiments.lm_lab.training_runs import RunSettings, trainer_config
 from psipo.experiments.lm_lab.winner import NO_WINNER, condorcet_winners, winner_data, winner_mass
 from psipo.experiments.lm_lab.world import all_responses, make_world, preference_table, reward
 from psipo.lm.trainer import lr_multiplier
+from psipo.tabular import empirical
+from psipo.tabular.datasets import PreferenceDataset
 
 SIZES, TAUS, SEEDS = [64, 512, 4096], [0.1, 1.0], [0, 1, 2]
 
@@ -53,7 +56,7 @@ def test_flat_at_every_n():
     assert flat_at_every_n([]) == "does not hold"
 
 
-def sweep_rows(*, ipo_rate=-0.5, dpo_kl_slope=0.0, oracle="bt:inf"):
+def sweep_rows(*, ipo_rate=-0.5, dpo_kl_slope=0.0, oracle="bt:inf", minimiser_from=math.inf):
     """Rows as lm_sweep_task writes them: IPO's TV = τ·N^rate, π̂_N's TV = 0.8·τ·N^(−½), KL = c·τ^slope
     (IPO's slope −1); seeds differ by a hair so that the intervals are narrow."""
     rows = []
@@ -61,11 +64,13 @@ def sweep_rows(*, ipo_rate=-0.5, dpo_kl_slope=0.0, oracle="bt:inf"):
         wobble = 1 + 0.001 * seed
         for n in SIZES:
             for tau in TAUS:
-                rows.append({"oracle": oracle, "seed": seed, "num_pairs": n, "tau": tau, "loss": "ipo",
+                common = {"oracle": oracle, "seed": seed, "num_pairs": n, "tau": tau,
+                          "dpo_minimiser_exists": n >= minimiser_from}
+                rows.append({**common, "loss": "ipo",
                              "kl": 0.2 * tau**-1 * wobble, "tv_to_optimum": tau * n**ipo_rate * wobble,
                              "empirical_tv_to_optimum": 0.8 * tau * n**-0.5 * wobble,
                              "tv_to_empirical_optimum": 0.01 * wobble})
-                rows.append({"oracle": oracle, "seed": seed, "num_pairs": n, "tau": tau, "loss": "dpo",
+                rows.append({**common, "loss": "dpo",
                              "kl": 5.0 * tau**dpo_kl_slope * wobble * (1 + 0.01 * seed * math.log(tau))})
     return rows
 
@@ -94,6 +99,31 @@ def test_c19_and_c20_fail_when_ipo_drifts_away_and_dpo_follows_tau():
     measured = {c.id: c.verdict for c in lm_sweep_claims(lm_sweep_results(sweep_rows(ipo_rate=0.2, dpo_kl_slope=-1.0)))}
     assert measured == {"C19": "does not hold", "C20": "does not hold"}
     assert lm_sweep_claims({"config": {"grid": {"oracles": ["bt:inf"]}}, "lm_sweep": None}) == []
+
+
+def test_c20_blames_the_data_where_dpo_has_a_minimiser():
+    c20 = {c.id: c for c in lm_sweep_claims(lm_sweep_results(sweep_rows(dpo_kl_slope=-1.0, minimiser_from=512)))}["C20"]
+    assert "[a DPO minimiser exists in 0 of 3 datasets at N=64, 3 of 3 datasets at N=512" in c20.measured
+    assert diagnose(c20).startswith("data: some datasets")
+    without = {c.id: c for c in lm_sweep_claims(lm_sweep_results(sweep_rows(dpo_kl_slope=-1.0)))}["C20"]
+    assert "minimiser" not in without.measured and diagnose(without).startswith("learner:")
+
+
+def test_dpo_minimiser_test_agrees_with_the_bradley_terry_fit():
+    """Ford's condition by graph traversal against the tabular core's answer (a Bradley–Terry fit)."""
+    generator = torch.Generator().manual_seed(0)
+    answers = []
+    for n in (3, 6, 12, 24, 48) * 4:
+        prompt_index = torch.randint(2, (n,), generator=generator)
+        chosen, rejected = torch.randint(5, (n,), generator=generator), torch.randint(5, (n,), generator=generator)
+        distinct = chosen != rejected
+        dataset = PreferenceDataset(name="t", actions=tuple("abcde"), contexts=("x0", "x1"),
+                                    context_index=prompt_index[distinct], chosen_index=chosen[distinct],
+                                    rejected_index=rejected[distinct])
+        expected = empirical.dpo_minimiser_exists(dataset) if len(dataset) else True  # no pairs: a constant loss
+        assert dpo_minimiser_exists(prompt_index, chosen, rejected, num_prompts=2) == expected
+        answers.append(expected)
+    assert any(answers) and not all(answers)  # both cases were tested
 
 
 def test_condorcet_winner_is_the_reward_argmax_under_bradley_terry_and_absent_in_a_cycle():
@@ -170,12 +200,12 @@ def test_full_flag_applies_its_preset_before_the_options(tmp_path, monkeypatch, 
 def test_tiny_lab_with_the_lm_sweep_end_to_end(tmp_path):
     tiny = {**QUICK, "reference.steps": 20, "grid.steps": 6, "grid.eval_every": 3, "large.enabled": False,
             "sweep.enabled": False, "workers": 1, "winner.steps": 6, "winner.num_pairs": 8,
-            "lm_sweep.enabled": True, "lm_sweep.num_pairs": [16, 64], "lm_sweep.seeds": [0, 1],
+            "lm_sweep.enabled": True, "lm_sweep.num_pairs": [16, 64], "lm_sweep.seeds": [0], "grid.seeds": [0],
             "lm_sweep.batch_size": 16, "lm_sweep.min_steps": 4, "lm_sweep.epochs": 2.0}
     results = run_experiment(load_config(LabConfig, overrides=tiny), tmp_path, progress=False)
     section = results["lm_sweep"]
     assert section["steps"] == {"16": 4, "64": 8}
-    assert len(section["rows"]) == 2 * 2 * 2 * 2  # N × seeds × losses × τ
+    assert len(section["rows"]) == 2 * 2 * 2  # N × losses × τ (one seed)
     for row in section["rows"]:
         assert row["steps"] == section["steps"][str(row["num_pairs"])] and row["kl"] >= 0
         if row["loss"] == "ipo":
@@ -183,6 +213,6 @@ def test_tiny_lab_with_the_lm_sweep_end_to_end(tmp_path):
     measured = {c["id"] for c in results["claims"]}
     assert {"C6", "C19", "C20"} <= measured
     winner_rows = results["winner"]["rows"]
-    assert len(winner_rows) == 2 * 2 and all(r["winner_won_share"] == 1.0 for r in winner_rows)  # bt:inf
+    assert len(winner_rows) == 2 and all(r["winner_won_share"] == 1.0 for r in winner_rows)  # bt:inf
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Consistency in N with trained LMs" in report and "## C6: an action that beats all others" in report

@@ -482,5 +482,9 @@ def diagnose(claim: Claim) -> str | None:
         return ("data: consistency holds at some τ only; at the others N is still pre-asymptotic — the "
                 "estimation error of the log-ratios, ∝ N^(−1/2), is multiplied by 1/(2τ), so at small τ the "
                 "empirical optimum stays far from π* until N is much larger than the sweep's")
+    if claim.id == "C20" and "[a DPO minimiser exists" in claim.measured:
+        return ("data: some datasets (counted in the row) give DPO's empirical loss a minimiser, whose optimum "
+                "π_ref·exp(r̂/τ) depends on τ as it should; §4.2's τ-independence is for data without one "
+                "(deterministic, or too few comparisons to form cycles of wins)")
     culprit, reason = DIAGNOSES.get(claim.id, ("unknown", "no diagnosis recorded"))
     return f"{culprit}: {reason}"

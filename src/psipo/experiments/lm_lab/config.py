@@ -146,7 +146,7 @@ class WinnerConfig:
     num_pairs: int = 32
     """Pairs (y_a, y) per dataset, prompts uniform over those with a winner, y ~ π_ref(·|x) given
     y ≠ y_a, labels ~ p*; one dataset per seed of the grid."""
-    steps: int = 200
+    steps: int = 300
     """Optimizer steps of each run (the grid's batch size and constant learning rate)."""
 
 

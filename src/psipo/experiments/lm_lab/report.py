@@ -264,7 +264,7 @@ def _winner(results: dict[str, Any]) -> list[str]:
         "(the grid's batch and constant learning rate). Mass: mean over those prompts of π(y_a|x), mean ± 95% CI "
         "over datasets. DPO's empirical loss has no minimiser when y_a wins all its pairs: its infimum is the "
         "greedy policy π(y_a|x) = 1 (Prop. 1). "
-        f"Time: {section['worker_seconds']:.0f} worker-seconds.",
+        f"Cost: {section['cpu_seconds']:.0f} CPU-seconds of the workers (one torch thread each).",
         "",
         *([markdown_table(["oracle", "prompts with a winner", "π_ref", "DPO", "IPO", "IPO's exact π̂",
                            "share of pairs y_a won"], rows), ""] if rows else []),
@@ -304,7 +304,8 @@ def _lm_sweep(results: dict[str, Any]) -> list[str]:
         "The decay ends each run at a point instead of in Adam's jitter, so the distance to π̂_N (the exact "
         "minimiser of the run's own empirical loss) is the learner's share and TV(π̂_N, π*) the data's. Rates: "
         "slope of log TV against log N fitted per seed (mean ± 95% CI; −0.5 is N^(−1/2)). "
-        f"Time: {section['worker_seconds']:.0f} worker-seconds.",
+        f"Cost: {section['cpu_seconds']:.0f} CPU-seconds of the workers (one torch thread each: about "
+        f"{section['cpu_seconds'] / 2 / 60:.0f} min of wall time on 2 idle cores).",
         "",
         markdown_table(["oracle", "τ", "distance", *(f"N = {n}" for n in sizes), "rate"], distance_rows),
         "",
