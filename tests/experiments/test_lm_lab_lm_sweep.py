@@ -216,3 +216,4 @@ def test_tiny_lab_with_the_lm_sweep_end_to_end(tmp_path):
     assert len(winner_rows) == 2 and all(r["winner_won_share"] == 1.0 for r in winner_rows)  # bt:inf
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Consistency in N with trained LMs" in report and "## C6: an action that beats all others" in report
+    assert "figures/lm_sweep.png" in results["figures"] and "lm_sweep.png" in report

@@ -194,26 +194,16 @@ def _dpo_keeps_moving(o: _Oracle) -> Claim | None:
     )
 
 
-def _one_sided_responses(o: _Oracle, claim_id: str, section: str, statement: str, *, key: str, seen_as: str,
-                         dpo_above: bool) -> Claim:
-    """C5: mean log π/π_ref over the responses the data shows only as losers (or winners)."""
-    values = {loss: o.cell(loss, o.tau_max, key) for loss in ("dpo", "ipo")}
-    higher, lower = ("dpo", "ipo") if dpo_above else ("ipo", "dpo")
-    return Claim(
-        claim_id, section, f"[{o.name}] {statement}",
-        f"mean log π/π_ref over responses seen only as {seen_as}, τ = {o.tau_max:g}: DPO's "
-        f"{'above' if dpo_above else 'below'} IPO's with disjoint CIs",
-        f"DPO {format_number(values['dpo'])}, IPO {format_number(values['ipo'])}"
-        + width_needed(values[higher], values[lower]),
-        above_with_disjoint_cis(values[higher], values[lower]),
-    )
-
-
 def _never_won(o: _Oracle) -> Claim:
-    return _one_sided_responses(
-        o, "C5", "§5.4 (IPO does not exclude actions)",
-        "DPO pushes down responses that never won, whatever τ; IPO keeps them near π_ref for large τ",
-        key="only_lost_log_ratio", seen_as="losers", dpo_above=False,
+    """C5: mean log π/π_ref over the responses the data shows only as losers."""
+    values = {loss: o.cell(loss, o.tau_max, "only_lost_log_ratio") for loss in ("dpo", "ipo")}
+    return Claim(
+        "C5", "§5.4 (IPO does not exclude actions)",
+        f"[{o.name}] DPO pushes down responses that never won, whatever τ; IPO keeps them near π_ref for large τ",
+        f"mean log π/π_ref over responses seen only as losers, τ = {o.tau_max:g}: DPO's below IPO's with disjoint CIs",
+        f"DPO {format_number(values['dpo'])}, IPO {format_number(values['ipo'])}"
+        + width_needed(values["ipo"], values["dpo"]),
+        above_with_disjoint_cis(values["ipo"], values["dpo"]),
     )
 
 

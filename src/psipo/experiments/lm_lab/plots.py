@@ -228,6 +228,34 @@ def consistency_figure(results: dict[str, Any]) -> Figure:
     return figure
 
 
+def lm_sweep_figure(results: dict[str, Any]) -> Figure:
+    """Trained IPO's TV(π_IPO, π*) against N (solid), one panel per oracle, one colour per τ, with the
+    exact N-sweep's TV(π̂_N, π*) at the same τ (dashed) when it ran."""
+    rows, oracles = results["lm_sweep"]["rows"], results["config"]["grid"]["oracles"]
+    exact = (results.get("sweep") or {}).get("rows", [])
+    figure, axes = _panels(len(oracles))
+    for axis, oracle in zip(axes, oracles):
+        trained = [r for r in rows if (r["oracle"], r["loss"]) == (oracle, "ipo")]
+        for number, tau in enumerate(sorted({r["tau"] for r in trained})):
+            for source, style, label in ((trained, "-", "trained IPO"),
+                                         ([r for r in exact if r["oracle"] == oracle], "--", "exact π̂_N")):
+                sizes = sorted({r["num_pairs"] for r in source if r["tau"] == tau})
+                if not sizes:
+                    continue
+                cells = [interval(r["tv_to_optimum"] for r in source if (r["tau"], r["num_pairs"]) == (tau, n))
+                         for n in sizes]
+                means, halves = [c[0] for c in cells], [c[1] for c in cells]
+                axis.errorbar(sizes, means, yerr=_errors(means, halves, low=1e-6), marker="o", ms=3, capsize=2,
+                              ls=style, color=f"C{number}", label=f"{label}, τ = {tau:g}")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("N (pairs)")
+        axis.set_ylabel("TV(·, π*)")
+        axis.set_title(f"consistency in N, {oracle}")
+        axis.legend(fontsize=6)
+    return figure
+
+
 def draw_all(results: dict[str, Any], folder: Path) -> list[Path]:
     """Write every figure of the lab into ``folder``; return their paths."""
     oracles = results["config"]["grid"]["oracles"]
@@ -242,6 +270,8 @@ def draw_all(results: dict[str, Any], folder: Path) -> list[Path]:
         figures["consistency.png"] = consistency_figure(results)
     if results.get("large") and results["large"]["runs"]:
         figures["large.png"] = large_figure(results)
+    if results.get("lm_sweep") and results["lm_sweep"]["rows"]:
+        figures["lm_sweep.png"] = lm_sweep_figure(results)
     paths = []
     for name, figure in figures.items():
         path = folder / name

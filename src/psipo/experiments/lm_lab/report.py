@@ -43,7 +43,7 @@ def markdown(results: dict[str, Any], *, figures: str = "figures") -> str:
     if results.get("winner"):
         sections.append(("C6: an action that beats all others (D1)", _winner(results)))
     if results.get("lm_sweep"):
-        sections.append(("Consistency in N with trained LMs", _lm_sweep(results)))
+        sections.append(("Consistency in N with trained LMs", _lm_sweep(results, figures)))
     sections += [("Figures", _figures(figures)), ("Notes", _notes(results))]
     return report_markdown(
         title=TITLE,
@@ -272,7 +272,7 @@ def _winner(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def _lm_sweep(results: dict[str, Any]) -> list[str]:
+def _lm_sweep(results: dict[str, Any], figures: str) -> list[str]:
     """The LM N-sweep: trained IPO's TV to π* and to π̂_N, π̂_N's TV to π*, by N with fitted rates;
     DPO's and IPO's KL by N and τ with the slopes against τ."""
     from psipo.experiments.lm_lab.lm_sweep import cell, kl_slope_over_tau, tv_rate
@@ -312,6 +312,8 @@ def _lm_sweep(results: dict[str, Any]) -> list[str]:
         "KL(π‖π_ref) by τ, and its slope against τ (C20: DPO's should be flat):",
         "",
         markdown_table(["oracle", "loss", "N", *(f"τ = {t:g}" for t in taus), "slope of log KL vs log τ"], kl_rows),
+        "",
+        f"![consistency in N, trained LMs]({figures}/lm_sweep.png)",
     ]
 
 
