@@ -224,7 +224,7 @@ def _winner_mass(o: _Oracle) -> Claim | None:
         "disjoint CIs",
         f"DPO {format_number(mass['dpo'])}, IPO {format_number(mass['ipo'])} (π_ref {rows[0]['reference_winner_mass']:.3g}; "
         f"IPO's exact empirical optimum {format_number(interval(r['ipo_optimum_winner_mass'] for r in rows if r['loss'] == 'ipo'))}; "
-        f"y_a won {format_number(interval(r['winner_won_share'] for r in rows if r['loss'] == 'ipo'))} of its pairs)"
+        f"share of its pairs y_a won {format_number(interval(r['winner_won_share'] for r in rows if r['loss'] == 'ipo'))})"
         + width_needed(mass["dpo"], mass["ipo"]),
         above_with_disjoint_cis(mass["dpo"], mass["ipo"]),
     )
