@@ -5,7 +5,8 @@
 * ``results.json`` — every run's exact metrics (with its distance to the exact minimiser of
   its own empirical loss), learning curves and trainer history, the closed-form optima, the
   empirical-loss optima, the exact N-sweep of IPO's empirical optimum (:mod:`.sweep`), the
-  Monte Carlo runs and the claims table;
+  Monte Carlo runs, C6's winner datasets (:mod:`.winner`), the LM N-sweep (:mod:`.lm_sweep`,
+  with ``--full``) and the claims table;
 * ``REPORT.md`` — the claims of the paper (§4.2, §5, §5.1–5.2, §5.3.1, §5.4, §6) against what
   was measured (:mod:`.claims`, :mod:`.report`);
 * ``figures/*.png`` — KL against τ (the main figure), the preference–KL frontier, learning
