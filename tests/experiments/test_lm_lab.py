@@ -286,6 +286,9 @@ def test_cli_quick_run_end_to_end(tmp_path):
     verdicts = {c["id"]: c["verdict"] for c in results["claims"]}
     assert verdicts["C1"] == expected_c1_verdict(results)
     assert verdicts["C13"] == "holds"  # exact: consistency of the empirical optimum needs no LM
+    # C6 on D1: bt:inf has a winner in every prompt, and it wins each of its pairs.
+    assert "C6" in verdicts and results["winner"]["prompts_with_winner"] == {"bt:inf": 2}
+    assert {row["winner_won_share"] for row in results["winner"]["rows"]} == {1.0}
     any_minimiser = any(row["dpo_exists"] for row in results["enumerated"]["empirical_optima"])
     assert verdicts["C9"] == ("does not hold" if any_minimiser else "holds")
     report = (out / "REPORT.md").read_text()
@@ -296,8 +299,8 @@ def test_cli_quick_run_end_to_end(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# What a rerun may change: wall-clock and memory measurements, and the command line quoted.
-UNREPRODUCIBLE_KEYS = {"runtime_seconds", "tokens_per_second", "peak_memory_mb", "command"}
+# What a rerun may change: wall-clock, CPU-time and memory measurements, and the command line quoted.
+UNREPRODUCIBLE_KEYS = {"runtime_seconds", "cpu_seconds", "tokens_per_second", "peak_memory_mb", "command"}
 
 
 def _reproducible_part(value):

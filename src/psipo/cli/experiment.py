@@ -2,7 +2,8 @@
 
 Each experiment is a package under ``psipo.experiments`` that exposes a config dataclass, its
 ``validate(config)``, a ``QUICK`` preset (a mapping of keys to values) and
-``run_experiment(config, out_dir, *, progress, command)``, which writes the folder through
+``run_experiment(config, out_dir, *, progress, command)`` (and optionally a ``FULL`` preset for
+``--full``: the heavy settings), which writes the folder through
 :mod:`psipo.experiments.reporting` and returns the results (with their ``claims``,
 ``runtime_seconds`` and ``figures``). Adding one is one entry in :data:`EXPERIMENTS`; a short
 form such as ``psipo reproduce`` is a subcommand that calls :func:`add_experiment_parser`.
@@ -102,8 +103,12 @@ def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experim
     package = experiment.package()
     parser.add_argument("--out", type=Path, default=Path(experiment.default_out),
                         help=f"results folder (default: {experiment.default_out})")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{experiment.quick}: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items()))
+    presets = parser.add_mutually_exclusive_group()
+    presets.add_argument("--quick", action="store_true",
+                         help=f"{experiment.quick}: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items()))
+    if hasattr(package, "FULL"):
+        presets.add_argument("--full", action="store_true",
+                             help="the heavy settings: " + ", ".join(f"{k}={v}" for k, v in package.FULL.items()))
     parser.add_argument("--config", type=Path, default=None, help="YAML file of the keys below")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_arguments(parser, getattr(package, experiment.config))
@@ -113,7 +118,8 @@ def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experim
 def run(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS[args.experiment]
     package = experiment.package()
-    overrides = {**(package.QUICK if args.quick else {}), **overrides_from_args(args)}
+    preset = package.QUICK if args.quick else package.FULL if getattr(args, "full", False) else {}
+    overrides = {**preset, **overrides_from_args(args)}
     # Validated here, so that a bad value is blamed on its --option or file:line.
     config = load_config(getattr(package, experiment.config), args.config, overrides, check=package.validate)
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None

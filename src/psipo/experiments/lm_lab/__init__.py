@@ -2,7 +2,7 @@
 responses can be enumerated, so that KL, total preference, the ΨPO objective and the distance
 to the closed-form optimum are computed exactly.
 
-* :mod:`.config` — :class:`LabConfig` (one dataclass per concern) and the ``--quick`` preset;
+* :mod:`.config` — :class:`LabConfig` (one dataclass per concern), the ``--quick`` and ``--full`` presets;
 * :mod:`.world` — prompts, responses V^L, Markov chains, hidden reward, the oracle p*;
 * :mod:`.reference` — π_ref by a short supervised phase;
 * :mod:`.data` — preference datasets (y, y' ~ π_ref, labels ~ p*);
@@ -10,6 +10,8 @@ to the closed-form optimum are computed exactly.
 * :mod:`.evaluate` — exact metrics through :mod:`psipo.tabular` (optimum of Eq. 9, empirical optima);
 * :mod:`.sweep` — consistency in N: the exact minimiser of IPO's empirical loss for N up to 2.6·10^5;
 * :mod:`.population` — the LM trained on the exact population losses (no data) against their targets;
+* :mod:`.lm_sweep` — consistency in N of the trained LMs (C19, C20; ``--full``);
+* :mod:`.winner` — C6 on D1: an action that beats all others, and the mass DPO and IPO put on it;
 * :mod:`.montecarlo` — estimates with CIs for the non-enumerable configuration;
 * :mod:`.online_vs_offline` — online IPO and IPO-MD (the exact oracle as judge) against offline IPO
   at equal oracle queries, each against its exact target;
@@ -20,9 +22,9 @@ to the closed-form optimum are computed exactly.
   :mod:`.plots` — figures.
 """
 
-from psipo.experiments.lm_lab.config import QUICK, LabConfig, validate
+from psipo.experiments.lm_lab.config import FULL, QUICK, LabConfig, validate
 
-__all__ = ["QUICK", "LabConfig", "run_experiment", "validate"]
+__all__ = ["FULL", "QUICK", "LabConfig", "run_experiment", "validate"]
 
 
 def run_experiment(config: LabConfig, out_dir, **kwargs):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from psipo.experiments.lm_lab import online_vs_offline
+from psipo.experiments.lm_lab.lm_sweep import lm_sweep_claims
 from psipo.experiments.lm_lab.summaries import (
     best_preference,
     best_preference_difference,
@@ -194,47 +195,39 @@ def _dpo_keeps_moving(o: _Oracle) -> Claim | None:
     )
 
 
-def _one_sided_responses(o: _Oracle, claim_id: str, section: str, statement: str, *, key: str, seen_as: str,
-                         dpo_above: bool) -> Claim:
-    """C5, C6: mean log π/π_ref over the responses the data shows only as losers (or winners)."""
-    values = {loss: o.cell(loss, o.tau_max, key) for loss in ("dpo", "ipo")}
-    higher, lower = ("dpo", "ipo") if dpo_above else ("ipo", "dpo")
-    return Claim(
-        claim_id, section, f"[{o.name}] {statement}",
-        f"mean log π/π_ref over responses seen only as {seen_as}, τ = {o.tau_max:g}: DPO's "
-        f"{'above' if dpo_above else 'below'} IPO's with disjoint CIs",
-        f"DPO {format_number(values['dpo'])}, IPO {format_number(values['ipo'])}"
-        + width_needed(values[higher], values[lower]),
-        above_with_disjoint_cis(values[higher], values[lower]),
-    )
-
-
 def _never_won(o: _Oracle) -> Claim:
-    return _one_sided_responses(
-        o, "C5", "§5.4 (IPO does not exclude actions)",
-        "DPO pushes down responses that never won, whatever τ; IPO keeps them near π_ref for large τ",
-        key="only_lost_log_ratio", seen_as="losers", dpo_above=False,
+    """C5: mean log π/π_ref over the responses the data shows only as losers."""
+    values = {loss: o.cell(loss, o.tau_max, "only_lost_log_ratio") for loss in ("dpo", "ipo")}
+    return Claim(
+        "C5", "§5.4 (IPO does not exclude actions)",
+        f"[{o.name}] DPO pushes down responses that never won, whatever τ; IPO keeps them near π_ref for large τ",
+        f"mean log π/π_ref over responses seen only as losers, τ = {o.tau_max:g}: DPO's below IPO's with disjoint CIs",
+        f"DPO {format_number(values['dpo'])}, IPO {format_number(values['ipo'])}"
+        + width_needed(values["ipo"], values["dpo"]),
+        above_with_disjoint_cis(values["ipo"], values["dpo"]),
     )
 
 
-def _always_won(o: _Oracle) -> Claim:
-    reference = {r["seed"]: r["reference_only_won_mass"] for r in o.empirical(o.tau_max)}
-    gain = {
-        loss: interval(
-            run["final"]["only_won_mass"] - reference[run["seed"]]
-            for run in o.results["enumerated"]["runs"]
-            if (run["oracle"], run["loss"], run["tau"]) == (o.name, loss, o.tau_max) and run["seed"] in reference
-        )
-        for loss in ("dpo", "ipo")
-    }
+def _winner_mass(o: _Oracle) -> Claim | None:
+    """C6 on the winner datasets (:mod:`.winner`); None where the oracle's world has no action that
+    beats all others, or the datasets were not run."""
+    section = o.results.get("winner")
+    rows = [r for r in (section or {}).get("rows", []) if r["oracle"] == o.name]
+    if not rows:
+        return None
+    mass = {loss: interval(r["winner_mass"] for r in rows if r["loss"] == loss) for loss in ("dpo", "ipo")}
+    tau = rows[0]["tau"]
     return Claim(
-        "C6", "§4.2, §5.4 (IPO avoids greedy policies)",
-        f"[{o.name}] DPO moves probability mass onto the responses the data shows only winning (D1's "
-        "undefeated action), whatever τ; IPO much less at large τ",
-        f"mass on responses seen only as winners minus π_ref's, τ = {o.tau_max:g}: DPO's above IPO's with disjoint CIs",
-        f"DPO {format_number(gain['dpo'])}, IPO {format_number(gain['ipo'])} (π_ref's mass there "
-        f"{format_number(interval(reference.values()))})" + width_needed(gain["dpo"], gain["ipo"]),
-        above_with_disjoint_cis(gain["dpo"], gain["ipo"]),
+        "C6", "§4.2, §5.4 (D1: IPO avoids greedy policies)",
+        f"[{o.name}] where an action beats all others (D1), DPO moves the probability mass onto it whatever τ; "
+        "IPO stays regularised towards π_ref",
+        f"mass on the winner y_a after training on pairs (y_a, y ~ π_ref), τ = {tau:g}: DPO's above IPO's with "
+        "disjoint CIs",
+        f"DPO {format_number(mass['dpo'])}, IPO {format_number(mass['ipo'])} (π_ref {rows[0]['reference_winner_mass']:.3g}; "
+        f"IPO's exact empirical optimum {format_number(interval(r['ipo_optimum_winner_mass'] for r in rows if r['loss'] == 'ipo'))}; "
+        f"share of its pairs y_a won {format_number(interval(r['winner_won_share'] for r in rows if r['loss'] == 'ipo'))})"
+        + width_needed(mass["dpo"], mass["ipo"]),
+        above_with_disjoint_cis(mass["dpo"], mass["ipo"]),
     )
 
 
@@ -377,8 +370,8 @@ def _oracle_claims(o: _Oracle) -> list[Claim]:
     builders: list[Callable[[_Oracle], Claim | None]] = [_weak_regularisation, _tau_governs_ipo_only,
                                                           _ipo_kl_decreases, _dpo_keeps_moving]
     if o.deterministic:
-        builders += [_never_won, _always_won, _unseen_mass]
-    builders += [_towards_optimum, _consistent, _no_dpo_minimiser]
+        builders += [_never_won, _unseen_mass]
+    builders += [_winner_mass, _towards_optimum, _consistent, _no_dpo_minimiser]
     if o.name.startswith("cyclic"):
         builders.append(_non_transitive)
     builders.append(_regularised_preference)
@@ -538,6 +531,7 @@ def claims(results: dict[str, Any]) -> list[Claim]:
         rows += [claim for claim in [_large_claim(large)] if claim is not None]
     rows += _population_claims(results)
     rows += _online_claims(results)
+    rows += lm_sweep_claims(results)
     return rows
 
 
@@ -550,8 +544,9 @@ DIAGNOSES: dict[str, tuple[str, str]] = {
     "C3": ("learner", "IPO's KL is not monotone in τ after a fixed number of Adam steps"),
     "C4": ("learner", "the training pairs' gaps did not keep growing within the training budget"),
     "C5": ("learner", "the LM shares parameters across responses: pushing some responses down moves others"),
-    "C6": ("learner", "the LM shares parameters across responses: the mass DPO gives the undefeated responses "
-                      "is not kept on them"),
+    "C6": ("learner", "within the run's steps DPO did not move more mass onto the winner than IPO: the LM shares "
+                      "parameters across responses, and DPO's push on y_a is the infimum of a loss without "
+                      "a minimiser, approached only in the limit"),
     "C7": ("learner", "the LM shares parameters across responses, so IPO too moves the mass of unseen responses"),
     "C8": ("learner", "the LM shares parameters across responses and Adam jitters at a constant learning rate; it "
                       "does not reach the tabular minimiser π̂ of its own loss"),
@@ -578,6 +573,12 @@ DIAGNOSES: dict[str, tuple[str, str]] = {
                      "which maximises p*(π≻π_ref) − τ·KL itself, and neither Azar et al.'s analysis nor the Nash "
                      "property promises that the online target wins against π_ref; the row's target numbers are "
                      "what convergence can show (where they favour online, the runs are not at their targets: C17)"),
+    "C19": ("learner", "the trained LM's distance to π* does not fall with N as π̂_N's does (both rates are in "
+                       "the row): at large N it ends further from its own optimum π̂_N, which needs more steps "
+                       "than the sweep's rule gives or more than the LM's shared parameters can fit"),
+    "C20": ("learner", "after a finite run DPO's KL still depends on τ (τ scales its gradient, and the decay "
+                       "stops it at a τ-dependent point); the τ-independence of §4.2 is that of the limit, which "
+                       "does not exist as an optimum"),
 }
 """Why a claim fails when it does: (what is at fault — data, learner or paper —, the reason)."""
 
@@ -594,6 +595,10 @@ def diagnose(claim: Claim) -> str | None:
         return ("data: consistency holds at some τ only; at the others N is still pre-asymptotic — the "
                 "estimation error of the log-ratios, ∝ N^(−1/2), is multiplied by 1/(2τ), so at small τ the "
                 "empirical optimum stays far from π* until N is much larger than the sweep's")
+    if claim.id == "C20" and "[a DPO minimiser exists" in claim.measured:
+        return ("data: some datasets (counted in the row) give DPO's empirical loss a minimiser, whose optimum "
+                "π_ref·exp(r̂/τ) depends on τ as it should; §4.2's τ-independence is for data without one "
+                "(deterministic, or too few comparisons to form cycles of wins)")
     culprit, reason = DIAGNOSES.get(claim.id, ("unknown", "no diagnosis recorded"))
     return f"{culprit}: {reason}"
 

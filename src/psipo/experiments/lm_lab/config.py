@@ -2,7 +2,8 @@
 
 Every field's docstring is its documentation and its ``--help`` text. Nested fields are set
 on the command line with dots, e.g. ``--grid.taus [0.1,1.0]`` or ``--world.vocab_size 8``.
-``--quick`` applies :data:`QUICK` (a one-minute preset used by the tests) before any option.
+``--quick`` applies :data:`QUICK` (a one-minute preset used by the tests) before any option,
+``--full`` applies :data:`FULL` (the heavy sweeps).
 """
 
 from __future__ import annotations
@@ -203,6 +204,52 @@ class PopulationConfig:
 
 
 @dataclasses.dataclass
+class WinnerConfig:
+    """C6 (the paper's D1): in each oracle's world where an action beats all others (a Condorcet
+    winner y_a: p*(y_a ≻ y) > ½ for every y ≠ y_a), a dataset that compares y_a with responses
+    y ~ π_ref, and DPO's and IPO's probability mass on y_a at the grid's largest τ."""
+
+    enabled: bool = True
+    """Run it (set false to skip)."""
+    num_pairs: int = 32
+    """Pairs (y_a, y) per dataset, prompts uniform over those with a winner, y ~ π_ref(·|x) given
+    y ≠ y_a, labels ~ p*; one dataset per seed of the grid."""
+    steps: int = 300
+    """Optimizer steps of each run (the grid's batch size and constant learning rate)."""
+
+
+@dataclasses.dataclass
+class LMSweepConfig:
+    """Consistency in N with trained LMs: DPO and IPO on datasets of growing N, each oracle of the
+    grid, trained to the end of a learning-rate decay and evaluated exactly (claims C19, C20).
+
+    Steps scale with N: ``max(min_steps, ceil(epochs · N / batch_size))``. ``min_steps`` is the
+    travel budget the grid needs at small N; the ``epochs`` term makes every pair contribute
+    several times before the decay ends, so the run ends near the minimiser of the whole empirical
+    loss (π̂_N), not of its last batches. The decay to 0 removes the jitter of Adam at a constant
+    rate, whose steps have size ~lr whatever the gradient (a floor on the distance to π̂_N)."""
+
+    enabled: bool = False
+    """Run it (``--full`` sets it true)."""
+    num_pairs: list[int] = dataclasses.field(default_factory=lambda: [64, 512, 4096])
+    """N of the datasets (each drawn afresh for every oracle and seed)."""
+    taus: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0])
+    """τ values (at least two: C20 fits DPO's slope of log KL against log τ)."""
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    """Seeds (datasets and training order): the intervals of the fitted rates are over them."""
+    batch_size: int = 64
+    """Pairs per optimizer step."""
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate (no warm-up), decayed by ``lr_scheduler``."""
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay of the learning rate to 0 over the run (constant: the grid's, no decay)."""
+    min_steps: int = 300
+    """Fewest optimizer steps of a run, whatever N."""
+    epochs: float = 20.0
+    """Passes over the N pairs; a run takes max(min_steps, ceil(epochs · N / batch_size)) steps."""
+
+
+@dataclasses.dataclass
 class LabConfig:
     """The LM preference lab."""
 
@@ -224,6 +271,10 @@ class LabConfig:
     """The LM trained on the exact population losses, with no data (Theorem 2, Props. 1 and 4)."""
     online: OnlineLabConfig = dataclasses.field(default_factory=OnlineLabConfig)
     """Online vs offline, exactly: online IPO and IPO-MD against offline IPO at equal oracle queries."""
+    winner: WinnerConfig = dataclasses.field(default_factory=WinnerConfig)
+    """C6's D1 datasets: an action that beats all others, compared with the rest."""
+    lm_sweep: LMSweepConfig = dataclasses.field(default_factory=LMSweepConfig)
+    """Consistency in N of the trained LMs (off by default; ``--full`` turns it on)."""
 
 
 QUICK: dict[str, object] = {
@@ -255,8 +306,17 @@ QUICK: dict[str, object] = {
     "online.learning_rate": 1e-2,
     "online.seeds": [0, 1],
     "online.eval_every": 10,
+    "winner.steps": 60,
 }
 """Overrides of the ``--quick`` preset: about a minute on 2 CPU cores."""
+
+FULL: dict[str, object] = {
+    "lm_sweep.enabled": True,
+}
+"""Overrides of the ``--full`` preset: the default run plus the LM N-sweep (C19, C20), 36 (oracle, seed,
+τ, loss) runs of 300 + 300 + 1280 steps at batch 64. Measured: one oracle's third of the sweep took 836
+CPU-seconds (on a shared 2-core machine, where a CPU-second is slower than on an idle one), so the
+sweep adds about 2500 CPU-seconds: about 21 min on 2 cores, beside the default run's ~12."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +383,19 @@ def validate(config: LabConfig) -> None:
         ("population.steps", config.population.steps >= 1, "must be >= 1"),
         ("population.learning_rate", config.population.learning_rate > 0, "must be > 0"),
         ("population.record_every", config.population.record_every >= 1, "must be >= 1"),
+        ("winner.num_pairs", config.winner.num_pairs >= 1, "must be >= 1"),
+        ("winner.steps", config.winner.steps >= 1, "must be >= 1"),
+        ("lm_sweep.num_pairs", all(n >= 1 for n in config.lm_sweep.num_pairs)
+         and (not config.lm_sweep.enabled or len(set(config.lm_sweep.num_pairs)) >= 2),
+         "must be >= 2 distinct values >= 1"),
+        ("lm_sweep.taus", all(0 < t < math.inf for t in config.lm_sweep.taus)
+         and (not config.lm_sweep.enabled or len(set(config.lm_sweep.taus)) >= 2),
+         "must be >= 2 distinct finite numbers > 0"),
+        ("lm_sweep.seeds", not config.lm_sweep.enabled or len(config.lm_sweep.seeds) > 0, "must not be empty"),
+        ("lm_sweep.batch_size", config.lm_sweep.batch_size >= 1, "must be >= 1"),
+        ("lm_sweep.learning_rate", config.lm_sweep.learning_rate > 0, "must be > 0"),
+        ("lm_sweep.min_steps", config.lm_sweep.min_steps >= 1, "must be >= 1"),
+        ("lm_sweep.epochs", config.lm_sweep.epochs > 0, "must be > 0"),
     ]
     for key, ok, why in checks:
         if not ok:

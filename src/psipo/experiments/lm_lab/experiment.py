@@ -5,7 +5,8 @@
 * ``results.json`` — every run's exact metrics (with its distance to the exact minimiser of
   its own empirical loss), learning curves and trainer history, the closed-form optima, the
   empirical-loss optima, the exact N-sweep of IPO's empirical optimum (:mod:`.sweep`), the
-  Monte Carlo runs and the claims table;
+  Monte Carlo runs, C6's winner datasets (:mod:`.winner`), the LM N-sweep (:mod:`.lm_sweep`,
+  with ``--full``) and the claims table;
 * ``REPORT.md`` — the claims of the paper (§4.2, §5, §5.1–5.2, §5.3.1, §5.4, §6) against what
   was measured (:mod:`.claims`, :mod:`.report`);
 * ``figures/*.png`` — KL against τ (the main figure), the preference–KL frontier, learning
@@ -42,6 +43,8 @@ from psipo.experiments.lm_lab.evaluate import (
     enumerated_problem,
     normalised,
 )
+from psipo.experiments.lm_lab.lm_sweep import LOSSES as LM_SWEEP_LOSSES
+from psipo.experiments.lm_lab.lm_sweep import lm_sweep_section, lm_sweep_task
 from psipo.experiments.lm_lab.montecarlo import (
     kl_estimate,
     sample_responses,
@@ -51,6 +54,7 @@ from psipo.experiments.lm_lab.population import population_rows
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.sweep import consistency_sweep
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
+from psipo.experiments.lm_lab.winner import NO_WINNER, winner_section, winner_task, world_winners
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
 from psipo.experiments.reporting import claims_as_data, write_results
 from psipo.losses import LOSSES
@@ -303,9 +307,8 @@ def run_experiment(
             large_reference = _Reference.train(
                 _large_world(config), config, steps=config.large.reference_steps, seed=config.world.seed + 1
             )
-    grid_results, large_results, optima, sweep, population, online_runs = _run_tasks(
-        config, world, responses, reference, reference_logps, large_reference, progress
-    )
+    winners = world_winners(config) if config.winner.enabled else {}
+    tasks = _run_tasks(config, world, responses, reference, reference_logps, large_reference, progress, winners)
     results: dict[str, Any] = {"config": to_dict(config), "command": command}
     results["enumerated"] = {
         "world": {"num_responses": int(responses.shape[0]), "prompts": world.prompts.tolist()},
@@ -314,16 +317,18 @@ def run_experiment(
             "parameters": sum(t.numel() for t in reference.state.values()),
             **_reference_summary(world, responses, reference_logps),
         },
-        "runs": _sorted_runs([run for part in grid_results for run in part["runs"]], config),
-        "optima": optima,
-        "empirical_optima": [row for part in grid_results for row in part["empirical_optima"]],
+        "runs": _sorted_runs([run for part in tasks["grid"] for run in part["runs"]], config),
+        "optima": tasks["optima"],
+        "empirical_optima": [row for part in tasks["grid"] for row in part["empirical_optima"]],
     }
-    results["sweep"] = ({"num_pairs": config.sweep.num_pairs, "seeds": config.sweep.seeds, "rows": sweep}
+    results["sweep"] = ({"num_pairs": config.sweep.num_pairs, "seeds": config.sweep.seeds, "rows": tasks["sweep"]}
                         if config.sweep.enabled else None)
-    results["large"] = _large_section(config, large_reference, large_results) if config.large.enabled else None
-    results["population"] = {"rows": population} if config.population.enabled else None
-    results["online_vs_offline"] = (online_vs_offline.section(config.online, online_runs)
+    results["large"] = _large_section(config, large_reference, tasks["large"]) if config.large.enabled else None
+    results["population"] = {"rows": tasks["population"]} if config.population.enabled else None
+    results["online_vs_offline"] = (online_vs_offline.section(config.online, tasks["online"])
                                     if config.online.enabled else None)
+    results["winner"] = winner_section(config, winners, tasks["winner"]) if config.winner.enabled else None
+    results["lm_sweep"] = lm_sweep_section(config, tasks["lm_sweep"]) if config.lm_sweep.enabled else None
     results["runtime_seconds"] = time.perf_counter() - start
     results["workers"] = config.workers
     results["claims"] = claims_as_data(claims(results))
@@ -334,11 +339,15 @@ def run_experiment(
 
 
 def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
-               reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool):
-    """Every grid, large and online-vs-offline task on the worker processes, the closed-form optima,
-    the N-sweep and the population-loss runs meanwhile here: (grid task results, large task results,
-    optima rows, sweep rows, population rows, online runs), tasks in submission order."""
-    grid, large = config.grid, config.large
+               reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool,
+               winners: dict[str, list[int]]) -> dict[str, list[Any]]:
+    """Every grid, large, winner (C6), LM-sweep and online-vs-offline task on the worker processes,
+    the closed-form optima, the N-sweep and the population-loss runs meanwhile here: their results
+    by kind ("grid", "large", "winner", "lm_sweep", "online", "optima", "sweep", "population"),
+    worker tasks in submission order."""
+    grid, large, lm = config.grid, config.large, config.lm_sweep
+    winner_oracles = [number for number, oracle in enumerate(grid.oracles)
+                      if any(w != NO_WINNER for w in winners.get(oracle, []))]
     runs_per_grid_task = len(grid.losses) * len(grid.taus)
     runs_per_large_task = len(large.losses) * len(large.taus)
     total = len(grid.oracles) * len(grid.seeds) * runs_per_grid_task
@@ -346,6 +355,10 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
         total += len(large.seeds) * runs_per_large_task
     online_runs = online_vs_offline.runs_of(config.online) if config.online.enabled else []
     total += len(online_runs)
+    total += 2 * len(winner_oracles) * len(grid.seeds)
+    runs_per_lm_sweep_task = len(LM_SWEEP_LOSSES) * len(lm.taus)
+    if lm.enabled:
+        total += len(grid.oracles) * len(lm.num_pairs) * len(lm.seeds) * runs_per_lm_sweep_task
     bar = _Progress(total, progress)
     try:
         with _executor(config.workers) as pool:
@@ -360,6 +373,17 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
             for algorithm, seed in online_runs:
                 future = pool.submit(online_vs_offline.online_run, config.online, algorithm, seed)
                 futures[future] = ("online", f"{algorithm} seed={seed}", 1)
+            for number in winner_oracles:
+                for seed in grid.seeds:
+                    future = pool.submit(winner_task, config, number, seed, winners[grid.oracles[number]],
+                                         reference, reference_logps)
+                    futures[future] = ("winner", f"{grid.oracles[number]} winner seed={seed}", 2)
+            for number in range(len(grid.oracles)) if lm.enabled else []:
+                for n in lm.num_pairs:
+                    for seed in lm.seeds:
+                        future = pool.submit(lm_sweep_task, config, number, seed, n, reference, reference_logps)
+                        futures[future] = ("lm_sweep", f"{grid.oracles[number]} N={n} seed={seed}",
+                                           runs_per_lm_sweep_task)
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
                 sweep = _sweep_rows(config, world, responses, reference_logps) if config.sweep.enabled else []
@@ -372,10 +396,10 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
         bar.close()
     # In submission order, not in the order the workers finished: a rerun writes the same
     # results.json (and sums over runs in the same order) whatever the timing.
-    grid_results = [future.result() for future, (kind, *_) in futures.items() if kind == "grid"]
-    large_results = [future.result() for future, (kind, *_) in futures.items() if kind == "large"]
-    online_results = [future.result() for future, (kind, *_) in futures.items() if kind == "online"]
-    return grid_results, large_results, optima, sweep, population, online_results
+    by_kind: dict[str, list[Any]] = {"optima": optima, "sweep": sweep, "population": population}
+    for kind in ("grid", "large", "winner", "lm_sweep", "online"):
+        by_kind[kind] = [future.result() for future, (task_kind, *_) in futures.items() if task_kind == kind]
+    return by_kind
 
 
 def _sweep_rows(config: LabConfig, world: World, responses: torch.Tensor,

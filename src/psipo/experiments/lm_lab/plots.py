@@ -202,6 +202,23 @@ def large_figure(results: dict[str, Any]) -> Figure:
     return figure
 
 
+def _tv_against_n(axis: Any, rows: list[dict[str, Any]], tau: float, **style: Any) -> None:
+    """Mean TV(·, π*) with its 95% CI over seeds against N, of the rows at τ."""
+    sizes = sorted({r["num_pairs"] for r in rows if r["tau"] == tau})
+    cells = [interval(r["tv_to_optimum"] for r in rows if (r["tau"], r["num_pairs"]) == (tau, n)) for n in sizes]
+    means, halves = [c[0] for c in cells], [c[1] for c in cells]
+    axis.errorbar(sizes, means, yerr=_errors(means, halves, low=1e-6), marker="o", ms=3, capsize=2, **style)
+
+
+def _against_n(axis: Any, ylabel: str, title: str, fontsize: int) -> None:
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("N (pairs)")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=fontsize)
+
+
 def consistency_figure(results: dict[str, Any]) -> Figure:
     """TV(π̂_N, π*) of IPO's empirical optimum against N, one panel per oracle, one line per τ."""
     sweep = results["sweep"]
@@ -211,22 +228,30 @@ def consistency_figure(results: dict[str, Any]) -> Figure:
     for axis, oracle in zip(axes, oracles):
         rows = [r for r in sweep["rows"] if r["oracle"] == oracle]
         for tau in sorted({r["tau"] for r in rows}):
-            cells = [interval(r["tv_to_optimum"] for r in rows if (r["tau"], r["num_pairs"]) == (tau, n)) for n in sizes]
-            means = [c[0] for c in cells]
-            halves = [c[1] for c in cells]
-            axis.errorbar(sizes, means, yerr=_errors(means, halves, low=1e-6), marker="o", ms=3, capsize=2,
-                          label=f"τ = {tau:g}")
+            _tv_against_n(axis, rows, tau, label=f"τ = {tau:g}")
         reference = [sizes[0], sizes[-1]]
         anchor = [r["tv_to_optimum"] for r in rows if r["num_pairs"] == sizes[0]]
         if anchor:
             start = sum(anchor) / len(anchor)
             axis.plot(reference, [start, start * (sizes[-1] / sizes[0]) ** -0.5], "k:", lw=1, label="N^(−1/2)")
-        axis.set_xscale("log")
-        axis.set_yscale("log")
-        axis.set_xlabel("N (pairs)")
-        axis.set_ylabel("TV(π̂_N, π*)")
-        axis.set_title(f"IPO's empirical optimum, {oracle}")
-        axis.legend(fontsize=7)
+        _against_n(axis, "TV(π̂_N, π*)", f"IPO's empirical optimum, {oracle}", 7)
+    return figure
+
+
+def lm_sweep_figure(results: dict[str, Any]) -> Figure:
+    """Trained IPO's TV(π_IPO, π*) against N (solid), one panel per oracle, one colour per τ, with the
+    exact N-sweep's TV(π̂_N, π*) at the same τ (dashed) when it ran."""
+    rows, oracles = results["lm_sweep"]["rows"], results["config"]["grid"]["oracles"]
+    exact = (results.get("sweep") or {}).get("rows", [])
+    figure, axes = _panels(len(oracles))
+    for axis, oracle in zip(axes, oracles):
+        trained = [r for r in rows if (r["oracle"], r["loss"]) == (oracle, "ipo")]
+        exact_here = [r for r in exact if r["oracle"] == oracle]
+        for number, tau in enumerate(sorted({r["tau"] for r in trained})):
+            _tv_against_n(axis, trained, tau, ls="-", color=f"C{number}", label=f"trained IPO, τ = {tau:g}")
+            if any(r["tau"] == tau for r in exact_here):
+                _tv_against_n(axis, exact_here, tau, ls="--", color=f"C{number}", label=f"exact π̂_N, τ = {tau:g}")
+        _against_n(axis, "TV(·, π*)", f"consistency in N, {oracle}", 6)
     return figure
 
 
@@ -246,6 +271,8 @@ def draw_all(results: dict[str, Any], folder: Path) -> list[Path]:
         figures["large.png"] = large_figure(results)
     if results.get("online_vs_offline") and results["online_vs_offline"]["runs"]:
         figures["online_vs_offline.png"] = online_vs_offline_figure(results)
+    if results.get("lm_sweep") and results["lm_sweep"]["rows"]:
+        figures["lm_sweep.png"] = lm_sweep_figure(results)
     paths = []
     for name, figure in figures.items():
         path = folder / name

@@ -45,6 +45,10 @@ def markdown(results: dict[str, Any], *, figures: str = "figures") -> str:
         sections.append(("Beyond enumeration", _beyond_enumeration(results, figures)))
     if results.get("online_vs_offline"):
         sections.append(("Online vs offline, exactly", _online_vs_offline(results, figures)))
+    if results.get("winner"):
+        sections.append(("C6: an action that beats all others (D1)", _winner(results)))
+    if results.get("lm_sweep"):
+        sections.append(("Consistency in N with trained LMs", _lm_sweep(results, figures)))
     sections += [("Figures", _figures(figures)), ("Notes", _notes(results))]
     return report_markdown(
         title=TITLE,
@@ -241,6 +245,83 @@ def _beyond_enumeration(results: dict[str, Any], figures: str) -> list[str]:
     ]
 
 
+def _winner(results: dict[str, Any]) -> list[str]:
+    """C6's datasets: where a winner exists, the mass on it of π_ref, trained DPO and IPO, and IPO's
+    exact empirical optimum; where none exists, why C6 does not apply."""
+    section = results["winner"]
+    rows, lines = [], []
+    for oracle, found in section["prompts_with_winner"].items():
+        if not found:
+            lines.append(f"- `{oracle}`: no prompt has a response that beats all others (p* > ½ against every "
+                         "other response: a Condorcet winner), so C6 does not apply: the oracle's cycles leave "
+                         "every response beaten by some other.")
+            continue
+        mine = [r for r in section["rows"] if r["oracle"] == oracle]
+        mass = {loss: interval(r["winner_mass"] for r in mine if r["loss"] == loss) for loss in ("dpo", "ipo")}
+        rows.append([oracle, f"{found} of {section['num_prompts']}", f"{mine[0]['reference_winner_mass']:.3g}",
+                     format_number(mass["dpo"]), format_number(mass["ipo"]),
+                     format_number(interval(r["ipo_optimum_winner_mass"] for r in mine if r["loss"] == "ipo")),
+                     format_number(interval(r["winner_won_share"] for r in mine if r["loss"] == "ipo"))])
+    return [
+        f"In each prompt with a Condorcet winner y_a (under a Bradley–Terry oracle, the reward's argmax), "
+        f"{section['num_pairs']} pairs (y_a, y) with y ~ π_ref(·|x), y ≠ y_a, labels ~ p* — the paper's D1, a "
+        f"total order with y_a on top —; DPO and IPO trained {section['steps']} steps at τ = {section['tau']:g} "
+        "(the grid's batch and constant learning rate). Mass: mean over those prompts of π(y_a|x), mean ± 95% CI "
+        "over datasets. DPO's empirical loss has no minimiser when y_a wins all its pairs: its infimum is the "
+        "greedy policy π(y_a|x) = 1 (Prop. 1). "
+        f"Cost: {section['cpu_seconds']:.0f} CPU-seconds of the workers (one torch thread each).",
+        "",
+        *([markdown_table(["oracle", "prompts with a winner", "π_ref", "DPO", "IPO", "IPO's exact π̂",
+                           "share of pairs y_a won"], rows), ""] if rows else []),
+        *lines,
+    ]
+
+
+def _lm_sweep(results: dict[str, Any], figures: str) -> list[str]:
+    """The LM N-sweep: trained IPO's TV to π* and to π̂_N, π̂_N's TV to π*, by N with fitted rates;
+    DPO's and IPO's KL by N and τ with the slopes against τ."""
+    from psipo.experiments.lm_lab.lm_sweep import cell, kl_slope_over_tau, tv_rate
+
+    section, config = results["lm_sweep"], results["config"]["lm_sweep"]
+    sizes = sorted({r["num_pairs"] for r in section["rows"]})
+    taus = sorted({r["tau"] for r in section["rows"]})
+    distance_rows, kl_rows = [], []
+    for oracle in results["config"]["grid"]["oracles"]:
+        mine = [r for r in section["rows"] if r["oracle"] == oracle]
+        for tau in taus:
+            for label, key in (("TV(π_IPO, π*)", "tv_to_optimum"), ("TV(π̂_N, π*)", "empirical_tv_to_optimum")):
+                distance_rows.append([oracle, f"{tau:g}", label,
+                                      *(format_number(cell(mine, "ipo", tau, n, key), 2) for n in sizes),
+                                      format_number(tv_rate(mine, tau, key=key))])
+            distance_rows.append([oracle, f"{tau:g}", "TV(π_IPO, π̂_N)",
+                                  *(format_number(cell(mine, "ipo", tau, n, "tv_to_empirical_optimum"), 2)
+                                    for n in sizes), ""])
+        for loss in ("dpo", "ipo"):
+            for n in sizes:
+                kl_rows.append([oracle, loss, str(n),
+                                *(format_number(cell(mine, loss, tau, n, "kl"), 2) for tau in taus),
+                                format_number(kl_slope_over_tau(mine, loss, n))])
+    steps = ", ".join(f"N = {n}: {s}" for n, s in section["steps"].items())
+    return [
+        f"DPO and IPO trained on datasets of N pairs (x ~ ρ, y, y' ~ π_ref, labels ~ p*), AdamW at peak learning "
+        f"rate {config['learning_rate']:g} with {config['lr_scheduler']} decay to 0, batch {config['batch_size']}, "
+        f"steps max({config['min_steps']}, ⌈{config['epochs']:g} · N / batch⌉) ({steps}); seeds {config['seeds']}. "
+        "The decay ends each run at a point instead of in Adam's jitter, so the distance to π̂_N (the exact "
+        "minimiser of the run's own empirical loss) is the learner's share and TV(π̂_N, π*) the data's. Rates: "
+        "slope of log TV against log N fitted per seed (mean ± 95% CI; −0.5 is N^(−1/2)). "
+        f"Cost: {section['cpu_seconds']:.0f} CPU-seconds of the workers (one torch thread each: about "
+        f"{section['cpu_seconds'] / 2 / 60:.0f} min of wall time on 2 idle cores).",
+        "",
+        markdown_table(["oracle", "τ", "distance", *(f"N = {n}" for n in sizes), "rate"], distance_rows),
+        "",
+        "KL(π‖π_ref) by τ, and its slope against τ (C20: DPO's should be flat):",
+        "",
+        markdown_table(["oracle", "loss", "N", *(f"τ = {t:g}" for t in taus), "slope of log KL vs log τ"], kl_rows),
+        "",
+        f"![consistency in N, trained LMs]({figures}/lm_sweep.png)",
+    ]
+
+
 def _figures(figures: str) -> list[str]:
     return [
         f"- [KL against τ]({figures}/kl_vs_tau.png) — the central claim, with the exact optima π* (Eq. 9) and "
@@ -267,10 +348,9 @@ def _notes(results: dict[str, Any]) -> list[str]:
     if "ipo" in grid["losses"]:
         notes.append(_ipo_against_its_empirical_optimum(results))
     notes += [
-        "C6 (greedy policies) is the paper's D1 effect: an action that beats every action it is compared with "
-        "gets all DPO's mass whatever τ. Under `bt:inf` each prompt has a response that beats all others (the "
-        "reward's argmax), but N pairs drawn from π_ref rarely show it; the rule therefore reads the probability "
-        "mass on the responses the dataset shows undefeated (the empirical D1 actions), against π_ref's mass there.",
+        "C6 (greedy policies) is the paper's D1 effect: an action that beats every other gets all DPO's mass "
+        "whatever τ. N pairs drawn from π_ref rarely show the world's best response, so C6 is measured on "
+        "datasets of its own that compare the winner with responses drawn from π_ref (section above).",
         "C10 (no Bradley–Terry assumption) compares IPO with a Bradley–Terry method, DPO, trained on the same "
         "data: under the non-transitive oracle IPO's best total preference over τ should be the higher; under "
         "the Bradley–Terry oracles the same difference is printed as the control. A rule \"p*(π≻µ) > ½\" alone "

@@ -3,7 +3,8 @@
 Same losses (:mod:`psipo.losses`), same chunked log-probs and the same loop as ``psipo train``.
 The lab only fixes the settings that make τ the paper's τ and the optimiser the paper's:
 ``aggregation: sum`` (log-probs of whole responses, so h is the sequence log-ratio gap of
-§5.1), constant learning rate without warm-up, no gradient clipping, no EOS. Runs write
+§5.1), no warm-up, a constant learning rate unless the settings decay it, no gradient
+clipping, no EOS. Runs write
 nothing to disk (``output_dir: null``); learning curves come from the trainer's ``callback``,
 which evaluates the live model exactly every ``eval_every`` steps.
 """
@@ -29,6 +30,8 @@ class RunSettings:
     eval_every: int
     max_length: int
     prompt_length: int
+    lr_scheduler: str = "constant"
+    """Decay of the learning rate (psipo.lm's lr_scheduler); constant is the paper's §5.4 optimiser."""
 
 
 @dataclasses.dataclass
@@ -52,7 +55,7 @@ def trainer_config(settings: RunSettings, *, loss: str, tau: float, seed: int) -
             "learning_rate": settings.learning_rate,
             "max_steps": settings.steps,
             "warmup_ratio": 0.0,
-            "lr_scheduler": "constant",
+            "lr_scheduler": settings.lr_scheduler,
             "max_grad_norm": None,
             "append_eos": False,
             "max_length": settings.max_length,
