@@ -139,3 +139,16 @@ def test_kept_softmax_gives_the_same_gradients_as_recomputing():
         grads.append(torch.autograd.grad((c - r).square().sum(), list(model.parameters())))
     for kept, recomputed in zip(*grads):
         torch.testing.assert_close(kept, recomputed, atol=1e-6, rtol=1e-6)
+
+
+def test_sequence_logps_kept_softmax_gives_the_same_gradients_as_recomputing():
+    """psipo online's policy forward keeps the softmax when it fits: the same numbers either way."""
+    model = make_tiny_model(layers=1, hidden=32, heads=2, vocab=50, seed=11).train()
+    batch = collate(random_pairs(5, 50, seed=12), 0)
+    rows = (batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    grads = []
+    for keep in (0.0, 64.0):
+        logps = sequence_logps(model, *rows, aggregation="mean", chunk_size=4, keep_probs_mb=keep)
+        grads.append(torch.autograd.grad(logps.square().sum(), list(model.parameters())))
+    for kept, recomputed in zip(*grads):
+        torch.testing.assert_close(kept, recomputed, atol=1e-6, rtol=1e-6)

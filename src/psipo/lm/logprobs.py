@@ -165,6 +165,7 @@ def sequence_logps(
     *,
     aggregation: Literal["sum", "mean"],
     chunk_size: int = 256,
+    keep_probs_mb: float = 0.0,
 ) -> torch.Tensor:
     r"""Per-sequence :math:`\log\pi(y|x)` of the tokens where ``loss_mask`` is set: ``[batch]``, float32.
 
@@ -172,15 +173,17 @@ def sequence_logps(
     scored with the hidden state at :math:`t-1`. ``aggregation="sum"`` gives the sequence
     log-probability, ``"mean"`` divides it by the number of scored tokens. Works for any
     ``AutoModelForCausalLM`` whose logits are ``lm_head(final hidden states)``, with or without
-    LoRA adapters, and under ``torch.no_grad()`` for evaluation.
+    LoRA adapters, and under ``torch.no_grad()`` for evaluation. See :func:`token_logps` for
+    ``chunk_size`` and ``keep_probs_mb``.
     """
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     scored = loss_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
     rows, cols = scored.nonzero(as_tuple=True)
     logps = token_logps(
-        hidden[rows, cols], head.weight, head.bias, input_ids[rows, cols + 1], chunk_size=chunk_size
-    )
+        hidden[rows, cols], head.weight, head.bias, input_ids[rows, cols + 1],
+        chunk_size=chunk_size, keep_probs_mb=keep_probs_mb,
+    )  # fmt: skip
     return _aggregate(logps, rows, input_ids.shape[0], aggregation)
 
 

@@ -143,9 +143,8 @@ class GenerationConfig:
 class OnlineConfig:
     """Everything ``psipo online`` needs: psipo train's keys where they mean the same thing
     (batch_size counts prompts; epochs are passes over the prompts; group_by_length groups
-    prompts of similar length; ``share_prompt``, ``max_tokens_per_forward`` and
-    ``keep_probs_mb`` have no use here), plus the prompts, the algorithm, its judge or
-    reward, and generation."""
+    prompts of similar length; ``share_prompt`` and ``max_tokens_per_forward`` have no use
+    here), plus the prompts, the algorithm, its judge or reward, and generation."""
 
     model_config: ModelConfig = flat(ModelConfig)
     data_config: PromptDataConfig = flat(PromptDataConfig)
@@ -294,16 +293,17 @@ def load_prompt_data(
 class SequenceForward(torch.nn.Module):
     """``batch → log π(y|x)`` per row (sum or mean over the response tokens) as one module."""
 
-    def __init__(self, model: torch.nn.Module, *, aggregation: str, chunk_size: int) -> None:
+    def __init__(self, model: torch.nn.Module, *, aggregation: str, chunk_size: int, keep_probs_mb: float) -> None:
         super().__init__()
-        self.model, self.aggregation, self.chunk_size = model, aggregation, chunk_size
+        self.model, self.aggregation = model, aggregation
+        self.chunk_size, self.keep_probs_mb = chunk_size, keep_probs_mb
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         from psipo.lm.logprobs import sequence_logps
 
         return sequence_logps(
             self.model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-            aggregation=self.aggregation, chunk_size=self.chunk_size,
+            aggregation=self.aggregation, chunk_size=self.chunk_size, keep_probs_mb=self.keep_probs_mb,
         )  # fmt: skip
 
 
@@ -583,7 +583,10 @@ def train_online(
         eval_pairs=eval_prompts,
         callback=callback,
         settings={"tau": config.objective.tau, "loss": config.loss if pairwise else "rloo"},
-        make_forward=lambda m: SequenceForward(m, aggregation=config.aggregation, chunk_size=config.optim.logprob_chunk_size),
+        make_forward=lambda m: SequenceForward(
+            m, aggregation=config.aggregation, chunk_size=config.optim.logprob_chunk_size,
+            keep_probs_mb=config.optim.keep_probs_mb,
+        ),  # fmt: skip
         load_data=load_prompt_data,
         fingerprint_model=True,
         command="psipo online",
