@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psipo.lm.data import TokenizedPair, collate
+from psipo.lm.data import TokenizedPair, collate, collate_groups
 from psipo.lm.fixtures import make_tiny_model
-from psipo.lm.logprobs import pair_logps, sequence_logps, token_logps
+from psipo.lm.logprobs import group_logps, pair_logps, sequence_logps, token_logps
 
 
 def naive_sequence_logps(model, input_ids, attention_mask, loss_mask, aggregation):
@@ -112,6 +112,43 @@ def test_shared_prompt_row_equals_two_rows_values_and_gradients(attn):
     batch = collate(pairs, 0)
     naive = naive_sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], "mean")
     torch.testing.assert_close(torch.cat([c0, r0]), naive, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_k_completions_in_one_row_equal_each_scored_alone_values_and_gradients(attn):
+    # Three completions of different lengths per prompt, one prompt empty: each completion,
+    # scored in [prompt | y_1 | y_2 | y_3], must get what the naive full-logits computation
+    # gives it after its prompt alone; the same for the K-rows layout; gradients equal too.
+    model = make_tiny_model(layers=2, hidden=32, heads=2, vocab=50, seed=13).train()
+    model.config._attn_implementation = attn
+    g = torch.Generator().manual_seed(14)
+
+    def ids(n):
+        return torch.randint(0, 50, (n,), generator=g).tolist()
+
+    groups = [(ids(p), [ids(n) for n in lengths]) for p, lengths in ((5, (3, 1, 4)), (2, (2, 2, 6)), (0, (3, 2, 2)))]
+    params = list(model.parameters())
+    results = []
+    for shared in (False, True):
+        logps = group_logps(model, collate_groups(groups, 0, shared_prompt=shared), completions=3, aggregation="sum", chunk_size=4)
+        assert logps.shape == (3, 3)
+        results.append((logps, torch.autograd.grad((logps * torch.arange(9.0).reshape(3, 3)).sum(), params)))
+    (plain, g0), (shared, g1) = results
+    for x, (prompt, completions) in enumerate(groups):
+        for k, completion in enumerate(completions):
+            row = torch.tensor([prompt + completion])
+            mask = torch.zeros_like(row, dtype=torch.bool)
+            mask[0, len(prompt):] = True
+            want = naive_sequence_logps(model, row, torch.ones_like(row), mask, "sum")[0]
+            torch.testing.assert_close(plain[x, k], want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_groups_need_the_same_number_of_completions():
+    with pytest.raises(ValueError, match="same number of completions"):
+        collate_groups([([1], [[2], [3]]), ([1], [[2]])], 0)
 
 
 def test_float64_model_gives_float64_log_probs_summing_to_one():

@@ -118,6 +118,22 @@ def test_resumed_run_equals_uninterrupted_run(online_config, prompts, tmp_path, 
         run(online_config, prompts, output_dir=str(interrupted), resume=True, tau=0.5, **keys)
 
 
+@pytest.mark.parametrize("algorithm, keys", [("online_ipo", {"num_generations": 3}), ("rloo", {"num_generations": 3})])
+def test_shared_rows_and_pieces_give_the_uncut_runs_weights(online_config, prompts, tmp_path, algorithm, keys):
+    # A prompt's K responses in one row, and forwards cut to one prompt each, must give the
+    # gradient of K rows per prompt in one forward: same samples, losses and weights.
+    keys = {"algorithm": algorithm, "batch_size": 4, "max_new_tokens": 5, **keys}
+    uncut = run(online_config, prompts, output_dir=str(tmp_path / "a"), share_prompt=False, max_tokens_per_forward=None, **keys)
+    cut = run(online_config, prompts, output_dir=str(tmp_path / "b"), share_prompt=True, max_tokens_per_forward=8, **keys)
+    for a, b in zip(uncut.history, cut.history):
+        assert a["response_length"] == b["response_length"] and a["kl"] == pytest.approx(b["kl"], abs=1e-5)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+    a, b = weights(uncut.model), weights(cut.model)
+    assert not all(torch.equal(a[k], weights(_initial_model(online_config["model"]))[k]) for k in a)  # it trained
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
+
+
 def test_periodic_evaluation_against_the_reference(online_config, prompts):
     config = load_online_config(None, online_config | {"max_steps": 2, "eval_steps": 1, "max_eval_prompts": 4})
     judge = CallableReward(low_share, name="low_share")  # a reward is a judge too: σ(r_a − r_b)

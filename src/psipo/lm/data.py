@@ -504,40 +504,63 @@ def batch_order(
 def collate(pairs: Sequence[TokenizedPair], pad_id: int, *, shared_prompt: bool = False) -> dict[str, torch.Tensor]:
     """Batch pairs for one forward pass that scores both completions of every pair.
 
-    Default layout: chosen sequences in rows 0..B-1, rejected in rows B..2B-1, right-padded;
-    ``loss_mask`` is 1 on completion tokens. ``shared_prompt=True``: one row per pair,
-    ``[prompt | chosen | rejected]``, with ``position_ids`` restarting after the prompt for
-    the rejected completion and ``segment_ids`` (0 prompt, 1 chosen, 2 rejected, -1 pad) from
-    which :func:`psipo.lm.logprobs.shared_prompt_mask` hides chosen from rejected: the prompt
-    is computed once instead of twice.
+    :func:`collate_groups` with two completions per prompt, chosen then rejected: sequence
+    ``b`` is the chosen completion of pair ``b`` and ``B + b`` its rejected one.
+    """
+    return collate_groups([(p.prompt_ids, [p.chosen_ids, p.rejected_ids]) for p in pairs], pad_id, shared_prompt=shared_prompt)
+
+
+def collate_groups(
+    groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_id: int, *, shared_prompt: bool = False
+) -> dict[str, torch.Tensor]:
+    """Batch G prompts with K completions each for one forward pass that scores every completion.
+
+    ``groups`` are ``(prompt_ids, [completion_ids × K])`` with the same K for every prompt.
+    Default layout: completion k of prompt g in row ``k·G + g`` as ``[prompt | completion]``,
+    right-padded; ``loss_mask`` is 1 on completion tokens. ``shared_prompt=True``: one row per
+    prompt, ``[prompt | completion 1 | … | completion K]``, with ``position_ids`` restarting
+    after the prompt for every completion and ``segment_ids`` (0 prompt, k for completion k,
+    -1 pad) from which :func:`psipo.lm.logprobs.shared_prompt_mask` hides the completions from
+    each other: the prompt is computed once instead of K times.
 
     Both layouts carry the scoring map: token ``input_ids[score_row, score_target]`` of
-    sequence ``score_sequence`` (b: chosen of pair b, B + b: its rejected) is predicted by
-    the hidden state at ``[score_row, score_predictor]``. Padding is masked everywhere, so the
+    sequence ``score_sequence`` (``k·G + g``: completion k of prompt g) is predicted by the
+    hidden state at ``[score_row, score_predictor]``. Padding is masked everywhere, so the
     value of ``pad_id`` never matters.
     """
+    n, k = len(groups), len(groups[0][1])
+    if any(len(completions) != k for _, completions in groups):
+        raise ValueError("collate_groups: every prompt needs the same number of completions")
     rows, predictors, targets, sequences = [], [], [], []
-    n = len(pairs)
+
+    def score(row: int, sequence: int, prompt_end: int, start: int, length: int) -> None:
+        for j in range(length):
+            if j == 0 and prompt_end == 0:
+                continue  # no prompt: the first completion token has no predictor
+            rows.append(row)
+            targets.append(start + j)
+            # The first completion token is predicted by the last prompt token.
+            predictors.append(prompt_end - 1 if j == 0 else start + j - 1)
+            sequences.append(sequence)
+
     if shared_prompt:
-        width = max(p.shared_length for p in pairs)
+        width = max(len(prompt) + sum(len(c) for c in completions) for prompt, completions in groups)
         input_ids = torch.full((n, width), pad_id, dtype=torch.long)
         position_ids = torch.zeros((n, width), dtype=torch.long)
         segment_ids = torch.full((n, width), -1, dtype=torch.long)
-        for b, pair in enumerate(pairs):
-            p, c, r = len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
-            input_ids[b, : p + c + r] = torch.tensor(pair.prompt_ids + pair.chosen_ids + pair.rejected_ids)
-            position_ids[b, : p + c] = torch.arange(p + c)
-            position_ids[b, p + c : p + c + r] = torch.arange(p, p + r)
-            segment_ids[b, :p], segment_ids[b, p : p + c], segment_ids[b, p + c : p + c + r] = 0, 1, 2
-            for sequence, start, length in ((b, p, c), (n + b, p + c, r)):
-                for j in range(length):
-                    if j == 0 and p == 0:
-                        continue  # no prompt: the first completion token has no predictor
-                    rows.append(b)
-                    targets.append(start + j)
-                    # The first completion token is predicted by the last prompt token.
-                    predictors.append(p - 1 if j == 0 else start + j - 1)
-                    sequences.append(sequence)
+        for g, (prompt, completions) in enumerate(groups):
+            p = len(prompt)
+            input_ids[g, :p] = torch.tensor(list(prompt), dtype=torch.long)
+            position_ids[g, :p] = torch.arange(p)
+            segment_ids[g, :p] = 0
+            start = p
+            for c, completion in enumerate(completions):
+                end = start + len(completion)
+                input_ids[g, start:end] = torch.tensor(list(completion), dtype=torch.long)
+                position_ids[g, start:end] = torch.arange(p, p + len(completion))
+                segment_ids[g, start:end] = c + 1
+                score(g, c * n + g, p, start, len(completion))
+                start = end
         batch = {
             "input_ids": input_ids,
             "attention_mask": (segment_ids >= 0).long(),
@@ -545,21 +568,17 @@ def collate(pairs: Sequence[TokenizedPair], pad_id: int, *, shared_prompt: bool 
             "segment_ids": segment_ids,
         }
     else:
-        halves = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
-        width = max(len(prompt) + len(completion) for prompt, completion in halves)
-        input_ids = torch.full((2 * n, width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
-        loss_mask = torch.zeros((2 * n, width), dtype=torch.bool)
-        for row, (prompt, completion) in enumerate(halves):
-            n_prompt, end = len(prompt), len(prompt) + len(completion)
-            input_ids[row, :end] = torch.tensor(prompt + completion, dtype=torch.long)
+        sequences_of = [(prompt, completions[c]) for c in range(k) for prompt, completions in groups]
+        width = max(len(prompt) + len(completion) for prompt, completion in sequences_of)
+        input_ids = torch.full((k * n, width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((k * n, width), dtype=torch.long)
+        loss_mask = torch.zeros((k * n, width), dtype=torch.bool)
+        for row, (prompt, completion) in enumerate(sequences_of):
+            p, end = len(prompt), len(prompt) + len(completion)
+            input_ids[row, :end] = torch.tensor(list(prompt) + list(completion), dtype=torch.long)
             attention_mask[row, :end] = 1
-            loss_mask[row, n_prompt:end] = True
-            for t in range(max(n_prompt, 1), end):
-                rows.append(row)
-                targets.append(t)
-                predictors.append(t - 1)
-                sequences.append(row)
+            loss_mask[row, p:end] = True
+            score(row, row, p, p, len(completion))
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
     batch["score_row"] = torch.tensor(rows, dtype=torch.long)
     batch["score_predictor"] = torch.tensor(predictors, dtype=torch.long)

@@ -199,11 +199,11 @@ def supports_shared_prompt(model: Any) -> bool:
 
 
 def shared_prompt_mask(segment_ids: torch.Tensor, dtype: torch.dtype, *, additive: bool) -> torch.Tensor:
-    """``[B, 1, L, L]`` attention mask of ``[prompt | chosen | rejected]`` rows.
+    """``[B, 1, L, L]`` attention mask of ``[prompt | completion 1 | … | completion K]`` rows.
 
-    A query sees earlier keys of the prompt and of its own segment: chosen tokens never see
-    rejected ones and vice versa, so each completion is scored exactly as if it followed the
-    prompt alone. Padding queries see only themselves (no all-masked row, hence no NaN).
+    A query sees earlier keys of the prompt and of its own segment: no completion sees
+    another, so each is scored exactly as if it followed the prompt alone. Padding queries see
+    only themselves (no all-masked row, hence no NaN).
     ``additive``: 0 / dtype-min floats (eager attention) instead of booleans (sdpa).
     """
     length = segment_ids.shape[1]
@@ -218,18 +218,20 @@ def shared_prompt_mask(segment_ids: torch.Tensor, dtype: torch.dtype, *, additiv
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def pair_logps(
+def group_logps(
     model: Any,
     batch: dict[str, torch.Tensor],
     *,
+    completions: int,
     aggregation: Literal["sum", "mean"],
     chunk_size: int = 256,
     keep_probs_mb: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected log-probs ``([B], [B])`` of a batch from :func:`psipo.lm.data.collate`.
+) -> torch.Tensor:
+    """``[G, K]`` log-probs of the K completions of each of G prompts, from a batch of
+    :func:`psipo.lm.data.collate_groups` (K = ``completions``), in either layout.
 
-    One forward pass scores both completions of every pair, in either layout. See
-    :func:`token_logps` for ``chunk_size`` and ``keep_probs_mb``.
+    One forward pass scores every completion. See :func:`token_logps` for ``chunk_size`` and
+    ``keep_probs_mb``.
     """
     decoder, head = decoder_and_head(model)
     if "segment_ids" in batch:
@@ -240,12 +242,12 @@ def pair_logps(
         hidden = decoder(
             input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
         ).last_hidden_state
-        n_pairs = batch["input_ids"].shape[0]
+        n_prompts = batch["input_ids"].shape[0]
     else:
         hidden = decoder(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
         ).last_hidden_state
-        n_pairs = batch["input_ids"].shape[0] // 2
+        n_prompts = batch["input_ids"].shape[0] // completions
     rows = batch["score_row"]
     logps = token_logps(
         hidden[rows, batch["score_predictor"]],
@@ -255,5 +257,18 @@ def pair_logps(
         chunk_size=chunk_size,
         keep_probs_mb=keep_probs_mb,
     )
-    both = _aggregate(logps, batch["score_sequence"], 2 * n_pairs, aggregation)
-    return both[:n_pairs], both[n_pairs:]
+    return _aggregate(logps, batch["score_sequence"], completions * n_prompts, aggregation).reshape(completions, n_prompts).T
+
+
+def pair_logps(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    *,
+    aggregation: Literal["sum", "mean"],
+    chunk_size: int = 256,
+    keep_probs_mb: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected log-probs ``([B], [B])`` of a batch from :func:`psipo.lm.data.collate`:
+    :func:`group_logps` with two completions per prompt."""
+    both = group_logps(model, batch, completions=2, aggregation=aggregation, chunk_size=chunk_size, keep_probs_mb=keep_probs_mb)
+    return both[:, 0], both[:, 1]

@@ -14,8 +14,12 @@ Each optimizer step, for each prompt of the step:
    ``rloo``: the reward of each response and :func:`psipo.online.rloo_losses` (the KL-shaped
    reward r − τ·log π/π_ref with a leave-one-out baseline: the RLHF objective of Eq. 3); the
    prompt's loss is the mean over its K samples;
-3. the loss of the step is the mean over its prompts, and everything after that — backward,
-   clipping, the non-finite guard, AdamW, metrics.jsonl, checkpoints, ``--resume``, ``final/``,
+3. the loss of the step is the mean over its prompts. π's log-probs (with gradient) and
+   π_ref's come from forwards over pieces of the batch of at most ``max_tokens_per_forward``
+   tokens, a prompt's K responses in one row ``[x | y_1 | … | y_K]`` that hides them from each
+   other (``share_prompt``, :func:`psipo.lm.data.collate_groups`): the prompt is computed once
+   and only one piece's activations are alive at a time, for the same gradient. Everything
+   after that — backward, clipping, the non-finite guard, AdamW, metrics.jsonl, checkpoints, ``--resume``, ``final/``,
    trackers, the progress line — is :func:`psipo.lm.trainer.run_training`, the loop of
    ``psipo train``: :class:`OnlineTask` is one more :class:`psipo.lm.loop.Task`.
 
@@ -63,6 +67,7 @@ from psipo.lm.config import (
 )
 from psipo.lm.trainer import Setup, TrainResult, run_training
 from psipo.losses import LOSSES, get_loss
+from psipo.online import hard_labels, labelled_pair_losses
 
 PAIRWISE = ("online_ipo", "ipo_md", "online_dpo")
 """The algorithms that learn from a judge's pairwise preferences."""
@@ -143,8 +148,10 @@ class GenerationConfig:
 class OnlineConfig:
     """Everything ``psipo online`` needs: psipo train's keys where they mean the same thing
     (batch_size counts prompts; epochs are passes over the prompts; group_by_length groups
-    prompts of similar length; ``share_prompt`` and ``max_tokens_per_forward`` have no use
-    here), plus the prompts, the algorithm, its judge or reward, and generation."""
+    prompts of similar length; share_prompt scores a prompt's K responses in one row
+    [prompt | y_1 | … | y_K]; max_tokens_per_forward cuts the scoring forwards, counting
+    max_new_tokens per response, while sampling draws the whole batch at once), plus the
+    prompts, the algorithm, its judge or reward, and generation."""
 
     model_config: ModelConfig = flat(ModelConfig)
     data_config: PromptDataConfig = flat(PromptDataConfig)
@@ -290,20 +297,22 @@ def load_prompt_data(
 # The task
 
 
-class SequenceForward(torch.nn.Module):
-    """``batch → log π(y|x)`` per row (sum or mean over the response tokens) as one module."""
+class GroupForward(torch.nn.Module):
+    """``batch → [prompts, K]`` log π(y|x) (sum or mean over the response tokens) as one module."""
 
-    def __init__(self, model: torch.nn.Module, *, aggregation: str, chunk_size: int, keep_probs_mb: float) -> None:
+    def __init__(
+        self, model: torch.nn.Module, *, completions: int, aggregation: str, chunk_size: int, keep_probs_mb: float
+    ) -> None:
         super().__init__()
-        self.model, self.aggregation = model, aggregation
+        self.model, self.completions, self.aggregation = model, completions, aggregation
         self.chunk_size, self.keep_probs_mb = chunk_size, keep_probs_mb
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        from psipo.lm.logprobs import sequence_logps
+        from psipo.lm.logprobs import group_logps
 
-        return sequence_logps(
-            self.model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-            aggregation=self.aggregation, chunk_size=self.chunk_size, keep_probs_mb=self.keep_probs_mb,
+        return group_logps(
+            self.model, batch, completions=self.completions, aggregation=self.aggregation,
+            chunk_size=self.chunk_size, keep_probs_mb=self.keep_probs_mb,
         )  # fmt: skip
 
 
@@ -321,12 +330,33 @@ COLUMNS = ("loss", "reward", "preference_strength", "kl", "entropy", "response_l
 """The per-prompt metric rows of :class:`OnlineTask`, in order."""
 
 
+@dataclasses.dataclass
+class Drawn:
+    """A micro-batch's samples and everything about them that needs no gradient, per prompt."""
+
+    key: tuple[int, int]
+    """(step, micro-batch) it was drawn for."""
+    groups: list[tuple[list[int], list[list[int]]]]
+    """(prompt ids, its K responses' ids) of each prompt."""
+    reference: torch.Tensor
+    """``[n, K]`` log π_ref(y|x), summed over the response's tokens."""
+    lengths: torch.Tensor
+    """``[n, K]`` response lengths in tokens."""
+    targets: torch.Tensor
+    """``[n, pairs]`` labels of the judged pairs (pairwise) or ``[n, K]`` rewards (rloo)."""
+    rows: torch.Tensor
+    """``[n, len(COLUMNS)]`` metric rows, the loss column still NaN."""
+
+
 class OnlineTask:
     """Online training as a :class:`psipo.lm.loop.Task`: each micro-batch samples, judges and
-    scores its prompts' responses (see the module docstring)."""
+    scores its prompts' responses (see the module docstring), then the policy's forward and
+    backward run over pieces of at most ``max_tokens_per_forward`` tokens."""
 
     def __init__(self, config: OnlineConfig, setup: Setup, judge: Any) -> None:
+        from psipo.lm.logprobs import supports_shared_prompt
         from psipo.lm.model import load_causal_lm
+        from psipo.lm.trainer import token_budget
 
         self.config, self.setup, self.module, self.judge = config, setup, setup.forward, judge
         accelerator = setup.accelerator
@@ -341,15 +371,22 @@ class OnlineTask:
         k = config.generation.num_generations
         self.pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
         opt = config.optim
+        self.shared = opt.share_prompt and supports_shared_prompt(setup.policy) and supports_shared_prompt(self.reference)
+        self.token_budget = token_budget(opt.max_tokens_per_forward, accelerator.device)
         self.step_prompts = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
         self.lengths = [len(ids) for ids in setup.train_data.ids]
+        # The longest forward row of a prompt: its K responses after it, or each after its own copy.
+        new = config.generation.max_new_tokens
+        self.row_lengths = [n + (k * new if self.shared else new) for n in self.lengths]
         self._order: tuple[int, list[list[int]]] = (-1, [])
+        self._drawn: Drawn | None = None
         self.generation_seconds, self._since = 0.0, time.perf_counter()
 
-    def micro_batches(self, step: int) -> tuple[list[tuple[int, int, list[int]]], int]:
-        """(step, micro-batch index, prompt indices) of this process's micro-batches; the prompt
-        order is a pure function of seed and epoch, as in psipo train."""
+    def micro_batches(self, step: int) -> tuple[list[tuple[int, int, list[int], list[int]]], int]:
+        """(step, micro-batch index, prompt indices, the piece of them one forward scores) of this
+        process's forwards; the prompt order is a pure function of seed and epoch, as in psipo train."""
         from psipo.lm.data import batch_order
+        from psipo.lm.trainer import split_by_tokens
 
         opt, accelerator = self.config.optim, self.setup.accelerator
         epoch, position = divmod(step, self.setup.optimisation.steps_per_epoch)
@@ -360,116 +397,128 @@ class OnlineTask:
             self._order = (epoch, order)
         step_indices = self._order[1][position]
         shard = step_indices[accelerator.process_index :: accelerator.num_processes]
-        pieces = [(step, m, shard[i : i + opt.batch_size]) for m, i in enumerate(range(0, len(shard), opt.batch_size))]
+        rows_per_prompt = 1 if self.shared else self.config.generation.num_generations
+        pieces = []
+        for m, i in enumerate(range(0, len(shard), opt.batch_size)):
+            indices = shard[i : i + opt.batch_size]
+            lengths = [self.row_lengths[j] for j in indices]
+            for piece in split_by_tokens(list(range(len(indices))), lengths, self.token_budget, rows_per_pair=rows_per_prompt):
+                pieces.append((step, m, indices, piece))
         return pieces, len(step_indices)
 
-    def _sample(self, step: int, micro: int, indices: list[int]) -> Any:
+    def _batch(self, groups: list[tuple[list[int], list[list[int]]]]) -> dict[str, torch.Tensor]:
+        from psipo.lm.data import collate_groups
+
+        batch = collate_groups(groups, self.setup.pad_id, shared_prompt=self.shared)
+        return {key: value.to(self.setup.accelerator.device) for key, value in batch.items()}
+
+    def _draw(self, step: int, micro: int, indices: list[int], pieces: list[list[int]]) -> Drawn:
+        """Sample the micro-batch's responses; score them under π_ref (piece by piece); judge
+        or reward them; and the metric rows."""
+        from psipo.lm.evaluate import as_responses
+        from psipo.lm.logprobs import group_logps
         from psipo.lm.sampling import sample
 
-        g, k = self.config.generation, self.config.generation.num_generations
-        prompt_ids = [self.setup.train_data.ids[i] for i in indices for _ in range(k)]
+        config, g = self.config, self.config.generation
+        k, n, process = g.num_generations, len(indices), self.setup.accelerator.process_index
         started = time.perf_counter()
         samples = sample(
             self.setup.policy,
-            prompt_ids,
+            [self.setup.train_data.ids[i] for i in indices for _ in range(k)],
             max_new_tokens=g.max_new_tokens,
             temperature=g.temperature,
             top_p=g.top_p,
-            seed=step_generator(self.config.run.seed, step, self.setup.accelerator.process_index, micro, SAMPLES),
-            # Only the mixture needs π_ref token by token; otherwise one batched forward scores it.
-            reference=self.reference if self.config.online.mixture > 0 else None,
-            beta=self.config.online.mixture,
+            seed=step_generator(config.run.seed, step, process, micro, SAMPLES),
+            # Only the mixture needs π_ref token by token; otherwise batched forwards score it.
+            reference=self.reference if config.online.mixture > 0 else None,
+            beta=config.online.mixture,
             pad_token_id=self.setup.pad_id,
         )
         self.generation_seconds += time.perf_counter() - started
-        return samples
-
-    @torch.no_grad()
-    def _reference_logps(self, samples: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log π_ref(y|x) of each sample, summed over its tokens: the sampler's, for the mixture."""
-        from psipo.lm.logprobs import sequence_logps
-
+        ids = samples.responses()
+        groups = [(self.setup.train_data.ids[i], ids[x * k : (x + 1) * k]) for x, i in enumerate(indices)]
         if samples.reference_logps is not None:
-            return samples.reference_logps.sum(1)
-        return sequence_logps(
-            self.reference, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-            aggregation="sum", chunk_size=self.config.optim.logprob_chunk_size,
-        )  # fmt: skip
+            reference = samples.reference_logps.sum(1).reshape(n, k)
+        else:
+            with torch.no_grad():
+                reference = torch.cat([
+                    group_logps(
+                        self.reference, self._batch([groups[x] for x in piece]), completions=k,
+                        aggregation="sum", chunk_size=config.optim.logprob_chunk_size,
+                    )
+                    for piece in pieces
+                ])  # fmt: skip
 
-    def _judged_losses(
-        self,
-        policy: torch.Tensor,
-        reference: torch.Tensor,
-        prompts: list[Any],
-        responses: list[list[Any]],
-        rewards: torch.Tensor | None,
-        label_seed: torch.Generator,
-    ):
-        """Pairwise: per-prompt mean loss over the K(K−1)/2 judged pairs, and the preferences.
+        prompts = [self.setup.train_data.prompts[i] for i in indices]
+        flat_prompts = [p for p in prompts for _ in range(k)]
+        flat_responses = as_responses(self.setup.tokenizer, flat_prompts, ids)
+        nan = torch.full((n,), math.nan)
+        rewards = strength = nan
+        r = self.judge.reward(flat_prompts, flat_responses).reshape(n, k).double() if hasattr(self.judge, "reward") else None
+        if self.pairwise:
+            preferences = self._preferences(prompts, [flat_responses[x * k : (x + 1) * k] for x in range(n)], r)
+            hard = config.online.labels == "hard"
+            label_seed = step_generator(config.run.seed, step, process, micro, LABELS)
+            targets = hard_labels(preferences, generator=label_seed) if hard else preferences
+            strength = (2 * preferences - 1).abs().mean(1).float()
+        else:
+            targets = r
+        if r is not None:
+            rewards = r.mean(1).float()
+
+        # Monte Carlo KL(π‖π_ref) and entropy per sequence, weighted by π/q when q ≠ π.
+        log_pi, log_q = samples.logps.sum(1).double().cpu(), samples.sampling_logps.sum(1).double().cpu()
+        weights = (log_pi - log_q).exp() if self._warped else torch.ones_like(log_pi)
+        kl = (weights * (log_pi - reference.flatten().double().cpu())).reshape(n, k).mean(1)
+        entropy = (weights * -log_pi).reshape(n, k).mean(1)
+        lengths = samples.lengths.reshape(n, k).cpu()
+        cut = (~samples.finished).reshape(n, k).double().cpu()
+        rows = torch.stack(
+            [nan, rewards.cpu(), strength.cpu(), kl.float(), entropy.float(), lengths.double().mean(1).float(), cut.mean(1).float()],
+            dim=1,
+        )  # fmt: skip
+        return Drawn((step, micro), groups, reference, lengths, targets, rows)
+
+    def _preferences(self, prompts: list[Any], responses: list[list[Any]], rewards: torch.Tensor | None) -> torch.Tensor:
+        """``[n, pairs]`` P(y_i ≻ y_j) of each prompt's K(K−1)/2 pairs.
 
         A Bradley–Terry judge (a reward model, a callable reward) is asked for the K rewards
         once, not for both sides of every pair: P(a ≻ b) = σ(r_a − r_b) either way."""
         from psipo.lm.judges import RewardJudge
-        from psipo.online import hard_labels, labelled_pair_losses
 
         a, b = (list(side) for side in zip(*self.pairs))
-        n = len(prompts)
         if rewards is not None and type(self.judge).judge is RewardJudge.judge:
-            preferences = torch.sigmoid(rewards[:, a] - rewards[:, b]).to(policy.device)
-        else:
-            flat_prompts = [p for p in prompts for _ in self.pairs]
-            first = [responses[x][i] for x in range(n) for i in a]
-            second = [responses[x][j] for x in range(n) for j in b]
-            preferences = self.judge.judge(flat_prompts, first, second).reshape(n, len(self.pairs)).to(policy.device)
-        labels = hard_labels(preferences, generator=label_seed) if self.config.online.labels == "hard" else preferences
-        losses = labelled_pair_losses(
-            self.loss_fn, policy[:, a], policy[:, b], reference[:, a], reference[:, b], labels.to(policy.dtype), **self.loss_kwargs
-        )
-        return losses.mean(1), preferences
+            return torch.sigmoid(rewards[:, a] - rewards[:, b])
+        n = len(prompts)
+        flat_prompts = [p for p in prompts for _ in self.pairs]
+        first = [responses[x][i] for x in range(n) for i in a]
+        second = [responses[x][j] for x in range(n) for j in b]
+        return self.judge.judge(flat_prompts, first, second).reshape(n, len(self.pairs))
 
-    def losses(self, micro_batch: tuple[int, int, list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        from psipo.lm.evaluate import as_responses
+    def losses(self, micro_batch: tuple[int, int, list[int], list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         from psipo.online import rloo_losses
 
-        step, micro, indices = micro_batch
-        config, k, n = self.config, self.config.generation.num_generations, len(indices)
-        samples = self._sample(step, micro, indices)
-        batch = samples.as_batch()
-        sequence_reference = self._reference_logps(samples, batch).reshape(n, k)
-        lengths = samples.lengths.reshape(n, k).to(sequence_reference)
-        reference = sequence_reference if config.aggregation == "sum" else sequence_reference / lengths.clamp(min=1)
-        policy = self.module(batch).reshape(n, k)
-
-        prompts = [self.setup.train_data.prompts[i] for i in indices]
-        flat_prompts = [p for p in prompts for _ in range(k)]
-        flat_responses = as_responses(self.setup.tokenizer, flat_prompts, samples.responses())
-        responses = [flat_responses[x * k : (x + 1) * k] for x in range(n)]
-        nan = torch.full((n,), math.nan)
-        rewards = strength = nan
-        r = self.judge.reward(flat_prompts, flat_responses).reshape(n, k) if hasattr(self.judge, "reward") else None
+        step, micro, indices, piece = micro_batch
+        if self._drawn is None or self._drawn.key != (step, micro):
+            pieces = [p for s, m, _, p in self.micro_batches(step)[0] if (s, m) == (step, micro)]
+            self._drawn = self._draw(step, micro, indices, pieces)
+        drawn, config = self._drawn, self.config
+        policy = self.module(self._batch([drawn.groups[x] for x in piece]))
+        sequence_reference = drawn.reference[piece].to(policy)
+        targets = drawn.targets[piece].to(policy)
         if self.pairwise:
-            label_seed = step_generator(config.run.seed, step, self.setup.accelerator.process_index, micro, LABELS)
-            losses, preferences = self._judged_losses(policy, reference, prompts, responses, r, label_seed)
-            strength = (2 * preferences - 1).abs().mean(1).float().cpu()
+            lengths = drawn.lengths[piece].to(policy)
+            reference = sequence_reference if config.aggregation == "sum" else sequence_reference / lengths.clamp(min=1)
+            a, b = (list(side) for side in zip(*self.pairs))
+            losses = labelled_pair_losses(
+                self.loss_fn, policy[:, a], policy[:, b], reference[:, a], reference[:, b], targets, **self.loss_kwargs
+            ).mean(1)
         else:
             # The KL term is of whole responses: log π_ref summed (no gradient), as log π is.
-            r = r.to(policy.device, policy.dtype)
-            losses = rloo_losses(policy, sequence_reference.to(policy), r, tau=config.objective.tau).mean(1)
-        if r is not None:
-            rewards = r.double().mean(1).float().cpu()
-
-        # Monte Carlo KL(π‖π_ref) and entropy per sequence, weighted by π/q when q ≠ π.
-        log_pi, log_q = samples.logps.sum(1).double(), samples.sampling_logps.sum(1).double()
-        weights = (log_pi - log_q).exp() if self._warped else torch.ones_like(log_pi)
-        kl = (weights * (log_pi - sequence_reference.flatten().double())).reshape(n, k).mean(1)
-        entropy = (weights * -log_pi).reshape(n, k).mean(1)
-        cut = (~samples.finished).reshape(n, k).double()
-        rows = torch.stack(
-            [losses.detach().float().cpu(), rewards.cpu(), strength, kl.float().cpu(), entropy.float().cpu(),
-             lengths.mean(1).float().cpu(), cut.mean(1).float().cpu()],
-            dim=1,
-        )  # fmt: skip
-        return losses, rows, int(samples.lengths.sum())
+            losses = rloo_losses(policy, sequence_reference, targets, tau=config.objective.tau).mean(1)
+        rows = drawn.rows[piece].clone()
+        rows[:, 0] = losses.detach().float().cpu()
+        return losses, rows, int(drawn.lengths[piece].sum())
 
     @property
     def _warped(self) -> bool:
@@ -583,8 +632,8 @@ def train_online(
         eval_pairs=eval_prompts,
         callback=callback,
         settings={"tau": config.objective.tau, "loss": config.loss if pairwise else "rloo"},
-        make_forward=lambda m: SequenceForward(
-            m, aggregation=config.aggregation, chunk_size=config.optim.logprob_chunk_size,
+        make_forward=lambda m: GroupForward(
+            m, completions=config.generation.num_generations, aggregation=config.aggregation, chunk_size=config.optim.logprob_chunk_size,
             keep_probs_mb=config.optim.keep_probs_mb,
         ),  # fmt: skip
         load_data=load_prompt_data,

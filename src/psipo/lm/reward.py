@@ -39,13 +39,13 @@ from psipo.errors import PsipoInputError
 from psipo.lm.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from psipo.lm.judges import ensure_pad_token, padded, sequence_scores
 from psipo.lm.trainer import (
-    CPU_TOKENS_PER_FORWARD,
     PairsInput,
     PreferenceTask,
     Setup,
     StopTraining,
     TrainResult,
     run_training,
+    token_budget,
 )
 
 CALIBRATION_BINS = 10
@@ -237,8 +237,7 @@ class RewardTask:
         if self.patience is not None and setup.eval_data is None:
             raise PsipoInputError("early_stopping_patience: needs held-out pairs (eval_data or eval_fraction)")
         self.shared = False
-        budget = opt.max_tokens_per_forward
-        self.token_budget = (CPU_TOKENS_PER_FORWARD if accelerator.device.type == "cpu" else None) if budget == "auto" else budget
+        self.token_budget = token_budget(opt.max_tokens_per_forward, accelerator.device)
         self.lengths = [p.length for p in setup.train_data.pairs]
         self.step_pairs = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
         self._order: tuple[int, list[list[int]]] = (-1, [])

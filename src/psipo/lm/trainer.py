@@ -146,6 +146,13 @@ CPU_TOKENS_PER_FORWARD = 2048
 """``max_tokens_per_forward: auto`` on CPU: bounds activation memory at no cost in speed there."""
 
 
+def token_budget(max_tokens_per_forward: int | str | None, device: torch.device) -> int | None:
+    """The padded tokens one training forward may take: the key's value, with ``auto`` resolved."""
+    if max_tokens_per_forward == "auto":
+        return CPU_TOKENS_PER_FORWARD if device.type == "cpu" else None
+    return max_tokens_per_forward
+
+
 class PairForward(torch.nn.Module):
     """``batch → (chosen, rejected)`` log-probs of a policy as one module (see pair_logps)."""
 
@@ -516,8 +523,7 @@ class PreferenceTask:
         self.config, self.setup, self.module = config, setup, setup.forward
         opt, rc, accelerator = config.optim, config.reference_config, setup.accelerator
         self.shared = opt.share_prompt and supports_shared_prompt(setup.policy)
-        budget = opt.max_tokens_per_forward
-        self.token_budget = (CPU_TOKENS_PER_FORWARD if accelerator.device.type == "cpu" else None) if budget == "auto" else budget
+        self.token_budget = token_budget(opt.max_tokens_per_forward, accelerator.device)
         self.scorer = PairScorer(
             aggregation=config.aggregation,
             batch_size=2 * opt.batch_size,
