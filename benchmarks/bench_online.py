@@ -30,11 +30,14 @@ What is measured, identically for every run:
 * peak RSS: as in ``bench_trl.py`` (``os.wait4``'s ``ru_maxrss`` and psutil polling of the
   child's process tree, the larger).
 
+Each run is repeated (``--repeats``, 3 by default), the tools interleaved, and a tool's
+figures are the medians over its runs: on a shared machine a single run's time moves by ±20%.
+
 Targets (2 CPU cores): psipo ≥ 1.5× TRL's generated tokens/s at ≤ 0.7× its peak RSS, for
 each algorithm.
 
     python benchmarks/bench_online.py                          # the full benchmark
-    python benchmarks/bench_online.py --quick --out /tmp/b     # a tiny smoke run
+    python benchmarks/bench_online.py --quick --out /tmp/b     # a tiny smoke run (one repeat)
 
 Writes OUT/online_bench.json (every figure and the matched settings).
 """
@@ -78,6 +81,7 @@ class OnlineWorkload:
     num_generations: int = 2  # K: completions per prompt (the pairwise algorithms use 2)
     tau: float = 0.1
     learning_rate: float = 1e-5
+    max_tokens_per_forward: int = 256  # psipo only: see psipo_settings
     temperature: float = 1.0
     top_p: float = 1.0
     max_grad_norm: float = 1.0
@@ -96,7 +100,7 @@ class OnlineWorkload:
 
 FULL = dict(
     layers=4, hidden=256, vocab=8000, reward_layers=2, reward_hidden=128,
-    prompt_tokens=32, max_new_tokens=32, steps=4,
+    prompt_tokens=32, max_new_tokens=32, steps=8,
 )  # fmt: skip
 QUICK = dict(
     layers=2, hidden=64, vocab=512, reward_layers=1, reward_hidden=32,
@@ -132,6 +136,9 @@ def psipo_settings(w: OnlineWorkload, algorithm: str) -> dict[str, object]:
         "save_steps": None,
         "device": "cpu",
         "progress": False,
+        # psipo's memory setting (no TRL counterpart): forwards of at most this many padded
+        # tokens, backpropagated one by one; the same gradient as one forward.
+        "max_tokens_per_forward": w.max_tokens_per_forward,
     }
     if algorithm != "rloo":
         # TRL's online DPO trainer sums the completions' log-probs and makes the pair's
@@ -239,8 +246,8 @@ NOT_MATCHED = {
     "rloo": [
         "work per step differs by design: TRL generates, then runs a no-gradient policy forward "
         "(old log-probs for its clipped ratio, 1 at num_iterations=1), a reference forward and "
-        "the training forward; psipo's sampler runs π and π_ref token by token (π_ref's "
-        "log-probs come from the sampling pass) and then the training forward",
+        "the training forward, one row per completion; psipo generates, then runs the reference "
+        "forward and the training forward with a prompt's K completions in one row",
         "KL term: both use Σ(log π − log π_ref) over the completion, TRL from its no-gradient "
         "pass, psipo from the sampling pass; the loss is REINFORCE with a leave-one-out "
         "baseline in both (TRL's clipped-ratio form reduces to it at num_iterations=1)",
@@ -250,8 +257,10 @@ NOT_MATCHED = {
     "online_ipo": [
         "label: TRL makes the pair's higher-reward completion the winner (argmax); psipo's "
         "hard labels are a Bernoulli(σ(r_a − r_b)) draw; same cost, different label",
-        "reference: TRL runs its live reference copy over prompt + completion after "
-        "generation; psipo's sampler runs π_ref alongside π token by token",
+        "forwards: TRL runs its reference copy and the policy over prompt + completion, one row "
+        "per completion; psipo puts a prompt's two completions in one row (the prompt is "
+        "computed once) and runs the training forward in pieces of at most "
+        "max_tokens_per_forward tokens (the same gradient; less activation memory)",
         "reward-model input: psipo appends EOS after the response, TRL does not",
     ],
 }
@@ -380,53 +389,70 @@ def run_trl(algorithm: str, w: OnlineWorkload, fixture: dict, work: Path) -> dic
 # --------------------------------------------------------------------------- report
 
 
-def summarise(runs: dict[str, dict], w: OnlineWorkload) -> dict:
+FIGURES = ("s_per_step", "generated_tokens_per_s", "generated_tokens_per_cpu_s", "peak_rss_mib")
+"""What each run reports; a tool's figure is the median over its repeats."""
+
+
+def summarise(runs: dict[str, list[dict]], w: OnlineWorkload) -> tuple[dict[str, dict], dict]:
+    """Each run's figures, their medians per tool and algorithm, and the verdict on the medians."""
+    import statistics
+
     expected = w.generated_tokens()
-    for run in runs.values():
-        if run.get("exit_code") != 0 or "train_s" not in run:
-            continue
-        run["s_per_step"] = run["train_s"] / run["steps"]
-        run["generated_tokens_per_s"] = run["generated_tokens"] / run["train_s"]
-        run["generated_tokens_per_cpu_s"] = run["generated_tokens"] / run["train_cpu_s"]
-        run["generated_tokens_as_expected"] = run["generated_tokens"] == expected
-    verdict: dict[str, object] = {"expected_generated_tokens": expected}
+    medians: dict[str, dict] = {}
+    for name, repeats in runs.items():
+        done = [run for run in repeats if run.get("exit_code") == 0 and "train_s" in run]
+        for run in done:
+            run["s_per_step"] = run["train_s"] / run["steps"]
+            run["generated_tokens_per_s"] = run["generated_tokens"] / run["train_s"]
+            run["generated_tokens_per_cpu_s"] = run["generated_tokens"] / run["train_cpu_s"]
+            run["generated_tokens_as_expected"] = run["generated_tokens"] == expected
+        if done and len(done) == len(repeats):
+            medians[name] = {f: statistics.median(run[f] for run in done) for f in FIGURES}
+    verdict: dict[str, object] = {"expected_generated_tokens": expected, "repeats": max(map(len, runs.values()), default=0)}
     for algorithm in ALGORITHMS:
-        psipo, trl = runs.get(f"psipo_{algorithm}", {}), runs.get(f"trl_{algorithm}", {})
-        if "generated_tokens_per_s" in psipo and "generated_tokens_per_s" in trl:
+        psipo, trl = medians.get(f"psipo_{algorithm}"), medians.get(f"trl_{algorithm}")
+        if psipo and trl:
             speedup = psipo["generated_tokens_per_s"] / trl["generated_tokens_per_s"]
             memory = psipo["peak_rss_mib"] / trl["peak_rss_mib"]
             verdict[algorithm] = {
                 "speedup": speedup,
-                "cpu_speedup": psipo["generated_tokens_per_cpu_s"]
-                / trl["generated_tokens_per_cpu_s"],
+                "cpu_speedup": psipo["generated_tokens_per_cpu_s"] / trl["generated_tokens_per_cpu_s"],
                 "memory_ratio": memory,
                 "speed_pass": speedup >= TARGET_SPEEDUP,
                 "memory_pass": memory <= TARGET_MEMORY_RATIO,
             }
-    return verdict
+    return medians, verdict
 
 
-def print_table(runs: dict[str, dict], verdict: dict, w: OnlineWorkload) -> None:
+def print_table(runs: dict[str, list[dict]], medians: dict[str, dict], verdict: dict, w: OnlineWorkload) -> None:
     print(
         f"\n{w.steps} steps × {w.batch_size} prompts × K × {w.max_new_tokens} new tokens "
-        f"(K = {w.num_generations} for RLOO, 2 for the pairs)\n"
+        f"(K = {w.num_generations} for RLOO, 2 for the pairs); each run {verdict['repeats']}×, "
+        "interleaved; a tool's figure is the median of its runs\n"
     )
     header = (
-        f"{'run':<18}{'train s':>9}{'s/step':>8}{'gen tok/s':>11}{'tok/CPU-s':>11}"
-        f"{'peak RSS MiB':>14}{'gen tokens':>12}{'steps':>7}{'load':>6}"
+        f"{'run':<22}{'train s':>9}{'s/step':>8}{'gen tok/s':>11}{'tok/CPU-s':>11}"
+        f"{'peak RSS MiB':>14}{'gen tokens':>12}{'load':>6}"
     )
     print(header)
     print("-" * len(header))
-    for name, run in runs.items():
-        if "generated_tokens_per_s" not in run:
-            print(f"{name:<18} FAILED (exit {run.get('exit_code')}), see its log.txt")
-            continue
-        print(
-            f"{name:<18}{run['train_s']:>9.1f}{run['s_per_step']:>8.2f}"
-            f"{run['generated_tokens_per_s']:>11.1f}{run['generated_tokens_per_cpu_s']:>11.1f}"
-            f"{run['peak_rss_mib']:>14.0f}{run['generated_tokens']:>12}{run['steps']:>7}"
-            f"{run['load_average_after']:>6.1f}"
-        )
+    for name, repeats in runs.items():
+        for r, run in enumerate(repeats):
+            label = f"{name} #{r + 1}"
+            if "generated_tokens_per_s" not in run:
+                print(f"{label:<22} FAILED (exit {run.get('exit_code')}), see its log.txt")
+                continue
+            print(
+                f"{label:<22}{run['train_s']:>9.1f}{run['s_per_step']:>8.2f}"
+                f"{run['generated_tokens_per_s']:>11.1f}{run['generated_tokens_per_cpu_s']:>11.1f}"
+                f"{run['peak_rss_mib']:>14.0f}{run['generated_tokens']:>12}{run['load_average_after']:>6.1f}"
+            )
+        if name in medians:
+            m = medians[name]
+            print(
+                f"{name + ' median':<22}{'':>9}{m['s_per_step']:>8.2f}{m['generated_tokens_per_s']:>11.1f}"
+                f"{m['generated_tokens_per_cpu_s']:>11.1f}{m['peak_rss_mib']:>14.0f}"
+            )
     print()
     for algorithm in ALGORITHMS:
         v = verdict.get(algorithm)
@@ -457,11 +483,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS), help="which pairs"
     )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs of each tool, interleaved (default 3; 1 with --quick)"
+    )
     parser.add_argument("--skip-trl", action="store_true", help="run psipo only")
     parser.add_argument("--skip-psipo", action="store_true", help="run TRL only")
     parser.add_argument("--work", type=Path, default=None, help="keep fixture and run folders here")
     args = parser.parse_args(argv)
 
+    args.repeats = args.repeats or (1 if args.quick else 3)
     sizes = dict(QUICK if args.quick else FULL)
     if args.steps:
         sizes["steps"] = args.steps
@@ -485,27 +515,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{w.prompt_tokens} tokens",
             flush=True,
         )
-        runs: dict[str, dict] = {}
-        for algorithm in args.algorithms:
-            for tool in ("psipo", "trl"):
-                if (tool == "trl" and args.skip_trl) or (tool == "psipo" and args.skip_psipo):
-                    continue
-                name = f"{tool}_{algorithm}"
-                print(f"running {name} ...", flush=True)
-                run = (run_psipo if tool == "psipo" else run_trl)(algorithm, w, fixture, work)
-                runs[name] = run
-                if run["exit_code"] != 0 or "train_s" not in run:
-                    log = work / name / "log.txt"
-                    print(log.read_text()[-3000:] if log.exists() else "(no log)", file=sys.stderr)
-                else:
-                    print(
-                        f"  {run['train_s']:.1f} s training, {run['generated_tokens']} tokens, "
-                        f"{run['peak_rss_mib']:.0f} MiB peak",
-                        flush=True,
-                    )
-        verdict = summarise(runs, w)
+        runs: dict[str, list[dict]] = {}
+        # Repeats interleave the tools, so that a slow spell of a shared machine falls on both.
+        for repeat in range(args.repeats):
+            for algorithm in args.algorithms:
+                for tool in ("psipo", "trl"):
+                    if (tool == "trl" and args.skip_trl) or (tool == "psipo" and args.skip_psipo):
+                        continue
+                    name = f"{tool}_{algorithm}"
+                    print(f"running {name} #{repeat + 1} ...", flush=True)
+                    repeat_dir = work / f"repeat{repeat + 1}"
+                    run = (run_psipo if tool == "psipo" else run_trl)(algorithm, w, fixture, repeat_dir)
+                    runs.setdefault(name, []).append(run)
+                    if run["exit_code"] != 0 or "train_s" not in run:
+                        log = repeat_dir / name / "log.txt"
+                        print(log.read_text()[-3000:] if log.exists() else "(no log)", file=sys.stderr)
+                    else:
+                        print(
+                            f"  {run['train_s']:.1f} s training, {run['generated_tokens']} tokens, "
+                            f"{run['peak_rss_mib']:.0f} MiB peak",
+                            flush=True,
+                        )
+        medians, verdict = summarise(runs, w)
 
-    print_table(runs, verdict, w)
+    print_table(runs, medians, verdict, w)
     for algorithm in args.algorithms:
         differ = unmatched(settings[algorithm])
         print(f"{algorithm}: settings matched" + (f" except {differ}" if differ else ""))
@@ -526,12 +559,13 @@ def main(argv: list[str] | None = None) -> int:
         "versions": _versions(),
         "psipo_source": psipo_source,
         "runs": runs,
+        "medians": medians,
         "verdict": verdict,
     }
     out = args.out / "online_bench.json"
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nwrote {out}")
-    return 0 if runs and all("train_s" in r for r in runs.values()) else 1
+    return 0 if runs and all("train_s" in r for repeats in runs.values() for r in repeats) else 1
 
 
 if __name__ == "__main__":
