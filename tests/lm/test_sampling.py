@@ -64,6 +64,25 @@ def _rescored(model: nn.Module, samples: Samples) -> torch.Tensor:
         return sequence_logps(model, **samples.as_batch(), aggregation="sum")
 
 
+def test_a_repeated_prompt_is_computed_once_and_sampled_as_if_alone(any_policy, reference):
+    # The prompt pass runs over the distinct prompts and copies their KV caches to each row:
+    # every row must still be scored as its own prompt + response, by both models ...
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[3], PROMPTS[1], PROMPTS[0]]
+    calls = []
+    hook = any_policy.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        mixed = sample(any_policy, prompts, max_new_tokens=6, seed=3, reference=reference, beta=0.5)
+    finally:
+        hook.remove()
+    assert calls[0][0] == 3 and all(shape[0] == len(prompts) for shape in calls[1:])
+    torch.testing.assert_close(mixed.sequence_logps(), _rescored(any_policy, mixed), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed.reference_logps.sum(1), _rescored(reference, mixed), atol=1e-5, rtol=1e-5)
+    # ... and greedy rows of one prompt agree with each other and with that prompt sampled alone.
+    greedy = sample(any_policy, prompts, max_new_tokens=6, seed=0, temperature=0).responses()
+    alone = sample(any_policy, [PROMPTS[0]], max_new_tokens=6, seed=0, temperature=0).responses()[0]
+    assert greedy[0] == greedy[2] == greedy[5] == alone and greedy[1] == greedy[4]
+
+
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.8)])
 def test_summed_token_logps_equal_sequence_logps(any_policy, reference, temperature, top_p):
     policy = any_policy

@@ -43,8 +43,9 @@ next-token distributions coincide). Temperature and top-p, if set, apply to the 
 would mean reseeding (or forking) the global RNG that training relies on; and it runs one
 model, so the mixture of two models with two KV caches would have to hide the reference's
 forward pass inside a logits processor. The loop here is the same algorithm as ``generate``'s
-sampling — one forward pass over the left-padded prompts, then one token per step through the
-model's own cache (``use_cache=True``), with position ids that skip the left padding — and it
+sampling — one forward pass over the left-padded prompts (each distinct prompt once, however
+many responses it is asked for), then one token per step through the model's own cache
+(``use_cache=True``), with position ids that skip the left padding — and it
 returns the exact per-token log-probs on the way. The tests check it against ``generate`` at
 temperature 0 (greedy) and against :func:`psipo.lm.sequence_logps`.
 
@@ -174,6 +175,21 @@ class _CachedModel:
         if self.cache is None:
             raise PsipoInputError(f"model: {type(unwrap_causal_lm(self.model)).__name__} returned no KV cache")
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    def expand(self, rows: torch.Tensor, logps: torch.Tensor) -> torch.Tensor:
+        """After the prompt pass over distinct prompts: give row ``i`` the cache of prompt
+        ``rows[i]``; returns the prompt pass's ``logps`` likewise expanded."""
+        if len(rows) == logps.shape[0]:
+            return logps  # every prompt distinct: nothing to copy
+        rows_here = rows.to(self.device)
+        reorder = getattr(self.cache, "reorder_cache", None)
+        if callable(reorder):
+            reorder(rows_here)
+        elif isinstance(self.cache, tuple):  # the legacy per-layer (keys, values) tuples
+            self.cache = tuple(tuple(t.index_select(0, rows_here) for t in layer) for layer in self.cache)
+        else:
+            raise PsipoInputError(f"model: {type(unwrap_causal_lm(self.model)).__name__}'s KV cache cannot be reordered")
+        return logps[rows.to(logps.device)]
 
 
 def _token_ids(value: Any, key: str) -> list[int]:
@@ -359,7 +375,12 @@ def _decode(
     pad_id: int,
 ) -> Samples:
     device = policy.device
-    input_ids, attention_mask, position_ids = (t.to(device) for t in _left_padded(prompt_ids, pad_id))
+    # A prompt asked for several responses is computed once: the prompt pass runs over the
+    # distinct prompts, and its KV cache and logits are then copied to each of their rows.
+    distinct: dict[tuple[int, ...], int] = {}
+    rows = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids], device=device)
+    prompt_pass = [list(p) for p in distinct]
+    input_ids, attention_mask, position_ids = (t.to(device) for t in _left_padded(prompt_pass, pad_id))
     n = len(prompt_ids)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -370,6 +391,10 @@ def _decode(
         ref_logps = None
         if reference is not None:
             ref_logps = reference(input_ids, attention_mask, position_ids).to(device)
+        if step == 0:
+            policy_logps = policy.expand(rows, policy_logps)
+            ref_logps = reference.expand(rows, ref_logps) if reference is not None else None
+            attention_mask, position_ids = attention_mask[rows], position_ids[rows]
         if ref_logps is not None and ref_logps.shape != policy_logps.shape:
             raise PsipoInputError(
                 f"reference: its vocabulary ({ref_logps.shape[-1]} logits) differs from the policy's "
