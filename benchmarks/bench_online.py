@@ -81,7 +81,7 @@ class OnlineWorkload:
     num_generations: int = 2  # K: completions per prompt (the pairwise algorithms use 2)
     tau: float = 0.1
     learning_rate: float = 1e-5
-    max_tokens_per_forward: int | str = "auto"  # psipo only: see psipo_settings
+    max_tokens_per_forward: int | str = 256  # psipo only: see psipo_settings
     temperature: float = 1.0
     top_p: float = 1.0
     max_grad_norm: float = 1.0
@@ -136,9 +136,9 @@ def psipo_settings(w: OnlineWorkload, algorithm: str) -> dict[str, object]:
         "save_steps": None,
         "device": "cpu",
         "progress": False,
-        # psipo's memory setting (no TRL counterpart; its default unless --max-tokens-per-forward):
-        # forwards of at most this many padded tokens, backpropagated one by one, for the same
-        # gradient as one forward. auto (2048 on CPU) runs this workload's batch in one forward.
+        # psipo's memory setting (no TRL counterpart): training forwards of at most this many
+        # padded tokens, backpropagated one by one, for the same gradient as one forward. Its
+        # default, auto (2048 on CPU), runs this workload's batch in one forward.
         "max_tokens_per_forward": w.max_tokens_per_forward,
     }
     if algorithm != "rloo":
@@ -261,7 +261,7 @@ NOT_MATCHED = {
         "forwards: TRL runs its reference copy and the policy over prompt + completion, one row "
         "per completion; psipo puts a prompt's two completions in one row (the prompt is "
         "computed once) and runs the training forward in pieces of at most "
-        "max_tokens_per_forward tokens (the same gradient; less activation memory)",
+        "max_tokens_per_forward tokens (256 here: the same gradient, less activation memory)",
         "reward-model input: psipo appends EOS after the response, TRL does not",
     ],
 }
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-tokens-per-forward",
         type=int,
         default=None,
-        help="psipo's max_tokens_per_forward (default: its own, auto); smaller trades speed for memory",
+        help="psipo's max_tokens_per_forward (default 256; 0: psipo's own default, auto)",
     )
     parser.add_argument("--skip-trl", action="store_true", help="run psipo only")
     parser.add_argument("--skip-psipo", action="store_true", help="run TRL only")
@@ -504,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes["steps"] = args.steps
     if args.max_new_tokens:
         sizes["max_new_tokens"] = args.max_new_tokens
-    if args.max_tokens_per_forward:
-        sizes["max_tokens_per_forward"] = args.max_tokens_per_forward
+    if args.max_tokens_per_forward is not None:
+        sizes["max_tokens_per_forward"] = args.max_tokens_per_forward or "auto"
     w = OnlineWorkload(**sizes)
     psipo_source = _git_revision()
     settings = {

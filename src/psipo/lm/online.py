@@ -14,14 +14,16 @@ Each optimizer step, for each prompt of the step:
    ``rloo``: the reward of each response and :func:`psipo.online.rloo_losses` (the KL-shaped
    reward r − τ·log π/π_ref with a leave-one-out baseline: the RLHF objective of Eq. 3); the
    prompt's loss is the mean over its K samples;
-3. the loss of the step is the mean over its prompts. π's log-probs (with gradient) and
-   π_ref's come from forwards over pieces of the batch of at most ``max_tokens_per_forward``
-   tokens, a prompt's K responses in one row ``[x | y_1 | … | y_K]`` that hides them from each
+3. the loss of the step is the mean over its prompts. π_ref's log-probs come from one
+   no-gradient forward over the micro-batch and π's (with gradient) from forwards over pieces
+   of it of at most ``max_tokens_per_forward`` tokens, each backpropagated before the next; in
+   both, a prompt's K responses share one row ``[x | y_1 | … | y_K]`` that hides them from each
    other (``share_prompt``, :func:`psipo.lm.data.collate_groups`): the prompt is computed once
    and only one piece's activations are alive at a time, for the same gradient. Everything
-   after that — backward, clipping, the non-finite guard, AdamW, metrics.jsonl, checkpoints, ``--resume``, ``final/``,
-   trackers, the progress line — is :func:`psipo.lm.trainer.run_training`, the loop of
-   ``psipo train``: :class:`OnlineTask` is one more :class:`psipo.lm.loop.Task`.
+   after that — backward, clipping, the non-finite guard, AdamW, metrics.jsonl, checkpoints,
+   ``--resume``, ``final/``, trackers, the progress line — is
+   :func:`psipo.lm.trainer.run_training`, the loop of ``psipo train``: :class:`OnlineTask` is
+   one more :class:`psipo.lm.loop.Task`.
 
 The fixed point each algorithm converges to (Nash equilibrium, IPO-MD's own, the RLHF optimum)
 is derived in :mod:`psipo.online` and checked exactly in :mod:`psipo.tabular.online`.
@@ -412,9 +414,9 @@ class OnlineTask:
         batch = collate_groups(groups, self.setup.pad_id, shared_prompt=self.shared)
         return {key: value.to(self.setup.accelerator.device) for key, value in batch.items()}
 
-    def _draw(self, step: int, micro: int, indices: list[int], pieces: list[list[int]]) -> Drawn:
-        """Sample the micro-batch's responses; score them under π_ref (piece by piece); judge
-        or reward them; and the metric rows."""
+    def _draw(self, step: int, micro: int, indices: list[int]) -> Drawn:
+        """Sample the micro-batch's responses; score them under π_ref; judge or reward them; and
+        the metric rows."""
         from psipo.lm.evaluate import as_responses
         from psipo.lm.logprobs import group_logps
         from psipo.lm.sampling import sample
@@ -440,14 +442,13 @@ class OnlineTask:
         if samples.reference_logps is not None:
             reference = samples.reference_logps.sum(1).reshape(n, k)
         else:
+            # One no-gradient forward for the micro-batch, as psipo train's reference scorer: it
+            # keeps no activations, so it needs no pieces.
             with torch.no_grad():
-                reference = torch.cat([
-                    group_logps(
-                        self.reference, self._batch([groups[x] for x in piece]), completions=k,
-                        aggregation="sum", chunk_size=config.optim.logprob_chunk_size,
-                    )
-                    for piece in pieces
-                ])  # fmt: skip
+                reference = group_logps(
+                    self.reference, self._batch(groups), completions=k,
+                    aggregation="sum", chunk_size=config.optim.logprob_chunk_size,
+                )  # fmt: skip
 
         prompts = [self.setup.train_data.prompts[i] for i in indices]
         flat_prompts = [p for p in prompts for _ in range(k)]
@@ -500,8 +501,7 @@ class OnlineTask:
 
         step, micro, indices, piece = micro_batch
         if self._drawn is None or self._drawn.key != (step, micro):
-            pieces = [p for s, m, _, p in self.micro_batches(step)[0] if (s, m) == (step, micro)]
-            self._drawn = self._draw(step, micro, indices, pieces)
+            self._drawn = self._draw(step, micro, indices)
         drawn, config = self._drawn, self.config
         policy = self.module(self._batch([drawn.groups[x] for x in piece]))
         sequence_reference = drawn.reference[piece].to(policy)
