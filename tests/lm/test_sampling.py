@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from psipo.errors import PsipoInputError
+from psipo.lm import sampling
 from psipo.lm.fixtures import make_tiny_model
 from psipo.lm.logprobs import sequence_logps
 from psipo.lm.sampling import Samples, sample
@@ -81,6 +82,34 @@ def test_a_repeated_prompt_is_computed_once_and_sampled_as_if_alone(any_policy, 
     greedy = sample(any_policy, prompts, max_new_tokens=6, seed=0, temperature=0).responses()
     alone = sample(any_policy, [PROMPTS[0]], max_new_tokens=6, seed=0, temperature=0).responses()[0]
     assert greedy[0] == greedy[2] == greedy[5] == alone and greedy[1] == greedy[4]
+
+
+def test_decode_steps_write_the_kv_cache_in_place_with_the_samples_of_a_growing_cache(any_policy, reference, monkeypatch):
+    # The reserved cache layers must be the ones decoding (else this test proves nothing) ...
+    writes = []
+    update = sampling._ReservedLayer.update
+    monkeypatch.setattr(sampling._ReservedLayer, "update", lambda self, *a, **k: writes.append(1) or update(self, *a, **k))
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[3]]
+    reserved = sample(any_policy, prompts, max_new_tokens=7, seed=5, reference=reference, beta=0.3)
+    layers = 2
+    assert len(writes) == 2 * layers * 6  # both models, every layer, every step after the prompt pass
+    # ... and give what transformers' own cache (concatenation at every step) gives.
+    monkeypatch.setattr(sampling, "_ReservedLayer", None)
+    growing = sample(any_policy, prompts, max_new_tokens=7, seed=5, reference=reference, beta=0.3)
+    assert torch.equal(reserved.response_ids, growing.response_ids)
+    for field in ("logps", "sampling_logps", "reference_logps"):
+        torch.testing.assert_close(getattr(reserved, field), getattr(growing, field), atol=1e-6, rtol=1e-6)
+
+
+def test_a_reserved_cache_layer_past_its_room_concatenates():
+    keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    layer = sampling._ReservedLayer(keys, values, torch.tensor([1, 0, 1]), extra=1)
+    new = [torch.randn(3, 3, 1, 5) for _ in range(4)]
+    k1, v1 = layer.update(new[0], new[1])  # fills the reserved position
+    k2, v2 = layer.update(new[2], new[3])  # past it
+    torch.testing.assert_close(k2, torch.cat([keys[[1, 0, 1]], new[0], new[2]], dim=-2))
+    torch.testing.assert_close(v2, torch.cat([values[[1, 0, 1]], new[1], new[3]], dim=-2))
+    assert layer.get_seq_length() == 6
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.8)])

@@ -176,20 +176,70 @@ class _CachedModel:
             raise PsipoInputError(f"model: {type(unwrap_causal_lm(self.model)).__name__} returned no KV cache")
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
-    def expand(self, rows: torch.Tensor, logps: torch.Tensor) -> torch.Tensor:
+    def expand(self, rows: torch.Tensor, logps: torch.Tensor, *, new_tokens: int) -> torch.Tensor:
         """After the prompt pass over distinct prompts: give row ``i`` the cache of prompt
-        ``rows[i]``; returns the prompt pass's ``logps`` likewise expanded."""
-        if len(rows) == logps.shape[0]:
-            return logps  # every prompt distinct: nothing to copy
+        ``rows[i]``, with room for ``new_tokens`` more positions; returns the prompt pass's
+        ``logps`` likewise expanded."""
         rows_here = rows.to(self.device)
-        reorder = getattr(self.cache, "reorder_cache", None)
-        if callable(reorder):
-            reorder(rows_here)
+        layers = getattr(self.cache, "layers", None)
+        if _ReservedLayer is not None and isinstance(layers, list):
+            for i, layer in enumerate(layers):
+                if type(layer) is _DynamicLayer and layer.is_initialized:  # else: sliding, linear, … as is
+                    layers[i] = _ReservedLayer(layer.keys, layer.values, rows_here, extra=new_tokens)
+                elif layer.get_seq_length() > 0:
+                    layer.reorder_cache(rows_here)
+        elif len(rows) == logps.shape[0]:
+            return logps  # every prompt distinct: nothing to copy
+        elif callable(getattr(self.cache, "reorder_cache", None)):
+            self.cache.reorder_cache(rows_here)
         elif isinstance(self.cache, tuple):  # the legacy per-layer (keys, values) tuples
             self.cache = tuple(tuple(t.index_select(0, rows_here) for t in layer) for layer in self.cache)
         else:
             raise PsipoInputError(f"model: {type(unwrap_causal_lm(self.model)).__name__}'s KV cache cannot be reordered")
         return logps[rows.to(logps.device)]
+
+
+try:  # transformers >= 4.56: a cache is a list of per-layer objects
+    from transformers.cache_utils import DynamicLayer as _DynamicLayer
+except ImportError:  # pragma: no cover - older transformers: the cache grows by concatenation
+    _DynamicLayer = None
+
+if _DynamicLayer is not None:
+
+    class _ReservedLayer(_DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are views of buffers with room reserved for
+        the response: a decode step writes its position in place.
+
+        transformers' ``DynamicLayer`` concatenates at every step, copying the whole cache (a
+        sixth of a small model's decode time on CPU, more with a fixed mmap threshold, as every
+        copy maps fresh pages). Past the reserved room it falls back to concatenation.
+        """
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, *, extra: int) -> None:
+            super().__init__()
+            length = keys.shape[-2]
+            self._buffers = []
+            for cached in (keys, values):
+                buffer = cached.new_empty((len(rows), *cached.shape[1:-2], length + extra, cached.shape[-1]))
+                torch.index_select(cached, 0, rows, out=buffer[..., :length, :])
+                self._buffers.append(buffer)
+            self.keys, self.values = (buffer[..., :length, :] for buffer in self._buffers)
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            start = self.keys.shape[-2]
+            end = start + key_states.shape[-2]
+            if end > self._buffers[0].shape[-2]:
+                return super().update(key_states, value_states, *args, **kwargs)
+            for buffer, new in zip(self._buffers, (key_states, value_states)):
+                buffer[..., start:end, :] = new
+            self.keys, self.values = (buffer[..., :end, :] for buffer in self._buffers)
+            return self.keys, self.values
+
+else:  # pragma: no cover
+    _ReservedLayer = None
 
 
 def _token_ids(value: Any, key: str) -> list[int]:
@@ -392,8 +442,8 @@ def _decode(
         if reference is not None:
             ref_logps = reference(input_ids, attention_mask, position_ids).to(device)
         if step == 0:
-            policy_logps = policy.expand(rows, policy_logps)
-            ref_logps = reference.expand(rows, ref_logps) if reference is not None else None
+            policy_logps = policy.expand(rows, policy_logps, new_tokens=max_new_tokens)
+            ref_logps = reference.expand(rows, ref_logps, new_tokens=max_new_tokens) if reference is not None else None
             attention_mask, position_ids = attention_mask[rows], position_ids[rows]
         if ref_logps is not None and ref_logps.shape != policy_logps.shape:
             raise PsipoInputError(
