@@ -13,7 +13,6 @@ import os
 import sys
 import typing
 
-from psipo._memory import fix_mmap_threshold
 from psipo.errors import PsipoInputError, PsipoNonFiniteError
 
 # Each subcommand lives in its own module; importing lazily keeps `psipo solve` from paying
@@ -67,7 +66,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    fix_mmap_threshold()  # a training step's freed activations go back to the OS (see psipo._memory)
     try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
         argv = list(sys.argv[1:] if argv is None else argv)
         parser = build_parser(only=_subcommand_from(argv))
