@@ -101,6 +101,24 @@ def test_decode_steps_write_the_kv_cache_in_place_with_the_samples_of_a_growing_
         torch.testing.assert_close(getattr(reserved, field), getattr(growing, field), atol=1e-6, rtol=1e-6)
 
 
+def test_prompts_of_one_length_decode_without_a_mask_and_score_as_with_one(any_policy, reference):
+    prompts = [PROMPTS[0], [21, 22, 23, 24, 25, 26], PROMPTS[0]]  # no padding
+    masks = []
+    hook = any_policy.register_forward_pre_hook(lambda module, args, kwargs: masks.append(kwargs.get("attention_mask")), with_kwargs=True)
+    try:
+        samples = sample(any_policy, prompts, max_new_tokens=6, seed=2, reference=reference, beta=0.5)
+        padded = sample(any_policy, [*prompts, PROMPTS[1]], max_new_tokens=6, seed=2, reference=reference, beta=0.5)
+    finally:
+        hook.remove()
+    steps = len(masks) - padded.response_ids.shape[1]
+    assert all(mask is None for mask in masks[:steps]) and all(mask is not None for mask in masks[steps:])
+    torch.testing.assert_close(samples.sequence_logps(), _rescored(any_policy, samples), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(samples.reference_logps.sum(1), _rescored(reference, samples), atol=1e-5, rtol=1e-5)
+    greedy = sample(any_policy, prompts, max_new_tokens=6, seed=0, temperature=0).responses()
+    with_padding = sample(any_policy, [*prompts, PROMPTS[1]], max_new_tokens=6, seed=0, temperature=0).responses()
+    assert greedy == with_padding[:3]
+
+
 def test_a_reserved_cache_layer_past_its_room_concatenates():
     keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
     layer = sampling._ReservedLayer(keys, values, torch.tensor([1, 0, 1]), extra=1)

@@ -155,14 +155,13 @@ class _CachedModel:
         self.cache: Any = None
 
     def __call__(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor
     ) -> torch.Tensor:
-        """``[B, V]`` float32 log-softmax of the logits after the last of ``input_ids``."""
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids.to(self.device),
-            "attention_mask": attention_mask.to(self.device),
-            "use_cache": True,
-        }
+        """``[B, V]`` float32 log-softmax of the logits after the last of ``input_ids``
+        (``attention_mask`` None: no padding, plain causal attention)."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device), "use_cache": True}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.to(self.device)
         if self.positions:
             kwargs["position_ids"] = position_ids.to(self.device)
         if self.cache is not None:
@@ -431,16 +430,20 @@ def _decode(
     rows = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids], device=device)
     prompt_pass = [list(p) for p in distinct]
     input_ids, attention_mask, position_ids = (t.to(device) for t in _left_padded(prompt_pass, pad_id))
+    # Prompts of one length need no mask at all (nor do their responses, which all rows decode
+    # in step): the models skip building one at every step.
+    padded = not bool(attention_mask.all())
     n = len(prompt_ids)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     tokens, logps, sampling_logps, reference_logps, alive = [], [], [], [], []
 
     for step in range(max_new_tokens):
-        policy_logps = policy(input_ids, attention_mask, position_ids)
+        mask = attention_mask if padded else None
+        policy_logps = policy(input_ids, mask, position_ids)
         ref_logps = None
         if reference is not None:
-            ref_logps = reference(input_ids, attention_mask, position_ids).to(device)
+            ref_logps = reference(input_ids, mask, position_ids).to(device)
         if step == 0:
             policy_logps = policy.expand(rows, policy_logps, new_tokens=max_new_tokens)
             ref_logps = reference.expand(rows, ref_logps, new_tokens=max_new_tokens) if reference is not None else None
@@ -469,7 +472,8 @@ def _decode(
         # the next step feeds only the new token; finished rows feed padding that nothing reads
         input_ids = token[:, None]
         position_ids = position_ids[:, -1:] + 1
-        attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=1)
+        if padded:
+            attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=1)
 
     return Samples(
         prompt_ids=prompt_ids,
