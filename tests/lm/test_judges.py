@@ -82,6 +82,10 @@ def user_module(tmp_path, monkeypatch):
         "    return [float('inf')] * len(responses)\n"
         "def text(prompts, responses):\n"
         "    return ['good'] * len(responses)\n"
+        "def any_arity(*args):\n"
+        "    return [0.5] * len(args[1])\n"
+        "def one_argument(prompts):\n"
+        "    return [0.5] * len(prompts)\n"
         "NOT_CALLABLE = 3\n"
         "class Nested:\n"
         "    @staticmethod\n"
@@ -197,6 +201,14 @@ def test_config_values_make_judges(user_module, reward_model_dir, tmp_path):
     judge = make_judge(f"{user_module}:shorter")
     assert isinstance(judge, CallableJudge) and judge.judge(["p"], ["a"], ["bb"]).tolist() == [1.0]
     assert isinstance(make_reward(f"{user_module}:length"), CallableReward)
+    # A judge: function of (prompts, responses) is a reward function, judging by σ(r_a − r_b).
+    by_reward = make_judge(f"{user_module}:length")
+    assert isinstance(by_reward, CallableReward) and by_reward.name == "my_judges:length"
+    torch.testing.assert_close(by_reward.judge(["p"], ["abc"], ["a"]), torch.tensor([sigmoid(2)], dtype=torch.float64))
+    # Anything that takes three arguments (or whose arity is unknown) is asked for P(a ≻ b).
+    assert isinstance(make_judge(f"{user_module}:any_arity"), CallableJudge)
+    with pytest.raises(PsipoInputError, match=r"^judge my_judges:one_argument: raised TypeError: "):
+        make_judge(f"{user_module}:one_argument").judge(["p"], ["a"], ["b"])
     rm = make_judge(str(reward_model_dir), batch_size=2)
     assert isinstance(rm, RewardModel) and rm.batch_size == 2
     assert 0 < float(rm.judge(["w1"], ["w2"], ["w3"])[0]) < 1

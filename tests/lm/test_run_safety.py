@@ -152,6 +152,21 @@ def test_resume_without_a_checkpoint_or_a_folder_is_one_clear_line(base_config, 
         run(base_config, rows, resume=True, output_dir=None)
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_replaced_only_with_overwrite(tmp_path):
+    # E.g. a judge that raised at step 1: config.yaml and metrics.jsonl, no checkpoint.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("learning_rate: 0.1\n")
+    (out / "metrics.jsonl").write_text("")
+    with pytest.raises(PsipoInputError, match=r"holds another run \(config.yaml, metrics.jsonl\); it has no checkpoint to resume; pass --overwrite to replace it"):
+        open_run_folder(out, resume=False, overwrite=False)
+    with pytest.raises(PsipoInputError, match=r"resume: no checkpoint in .*; drop --resume and pass --overwrite to start a fresh run$"):
+        open_run_folder(out, resume=True, overwrite=False)
+    assert (out / "config.yaml").read_text() == "learning_rate: 0.1\n"  # refusals touch nothing
+    open_run_folder(out, resume=False, overwrite=True).release()
+    assert not (out / "config.yaml").exists() and not (out / "metrics.jsonl").exists()
+
+
 # ---------------------------------------------------------------------------------------
 # Non-finite values never reach the disk
 

@@ -364,10 +364,29 @@ def make_reward(spec: str, *, key: str = "reward", **options: Any) -> RewardJudg
 
 
 def make_judge(spec: str, *, key: str = "judge", **options: Any) -> Judge:
-    """A config's ``judge:`` value: a local folder → :class:`RewardModel` (σ(r_a − r_b)),
-    ``package.module:function`` → :class:`CallableJudge` (the function returns P(a ≻ b))."""
+    """A config's ``judge:`` value: a local folder → :class:`RewardModel` (σ(r_a − r_b));
+    ``package.module:function`` → :class:`CallableJudge` when the function takes
+    ``(prompts, responses_a, responses_b)`` (it returns P(a ≻ b)), or :class:`CallableReward`
+    (σ(r_a − r_b), like a reward model) when it takes only ``(prompts, responses)``."""
     if Path(spec).expanduser().is_dir():
         return make_reward(spec, key=key, **options)
     if ":" not in spec:
         raise PsipoInputError(f"{key}: {spec!r} is neither a local folder (a reward model) nor package.module:function")
-    return CallableJudge(spec, key=key)
+    fn = load_callable(spec, key=key)
+    if _accepts(fn, 3) or not _accepts(fn, 2):
+        return CallableJudge(fn, name=spec, key=key)
+    return CallableReward(fn, name=spec, key=key)
+
+
+def _accepts(fn: Callable[..., Any], n: int) -> bool:
+    """Whether ``fn`` can be called with ``n`` positional arguments (True when its signature
+    cannot be read, as for some C callables)."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(*range(n))
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True

@@ -110,8 +110,9 @@ class OnlineObjectiveConfig:
     online_dpo: DPO's loss on such pairs; rloo: K samples per prompt, reward − τ·log π/π_ref,
     leave-one-out baseline (the RLHF objective, Eq. 3)."""
     judge: str | None = None
-    """Pairwise algorithms: a reward-model folder (P = σ(r_a − r_b)) or
-    package.module:function(prompts, responses_a, responses_b) → P(a ≻ b) (required for them)."""
+    """Pairwise algorithms: a reward-model folder (P = σ(r_a − r_b)),
+    package.module:function(prompts, responses_a, responses_b) → P(a ≻ b), or a reward
+    function package.module:function(prompts, responses) → r, P = σ(r_a − r_b) (required for them)."""
     reward: str | None = None
     """rloo: a reward-model folder or package.module:function(prompts, responses) → r (required for it)."""
     labels: Literal["soft", "hard"] = "soft"

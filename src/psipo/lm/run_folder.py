@@ -128,17 +128,20 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
         remove_stale_temporaries(path)
         remove_stale_temporaries(folder.checkpoints)
         present = _run_files(path)
-        if resume and not list_checkpoints(path):
+        resumable = bool(list_checkpoints(path))
+        if resume and not resumable:
+            # A run that stopped before its first checkpoint leaves files a fresh start must replace.
+            fresh = "drop --resume and pass --overwrite" if present else "drop --resume"
             raise PsipoInputError(
                 f"resume: no checkpoint in {folder.checkpoints} to resume (save_steps sets how often "
-                "checkpoints are written); drop --resume to start a fresh run"
+                f"checkpoints are written); {fresh} to start a fresh run"
             )
         if not resume and present:
             if not overwrite:
                 shown = ", ".join(name + ("/" if (path / name).is_dir() else "") for name in present)
+                instead = "pass --resume to continue it, --overwrite" if resumable else "it has no checkpoint to resume; pass --overwrite"
                 raise PsipoInputError(
-                    f"output_dir: {path} holds another run ({shown}); pass --resume to continue it, "
-                    "--overwrite to replace it, or choose another output_dir"
+                    f"output_dir: {path} holds another run ({shown}); {instead} to replace it, or choose another output_dir"
                 )
             _clear(path, present)
     except BaseException:
