@@ -30,6 +30,16 @@ def workdir(tmp_path_factory):
     return root
 
 
+def test_a_batch_larger_than_the_data_is_said_once_and_trains_on_all_of_it(workdir):
+    result = psipo("train", "--config", "run.yaml", "--batch_size", "100", "--max_steps", "1", "--output_dir", "big", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "= 100 is more than that: every step takes all of them" in result.stderr
+    record = json.loads((workdir / "big" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["epoch"] == 1.0
+    quiet = psipo("train", "--config", "run.yaml", "--max_steps", "1", "--output_dir", "small", cwd=workdir)
+    assert quiet.returncode == 0 and "more than that" not in quiet.stderr
+
+
 def test_train_end_to_end_then_reload_the_final_model(workdir):
     result = psipo("train", "--config", "run.yaml", "--max_steps", "6", "--logging_steps", "1", cwd=workdir)
     assert result.returncode == 0, result.stderr

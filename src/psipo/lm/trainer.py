@@ -463,6 +463,13 @@ def _load_inputs(
     train_data, eval_data = load_data(config, tokenizer, train_pairs, eval_pairs)
     if run.progress and accelerator.is_main_process:
         held_out = f", {len(eval_data)} held out" if eval_data is not None else ""
+        opt = config.optim
+        per_step = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+        if per_step > len(train_data):  # not an error (full-batch steps), but rarely what was meant
+            held_out += (
+                f"; batch_size × gradient_accumulation_steps × processes = {per_step} is more than that: "
+                "every step takes all of them"
+            )
         print(f"{command}: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
     if model is None:
         model = (load_model or load_causal_lm)(mc.model, mc)
