@@ -119,6 +119,10 @@ def test_every_algorithm_end_to_end(in_workdir, args):
         (["--algorithm", "online_ipo"], "psipo: error: missing required key 'judge'"),
         (["--judge", "judges_demo:no_such_function"], "psipo: error: judge: 'judges_demo:no_such_function': module"),
         (["--judge", "rm", "--prompts", "no_prompt.jsonl"], "psipo: error: no_prompt.jsonl:1: field 'prompt': missing"),
+        (["--algorithm", "rloo", "--judge", "rm", "--reward", "rm"],
+         "psipo: error: --judge: rloo learns from a reward, not a judge: unset judge and set reward"),
+        (["--judge", "rm", "--reward", "rm"],
+         "psipo: error: --reward: online_ipo learns from a judge, not a reward: give the reward model or function as judge"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(in_workdir, capsys, args, message):
