@@ -29,6 +29,7 @@ shape, a NaN, a probability outside [0, 1] or a non-finite reward is a one-line
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -381,8 +382,6 @@ def make_judge(spec: str, *, key: str = "judge", **options: Any) -> Judge:
 def _accepts(fn: Callable[..., Any], n: int) -> bool:
     """Whether ``fn`` can be called with ``n`` positional arguments (True when its signature
     cannot be read, as for some C callables)."""
-    import inspect
-
     try:
         inspect.signature(fn).bind(*range(n))
     except TypeError:
