@@ -3,6 +3,7 @@ Ctrl-C at any point of start-up: ``psipo: interrupted`` and exit 130. Never a tr
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 import psipo.cli
 from psipo.cli import main
+from psipo.errors import PsipoInputError
 
 PSIPO = [sys.executable, "-m", "psipo"]
 PROBLEM = "actions: [a, b]\npreferences: [[0.5, 0.7], [0.3, 0.5]]\ntau: 1\n"
@@ -72,7 +74,7 @@ def test_ctrl_c_during_start_up_is_a_one_line_exit_130(tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert "Traceback" not in stderr
-    assert process.returncode == 130 and stderr.strip() == "psipo: interrupted"
+    assert (process.returncode, stderr.strip()) == (130, "psipo: interrupted")
 
 
 def test_ctrl_c_while_building_the_parser_is_handled(monkeypatch, capsys):
@@ -82,6 +84,41 @@ def test_ctrl_c_while_building_the_parser_is_handled(monkeypatch, capsys):
     monkeypatch.setattr(psipo.cli, "build_parser", interrupted)
     assert main(["train", "--config", "x.yaml"]) == 130
     assert capsys.readouterr().err == "psipo: interrupted\n"
+
+
+@pytest.mark.parametrize("later_error", [RecursionError, AttributeError, PsipoInputError])
+def test_ctrl_c_that_a_library_swallows_is_still_the_interrupt(monkeypatch, capsys, later_error):
+    # Found by sending SIGINT at 30 ms steps into start-up: numpy, interrupted mid-import by a
+    # library that catches the KeyboardInterrupt, recursed later, and psipo called that bad input.
+    def swallowing_import(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the real handler
+            time.sleep(1)  # not reached: the handler raises at once
+        except KeyboardInterrupt:
+            pass  # the library's bare except
+        raise later_error("what the half-imported library does next")
+
+    monkeypatch.setattr("psipo.cli.solve.run", swallowing_import)
+    assert main(["solve", "p.yaml"]) == 130
+    assert capsys.readouterr().err == "psipo: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_caller_s_own_sigint_handler_is_left_alone(monkeypatch, capsys):
+    def own_handler(signum, frame):
+        raise KeyboardInterrupt
+
+    def reader(args):
+        assert signal.getsignal(signal.SIGINT) is own_handler
+        raise RecursionError
+
+    monkeypatch.setattr("psipo.cli.solve.run", reader)
+    previous = signal.signal(signal.SIGINT, own_handler)
+    try:
+        assert main(["solve", "p.yaml"]) == 2
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err.startswith("psipo: error: the input is nested too deeply")
 
 
 @pytest.mark.parametrize(

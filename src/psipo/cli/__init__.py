@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import signal
 import sys
+import threading
 import typing
 
 from psipo.errors import PsipoInputError, PsipoNonFiniteError
@@ -65,29 +67,66 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _InterruptWatch:
+    """Notes a Ctrl-C that a library swallows, for as long as the ``with`` block runs.
+
+    SIGINT still raises KeyboardInterrupt, as Python's own handler does; the handler also sets
+    ``interrupted``. Some libraries catch it mid-import and go on half-imported (numpy then
+    recurses to a RecursionError): the error that follows is the interrupt's doing, and is
+    reported as the interrupt. Left alone where the caller installed a handler of its own, or
+    outside the main thread, where Python allows no handler.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous: typing.Any = None
+
+    def _on_sigint(self, signum: int, frame: typing.Any) -> None:
+        self.interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    def __enter__(self) -> _InterruptWatch:
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
-        argv = list(sys.argv[1:] if argv is None else argv)
-        parser = build_parser(only=_subcommand_from(argv))
-        args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
-    except PsipoInputError as exc:
-        print(f"psipo: error: {exc}", file=sys.stderr)
-        return 2
-    except PsipoNonFiniteError as exc:  # training stopped at a NaN/inf step, nothing non-finite saved
-        print(f"psipo: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("psipo: interrupted", file=sys.stderr)
-        return 130
+    with _InterruptWatch() as watch:
+        try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
+            argv = list(sys.argv[1:] if argv is None else argv)
+            parser = build_parser(only=_subcommand_from(argv))
+            args = parser.parse_args(argv)
+            return int(args.func(args) or 0)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) or (watch.interrupted and not isinstance(exc, SystemExit)):
+                print("psipo: interrupted", file=sys.stderr)
+                return 130
+            message, code = _error_line(exc)
+            if message is None:
+                raise
+            print(f"psipo: error: {message}", file=sys.stderr)
+            return code
+
+
+def _error_line(exc: BaseException) -> tuple[str | None, int]:
+    """The one-line message and exit code of an error that is the input's fault, else None."""
+    if isinstance(exc, PsipoInputError):
+        return str(exc), 2
+    if isinstance(exc, PsipoNonFiniteError):  # training stopped at a NaN/inf step, nothing non-finite saved
+        return str(exc), exc.exit_code
     # The readers turn these into PsipoInputError naming the file; one that still escapes
     # (from a library reading input) is bad input all the same, not a crash.
-    except RecursionError:
-        print("psipo: error: the input is nested too deeply to process", file=sys.stderr)
-        return 2
-    except UnicodeDecodeError as exc:
-        print(f"psipo: error: a file is not valid UTF-8 ({exc.reason} at byte {exc.start})", file=sys.stderr)
-        return 2
+    if isinstance(exc, RecursionError):
+        return "the input is nested too deeply to process", 2
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not valid UTF-8 ({exc.reason} at byte {exc.start})", 2
+    return None, 1
 
 
 def run() -> typing.NoReturn:
