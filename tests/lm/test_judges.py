@@ -133,8 +133,8 @@ def test_bad_specs_are_one_line_errors_naming_the_spec(user_module, spec, messag
         ("bad_shape", "judge", r"^judge my_judges:bad_shape: returned shape \[2, 1\], expected \[2\]"),
         ("nan", "judge", r"^judge my_judges:nan: returned NaN at index 0$"),
         ("too_sure", "judge", r"^judge my_judges:too_sure: returned probability 1.5 at index 0, outside \[0, 1\]$"),
-        ("infinite", "reward", r"^judge my_judges:infinite: returned non-finite reward inf at index 0$"),
-        ("text", "reward", r"^judge my_judges:text: returned list, not rewards"),
+        ("infinite", "reward", r"^reward my_judges:infinite: returned non-finite reward inf at index 0$"),
+        ("text", "reward", r"^reward my_judges:text: returned list, not rewards"),
     ],
 )
 def test_bad_judge_output_is_a_one_line_error_naming_the_judge(user_module, function, kind, message):
@@ -145,6 +145,14 @@ def test_bad_judge_output_is_a_one_line_error_naming_the_judge(user_module, func
         else:
             CallableReward(spec).reward(["p", "q"], ["a", "b"])
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["judge", "reward"])
+def test_errors_begin_with_the_config_key_that_named_the_function(user_module, key):
+    # rloo takes its function under `reward:`, the pairwise algorithms under `judge:`.
+    make = make_reward if key == "reward" else make_judge
+    with pytest.raises(PsipoInputError, match=rf"^{key} my_judges:infinite: returned non-finite reward inf"):
+        make(f"{user_module}:infinite", key=key).reward(["p", "q"], ["a", "b"])
 
 
 def test_output_checks_accept_the_boundaries():
@@ -313,7 +321,7 @@ def test_a_callable_that_raises_is_one_line_naming_the_judge():
     def broken(prompts, responses):
         return [len(r.split()) for r in responses]  # messages have no .split()
 
-    with pytest.raises(PsipoInputError, match=r"^judge broken: raised AttributeError: 'list' object has no attribute 'split'$"):
+    with pytest.raises(PsipoInputError, match=r"^reward broken: raised AttributeError: 'list' object has no attribute 'split'$"):
         CallableReward(broken, name="broken").reward(["p"], [[{"role": "assistant", "content": "w1"}]])
     with pytest.raises(PsipoInputError, match=r"^judge j: raised ZeroDivisionError: division by zero$"):
         CallableJudge(lambda p, a, b: 1 / 0, name="j").judge(["p"], ["a"], ["b"])

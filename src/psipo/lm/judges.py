@@ -68,43 +68,44 @@ class RewardFunction(Protocol):
 # Output checks
 
 
-def _check_lengths(name: str, prompts: Sequence[Any], *others: Sequence[Any]) -> int:
+def _check_lengths(who: str, prompts: Sequence[Any], *others: Sequence[Any]) -> int:
     n = len(prompts)
     for other in others:
         if len(other) != n:
-            raise PsipoInputError(f"judge {name}: got {n} prompts but {len(other)} responses")
+            raise PsipoInputError(f"{who}: got {n} prompts but {len(other)} responses")
     return n
 
 
-def _as_vector(values: Any, n: int, name: str, what: str) -> torch.Tensor:
+def _as_vector(values: Any, n: int, who: str, what: str) -> torch.Tensor:
     try:
         tensor = torch.as_tensor(values.detach().cpu() if torch.is_tensor(values) else values, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise PsipoInputError(f"judge {name}: returned {type(values).__name__}, not {what}: {exc}") from None
+        raise PsipoInputError(f"{who}: returned {type(values).__name__}, not {what}: {exc}") from None
     if tuple(tensor.shape) != (n,):
-        raise PsipoInputError(f"judge {name}: returned shape {list(tensor.shape)}, expected [{n}] ({what}, one per prompt)")
+        raise PsipoInputError(f"{who}: returned shape {list(tensor.shape)}, expected [{n}] ({what}, one per response)")
     return tensor
 
 
-def checked_probabilities(values: Any, n: int, name: str) -> torch.Tensor:
-    """``values`` as a float64 tensor [n] of probabilities; anything else names the judge."""
-    p = _as_vector(values, n, name, "probabilities")
+def checked_probabilities(values: Any, n: int, who: str) -> torch.Tensor:
+    """``values`` as a float64 tensor [n] of probabilities; anything else is an error naming
+    ``who`` (the config key and the judge, e.g. ``"judge mypkg.prefs:judge"``)."""
+    p = _as_vector(values, n, who, "probabilities")
     if bool(torch.isnan(p).any()):
-        raise PsipoInputError(f"judge {name}: returned NaN at index {int(torch.isnan(p).nonzero()[0])}")
+        raise PsipoInputError(f"{who}: returned NaN at index {int(torch.isnan(p).nonzero()[0])}")
     outside = (p < 0) | (p > 1)
     if bool(outside.any()):
         i = int(outside.nonzero()[0])
-        raise PsipoInputError(f"judge {name}: returned probability {float(p[i]):g} at index {i}, outside [0, 1]")
+        raise PsipoInputError(f"{who}: returned probability {float(p[i]):g} at index {i}, outside [0, 1]")
     return p
 
 
-def checked_rewards(values: Any, n: int, name: str) -> torch.Tensor:
-    """``values`` as a finite float64 tensor [n] of rewards; anything else names the judge."""
-    r = _as_vector(values, n, name, "rewards")
+def checked_rewards(values: Any, n: int, who: str) -> torch.Tensor:
+    """``values`` as a finite float64 tensor [n] of rewards; anything else is an error naming ``who``."""
+    r = _as_vector(values, n, who, "rewards")
     bad = ~torch.isfinite(r)
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
-        raise PsipoInputError(f"judge {name}: returned non-finite reward {float(r[i])} at index {i}")
+        raise PsipoInputError(f"{who}: returned non-finite reward {float(r[i])} at index {i}")
     return r
 
 
@@ -112,16 +113,21 @@ class RewardJudge:
     """A :class:`RewardFunction` as a :class:`Judge` too: P(a ≻ b) = σ(r_a − r_b) (Bradley–Terry, Eq. 1)."""
 
     name: str
+    key: str = "judge"  # the config key that named it: error messages begin with it
+
+    @property
+    def who(self) -> str:
+        return f"{self.key} {self.name}"
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
         raise NotImplementedError
 
     def reward(self, prompts: Sequence[Text], responses: Sequence[Text]) -> torch.Tensor:
-        n = _check_lengths(self.name, prompts, responses)
-        return checked_rewards(self._rewards(list(prompts), list(responses)), n, self.name)
+        n = _check_lengths(self.who, prompts, responses)
+        return checked_rewards(self._rewards(list(prompts), list(responses)), n, self.who)
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
-        _check_lengths(self.name, prompts, responses_a, responses_b)
+        _check_lengths(self.who, prompts, responses_a, responses_b)
         return torch.sigmoid(self.reward(prompts, responses_a) - self.reward(prompts, responses_b))
 
 
@@ -153,12 +159,12 @@ def load_callable(spec: str, *, key: str = "judge") -> Callable[..., Any]:
     return obj
 
 
-def _call(name: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``; an exception inside the user's function is one line naming the judge."""
+def _call(who: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; an exception inside the user's function is one line naming ``who``."""
     try:
         return fn(*args)
     except Exception as exc:  # noqa: BLE001 — the user's code: report it, do not bury it in a traceback
-        raise PsipoInputError(f"judge {name}: raised {type(exc).__name__}: {exc}") from None
+        raise PsipoInputError(f"{who}: raised {type(exc).__name__}: {exc}") from None
 
 
 class CallableJudge:
@@ -167,11 +173,13 @@ class CallableJudge:
     def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, key: str = "judge") -> None:
         self.fn = load_callable(fn, key=key) if isinstance(fn, str) else fn
         self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
+        self.key = key
+        self.who = f"{key} {self.name}"
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
-        n = _check_lengths(self.name, prompts, responses_a, responses_b)
-        values = _call(self.name, self.fn, list(prompts), list(responses_a), list(responses_b))
-        return checked_probabilities(values, n, self.name)
+        n = _check_lengths(self.who, prompts, responses_a, responses_b)
+        values = _call(self.who, self.fn, list(prompts), list(responses_a), list(responses_b))
+        return checked_probabilities(values, n, self.who)
 
 
 class CallableReward(RewardJudge):
@@ -180,9 +188,10 @@ class CallableReward(RewardJudge):
     def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, key: str = "reward") -> None:
         self.fn = load_callable(fn, key=key) if isinstance(fn, str) else fn
         self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
+        self.key = key
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
-        return _call(self.name, self.fn, prompts, responses)
+        return _call(self.who, self.fn, prompts, responses)
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,18 +216,18 @@ class TabularOracle(RewardJudge):
     def _contexts(self, prompts: Sequence[Text]) -> list[int]:
         if not self.problem.has_contexts:
             return [0] * len(prompts)
-        return [self.problem.context_index(p, field=f"judge {self.name}: prompt") for p in prompts]
+        return [self.problem.context_index(p, field=f"{self.who}: prompt") for p in prompts]
 
     def _actions(self, responses: Sequence[Text]) -> list[int]:
-        return [self.problem.action_index(r, field=f"judge {self.name}: response") for r in responses]
+        return [self.problem.action_index(r, field=f"{self.who}: response") for r in responses]
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
         return self.scores[self._contexts(prompts), self._actions(responses)]
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
-        n = _check_lengths(self.name, prompts, responses_a, responses_b)
+        n = _check_lengths(self.who, prompts, responses_a, responses_b)
         x, a, b = self._contexts(prompts), self._actions(responses_a), self._actions(responses_b)
-        return checked_probabilities(self.problem.preferences[x, a, b], n, self.name)
+        return checked_probabilities(self.problem.preferences[x, a, b], n, self.who)
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,10 +282,12 @@ class RewardModel(RewardJudge):
         max_length: int = 512,
         max_prompt_length: int = 256,
         append_eos: bool = True,
+        key: str = "judge",
     ) -> None:
         from psipo.lm.model import pad_id_of
 
         self.model, self.tokenizer, self.name, self.batch_size = model.eval(), tokenizer, name, batch_size
+        self.key = key
         self.max_length, self.max_prompt_length, self.append_eos = max_length, max_prompt_length, append_eos
         self.pad_id = ensure_pad_token(model, pad_id_of(tokenizer))
 
@@ -301,7 +312,7 @@ class RewardModel(RewardJudge):
             AutoModelForSequenceClassification, str(path), config, key=key, what="a reward model", num_labels=1
         )
         tokenizer = _from_pretrained(AutoTokenizer, str(path), config, key=key, what="a tokenizer")
-        return cls(model, tokenizer, name=options.pop("name", str(path)), **options)
+        return cls(model, tokenizer, name=options.pop("name", str(path)), key=key, **options)
 
     def tokenize(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[list[int]]:
         """Token ids of prompt + response, as the trainer builds them."""
@@ -312,7 +323,7 @@ class RewardModel(RewardJudge):
         for i, (prompt, response) in enumerate(zip(prompts, responses)):
             if isinstance(response, list):
                 row = ParsedRow(prompt if isinstance(prompt, list) else [], response, response)
-                prompt_text, response_text, _ = _render_conversation(self.tokenizer, row, f"judge {self.name}: row {i}")
+                prompt_text, response_text, _ = _render_conversation(self.tokenizer, row, f"{self.who}: row {i}")
                 special = False
             else:
                 prompt_text, response_text, special = str(prompt), str(response), True

@@ -226,13 +226,13 @@ class WorldOracle:
     def judge(self, prompts, responses_a, responses_b) -> torch.Tensor:
         from psipo.lm.judges import _check_lengths
 
-        _check_lengths(self.name, prompts, responses_a, responses_b)
+        _check_lengths(f"judge {self.name}", prompts, responses_a, responses_b)
         x = self._prompts(prompts)
         return preference(self.world, self.oracle, x, self._responses(responses_a), self._responses(responses_b))
 
     def reward(self, prompts, responses) -> torch.Tensor:
         from psipo.lm.judges import _check_lengths
 
-        _check_lengths(self.name, prompts, responses)
+        _check_lengths(f"judge {self.name}", prompts, responses)
         scale = self.oracle.scale if self.oracle.kind == "bt" and math.isfinite(self.oracle.scale) else 1.0
         return scale * reward(self.world, self._prompts(prompts), self._responses(responses))
