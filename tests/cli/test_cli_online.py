@@ -119,6 +119,7 @@ def test_every_algorithm_end_to_end(in_workdir, args):
         (["--algorithm", "online_ipo"], "psipo: error: missing required key 'judge'"),
         (["--judge", "judges_demo:no_such_function"], "psipo: error: judge: 'judges_demo:no_such_function': module"),
         (["--judge", "rm", "--prompts", "no_prompt.jsonl"], "psipo: error: no_prompt.jsonl:1: field 'prompt': missing"),
+        (["--judge", "rm", "--prompts", "empty_prompt.jsonl"], "psipo: error: empty_prompt.jsonl:2: field 'prompt': no tokens"),
         (["--algorithm", "rloo", "--judge", "rm", "--reward", "rm"],
          "psipo: error: --judge: rloo learns from a reward, not a judge: unset judge and set reward"),
         (["--judge", "rm", "--reward", "rm"],
@@ -127,6 +128,7 @@ def test_every_algorithm_end_to_end(in_workdir, args):
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(in_workdir, capsys, args, message):
     (in_workdir / "no_prompt.jsonl").write_text('{"question": "w1 w2"}\n')
+    (in_workdir / "empty_prompt.jsonl").write_text('{"prompt": "w1 w2"}\n{"prompt": ""}\n')
     assert main(["online", "--config", "online.yaml", "--output_dir", "bad", *args]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith(message) and stderr.count("\n") == 1, stderr

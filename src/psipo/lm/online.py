@@ -260,8 +260,11 @@ class PromptData:
         return f"{len(self.ids)} prompts from {self.source}"
 
 
-def _prompt_data(prompts: Sequence[Any], tokenizer: Any, max_prompt_length: int, key: str, source: str) -> PromptData:
-    """Prompts given in Python: text/messages (tokenised here) or, without a tokenizer, token ids."""
+def _prompt_data(
+    prompts: Sequence[Any], tokenizer: Any, max_prompt_length: int, key: str, source: str, locations: list[str] | None = None
+) -> PromptData:
+    """Prompts as text/messages (tokenised here) or, without a tokenizer, token ids. Errors
+    name each prompt's ``locations`` (file:line from a file, ``key[i]`` for Python lists)."""
     from psipo.lm.evaluate import tokenize_prompts
 
     prompts = list(prompts)
@@ -272,7 +275,7 @@ def _prompt_data(prompts: Sequence[Any], tokenizer: Any, max_prompt_length: int,
             raise PsipoInputError(f"{key}: without a tokenizer, prompts must be non-empty lists of token ids")
         ids = [list(p)[-max_prompt_length:] for p in prompts]
         return PromptData([list(p) for p in prompts], ids, source)
-    locations = [f"{key}[{i}]" for i in range(len(prompts))]
+    locations = locations or [f"{key}[{i}]" for i in range(len(prompts))]
     return PromptData(prompts, tokenize_prompts(tokenizer, prompts, locations, max_prompt_length), source)
 
 
@@ -291,8 +294,8 @@ def load_prompt_data(
             return None
         if tokenizer is None:
             raise PsipoInputError(f"{key}: reading prompts needs a tokenizer (set model or tokenizer)")
-        texts, _ = read_prompts(source, key=key, split=split, dataset_config=d.dataset_config, max_prompts=limit)
-        return _prompt_data(texts, tokenizer, d.max_prompt_length, key, source)
+        texts, locations = read_prompts(source, key=key, split=split, dataset_config=d.dataset_config, max_prompts=limit)
+        return _prompt_data(texts, tokenizer, d.max_prompt_length, key, source, locations)
 
     train = load(d.prompts, prompts, "prompts", d.prompts_split, d.max_prompts)
     if train is None:
