@@ -126,6 +126,15 @@ def test_resume_refuses_a_changed_config_and_names_each_key(base_config, rows, t
     resumed = run(base_config, rows, save_steps=1, max_steps=4, logging_steps=2, resume=True)
     assert [r["step"] for r in resumed.history] == [1, 2, 4]
     assert "max_steps: 4" in (tmp_path / "run" / "config.yaml").read_text()
+    # Fewer steps than the checkpoint holds: final/ would not be what the config asks for.
+    final_before = (tmp_path / "run" / "final" / "model.safetensors").read_bytes()
+    with pytest.raises(PsipoInputError, match=r"^resume: step-4 is past the 3 steps this config asks for .*at least 4"):
+        run(base_config, rows, save_steps=1, max_steps=3, resume=True)
+    assert (tmp_path / "run" / "final" / "model.safetensors").read_bytes() == final_before
+    assert "max_steps: 4" in (tmp_path / "run" / "config.yaml").read_text()
+    at_its_end = run(base_config, rows, save_steps=1, max_steps=4, resume=True)  # nothing to train: final/ again
+    assert [r["step"] for r in at_its_end.history] == [1, 2, 4]
+    assert (tmp_path / "run" / "final" / "model.safetensors").read_bytes() == final_before
 
 
 def test_metrics_after_a_resume_equal_the_uninterrupted_runs(base_config, rows, tmp_path):

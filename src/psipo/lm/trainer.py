@@ -652,6 +652,11 @@ def _train_loop(
             load_whole=whole_state_loader(accelerator, setup.forward, opt.optimizer),
         )
         start_step, window = restored.step, LogWindow.from_state(restored.state.get("window", {}), restored.tensors)
+        if start_step > opt.total_steps:  # final/ would hold more steps than the config asks for
+            raise PsipoInputError(
+                f"resume: {resume_from[0].name} is past the {opt.total_steps} steps this config asks for "
+                f"(max_steps / epochs); ask for at least {start_step} to go on from it"
+            )
     main = accelerator.is_main_process
     if setup.run_dir is not None and main:
         save_yaml(config, setup.run_dir / "config.yaml")
