@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import yaml
 from cli_runner import ENV, psipo
+from safetensors.torch import load_file
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
 
@@ -205,3 +208,39 @@ def test_bad_data_files_in_a_subprocess_are_one_line(workdir, tmp_path, content,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and re.search(message, result.stderr), result.stderr
+
+
+def test_ctrl_c_saves_the_step_in_progress_and_a_resume_goes_on_exactly(workdir, tmp_path):
+    # Constant learning rate: the interrupted run's schedule (max_steps 100000) and the fresh
+    # run's (max_steps K + 2) are the same, so the two must end with the same weights bit for bit.
+    keys = ["--lr_scheduler", "constant", "--warmup_ratio", "0", "--logging_steps", "1", "--save_steps", "1000"]
+    config = ["--config", str(workdir / "run.yaml"), "--model", str(workdir / "model"), "--eval_data", "",
+              "--train_data", str(workdir / "train.jsonl"), *keys]  # fmt: skip
+    run_dir = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "psipo", "train", *config, "--max_steps", "100000", "--output_dir", str(run_dir)],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and stderr.endswith("psipo: interrupted\n"), stderr
+    assert "stopping after this step" in stderr and "Traceback" not in stderr
+    # The checkpoint is the last step the run finished and logged, not one of save_steps.
+    last = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"step-{last}"]
+    assert f"saved the checkpoint of step {last}" in stderr
+
+    resumed = psipo("train", *config, "--max_steps", last + 2, "--output_dir", run_dir, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = psipo("train", *config, "--max_steps", last + 2, "--output_dir", tmp_path / "fresh", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    want = load_file(tmp_path / "fresh" / "final" / "model.safetensors")
+    got = load_file(run_dir / "final" / "model.safetensors")
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, last + 3))

@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -248,3 +249,32 @@ def test_only_the_main_process_of_a_launch_locks_the_folder(base_config, rows, t
             run(base_config, rows, max_steps=1, overwrite=True)
     finally:
         holder.release()
+
+
+def test_the_first_ctrl_c_is_a_request_and_the_second_stops_at_once(capsys):
+    from psipo.lm.loop import StopAtStepEnd
+
+    previous = signal.getsignal(signal.SIGINT)
+    with StopAtStepEnd() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the installed handler
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # not reached: the previous handler raises at once
+    assert signal.getsignal(signal.SIGINT) is previous
+    assert "stopping after this step" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("why", ["multi-process", "ignored"])
+def test_ctrl_c_is_left_alone_where_a_run_cannot_stop_at_a_step_end(why):
+    from psipo.lm.loop import StopAtStepEnd
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if why == "ignored" else None
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        with StopAtStepEnd(enabled=why != "multi-process") as stop:
+            assert signal.getsignal(signal.SIGINT) is handler
+        assert not stop.requested
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)

@@ -9,7 +9,8 @@ each step:
    :class:`NonFiniteGuard`, the AdamW step and the schedule;
 2. the metrics record of a logging step (:class:`~psipo.lm.metrics.LogWindow`), evaluation,
    the user's callback, trackers;
-3. a checkpoint (weights checked finite first), carrying the open logging window;
+3. a checkpoint (weights checked finite first), carrying the open logging window; after a
+   Ctrl-C, one at the end of the step in progress, then the run stops (:class:`StopAtStepEnd`);
 
 then ``final/``. Offline preference training (:mod:`psipo.lm.trainer`) is one task; an online
 or reward-model trainer is another task on the same loop.
@@ -20,6 +21,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -123,37 +127,91 @@ def run_loop(
 ) -> None:
     """Steps ``start_step`` … ``total_steps - 1``: optimise, log, evaluate, checkpoint.
 
-    ``on_record(record, step)`` sees each record written (trackers; a task that stops early)."""
-    for step in range(start_step, opt.total_steps):
-        started = time.perf_counter()
-        optimisation_step(task, step, opt, guard, window)
-        log.advance()
-        window.seconds += time.perf_counter() - started
+    ``on_record(record, step)`` sees each record written (trackers; a task that stops early).
+    A Ctrl-C ends the run at the end of the step in progress, with a checkpoint there (see
+    :class:`StopAtStepEnd`), so that nothing trained is lost and ``--resume`` goes on exactly."""
+    with StopAtStepEnd(enabled=opt.accelerator.num_processes == 1) as stop:
+        for step in range(start_step, opt.total_steps):
+            started = time.perf_counter()
+            optimisation_step(task, step, opt, guard, window)
+            log.advance()
+            window.seconds += time.perf_counter() - started
 
-        done = step + 1
-        is_last = done == opt.total_steps
-        epoch = done / opt.steps_per_epoch
-        record: dict[str, Any] = {}
-        if done % logging_steps == 0 or is_last:
-            record = {
-                "step": done,
-                "epoch": epoch,
-                **window.summary(task.summarize),
-                "lr": opt.scheduler.get_last_lr()[0],
-                "peak_memory_mb": peak_memory_mb(opt.accelerator.device),
-            }
-            window = LogWindow()
-        if evaluation := task.evaluate(done, is_last=is_last):
-            record = {"step": done, "epoch": epoch, **record, **evaluation}
-        if record:
-            record.update(callback(done))
-            log.write(record)
-            if on_record is not None:
-                on_record({k: v for k, v in record.items() if k != "step"}, done)
-        if save is not None and save_steps and done % save_steps == 0:
-            guard.check_weights(step=done)
-            save(done, window)
+            done = step + 1
+            is_last = done == opt.total_steps
+            epoch = done / opt.steps_per_epoch
+            record: dict[str, Any] = {}
+            if done % logging_steps == 0 or is_last:
+                record = {
+                    "step": done,
+                    "epoch": epoch,
+                    **window.summary(task.summarize),
+                    "lr": opt.scheduler.get_last_lr()[0],
+                    "peak_memory_mb": peak_memory_mb(opt.accelerator.device),
+                }
+                window = LogWindow()
+            if evaluation := task.evaluate(done, is_last=is_last):
+                record = {"step": done, "epoch": epoch, **record, **evaluation}
+            if record:
+                record.update(callback(done))
+                log.write(record)
+                if on_record is not None:
+                    on_record({k: v for k, v in record.items() if k != "step"}, done)
+            scheduled = bool(save_steps) and done % save_steps == 0
+            if save is not None and (scheduled or (stop.requested and not is_last)):
+                guard.check_weights(step=done)
+                save(done, window)
+            if stop.requested and not is_last:
+                if save is not None:
+                    print(f"psipo: saved the checkpoint of step {done}; --resume goes on from it", file=sys.stderr)
+                raise KeyboardInterrupt
     guard.check_weights(step=opt.total_steps)
+
+
+class StopAtStepEnd:
+    """Ctrl-C in a training loop: finish the step in progress, save a checkpoint, then stop.
+
+    The first SIGINT only sets ``requested`` (and says so on stderr); the loop then saves a
+    checkpoint at the end of the step and raises KeyboardInterrupt (``psipo: interrupted``,
+    exit 130), so a ``--resume`` goes on exactly where the run stopped. A second SIGINT is
+    passed to the handler that was there before: Python's raises KeyboardInterrupt at once,
+    and nothing is saved. Stopping mid-step instead would leave weights and optimizer state
+    half-updated, unfit to save.
+
+    Off (SIGINT left as it is) outside the main thread, where Python allows no handler; where
+    SIGINT is ignored or has no Python handler; and in multi-process runs, whose processes
+    could otherwise stop after different steps: there Ctrl-C stops at once, and the last
+    ``save_steps`` checkpoint is where a resume starts.
+    """
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.requested = False
+        self._previous: Any = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self._previous(signum, frame)
+            return
+        self.requested = True
+        print(
+            "\npsipo: Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again to stop at once, without one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> StopAtStepEnd:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):  # Python's default handler, or one that wraps it
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class NonFiniteGuard:
