@@ -5,11 +5,18 @@ Set in the environment so that CLI subprocesses started by the tests inherit the
 """
 
 import os
+import signal
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MPLBACKEND"] = "Agg"
+
+# The Ctrl-C tests send SIGINT to this process and to `psipo` subprocesses. Started as a
+# background job of a shell without job control, pytest inherits SIGINT ignored, passes that to
+# its children, and Python then installs no KeyboardInterrupt handler: give it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One test process per core already: a second intra-op thread per process would make the
