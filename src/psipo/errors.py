@@ -2,7 +2,9 @@
 
 * :class:`PsipoInputError` — bad input (a ``ValueError``): ``psipo: error: ...``, exit code 2;
 * :class:`PsipoNonFiniteError` — training met a NaN/inf loss, gradient or weight and stopped
-  with every file it had written intact: ``psipo: error: ...``, exit code 3.
+  with every file it had written intact: ``psipo: error: ...``, exit code 3;
+* :class:`PsipoTerminated` — training got SIGTERM and stopped after a checkpoint of the step
+  in progress: ``psipo: terminated``, exit code 143 (Ctrl-C is Python's KeyboardInterrupt).
 """
 
 
@@ -14,3 +16,11 @@ class PsipoNonFiniteError(RuntimeError):
     """A training step was not finite: the message names the step and the likely cause."""
 
     exit_code = 3
+
+
+class PsipoTerminated(BaseException):
+    """Training stopped on SIGTERM, after a checkpoint of the step in progress.
+
+    A BaseException, as KeyboardInterrupt is: an ``except Exception`` must not swallow it."""
+
+    exit_code = 143

@@ -210,7 +210,12 @@ def test_bad_data_files_in_a_subprocess_are_one_line(workdir, tmp_path, content,
     assert len(result.stderr.strip().splitlines()) == 1 and re.search(message, result.stderr), result.stderr
 
 
-def test_ctrl_c_saves_the_step_in_progress_and_a_resume_goes_on_exactly(workdir, tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "code", "last_line"),
+    [(signal.SIGINT, 130, "psipo: interrupted"), (signal.SIGTERM, 143, "psipo: terminated")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_signal_saves_the_step_in_progress_and_a_resume_goes_on_exactly(workdir, tmp_path, signum, code, last_line):
     # Constant learning rate: the interrupted run's schedule (max_steps 100000) and the fresh
     # run's (max_steps K + 2) are the same, so the two must end with the same weights bit for bit.
     keys = ["--lr_scheduler", "constant", "--warmup_ratio", "0", "--logging_steps", "1", "--save_steps", "1000"]
@@ -226,9 +231,9 @@ def test_ctrl_c_saves_the_step_in_progress_and_a_resume_goes_on_exactly(workdir,
     while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130 and stderr.endswith("psipo: interrupted\n"), stderr
+    assert process.returncode == code and stderr.endswith(f"{last_line}\n"), stderr
     assert "stopping after this step" in stderr and "Traceback" not in stderr
     # The checkpoint is the last step the run finished and logged, not one of save_steps.
     last = json.loads(metrics.read_text().splitlines()[-1])["step"]

@@ -265,6 +265,30 @@ def test_the_first_ctrl_c_is_a_request_and_the_second_stops_at_once(capsys):
     assert "stopping after this step" in capsys.readouterr().err
 
 
+def test_a_first_sigterm_is_a_request_that_ends_in_psipo_terminated(capsys):
+    from psipo.errors import PsipoTerminated
+    from psipo.lm.loop import StopAtStepEnd
+
+    calls = []
+
+    def standing_for_the_default(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, standing_for_the_default)
+    try:
+        with StopAtStepEnd() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.requested and calls == []
+            os.kill(os.getpid(), signal.SIGTERM)  # the second goes to the handler that was there
+            assert calls == [signal.SIGTERM]
+            with pytest.raises(PsipoTerminated):
+                stop.stop()
+        assert signal.getsignal(signal.SIGTERM) is standing_for_the_default  # restored
+        assert "SIGTERM: stopping after this step" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.mark.parametrize("why", ["multi-process", "ignored"])
 def test_ctrl_c_is_left_alone_where_a_run_cannot_stop_at_a_step_end(why):
     from psipo.lm.loop import StopAtStepEnd

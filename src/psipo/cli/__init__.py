@@ -2,7 +2,8 @@
 
 Bad input (:class:`~psipo.errors.PsipoInputError`, and argparse's own complaints) becomes one
 ``psipo: error: ...`` line on stderr and exit code 2, never a traceback; Ctrl-C at any point
-becomes ``psipo: interrupted`` and exit code 130.
+becomes ``psipo: interrupted`` and exit code 130 (during training, after a checkpoint of the
+step in progress; SIGTERM there is ``psipo: terminated``, exit code 143).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import threading
 import typing
 
-from psipo.errors import PsipoInputError, PsipoNonFiniteError
+from psipo.errors import PsipoInputError, PsipoNonFiniteError, PsipoTerminated
 
 # Each subcommand lives in its own module; importing lazily keeps `psipo solve` from paying
 # for transformers' import time.
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
             return int(args.func(args) or 0)
         except BaseException as exc:
+            if isinstance(exc, PsipoTerminated):  # SIGTERM in training, after a checkpoint
+                print("psipo: terminated", file=sys.stderr)
+                return exc.exit_code
             if isinstance(exc, KeyboardInterrupt) or (watch.interrupted and not isinstance(exc, SystemExit)):
                 print("psipo: interrupted", file=sys.stderr)
                 return 130

@@ -10,7 +10,8 @@ each step:
 2. the metrics record of a logging step (:class:`~psipo.lm.metrics.LogWindow`), evaluation,
    the user's callback, trackers;
 3. a checkpoint (weights checked finite first), carrying the open logging window; after a
-   Ctrl-C, one at the end of the step in progress, then the run stops (:class:`StopAtStepEnd`);
+   Ctrl-C or SIGTERM, one at the end of the step in progress, then the run stops
+   (:class:`StopAtStepEnd`);
 
 then ``final/``. Offline preference training (:mod:`psipo.lm.trainer`) is one task; an online
 or reward-model trainer is another task on the same loop.
@@ -21,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +35,7 @@ from typing import Any, Protocol
 
 import torch
 
-from psipo.errors import PsipoNonFiniteError
+from psipo.errors import PsipoNonFiniteError, PsipoTerminated
 from psipo.lm.distributed import gather_rows, missing_forwards, total
 from psipo.lm.metrics import LogWindow, MetricsLog, peak_memory_mb
 
@@ -128,8 +131,9 @@ def run_loop(
     """Steps ``start_step`` … ``total_steps - 1``: optimise, log, evaluate, checkpoint.
 
     ``on_record(record, step)`` sees each record written (trackers; a task that stops early).
-    A Ctrl-C ends the run at the end of the step in progress, with a checkpoint there (see
-    :class:`StopAtStepEnd`), so that nothing trained is lost and ``--resume`` goes on exactly."""
+    A Ctrl-C or SIGTERM ends the run at the end of the step in progress, with a checkpoint
+    there (see :class:`StopAtStepEnd`), so that nothing trained is lost and ``--resume`` goes
+    on exactly."""
     with StopAtStepEnd(enabled=opt.accelerator.num_processes == 1) as stop:
         for step in range(start_step, opt.total_steps):
             started = time.perf_counter()
@@ -164,54 +168,72 @@ def run_loop(
             if stop.requested and not is_last:
                 if save is not None:
                     print(f"psipo: saved the checkpoint of step {done}; --resume goes on from it", file=sys.stderr)
-                raise KeyboardInterrupt
+                stop.stop()
     guard.check_weights(step=opt.total_steps)
 
 
 class StopAtStepEnd:
-    """Ctrl-C in a training loop: finish the step in progress, save a checkpoint, then stop.
+    """Ctrl-C or SIGTERM in a training loop: finish the step in progress, save a checkpoint, stop.
 
-    The first SIGINT only sets ``requested`` (and says so on stderr); the loop then saves a
-    checkpoint at the end of the step and raises KeyboardInterrupt (``psipo: interrupted``,
-    exit 130), so a ``--resume`` goes on exactly where the run stopped. A second SIGINT is
-    passed to the handler that was there before: Python's raises KeyboardInterrupt at once,
-    and nothing is saved. Stopping mid-step instead would leave weights and optimizer state
-    half-updated, unfit to save.
+    The first signal only sets ``requested`` (and says so on stderr); the loop then saves a
+    checkpoint at the end of the step and calls :meth:`stop`, which raises KeyboardInterrupt
+    after Ctrl-C (``psipo: interrupted``, exit 130) and :class:`~psipo.errors.PsipoTerminated`
+    after SIGTERM (``psipo: terminated``, exit 143: a scheduler's preemption), so a
+    ``--resume`` goes on exactly where the run stopped. A second signal acts as it would have
+    without psipo, at once and without a checkpoint: Python's handler raises KeyboardInterrupt,
+    the default SIGTERM ends the process. Stopping mid-step instead would leave weights and
+    optimizer state half-updated, unfit to save.
 
-    Off (SIGINT left as it is) outside the main thread, where Python allows no handler; where
-    SIGINT is ignored or has no Python handler; and in multi-process runs, whose processes
-    could otherwise stop after different steps: there Ctrl-C stops at once, and the last
-    ``save_steps`` checkpoint is where a resume starts.
+    Off (signals left as they are) outside the main thread, where Python allows no handler; for
+    a signal that is ignored or handled outside Python; and in multi-process runs, whose
+    processes could otherwise stop after different steps: there the signal acts at once, and
+    the last ``save_steps`` checkpoint is where a resume starts.
     """
+
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.requested = False
-        self._previous: Any = None
+        self._signal: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
         if self.requested:
-            self._previous(signum, frame)
+            previous = self._previous[signum]
+            if callable(previous):
+                previous(signum, frame)
+            else:  # the default action: end the process as the signal would have
+                signal.signal(signum, previous)
+                os.kill(os.getpid(), signum)
             return
-        self.requested = True
+        self.requested, self._signal = True, signum
+        name = self.NAMES[signal.Signals(signum)]
         print(
-            "\npsipo: Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again to stop at once, without one)",
+            f"\npsipo: {name}: stopping after this step, with a checkpoint ({name} again to stop at once, without one)",
             file=sys.stderr,
             flush=True,
         )
 
+    def stop(self) -> typing.NoReturn:
+        """End the run after its checkpoint: the exception of the signal that asked."""
+        if self._signal == signal.SIGTERM:
+            raise PsipoTerminated("stopped on SIGTERM after a checkpoint")
+        raise KeyboardInterrupt
+
     def __enter__(self) -> StopAtStepEnd:
         if self.enabled and threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGINT)
-            if callable(previous):  # Python's default handler, or one that wraps it
-                self._previous = previous
-                signal.signal(signal.SIGINT, self._on_sigint)
+            for signum in self.NAMES:
+                previous = signal.getsignal(signum)
+                if previous is signal.SIG_DFL or callable(previous):
+                    self._previous[signum] = previous
+                    signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 class NonFiniteGuard:
