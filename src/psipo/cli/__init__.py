@@ -111,14 +111,15 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(exc, KeyboardInterrupt) or (watch.interrupted and not isinstance(exc, SystemExit)):
                 print("psipo: interrupted", file=sys.stderr)
                 return 130
-            message, code = _error_line(exc)
-            if message is None:
+            error = _error_line(exc)
+            if error is None:
                 raise
+            message, code = error
             print(f"psipo: error: {message}", file=sys.stderr)
             return code
 
 
-def _error_line(exc: BaseException) -> tuple[str | None, int]:
+def _error_line(exc: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code of an error that is the input's fault, else None."""
     if isinstance(exc, PsipoInputError):
         return str(exc), 2
@@ -130,7 +131,7 @@ def _error_line(exc: BaseException) -> tuple[str | None, int]:
         return "the input is nested too deeply to process", 2
     if isinstance(exc, UnicodeDecodeError):
         return f"a file is not valid UTF-8 ({exc.reason} at byte {exc.start})", 2
-    return None, 1
+    return None
 
 
 def run() -> typing.NoReturn:

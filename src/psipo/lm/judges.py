@@ -109,15 +109,19 @@ def checked_rewards(values: Any, n: int, who: str) -> torch.Tensor:
     return r
 
 
-class RewardJudge:
-    """A :class:`RewardFunction` as a :class:`Judge` too: P(a ≻ b) = σ(r_a − r_b) (Bradley–Terry, Eq. 1)."""
+class _Named:
+    """How error messages name a judge: the config key that named it, then its name."""
 
     name: str
-    key: str = "judge"  # the config key that named it: error messages begin with it
+    key: str = "judge"
 
     @property
     def who(self) -> str:
         return f"{self.key} {self.name}"
+
+
+class RewardJudge(_Named):
+    """A :class:`RewardFunction` as a :class:`Judge` too: P(a ≻ b) = σ(r_a − r_b) (Bradley–Terry, Eq. 1)."""
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
         raise NotImplementedError
@@ -167,14 +171,18 @@ def _call(who: str, fn: Callable[..., Any], *args: Any) -> Any:
         raise PsipoInputError(f"{who}: raised {type(exc).__name__}: {exc}") from None
 
 
-class CallableJudge:
+def _callable_and_name(fn: Callable[..., Any] | str, name: str | None, key: str) -> tuple[Callable[..., Any], str]:
+    """A function given itself or as its ``package.module:function`` spec, and its name."""
+    resolved = load_callable(fn, key=key) if isinstance(fn, str) else fn
+    return resolved, name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
+
+
+class CallableJudge(_Named):
     """A :class:`Judge` from ``fn(prompts, responses_a, responses_b) -> P(a ≻ b)`` (or its spec)."""
 
     def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, key: str = "judge") -> None:
-        self.fn = load_callable(fn, key=key) if isinstance(fn, str) else fn
-        self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
+        self.fn, self.name = _callable_and_name(fn, name, key)
         self.key = key
-        self.who = f"{key} {self.name}"
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
         n = _check_lengths(self.who, prompts, responses_a, responses_b)
@@ -186,8 +194,7 @@ class CallableReward(RewardJudge):
     """A :class:`RewardFunction` (and judge σ(r_a − r_b)) from ``fn(prompts, responses) -> r`` (or its spec)."""
 
     def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, key: str = "reward") -> None:
-        self.fn = load_callable(fn, key=key) if isinstance(fn, str) else fn
-        self.name = name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
+        self.fn, self.name = _callable_and_name(fn, name, key)
         self.key = key
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
