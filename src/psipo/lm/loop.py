@@ -162,10 +162,11 @@ def run_loop(
                 if on_record is not None:
                     on_record({k: v for k, v in record.items() if k != "step"}, done)
             scheduled = bool(save_steps) and done % save_steps == 0
-            if save is not None and (scheduled or (stop.requested and not is_last)):
+            stopping = stop.requested and not is_last  # the last step goes on to final/ instead
+            if save is not None and (scheduled or stopping):
                 guard.check_weights(step=done)
                 save(done, window)
-            if stop.requested and not is_last:
+            if stopping:
                 if save is not None:
                     print(f"psipo: saved the checkpoint of step {done}; --resume goes on from it", file=sys.stderr)
                 stop.stop()
