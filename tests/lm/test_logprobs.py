@@ -45,19 +45,41 @@ def test_chunked_equals_full_logits_values_and_gradients(aggregation, tie):
         torch.testing.assert_close(g_chunked, g_naive, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("chunk_size", [2, 16])  # several chunks; one chunk
 @pytest.mark.parametrize("keep_probs_mb", [0.0, 1.0])
-def test_token_logps_gradcheck_float64_with_bias(keep_probs_mb):
+def test_token_logps_gradcheck_float64_with_bias(keep_probs_mb, chunk_size):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
     weight = torch.randn(11, 5, dtype=torch.float64, generator=g, requires_grad=True)
     bias = torch.randn(11, dtype=torch.float64, generator=g, requires_grad=True)
     targets = torch.randint(0, 11, (7,), generator=g)
     assert torch.autograd.gradcheck(
-        lambda h, w, b: token_logps(h, w, b, targets, chunk_size=2, keep_probs_mb=keep_probs_mb),
+        lambda h, w, b: token_logps(h, w, b, targets, chunk_size=chunk_size, keep_probs_mb=keep_probs_mb),
         (hidden, weight, bias),
     )
     expected = torch.log_softmax(hidden @ weight.T + bias, -1).gather(1, targets[:, None]).squeeze(1)
     torch.testing.assert_close(token_logps(hidden, weight, bias, targets, chunk_size=4), expected)
+
+
+def test_token_logps_of_no_tokens_give_zero_gradients():
+    weight = torch.randn(11, 5, requires_grad=True)
+    hidden = torch.randn(0, 5, requires_grad=True)
+    token_logps(hidden, weight, None, torch.zeros(0, dtype=torch.long)).sum().backward()
+    assert weight.grad is not None and weight.grad.shape == weight.shape and not weight.grad.any()
+
+
+def test_token_logps_bfloat16_gradients_match_float32_ones():
+    g = torch.Generator().manual_seed(3)
+    hidden, weight = torch.randn(9, 8, generator=g), torch.randn(13, 8, generator=g)
+    targets = torch.randint(0, 13, (9,), generator=g)
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        h, w = (t.to(dtype).clone().requires_grad_() for t in (hidden, weight))
+        token_logps(h, w, None, targets, chunk_size=4).square().sum().backward()
+        assert h.grad.dtype == w.grad.dtype == dtype
+        grads.append((h.grad.float(), w.grad.float()))
+    for low, full in zip(grads[1], grads[0]):
+        torch.testing.assert_close(low, full, atol=0.1, rtol=0.05)
 
 
 def test_concatenated_forward_equals_separate_forwards():

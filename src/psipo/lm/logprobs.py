@@ -54,7 +54,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
         dtype = _accumulation_dtype(weight)
-        grad_weight = torch.zeros_like(weight, dtype=dtype) if need_weight else None
+        grad_weight = None  # the first chunk's product, then accumulated in place: no [V, H] zero fill
         grad_bias = torch.zeros_like(bias, dtype=dtype) if need_bias and bias is not None else None
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
@@ -66,15 +66,18 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             grad_logits = softmax.mul_(-g[:, None]).scatter_add_(1, targets[start:end, None], g[:, None])
             if grad_hidden is not None:
                 grad_hidden[start:end] = grad_logits.to(weight.dtype) @ weight
-            if grad_weight is not None:
-                if h.dtype == dtype:
-                    grad_weight.addmm_(grad_logits.T, h)  # in place: no [V, H] temporary per chunk
+            if need_weight:
+                if h.dtype != dtype:
+                    part = (grad_logits.T.to(h.dtype) @ h).to(dtype)
+                    grad_weight = part if grad_weight is None else grad_weight.add_(part)
+                elif grad_weight is None:
+                    grad_weight = grad_logits.T @ h
                 else:
-                    grad_weight += (grad_logits.T.to(h.dtype) @ h).to(dtype)
+                    grad_weight.addmm_(grad_logits.T, h)  # in place: no [V, H] temporary per chunk
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(0)
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
+        if need_weight:
+            grad_weight = (torch.zeros_like(weight) if grad_weight is None else grad_weight).to(weight.dtype)
         if grad_bias is not None:
             grad_bias = grad_bias.to(bias.dtype)
         return grad_hidden, grad_weight, grad_bias, None, None, None
