@@ -243,3 +243,21 @@ def test_check_errors_name_the_option_or_the_line(tmp_path):
     with pytest.raises(PsipoInputError, match=r"^--steps: at most 5, got 7$"):
         load_config(Nested, path, {"steps": 7}, check=no_big_steps)
     assert load_config(Nested, path, {"steps": 2}, check=no_big_steps).steps == 2
+
+
+def test_a_preset_gives_way_to_the_file_and_the_file_to_the_options(tmp_path):
+    def no_big_steps(config: Nested) -> None:
+        if config.steps > 5:
+            raise PsipoInputError(f"steps: at most 5, got {config.steps}")
+
+    preset = {"name": "preset", "steps": 3, "optim.learning_rate": 0.25, "optim.schedule": "linear"}
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 4\noptim:\n  learning_rate: 0.5\n")
+    config = load_config(Nested, path, defaults=preset)
+    # the file's keys win, the preset fills the rest, inside a section too
+    assert (config.name, config.steps, config.optim.learning_rate, config.optim.schedule) == ("preset", 4, 0.5, "linear")
+    config = load_config(Nested, path, {"optim.learning_rate": 0.125}, defaults=preset)
+    assert (config.steps, config.optim.learning_rate) == (4, 0.125)
+    path.write_text("steps: 9\n")  # a bad value in the file is the file's, preset or not
+    with pytest.raises(PsipoInputError, match=r"run.yaml:1: steps: at most 5, got 9"):
+        load_config(Nested, path, defaults=preset, check=no_big_steps)

@@ -446,23 +446,38 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[leaf] = value
 
 
+def _merge(data: dict[str, Any], over: Mapping[str, Any]) -> None:
+    """Set every key of ``over`` in ``data``, into the sections both have."""
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            _merge(data[key], value)
+        else:
+            data[key] = value
+
+
 def load_config(
     cls: type[T],
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     *,
+    defaults: Mapping[str, Any] | None = None,
     check: Callable[[T], None] | None = None,
 ) -> T:
-    """Build ``cls`` from an optional YAML file, then apply dotted-key ``overrides``.
+    """Build ``cls`` from dotted-key ``defaults``, an optional YAML file over them, then
+    dotted-key ``overrides`` over both.
 
-    ``overrides`` are the command line's ``--key value`` options. ``check`` validates the
-    built config further (value ranges, keys that contradict each other). Errors name the
-    option when the key came from the command line, else the file and line of the key.
+    ``defaults`` are a preset (``--quick``), ``overrides`` the command line's ``--key value``
+    options. ``check`` validates the built config further (value ranges, keys that contradict
+    each other). Errors name the option when the key came from the command line, else the
+    file and line of the key.
     """
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
+    for key, value in (defaults or {}).items():
+        _set_dotted(data, key, value)
     if path is not None:
-        data, lines = read_yaml_mapping(path)
+        from_file, lines = read_yaml_mapping(path)
+        _merge(data, from_file)
     overrides = dict(overrides or {})
     for key, value in overrides.items():
         _set_dotted(data, key, value)

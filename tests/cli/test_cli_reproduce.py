@@ -97,3 +97,13 @@ def test_reproduce_is_the_short_form_of_experiment_paper(tmp_path):
     help_text = {name: psipo(*command, "--help").stdout.split("options:")[1]
                  for name, command in (("reproduce", ["reproduce"]), ("paper", ["experiment", "paper"]))}
     assert help_text["reproduce"] == help_text["paper"]
+
+
+def test_a_config_file_overrides_the_quick_preset_and_its_bad_values_are_its_own(tmp_path):
+    config = tmp_path / "c1.yaml"
+    config.write_text("taus: [0.1, -1]\nsteps: 10\n")
+    done = psipo("reproduce", "--quick", "--config", str(config), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"psipo: error: {config}:1: taus: every τ must be a finite number > 0, got -1.0"
+    ], done.stderr
+    assert not (tmp_path / "out").exists()

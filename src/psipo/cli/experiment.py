@@ -105,10 +105,12 @@ def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experim
                         help=f"results folder (default: {experiment.default_out})")
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_true",
-                         help=f"{experiment.quick}: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items()))
+                         help=f"{experiment.quick}: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items())
+                         + " (a --config file and options override it)")
     if hasattr(package, "FULL"):
         presets.add_argument("--full", action="store_true",
-                             help="the heavy settings: " + ", ".join(f"{k}={v}" for k, v in package.FULL.items()))
+                             help="the heavy settings: " + ", ".join(f"{k}={v}" for k, v in package.FULL.items())
+                             + " (a --config file and options override it)")
     parser.add_argument("--config", type=Path, default=None, help="YAML file of the keys below")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_arguments(parser, getattr(package, experiment.config))
@@ -119,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS[args.experiment]
     package = experiment.package()
     preset = package.QUICK if args.quick else package.FULL if getattr(args, "full", False) else {}
-    overrides = {**preset, **overrides_from_args(args)}
-    # Validated here, so that a bad value is blamed on its --option or file:line.
-    config = load_config(getattr(package, experiment.config), args.config, overrides, check=package.validate)
+    # The preset, then the --config file over it, then the options; validated here, so that a
+    # bad value is blamed on its --option or file:line.
+    config = load_config(
+        getattr(package, experiment.config), args.config, overrides_from_args(args), defaults=preset, check=package.validate
+    )
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None
     results = package.run_experiment(config, args.out, progress=not args.no_progress, command=command)
     verdicts = [claim["verdict"] for claim in results["claims"]]
