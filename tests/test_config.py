@@ -19,6 +19,7 @@ from psipo._config import (
     from_dict,
     load_config,
     overrides_from_args,
+    parse_json,
     read_yaml_mapping,
     save_yaml,
     to_dict,
@@ -261,3 +262,21 @@ def test_a_preset_gives_way_to_the_file_and_the_file_to_the_options(tmp_path):
     path.write_text("steps: 9\n")  # a bad value in the file is the file's, preset or not
     with pytest.raises(PsipoInputError, match=r"run.yaml:1: steps: at most 5, got 9"):
         load_config(Nested, path, defaults=preset, check=no_big_steps)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: a\nsteps: 1\noptim:\n  learning_rate: 0.5\n  learning_rate: 0.1\n")
+    with pytest.raises(PsipoInputError, match=r"^.*run.yaml:5: key 'learning_rate' is given twice \(first on line 4\)$"):
+        load_config(Nested, path)
+    path.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n")  # a merge key's values may be overridden
+    assert read_yaml_mapping(path)[0]["other"] == {"x": 3, "y": 2}
+    with pytest.raises(PsipoInputError, match=r"^data.jsonl:7: key 'tau' is given twice in one object$"):
+        parse_json('{"tau": 1, "tau": 2}', "data.jsonl", 7)
+    assert parse_json('[{"tau": 1}, {"tau": 2}]', "data.jsonl") == [{"tau": 1}, {"tau": 2}]
+
+
+def test_an_integer_beyond_64_bits_is_refused_by_key():
+    with pytest.raises(PsipoInputError, match=r"key 'steps': expected an integer of at most 64 bits, got 99999999999999999999$"):
+        from_dict(Nested, {"name": "a", "steps": 99999999999999999999})
+    assert from_dict(Nested, {"name": "a", "steps": 2**63 - 1}).steps == 2**63 - 1

@@ -162,10 +162,12 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             return value
         raise fail("true or false")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if -(2**63) <= value < 2**63:  # what torch and numpy take (seeds, counts)
+                return value
+            raise fail("an integer of at most 64 bits")
         raise fail("an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -278,10 +280,20 @@ def read_text_file(path: Path) -> str:
     return decode_utf8(path.read_bytes(), path)
 
 
+def _unique_keys(where: str | Path, line: int, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a key given twice (``json`` keeps the last)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise PsipoInputError(f"{where}:{line}: key {key!r} is given twice in one object")
+        data[key] = value
+    return data
+
+
 def parse_json(text: str, where: str | Path, first_line: int = 1) -> Any:
     """``json.loads`` with one-line errors naming ``where:line``."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=functools.partial(_unique_keys, where, first_line))
     except json.JSONDecodeError as exc:
         raise PsipoInputError(f"{where}:{first_line + exc.lineno - 1}: invalid JSON: {exc.msg}") from None
     except RecursionError:
@@ -326,11 +338,26 @@ class _BoundedComposer(yaml.composer.Composer):
         node = super().compose_node(parent, index)
         self.depth -= 1
         if isinstance(node, yaml.MappingNode):
+            _refuse_repeated_keys(node)
             children = [child for pair in node.value for child in pair]
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) else []
         self.expanded_sizes[node] = 1 + sum(self.expanded_sizes[child] for child in children)
         return node
+
+
+def _refuse_repeated_keys(node: yaml.MappingNode) -> None:
+    """A key given twice in one mapping: YAML says that is an error, PyYAML keeps the last
+    silently, and a user who edits the first one would see no effect."""
+    first_lines: dict[str, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1
+        if key.value in first_lines:
+            message = f"key '{key.value}' is given twice (first on line {first_lines[key.value]})"
+            raise _RefusedYAML(None, None, message, key.start_mark)
+        first_lines[key.value] = line
 
 
 _LOADER_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when PyYAML has it

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from psipo.errors import PsipoInputError
+
 # mkstemp/mkdtemp name a temporary ".NAME.XXXXXXXX.tmp" (8 random characters from
 # [a-z0-9_]); atomic_directory moves the folder it replaces to ".NAME.old".
 _TEMPORARY_SUFFIX = ".tmp"
@@ -71,6 +73,40 @@ def _apply_umask(folder: Path) -> None:
                 os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
+def prepare_output_folder(path: str | os.PathLike, key: str) -> Path:
+    """Create the folder ``path`` (and its parents) up front, so that a path that cannot hold
+    results fails in one line naming ``key`` before any work is done, not at the first write."""
+    if not str(path).strip():
+        raise PsipoInputError(f"{key}: empty path; name a folder")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PsipoInputError(f"{key}: {path} is a file, not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PsipoInputError(f"{key}: {path} lies under {parent}, which is a file")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PsipoInputError(f"{key}: cannot create {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PsipoInputError(f"{key}: {path} is not writable")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, key: str) -> Path:
+    """Refuse, in one line naming ``key``, a file path that cannot be written: empty, a folder,
+    or under something that is not a writable folder."""
+    if not str(path).strip():
+        raise PsipoInputError(f"{key}: empty path; name a file")
+    path = Path(path)
+    if path.is_dir():
+        raise PsipoInputError(f"{key}: {path} is a folder; name a file in it")
+    prepare_output_folder(path.parent, key)
+    return path
+
+
 def _temporary_prefix(path: Path) -> str:
     return f".{path.name}."
 
@@ -89,7 +125,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:  # name the file the caller asked for, not the temporary
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

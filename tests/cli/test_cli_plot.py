@@ -36,8 +36,31 @@ def test_plot_out_option_and_errors(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "figs" / "c.png")]) == 0
     assert (tmp_path / "figs" / "c.png").is_file()
     assert main(["plot", str(tmp_path / "nothing")]) == 2
-    assert "not a psipo train run folder" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"psipo: error: {tmp_path / 'nothing'}: no such run folder\n"
+    (tmp_path / "other").mkdir()
+    assert main(["plot", str(tmp_path / "other")]) == 2
+    assert "not a psipo run folder (no metrics.jsonl)" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "metrics.jsonl").write_text("")
     assert main(["plot", str(tmp_path / "empty")]) == 2
     assert "no metrics recorded yet" in capsys.readouterr().err
+
+
+def test_plot_out_that_cannot_be_a_png_file_is_one_line_and_nothing_is_drawn(tmp_path, capsys):
+    write_run(tmp_path / "run")
+    (tmp_path / "afile").write_text("keep me")
+    for out, expected in [
+        (tmp_path / "run", f"--out: {tmp_path / 'run'} is a folder; name a file in it"),
+        (tmp_path / "afile" / "x.png", f"--out: {tmp_path / 'afile'} is a file, not a folder"),
+        ("", "--out: empty path; name a file"),
+    ]:
+        assert main(["plot", str(tmp_path / "run"), "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"psipo: error: {expected}\n"
+    assert (tmp_path / "afile").read_text() == "keep me" and not (tmp_path / "run" / "curves.png").exists()
+
+
+def test_a_file_the_system_will_not_write_is_one_line_naming_it(tmp_path, capsys):
+    write_run(tmp_path / "run")
+    (tmp_path / "run" / "curves.png").mkdir()  # the default output is taken by a folder
+    assert main(["plot", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err == f"psipo: error: {tmp_path / 'run' / 'curves.png'}: Is a directory\n"

@@ -1,7 +1,8 @@
 """The ``psipo`` command line: one module per subcommand, each with ``register(subparsers)``.
 
 Bad input (:class:`~psipo.errors.PsipoInputError`, and argparse's own complaints) becomes one
-``psipo: error: ...`` line on stderr and exit code 2, never a traceback; Ctrl-C at any point
+``psipo: error: ...`` line on stderr and exit code 2, never a traceback; a file the system
+will not read or write becomes one line naming it, exit code 1; Ctrl-C at any point
 becomes ``psipo: interrupted`` and exit code 130 (during training, after a checkpoint of the
 step in progress; SIGTERM there is ``psipo: terminated``, exit code 143).
 """
@@ -131,6 +132,10 @@ def _error_line(exc: BaseException) -> tuple[str, int] | None:
         return "the input is nested too deeply to process", 2
     if isinstance(exc, UnicodeDecodeError):
         return f"a file is not valid UTF-8 ({exc.reason} at byte {exc.start})", 2
+    # A file the system would not read or write (a folder where a file goes, no permission, a
+    # full disk): the file and the reason say it all; a traceback would only hide them.
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}", 1
     return None
 
 

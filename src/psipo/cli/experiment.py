@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from psipo._config import add_arguments, load_config, overrides_from_args
+from psipo._io import prepare_output_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,7 @@ def _description(help_text: str, experiment: Experiment) -> str:
 
 def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experiment) -> None:
     package = experiment.package()
-    parser.add_argument("--out", type=Path, default=Path(experiment.default_out),
+    parser.add_argument("--out", default=experiment.default_out,
                         help=f"results folder (default: {experiment.default_out})")
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_true",
@@ -126,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(
         getattr(package, experiment.config), args.config, overrides_from_args(args), defaults=preset, check=package.validate
     )
+    out = prepare_output_folder(args.out, "--out")  # before the work: a bad --out fails now, not at the end
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None
-    results = package.run_experiment(config, args.out, progress=not args.no_progress, command=command)
+    results = package.run_experiment(config, out, progress=not args.no_progress, command=command)
     verdicts = [claim["verdict"] for claim in results["claims"]]
     seconds = results["runtime_seconds"]
     duration = f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
     print(
         f"{args.invoked_as}: {duration}; {verdicts.count('holds')} of {len(verdicts)} claims hold; wrote "
-        f"{args.out / 'REPORT.md'}, {args.out / 'results.json'} and {len(results['figures'])} figures"
+        f"{out / 'REPORT.md'}, {out / 'results.json'} and {len(results['figures'])} figures"
     )
     return 0

@@ -13,7 +13,10 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from psipo._io import check_output_file
     from psipo.lm.plots import plot_run
 
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     print(plot_run(args.run_dir, args.out))
     return 0

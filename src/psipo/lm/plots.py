@@ -128,8 +128,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise PsipoInputError(f"{run_dir}: no such run folder")
     if not metrics.is_file():
-        raise PsipoInputError(f"{run_dir}: not a psipo train run folder (no metrics.jsonl)")
+        raise PsipoInputError(f"{run_dir}: not a psipo run folder (no metrics.jsonl)")
     records = read_metrics(metrics)
     if not records:
         raise PsipoInputError(f"{metrics}: no metrics recorded yet")

@@ -61,23 +61,6 @@ class RunFolder:
             self.lock_fd = None
 
 
-def _check_usable(path: Path) -> None:
-    """Name the reason an output folder cannot be used, before anything is computed."""
-    if path.exists() and not path.is_dir():
-        raise PsipoInputError(f"output_dir: {path} is a file, not a folder")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise PsipoInputError(f"output_dir: {path} lies under {parent}, which is a file")
-            break
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PsipoInputError(f"output_dir: cannot create {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PsipoInputError(f"output_dir: {path} is not writable")
-
-
 def _lock(path: Path) -> int:
     """Take the folder's lock or say which live process holds it."""
     import fcntl
@@ -117,11 +100,10 @@ def _clear(path: Path, names: list[str]) -> None:
 
 def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> RunFolder:
     """Check, lock and prepare ``output_dir`` for one run (see the module docstring)."""
-    from psipo._io import remove_stale_temporaries
+    from psipo._io import prepare_output_folder, remove_stale_temporaries
     from psipo.lm.checkpoint import list_checkpoints
 
-    path = Path(output_dir)
-    _check_usable(path)
+    path = prepare_output_folder(output_dir, "output_dir")  # before anything is computed
     folder = RunFolder(path, _lock(path))
     try:
         # Only now, holding the lock, can no live writer own a temporary here.
