@@ -161,7 +161,7 @@ def test_tensor_tau_is_one_tau_per_run():
             torch.testing.assert_close(batched[run], single, rtol=1e-15, atol=0)
 
 
-@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, -1e-300, torch.tensor([0.5, 0.0])])
+@pytest.mark.parametrize("tau", [0.0, -1.0, -1e-300, torch.tensor([0.5, 0.0])])
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_tau_must_be_positive(name, tau):
     spec = LOSSES[name]
@@ -169,10 +169,34 @@ def test_tau_must_be_positive(name, tau):
         spec.function(*logps_with_gap(torch.zeros(2)), tau=tau, **spec.defaults)
 
 
-@pytest.mark.parametrize("tau", [1e-300, 5e-324, torch.tensor([1e-300, 1.0], dtype=F64)])
+@pytest.mark.parametrize("tau", [math.inf, -math.inf, math.nan, torch.tensor([0.5, math.inf])])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_tau_must_be_finite(name, tau):
+    """τ = ∞ used to pass (τ > 0) and every loss returned NaN (0·∞ or ∞ − ∞)."""
+    spec = LOSSES[name]
+    with pytest.raises(PsipoInputError, match="^tau: must be a finite number, got"):
+        spec.function(*logps_with_gap(torch.zeros(2)), tau=tau, **spec.defaults)
+
+
+@pytest.mark.parametrize(
+    "tau", ["1", None, True, 1j, [0.1], torch.tensor(True), torch.tensor(1.0 + 0j)]
+)
+def test_tau_of_the_wrong_type_is_one_input_error(tau):
+    with pytest.raises(PsipoInputError, match="^tau: must be a"):
+        check_tau(tau)
+
+
+@pytest.mark.parametrize("tau", [1e-300, 3e-308, torch.tensor([1e-300, 1.0], dtype=F64)])
 def test_tiny_positive_tau_is_positive(tau):
     """τ below float32's smallest subnormal (~1.4e-45) is still > 0: a number is compared in float64."""
     check_tau(tau)
+
+
+@pytest.mark.parametrize("tau", [5e-324, 1e-310, torch.tensor([1e-310, 1.0], dtype=F64)])
+def test_subnormal_tau_is_refused_clearly(tau):
+    """1/τ overflows for a subnormal τ (the IPO target 1/(2τ) would be inf)."""
+    with pytest.raises(PsipoInputError, match="^tau: .* is too small to solve in float64"):
+        check_tau(tau)
 
 
 def test_smoothing_and_noise_must_be_below_one_half():
@@ -183,8 +207,37 @@ def test_smoothing_and_noise_must_be_below_one_half():
 
 
 def test_registry_lookups():
-    assert get_loss("ipo") is ipo_loss and get_loss("cdpo") is dpo_loss
+    assert get_loss("ipo") is ipo_loss and get_loss("dpo") is dpo_loss
     assert loss_spec("savage").function is savage_loss
     for lookup in (get_loss, loss_spec):
         with pytest.raises(PsipoInputError, match="loss: unknown loss 'ppo'"):
             lookup("ppo")
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_get_loss_applies_the_registered_defaults(name):
+    """get_loss("cdpo") used to be plain DPO and get_loss("robust") a TypeError (label_noise
+    missing): what get_loss returns equals the function at the registry's defaults, and a
+    keyword given in the call overrides them (as psipo train passes every hyperparameter)."""
+    spec = LOSSES[name]
+    logps = logps_with_gap(torch.tensor([-1.0, 0.0, 2.0], dtype=F64))
+    expected = spec.function(*logps, tau=0.1, **spec.defaults)
+    torch.testing.assert_close(get_loss(name)(*logps, tau=0.1), expected, rtol=0, atol=0)
+    for hyperparameter in spec.hyperparameters:
+        overridden = {**spec.defaults, hyperparameter: 0.2}
+        torch.testing.assert_close(
+            get_loss(name)(*logps, tau=0.1, **{hyperparameter: 0.2}),
+            spec.function(*logps, tau=0.1, **overridden), rtol=0, atol=0,
+        )
+
+
+def test_get_loss_cdpo_is_not_plain_dpo():
+    # An independent closed form: −(1−ε)log σ(τh) − ε log σ(−τh), ε = 0.1, at τh = 0.3.
+    logps = logps_with_gap(torch.tensor([3.0], dtype=F64))
+    x = 0.3
+    expected = -(0.9) * math.log(1 / (1 + math.exp(-x))) - 0.1 * math.log(1 / (1 + math.exp(x)))
+    assert get_loss("cdpo")(*logps, tau=0.1).item() == pytest.approx(expected, rel=1e-14)
+    assert get_loss("cdpo")(*logps, tau=0.1).item() != pytest.approx(get_loss("dpo")(*logps, tau=0.1).item())
+    # Robust DPO with ε = 0.1: [−0.9 log σ(x) + 0.1 log σ(−x)] / 0.8
+    robust = (-0.9 * math.log(1 / (1 + math.exp(-x))) + 0.1 * math.log(1 / (1 + math.exp(x)))) / 0.8
+    assert get_loss("robust")(*logps, tau=0.1).item() == pytest.approx(robust, rel=1e-14)

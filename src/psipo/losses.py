@@ -29,6 +29,8 @@ config, the tabular trainer, ``psipo reproduce`` and the LM lab all read it.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -135,12 +137,33 @@ def log_ratio_gap(
 
 
 def check_tau(tau: float | torch.Tensor) -> None:
-    """Raise :class:`PsipoInputError` unless τ (a number or a tensor of them) is > 0."""
+    """Raise :class:`PsipoInputError` unless τ (a real number or a tensor of them) is finite and > 0.
+
+    τ = ∞ is refused rather than read as "no policy change": every loss is then 0·∞ or ∞ − ∞
+    somewhere (NaN). So is a subnormal τ (below ~2.2e-308 in float64), whose reciprocal
+    overflows; any smaller normal τ is computed (the exact optima then give the τ → 0 limit).
+    Booleans, strings, None and complex numbers are refused by type.
+    """
     # tau may be a tensor broadcastable against the log-probs (one τ per run in a sweep). A
     # number is compared in float64: as a default float32 tensor, τ below ~1e-45 would read as 0.
-    values = tau if isinstance(tau, torch.Tensor) else torch.as_tensor(tau, dtype=torch.float64)
+    if isinstance(tau, torch.Tensor):
+        if tau.dtype == torch.bool or tau.is_complex():
+            raise PsipoInputError(f"tau: must be a real number > 0, got a tensor of {tau.dtype}")
+        values = tau.detach()
+    elif isinstance(tau, numbers.Real) and not isinstance(tau, bool):
+        values = torch.as_tensor(float(tau), dtype=torch.float64)
+    else:
+        raise PsipoInputError(f"tau: must be a finite number > 0, got {tau!r} ({type(tau).__name__})")
+    if not bool(torch.isfinite(values).all()):
+        raise PsipoInputError(f"tau: must be a finite number, got {tau}")
     if not bool(torch.all(values > 0)):
         raise PsipoInputError(f"tau: must be > 0, got {tau}")
+    if not bool(torch.all(values >= torch.finfo(values.dtype).tiny)):
+        smallest = float(values.min()) if isinstance(tau, torch.Tensor) else float(tau)
+        raise PsipoInputError(
+            f"tau: {smallest!r} is too small to solve in float64: it is below the smallest normal "
+            f"number {torch.finfo(values.dtype).tiny:g}, where 1/τ overflows"
+        )
 
 
 def ipo_loss(
@@ -408,5 +431,15 @@ def loss_spec(name: str) -> LossSpec:
 
 
 def get_loss(name: str) -> LossFn:
-    """The loss function registered under ``name`` (see :data:`LOSSES`)."""
-    return loss_spec(name).function
+    """The loss function registered under ``name`` (see :data:`LOSSES`), with its registered
+    hyperparameter defaults applied.
+
+    ``get_loss("cdpo")`` is :func:`dpo_loss` with ``label_smoothing=0.1`` (not plain DPO), and
+    ``get_loss("robust")`` is :func:`robust_dpo_loss` with ``label_noise=0.1``; a keyword given
+    in the call overrides the default (``psipo train`` passes every hyperparameter from its
+    config). Losses without hyperparameters are returned as they are.
+    """
+    spec = loss_spec(name)
+    if not spec.hyperparameters:
+        return spec.function
+    return functools.partial(spec.function, **spec.defaults)

@@ -68,3 +68,14 @@ def test_incidence_gives_the_log_ratio_gap_of_every_row(rows, seed):
     x, w, l = dataset.context_index, dataset.chosen_index, dataset.rejected_index  # noqa: E741
     expected = log_ratio_gap(log_pi[x, w], log_pi[x, l], log_ref[x, w], log_ref[x, l])
     torch.testing.assert_close(dataset.incidence() @ delta.flatten(), expected, rtol=0, atol=1e-12)
+
+
+def test_rows_may_be_a_generator_and_a_string_is_not_a_row():
+    rows = [("a", "b"), ("b", "a"), ("a", "b")]
+    from_generator = PreferenceDataset.from_rows((row for row in rows), actions=("a", "b"))
+    from_list = PreferenceDataset.from_rows(rows, actions=("a", "b"))
+    assert torch.equal(from_generator.chosen_index, from_list.chosen_index) and len(from_generator) == 3
+    with pytest.raises(PsipoInputError, match=r"^dataset: row 0: expected a list of names, got 'ab'"):
+        PreferenceDataset.from_rows(["ab"], actions=("a", "b"))
+    with pytest.raises(PsipoInputError, match=r"^dataset: rows: expected a list of"):
+        PreferenceDataset.from_rows(None, actions=("a", "b"))

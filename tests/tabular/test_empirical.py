@@ -124,3 +124,20 @@ def test_empirical_loss_values_by_hand():
     uniform = torch.full((1, 3), 1 / 3, dtype=torch.float64)
     assert empirical.empirical_loss(DATASETS["D1"], uniform, loss="ipo", tau=0.25).item() == pytest.approx(4.0)
     assert empirical.empirical_loss(DATASETS["D1"], uniform, loss="dpo", tau=0.25).item() == pytest.approx(math.log(2))
+
+
+def test_ipo_shift_on_a_disconnected_comparison_graph():
+    """Rows (a, b), (c, d): (1, 1, 0, 0) is in null(B) and changes π; δ* is orthogonal to it
+    (its sum over each connected component is 0), not only to the per-context constant."""
+    dataset = PreferenceDataset.from_rows([("a", "b"), ("c", "d")], actions=tuple("abcd"))
+    incidence = dataset.incidence(torch.float64)
+    component = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    assert torch.equal(incidence @ component, torch.zeros(2, dtype=torch.float64))
+    shift = empirical.ipo_empirical_shift(dataset, tau=0.5)[0]
+    # minimum-norm: δ* = (1/(4τ))·(1, −1, 1, −1), by hand (h_ab = h_cd = 1/(2τ) = 1)
+    torch.testing.assert_close(shift, torch.tensor([0.5, -0.5, 0.5, -0.5], dtype=torch.float64), rtol=0, atol=1e-12)
+    moved = torch.softmax(shift + component, -1)
+    assert not torch.allclose(moved, torch.softmax(shift, -1))  # the direction changes π ...
+    for policy in (torch.softmax(shift, -1), moved):  # ... but not the empirical IPO loss
+        assert empirical.empirical_loss(dataset, policy[None], loss="ipo", tau=0.5).item() == pytest.approx(0.0, abs=1e-20)
+    assert "connected components" in empirical.ipo_empirical_shift.__doc__

@@ -172,8 +172,11 @@ def test_contexts_naive_reference():
 
 def test_bad_arguments():
     problem = two_actions(0.7)
-    for tau in (0.0, -1.0, float("nan")):
+    for tau in (0.0, -1.0):
         with pytest.raises(PsipoInputError, match="tau: must be > 0"):
+            optimal_policy(problem, tau=tau, psi="identity")
+    for tau in (float("nan"), float("inf")):
+        with pytest.raises(PsipoInputError, match="tau: must be a finite number"):
             optimal_policy(problem, tau=tau, psi="identity")
     with pytest.raises(PsipoInputError, match="psi: Ψ must be non-decreasing"):
         optimal_policy(problem, tau=1.0, psi=lambda q: -q)
@@ -398,3 +401,121 @@ def test_prop_4_is_not_the_logit_optimum_without_bradley_terry():
                                     mu=[0.6, 0.3, 0.1])
     gap = (rlhf_policy(problem, tau=1.0) - optimal_policy(problem, tau=1.0, psi="logit")).abs().max()
     assert gap.item() > 1e-2
+
+
+# --------------------------------------------------------------------------- p* rounded to 1 (review)
+#
+# Two actions, uniform µ and π_ref, log-odds ℓ = log p*(a≻b)/p*(b≻a): g(a) − g(b) = ℓ, so the
+# logit-Ψ optimum is π*(a) = σ(ℓ/τ) (Prop. 1). torch.logit(p) of a p that has rounded to 1.0
+# used to give ℓ = +inf and π* = (1, 0).
+
+
+@settings(max_examples=60, deadline=None)
+@given(gap=st.floats(30.0, 700.0), tau=st.floats(0.5, 1e4))
+def test_logit_optimum_of_a_bradley_terry_problem_is_sigma_of_the_gap(gap, tau):
+    problem = TabularProblem.from_bradley_terry(["a", "b"], [gap / 2, -gap / 2])
+    policy = optimal_policy(problem, tau=tau, psi="logit")
+    assert policy[0, 0].item() == pytest.approx(sigmoid(gap / tau), rel=1e-12)
+    objective = psipo_objective(problem, policy, tau=tau, psi="logit")
+    assert math.isfinite(objective.item())
+
+
+def test_logit_optimum_keeps_reward_gaps_beyond_float64_probabilities():
+    # σ(−800) underflows to 0 in float64; the problem keeps r(a) − r(b) = 800 exactly.
+    problem = TabularProblem.from_bradley_terry(["a", "b"], [400.0, -400.0])
+    assert problem.preferences[0, 1, 0].item() == 0.0 and problem.log_odds[0, 0, 1].item() == 800.0
+    assert optimal_policy(problem, tau=1000.0, psi="logit")[0, 0].item() == pytest.approx(sigmoid(0.8), rel=1e-12)
+
+
+def test_logit_optimum_of_a_table_with_p_rounded_to_one():
+    problem = TabularProblem.create(["a", "b"], [[0.5, 1 - 1e-17], [1e-17, 0.5]])
+    assert problem.preferences[0, 0, 1].item() == 1.0  # rounded
+    log_odds = -math.log(1e-17)  # log p*(a≻b) − log p*(b≻a) with p*(a≻b) = 1 − 1e-17
+    for tau in (1.0, 100.0):
+        expected = sigmoid(log_odds / tau)
+        assert optimal_policy(problem, tau=tau, psi="logit")[0, 0].item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_problem_file_with_rewards_solves_exactly(tmp_path):
+    from psipo.tabular.problem import load_problem
+
+    path = tmp_path / "r20.yaml"
+    path.write_text("actions: [a, b]\nrewards: {a: 20, b: -20}\ntau: 1\npsi: logit\n")
+    problem, _ = load_problem(path, {"tau": 100.0})
+    policy = optimal_policy(problem, tau=100.0, psi="logit")
+    assert policy[0, 0].item() == pytest.approx(sigmoid(0.4), rel=1e-12)
+    assert math.isfinite(psipo_objective(problem, policy, tau=100.0, psi="logit").item())
+
+
+def test_deterministic_preferences_still_give_the_deterministic_limit():
+    problem = two_actions(1.0)
+    assert optimal_policy(problem, tau=100.0, psi="logit")[0].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("psi", ["identity", "logit"])
+@pytest.mark.parametrize("tau", [1e-300, 3e-308])
+def test_tiny_tau_gives_the_limit_never_nan(psi, tau):
+    """g/τ overflows; the optimum is π_ref restricted to the maximisers of g (τ → 0)."""
+    problem = TabularProblem.create(["a", "b", "c"], [[0.5, 0.7, 0.9], [0.3, 0.5, 0.6], [0.1, 0.4, 0.5]])
+    assert optimal_policy(problem, tau=tau, psi=psi)[0].tolist() == [1.0, 0.0, 0.0]
+    tie = TabularProblem.create(["a", "b"], [[0.5, 0.5], [0.5, 0.5]], pi_ref=[0.25, 0.75])
+    assert optimal_policy(tie, tau=tau, psi=psi)[0].tolist() == pytest.approx([0.25, 0.75], rel=1e-15)
+    assert kl_regularised_policy(tie.pi_ref, torch.tensor([[1.0, 0.0]], dtype=F64), tau=tau)[0].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("tau", [math.inf, "1", None, True, 1j, 1e-320])
+def test_bad_tau_in_every_exact_function(tau):
+    from psipo.tabular.nash import nash_equilibrium
+
+    problem = two_actions(0.7)
+    calls = [
+        lambda: optimal_policy(problem, tau=tau, psi="logit"),
+        lambda: psipo_objective(problem, [0.5, 0.5], tau=tau, psi="identity"),
+        lambda: dpo_population_loss(problem, [0.5, 0.5], tau=tau),
+        lambda: ipo_population_loss(problem, [0.5, 0.5], tau=tau),
+        lambda: ipo_sampled_population_loss(problem, [0.5, 0.5], tau=tau),
+        lambda: nash_equilibrium(problem, tau=tau),
+        lambda: rlhf_policy(problem, tau=tau),
+    ]
+    for call in calls:
+        with pytest.raises(PsipoInputError, match="^tau: (must be a|1e-320 is too small to solve in float64)"):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ([0.9, 0.9], r"policy: sums to 1.8, not 1"),
+        ([0.5, float("nan")], r"policy\[1\]: nan is not a finite number"),
+        (torch.tensor([0.5, float("nan")], dtype=F64), r"policy\[1\]: nan is not a finite number"),
+        (torch.tensor([0.5, float("inf")]), r"policy\[1\]: inf is not a finite number"),
+        ([1.5, -0.5], r"policy\[1\]: -0.5 is negative"),
+        (torch.tensor([0.5 + 0j, 0.5]), r"policy: expected real"),
+        ([0.5, "x"], r"policy\[1\]: expected a number"),
+    ],
+)
+def test_policies_must_be_distributions(policy, message):
+    problem = two_actions(0.7)
+    for call in (kl_divergence, total_preference, preference_against):
+        with pytest.raises(PsipoInputError, match=message):
+            call(problem, policy)
+    with pytest.raises(PsipoInputError, match=message):
+        psipo_objective(problem, policy, tau=1.0, psi="identity")
+    with pytest.raises(PsipoInputError, match=message):
+        dpo_population_loss(problem, policy, tau=1.0)
+
+
+def test_float32_softmax_policies_are_accepted():
+    problem = TabularProblem.create(list("abc"), [[0.5, 0.7, 0.9], [0.3, 0.5, 0.6], [0.1, 0.4, 0.5]])
+    policy = torch.softmax(torch.tensor([0.3, -1.7, 2.2]), -1)  # sums to 1 only within float32 rounding
+    kl = kl_divergence(problem, policy).item()
+    reference = sum(p * math.log(p * 3) for p in policy.double().tolist())
+    assert kl == pytest.approx(reference, rel=1e-5)
+
+
+def test_complex_preferences_are_refused():
+    table = torch.tensor([[0.5, 0.7], [0.3, 0.5]], dtype=torch.complex128)
+    with pytest.raises(PsipoInputError, match="preferences: expected real numbers"):
+        TabularProblem.create(["a", "b"], table)
+    with pytest.raises(PsipoInputError, match=r"preferences\[0\]\[1\]: expected a number"):
+        TabularProblem.create(["a", "b"], [[0.5, 0.7 + 0j], [0.3, 0.5]])

@@ -302,3 +302,46 @@ def test_settings_given_as_overrides_are_blamed_on_the_option(tmp_path):
         load_problem(path, {"tau": -3.0})
     with pytest.raises(PsipoInputError, match=r"^--psi: expected one of"):
         load_problem(path, {"tau": 1.0, "psi": "square"})
+
+
+# --------------------------------------------------------------------------- log-odds (review)
+
+
+def test_log_odds_are_antisymmetric_and_exact_where_p_rounds_to_one():
+    table = TabularProblem.create(["a", "b"], [[0.5, 1 - 1e-17], [1e-17, 0.5]])
+    assert table.log_odds[0, 0, 1].item() == pytest.approx(-math.log(1e-17), rel=1e-15)
+    assert torch.equal(table.log_odds, -table.log_odds.transpose(-1, -2))
+    # Bradley–Terry problems keep r_i − r_j exactly, also through problem files
+    problem = TabularProblem.from_bradley_terry(["a", "b", "c"], [20.0, -20.0, 3.0])
+    assert problem.log_odds[0].tolist() == [[0.0, 40.0, 17.0], [-40.0, 0.0, -23.0], [-17.0, 23.0, 0.0]]
+    deterministic = TabularProblem.create(["a", "b"], [[0.5, 1.0], [0.0, 0.5]])
+    assert deterministic.log_odds[0].tolist() == [[0.0, math.inf], [-math.inf, 0.0]]
+
+
+def test_problem_files_keep_reward_gaps(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "actions: [a, b]\nrewards: {a: 400, b: -400}\ncontexts:\n"
+        "  - {name: x}\n  - {name: y, preferences: [[0.5, 0.75], [0.25, 0.5]]}\n"
+    )
+    problem, _ = load_problem(path)
+    assert problem.log_odds[0, 0, 1].item() == 800.0
+    assert problem.log_odds[1, 0, 1].item() == pytest.approx(math.log(3.0), rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("log_odds", "message"),
+    [
+        ([[0.0, 1.0], [1.0, 0.0]], r"log_odds\[0\]\[0\]\[1\]: must be antisymmetric"),
+        ([[0.0, 2.0], [-2.0, 0.0]], r"log_odds\[0\]\[0\]\[1\]: σ\(2\) does not match preferences"),
+        ([[0.0, float("nan")], [0.0, 0.0]], r"log_odds\[0\]\[1\]: nan is not a finite number|log_odds.*NaN"),
+        ([0.0, 1.0], r"log_odds: expected shape"),
+    ],
+)
+def test_given_log_odds_must_match_the_table(log_odds, message):
+    with pytest.raises(PsipoInputError, match=message):
+        TabularProblem.create(["a", "b"], [[0.5, sigmoid_of(1.0)], [1 - sigmoid_of(1.0), 0.5]], log_odds=log_odds)
+
+
+def sigmoid_of(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))

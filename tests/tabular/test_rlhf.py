@@ -148,3 +148,54 @@ def test_kl_regularised_policy_maximises_eq_3(reward, reference, tau, seed):
     for _ in range(5):
         other = torch.softmax(best.log() + torch.randn(3, generator=generator, dtype=F64), -1)
         assert objective(other) <= objective(best) + 1e-12
+
+
+# --------------------------------------------------------------------------- near-deterministic (review)
+
+
+def test_rlhf_policy_with_p_rounded_to_one():
+    """The gauge term used to swamp the curvature σ(40)σ(−40) ≈ 4e-18 and make the Newton
+    system exactly singular (torch._C._LinAlgError)."""
+    from psipo.tabular.rlhf import rlhf_policy
+
+    problem = TabularProblem.from_bradley_terry(["a", "b"], [20.0, -20.0])
+    torch.testing.assert_close(fit_bradley_terry(problem), torch.tensor([[20.0, -20.0]], dtype=F64), rtol=0, atol=1e-6)
+    assert rlhf_policy(problem, tau=100.0)[0, 0].item() == pytest.approx(sigmoid(0.4), rel=1e-9)
+    table = TabularProblem.create(["a", "b"], [[0.5, 1 - 1e-17], [1e-17, 0.5]])
+    half_gap = -math.log(1e-17) / 2  # the minimiser: r(a) − r(b) = log p*(a≻b)/p*(b≻a)
+    torch.testing.assert_close(
+        fit_bradley_terry(table), torch.tensor([[half_gap, -half_gap]], dtype=F64), rtol=0, atol=1e-6
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(rewards=st.lists(st.floats(-18.0, 18.0), min_size=2, max_size=4))
+def test_fit_recovers_large_bradley_terry_rewards(rewards):
+    """Prop. 1: the fit recovers r* up to a shift, also with gaps up to 36 (p* ≈ 1 − 2e-16)."""
+    problem = TabularProblem.from_bradley_terry([f"y{i}" for i in range(len(rewards))], rewards)
+    expected = torch.tensor(rewards, dtype=F64)
+    torch.testing.assert_close(fit_bradley_terry(problem)[0], expected - expected.mean(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("wins", "kwargs", "message"),
+    [
+        ([[[0.0, -1.0], [2.0, 0.0]]], {}, r"wins\[0\]\[0\]\[1\]: -1 is negative"),
+        ([[0.0, 1.0], [2.0, 0.0]], {}, r"wins: expected shape \[X, Y, Y\].*got \[2, 2\].*wins\[None\]"),
+        ([[[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]]], {}, r"wins: expected shape \[X, Y, Y\].*got \[1, 2, 3\]"),
+        ([[[0.0, float("nan")], [2.0, 0.0]]], {}, r"wins\[0\]\[0\]\[1\]: nan is not a finite number"),
+        ([[[0.0, "x"], [2.0, 0.0]]], {}, r"wins\[0\]\[0\]\[1\]: expected a number"),
+        ([[[0.0, 1.0], [2.0, 0.0]]], {"l2": float("nan")}, r"l2: must be a finite number"),
+        ([[[0.0, 1.0], [2.0, 0.0]]], {"l2": "0.1"}, r"l2: must be a finite number"),
+        ([[[0.0, 1.0], [2.0, 0.0]]], {"actions": ("a",)}, r"actions: 1 names for 2"),
+    ],
+)
+def test_fit_rewards_bad_input(wins, kwargs, message):
+    with pytest.raises(PsipoInputError, match=message):
+        fit_rewards(wins, **kwargs)
+
+
+def test_fit_rewards_takes_lists():
+    # 3 wins of a over b, 1 of b over a: r(a) − r(b) = log 3, centred.
+    rewards = fit_rewards([[[0.0, 3.0], [1.0, 0.0]]])
+    torch.testing.assert_close(rewards, torch.tensor([[math.log(3) / 2, -math.log(3) / 2]], dtype=F64), rtol=0, atol=1e-9)

@@ -173,6 +173,18 @@ def test_float32_training_agrees_with_float64():
         ({"config": TabularTrainConfig(learning_rate=-1.0)}, "learning_rate"),
         ({"config": TabularTrainConfig(adam_b2=1.0)}, "adam_b2"),
         ({"pi_ref": [0.5, 0.5]}, "pi_ref"),
+        ({"taus": 0.1}, r"^taus: expected a list of τ values, got 0.1; write \[0.1\] for one$"),
+        ({"taus": ["x"]}, "taus: every τ must be a finite number > 0, got 'x'"),
+        ({"losses": "ipo"}, r"^losses: expected a list of loss names, got 'ipo'; write \['ipo'\] for one$"),
+        ({"losses": [3]}, "losses: expected a non-empty subset"),
+        ({"config": TabularTrainConfig(steps=20.5)}, r"^steps: must be an integer, got 20.5 \(float\)$"),
+        ({"config": TabularTrainConfig(seeds=True)}, r"^seeds: must be an integer, got True"),
+        ({"config": TabularTrainConfig(first_seed=-1)}, r"^first_seed: must be >= 0"),
+        ({"config": TabularTrainConfig(dtype="float16")}, r"^dtype: must be 'float64' or 'float32', got 'float16'$"),
+        ({"config": TabularTrainConfig(learning_rate="0.1")}, r"^learning_rate: must be a finite number"),
+        ({"config": TabularTrainConfig(adam_eps=math.inf)}, r"^adam_eps: must be a finite number"),
+        ({"config": TabularTrainConfig(rlhf_l2=-1.0)}, r"^rlhf_l2: must be >= 0"),
+        ({"config": {"steps": 5}}, r"^config: expected a TabularTrainConfig"),
     ],
 )
 def test_bad_input_raises_one_line_errors(kwargs, message):
@@ -193,3 +205,10 @@ def test_chunking_of_the_precomputed_minibatch_weights_changes_nothing():
     one_step_chunks = train_grid(DATASETS, losses=["ipo", "dpo"], taus=[0.3], config=config, max_weight_elements=1)
     assert torch.equal(whole.shifts, one_step_chunks.shifts)
     assert whole.recorded_steps.tolist() == [0, 40, 80, 120, 160, 200, 230]
+
+
+def test_datasets_losses_and_taus_may_be_any_iterable():
+    config = TabularTrainConfig(steps=5, seeds=1)
+    listed = train_grid(DATASETS[:1], losses=["ipo"], taus=[1.0], config=config)
+    iterated = train_grid(iter(DATASETS[:1]), losses=(loss for loss in ["ipo"]), taus=(t for t in [1.0]), config=config)
+    assert torch.equal(listed.final_policies, iterated.final_policies)

@@ -24,13 +24,13 @@ the sampled counterpart of p*(y1≻y2) = 1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from psipo.errors import PsipoInputError
-from psipo.tabular.problem import NO_CONTEXT, policy_table
+from psipo.tabular.problem import NO_CONTEXT, as_list, policy_table
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,21 @@ class PreferenceDataset:
     @classmethod
     def from_rows(
         cls,
-        rows: Sequence[Sequence[str]],
+        rows: Iterable[Sequence[str]],
         *,
         actions: Sequence[str],
         contexts: Sequence[str] = (NO_CONTEXT,),
         name: str = "dataset",
     ) -> PreferenceDataset:
-        """Build a dataset from ``(y_w, y_l)`` rows (one context) or ``(x, y_w, y_l)`` rows.
+        """Build a dataset from ``(y_w, y_l)`` rows (one context) or ``(x, y_w, y_l)`` rows, given
+        as any iterable (a list, a generator).
 
         Raises :class:`PsipoInputError` for an empty dataset, unknown or duplicate names,
         malformed rows and rows comparing an action with itself.
         """
-        actions, contexts = tuple(actions), tuple(contexts)
+        actions = tuple(as_list(actions, f"{name}: actions", items="action names"))
+        contexts = tuple(as_list(contexts, f"{name}: contexts", items="context names"))
+        rows = as_list(rows, f"{name}: rows", items="(y_w, y_l) or (x, y_w, y_l) rows")
         for kind, names in (("actions", actions), ("contexts", contexts)):
             if not names:
                 raise PsipoInputError(f"{name}: {kind}: must not be empty")
@@ -73,7 +76,7 @@ class PreferenceDataset:
         context_id = {c: i for i, c in enumerate(contexts)}
         indices = []
         for i, row in enumerate(rows):
-            row = tuple(row)
+            row = tuple(as_list(row, f"{name}: row {i}", items="names"))
             if len(row) == 2 and len(contexts) == 1:
                 row = (contexts[0], *row)
             if len(row) != 3:

@@ -6,9 +6,14 @@ are h = Bδ. Therefore
 
 * **IPO** (Eq. 17): :math:`\min_\delta \frac1N\|B\delta - \tfrac{1}{2\tau}\mathbf 1\|^2` is a
   linear least-squares problem. Its minimisers form δ* + null(B); we return the minimum-norm
-  δ* = B⁺ 𝟏/(2τ), i.e. the one closest to π_ref's logits. Null-space directions are either a
-  constant per context (no effect on π) or logits of actions no row mentions — those get zero
-  gradient, so gradient training from δ = 0 leaves them at π_ref's value too. For D1
+  δ* = B⁺ 𝟏/(2τ), i.e. the one closest to π_ref's logits. null(B) is spanned by the indicator
+  vectors of the connected components of each context's comparison graph (actions as nodes,
+  rows as edges), an action no row mentions being a component of its own: the rows fix only
+  differences of logits within a component. A constant per context is one such direction (no
+  effect on π), but when a context's graph is disconnected there are others that do change π —
+  rows (a, b), (c, d) leave (1, 1, 0, 0) in null(B), the relative mass of {a, b} against
+  {c, d}. Gradient training from δ = 0 moves δ only within row(B) = null(B)^⊥ (every gradient
+  is Bᵀ·v), so it too keeps δ's sum over each component at 0 and converges to this same δ*. For D1
   (h_ab = h_bc = h_ac = 1/(2τ) cannot all hold) the solution is
   π ∝ π_ref·(e^{2/(3τ)}, e^{1/(3τ)}, 1).
 * **DPO** (Eq. 4): :math:`\frac1N\sum_i -\log\sigma(\tau h_i)` is the Bradley–Terry loss of the
@@ -54,7 +59,13 @@ def empirical_loss(
 
 
 def ipo_empirical_shift(dataset: PreferenceDataset, *, tau: float) -> torch.Tensor:
-    r"""The minimum-norm minimiser δ* = B⁺ 𝟏/(2τ) of the empirical IPO loss (Eq. 17), [X, A]."""
+    r"""The minimum-norm minimiser δ* = B⁺ 𝟏/(2τ) of the empirical IPO loss (Eq. 17), [X, A].
+
+    Every minimiser is δ* + n with Bn = 0; δ* is the one orthogonal to null(B), spanned by the
+    indicators of the connected components of each context's comparison graph (module
+    docstring). With a disconnected graph, e.g. rows (a, b), (c, d), some of those directions
+    ((1, 1, 0, 0)) change π; δ* is the minimiser whose sum over each component is 0.
+    """
     check_tau(tau)
     incidence = dataset.incidence(torch.float64)
     target = torch.full((len(dataset), 1), 1.0 / (2.0 * tau), dtype=torch.float64)

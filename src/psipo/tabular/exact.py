@@ -42,27 +42,26 @@ import torch
 
 from psipo.errors import PsipoInputError
 from psipo.losses import check_tau, dpo_loss, log_ratio_regression_loss
-from psipo.psi import PsiFn, resolve
-from psipo.tabular.problem import DTYPE, TOLERANCE, TabularProblem
+from psipo.psi import PsiFn, logit, resolve
+from psipo.tabular.problem import DTYPE, TOLERANCE, TabularProblem, _to_tensor, check_policy
 
 PsiLike = str | Callable[[torch.Tensor], torch.Tensor]
 
 
 def _as_policy(problem: TabularProblem, policy: object, field: str = "policy") -> torch.Tensor:
-    """The policy as an [X, Y] float64 tensor (gradients kept); a [Y] vector is broadcast."""
-    tensor = policy if isinstance(policy, torch.Tensor) else torch.as_tensor(policy, dtype=DTYPE)
-    tensor = tensor.to(DTYPE)
+    """The policy as an [X, Y] float64 tensor (gradients kept); a [Y] vector is broadcast.
+
+    Each row must be a probability distribution (:func:`~psipo.tabular.problem.check_policy`).
+    """
+    source = policy if isinstance(policy, torch.Tensor) else _to_tensor(policy, field)
     shape = (problem.num_contexts, problem.num_actions)
-    if tuple(tensor.shape) == shape[1:]:
-        tensor = tensor.expand(shape)
-    if tuple(tensor.shape) != shape:
+    if tuple(source.shape) not in (shape, shape[1:]):
         raise PsipoInputError(
             f"{field}: expected shape {list(shape)} (contexts × actions) or [{shape[1]}], "
-            f"got {list(tensor.shape)}"
+            f"got {list(source.shape)}"
         )
-    if bool((tensor.detach() < 0).any()):
-        raise PsipoInputError(f"{field}: has negative probabilities")
-    return tensor
+    check_policy(source, field)
+    return source.to(DTYPE).expand(shape)
 
 
 def _context_average(problem: TabularProblem, per_context: torch.Tensor) -> torch.Tensor:
@@ -98,10 +97,13 @@ def kl_divergence(problem: TabularProblem, policy: object) -> torch.Tensor:
 def _expected_psi(problem: TabularProblem, psi: PsiLike) -> tuple[torch.Tensor, torch.Tensor]:
     r"""g(y) = E_µ[Ψ(p*(y≻y'))] split as a(y)·L + b(y), L → ∞ (see the module docstring).
 
-    Returns ``(divergent, finite)``, both [X, Y]: a and b.
+    Returns ``(divergent, finite)``, both [X, Y]: a and b. Ψ = :func:`psipo.psi.logit` is read
+    from :attr:`~psipo.tabular.problem.TabularProblem.log_odds`, log p*(y≻y') − log p*(y'≻y):
+    ``torch.logit`` of a probability that has rounded to 1 would be +inf where the true value
+    is finite (σ(37) is 1.0 in float64).
     """
     psi_fn: PsiFn = resolve(psi)
-    values = psi_fn(problem.preferences).to(DTYPE)
+    values = problem.log_odds if psi_fn is logit else psi_fn(problem.preferences).to(DTYPE)
     if bool(torch.isnan(values).any()):
         raise PsipoInputError("psi: returns NaN on the preference table")
     up, down = values == torch.inf, values == -torch.inf
@@ -117,13 +119,17 @@ def optimal_policy(problem: TabularProblem, *, tau: float, psi: PsiLike) -> torc
     :math:`g(y)=\mathbb{E}_{y'\sim\mu}[\Psi(p^*(y\succ y'))]`. With Ψ = logit and
     deterministic preferences this is the limiting policy described in the module docstring
     (deterministic where §4.2 says so), never NaN. Returns [X, Y].
+
+    g is shifted by its maximum before dividing by τ, so a τ so small that g/τ overflows gives
+    the τ → 0 limit (π_ref restricted to the maximisers of g) rather than NaN.
     """
     check_tau(tau)
     divergent, finite = _expected_psi(problem, psi)
     support = problem.pi_ref > 0
     best = torch.where(support, divergent, -torch.inf).amax(-1, keepdim=True)
     leading = support & (divergent >= best - TOLERANCE)
-    logits = torch.where(leading, torch.log(problem.pi_ref) + finite / tau, -torch.inf)
+    top = torch.where(leading, finite, -torch.inf).amax(-1, keepdim=True)
+    logits = torch.where(leading, torch.log(problem.pi_ref) + (finite - top) / tau, -torch.inf)
     return torch.softmax(logits, dim=-1)
 
 

@@ -43,7 +43,7 @@ from psipo._threads import single_thread
 from psipo.errors import PsipoInputError
 from psipo.losses import check_tau
 from psipo.tabular.exact import preference_against
-from psipo.tabular.problem import DTYPE, TabularProblem
+from psipo.tabular.problem import DTYPE, TabularProblem, check_integer, check_real
 
 TOLERANCE = 1e-12
 """Default bound on the self-consistency residual max |π − T(π)|."""
@@ -161,10 +161,8 @@ def nash_equilibrium(
     overflows.
     """
     check_tau(tau)
-    if not tolerance > 0:
-        raise PsipoInputError(f"tolerance: must be > 0, got {tolerance}")
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
-        raise PsipoInputError(f"max_iterations: must be an integer ≥ 1, got {max_iterations!r}")
+    tolerance = check_real(tolerance, "tolerance", low=0.0, low_open=True)
+    max_iterations = check_integer(max_iterations, "max_iterations", low=1)
     tau = float(tau)
     with single_thread():  # many operations on tiny tensors
         return _equilibrium(problem, tau, tolerance, max_iterations)

@@ -487,7 +487,7 @@ def ipo_md_fixed_point(
 
 def bradley_terry_reward(problem: TabularProblem) -> torch.Tensor:
     r"""The reward r [X, Y] with :math:`p^*(y\succ y')=\sigma(r(y)-r(y'))`, r(y_0) = 0; an error unless p* is Bradley–Terry."""
-    reward = torch.logit(problem.preferences[:, :, 0])
+    reward = problem.log_odds[:, :, 0]  # log p*(y≻y_0) − log p*(y_0≻y): finite where p* rounded to 1
     rebuilt = torch.sigmoid(reward[:, :, None] - reward[:, None, :])
     if not bool(torch.isfinite(reward).all()) or not bool(
         torch.allclose(rebuilt, problem.preferences, rtol=0.0, atol=1e-9)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 
 from psipo._config import blame, from_dict, parse_json, read_text_file, read_yaml_mapping
 from psipo.errors import PsipoInputError
+from psipo.losses import check_tau
 
 NO_CONTEXT = ""
 """The name of the single context of a problem that has no contexts."""
@@ -75,10 +77,14 @@ def _plain_numbers(value: Any, field: str) -> Any:
     raise PsipoInputError(f"{field}: expected a number, got {value!r}")
 
 
-def _to_tensor(value: Any, field: str) -> torch.Tensor:
-    """A float64 copy of a nested list, array or tensor of finite numbers."""
+def _to_tensor(value: Any, field: str, *, allow_infinite: bool = False) -> torch.Tensor:
+    """A float64 copy of a nested list, array or tensor of finite (or ±inf, when allowed) real numbers."""
     if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise PsipoInputError(f"{field}: expected real numbers, got a tensor of {value.dtype}")
         tensor = value.detach().to(DTYPE).clone()
+    elif getattr(getattr(value, "dtype", None), "kind", "") in ("b", "c"):  # numpy bool/complex arrays
+        raise PsipoInputError(f"{field}: expected real numbers, got an array of {value.dtype}")
     else:
         if isinstance(value, (list, tuple)):
             value = _plain_numbers(value, field)
@@ -88,7 +94,7 @@ def _to_tensor(value: Any, field: str) -> torch.Tensor:
             raise PsipoInputError(
                 f"{field}: expected a rectangular table of numbers, got {value!r}"
             ) from None
-    bad = torch.nonzero(~torch.isfinite(tensor))
+    bad = torch.nonzero(torch.isnan(tensor) if allow_infinite else ~torch.isfinite(tensor))
     if len(bad):
         idx = tuple(bad[0].tolist())
         raise PsipoInputError(f"{field}{_index(idx)}: {tensor[idx].item()} is not a finite number")
@@ -121,8 +127,12 @@ def _check_preferences(table: torch.Tensor, field: str, actions: Sequence[str]) 
         )
 
 
-def _check_distribution(vector: torch.Tensor, field: str) -> None:
-    """Non-negative entries summing to 1 along the last axis."""
+def _check_distribution(vector: torch.Tensor, field: str, tolerance: float = TOLERANCE) -> None:
+    """Finite, non-negative entries summing to 1 (within ``tolerance``) along the last axis."""
+    bad = torch.nonzero(~torch.isfinite(vector))
+    if len(bad):
+        idx = tuple(bad[0].tolist())
+        raise PsipoInputError(f"{field}{_index(idx)}: {vector[idx].item()} is not a finite number")
     negative = torch.nonzero(vector < 0)
     if len(negative):
         idx = tuple(negative[0].tolist())
@@ -130,13 +140,57 @@ def _check_distribution(vector: torch.Tensor, field: str) -> None:
             f"{field}{_index(idx)}: {vector[idx].item():.12g} is negative (not a probability)"
         )
     sums = vector.sum(-1)
-    off = torch.nonzero((sums - 1).abs() > TOLERANCE)
+    off = torch.nonzero((sums - 1).abs() > tolerance)
     if len(off) or sums.numel() == 0:
         idx = tuple(off[0].tolist()) if len(off) else ()
         value = sums[idx].item() if sums.numel() else 0.0
         raise PsipoInputError(
             f"{field}{_index(idx)}: sums to {value:.12g}, not 1 (not a probability distribution)"
         )
+
+
+def check_real(value: Any, field: str, *, low: float = -math.inf, low_open: bool = False) -> float:
+    """``value`` as a float; :class:`PsipoInputError` naming ``field`` unless it is a finite real
+    number (not a bool, string or None) ≥ ``low`` (> ``low`` when ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PsipoInputError(f"{field}: must be a finite number, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    if not math.isfinite(number):
+        raise PsipoInputError(f"{field}: must be a finite number, got {value!r}")
+    if number < low or (low_open and number == low):
+        raise PsipoInputError(f"{field}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    return number
+
+
+def check_integer(value: Any, field: str, *, low: int) -> int:
+    """``value`` as an int; :class:`PsipoInputError` naming ``field`` unless it is an integer
+    (not a bool, nor a float such as 20.5 or 20.0) ≥ ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise PsipoInputError(f"{field}: must be an integer, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise PsipoInputError(f"{field}: must be >= {low}, got {value!r}")
+    return int(value)
+
+
+def as_list(value: Any, field: str, *, items: str) -> list[Any]:
+    """An iterable (list, tuple, generator, array) as a list; a bare string or a non-iterable —
+    ``taus=0.1`` for ``taus=[0.1]``, ``losses="ipo"`` — is a :class:`PsipoInputError`."""
+    if not isinstance(value, (str, bytes, Mapping)):
+        try:
+            return list(value)
+        except TypeError:  # not iterable (a number, None, a 0-d tensor)
+            pass
+    raise PsipoInputError(f"{field}: expected a list of {items}, got {value!r}; write [{value!r}] for one")
+
+
+def check_policy(tensor: torch.Tensor, field: str = "policy") -> None:
+    """Raise :class:`PsipoInputError` unless each row (last axis) of ``tensor`` is a probability
+    distribution: finite, non-negative, summing to 1 up to the rounding of the tensor's dtype
+    (:data:`TOLERANCE` in float64; a float32 softmax sums to 1 only within ~1e-7)."""
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise PsipoInputError(f"{field}: expected real probabilities, got a tensor of {tensor.dtype}")
+    rounding = torch.finfo(tensor.dtype).eps if tensor.is_floating_point() else 0.0
+    _check_distribution(tensor.detach().to(DTYPE), field, max(TOLERANCE, 64 * rounding))
 
 
 def _check_shape(tensor: torch.Tensor, field: str, *shapes: tuple[int, ...]) -> None:
@@ -170,9 +224,46 @@ def policy_table(
     return table.expand(num_contexts, num_actions).clone()
 
 
+def _reward_gaps(rewards: torch.Tensor) -> torch.Tensor:
+    r""":math:`r_i - r_j`, [..., Y, Y]: the exact log-odds of a Bradley–Terry table (antisymmetric
+    in IEEE arithmetic, since a − b = −(b − a))."""
+    return rewards[..., :, None] - rewards[..., None, :]
+
+
 def _bradley_terry_table(rewards: torch.Tensor) -> torch.Tensor:
     r""":math:`p^*(y_i \succ y_j) = \sigma(r_i - r_j)` (Eq. 1)."""
-    return torch.sigmoid(rewards[..., :, None] - rewards[..., None, :])
+    return torch.sigmoid(_reward_gaps(rewards))
+
+
+def log_odds_of_table(table: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log p_{ij} - \log p_{ji}`: the log-odds of a preference table with :math:`p+p^\top=1`.
+
+    This is :math:`\mathrm{logit}(p_{ij})` taking :math:`1-p_{ij}` to be the stored
+    :math:`p_{ji}`, so it is exact where :math:`p_{ij}` has rounded to 1 but :math:`p_{ji}`
+    has not (``torch.logit(1 - 1e-17)`` is +inf, this is 39.1), exactly antisymmetric, 0 on the
+    diagonal, and ±inf only where a probability is exactly 0 (a deterministic preference).
+    """
+    return torch.log(table) - torch.log(table.transpose(-1, -2))
+
+
+def _check_log_odds(log_odds: torch.Tensor, preferences: torch.Tensor, field: str = "log_odds") -> None:
+    """Antisymmetric, never NaN, and σ(log_odds) = preferences (to :data:`TOLERANCE`)."""
+    nan = torch.nonzero(torch.isnan(log_odds))
+    if len(nan):
+        raise PsipoInputError(f"{field}{_index(nan[0].tolist())}: is NaN")
+    transpose = log_odds.transpose(-1, -2)
+    both_finite = torch.isfinite(log_odds) & torch.isfinite(transpose)
+    broken = torch.where(both_finite, (log_odds + transpose).abs() > TOLERANCE, log_odds != -transpose)
+    if bool(broken.any()):
+        idx = torch.nonzero(broken)[0].tolist()
+        raise PsipoInputError(f"{field}{_index(idx)}: must be antisymmetric (log-odds of p* + p*ᵀ = 1)")
+    off = torch.nonzero((torch.sigmoid(log_odds) - preferences).abs() > TOLERANCE)
+    if len(off):
+        idx = tuple(off[0].tolist())
+        raise PsipoInputError(
+            f"{field}{_index(idx)}: σ({log_odds[idx].item():.12g}) does not match "
+            f"preferences{_index(idx)} = {preferences[idx].item():.12g}"
+        )
 
 
 # --------------------------------------------------------------------------- the problem
@@ -197,6 +288,11 @@ class TabularProblem:
     """[X, Y]: the reference policy π_ref(y|x) of the KL regularisation."""
     rho: torch.Tensor
     """[X]: the context distribution ρ."""
+    log_odds: torch.Tensor = None  # type: ignore[assignment]  # None → computed from preferences
+    r"""[X, Y, Y]: :math:`\log\frac{p^*(y_i\succ y_j|x)}{p^*(y_j\succ y_i|x)}`, the Ψ = logit values of
+    the table (Prop. 1). By default :func:`log_odds_of_table` of ``preferences``; a Bradley–Terry
+    problem keeps its reward differences :math:`r_i-r_j` exactly, which stay finite where
+    :math:`\sigma(r_i-r_j)` rounds to 1 (and even where :math:`\sigma(r_j-r_i)` underflows to 0)."""
 
     def __post_init__(self) -> None:
         actions = _names(self.actions, "actions")
@@ -215,8 +311,14 @@ class TabularProblem:
         rho = _to_tensor(self.rho, "rho")
         _check_shape(rho, "rho", (num_contexts,))
         _check_distribution(rho, "rho")
+        if self.log_odds is None:
+            log_odds = log_odds_of_table(preferences)
+        else:
+            log_odds = _to_tensor(self.log_odds, "log_odds", allow_infinite=True)
+            _check_shape(log_odds, "log_odds", (num_contexts, num_actions, num_actions))
+            _check_log_odds(log_odds, preferences)
         for name, value in (("actions", actions), ("contexts", contexts), ("preferences", preferences),
-                            ("rho", rho), *tables.items()):
+                            ("rho", rho), ("log_odds", log_odds), *tables.items()):
             object.__setattr__(self, name, value)
 
     # -- construction ------------------------------------------------------------------
@@ -231,6 +333,7 @@ class TabularProblem:
         pi_ref: Any = None,
         contexts: Sequence[str] | None = None,
         rho: Any = None,
+        log_odds: Any = None,
     ) -> TabularProblem:
         r"""Build and validate a problem from lists, arrays or tensors.
 
@@ -238,7 +341,9 @@ class TabularProblem:
         by every context, or one table per context, [X, Y, Y]. ``mu`` and ``pi_ref`` are a [Y]
         vector (or ``{action: probability}`` mapping, missing actions 0) shared by every
         context, or [X, Y]; both default to uniform. ``contexts`` names the contexts (none: a
-        bandit problem); ``rho`` defaults to uniform over them.
+        bandit problem); ``rho`` defaults to uniform over them. ``log_odds`` (shaped like
+        ``preferences``) gives the exact :math:`\log(p_{ij}/p_{ji})` where rounding ``preferences``
+        to float64 loses it (see :attr:`TabularProblem.log_odds`); by default it is computed.
 
         Every bad value raises :class:`~psipo.errors.PsipoInputError` naming the field and
         index, e.g. ``preferences[0][2]: 1.3 is outside [0, 1]``.
@@ -261,13 +366,19 @@ class TabularProblem:
             rho_vector = _to_tensor(rho, "rho")
             _check_shape(rho_vector, "rho", (num_contexts,))
             _check_distribution(rho_vector, "rho")
+        square = (num_contexts, num_actions, num_actions)
+        if log_odds is not None:
+            log_odds = _to_tensor(log_odds, "log_odds", allow_infinite=True)
+            _check_shape(log_odds, "log_odds", square[1:], square)
+            log_odds = log_odds.expand(square).clone()
         return cls(
             actions=actions,
             contexts=names,
-            preferences=table.expand(num_contexts, num_actions, num_actions).clone(),
+            preferences=table.expand(square).clone(),
             mu=policy_table(mu, "mu", actions, num_contexts),
             pi_ref=policy_table(pi_ref, "pi_ref", actions, num_contexts),
             rho=rho_vector,
+            log_odds=log_odds,
         )
 
     @classmethod
@@ -284,7 +395,9 @@ class TabularProblem:
         r"""A problem whose preferences follow Bradley–Terry (Eq. 1): :math:`p^*(y\succ y')=\sigma(r(y)-r(y'))`.
 
         ``rewards`` is a [Y] vector or ``{action: reward}`` mapping (missing actions 0), or
-        [X, Y] with contexts. The other arguments are those of :meth:`create`.
+        [X, Y] with contexts. The other arguments are those of :meth:`create`. The problem keeps
+        the reward differences as its exact :attr:`~TabularProblem.log_odds`, so Ψ = logit gives
+        r(y) − r(y') even where σ(r(y) − r(y')) rounds to 1.
         """
         actions = _names(actions, "actions")
         if isinstance(rewards, Mapping):
@@ -299,6 +412,7 @@ class TabularProblem:
             pi_ref=pi_ref,
             contexts=contexts,
             rho=rho,
+            log_odds=_reward_gaps(reward_table),
         )
 
     # -- lookups -----------------------------------------------------------------------
@@ -349,10 +463,8 @@ class SolveSettings:
     """β in [0, 1], the weight of π_ref in IPO-MD's sampling mixture π_β (target ipo_md only; 0 gives the Nash equilibrium)."""
 
     def __post_init__(self) -> None:
-        if self.tau is not None and not math.isfinite(self.tau):
-            raise PsipoInputError(f"tau: must be a finite number, got {self.tau}")
-        if self.tau is not None and not self.tau > 0:
-            raise PsipoInputError(f"tau: must be > 0, got {self.tau}")
+        if self.tau is not None:
+            check_tau(self.tau)
         if not 0.0 <= self.mixture <= 1.0:
             raise PsipoInputError(f"mixture: must be in [0, 1], got {self.mixture}")
         if self.mixture and self.target != "ipo_md":
@@ -437,8 +549,9 @@ def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], prefix: str) ->
 
 def _context_preferences(
     entry: Mapping[str, Any], prefix: str, actions: tuple[str, ...]
-) -> torch.Tensor:
-    """The [Y, Y] table of one context, from its ``preferences`` or Bradley–Terry ``rewards``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The [Y, Y] table of one context and its log-odds, from its ``preferences`` or
+    Bradley–Terry ``rewards`` (whose log-odds are the exact reward differences)."""
     num_actions = len(actions)
     if "preferences" in entry and "rewards" in entry:
         raise PsipoInputError(f"{prefix}rewards: give either preferences or rewards, not both")
@@ -448,11 +561,11 @@ def _context_preferences(
             rewards = _vector_from_mapping(rewards, actions, f"{prefix}rewards")
         reward_vector = _to_tensor(rewards, f"{prefix}rewards")
         _check_shape(reward_vector, f"{prefix}rewards", (num_actions,))
-        return _bradley_terry_table(reward_vector)
+        return _bradley_terry_table(reward_vector), _reward_gaps(reward_vector)
     table = _to_tensor(entry["preferences"], f"{prefix}preferences")
     _check_shape(table, f"{prefix}preferences", (num_actions, num_actions))
     _check_preferences(table, f"{prefix}preferences", actions)
-    return table
+    return table, log_odds_of_table(table)
 
 
 def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSettings]:
@@ -481,12 +594,14 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
             entries.append({**inherited, **entry})
             prefixes.append(prefix if own_source else "")
 
-    tables, mus, pi_refs = [], [], []
+    tables, log_odds, mus, pi_refs = [], [], [], []
     for i, (entry, prefix) in enumerate(zip(entries, prefixes)):
         if "preferences" not in entry and "rewards" not in entry:
             where = f"contexts[{i}]." if "contexts" in data else ""
             raise PsipoInputError(f"{where}preferences: missing required key (or give rewards)")
-        tables.append(_context_preferences(entry, prefix, actions))
+        table, odds = _context_preferences(entry, prefix, actions)
+        tables.append(table)
+        log_odds.append(odds)
     for i, entry in enumerate(entries):
         for field, out in (("mu", mus), ("pi_ref", pi_refs)):
             own = "contexts" in data and field in data["contexts"][i]
@@ -494,7 +609,8 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
             out.append(policy_table(entry.get(field), name, actions, 1)[0])
 
     if "contexts" not in data:
-        return TabularProblem.create(actions, tables[0], mu=mus[0], pi_ref=pi_refs[0]), settings
+        problem = TabularProblem.create(actions, tables[0], mu=mus[0], pi_ref=pi_refs[0], log_odds=log_odds[0])
+        return problem, settings
     names: list[str] = []
     for i, entry in enumerate(data["contexts"]):
         name = entry["name"]
@@ -519,6 +635,7 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
         pi_ref=torch.stack(pi_refs),
         contexts=names,
         rho=rho,
+        log_odds=torch.stack(log_odds),
     )
     return problem, settings
 

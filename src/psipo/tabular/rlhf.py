@@ -11,11 +11,14 @@ Bradley–Terry's with the reward :math:`\tau\log(\pi/\pi_\mathrm{ref})` (Prop. 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from psipo.errors import PsipoInputError
 from psipo.losses import check_tau, dpo_loss
-from psipo.tabular.problem import DTYPE, TabularProblem
+from psipo.tabular.problem import DTYPE, TabularProblem, _to_tensor, check_real
 
 GRADIENT_TOLERANCE = 1e-10
 """Newton stops once every partial derivative of the (weight-normalised) loss is below this."""
@@ -61,19 +64,31 @@ def _bradley_terry_hessian(rewards: torch.Tensor, wins: torch.Tensor) -> torch.T
     return torch.diag(curvature.sum(-1)) - curvature
 
 
-def _fit_context(wins: torch.Tensor, observed: torch.Tensor, ridge: float) -> torch.Tensor:
-    r"""Minimise :math:`F(r)=\mathcal{L}(r)+\tfrac{\text{ridge}}{2}\|r\|^2+\tfrac12(\sum_{S}r)^2+\tfrac12\sum_{\bar S}r^2`.
+def _newton_direction(hessian: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """−H⁻¹g; a least-squares solution where H is singular in float64 (curvature underflowed)."""
+    try:
+        return torch.linalg.solve(hessian, -gradient)
+    except torch.linalg.LinAlgError:
+        return torch.linalg.lstsq(hessian, -gradient[:, None], driver="gelsd").solution[:, 0]
 
-    S = observed actions. The loss is shift-invariant and constant in unobserved rewards, so
-    at a minimiser of loss + ridge the two gauge terms are already 0 with zero gradient: they
-    pick the centred, minimum-norm minimiser when ridge = 0 and change nothing otherwise,
-    and they make F strictly convex. Damped Newton (Armijo backtracking), float64.
+
+def _fit_context(wins: torch.Tensor, observed: torch.Tensor, ridge: float) -> torch.Tensor:
+    r"""Minimise :math:`F(r)=\mathcal{L}(r)+\tfrac{\text{ridge}}{2}\|r\|^2` over the observed rewards.
+
+    S = observed actions; the others have zero gradient at r = 0 and stay there. With ridge = 0
+    the loss is shift-invariant on S, so the first observed action is held at 0 (Newton runs on
+    the grounded Laplacian, which is non-singular when a minimiser exists) and the result is
+    centred on S afterwards: the centred, minimum-norm minimiser. Grounding rather than adding a
+    gauge term to the Hessian matters: near-deterministic preferences have curvature
+    σ(d)σ(−d) ≈ e^{−|d|} (4e-18 at d = 40), which vanishes next to an O(1) gauge term in float64
+    and made the Hessian exactly singular. Damped Newton (Armijo backtracking), float64.
     """
-    gauge_hessian = torch.outer(observed, observed).to(DTYPE) + torch.diag((~observed).to(DTYPE))
+    free = observed.clone()
+    if ridge == 0:
+        free[int(torch.nonzero(observed)[0])] = False
 
     def objective(r: torch.Tensor) -> torch.Tensor:
-        gauge = 0.5 * r[observed].sum() ** 2 + 0.5 * (r[~observed] ** 2).sum()
-        return bradley_terry_loss(r, wins) + 0.5 * ridge * (r**2).sum() + gauge
+        return bradley_terry_loss(r, wins) + 0.5 * ridge * (r**2).sum()
 
     r = torch.zeros(wins.shape[-1], dtype=DTYPE)
     for _ in range(MAX_NEWTON_STEPS):
@@ -81,13 +96,16 @@ def _fit_context(wins: torch.Tensor, observed: torch.Tensor, ridge: float) -> to
         value = objective(r)
         (gradient,) = torch.autograd.grad(value, r)
         r, value = r.detach(), value.detach()
-        hessian = _bradley_terry_hessian(r, wins) + ridge * torch.eye(len(r), dtype=DTYPE) + gauge_hessian
-        step = torch.linalg.solve(hessian, -gradient)
+        hessian = _bradley_terry_hessian(r, wins) + ridge * torch.eye(len(r), dtype=DTYPE)
+        step = torch.zeros_like(r)
+        step[free] = _newton_direction(hessian[free][:, free], gradient[free])
         # A small gradient alone is not enough where the curvature is tiny (near-deterministic
         # preferences): also require the Newton step, the distance to the optimum, to be small.
         if gradient.abs().max() <= GRADIENT_TOLERANCE and step.abs().max() <= STEP_TOLERANCE * max(
             1.0, float(r.abs().max())
         ):
+            if ridge == 0:
+                r[observed] -= r[observed].mean()
             return r
         slope = float(gradient @ step)
         size = 1.0
@@ -104,8 +122,29 @@ def _fit_context(wins: torch.Tensor, observed: torch.Tensor, ridge: float) -> to
     )
 
 
+def _checked_wins(wins: Any, actions: Sequence[str] | None, contexts: Sequence[str] | None) -> torch.Tensor:
+    """``wins`` as a float64 [X, Y, Y] tensor of finite, non-negative weights, or a PsipoInputError."""
+    table = _to_tensor(wins, "wins")
+    if table.dim() != 3 or table.shape[-1] != table.shape[-2]:
+        hint = " (one context: pass wins[None])" if table.dim() == 2 else ""
+        raise PsipoInputError(
+            f"wins: expected shape [X, Y, Y] (contexts × actions × actions), got {list(table.shape)}{hint}"
+        )
+    negative = torch.nonzero(table < 0)
+    if len(negative):
+        idx = negative[0].tolist()
+        raise PsipoInputError(
+            f"wins{''.join(f'[{i}]' for i in idx)}: {table[tuple(idx)].item():.12g} is negative "
+            "(a weight is a probability or a count)"
+        )
+    for field, names, size in (("actions", actions, table.shape[-1]), ("contexts", contexts, table.shape[0])):
+        if names is not None and len(names) != size:
+            raise PsipoInputError(f"{field}: {len(names)} names for {size} in wins of shape {list(table.shape)}")
+    return table
+
+
 def fit_rewards(
-    wins: torch.Tensor,
+    wins: Any,
     *,
     l2: float = 0.0,
     actions: tuple[str, ...] | None = None,
@@ -113,17 +152,16 @@ def fit_rewards(
 ) -> torch.Tensor:
     r"""Minimise :math:`\sum_{i,j}w_{ij}[-\log\sigma(r_i-r_j)] + \tfrac{l_2}{2}\|r\|^2` in each context.
 
-    ``wins`` is [X, Y, Y] (``wins[x, i, j]``: weight — probability or count — of
-    :math:`y_i\succ y_j` in x). Newton's method in float64 to a gradient of 1e-10 (on the
+    ``wins`` is [X, Y, Y] (``wins[x, i, j]``: weight — probability or count, finite and
+    non-negative — of :math:`y_i\succ y_j` in x; a tensor, array or nested list). Newton's method in float64 to a gradient of 1e-10 (on the
     loss divided by the context's total weight). Rewards are identified up to a shift per
     context: the result has mean 0 over the observed actions (those in a compared pair) and
     is 0 on the others (the minimum-norm minimiser, also the l2 → 0 limit). With l2 = 0 and
     no minimiser (an action that never beats another, §4.2) it raises PsipoInputError.
     ``actions``/``contexts`` name them in that message.
     """
-    if not l2 >= 0:
-        raise PsipoInputError(f"l2: must be >= 0, got {l2}")
-    wins = wins.to(DTYPE)
+    l2 = check_real(l2, "l2", low=0.0)
+    wins = _checked_wins(wins, actions, contexts)
     num_contexts, num_actions = wins.shape[0], wins.shape[-1]
     names = list(actions) if actions is not None else [str(i) for i in range(num_actions)]
     different = ~torch.eye(num_actions, dtype=torch.bool)
@@ -162,7 +200,10 @@ def kl_regularised_policy(pi_ref: torch.Tensor, reward: torch.Tensor, *, tau: fl
     stable for small τ and gives 0 where π_ref is 0 (App. A.1).
     """
     check_tau(tau)
-    return torch.softmax(torch.log(pi_ref.to(DTYPE)) + reward.to(DTYPE) / tau, dim=-1)
+    pi_ref, reward = pi_ref.to(DTYPE), reward.to(DTYPE)
+    # r − max r (over π_ref's support) before dividing: a tiny τ gives the τ → 0 limit, not NaN
+    top = torch.where(pi_ref > 0, reward, -torch.inf).amax(-1, keepdim=True)
+    return torch.softmax(torch.log(pi_ref) + (reward - top) / tau, dim=-1)
 
 
 def rlhf_policy(problem: TabularProblem, *, tau: float, l2: float = 0.0) -> torch.Tensor:

@@ -50,6 +50,7 @@ from psipo._threads import single_thread
 from psipo.errors import PsipoInputError
 from psipo.losses import LOSSES, LossSpec
 from psipo.tabular.datasets import PreferenceDataset
+from psipo.tabular.problem import as_list, check_integer, check_real
 from psipo.tabular.rlhf import kl_regularised_policy
 
 TRAINABLE_LOSSES = (*LOSSES, "rlhf")
@@ -86,19 +87,17 @@ class TabularTrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`PsipoInputError` naming the first bad field."""
-        positive_ints = ("steps", "seeds", "batch_size", "record_every")
-        for name in positive_ints:
-            if getattr(self, name) < 1:
-                raise PsipoInputError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise PsipoInputError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        for name in ("steps", "seeds", "batch_size", "record_every"):
+            check_integer(getattr(self, name), name, low=1)
+        check_integer(self.first_seed, "first_seed", low=0)
+        check_real(self.learning_rate, "learning_rate", low=0.0, low_open=True)
         for name in ("adam_b1", "adam_b2"):
-            if not 0 <= getattr(self, name) < 1:
+            if not check_real(getattr(self, name), name, low=0.0) < 1:
                 raise PsipoInputError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
-        if not self.adam_eps >= 0:
-            raise PsipoInputError(f"adam_eps: must be >= 0, got {self.adam_eps}")
-        if not self.rlhf_l2 >= 0:
-            raise PsipoInputError(f"rlhf_l2: must be >= 0, got {self.rlhf_l2}")
+        check_real(self.adam_eps, "adam_eps", low=0.0)
+        check_real(self.rlhf_l2, "rlhf_l2", low=0.0)
+        if self.dtype not in ("float64", "float32"):
+            raise PsipoInputError(f"dtype: must be 'float64' or 'float32', got {self.dtype!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -162,6 +161,7 @@ def minibatch_indices(seed: int, *, steps: int, batch_size: int, num_rows: int) 
 
 def check_taus(taus: Sequence[float]) -> list[float]:
     """The τ values as floats; raise unless there is at least one and each is finite and > 0."""
+    taus = as_list(taus, "taus", items="τ values")
     if len(taus) == 0:
         raise PsipoInputError("taus: give at least one τ")
     values = []
@@ -259,7 +259,7 @@ def train_grid(
 
 
 def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements) -> TabularTrainResult:
-    taus = _checked_inputs(datasets, losses, taus, config)
+    datasets, losses, taus = _checked_inputs(datasets, losses, taus, config)
     first = datasets[0]
     pi_ref = first.reference_policy(pi_ref)
     groups: list[tuple[str, float | None]] = [
@@ -305,13 +305,21 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
     )
 
 
-def _checked_inputs(datasets, losses, taus, config: TabularTrainConfig) -> list[float]:
-    """Raise :class:`PsipoInputError` naming the first bad argument; return the τ values as floats."""
+def _checked_inputs(datasets, losses, taus, config) -> tuple[list[PreferenceDataset], list[str], list[float]]:
+    """Raise :class:`PsipoInputError` naming the first bad argument; return the datasets, losses
+    and τ values (as floats) as lists."""
+    if not isinstance(config, TabularTrainConfig):
+        raise PsipoInputError(f"config: expected a TabularTrainConfig, got {type(config).__name__}")
     config.validate()
     taus = check_taus(taus)
+    datasets = as_list(datasets, "datasets", items="PreferenceDataset")
+    for i, dataset in enumerate(datasets):
+        if not isinstance(dataset, PreferenceDataset):
+            raise PsipoInputError(f"datasets[{i}]: expected a PreferenceDataset, got {type(dataset).__name__}")
     if not datasets:
         raise PsipoInputError("datasets: give at least one dataset")
-    unknown = [loss for loss in losses if loss not in TRAINABLE_LOSSES]
+    losses = as_list(losses, "losses", items="loss names")
+    unknown = [loss for loss in losses if not isinstance(loss, str) or loss not in TRAINABLE_LOSSES]
     if not losses or unknown:
         raise PsipoInputError(
             f"losses: expected a non-empty subset of {list(TRAINABLE_LOSSES)}, got {list(losses)}"
@@ -322,7 +330,7 @@ def _checked_inputs(datasets, losses, taus, config: TabularTrainConfig) -> list[
             raise PsipoInputError(
                 f"datasets: {dataset.name} and {first.name} must share actions and contexts to train together"
             )
-    return taus
+    return datasets, losses, taus
 
 
 class _MinibatchGradient:
