@@ -16,8 +16,10 @@ from psipo.experiments.lm_lab.claims import (
     decreasing_in_tau,
     diagnose,
     flat_in_tau,
+    flatness_needed,
     keeps_growing,
     never_exists,
+    not_measured,
     positive_difference,
     width_needed,
 )
@@ -32,9 +34,29 @@ def test_above_with_disjoint_cis():
 
 
 def test_flat_in_tau():
-    assert flat_in_tau((-0.1, 0.2), (-1.1, 0.1)) == "holds"
-    assert flat_in_tau((-0.2, 0.05), (-1.1, 0.1)) == "partly"
+    assert flat_in_tau((-0.02, 0.05), (-1.1, 0.1)) == "holds"  # within ±0.11 = 0.1·|IPO's slope|
+    assert flat_in_tau((-0.4, 0.05), (-1.1, 0.1)) == "partly"  # outside the margin, but flatter than IPO's
     assert flat_in_tau((-1.0, 0.05), (-1.1, 0.1)) == "does not hold"
+    assert flat_in_tau((0.8, 0.1), (-1.1, 0.1)) == "partly"  # rises with τ, but less steeply than IPO's falls
+    assert flat_in_tau((1.5, 0.1), (-1.1, 0.1)) == "does not hold"  # steeper than IPO's, the other way
+    assert flat_in_tau((-1.0, 0.0), (0.0, 0.0)) == "does not hold"  # DPO depends on τ, IPO does not
+    assert flat_in_tau((-0.5, 0.5), (-1.1, 0.1)) == "undecided"  # reaches into and out of the margin
+    assert flat_in_tau((-0.1, 0.1), (0.5, 0.1)) == "does not hold"  # IPO's KL rises with τ
+
+
+def test_flat_in_tau_needs_flatness_shown_not_a_ci_containing_zero():
+    """The old rule held whenever DPO's CI contained 0: with 2 seeds, a wide CI passed for flat."""
+    assert flat_in_tau((-0.269, 2.9), (-1.11, 1.5)) == "undecided"  # the hostile review's numbers
+    assert flat_in_tau((-0.269, 2.9), (-1.11, 0.5)) == "undecided"  # IPO shown, DPO's CI too wide
+    assert flat_in_tau((-0.01, 0.04), (-0.6, 0.55)) == "holds"  # within ±0.06 = 0.1·|IPO's mean slope|
+    assert flat_in_tau((-0.02, 0.1), (-0.6, 0.55)) == "undecided"  # contains 0, but reaches past -0.06
+    assert flat_in_tau((-0.211, 0.053), (-1.14, 0.048)) == "partly"  # committed bt:inf report: still falls a little
+    assert flat_in_tau((-0.05, math.nan), (-1.1, math.nan)) == "undecided"  # one seed: no interval
+
+
+def test_flatness_needed_says_what_the_rule_needs():
+    assert flatness_needed((-0.269, 2.9), (-1.11, 0.5)) == " [margin ±0.11 (0.1·|IPO's slope|); DPO's CI -3.2 … 2.6]"
+    assert "IPO's CI reaches 0" in flatness_needed((-0.269, 2.9), (-1.11, 1.5))
 
 
 def test_decreasing_in_tau():
@@ -191,3 +213,24 @@ def test_the_large_configuration_is_one_claim_over_paired_runs():
     ]}
     large = next(claim for claim in claims(results) if claim.id == "C11")
     assert large.verdict == "partly" and "(DPO above in 1 of 2 paired runs)" in large.measured
+
+
+def test_claims_not_measured_say_why():
+    results = synthetic_results({"dpo": DPO_LIKE, "ipo": IPO_LIKE})
+    reasons = {item.id: item.reason for item in not_measured(results)}
+    assert reasons["C11"] == "the large section was not run (large.enabled false)"
+    assert reasons["C19"] == "the lm_sweep section was not run (lm_sweep.enabled false; --full runs it)"
+    assert "C2" not in reasons and "C13" not in reasons and "C6" not in reasons
+    one_tau = synthetic_results({"dpo": DPO_LIKE, "ipo": IPO_LIKE})
+    one_tau["config"]["grid"]["taus"] = [TAUS[-1]]
+    one_tau["enumerated"]["runs"] = [r for r in one_tau["enumerated"]["runs"] if r["tau"] == TAUS[-1]]
+    assert "C2" not in {c.id for c in claims(one_tau)}
+    assert {item.id: item.reason for item in not_measured(one_tau)}["C2"].startswith("a claim across τ: needs at least two τ")
+    no_ipo = synthetic_results({"dpo": DPO_LIKE, "ipo": IPO_LIKE})
+    no_ipo["config"]["grid"]["losses"] = ["dpo"]
+    assert claims(no_ipo) == [] and [item.id for item in not_measured(no_ipo)] == ["C1–C20"]
+
+
+def test_an_undecided_claim_is_diagnosed_as_lacking_seeds():
+    claim = Claim("C2", "§4.2", "[bt:inf] τ does not govern DPO's KL", "rule", "slope DPO -0.27 ± 2.9", "undecided")
+    assert diagnose(claim).startswith("data: the confidence intervals over seeds")

@@ -54,6 +54,10 @@ def test_flat_at_every_n():
     assert flat_at_every_n(["partly", "partly"]) == "partly"
     assert flat_at_every_n(["does not hold", "does not hold"]) == "does not hold"
     assert flat_at_every_n([]) == "does not hold"
+    assert flat_at_every_n(["holds", "undecided"]) == "undecided"  # not shown at one N: not "holds"
+    assert flat_at_every_n(["undecided", "undecided"]) == "undecided"
+    assert flat_at_every_n(["undecided", "does not hold"]) == "does not hold"
+    assert flat_at_every_n(["holds", "undecided", "does not hold"]) == "partly"
 
 
 def sweep_rows(*, ipo_rate=-0.5, dpo_kl_slope=0.0, oracle="bt:inf", minimiser_from=math.inf):

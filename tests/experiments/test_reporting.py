@@ -8,12 +8,15 @@ import pytest
 
 from psipo.experiments.reporting import (
     Claim,
+    NotMeasured,
     claims_as_data,
     claims_from_data,
     claims_markdown,
     format_number,
     holds_if,
     markdown_table,
+    needs_several_taus,
+    not_measured_from_data,
     read_results,
     report_markdown,
     share_verdict,
@@ -60,9 +63,25 @@ def test_shared_verdicts():
 def test_claims_section_counts_verdicts_and_states_each_rule_once():
     claims = [claim("C1"), claim("C1", "partly"), claim("C2", "does not hold", "another rule")]
     lines = claims_markdown(claims)
-    assert lines[0] == "Of 3 measured claims, 1 holds, 1 holds partly and 1 does not."
+    assert lines[0] == "Of 3 measured claims, 1 holds, 1 holds partly, 0 are undecided and 1 does not."
     assert lines.count("- C1: a rule") == 1 and "- C2: another rule" in lines
     assert claims_markdown([]) == ["No claim of the paper can be measured with this configuration."]
+
+
+def test_undecided_claims_are_counted_apart_and_unmeasured_ones_listed_with_the_reason():
+    missing = [NotMeasured("P6", "[D3'] π(c) falls with τ", "a claim across τ: needs at least two τ; ran τ = 3")]
+    lines = claims_markdown([claim("C1"), claim("C2", "undecided")], missing)
+    assert lines[0] == ("Of 2 measured claims, 1 holds, 0 hold partly, 1 is undecided (intervals too wide to decide: "
+                        "more seeds needed) and 0 do not; 1 is not measured (below).")
+    assert lines[-1] == "- P6 [D3'] π(c) falls with τ — a claim across τ: needs at least two τ; ran τ = 3"
+    assert claims_markdown([], missing)[-1] == lines[-1]
+    assert not_measured_from_data({"claims_not_measured": claims_as_data(missing)}) == missing
+    assert not_measured_from_data({}) == []  # results written before unmeasured claims were recorded
+
+
+def test_needs_several_taus():
+    assert needs_several_taus([0.1, 1.0]) is None
+    assert needs_several_taus([3.0, 3.0]) == "a claim across τ: needs at least two τ; ran τ = 3"
 
 
 def test_report_sections_come_in_order():

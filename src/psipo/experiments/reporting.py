@@ -6,8 +6,15 @@ rule (a small function of the numbers, stated in words in the claim), and writes
 * ``results.json`` — every number, the claims included; numbers that are not finite are the
   strings "inf", "-inf" and "nan" (:mod:`psipo._json`), which :func:`read_results` decodes;
 * ``REPORT.md`` — :func:`report_markdown`: title, introduction, ``## Setup``, ``## Claims``
-  (a summary of the verdicts, the claims table and the verdict rules), then the experiment's
-  own sections. Numbers are written by :func:`format_number` and tables by :func:`markdown_table`.
+  (a summary of the verdicts, the claims table, the verdict rules and the claims not measured),
+  then the experiment's own sections. Numbers are written by :func:`format_number` and tables
+  by :func:`markdown_table`.
+
+A claim the configuration cannot test (its losses, datasets or sections were not run, or it is
+about how something changes with τ and fewer than two τ were run) gets no verdict: it is left
+out of the table and listed, with the reason, as :class:`NotMeasured` (``results.json``:
+``claims_not_measured``). A claim that was measured but whose intervals are too wide to decide
+either way gets the verdict "undecided" (for lack of seeds or precision), never "holds".
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from psipo._io import atomic_write_text
 from psipo._json import from_json_data, to_json_data
 from psipo.stats import Interval
 
-Verdict = Literal["holds", "partly", "does not hold"]
-VERDICTS: tuple[Verdict, ...] = ("holds", "partly", "does not hold")
+Verdict = Literal["holds", "partly", "undecided", "does not hold"]
+VERDICTS: tuple[Verdict, ...] = ("holds", "partly", "undecided", "does not hold")
+""""undecided": measured, but the confidence intervals are too wide to decide (more seeds needed)."""
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "REPORT.md"
@@ -50,6 +58,27 @@ class Claim:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NotMeasured:
+    """A claim the configuration could not test, and why: it gets no verdict."""
+
+    id: str
+    """The claim's label (as :attr:`Claim.id`)."""
+    statement: str
+    """The claim, with the setting it would be measured in."""
+    reason: str
+    """What the configuration lacks (e.g. "needs at least two τ; ran τ = 3")."""
+
+
+def needs_several_taus(taus: Sequence[float]) -> str | None:
+    """Why a claim about how something changes with τ cannot be measured on ``taus``, or None
+    when at least two distinct τ were run."""
+    distinct = sorted(set(taus))
+    if len(distinct) >= 2:
+        return None
+    return "a claim across τ: needs at least two τ; ran τ = " + ", ".join(f"{t:g}" for t in distinct)
 
 
 def holds_if(condition: bool) -> Verdict:
@@ -86,17 +115,22 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *(line(row) for row in rows)])
 
 
-def claims_markdown(claims: Sequence[Claim]) -> list[str]:
-    """The ``## Claims`` section: how many hold, the table, and each verdict rule once."""
+def claims_markdown(claims: Sequence[Claim], not_measured: Sequence[NotMeasured] = ()) -> list[str]:
+    """The ``## Claims`` section: how many hold, the table, each verdict rule once, and the
+    claims not measured with the reason."""
+    unmeasured = _not_measured_markdown(not_measured)
     if not claims:
-        return ["No claim of the paper can be measured with this configuration."]
-    holds, partly, fails = (sum(claim.verdict == verdict for claim in claims) for verdict in VERDICTS)
+        return ["No claim of the paper can be measured with this configuration.", *unmeasured]
+    holds, partly, undecided, fails = (sum(claim.verdict == verdict for claim in claims) for verdict in VERDICTS)
     rules: dict[str, str] = {}
     for claim in claims:
         rules.setdefault(claim.id, claim.rule)
     return [
         f"Of {len(claims)} measured claims, {holds} {_verb('holds', holds)}, {partly} {_verb('holds', partly)} "
-        f"partly and {fails} {_verb('does', fails)} not.",
+        f"partly, {undecided} {_verb('is', undecided)} undecided"
+        + (" (intervals too wide to decide: more seeds needed)" if undecided else "")
+        + f" and {fails} {_verb('does', fails)} not"
+        + (f"; {len(not_measured)} {_verb('is', len(not_measured))} not measured (below)." if not_measured else "."),
         "",
         markdown_table(
             ["#", "paper", "claim", "measured", "verdict"],
@@ -106,12 +140,24 @@ def claims_markdown(claims: Sequence[Claim]) -> list[str]:
         "Verdict rules:",
         "",
         *(f"- {claim_id}: {rule}" for claim_id, rule in rules.items()),
+        *unmeasured,
+    ]
+
+
+def _not_measured_markdown(not_measured: Sequence[NotMeasured]) -> list[str]:
+    if not not_measured:
+        return []
+    return [
+        "",
+        "Not measured with this configuration (no verdict):",
+        "",
+        *(f"- {item.id} {item.statement} — {item.reason}" for item in not_measured),
     ]
 
 
 def _verb(singular: str, count: int) -> str:
-    """The verb agreeing with ``count``: "holds"/"hold", "does"/"do"."""
-    return singular if count == 1 else {"holds": "hold", "does": "do"}[singular]
+    """The verb agreeing with ``count``: "holds"/"hold", "does"/"do", "is"/"are"."""
+    return singular if count == 1 else {"holds": "hold", "does": "do", "is": "are"}[singular]
 
 
 def report_markdown(
@@ -121,10 +167,12 @@ def report_markdown(
     setup: Sequence[str],
     claims: Sequence[Claim],
     sections: Sequence[tuple[str, Sequence[str]]],
+    not_measured: Sequence[NotMeasured] = (),
 ) -> str:
-    """REPORT.md: ``# title``, the introduction, ``## Setup``, ``## Claims``, then ``sections``
-    as (heading, lines) pairs."""
-    lines = [f"# {title}", "", *introduction, "", "## Setup", "", *setup, "", "## Claims", "", *claims_markdown(claims)]
+    """REPORT.md: ``# title``, the introduction, ``## Setup``, ``## Claims`` (with the claims
+    ``not_measured``), then ``sections`` as (heading, lines) pairs."""
+    lines = [f"# {title}", "", *introduction, "", "## Setup", "", *setup, "", "## Claims", "",
+             *claims_markdown(claims, not_measured)]
     for heading, body in sections:
         lines += ["", f"## {heading}", "", *body]
         while lines[-1] == "":  # a body may end with a blank line; one separates the sections
@@ -132,14 +180,19 @@ def report_markdown(
     return "\n".join(lines) + "\n"
 
 
-def claims_as_data(claims: Sequence[Claim]) -> list[dict[str, str]]:
-    """The claims as results.json holds them."""
+def claims_as_data(claims: Sequence[Claim | NotMeasured]) -> list[dict[str, str]]:
+    """The claims (or the claims not measured) as results.json holds them."""
     return [dataclasses.asdict(claim) for claim in claims]
 
 
 def claims_from_data(rows: Sequence[dict[str, str]]) -> list[Claim]:
     """The claims of a results dictionary (as :func:`claims_as_data` wrote them)."""
     return [Claim(**row) for row in rows]
+
+
+def not_measured_from_data(results: dict[str, Any]) -> list[NotMeasured]:
+    """The claims a results dictionary did not measure (none in results written before they were recorded)."""
+    return [NotMeasured(**row) for row in results.get("claims_not_measured", [])]
 
 
 def write_results(out_dir: str | Path, results: dict[str, Any], report: str) -> None:

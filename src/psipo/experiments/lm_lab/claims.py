@@ -2,12 +2,15 @@
 
 A claim is measured once per oracle (and once on the large, Monte Carlo configuration); means
 come with 95% Student-t confidence intervals over seeds (datasets), and a verdict rule — a small
-function of those numbers, below — decides "holds", "partly" or "does not hold".
+function of those numbers, below — decides "holds", "partly", "undecided" (the intervals are too
+wide to decide: more seeds) or "does not hold". A claim the configuration cannot test gets no
+verdict: :func:`not_measured` lists it with the reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +26,15 @@ from psipo.experiments.lm_lab.summaries import (
     monte_carlo_interval,
     reference_tv,
 )
-from psipo.experiments.reporting import Claim, Verdict, format_number, holds_if, share_verdict
+from psipo.experiments.reporting import (
+    Claim,
+    NotMeasured,
+    Verdict,
+    format_number,
+    holds_if,
+    needs_several_taus,
+    share_verdict,
+)
 from psipo.stats import Interval, entirely_above, interval
 
 # ----------------------------------------------------------------------------- verdict rules
@@ -34,12 +45,60 @@ def above_with_disjoint_cis(a: Interval | None, b: Interval | None) -> Verdict:
     return holds_if(entirely_above(a, b))
 
 
+EQUIVALENCE_SHARE = 0.1
+"""C2's equivalence margin: DPO's KL counts as not governed by τ when the CI of its slope (of log KL
+against log τ) lies within ±EQUIVALENCE_SHARE·|IPO's mean slope| — a dependence on τ at least an
+order of magnitude weaker than the one τ shows on IPO's KL in the same runs. "τ does not govern"
+must mean much weaker than IPO's dependence, not merely weaker (that is "partly"); a margin tied to
+IPO's effect, not an absolute number, keeps the rule meaningful whatever the τ grid and budget."""
+
+
+def _inside(slope: Interval, bound: float) -> bool:
+    """The slope's CI lies strictly within (−bound, bound)."""
+    return -bound < slope[0] - slope[1] and slope[0] + slope[1] < bound
+
+
+def _least_magnitude(slope: Interval) -> float:
+    """The smallest |slope| the CI allows (0 when it contains 0)."""
+    return max(abs(slope[0]) - slope[1], 0.0)
+
+
 def flat_in_tau(dpo_slope: Interval, ipo_slope: Interval) -> Verdict:
-    """Holds when the CI of DPO's slope of log KL against log τ contains 0; partly when DPO's
-    slope is only flatter than IPO's (disjoint CIs)."""
-    if dpo_slope[0] - dpo_slope[1] <= 0 <= dpo_slope[0] + dpo_slope[1]:
+    """Slopes of log KL against log τ over seeds (mean, CI half-width). Does not hold when DPO's
+    |slope| is shown above IPO's (IPO's CI within ±m, m the smallest |slope| DPO's CI allows).
+    τ must govern IPO's KL: IPO's CI below 0 — else "does not hold" when it lies above 0,
+    "undecided" when it reaches 0. Then, with the margin δ = :data:`EQUIVALENCE_SHARE`·|IPO's mean|: holds when DPO's CI lies
+    within ±δ (an equivalence test: flatness shown, not merely a CI containing 0); partly when it
+    does not but DPO's slope is shown flatter than IPO's (its CI within ±m, m the smallest |slope|
+    IPO's CI allows); does not hold when DPO's CI lies entirely outside ±δ; undecided otherwise —
+    the CI is too wide to tell (more seeds). One seed (NaN half-width) is undecided."""
+    if any(math.isnan(v) for v in (*dpo_slope, *ipo_slope)):  # one seed: no interval
+        return "undecided"
+    if _inside(ipo_slope, _least_magnitude(dpo_slope)):
+        return "does not hold"  # DPO's KL shown to depend on τ more than IPO's
+    if ipo_slope[0] - ipo_slope[1] > 0:
+        return "does not hold"
+    if ipo_slope[0] + ipo_slope[1] >= 0:
+        return "undecided"
+    margin = EQUIVALENCE_SHARE * abs(ipo_slope[0])
+    if _inside(dpo_slope, margin):
         return "holds"
-    return "partly" if entirely_above(dpo_slope, ipo_slope) else "does not hold"
+    if _inside(dpo_slope, _least_magnitude(ipo_slope)):
+        return "partly"
+    if dpo_slope[0] - dpo_slope[1] >= margin or dpo_slope[0] + dpo_slope[1] <= -margin:
+        return "does not hold"
+    return "undecided"
+
+
+def flatness_needed(dpo_slope: Interval, ipo_slope: Interval) -> str:
+    """For :func:`flat_in_tau`: the margin and what DPO's CI spans now, or why there is no margin."""
+    if any(math.isnan(v) for v in (*dpo_slope, *ipo_slope)):
+        return " [one seed: no interval]"
+    if ipo_slope[0] + ipo_slope[1] >= 0:
+        return " [IPO's CI reaches 0: its dependence on τ is not shown, so there is no margin]"
+    margin = EQUIVALENCE_SHARE * abs(ipo_slope[0])
+    return (f" [margin ±{margin:.2g} ({EQUIVALENCE_SHARE:g}·|IPO's slope|); DPO's CI "
+            f"{dpo_slope[0] - dpo_slope[1]:.2g} … {dpo_slope[0] + dpo_slope[1]:.2g}]")
 
 
 def decreasing_in_tau(means: list[Interval], slope: Interval) -> Verdict:
@@ -150,6 +209,14 @@ def _weak_regularisation(o: _Oracle) -> Claim:
     )
 
 
+C2_RULE = (
+    f"slopes of log KL against log τ over seeds: IPO's CI below 0 (τ governs IPO's KL); holds if DPO's CI lies "
+    f"within ±{EQUIVALENCE_SHARE:g}·|IPO's mean slope| (equivalence, not a CI merely containing 0); partly if "
+    "not, but DPO's |slope| is shown below IPO's; does not hold if DPO's CI lies outside that margin, DPO's "
+    "|slope| is shown above IPO's, or IPO's CI lies above 0; undecided when a CI is too wide to tell (more seeds)"
+)
+
+
 def _tau_governs_ipo_only(o: _Oracle) -> Claim | None:
     dpo_slope, ipo_slope = kl_slopes(o.results, o.name, "dpo"), kl_slopes(o.results, o.name, "ipo")
     if dpo_slope is None or ipo_slope is None:
@@ -157,9 +224,8 @@ def _tau_governs_ipo_only(o: _Oracle) -> Claim | None:
     return Claim(
         "C2", o.section,
         f"[{o.name}] τ does not govern DPO's KL (it governs IPO's)",
-        "slope of log KL against log τ: holds if DPO's CI contains 0; partly if DPO's slope "
-        "is flatter than IPO's with disjoint CIs",
-        f"slope DPO {format_number(dpo_slope)}, IPO {format_number(ipo_slope)}",
+        C2_RULE,
+        f"slope DPO {format_number(dpo_slope)}, IPO {format_number(ipo_slope)}" + flatness_needed(dpo_slope, ipo_slope),
         flat_in_tau(dpo_slope, ipo_slope),
     )
 
@@ -535,6 +601,40 @@ def claims(results: dict[str, Any]) -> list[Claim]:
     return rows
 
 
+SECTIONS = {
+    "winner": (("C6", "where an action beats all others (D1), DPO moves the probability mass onto it whatever τ"),),
+    "large": (("C11", "DPO ends further from π_ref than IPO at the same τ, beyond enumeration (Monte Carlo)"),),
+    "sweep": (("C13", "IPO's empirical minimiser π̂_N tends to π* as N grows"),),
+    "population": (("C14–C16", "the LM trained on the exact population losses reaches their targets"),),
+    "online_vs_offline": (("C17", "online IPO, IPO-MD and offline IPO each converge to their own target"),
+                          ("C18", "online sampling beats offline IPO at the same number of oracle queries")),
+    "lm_sweep": (("C19", "trained IPO's distance to π* falls with N"),
+                 ("C20", "DPO's KL stays insensitive to τ at every N")),
+}
+"""The claims each optional section of results measures: (id, short statement)."""
+
+
+def not_measured(results: dict[str, Any]) -> list[NotMeasured]:
+    """The claims this configuration cannot test, with the reason: every claim without both DPO and
+    IPO; C2 and C3 (how KL changes with τ) with fewer than two τ; the claims of a section not run."""
+    grid = results["config"]["grid"]
+    if not {"dpo", "ipo"} <= set(grid["losses"]):
+        return [NotMeasured("C1–C20", "every claim of the lab compares DPO with IPO",
+                            f"needs the losses dpo and ipo; ran {', '.join(grid['losses'])}")]
+    missing = []
+    several = needs_several_taus(grid["taus"])
+    if several:
+        missing += [NotMeasured(claim_id, f"[{oracle}] {statement}", several) for oracle in grid["oracles"]
+                    for claim_id, statement in (("C2", "τ does not govern DPO's KL (it governs IPO's)"),
+                                                ("C3", "IPO's KL is governed by τ: it decreases as τ grows"))]
+    for section, rows in SECTIONS.items():
+        if not results.get(section):
+            missing += [NotMeasured(claim_id, statement, f"the {section} section was not run ({section}.enabled "
+                                    "false" + ("; --full runs it" if section == "lm_sweep" else "") + ")")
+                        for claim_id, statement in rows]
+    return missing
+
+
 # ----------------------------------------------------------------------------- diagnoses
 
 DIAGNOSES: dict[str, tuple[str, str]] = {
@@ -588,6 +688,9 @@ def diagnose(claim: Claim) -> str | None:
     disjoint intervals whose means are in the claimed order fails on interval width: data."""
     if claim.verdict == "holds":
         return None
+    if claim.verdict == "undecided":
+        return ("data: the confidence intervals over seeds (datasets) are too wide to decide either way — "
+                "more seeds are needed (the row says what the rule needs)")
     if "[disjoint CIs need" in claim.measured:
         need = claim.measured[claim.measured.index("[disjoint CIs need") + 1:].rstrip("]")
         return f"data: the means are ordered as claimed but the intervals over datasets overlap ({need})"

@@ -31,7 +31,7 @@ import torch
 from psipo._config import to_dict
 from psipo._threads import single_thread
 from psipo.experiments.lm_lab import online_vs_offline, plots, report
-from psipo.experiments.lm_lab.claims import claims
+from psipo.experiments.lm_lab.claims import claims, not_measured
 from psipo.experiments.lm_lab.config import LabConfig, parse_oracle, validate
 from psipo.experiments.lm_lab.data import enumerated_sampler, sample_preference_data
 from psipo.experiments.lm_lab.enumeration import enumerate_logps
@@ -332,6 +332,7 @@ def run_experiment(
     results["runtime_seconds"] = time.perf_counter() - start
     results["workers"] = config.workers
     results["claims"] = claims_as_data(claims(results))
+    results["claims_not_measured"] = claims_as_data(not_measured(results))
     figures = plots.draw_all(results, out_dir / "figures")
     results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
     write_results(out_dir, results, report.markdown(results))

@@ -157,11 +157,19 @@ def kl_slope_over_tau(rows: list[dict[str, Any]], loss: str, num_pairs: int) -> 
 
 
 def flat_at_every_n(verdicts: list[Verdict]) -> Verdict:
-    """C2's rule (:func:`~.claims.flat_in_tau`) at each N: holds when it holds at every N, partly
-    when it holds or partly holds at some N, does not hold otherwise."""
-    if verdicts and all(v == "holds" for v in verdicts):
+    """C2's rule (:func:`~.claims.flat_in_tau`) at each N, combined: holds when it holds at every N;
+    does not hold when it fails at some N and holds (even partly) at none; undecided when it is
+    undecided at some N and holds at the others (the intervals of some N are too wide); partly
+    otherwise. No N at all holds nothing."""
+    if not verdicts:
+        return "does not hold"
+    if all(v == "holds" for v in verdicts):
         return "holds"
-    return "partly" if any(v in ("holds", "partly") for v in verdicts) else "does not hold"
+    if "does not hold" in verdicts and not {"holds", "partly"} & set(verdicts):
+        return "does not hold"
+    if "undecided" in verdicts and not {"partly", "does not hold"} & set(verdicts):
+        return "undecided"
+    return "partly"
 
 
 def _minimisers(rows: list[dict[str, Any]], sizes: list[int]) -> str:
@@ -177,7 +185,12 @@ def _minimisers(rows: list[dict[str, Any]], sizes: list[int]) -> str:
 
 def lm_sweep_claims(results: dict[str, Any]) -> list[Claim]:
     """C19 and C20 for every oracle the LM sweep ran."""
-    from psipo.experiments.lm_lab.claims import consistent_in_n, flat_in_tau
+    from psipo.experiments.lm_lab.claims import (
+        C2_RULE,
+        consistent_in_n,
+        flat_in_tau,
+        flatness_needed,
+    )
 
     section = results.get("lm_sweep")
     if not section:
@@ -214,9 +227,11 @@ def lm_sweep_claims(results: dict[str, Any]) -> list[Claim]:
             claims.append(Claim(
                 "C20", "§4.2 (consistency in N, trained LM)",
                 f"[{oracle}] DPO's KL stays insensitive to τ at every N (τ governs IPO's)",
-                "at each N, C2's rule on the slopes of log KL against log τ (holds: DPO's CI contains 0; "
-                "partly: flatter than IPO's with disjoint CIs); holds at every N, partly at some",
-                "; ".join(f"N={n}: slope DPO {format_number(dpo)}, IPO {format_number(ipo)}" for n, dpo, ipo in slopes)
+                f"at each N, C2's rule ({C2_RULE}); combined: holds when it holds at every N, does not hold "
+                "when it fails at some N and holds at none, undecided when it is undecided at some N and "
+                "otherwise holds, partly otherwise",
+                "; ".join(f"N={n}: slope DPO {format_number(dpo)}, IPO {format_number(ipo)}"
+                          + flatness_needed(dpo, ipo) for n, dpo, ipo in slopes)
                 + _minimisers(rows, sizes),
                 flat_at_every_n([flat_in_tau(dpo, ipo) for _, dpo, ipo in slopes]),
             ))

@@ -21,6 +21,7 @@ from psipo.experiments.reporting import (
     claims_from_data,
     format_number,
     markdown_table,
+    not_measured_from_data,
     report_markdown,
 )
 from psipo.stats import entirely_above, interval
@@ -61,6 +62,7 @@ def markdown(results: dict[str, Any], *, figures: str = "figures") -> str:
         ],
         setup=_setup(results, figures),
         claims=claims,
+        not_measured=not_measured_from_data(results),
         sections=sections,
     )
 
@@ -105,7 +107,8 @@ def _diagnoses(claims: list) -> list[str]:
         "does not hold is blamed on the *data* (too few pairs or datasets: the means are ordered as the paper "
         "says but the intervals overlap — the width the rule needs is shown in the claim's row), on the "
         "*learner* (the LM and its optimiser do not reach the optimum of the loss they minimise) or on the "
-        "*paper*.",
+        "*paper*. An *undecided* claim is neither shown nor refuted: its intervals are too wide for the rule, "
+        "and more seeds are needed.",
         "",
         *(lines or ["Every claim holds."]),
     ]

@@ -2,7 +2,9 @@
 
 Each claim is measured from ``results`` (the dictionary :func:`run_experiment` returns, or
 ``results.json`` read back) and decided by a verdict rule: a small function of the measured
-numbers, stated in words in the claim. A claim whose losses or datasets were not run is left out.
+numbers, stated in words in the claim. A claim the configuration cannot test — its losses or
+datasets were not run, or it is about how π changes with τ and fewer than two τ were run — gets no
+verdict: :func:`claims` leaves it out and :func:`not_measured` says why.
 """
 
 from __future__ import annotations
@@ -11,14 +13,34 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from psipo.experiments.reporting import Claim, Verdict, format_number, holds_if
+from psipo.experiments.reporting import (
+    Claim,
+    NotMeasured,
+    Verdict,
+    format_number,
+    holds_if,
+    needs_several_taus,
+)
 from psipo.stats import Interval, late_change
 
 PROBABILITY_TOLERANCE = 0.01
 """How close a trained probability must come to a closed form (or to 0 or 1) to count as reaching it."""
 
-ROUNDING = 1e-9
-"""Two runs that are the same computation agree to within rounding."""
+SOLVER_TOLERANCE = 1e-6
+"""Two numerical minimisations of convex losses, run to convergence in float64, agree to within this."""
+
+STATEMENTS = {
+    "P1": "IPO's optimum is π*(y1) = σ(0.5/τ): τ sets how far π moves from π_ref",
+    "P2": "DPO's optimum is π*(y1) = 1 whatever τ",
+    "P3": "DPO converges to the deterministic policy π(a) = 1 for every τ, ignoring π_ref",
+    "P4": "IPO keeps the policy from becoming greedy when the regularisation is strong",
+    "P5": "sampled IPO finds the closed-form optimum of its empirical loss, π ∝ (e^(2/(3τ)), e^(1/(3τ)), 1)",
+    "P6": "DPO sends the probability of an action without a victory (c) to 0 regardless of τ; IPO lowers it "
+          "gradually as τ shrinks",
+    "P7": "at every τ the optimal policies of DPO (Eq. 4) and of RLHF (Eq. 3 with the Bradley–Terry reward "
+          "fitted on the same data) are identical, whether or not the preferences are Bradley–Terry",
+}
+"""Each claim as the paper makes it (the measured claims prefix the dataset, "[D1] …")."""
 
 # ----------------------------------------------------------------------------- verdict rules
 
@@ -36,17 +58,33 @@ def not_greedy(top: Interval) -> Verdict:
     return holds_if(mean + (0.0 if math.isnan(half) else half) < 1 - PROBABILITY_TOLERANCE)
 
 
-def excluded_by_dpo_only(dpo: dict[float, float], ipo: dict[float, float]) -> Verdict:
-    """Holds when DPO's probability of the action is at most :data:`PROBABILITY_TOLERANCE` at
-    every τ while IPO's is above it at the largest τ (keys: τ, values: mean probability)."""
+def _noise(*half_widths: float) -> float:
+    """The sum of CI half-widths; a single seed (NaN) adds nothing."""
+    return sum(0.0 if math.isnan(half) else half for half in half_widths)
+
+
+def excluded_by_dpo_only(dpo: dict[float, float], ipo: dict[float, Interval]) -> Verdict:
+    """Keys τ (at least two), values π(c): DPO's mean, IPO's (mean, CI half-width). Holds when DPO's
+    π(c) is at most :data:`PROBABILITY_TOLERANCE` at every τ while IPO's lowers it gradually as τ
+    shrinks: above :data:`PROBABILITY_TOLERANCE` at the largest τ, never higher at a smaller τ than
+    at the next larger one beyond the noise (the sum of the two CI half-widths), and lower at the
+    smallest τ than at the largest beyond the noise (a decrease, not a constant)."""
+    taus = sorted(ipo, reverse=True)  # largest τ first: the order in which τ shrinks
+    steps = list(zip(taus, taus[1:]))
+    never_rises = all(ipo[small][0] <= ipo[large][0] + _noise(ipo[small][1], ipo[large][1]) for large, small in steps)
+    first, last = ipo[taus[0]], ipo[taus[-1]]
     return holds_if(
-        max(dpo.values()) <= PROBABILITY_TOLERANCE and ipo[max(ipo)] > PROBABILITY_TOLERANCE
+        max(dpo.values()) <= PROBABILITY_TOLERANCE
+        and first[0] > PROBABILITY_TOLERANCE
+        and never_rises
+        and last[0] < first[0] - _noise(first[1], last[1])
     )
 
 
-def same_computation(gap: float) -> Verdict:
-    """Holds when two runs differ by at most :data:`ROUNDING`."""
-    return holds_if(gap <= ROUNDING)
+def same_optimum(gaps: list[float]) -> Verdict:
+    """Per (dataset, τ), the largest |π_DPO − π_RLHF| between the two optima: holds when every gap
+    is at most :data:`SOLVER_TOLERANCE`."""
+    return holds_if(max(gaps) <= SOLVER_TOLERANCE)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -61,7 +99,7 @@ def _entry(results: dict[str, Any], dataset: str, loss: str, tau: float) -> dict
     return next(e for e in results["datasets"][dataset]["results"] if (e["loss"], e["tau"]) == (loss, tau))
 
 
-def _by_tau(values: dict[float, float], digits: int = 3) -> str:
+def _by_tau(values: dict[float, float] | dict[float, Interval], digits: int = 3) -> str:
     return ", ".join(f"τ={tau:g}: {format_number(value, digits)}" for tau, value in sorted(values.items()))
 
 
@@ -70,7 +108,7 @@ def _asymptotic_ipo(results: dict[str, Any]) -> Claim:
     gap = max(abs(r["ipo"]["trained_mean"] - r["ipo"]["closed_form"]) for r in rows)
     return Claim(
         "P1", "§5.3.1",
-        "[D0] IPO's optimum is π*(y1) = σ(0.5/τ): τ sets how far π moves from π_ref",
+        f"[D0] {STATEMENTS['P1']}",
         f"trained π(y1) within {PROBABILITY_TOLERANCE:g} of σ(0.5/τ) at every τ",
         f"largest |π(y1) − σ(0.5/τ)| over τ: {format_number(gap, 2)}",
         within_tolerance(gap),
@@ -83,7 +121,7 @@ def _asymptotic_dpo(results: dict[str, Any]) -> Claim:
     minimiser = "none" if all(r["dpo"]["empirical_optimum"] is None for r in rows) else "exists"
     return Claim(
         "P2", "§5.3.1",
-        "[D0] DPO's optimum is π*(y1) = 1 whatever τ",
+        f"[D0] {STATEMENTS['P2']}",
         f"trained π(y1) within {PROBABILITY_TOLERANCE:g} of 1 at every τ",
         f"lowest π(y1): {format_number(lowest['dpo']['trained_mean'], 6)} at τ = {lowest['tau']:g}; "
         f"minimiser of the empirical loss: {minimiser}",
@@ -101,7 +139,7 @@ def _d1_dpo(results: dict[str, Any]) -> Claim:
     trend = "still rising" if change > 0 else "not rising"
     return Claim(
         "P3", "§5.4 (Figure 1)",
-        "[D1] DPO converges to the deterministic policy π(a) = 1 for every τ, ignoring π_ref",
+        f"[D1] {STATEMENTS['P3']}",
         f"final π(a) within {PROBABILITY_TOLERANCE:g} of 1 at every τ",
         f"lowest final π(a): {format_number((lowest['trained_mean'][0], lowest['trained_ci95_half_width'][0]), 4)} "
         f"at τ = {low_tau:g}; at τ = {tau_max:g} {trend} over the last third of training ({change:+.2g})",
@@ -116,7 +154,7 @@ def _d1_ipo_not_greedy(results: dict[str, Any]) -> Claim:
     top = max(zip(entry["trained_mean"], entry["trained_ci95_half_width"]))
     return Claim(
         "P4", "§5.4 (Figure 1)",
-        "[D1] IPO keeps the policy from becoming greedy when the regularisation is strong",
+        f"[D1] {STATEMENTS['P4']}",
         f"at the largest τ, the upper end of the CI of IPO's largest probability below {1 - PROBABILITY_TOLERANCE:g}",
         f"π at τ = {tau_max:g}: ({policy})",
         not_greedy(top),
@@ -128,7 +166,7 @@ def _d1_ipo_closed_form(results: dict[str, Any]) -> Claim:
     gap = max(max(abs(a - b) for a, b in zip(e["trained_mean"], e["empirical_optimum"])) for e in entries)
     return Claim(
         "P5", "§5.2 (Eq. 17), §5.4",
-        "[D1] sampled IPO finds the closed-form optimum of its empirical loss, π ∝ (e^(2/(3τ)), e^(1/(3τ)), 1)",
+        f"[D1] {STATEMENTS['P5']}",
         f"every trained IPO probability within {PROBABILITY_TOLERANCE:g} of that optimum, at every τ",
         f"largest |π − optimum| over actions and τ: {format_number(gap, 2)}",
         within_tolerance(gap),
@@ -136,8 +174,10 @@ def _d1_ipo_closed_form(results: dict[str, Any]) -> Claim:
 
 
 def _figure_2(results: dict[str, Any], dataset: str) -> Claim:
-    pi_c = {loss: {tau: p[2] for tau, p in final_means(results, dataset, loss).items()} for loss in ("dpo", "ipo")}
-    measured = f"π(c) by τ — DPO: {_by_tau(pi_c['dpo'])}; IPO: {_by_tau(pi_c['ipo'])}"
+    dpo = {tau: p[2] for tau, p in final_means(results, dataset, "dpo").items()}
+    ipo = {e["tau"]: (e["trained_mean"][2], e["trained_ci95_half_width"][2])
+           for e in results["datasets"][dataset]["results"] if e["loss"] == "ipo"}
+    measured = f"π(c) by τ — DPO: {_by_tau(dpo)}; IPO: {_by_tau(ipo)}"
     if dataset == "D3":
         invariants = results["d3_invariants"]
         measured = (
@@ -146,44 +186,73 @@ def _figure_2(results: dict[str, Any], dataset: str) -> Claim:
         )
     return Claim(
         "P6", "§5.4 (Figure 2)",
-        f"[{dataset}] DPO sends the probability of an action without a victory (c) to 0 regardless of τ; "
-        "IPO lowers it gradually as τ shrinks",
-        f"DPO's π(c) at most {PROBABILITY_TOLERANCE:g} at every τ, IPO's above {PROBABILITY_TOLERANCE:g} at the largest τ",
+        f"[{dataset}] " + STATEMENTS["P6"],
+        f"DPO's π(c) at most {PROBABILITY_TOLERANCE:g} at every τ; IPO's above {PROBABILITY_TOLERANCE:g} at the "
+        "largest τ, never rising as τ shrinks (each step down the τ grid: no higher than the sum of the two CI "
+        "half-widths above the previous value) and lower at the smallest τ than at the largest by more than "
+        "that sum",
         measured,
-        excluded_by_dpo_only(pi_c["dpo"], pi_c["ipo"]),
+        excluded_by_dpo_only(dpo, ipo),
     )
 
 
-def _rlhf_is_dpo(results: dict[str, Any]) -> Claim:
-    gap = max(
-        max(abs(a - b) for a, b in zip(final_means(results, name, "rlhf")[1.0], final_means(results, name, "dpo")[1.0]))
-        for name in results["datasets"]
-    )
+def _prop4(results: dict[str, Any]) -> Claim:
+    section = results["prop4"]
+    gaps = {name: max(row["max_abs_gap"] for row in data["rows"]) for name, data in section.items()}
+    moving = next(name for name in section if name not in results["datasets"])
+    rows = section[moving]["rows"]
+    outside = [name for name, data in results["datasets"].items() if not data["dpo_minimiser_exists"]]
     return Claim(
         "P7", "Prop. 4",
-        f"[{', '.join(results['datasets'])}] at τ = 1 RLHF (Bradley–Terry reward, then Eq. 3) and DPO give the same policy: with the same "
-        "minibatches the reward's loss is DPO's loss of δ = θ − log π_ref",
-        f"largest |π_RLHF − π_DPO| at most {ROUNDING:g} (the same computation, up to rounding)",
-        f"largest |π_RLHF − π_DPO| over every dataset: {format_number(gap, 2)}",
-        same_computation(gap),
+        f"[{', '.join(section)}] " + STATEMENTS["P7"],
+        f"at every τ and on every dataset, largest |π_DPO − π_RLHF| at most {SOLVER_TOLERANCE:g}, where π_DPO "
+        "minimises DPO's empirical loss directly (L-BFGS) and π_RLHF = π_ref·exp(r̂/τ)/Z with r̂ the "
+        "Bradley–Terry maximum-likelihood reward (Newton)",
+        "largest gap over τ: " + ", ".join(f"{name} {format_number(gap, 2)}" for name, gap in gaps.items())
+        + f"; {moving}: π_RLHF(a) " + ", ".join(f"τ={r['tau']:g}: {format_number(r['rlhf'][0])}" for r in rows)
+        + (f" ({', '.join(outside)}: no Bradley–Terry minimiser, outside Prop. 4)" if outside else ""),
+        same_optimum(list(gaps.values())),
     )
 
 
 # ----------------------------------------------------------------------------- the table
 
+_Row = tuple[str, str, str | None, Callable[[], Claim]]
+
+
+def _missing(config: dict[str, Any], losses: set[str], dataset: str | None = None) -> str | None:
+    """Why a claim needing ``losses`` (and ``dataset``) cannot be measured, or None when they were run."""
+    absent = sorted(losses - set(config["losses"]))
+    if absent:
+        return f"needs the loss{'es' if len(absent) > 1 else ''} {', '.join(absent)} (not run)"
+    if dataset is not None and dataset not in config["datasets"]:
+        return f"needs the dataset {dataset} (not run)"
+    return None
+
+
+def _table(results: dict[str, Any]) -> list[_Row]:
+    """Every claim: (id, "[dataset] statement", why it cannot be measured or None, its builder)."""
+    config = results["config"]
+    several = needs_several_taus(config["taus"])
+    rows: list[_Row] = [
+        ("P1", "[D0]", _missing(config, {"ipo"}), lambda: _asymptotic_ipo(results)),
+        ("P2", "[D0]", _missing(config, {"dpo"}) or several, lambda: _asymptotic_dpo(results)),
+        ("P3", "[D1]", _missing(config, {"dpo"}, "D1") or several, lambda: _d1_dpo(results)),
+        ("P4", "[D1]", _missing(config, {"ipo"}, "D1"), lambda: _d1_ipo_not_greedy(results)),
+        ("P5", "[D1]", _missing(config, {"ipo"}, "D1"), lambda: _d1_ipo_closed_form(results)),
+        *(("P6", f"[{name}]", _missing(config, {"ipo", "dpo"}, name) or several,
+            lambda name=name: _figure_2(results, name)) for name in ("D3", "D3'")),
+        ("P7", "", _missing(config, {"rlhf", "dpo"}), lambda: _prop4(results)),
+    ]
+    return [(claim_id, f"{where} {STATEMENTS[claim_id]}".lstrip(), why, build) for claim_id, where, why, build in rows]
+
 
 def claims(results: dict[str, Any]) -> list[Claim]:
-    """The claims table: each claim whose losses, datasets and τ were run."""
-    config = results["config"]
-    losses, datasets = set(config["losses"]), set(config["datasets"])
-    measured: list[tuple[bool, Callable[[], Claim]]] = [
-        ("ipo" in losses, lambda: _asymptotic_ipo(results)),
-        ("dpo" in losses, lambda: _asymptotic_dpo(results)),
-        ("dpo" in losses and "D1" in datasets, lambda: _d1_dpo(results)),
-        ("ipo" in losses and "D1" in datasets, lambda: _d1_ipo_not_greedy(results)),
-        ("ipo" in losses and "D1" in datasets, lambda: _d1_ipo_closed_form(results)),
-        *(({"ipo", "dpo"} <= losses and name in datasets, lambda name=name: _figure_2(results, name))
-          for name in ("D3", "D3'")),
-        ({"rlhf", "dpo"} <= losses and 1.0 in config["taus"], lambda: _rlhf_is_dpo(results)),
-    ]
-    return [claim() for runs, claim in measured if runs]
+    """The claims table: each claim the configuration can test, with its verdict."""
+    return [build() for _, _, why, build in _table(results) if why is None]
+
+
+def not_measured(results: dict[str, Any]) -> list[NotMeasured]:
+    """The claims the configuration cannot test (their losses, datasets or several τ were not
+    run), each with the reason: they get no verdict."""
+    return [NotMeasured(claim_id, statement, why) for claim_id, statement, why, _ in _table(results) if why is not None]

@@ -19,7 +19,7 @@ import torch
 
 from psipo._config import to_dict
 from psipo.errors import PsipoInputError
-from psipo.experiments.paper.claims import claims
+from psipo.experiments.paper.claims import claims, not_measured
 from psipo.experiments.paper.config import (
     DATASET_DESCRIPTIONS,
     ReproduceConfig,
@@ -57,6 +57,63 @@ def population_problem(dataset: PreferenceDataset) -> TabularProblem | None:
 def deterministic_pair_problem() -> TabularProblem:
     """§5.3.1's population: actions y1, y2 with p*(y1≻y2) = 1, uniform µ and π_ref."""
     return TabularProblem.create(("y1", "y2"), [[0.5, 1.0], [0.0, 0.5]])
+
+
+PROP4_DATASET = PreferenceDataset.from_rows(
+    [("a", "b"), ("a", "b"), ("b", "c"), ("b", "c"), ("c", "a")], actions=("a", "b", "c"), name="D2+"
+)
+"""Prop. 4's own dataset: D2 with (a, b) and (b, c) doubled, an unbalanced cycle. Every observed win
+rate is 0 or 1 around a cycle, which no Bradley–Terry model gives, yet the Bradley–Terry loss has a
+minimiser (the win graph is strongly connected) with three distinct rewards, so RLHF's policy moves
+with τ — unlike on D2 and D3, where the minimiser is r = 0 and every optimum is π_ref."""
+
+PROP4_DESCRIPTION = "D2+ = {(a,b), (a,b), (b,c), (b,c), (c,a)}: an unbalanced cycle (Prop. 4's check)"
+
+
+def dpo_direct_optimum(dataset: PreferenceDataset, *, tau: float) -> torch.Tensor:
+    """The minimiser of the empirical DPO loss (Eq. 4) found by minimising the loss itself (L-BFGS
+    in float64 on u = τ·(θ − log π_ref), from u = 0), [X, A]: no Bradley–Terry fit is involved, so
+    it checks Prop. 4 against :func:`psipo.tabular.empirical.rlhf_empirical_optimum`."""
+    log_ref = dataset.reference_policy().log()
+    u = torch.zeros_like(log_ref, requires_grad=True)
+    optimiser = torch.optim.LBFGS([u], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-16,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = empirical.empirical_loss(dataset, torch.softmax(log_ref + u / tau, -1), loss="dpo", tau=tau)
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        return torch.softmax(log_ref + u / tau, -1)
+
+
+def _prop4_section(config: ReproduceConfig, datasets: list[PreferenceDataset]) -> dict[str, Any]:
+    """Prop. 4 on the run datasets whose Bradley–Terry loss has a minimiser, and on :data:`PROP4_DATASET`:
+    per τ, DPO's empirical optimum found directly and RLHF's policy (Bradley–Terry maximum likelihood,
+    then Eq. 3), their largest gap and DPO's loss at each."""
+    section: dict[str, Any] = {}
+    for dataset in [d for d in datasets if empirical.dpo_minimiser_exists(d)] + [PROP4_DATASET]:
+        rows = []
+        for tau in config.taus:
+            dpo = dpo_direct_optimum(dataset, tau=tau)
+            rlhf = empirical.rlhf_empirical_optimum(dataset, tau=tau)
+            rows.append({
+                "tau": tau,
+                "dpo": dpo[0].tolist(),
+                "rlhf": rlhf[0].tolist(),
+                "max_abs_gap": float((dpo - rlhf).abs().max()),
+                "dpo_loss_at_dpo": float(empirical.empirical_loss(dataset, dpo, loss="dpo", tau=tau)),
+                "dpo_loss_at_rlhf": float(empirical.empirical_loss(dataset, rlhf, loss="dpo", tau=tau)),
+            })
+        section[dataset.name] = {
+            "description": DATASET_DESCRIPTIONS.get(dataset.name, PROP4_DESCRIPTION),
+            "reward": empirical.bradley_terry_reward(dataset)[0].tolist(),
+            "rows": rows,
+        }
+    return section
 
 
 def _empirical_optimum(dataset: PreferenceDataset, loss: str, tau: float, config: ReproduceConfig):
@@ -124,8 +181,11 @@ def run_experiment(
         }
     if "D3" in config.datasets:
         results["d3_invariants"] = _d3_invariants(grid, config.datasets.index("D3"))
+    if {"dpo", "rlhf"} <= set(config.losses):
+        results["prop4"] = _prop4_section(config, datasets)
     results["figures"] = _write_figures(config, datasets, grid, mean, half, results["asymptotic"], out_dir)
     results["claims"] = claims_as_data(claims(results))
+    results["claims_not_measured"] = claims_as_data(not_measured(results))
     results["runtime_seconds"] = time.perf_counter() - started
     write_results(out_dir, results, render_report(results))
     return results

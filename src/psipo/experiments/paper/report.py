@@ -14,6 +14,7 @@ from psipo.experiments.reporting import (
     claims_from_data,
     format_number,
     markdown_table,
+    not_measured_from_data,
     report_markdown,
 )
 
@@ -32,9 +33,11 @@ def render_report(results: dict[str, Any]) -> str:
         ],
         setup=_setup(config, results["timing_seconds"]),
         claims=claims_from_data(results["claims"]),
+        not_measured=not_measured_from_data(results),
         sections=[
             ("§5.3.1 Asymptotic setting: π*(y1) with p*(y1≻y2) = 1", _asymptotic(results)),
             ("§5.4 Sampled preferences", _sampled(results)),
+            *([("Prop. 4: the optima of DPO and RLHF", _prop4(results["prop4"]))] if results.get("prop4") else []),
             ("Files", _files(results)),
         ],
     )
@@ -197,6 +200,26 @@ def _rlhf_note(results: dict[str, Any]) -> str:
         if worst <= PROBABILITY_TOLERANCE:
             text += ": it over-fits as DPO does (§4.2)"
     return text + ". `--rlhf_l2` > 0 gives the reward a finite optimum."
+
+
+def _prop4(section: dict[str, Any]) -> list[str]:
+    """Per dataset whose Bradley–Terry loss has a minimiser and τ: DPO's optimum found directly, RLHF's, their gap."""
+    return [
+        "Computed exactly, not trained: π_DPO minimises DPO's empirical loss (Eq. 4) itself (L-BFGS, float64); "
+        "π_RLHF = π_ref·exp(r̂/τ)/Z (Eq. 3) with r̂ the Bradley–Terry maximum-likelihood reward on the same "
+        "data (Newton). Only datasets whose Bradley–Terry loss has a minimiser (Prop. 4's premise) are shown.",
+        "",
+        markdown_table(
+            ["dataset", "r̂", "τ", "π_DPO", "π_RLHF", "max gap", "DPO loss at π_DPO", "at π_RLHF"],
+            [
+                [data["description"] if r is data["rows"][0] else "",
+                 _policy(data["reward"]) if r is data["rows"][0] else "",
+                 f"{r['tau']:g}", _policy(r["dpo"]), _policy(r["rlhf"]), format_number(r["max_abs_gap"], 2),
+                 format_number(r["dpo_loss_at_dpo"], 6), format_number(r["dpo_loss_at_rlhf"], 6)]
+                for name, data in section.items() for r in data["rows"]
+            ],
+        ),
+    ]
 
 
 def _files(results: dict[str, Any]) -> list[str]:
