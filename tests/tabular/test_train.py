@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from psipo._threads import single_thread
-from psipo.errors import PsipoInputError
+from psipo.errors import PsipoInputError, PsipoNonFiniteError
 from psipo.tabular.datasets import PreferenceDataset, deterministic_pair_dataset, paper_datasets
 from psipo.tabular.empirical import ipo_empirical_optimum
 from psipo.tabular.train import (
@@ -212,3 +212,21 @@ def test_datasets_losses_and_taus_may_be_any_iterable():
     listed = train_grid(DATASETS[:1], losses=["ipo"], taus=[1.0], config=config)
     iterated = train_grid(iter(DATASETS[:1]), losses=(loss for loss in ["ipo"]), taus=(t for t in [1.0]), config=config)
     assert torch.equal(listed.final_policies, iterated.final_policies)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tau", "message"),
+    [
+        ("float32", 1e-50, r"training ipo on D1 at τ = 1e-50 \(seed 0, float32\): its parameters became non-finite; "
+                           r"1/τ = 1e\+50 is too large to square in float32; use a larger τ or dtype float64$"),
+        ("float64", 1e-300, r"training ipo on D1 at τ = 1e-300 \(seed 0, float64\): the square of its gradient "
+                            r"overflowed, so Adam's updates vanished and the policy froze; 1/τ = 1e\+300 is too "
+                            r"large to square in float64; use a larger τ$"),
+    ],
+)
+def test_a_run_that_breaks_numerically_is_an_error_naming_it_not_a_silent_result(dtype, tau, message):
+    dataset = paper_datasets()["D1"]
+    config = TabularTrainConfig(steps=20, seeds=2, dtype=dtype)
+    train_grid([dataset], losses=["ipo"], taus=[1.0], config=config)  # fine at τ = 1
+    with pytest.raises(PsipoNonFiniteError, match=message):
+        train_grid([dataset], losses=["ipo", "dpo"], taus=[1.0, tau], config=config)

@@ -47,7 +47,7 @@ from typing import Literal
 import torch
 
 from psipo._threads import single_thread
-from psipo.errors import PsipoInputError
+from psipo.errors import PsipoInputError, PsipoNonFiniteError
 from psipo.losses import LOSSES, LossSpec
 from psipo.tabular.datasets import PreferenceDataset
 from psipo.tabular.problem import as_list, check_integer, check_real
@@ -289,6 +289,7 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
     bar.close()
 
     shifts = torch.stack(records).to(torch.float64).view(len(records), *gradient.grouped)
+    _check_finite(shifts, adam.exp_avg_sq.view(gradient.grouped), datasets, groups, config)
     shape = (len(first.contexts), len(first.actions))
     return TabularTrainResult(
         dataset_names=[d.name for d in datasets],
@@ -399,6 +400,31 @@ class _Adam:
         torch.sqrt(self.exp_avg_sq, out=self.denom)
         self.denom.div_(math.sqrt(1 - b2**step)).add_(self.eps)
         self.params.addcdiv_(self.exp_avg, self.denom, value=-step_size)
+
+
+def _check_finite(shifts: torch.Tensor, squares: torch.Tensor, datasets, groups, config: TabularTrainConfig) -> None:
+    """Raise :class:`PsipoNonFiniteError` for the first run whose parameters became non-finite,
+    or whose Adam second moment overflowed (its updates then vanish: the run froze).
+
+    ``shifts`` is [records, datasets, seeds, groups, parameters], ``squares`` the same without
+    the records axis.
+    """
+    broken = ~torch.isfinite(shifts).all(0) | ~torch.isfinite(squares)
+    if not bool(broken.any()):
+        return
+    d, s, g = (int(i) for i in broken.any(-1).nonzero()[0])
+    loss, tau = groups[g]
+    what = "its parameters became non-finite" if not bool(torch.isfinite(shifts[:, d, s, g]).all()) else (
+        "the square of its gradient overflowed, so Adam's updates vanished and the policy froze"
+    )
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    run = f"{loss} on {datasets[d].name}" + (f" at τ = {tau:g}" if tau is not None else "")
+    if tau is not None and 1 / tau >= math.sqrt(torch.finfo(dtype).max):
+        cause = f"1/τ = {1 / tau:.3g} is too large to square in {config.dtype}; use a larger τ"
+        cause += " or dtype float64" if config.dtype != "float64" else ""
+    else:
+        cause = f"lower learning_rate ({config.learning_rate:g})"
+    raise PsipoNonFiniteError(f"training {run} (seed {config.seed_values[s]}, {config.dtype}): {what}; {cause}")
 
 
 def _progress_bar(total: int, enabled: bool):
