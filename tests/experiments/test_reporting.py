@@ -14,6 +14,7 @@ from psipo.experiments.reporting import (
     claims_markdown,
     format_number,
     holds_if,
+    largest,
     markdown_table,
     needs_several_taus,
     not_measured_from_data,
@@ -99,3 +100,14 @@ def test_results_round_trip_with_their_claims_and_non_finite_numbers(tmp_path):
     assert back["kl"] == math.inf and math.isnan(back["half_width"])
     assert claims_from_data(back["claims"]) == [claim()]
     assert (tmp_path / "REPORT.md").read_text() == "# report\n"
+
+
+def test_largest_is_nan_when_any_value_is_so_a_claim_cannot_hold_on_a_missing_measurement():
+    import math
+
+    from psipo.experiments.paper.claims import same_optimum, within_tolerance
+
+    assert largest([0.5, 0.0, 0.25]) == 0.5
+    assert math.isnan(largest([0.0, math.nan])) and max([0.0, math.nan]) == 0.0  # what max would do
+    assert within_tolerance(largest([0.0, math.nan])) == "does not hold"
+    assert same_optimum([0.0, math.nan]) == "does not hold"

@@ -81,6 +81,13 @@ def needs_several_taus(taus: Sequence[float]) -> str | None:
     return "a claim across τ: needs at least two τ; ran τ = " + ", ".join(f"{t:g}" for t in distinct)
 
 
+def largest(values: Iterable[float]) -> float:
+    """The largest of ``values``, NaN if any is NaN: ``max`` skips a NaN that is not first, and
+    a gap that could not be measured must not let a claim hold."""
+    values = list(values)
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
 def holds_if(condition: bool) -> Verdict:
     """"holds" or "does not hold"."""
     return "holds" if condition else "does not hold"

@@ -19,6 +19,7 @@ from psipo.experiments.reporting import (
     Verdict,
     format_number,
     holds_if,
+    largest,
     needs_several_taus,
 )
 from psipo.stats import Interval, late_change
@@ -74,7 +75,7 @@ def excluded_by_dpo_only(dpo: dict[float, float], ipo: dict[float, Interval]) ->
     never_rises = all(ipo[small][0] <= ipo[large][0] + _noise(ipo[small][1], ipo[large][1]) for large, small in steps)
     first, last = ipo[taus[0]], ipo[taus[-1]]
     return holds_if(
-        max(dpo.values()) <= PROBABILITY_TOLERANCE
+        largest(dpo.values()) <= PROBABILITY_TOLERANCE
         and first[0] > PROBABILITY_TOLERANCE
         and never_rises
         and last[0] < first[0] - _noise(first[1], last[1])
@@ -84,7 +85,7 @@ def excluded_by_dpo_only(dpo: dict[float, float], ipo: dict[float, Interval]) ->
 def same_optimum(gaps: list[float]) -> Verdict:
     """Per (dataset, τ), the largest |π_DPO − π_RLHF| between the two optima: holds when every gap
     is at most :data:`SOLVER_TOLERANCE`."""
-    return holds_if(max(gaps) <= SOLVER_TOLERANCE)
+    return holds_if(largest(gaps) <= SOLVER_TOLERANCE)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -105,7 +106,7 @@ def _by_tau(values: dict[float, float] | dict[float, Interval], digits: int = 3)
 
 def _asymptotic_ipo(results: dict[str, Any]) -> Claim:
     rows = results["asymptotic"]["rows"]
-    gap = max(abs(r["ipo"]["trained_mean"] - r["ipo"]["closed_form"]) for r in rows)
+    gap = largest(abs(r["ipo"]["trained_mean"] - r["ipo"]["closed_form"]) for r in rows)
     return Claim(
         "P1", "§5.3.1",
         f"[D0] {STATEMENTS['P1']}",
@@ -163,7 +164,7 @@ def _d1_ipo_not_greedy(results: dict[str, Any]) -> Claim:
 
 def _d1_ipo_closed_form(results: dict[str, Any]) -> Claim:
     entries = [e for e in results["datasets"]["D1"]["results"] if e["loss"] == "ipo"]
-    gap = max(max(abs(a - b) for a, b in zip(e["trained_mean"], e["empirical_optimum"])) for e in entries)
+    gap = largest(abs(a - b) for e in entries for a, b in zip(e["trained_mean"], e["empirical_optimum"]))
     return Claim(
         "P5", "§5.2 (Eq. 17), §5.4",
         f"[D1] {STATEMENTS['P5']}",
@@ -198,7 +199,7 @@ def _figure_2(results: dict[str, Any], dataset: str) -> Claim:
 
 def _prop4(results: dict[str, Any]) -> Claim:
     section = results["prop4"]
-    gaps = {name: max(row["max_abs_gap"] for row in data["rows"]) for name, data in section.items()}
+    gaps = {name: largest(row["max_abs_gap"] for row in data["rows"]) for name, data in section.items()}
     moving = next(name for name in section if name not in results["datasets"])
     rows = section[moving]["rows"]
     outside = [name for name, data in results["datasets"].items() if not data["dpo_minimiser_exists"]]
