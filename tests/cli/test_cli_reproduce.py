@@ -119,3 +119,12 @@ def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path):
         done = psipo("reproduce", "--quick", "--out", str(out))
         assert done.returncode == 2 and done.stderr == f"psipo: error: {expected}\n"
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_the_summary_line_counts_the_claims_one_tau_cannot_measure(tmp_path):
+    done = psipo("reproduce", "--no-progress", "--taus", "3", "--seeds", "2", "--steps", "200",
+                 "--datasets", "D3'", "--losses", "ipo", "dpo", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    unmeasured = len(results["claims_not_measured"])
+    assert unmeasured > 0 and f"; {unmeasured} not measured by this configuration; wrote" in done.stdout

@@ -133,8 +133,14 @@ def run(args: argparse.Namespace) -> int:
     verdicts = [claim["verdict"] for claim in results["claims"]]
     seconds = results["runtime_seconds"]
     duration = f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+    # A claim that is undecided or could not be measured is said so, never folded into the count.
+    undecided = verdicts.count("undecided")
+    unmeasured = len(results.get("claims_not_measured", []))
+    tally = f"{verdicts.count('holds')} of {len(verdicts)} claims hold"
+    tally += f" ({undecided} undecided)" if undecided else ""
+    tally += f"; {unmeasured} not measured by this configuration" if unmeasured else ""
     print(
-        f"{args.invoked_as}: {duration}; {verdicts.count('holds')} of {len(verdicts)} claims hold; wrote "
+        f"{args.invoked_as}: {duration}; {tally}; wrote "
         f"{out / 'REPORT.md'}, {out / 'results.json'} and {len(results['figures'])} figures"
     )
     return 0
