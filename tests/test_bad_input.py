@@ -136,3 +136,17 @@ def test_decoding_and_recursion_errors_never_become_tracebacks(monkeypatch, caps
     assert main(["solve", "p.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--config", "a.yaml", "--config", "b.yaml"], "--config: given twice; give it once"),
+        (["reproduce", "--learning-rate", "0.1", "--learning_rate=0.2"],
+         "--learning_rate: given twice (first as --learning-rate); give it once"),
+        (["train", "--max_step", "1"], "unknown option --max_step (did you mean --max_steps?)"),  # no abbreviations
+    ],
+)
+def test_an_option_given_twice_or_abbreviated_is_refused_not_silently_read(argv, expected, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"psipo: error: {expected}\n"

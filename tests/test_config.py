@@ -280,3 +280,26 @@ def test_an_integer_beyond_64_bits_is_refused_by_key():
     with pytest.raises(PsipoInputError, match=r"key 'steps': expected an integer of at most 64 bits, got 99999999999999999999$"):
         from_dict(Nested, {"name": "a", "steps": 99999999999999999999})
     assert from_dict(Nested, {"name": "a", "steps": 2**63 - 1}).steps == 2**63 - 1
+
+
+def test_a_string_option_is_taken_as_written_and_help_shows_literal_words_as_typed():
+    @dataclasses.dataclass
+    class Paths:
+        out: Path | None = None
+        """Output folder."""
+        name: str = "run"
+        """A name."""
+        pieces: int | Literal["auto"] | None = "auto"
+        """Tokens per piece."""
+        tags: list[str] = dataclasses.field(default_factory=list)
+        """Labels."""
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Paths)
+    args = parser.parse_args(["--out", "2024", "--name", "1e-5", "--pieces", "auto", "--tags", "007", "true"])
+    config = load_config(Paths, None, overrides_from_args(args))
+    assert (config.out, config.name, config.pieces, config.tags) == (Path("2024"), "1e-5", "auto", ["007", "true"])
+    args = parser.parse_args(["--out", "null", "--pieces", "64", "--tags", "[a, b]"])
+    config = load_config(Paths, None, overrides_from_args(args))
+    assert (config.out, config.pieces, config.tags) == (None, 64, ["a", "b"])
+    assert "--pieces INT | auto" in " ".join(parser.format_help().split())

@@ -102,7 +102,25 @@ def _metavar(tp: Any) -> str:
         return _metavar(args[0])
     if typing.get_origin(tp) is typing.Literal:
         return "{" + ",".join(str(a) for a in args) + "}"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # INT | auto: words as typed
+        return " | ".join(
+            ",".join(str(v) for v in typing.get_args(a)) if typing.get_origin(a) is typing.Literal else _metavar(a)
+            for a in args
+        )
     return _type_name(tp).upper()
+
+
+def _is_text(tp: Any) -> bool:
+    """Whether a field takes a string or a path (maybe also null), and nothing else."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return len(args) == 1 and _is_text(args[0])
+    return tp in (str, Path)
+
+
+class _Text(str):
+    """The command-line value of a string or path field, taken as written: ``--output_dir 2024``
+    is the folder '2024', not the number (only ``null`` keeps its YAML meaning)."""
 
 
 def _type_name(tp: Any) -> str:
@@ -538,7 +556,10 @@ def _flat_fields(
 
 
 def _parse_cli_value(text: str) -> Any:
-    """Parse a command-line value as a YAML scalar/list: ``0.1`` → 0.1, ``true`` → True."""
+    """Parse a command-line value as a YAML scalar/list: ``0.1`` → 0.1, ``true`` → True; the
+    value of a string field (:class:`_Text`) stays as written, but for ``null``."""
+    if isinstance(text, _Text):
+        return None if text in ("null", "~") else str(text)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -574,6 +595,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
             extra, metavar = {"nargs": "?", "const": "true"}, "BOOL"
         if typing.get_origin(tp) in (list, tuple):  # --taus 0.1 1 3
             extra, metavar = {"nargs": "+"}, _metavar(typing.get_args(tp)[0])
+            if _is_text(typing.get_args(tp)[0]):
+                extra["type"] = _Text
+        elif _is_text(tp):
+            extra["type"] = _Text
         group.add_argument(
             *option_names,
             dest=f"cfg:{name}",
@@ -588,6 +613,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--key value`` options given on the command line, as dotted keys → values."""
     def parse(value: Any) -> Any:
         if isinstance(value, list):  # a list option: one word per item, or one YAML list
+            if len(value) == 1 and value[0].lstrip().startswith("["):
+                value = [str(value[0])]  # the YAML list form, for string items too
             items = [_parse_cli_value(v) for v in value]
             return items[0] if len(items) == 1 and isinstance(items[0], list) else items
         return _parse_cli_value(value)

@@ -64,3 +64,15 @@ def test_a_file_the_system_will_not_write_is_one_line_naming_it(tmp_path, capsys
     (tmp_path / "run" / "curves.png").mkdir()  # the default output is taken by a folder
     assert main(["plot", str(tmp_path / "run")]) == 1
     assert capsys.readouterr().err == f"psipo: error: {tmp_path / 'run' / 'curves.png'}: Is a directory\n"
+
+
+def test_odd_metric_values_are_skipped_and_a_file_is_not_a_run_folder(tmp_path, capsys):
+    write_run(tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 6, "loss": [1, 2], "kl": "high", "lr": True}) + "\n")
+        f.write(json.dumps({"loss": 3.0}) + "\n")  # no step
+    assert main(["plot", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "curves.png").read_bytes().startswith(b"\x89PNG")
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "run" / "metrics.jsonl")]) == 2
+    assert capsys.readouterr().err.endswith("metrics.jsonl: a file, not a run folder\n")

@@ -41,10 +41,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse in psipo's style: an error is one line (a PsipoInputError), and an unknown
     option gets the closest known one as a suggestion. Subcommand parsers inherit the class."""
 
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        # No abbreviations: `--max_step` must not silently mean --max_steps.
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
     def error(self, message: str) -> typing.NoReturn:
         raise PsipoInputError(f"{message} (see `{self.prog} --help`)")
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        self._refuse_repeated_options(sys.argv[1:] if args is None else list(args))
         namespace, extras = super().parse_known_args(args, namespace)
         unknown = next((word.split("=", 1)[0] for word in extras if word.startswith("-")), None)
         if unknown is not None:
@@ -52,6 +57,22 @@ class _Parser(argparse.ArgumentParser):
             hint = f"did you mean {close[0]}?" if close else f"see `{self.prog} --help`"
             raise PsipoInputError(f"unknown option {unknown} ({hint})")
         return namespace, extras
+
+    def _refuse_repeated_options(self, args: list[str]) -> None:
+        """An option given twice (``--config a.yaml --config b.yaml``) would silently keep the
+        last; say so instead."""
+        seen: dict[str, str] = {}
+        for word in args:
+            if word == "--":
+                break
+            action = self._option_string_actions.get(word.split("=", 1)[0]) if word.startswith("--") else None
+            if action is None or isinstance(action, (argparse._AppendAction, argparse._CountAction)):
+                continue
+            option = word.split("=", 1)[0]
+            if action.dest in seen:
+                spelled = "" if seen[action.dest] == option else f" (first as {seen[action.dest]})"
+                raise PsipoInputError(f"{option}: given twice{spelled}; give it once")
+            seen[action.dest] = option
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -55,8 +55,15 @@ PER_AGGREGATION = {
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    points = [(r["step"], r[key]) for r in records if key in r and r.get(key) is not None]
+    """The (step, value) points of ``key``; a record whose step or value is not a number (a
+    hand-edited or foreign metrics.jsonl) is no point, rather than a crash."""
+    points = [(r.get("step"), r.get(key)) for r in records]
+    points = [(step, value) for step, value in points if _is_number(step) and _is_number(value)]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def run_aggregation(run_dir: Path) -> str | None:
@@ -128,6 +135,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
+    if run_dir.is_file():
+        raise PsipoInputError(f"{run_dir}: a file, not a run folder")
     if not run_dir.is_dir():
         raise PsipoInputError(f"{run_dir}: no such run folder")
     if not metrics.is_file():
