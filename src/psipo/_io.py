@@ -73,25 +73,30 @@ def _apply_umask(folder: Path) -> None:
                 os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
-def prepare_output_folder(path: str | os.PathLike, key: str) -> Path:
-    """Create the folder ``path`` (and its parents) up front, so that a path that cannot hold
-    results fails in one line naming ``key`` before any work is done, not at the first write."""
+def check_output_folder(path: str | os.PathLike, key: str) -> Path:
+    """Refuse, in one line naming ``key``, a folder path that could not hold results (empty, a
+    file, under a file, not writable), without creating anything: a run with bad input leaves
+    no folder behind, and one with a bad output path fails before any work is done."""
     if not str(path).strip():
         raise PsipoInputError(f"{key}: empty path; name a folder")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PsipoInputError(f"{key}: {path} is a file, not a folder")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise PsipoInputError(f"{key}: {path} lies under {parent}, which is a file")
-            break
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise PsipoInputError(f"{key}: {path} lies under {existing}, which is a file")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise PsipoInputError(f"{key}: {path} is not writable" if existing == path else f"{key}: cannot create {path} in {existing}: not writable")
+    return path
+
+
+def prepare_output_folder(path: str | os.PathLike, key: str) -> Path:
+    """:func:`check_output_folder`, then create the folder (and its parents)."""
+    path = check_output_folder(path, key)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PsipoInputError(f"{key}: cannot create {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PsipoInputError(f"{key}: {path} is not writable")
     return path
 
 
@@ -103,7 +108,7 @@ def check_output_file(path: str | os.PathLike, key: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise PsipoInputError(f"{key}: {path} is a folder; name a file in it")
-    prepare_output_folder(path.parent, key)
+    check_output_folder(path.parent, key)
     return path
 
 

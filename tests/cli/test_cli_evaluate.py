@@ -76,3 +76,35 @@ def test_a_missing_run_reference_is_named(workdir, tmp_path):
     result = psipo("evaluate", "--model", tmp_path / "run" / "final", "--prompts", "prompts.jsonl",
                    "--judge", "cli_judges:prefer_shorter", cwd=workdir)
     assert result.returncode == 2 and "names no model" in result.stderr
+
+
+def test_an_out_that_cannot_be_a_folder_fails_before_any_sampling(workdir, tmp_path):
+    (tmp_path / "afile").write_text("keep me")
+    for out, expected in [
+        (tmp_path / "afile", f"out: {tmp_path / 'afile'} is a file, not a folder"),
+        (tmp_path / "afile" / "x", f"out: {tmp_path / 'afile' / 'x'} lies under {tmp_path / 'afile'}, which is a file"),
+    ]:
+        # a judge that would fail if ever called: the error must come before any sampling or judging
+        result = psipo("evaluate", "--config", "eval.yaml", "--judge", "cli_judges:never", "--out", out, cwd=workdir)
+        assert result.returncode == 2 and result.stderr == f"psipo: error: {expected}\n"
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_one_prompt_gives_no_interval_rather_than_nan(workdir):
+    write_jsonl([{"prompt": "w1 w4"}], workdir / "one.jsonl")
+    result = psipo("evaluate", "--config", "eval.yaml", "--prompts", "one.jsonl", "--out", "ev1", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "(no interval from one prompt)" in result.stdout
+    text = (workdir / "ev1" / "evaluation.json").read_text()
+    assert "NaN" not in text and "nan" not in text
+    win = json.loads(text)["win_rate"]
+    assert win["half_width"] is None and win["low"] is None and 0 <= win["mean"] <= 1
+
+
+def test_a_run_reference_relative_to_another_folder_says_so(workdir, tmp_path):
+    shutil.copytree(workdir / "run", tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text("model: ./models/base\nloss: ipo\n")
+    result = psipo("evaluate", "--model", tmp_path / "run" / "final", "--prompts", "prompts.jsonl",
+                   "--judge", "cli_judges:prefer_shorter", cwd=workdir)
+    assert result.returncode == 2
+    assert "'./models/base', a path relative to the folder that run was started from" in result.stderr

@@ -130,6 +130,11 @@ def default_baseline(model: str) -> str:
     reference = data.get("reference_model") or data.get("model")
     if not isinstance(reference, str) or not reference:
         raise PsipoInputError(f"baseline: {run_config} names no model; set baseline")
+    if reference.startswith(".") and not Path(reference).expanduser().is_dir():
+        raise PsipoInputError(
+            f"baseline: {run_config} names {reference!r}, a path relative to the folder that run was started "
+            "from, and it is not there from here; run from that folder or set baseline"
+        )
     return reference
 
 
@@ -180,12 +185,16 @@ def tokenize_prompts(tokenizer: Any, prompts: list[Any], locations: list[str], m
 # Evaluation
 
 
-def _figure(values: list[float]) -> dict[str, float]:
-    """Mean, 95% t-interval half-width and bounds of per-prompt values."""
+def _figure(values: list[float], *, bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, float | None]:
+    """Mean, 95% t-interval half-width and bounds of per-prompt values; the bounds are clipped
+    to the range the quantity can take (a win rate: [0, 1]). One value has no interval: its
+    half-width and bounds are None (null in the JSON), not NaN."""
     from psipo.stats import interval
 
     mean, half = interval(values)  # type: ignore[misc]
-    return {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half}
+    if math.isnan(half):
+        return {"mean": mean, "half_width": None, "low": None, "high": None}
+    return {"mean": mean, "half_width": half, "low": max(mean - half, bounds[0]), "high": min(mean + half, bounds[1])}
 
 
 def sample_both(
@@ -258,13 +267,14 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     and return the results (the JSON's content)."""
     import torch
 
-    from psipo._io import atomic_write_json, atomic_write_text
+    from psipo._io import atomic_write_json, atomic_write_text, check_output_folder
     from psipo._json import to_json_data
     from psipo.lm.config import ModelConfig
     from psipo.lm.judges import make_judge, make_reward
     from psipo.lm.model import load_causal_lm, load_tokenizer, pad_id_of, quiet_transformers
 
     validate(config)
+    check_output_folder(config.out, "out")  # before any sampling: a bad out fails now, not at the end
     baseline_name = config.baseline if config.baseline is not None else default_baseline(config.model)
     judge = make_reward(config.reward, key="reward") if config.reward is not None else make_judge(config.judge)  # type: ignore[arg-type]
     prompts, locations = read_prompts(
@@ -321,7 +331,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         "judge": config.judge,
         "reward": config.reward,
         "settings": {k: getattr(config, k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size")},
-        "win_rate": {**_figure(judged["wins"]), "method": judged["method"]},
+        "win_rate": {**_figure(judged["wins"], bounds=(0.0, 1.0)), "method": judged["method"]},
         "reward_model": _figure(judged["rewards"][0]) if judged["rewards"] else None,
         "reward_baseline": _figure(judged["rewards"][1]) if judged["rewards"] else None,
         "kl": kl,
@@ -347,7 +357,11 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 def _ci(figure: Mapping[str, Any] | None, digits: int = 3) -> str:
     if not figure or figure.get("mean") is None:
         return "—"
-    return f"{figure['mean']:.{digits}f} ± {figure['half_width']:.{digits}f}"
+    if figure.get("half_width") is None:
+        return f"{figure['mean']:.{digits}f} (no interval from one prompt)"
+    text = f"{figure['mean']:.{digits}f} ± {figure['half_width']:.{digits}f}"
+    clipped = (figure["low"], figure["high"]) != (figure["mean"] - figure["half_width"], figure["mean"] + figure["half_width"])
+    return text + f" [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]" if clipped else text
 
 
 def summary_line(results: Mapping[str, Any]) -> str:
