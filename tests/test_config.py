@@ -303,3 +303,11 @@ def test_a_string_option_is_taken_as_written_and_help_shows_literal_words_as_typ
     config = load_config(Paths, None, overrides_from_args(args))
     assert (config.out, config.pieces, config.tags) == (None, 64, ["a", "b"])
     assert "--pieces INT | auto" in " ".join(parser.format_help().split())
+
+
+def test_an_integer_written_the_yaml_1_1_way_or_quoted_is_read_as_the_float_keys_are():
+    assert from_dict(Nested, {"name": "a", "steps": "1e3"}).steps == 1000  # YAML 1.1: a string
+    assert from_dict(Nested, {"name": "a", "steps": "8"}).steps == 8
+    for bad in ("1.5", "ten", True):
+        with pytest.raises(PsipoInputError, match=rf"key 'steps': expected an integer, got {bad!r}$"):
+            from_dict(Nested, {"name": "a", "steps": bad})

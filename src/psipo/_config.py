@@ -180,11 +180,17 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             return value
         raise fail("true or false")
     if tp is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            if -(2**63) <= value < 2**63:  # what torch and numpy take (seeds, counts)
-                return value
+        number = value
+        if isinstance(value, str):  # YAML 1.1 reads "1e3" as a string, as for floats below
+            try:
+                number = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+            except ValueError:
+                raise fail("an integer") from None
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
+        if isinstance(number, int) and not isinstance(number, bool):
+            if -(2**63) <= number < 2**63:  # what torch and numpy take (seeds, counts)
+                return number
             raise fail("an integer of at most 64 bits")
         raise fail("an integer")
     if tp is float:
