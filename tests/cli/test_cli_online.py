@@ -49,6 +49,9 @@ def workdir(tmp_path_factory):
     reward_model = AutoModelForSequenceClassification.from_pretrained(root / "model", num_labels=1)
     reward_model.save_pretrained(root / "rm")
     AutoTokenizer.from_pretrained(root / "model").save_pretrained(root / "rm")
+    AutoModelForSequenceClassification.from_pretrained(root / "model", num_labels=2).save_pretrained(root / "rm2")
+    AutoTokenizer.from_pretrained(root / "model").save_pretrained(root / "rm2")
+    make_tiny_model_dir(root / "model128", layers=1, hidden=16, heads=2, vocab=128)
     write_jsonl(make_synthetic_preferences(16, vocab=64, format="conversational", seed=1), root / "prompts.jsonl")
     write_jsonl(make_synthetic_preferences(4, vocab=64, seed=2), root / "held_out.jsonl")
     (root / "judges_demo.py").write_text(JUDGES)
@@ -124,11 +127,22 @@ def test_every_algorithm_end_to_end(in_workdir, args):
          "psipo: error: --judge: rloo learns from a reward, not a judge: unset judge and set reward"),
         (["--judge", "rm", "--reward", "rm"],
          "psipo: error: --reward: online_ipo learns from a judge, not a reward: give the reward model or function as judge"),
+        (["--judge", "rm", "--model", "rm"], "psipo: error: model: rm holds a LlamaForSequenceClassification, not a causal LM"),
+        (["--judge", "rm", "--reference_model", "rm"],
+         "psipo: error: reference_model: rm holds a LlamaForSequenceClassification, not a causal LM"),
+        (["--judge", "rm", "--reference_model", "model128"],
+         "psipo: error: reference_model: its vocabulary has 128 tokens but the policy's (model) has 64"),
+        (["--judge", "rm2"], "psipo: error: judge: rm2 has 2 outputs; a reward model needs 1"),
+        (["--judge", "rm", "--prompts", "empty_list.jsonl"], "psipo: error: empty_list.jsonl:1: field 'prompt': empty message list"),
+        (["--judge", "rm", "--eval_prompts", "empty_list.jsonl"],
+         "psipo: error: empty_list.jsonl:1: field 'prompt': empty message list"),
+        (["--judge", "rm", "--num_generations", "100000"], "psipo: error: --num_generations: at most 64 responses per prompt"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(in_workdir, capsys, args, message):
     (in_workdir / "no_prompt.jsonl").write_text('{"question": "w1 w2"}\n')
     (in_workdir / "empty_prompt.jsonl").write_text('{"prompt": "w1 w2"}\n{"prompt": ""}\n')
+    (in_workdir / "empty_list.jsonl").write_text('{"prompt": []}\n')
     assert main(["online", "--config", "online.yaml", "--output_dir", "bad", *args]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith(message) and stderr.count("\n") == 1, stderr

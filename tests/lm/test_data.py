@@ -282,3 +282,21 @@ def test_missing_quickstart_data_says_how_to_make_it(tmp_path, tokenizer, monkey
     assert one_line_error(lambda: load("data/pairs.jsonl", tokenizer, tmp_path)) == (
         "train_data: file not found: data/pairs.jsonl"
     )
+
+
+MESSAGE = [{"role": "user", "content": "w1"}]
+ANSWER = [{"role": "assistant", "content": "w2"}]
+
+
+@pytest.mark.parametrize("field", ["prompt", "chosen", "rejected"])
+def test_an_empty_message_list_names_its_field(field):
+    """Chat templates refuse [] with a traceback; an empty list is an error naming the field."""
+    row = {"prompt": MESSAGE, "chosen": ANSWER, "rejected": [{"role": "assistant", "content": "w3"}]} | {field: []}
+    assert one_line_error(lambda: parse_row(row, "f.jsonl:1")) == f"f.jsonl:1: field '{field}': empty message list"
+
+
+def test_an_implicit_conversation_with_no_shared_message_has_an_empty_prompt(tokenizer):
+    user, assistant = SPECIAL_TOKENS.index("<user>"), SPECIAL_TOKENS.index("<assistant>")
+    row = {"chosen": MESSAGE + ANSWER, "rejected": [{"role": "user", "content": "w3"}] + ANSWER}
+    pair = tokenize(tokenizer, [row]).pairs[0]
+    assert pair == TokenizedPair([], [user, word(1), assistant, word(2), EOS], [user, word(3), assistant, word(2), EOS])

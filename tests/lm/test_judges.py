@@ -332,3 +332,40 @@ def test_a_causal_lm_folder_is_not_a_reward_model(model_dir):
         make_judge(str(model_dir))
     with pytest.raises(PsipoInputError, match=r"^reward: .* holds a LlamaForCausalLM, not a reward model"):
         make_reward(str(model_dir))
+
+
+def _classifier_dir(model_dir, path, num_labels):
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels).save_pretrained(path)
+    return path
+
+
+def test_a_classifier_with_two_outputs_is_not_a_reward_model(model_dir, tmp_path):
+    """transformers' num_labels mismatch is a 49-line RuntimeError without this check."""
+    path = _classifier_dir(model_dir, tmp_path / "rm2", 2)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
+    with pytest.raises(PsipoInputError, match=r"^judge: .*rm2 has 2 outputs; a reward model needs 1"):
+        make_judge(str(path))
+    from psipo.lm.config import ModelConfig
+    from psipo.lm.reward import load_reward_model
+
+    with pytest.raises(PsipoInputError, match=r"^model: .*rm2 has 2 outputs; a reward model needs 1"):
+        load_reward_model(str(path), ModelConfig(model=str(path)))
+
+
+def test_a_reward_model_folder_without_a_tokenizer_is_one_complete_line(model_dir, tmp_path):
+    path = _classifier_dir(model_dir, tmp_path / "rm_notok", 1)
+    with pytest.raises(PsipoInputError) as info:
+        make_judge(str(path))
+    message = str(info.value)
+    assert message.startswith(f"judge: {path} has no tokenizer (none of tokenizer.json")
+    assert "\n" not in message and not message.rstrip().endswith(":")
+
+
+def test_rewards_must_stay_finite_in_float32():
+    """1e300 is a finite float64 that becomes inf in the float32 losses: blame the reward."""
+    with pytest.raises(PsipoInputError, match=r"^reward f: reward 1e\+300 at index 1 overflows float32"):
+        checked_rewards(torch.tensor([0.0, 1e300], dtype=torch.float64), 2, "reward f")
+    assert checked_rewards(torch.tensor([0.0, 3e38], dtype=torch.float64), 2, "reward f").tolist() == [0.0, 3e38]
+    with pytest.raises(PsipoInputError, match=r"^reward g: reward 1e\+300 at index 0 overflows float32"):
+        CallableReward(lambda p, r: [1e300] * len(r), name="g").reward(["p"], ["a"])

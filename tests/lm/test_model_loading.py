@@ -116,3 +116,23 @@ def test_add_lora_leaves_the_output_unchanged_and_trains_only_the_adapters():
 )
 def test_pad_id_falls_back_to_eos_then_0(tokenizer, expected):
     assert pad_id_of(tokenizer) == expected
+
+
+def test_a_reward_model_folder_is_not_a_causal_lm(model_dir, tmp_path):
+    """transformers would give it a fresh, random lm_head and train against noise."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = tmp_path / "rm"
+    AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1).save_pretrained(path)
+    for key in ("model", "reference_model"):
+        with pytest.raises(PsipoInputError, match=rf"^{key}: .*rm holds a LlamaForSequenceClassification, not a causal LM"):
+            load_causal_lm(str(path), ModelConfig(model=str(path)), key=key)
+
+
+def test_a_reference_with_another_vocabulary_is_refused():
+    from psipo.lm.model import check_same_vocabulary
+
+    policy, same, other = make_tiny_model(vocab=64), make_tiny_model(vocab=64), make_tiny_model(vocab=512)
+    check_same_vocabulary(policy, same)
+    with pytest.raises(PsipoInputError, match=r"^reference_model: its vocabulary has 512 tokens but the policy's \(model\) has 64"):
+        check_same_vocabulary(policy, other)

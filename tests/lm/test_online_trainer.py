@@ -143,3 +143,41 @@ def test_periodic_evaluation_against_the_reference(online_config, prompts):
     for record in evaluated:
         assert 0 <= record["eval_win_rate"] <= 1 and record["eval_win_rate_half_width"] >= 0
         assert {"eval_kl", "eval_reward", "eval_reward_reference"} <= record.keys()
+
+
+def test_num_generations_has_an_upper_bound(online_config):
+    """K = 10⁵ sampled in one batch (and 5·10⁹ judged pairs) was OOM-killed; now one line."""
+    from psipo.lm.online import MAX_GENERATIONS
+
+    load_online_config(None, online_config | {"num_generations": MAX_GENERATIONS})
+    with pytest.raises(PsipoInputError, match=rf"^--num_generations: at most {MAX_GENERATIONS} responses per prompt"):
+        load_online_config(None, online_config | {"num_generations": 100000})
+
+
+class HugeRewards:
+    """A RewardFunction object that checks nothing itself: float64 rewards beyond float32."""
+
+    name = "huge"
+
+    def __init__(self, value):
+        self.value = value
+
+    def reward(self, prompts, responses):
+        return torch.tensor([self.value * (i % 2) for i in range(len(responses))], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (1e300, r"^reward huge: reward 1e\+300 at index 1 overflows float32"),
+        (3e38, r"^reward huge: rewards up to 3e\+38 overflow float32 in the leave-one-out baseline"),
+    ],
+)
+def test_rewards_beyond_float32_blame_the_reward_not_tau(online_config, prompts, value, message):
+    with pytest.raises(PsipoInputError, match=message):
+        run(online_config, prompts, HugeRewards(value), algorithm="rloo", num_generations=3, max_steps=1)
+
+
+def test_an_empty_message_list_prompt_is_one_line(online_config):
+    with pytest.raises(PsipoInputError, match=r"^prompts\[1\]: field 'prompt': empty message list$"):
+        run(online_config, [[{"role": "user", "content": "w1"}], []], max_steps=1)

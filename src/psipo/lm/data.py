@@ -219,6 +219,8 @@ class ParsedRow:
 def _check_messages(value: Any, where: str, field: str) -> list[dict[str, str]]:
     if not isinstance(value, list):
         raise PsipoInputError(f"{where}: field '{field}': expected a list of messages, got {type(value).__name__}")
+    if not value:
+        raise PsipoInputError(f"{where}: field '{field}': empty message list")
     for i, message in enumerate(value):
         if not isinstance(message, dict):
             raise PsipoInputError(f"{where}: field '{field}[{i}]': expected a message object, got {type(message).__name__}")
@@ -293,7 +295,8 @@ def parse_row(row: Any, where: str) -> ParsedRow:
 def _render_conversation(tokenizer: Any, row: ParsedRow, where: str) -> tuple[str, str, str]:
     if getattr(tokenizer, "chat_template", None) is None:
         raise PsipoInputError(f"{where}: conversational rows need a tokenizer with a chat template")
-    prompt = tokenizer.apply_chat_template(row.prompt, tokenize=False, add_generation_prompt=bool(row.prompt))
+    # An implicit prompt with no messages in common is empty: chat templates refuse to render [].
+    prompt = tokenizer.apply_chat_template(row.prompt, tokenize=False, add_generation_prompt=True) if row.prompt else ""
     completions = []
     for messages in (row.chosen, row.rejected):
         full = tokenizer.apply_chat_template(row.prompt + messages, tokenize=False)

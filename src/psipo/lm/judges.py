@@ -99,14 +99,29 @@ def checked_probabilities(values: Any, n: int, who: str) -> torch.Tensor:
     return p
 
 
-def checked_rewards(values: Any, n: int, who: str) -> torch.Tensor:
-    """``values`` as a finite float64 tensor [n] of rewards; anything else is an error naming ``who``."""
+def checked_rewards(values: Any, n: int, who: str, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``values`` as a float64 tensor [n] of rewards that stay finite in ``dtype`` (float32:
+    what the losses compute in); anything else is an error naming ``who``."""
     r = _as_vector(values, n, who, "rewards")
     bad = ~torch.isfinite(r)
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
         raise PsipoInputError(f"{who}: returned non-finite reward {float(r[i])} at index {i}")
+    check_finite_in(r, dtype, who, "reward")
     return r
+
+
+def check_finite_in(values: torch.Tensor, dtype: torch.dtype, who: str, what: str) -> None:
+    """Finite ``values`` that overflow ``dtype`` are an error naming ``who``: the training step
+    would otherwise blame its own settings for the inf."""
+    bad = ~torch.isfinite(values.to(dtype))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        limit = torch.finfo(dtype).max
+        raise PsipoInputError(
+            f"{who}: {what} {float(values.flatten()[i]):g} at index {i} overflows {str(dtype).removeprefix('torch.')} "
+            f"(|x| ≤ {limit:.3g}); rescale the rewards"
+        )
 
 
 class _Named:
@@ -302,9 +317,10 @@ class RewardModel(RewardJudge):
     def from_pretrained(cls, path: str | Path, *, key: str = "reward_model", **options: Any) -> RewardModel:
         """Load a folder (e.g. a ``psipo reward`` run's ``final/``); one-line errors naming ``key``.
 
-        A folder whose ``config.json`` names only other architectures (a causal LM, say) is
-        refused: transformers would load it with a fresh, random scoring head and no warning
-        that reaches the user, and every judgement would be noise.
+        A folder whose ``config.json`` names only other architectures (a causal LM, say), or a
+        classifier with more than one output, is refused
+        (:func:`psipo.lm.model.check_architecture`): transformers would load it with a fresh,
+        random scoring head and no warning that reaches the user, and every judgement would be noise.
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -312,12 +328,12 @@ class RewardModel(RewardJudge):
         from psipo.lm.model import _from_pretrained, quiet_transformers
 
         quiet_transformers()
-        _check_is_reward_model(Path(path), key)
         config = ModelConfig(model=str(path))
         # num_labels=1 also for a LoRA adapter folder, whose base model is a causal LM.
         model = _from_pretrained(
-            AutoModelForSequenceClassification, str(path), config, key=key, what="a reward model", num_labels=1
-        )
+            AutoModelForSequenceClassification, str(path), config, key=key, what="a reward model",
+            want="reward model", num_labels=1,
+        )  # fmt: skip
         tokenizer = _from_pretrained(AutoTokenizer, str(path), config, key=key, what="a tokenizer")
         return cls(model, tokenizer, name=options.pop("name", str(path)), key=key, **options)
 
@@ -352,20 +368,6 @@ class RewardModel(RewardJudge):
             batch = padded(sequences[i : i + self.batch_size], self.pad_id)
             scores.append(sequence_scores(self.model, {k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
-
-
-def _check_is_reward_model(path: Path, key: str) -> None:
-    import json
-
-    try:
-        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        return  # no readable config.json (e.g. a LoRA adapter folder): transformers decides
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise PsipoInputError(
-            f"{key}: {path} holds a {', '.join(architectures)}, not a reward model (an "
-            "…ForSequenceClassification with one output, e.g. the final/ of a psipo reward run)"
-        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,12 +27,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+"""Files one of which a folder's tokenizer is built from (tokenizer_config.json alone is not enough)."""
+
+
 def _load_error(key: str, name: str, what: str, exc: BaseException) -> PsipoInputError:
-    """A missing local folder says so; anything else keeps transformers' first line."""
+    """A missing local folder says so, a folder without a tokenizer too; anything else keeps
+    transformers' first line."""
     looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
-    if looks_local and not os.path.exists(os.path.expanduser(name)):
+    folder = Path(os.path.expanduser(name))
+    if looks_local and not folder.exists():
         return PsipoInputError(
             f"{key}: cannot load {name!r}: no such local folder{quickstart_hint(name)}"
+        )
+    if what == "a tokenizer" and folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        return PsipoInputError(
+            f"{key}: {name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer into that folder (tokenizer.save_pretrained)"
         )
     return PsipoInputError(
         f"{key}: cannot load {name!r} as {what} (not a local folder, or not on the Hub / offline): {_first_line(exc)}"
@@ -55,13 +66,68 @@ def _corrupt_weights_error(key: str, name: str, exc: BaseException) -> PsipoInpu
     )
 
 
+def saved_config(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a local model folder as a dict; ``{}`` when it has none that reads
+    as a JSON object (a Hub name, a LoRA adapter folder: transformers decides)."""
+    import json
+
+    try:
+        data = json.loads((Path(os.path.expanduser(str(folder))) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+CLASSIFIER_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+"""Architecture suffixes whose head scores rather than predicts the next token."""
+
+
+def check_architecture(folder: str | Path, *, key: str, name: str, want: str) -> None:
+    """Refuse a folder whose ``config.json`` holds the wrong kind of model, before transformers
+    loads it with a fresh, random head (and only a log line saying so).
+
+    ``want``: ``"causal LM"`` (no classifier head: a policy, a reference model), ``"reward
+    model"`` (a ``…ForSequenceClassification`` with one output: a judge, a reward) or
+    ``"reward start"`` (``psipo reward``'s model: a causal LM gets a fresh scalar head, a
+    classifier must have one output). Errors name ``key`` and ``name`` (the value as given).
+    """
+    data = saved_config(folder)
+    architectures = data.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        return
+    held = ", ".join(architectures)
+    classifier = bool(architectures) and all(a.endswith(CLASSIFIER_HEADS) for a in architectures)
+    scorer = any(a.endswith("ForSequenceClassification") for a in architectures)
+    if want == "causal LM" and classifier:
+        raise PsipoInputError(
+            f"{key}: {name} holds a {held}, not a causal LM (a …ForCausalLM): a reward model is a "
+            "judge or reward, not a policy or reference"
+        )
+    if want == "reward model" and architectures and not scorer:
+        raise PsipoInputError(
+            f"{key}: {name} holds a {held}, not a reward model (an …ForSequenceClassification "
+            "with one output, e.g. the final/ of a psipo reward run)"
+        )
+    if want in ("reward model", "reward start") and scorer:
+        labels = data.get("id2label")
+        outputs = len(labels) if isinstance(labels, dict) and labels else data.get("num_labels") or 2
+        if outputs != 1:
+            raise PsipoInputError(f"{key}: {name} has {outputs} outputs; a reward model needs 1 (num_labels 1)")
+
+
 def _from_pretrained(
-    auto_class: Any, name: str, config: ModelConfig, *, key: str, what: str, **kwargs: Any
+    auto_class: Any, name: str, config: ModelConfig, *, key: str, what: str, want: str | None = None, **kwargs: Any
 ) -> Any:
-    """``auto_class.from_pretrained(name)`` with one-line errors, failing fast without the Hub."""
+    """``auto_class.from_pretrained(name)`` with one-line errors, failing fast without the Hub.
+
+    ``want`` is the kind of model :func:`check_architecture` requires of the folder; a model
+    loaded with ``num_labels=1`` requires a ``"reward start"`` at least."""
     from safetensors import SafetensorError
 
     source = resolve_hub_name(name, key=key, what=what, revision=config.revision)
+    want = want or ("reward start" if kwargs.get("num_labels") == 1 else None)
+    if want is not None:
+        check_architecture(source, key=key, name=name, want=want)
     try:
         return auto_class.from_pretrained(
             source, revision=config.revision, trust_remote_code=config.trust_remote_code, **kwargs
@@ -107,7 +173,7 @@ def load_causal_lm(name: str, config: ModelConfig, *, key: str = "model") -> nn.
     if config.attn_implementation is not None:
         kwargs["attn_implementation"] = config.attn_implementation
     return _from_pretrained(
-        AutoModelForCausalLM, name, config, key=key, what="a causal LM", dtype=dtype, **kwargs
+        AutoModelForCausalLM, name, config, key=key, what="a causal LM", want="causal LM", dtype=dtype, **kwargs
     )
 
 
@@ -133,6 +199,30 @@ def check_max_length(model: nn.Module, max_length: int, *, key: str = "max_lengt
     if isinstance(limit, int) and limit < max_length:
         raise PsipoInputError(
             f"{key}: {max_length} exceeds the model's max_position_embeddings {limit}; lower {key}"
+        )
+
+
+def vocabulary_size(model: nn.Module) -> int | None:
+    """Rows of ``model``'s output embedding (the tokens it predicts), else its config's
+    ``vocab_size``; None when it has neither. Wrappers (DDP's ``module``, peft) are looked through."""
+    inner = getattr(model, "module", model)
+    get_output = getattr(inner, "get_output_embeddings", None)
+    head = get_output() if callable(get_output) else None
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] > 0:
+        return int(weight.shape[0])
+    size = getattr(getattr(inner, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
+def check_same_vocabulary(policy: nn.Module, reference: nn.Module, *, key: str = "reference_model") -> None:
+    """π_ref must score the policy's tokens: a different vocabulary size is a one-line error
+    naming ``key`` (the policy's token ids would index past π_ref's embedding, or mean other tokens)."""
+    ours, theirs = vocabulary_size(policy), vocabulary_size(reference)
+    if ours is not None and theirs is not None and ours != theirs:
+        raise PsipoInputError(
+            f"{key}: its vocabulary has {theirs} tokens but the policy's (model) has {ours}; "
+            "the reference must share the policy's tokenizer"
         )
 
 

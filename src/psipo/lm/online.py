@@ -63,8 +63,8 @@ from psipo.lm.config import (
     LossName,
     ModelConfig,
     ObjectiveConfig,
-    OptimConfig,
-    RunConfig,
+    PromptOptimConfig,
+    PromptRunConfig,
     TrainConfig,
 )
 from psipo.lm.trainer import Setup, TrainResult, run_training
@@ -74,6 +74,8 @@ from psipo.online import hard_labels, labelled_pair_losses
 PAIRWISE = ("online_ipo", "ipo_md", "online_dpo")
 """The algorithms that learn from a judge's pairwise preferences."""
 DEFAULT_LOSS = {"online_ipo": "ipo", "ipo_md": "ipo", "online_dpo": "dpo"}
+MAX_GENERATIONS = 64
+"""The most responses per prompt (``num_generations``; its docstring says why)."""
 
 
 @dataclasses.dataclass
@@ -138,7 +140,12 @@ class GenerationConfig:
     """Generation: how many responses per prompt and how they are drawn."""
 
     num_generations: int = 2
-    """Responses per prompt: K for rloo (>= 2); the pairwise algorithms judge all K(K−1)/2 pairs."""
+    """Responses per prompt: K for rloo (>= 2); the pairwise algorithms judge all K(K−1)/2 pairs.
+    At most 64 (MAX_GENERATIONS): a step samples batch_size·K responses in one batch, the judge
+    gets K(K−1)/2 pairs per prompt (2016 at 64, 5·10⁹ at 10⁵) and a prompt's K responses are
+    scored in one row of max_prompt_length + K·max_new_tokens tokens that max_tokens_per_forward
+    cannot cut, so memory grows with K (quadratically for pairs) and a larger K runs out of it
+    rather than learning more; the variance of the estimators stops falling long before 64."""
     max_new_tokens: int = 64
     """Most tokens of a sampled response."""
     temperature: float = 1.0
@@ -161,13 +168,15 @@ class OnlineConfig:
     online: OnlineObjectiveConfig = flat(OnlineObjectiveConfig)
     objective: OnlineLossConfig = flat(OnlineLossConfig)
     generation: GenerationConfig = flat(GenerationConfig)
-    optim: OptimConfig = flat(OptimConfig)
-    run: RunConfig = flat(RunConfig)
+    optim: PromptOptimConfig = flat(PromptOptimConfig)  # psipo train's keys, documented in prompts
+    run: PromptRunConfig = flat(PromptRunConfig)
 
     def __post_init__(self) -> None:
         validate(self)
 
     to_flat_dict = TrainConfig.to_flat_dict
+    INPUT_NAMES = {"train": "the prompts (prompts)", "eval": "the held-out prompts (eval_prompts)"}
+    """What a resume calls the training and held-out prompts when they changed on disk."""
 
     @property
     def loss(self) -> str:
@@ -208,6 +217,11 @@ def validate(config: OnlineConfig) -> None:
         ("mixture", 0 <= o.mixture <= 1, "must be in [0, 1]"),
         ("mixture", o.mixture == 0 or o.algorithm == "ipo_md", f"only ipo_md samples from the mixture, not {o.algorithm}"),
         ("num_generations", g.num_generations >= 2, f"{o.algorithm} needs at least 2 responses per prompt"),
+        (
+            "num_generations",
+            g.num_generations <= MAX_GENERATIONS,
+            f"at most {MAX_GENERATIONS} responses per prompt (memory grows with K, and K(K−1)/2 judged pairs; see num_generations in psipo online --help)",
+        ),
         (
             "reward",
             not (pairwise and o.reward is not None),
@@ -265,6 +279,7 @@ def _prompt_data(
 ) -> PromptData:
     """Prompts as text/messages (tokenised here) or, without a tokenizer, token ids. Errors
     name each prompt's ``locations`` (file:line from a file, ``key[i]`` for Python lists)."""
+    from psipo.lm.data import _check_messages
     from psipo.lm.evaluate import tokenize_prompts
 
     prompts = list(prompts)
@@ -276,6 +291,9 @@ def _prompt_data(
         ids = [list(p)[-max_prompt_length:] for p in prompts]
         return PromptData([list(p) for p in prompts], ids, source)
     locations = locations or [f"{key}[{i}]" for i in range(len(prompts))]
+    for prompt, where in zip(prompts, locations):
+        if not isinstance(prompt, str):
+            _check_messages(prompt, where, "prompt")
     return PromptData(prompts, tokenize_prompts(tokenizer, prompts, locations, max_prompt_length), source)
 
 
@@ -365,7 +383,7 @@ class OnlineTask:
 
     def __init__(self, config: OnlineConfig, setup: Setup, judge: Any) -> None:
         from psipo.lm.logprobs import supports_shared_prompt
-        from psipo.lm.model import load_causal_lm
+        from psipo.lm.model import check_same_vocabulary, load_causal_lm
         from psipo.lm.trainer import token_budget
 
         self.config, self.setup, self.module, self.judge = config, setup, setup.forward, judge
@@ -374,7 +392,9 @@ class OnlineTask:
         if name is None:
             reference = copy.deepcopy(setup.policy)  # the initial weights, frozen
         else:
-            reference = load_causal_lm(name, config.model_config, key="reference_model").to(accelerator.device)
+            reference = load_causal_lm(name, config.model_config, key="reference_model")
+            check_same_vocabulary(setup.policy, reference)
+            reference = reference.to(accelerator.device)
         self.reference = reference.eval().requires_grad_(False)
         self.pairwise = config.online.algorithm in PAIRWISE
         self.loss_fn, self.loss_kwargs = get_loss(config.loss), config.loss_kwargs()
@@ -426,8 +446,10 @@ class OnlineTask:
         """Sample the micro-batch's responses; score them under π_ref; judge or reward them; and
         the metric rows."""
         from psipo.lm.evaluate import as_responses
+        from psipo.lm.judges import checked_rewards
         from psipo.lm.logprobs import group_logps
         from psipo.lm.sampling import sample
+        from psipo.online import leave_one_out_advantages
 
         config, g = self.config, self.config.generation
         k, n, process = g.num_generations, len(indices), self.setup.accelerator.process_index
@@ -463,7 +485,10 @@ class OnlineTask:
         flat_responses = as_responses(self.setup.tokenizer, flat_prompts, ids)
         nan = torch.full((n,), math.nan)
         rewards = strength = nan
-        r = self.judge.reward(flat_prompts, flat_responses).reshape(n, k).double() if hasattr(self.judge, "reward") else None
+        who = getattr(self.judge, "who", None) or f"{'judge' if self.pairwise else 'reward'} {getattr(self.judge, 'name', type(self.judge).__name__)}"
+        r = None
+        if hasattr(self.judge, "reward"):  # checked again: a RewardFunction object need not check its own output
+            r = checked_rewards(self.judge.reward(flat_prompts, flat_responses), n * k, who).reshape(n, k)
         if self.pairwise:
             preferences = self._preferences(prompts, [flat_responses[x * k : (x + 1) * k] for x in range(n)], r)
             hard = config.online.labels == "hard"
@@ -471,6 +496,12 @@ class OnlineTask:
             targets = hard_labels(preferences, generator=label_seed) if hard else preferences
             strength = (2 * preferences - 1).abs().mean(1).float()
         else:
+            # RLOO's leave-one-out baseline sums K rewards in float32: that must not overflow either.
+            if not bool(torch.isfinite(leave_one_out_advantages(r.float())).all()):
+                raise PsipoInputError(
+                    f"{who}: rewards up to {float(r.abs().max()):g} overflow float32 in the leave-one-out "
+                    f"baseline (a sum of {k}); rescale the rewards"
+                )
             targets = r
         if r is not None:
             rewards = r.mean(1).float()

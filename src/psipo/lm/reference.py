@@ -130,13 +130,16 @@ def make_reference(
     """The reference of ``pairs``: ``kind`` is the config's ``reference``.
 
     ``policy`` must still hold its initial weights for ``precompute``; ``live_model`` is the
-    frozen π_ref model of ``live``; ``model_key`` identifies the initial weights in the cache.
+    frozen π_ref model of ``live`` (its vocabulary must be the policy's); ``model_key`` identifies the initial weights in the cache.
     """
     if kind == "precompute":
         return PrecomputedReference.compute(policy, pairs, cache_dir=cache_dir, model_key=model_key, scorer=scorer)
     options = {"aggregation": scorer.aggregation, "chunk_size": scorer.chunk_size, "autocast": scorer.autocast}
     if kind == "adapters_disabled":
         return AdaptersDisabledReference(policy, **options)
+    from psipo.lm.model import check_same_vocabulary
+
+    check_same_vocabulary(policy, live_model)
     return LiveReference(live_model, **options)
 
 
