@@ -15,3 +15,8 @@ def psipo(*args, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "psipo", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_files(path) -> dict[str, bytes]:
+    """Every file under a run folder (but its lock) and its bytes: what must survive a failed run."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".psipo.lock"}

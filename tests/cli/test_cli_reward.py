@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import yaml
-from cli_runner import psipo
+from cli_runner import psipo, run_files
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
 
@@ -65,6 +65,8 @@ def test_reward_end_to_end_then_reload_and_plot(workdir):
         (["--loss", "ipo"], "psipo: error: unknown option --loss"),
         (["--model", "nowhere/at/all"], "psipo: error: model: cannot load 'nowhere/at/all': no such local folder"),
         (["--train_data", "missing.jsonl"], "psipo: error: train_data"),
+        (["--cache_dir", "rm.yaml"], "psipo: error: cache_dir: rm.yaml is a file, not a folder"),
+        (["--seed", "4611686018427387904"], "psipo: error: --seed: must be an integer in [0, 4294967295]"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(workdir, args, message):
@@ -72,3 +74,14 @@ def test_bad_input_is_one_line_and_exit_code_2(workdir, args, message):
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(message), result.stderr
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_overwrite_with_bad_data_leaves_the_previous_run_as_it_was(workdir):
+    first = psipo("reward", "--config", "rm.yaml", "--output_dir", "kept", cwd=workdir)
+    assert first.returncode == 0, first.stderr
+    before = run_files(workdir / "kept")
+    (workdir / "malformed.jsonl").write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n{"prompt": "w1", \n')
+    result = psipo("reward", "--config", "rm.yaml", "--output_dir", "kept", "--overwrite", "--train_data", "malformed.jsonl", cwd=workdir)
+    assert result.returncode == 2 and result.stderr.startswith("psipo: error: malformed.jsonl:2: invalid JSON"), result.stderr
+    assert run_files(workdir / "kept") == before

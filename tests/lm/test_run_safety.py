@@ -173,8 +173,50 @@ def test_a_run_stopped_before_its_first_checkpoint_is_replaced_only_with_overwri
     with pytest.raises(PsipoInputError, match=r"resume: no checkpoint in .*; drop --resume and pass --overwrite to start a fresh run$"):
         open_run_folder(out, resume=True, overwrite=False)
     assert (out / "config.yaml").read_text() == "learning_rate: 0.1\n"  # refusals touch nothing
-    open_run_folder(out, resume=False, overwrite=True).release()
+    folder = open_run_folder(out, resume=False, overwrite=True)
+    assert (out / "config.yaml").is_file()  # nothing goes before the new run writes
+    folder.begin_writing()
     assert not (out / "config.yaml").exists() and not (out / "metrics.jsonl").exists()
+    (out / "config.yaml").write_text("learning_rate: 0.2\n")
+    folder.finish(failed=False)
+    folder.release()
+    assert (out / "config.yaml").read_text() == "learning_rate: 0.2\n" and not (out / ".psipo-replaced").exists()
+
+
+def tree(path):
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".psipo.lock"}
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_saved_something(base_config, rows, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run(base_config, rows, save_steps=1, max_steps=2)
+    before = tree(out)
+    # Bad input found while setting up: the old run is never touched.
+    with pytest.raises(PsipoInputError, match=r"train_data: .*not found"):
+        train(load_train_config(None, base_config | {"overwrite": True, "train_data": str(tmp_path / "missing.jsonl")}))
+    with pytest.raises(PsipoInputError, match=r"seed"):
+        run(base_config, rows, overwrite=True, seed=-1)
+    assert tree(out) == before
+    # A new run that fails after its first write, before any checkpoint: the old run comes back.
+    nan_on_call(monkeypatch, bad_calls={0})
+    with pytest.raises(PsipoNonFiniteError, match=r"^step 1: non-finite loss"):
+        run(base_config, rows, overwrite=True, save_steps=1, max_steps=3, tau=0.5)
+    assert tree(out) == before
+    # Killed after moving the old run aside (nothing of its own saved): the next run restores it.
+    folder = open_run_folder(out, resume=False, overwrite=True)
+    folder.begin_writing()
+    (out / "config.yaml").write_text("the killed run's\n")
+    folder.release()  # as the kernel does for a killed process: no finish
+    with pytest.raises(PsipoInputError, match=r"holds another run \(config.yaml, metrics.jsonl, checkpoints/, final/\)"):
+        run(base_config, rows)
+    assert tree(out) == before and not (out / ".psipo-replaced").exists()
+    # A new run that has saved a checkpoint replaces the old one for good, even if it then fails.
+    nan_on_call(monkeypatch, bad_calls={1})
+    with pytest.raises(PsipoNonFiniteError, match=r"^step 2: non-finite loss"):
+        run(base_config, rows, overwrite=True, save_steps=1, max_steps=3, tau=0.5)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1"]
+    assert "tau: 0.5" in (out / "config.yaml").read_text() and not (out / "final").exists()
+    assert not (out / ".psipo-replaced").exists()
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,6 +273,16 @@ def test_on_nonfinite_skip_leaves_the_weights_and_counts_the_step(base_config, r
     same = [torch.equal(a, b) for a, b in zip(seen[2], seen[3])]
     moved = [torch.equal(a, b) for a, b in zip(seen[3], seen[4])]
     assert all(same) and not all(moved)  # step 3 left every weight as it was; step 4 trained
+
+
+def test_on_nonfinite_skip_stops_at_the_third_non_finite_step_in_a_row(base_config, rows, tmp_path, monkeypatch):
+    keys = {"max_steps": 6, "on_nonfinite": "skip", "save_steps": 1}
+    nan_on_call(monkeypatch, bad_calls={1, 2, 4})  # two in a row are skipped, and a third alone
+    result = run(base_config, rows, **keys)
+    assert [r.get("skipped_steps", 0) for r in result.history] == [0, 1, 1, 0, 1, 0]
+    nan_on_call(monkeypatch, bad_calls={1, 2, 3})
+    with pytest.raises(PsipoNonFiniteError, match=r"^step 4: non-finite loss, 3 steps in a row \(on_nonfinite: skip skips at most 2\), training stopped.*checkpoints/step-3"):
+        run(base_config, rows, output_dir=str(tmp_path / "diverged"), **keys)
 
 
 def test_only_the_main_process_of_a_launch_locks_the_folder(base_config, rows, tmp_path, monkeypatch):

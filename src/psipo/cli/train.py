@@ -71,7 +71,12 @@ def report_training(config: Any, result: Any, keys: tuple[str, ...], *, what: st
     if not result.main_process:
         return
     last = result.history[-1] if result.history else {}
-    shown = ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last)
+    shown = [f"{k} {last[k]:.4g}" for k in keys if k in last]
+    skipped = sum(record.get("skipped_steps", 0) for record in result.history)
+    if skipped:
+        shown.append(f"{skipped} skipped as non-finite")
     if not config.run.progress:
         print(result.train_data.summary())
-    print(f"trained {last.get('step', 0)} steps ({shown}); final {what}: {result.final_dir}")
+    where = f"final {what}: {result.final_dir}" if result.final_dir is not None else "nothing was written (output_dir is null)"
+    details = f" ({', '.join(shown)})" if shown else ""
+    print(f"trained {last.get('step', 0)} steps{details}; {where}")

@@ -149,7 +149,8 @@ class OptimConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"
     """A step whose loss or gradient is NaN/inf. stop: end the run there (exit code 3) with the
     last finite checkpoint intact; skip: leave the weights as they were and go on (counted as
-    skipped_steps in the metrics), unless the weights themselves are no longer finite."""
+    skipped_steps in the metrics), unless the weights themselves are no longer finite or it is
+    the 3rd non-finite step in a row: then the run stops as with stop (a diverged run, not a spike)."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled batches of sorted chunks): less padding."""
     share_prompt: bool = True
@@ -174,7 +175,8 @@ class RunConfig:
     """Run folder: config.yaml, metrics.jsonl, checkpoints/, final/. null: write nothing at all
     (no run folder, no caches; the Python API's TrainResult holds the model and metrics)."""
     seed: int = 0
-    """Seed of weights-independent randomness: data order, eval split, LoRA init."""
+    """Seed of weights-independent randomness: data order, eval split, LoRA init, samples; an
+    integer in [0, 2**32 − 1] (the range every generator it seeds accepts, numpy's included)."""
     logging_steps: int = 10
     """Write metrics every this many optimizer steps (and at the last step)."""
     eval_steps: int | None = None
@@ -187,14 +189,46 @@ class RunConfig:
     """Continue from the newest checkpoint in output_dir/checkpoints; the config must match the
     checkpoint's except for max_steps, epochs, cadences, progress, report_to, on_nonfinite."""
     overwrite: bool = False
-    """Clear another run's files (config.yaml, metrics.jsonl, checkpoints/, final/) from
-    output_dir and start afresh; without it a fresh run refuses a folder that holds a run."""
+    """Replace another run's files (config.yaml, metrics.jsonl, checkpoints/, final/) in
+    output_dir by a fresh run's; without it a fresh run refuses a folder that holds a run. The
+    old files go only once the new run has checked its inputs and saved a checkpoint or final/;
+    a new run that fails before that puts them back."""
     report_to: list[str] = dataclasses.field(default_factory=list)
     """accelerate trackers besides metrics.jsonl, e.g. [tensorboard] or [wandb]."""
     progress: bool = True
     """Show a live progress line (on a terminal)."""
     device: Literal["auto", "cpu"] = "auto"
     """auto: a GPU when there is one; cpu: force the CPU."""
+
+
+@dataclasses.dataclass
+class PromptOptimConfig(OptimConfig):
+    """Optimisation: batches of prompts, AdamW, schedule, clipping."""
+
+    batch_size: int = 8
+    """Prompts per forward pass (per device); each gets num_generations responses."""
+    gradient_accumulation_steps: int = 1
+    """Forward passes per optimizer step: the step sees batch_size × this many prompts."""
+    epochs: float = 1.0
+    """Passes over the training prompts (fractions allowed); max_steps overrides it."""
+    group_by_length: bool = True
+    """Batch prompts of similar length together (shuffled batches of sorted chunks): less padding."""
+    share_prompt: bool = True
+    """Score a prompt's K responses in one row [prompt | y_1 | … | y_K] under a mask that hides
+    each from the others: the prompt is computed once. Needs sdpa/eager attention, else K rows."""
+    max_tokens_per_forward: int | Literal["auto"] | None = "auto"
+    """Cut each scoring forward's batch so that its padded tokens (rows × width, counting
+    max_new_tokens per response) ≤ this: the same gradient with less activation memory (a
+    prompt that alone exceeds it runs alone; sampling draws the whole batch at once). null: no
+    cut; auto: 2048 on CPU (bigger matmuls gain nothing there), no cut on GPU."""
+
+
+@dataclasses.dataclass
+class PromptRunConfig(RunConfig):
+    """Run: output folder, seed, logging, evaluation, checkpoints."""
+
+    eval_steps: int | None = None
+    """Evaluate on the held-out prompts (eval_prompts) every this many steps; null: only at the end."""
 
 
 @dataclasses.dataclass
@@ -218,6 +252,9 @@ class TrainConfig:
         if agg == "auto":
             return LOSSES[self.objective.loss].aggregation
         return agg  # type: ignore[return-value]
+
+    INPUT_NAMES = {"train": "train_data's pairs", "eval": "the held-out pairs"}
+    """What a resume calls the training and held-out data when they changed on disk."""
 
     MAX_LENGTH_KEYS = "max_length"
     """The config keys that set :attr:`max_length` (named when the model is too short)."""
@@ -243,6 +280,11 @@ class TrainConfig:
         from psipo._config import to_dict
 
         return to_dict(self)
+
+
+MAX_SEED = 2**32 - 1
+"""The largest ``seed``: numpy's generators take [0, 2**32 − 1], and the seeds derived from it
+(``seed · 1000003 + epoch`` for the data order, ``2·seed + stream``) stay within torch's."""
 
 
 def _in_range(value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> bool:
@@ -299,6 +341,8 @@ def validate(config: TrainConfig) -> None:
         ("eval_steps", r.eval_steps is None or r.eval_steps >= 1, "must be >= 1 or null"),
         ("save_steps", r.save_steps is None or r.save_steps >= 1, "must be >= 1 or null"),
         ("save_total_limit", r.save_total_limit is None or r.save_total_limit >= 1, "must be >= 1 or null"),
+        ("seed", 0 <= r.seed <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}] (2**32 − 1)"),
+        ("output_dir", r.output_dir is None or bool(r.output_dir.strip()), "empty path; name a folder, or null to write nothing"),
         ("resume", not (r.resume and r.output_dir is None), "needs an output_dir to resume from (output_dir is null)"),
         ("resume", not (r.resume and r.overwrite), "cannot be combined with overwrite: continue the run, or replace it"),
         ("lora_r", config.model_config.lora_r >= 0, "must be >= 0"),

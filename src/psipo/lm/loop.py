@@ -237,12 +237,19 @@ class StopAtStepEnd:
         self._previous = {}
 
 
+SKIP_LIMIT = 2
+"""``on_nonfinite: skip`` skips at most this many non-finite steps in a row; the next one stops
+the run as ``stop`` does (exit code 3): a spike passes in a step or two, while a run whose
+steps keep failing has diverged, and would otherwise end "well" having trained on nothing."""
+
+
 class NonFiniteGuard:
     """Stops (or skips) at the first NaN/inf loss, gradient or weight, naming the likely cause.
 
     Nothing non-finite is ever saved: weights are checked before every checkpoint and before
     ``final/``, so the newest checkpoint on disk is always a finite one and rotation never
-    removes the last finite state.
+    removes the last finite state. With ``on_nonfinite: skip``, more than :data:`SKIP_LIMIT`
+    non-finite steps in a row stop the run too.
     """
 
     def __init__(
@@ -259,6 +266,7 @@ class NonFiniteGuard:
         weights are checked shard by shard, and every process must stop together)."""
         self.on_nonfinite, self.params, self.run_dir, self.settings = on_nonfinite, list(params), run_dir, settings
         self.agree = agree
+        self.skipped_in_a_row = 0
 
     def weights_are_finite(self) -> bool:
         # A sharded parameter (DTensor) is checked through this process's shard.
@@ -269,11 +277,15 @@ class NonFiniteGuard:
         """True when the step may update the weights; False to skip it; raise to stop."""
         losses_finite = bool(torch.isfinite(losses).all())
         if losses_finite and math.isfinite(grad_norm):
+            self.skipped_in_a_row = 0
             return True
         weights_finite = self.weights_are_finite()
-        if self.on_nonfinite == "skip" and weights_finite:
-            return False
         what = "non-finite gradient norm" if losses_finite else "non-finite loss"
+        if self.on_nonfinite == "skip" and weights_finite:
+            if self.skipped_in_a_row < SKIP_LIMIT:
+                self.skipped_in_a_row += 1
+                return False
+            what += f", {SKIP_LIMIT + 1} steps in a row (on_nonfinite: skip skips at most {SKIP_LIMIT})"
         raise PsipoNonFiniteError(self._message(what, step, weights_finite=weights_finite))
 
     def check_weights(self, *, step: int) -> None:

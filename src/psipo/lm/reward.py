@@ -81,6 +81,7 @@ class RewardConfig:
     to_flat_dict = TrainConfig.to_flat_dict
     max_length = TrainConfig.max_length
     MAX_LENGTH_KEYS = TrainConfig.MAX_LENGTH_KEYS
+    INPUT_NAMES = TrainConfig.INPUT_NAMES
 
 
 def validate(config: RewardConfig) -> None:

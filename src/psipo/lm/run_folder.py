@@ -7,10 +7,17 @@
    drops it when its process dies, however it dies, so a lock left by a killed run is
    stale by construction and is taken over;
 3. a fresh run refuses a folder holding another run's files (``config.yaml``,
-   ``metrics.jsonl``, ``checkpoints/``, ``final/``) unless ``overwrite`` clears them;
+   ``metrics.jsonl``, ``checkpoints/``, ``final/``) unless ``overwrite`` replaces them;
    a resumed run needs a checkpoint, whose recorded config must match the new one except
    for the keys in :data:`RESUMABLE_KEYS`;
 4. temporaries of writes that a crash interrupted are removed.
+
+``overwrite`` never loses the old run to a new one that fails: the old files stay in place
+while the new run loads and checks its inputs, are moved aside (into :data:`REPLACED_NAME`)
+by :meth:`RunFolder.begin_writing` just before its first write, and are deleted only once it
+has saved something of its own (a checkpoint or ``final/``); a run that fails before that
+removes its own files and puts the old ones back (:meth:`RunFolder.finish`). A process killed
+in between leaves the folder aside, which the next run to open the folder settles the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ RESUMABLE_KEYS = frozenset(
 """Config keys that may differ between a checkpoint and the run that resumes it."""
 
 LOCK_NAME = ".psipo.lock"
+REPLACED_NAME = ".psipo-replaced"
+"""Where ``overwrite`` keeps the run it replaces until the new run has saved something."""
 
 
 @dataclasses.dataclass
@@ -49,10 +58,26 @@ class RunFolder:
 
     path: Path
     lock_fd: int | None
+    replacing: list[str] = dataclasses.field(default_factory=list)
+    """The entries of the run that ``overwrite`` replaces, still in place (until begin_writing)."""
 
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    def begin_writing(self) -> None:
+        """Called just before the run's first write: the run it replaces moves aside."""
+        if self.replacing:
+            aside = self.path / REPLACED_NAME
+            aside.mkdir()
+            for name in self.replacing:
+                os.replace(self.path / name, aside / name)
+            self.replacing = []
+
+    def finish(self, *, failed: bool) -> None:
+        """Settle a replaced run (see the module docstring): deleted for good once this run has
+        saved a checkpoint or final/ (or ended well), else restored in place of this run's files."""
+        _settle_replaced(self.path, keep_new=not failed)
 
     def release(self) -> None:
         """Give up the lock (the file stays: unlinking it would race with a waiting run)."""
@@ -98,6 +123,24 @@ def _clear(path: Path, names: list[str]) -> None:
             entry.unlink()
 
 
+def _settle_replaced(path: Path, *, keep_new: bool) -> None:
+    """The run moved aside by ``overwrite``, if any: deleted when the new run is kept (it ended
+    well, or saved a checkpoint or final/), else put back in place of the new run's files."""
+    aside = path / REPLACED_NAME
+    if not aside.is_dir():
+        return
+    new = _run_files(path)
+    if keep_new or "final" in new or "checkpoints" in new:
+        shutil.rmtree(aside)
+        return
+    _clear(path, new)
+    for entry in aside.iterdir():
+        if entry.name == "checkpoints" and (path / "checkpoints").is_dir():
+            shutil.rmtree(path / "checkpoints")  # an empty one of the new run's (it saved nothing)
+        os.replace(entry, path / entry.name)
+    aside.rmdir()
+
+
 def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> RunFolder:
     """Check, lock and prepare ``output_dir`` for one run (see the module docstring)."""
     from psipo._io import prepare_output_folder, remove_stale_temporaries
@@ -109,6 +152,7 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
         # Only now, holding the lock, can no live writer own a temporary here.
         remove_stale_temporaries(path)
         remove_stale_temporaries(folder.checkpoints)
+        _settle_replaced(path, keep_new=False)  # left by a killed run with --overwrite
         present = _run_files(path)
         resumable = bool(list_checkpoints(path))
         if resume and not resumable:
@@ -125,7 +169,7 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
                 raise PsipoInputError(
                     f"output_dir: {path} holds another run ({shown}); {instead} to replace it, or choose another output_dir"
                 )
-            _clear(path, present)
+            folder.replacing = present  # moved aside only when the new run writes (begin_writing)
     except BaseException:
         folder.release()
         raise
@@ -176,5 +220,10 @@ def held_run_folder(output_dir: str | os.PathLike | None, *, resume: bool, overw
     folder = open_run_folder(output_dir, resume=resume, overwrite=overwrite)
     try:
         yield folder
+    except BaseException:
+        folder.finish(failed=True)
+        raise
+    else:
+        folder.finish(failed=False)
     finally:
         folder.release()

@@ -193,11 +193,15 @@ def _accelerator(config: TrainConfig):
     import importlib.util
 
     from accelerate import Accelerator
+    from accelerate.utils import LoggerType
 
     from psipo.lm.distributed import check_engine, check_launch
 
     check_launch()
+    supported = [t.value for t in LoggerType]
     for tracker in config.run.report_to:
+        if tracker not in supported:
+            raise PsipoInputError(f"report_to: unknown tracker {tracker!r}; supported: {', '.join(supported)}")
         modules = TRACKER_MODULES.get(tracker, ())
         if modules and not any(importlib.util.find_spec(m) for m in modules):
             raise PsipoInputError(f"report_to: {tracker} is not installed (pip install {modules[0]})")
@@ -278,10 +282,12 @@ def run_training(
             config, model=model, tokenizer=tokenizer, train_pairs=train_pairs, eval_pairs=eval_pairs, **set_up_options
         )
         if resume_from is not None:
-            _check_same_inputs(resume_from[1].get("fingerprints", {}), setup.fingerprints, resume_from[0])
+            _check_same_inputs(resume_from[1].get("fingerprints", {}), setup.fingerprints, resume_from[0], config.INPUT_NAMES)
         # The reference must see the initial weights, so the task comes before any resume.
         with whole_root(setup.forward):
             task = make_task(config, setup)
+        if folder is not None:  # everything is loaded and checked: only now may an overwritten run go
+            folder.begin_writing()
         _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings)
         if setup.run_dir is not None:
             _save_whole(setup, lambda state: ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final", state))
@@ -321,9 +327,12 @@ def _checked_resume_point(config: TrainConfig, run_dir: Path) -> tuple[Path, dic
     return latest, recorded
 
 
-def _check_same_inputs(recorded: Mapping[str, Any], current: Mapping[str, str], checkpoint: Path) -> None:
-    """A resume whose data or initial weights differ from the checkpoint's would mix two runs."""
-    what = {"train": "train_data's pairs", "eval": "the held-out pairs", "model": "the initial model's weights"}
+def _check_same_inputs(
+    recorded: Mapping[str, Any], current: Mapping[str, str], checkpoint: Path, input_names: Mapping[str, str]
+) -> None:
+    """A resume whose data or initial weights differ from the checkpoint's would mix two runs;
+    ``input_names``: what the config calls its training and held-out data (``INPUT_NAMES``)."""
+    what = {**input_names, "model": "the initial model's weights"}
     for key, fingerprint in current.items():
         if key in recorded and recorded[key] != fingerprint:
             raise PsipoInputError(
@@ -377,7 +386,7 @@ def set_up(
     eval_pairs)`` → (training data, held-out data or None), each with ``len``, ``summary()``
     and ``fingerprint()`` (default: preference pairs). Any config with the same concerns
     (``model_config``, ``optim``, ``run``; ``reference_config`` for ``fingerprint_model``
-    None) and a ``max_length`` works.
+    None) and a ``max_length`` works; :func:`run_training` also reads its ``INPUT_NAMES``.
     """
     from psipo.lm.distributed import configure_engine
     from psipo.lm.model import quiet_transformers
@@ -764,9 +773,13 @@ class StopTraining(Exception):
 
 
 def _cache_dir(config: TrainConfig) -> Path | None:
-    """Where caches go; None (no caching) when the run writes nothing (output_dir null)."""
+    """Where caches go, checked usable (one line naming cache_dir otherwise); None (no caching)
+    when the run writes nothing (output_dir null)."""
+    from psipo._io import prepare_output_folder
     from psipo.lm.data import default_cache_dir
 
     if config.run.output_dir is None:
         return None
-    return Path(config.data_config.cache_dir) if config.data_config.cache_dir else default_cache_dir()
+    if config.data_config.cache_dir:
+        return prepare_output_folder(config.data_config.cache_dir, "cache_dir")
+    return prepare_output_folder(default_cache_dir(), "cache_dir (null: $PSIPO_CACHE or ~/.cache/psipo)")
