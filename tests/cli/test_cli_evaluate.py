@@ -108,3 +108,15 @@ def test_a_run_reference_relative_to_another_folder_says_so(workdir, tmp_path):
                    "--judge", "cli_judges:prefer_shorter", cwd=workdir)
     assert result.returncode == 2
     assert "'./models/base', a path relative to the folder that run was started from" in result.stderr
+
+
+def test_a_baseline_with_another_vocabulary_names_baseline_before_any_sampling(workdir, tmp_path):
+    make_tiny_model_dir(tmp_path / "wide", layers=1, hidden=16, heads=2, vocab=48, seed=0)
+    result = psipo("evaluate", "--config", "eval.yaml", "--baseline", tmp_path / "wide",
+                   "--out", tmp_path / "ev", cwd=workdir)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "psipo: error: baseline: its vocabulary has 48 tokens but the policy's (model) has 32; "
+        "baseline must share the policy's tokenizer\n"
+    )
+    assert not (tmp_path / "ev").exists()

@@ -108,6 +108,12 @@ def test_help_documents_every_key():
         ("model: model\ntrain_data: train.jsonl\nlearning_rate: nan\n", [], "bad.yaml:3: key 'learning_rate': must be a finite number >= 0"),
         ("model: model\ntrain_data: train.jsonl\ntau: 1e-320\n", [], "bad.yaml:3: key 'tau': is too small: 1/(2·tau) overflows"),
         ("model: model\ntrain_data: train.jsonl\n", ["--resume", "--overwrite"], "resume: cannot be combined with overwrite"),
+        # Seeds numpy or the data order's torch seed would refuse with a traceback mid-run:
+        ("model: model\ntrain_data: train.jsonl\n", ["--seed", "-1"], "--seed: must be an integer in [0, 4294967295]"),
+        ("model: model\ntrain_data: train.jsonl\n", ["--seed", "9223372036854775807"], "--seed: must be an integer in [0, 4294967295]"),
+        ("model: model\ntrain_data: train.jsonl\n", ["--report_to", "nonexistent_tracker"],
+         "report_to: unknown tracker 'nonexistent_tracker'; supported: all, aim, tensorboard, wandb"),
+        ("model: model\ntrain_data: train.jsonl\n", ["--cache_dir", "run.yaml"], "cache_dir: run.yaml is a file, not a folder"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(workdir, yaml_text, extra, message, capsys, monkeypatch):
@@ -115,12 +121,36 @@ def test_bad_input_is_one_line_with_exit_code_2(workdir, yaml_text, extra, messa
     from psipo.cli import main
 
     monkeypatch.chdir(workdir)
-    (workdir / "bad.yaml").write_text(yaml_text + "output_dir: bad_out\nmax_steps: 1\ncache_dir: cache\n")
+    cache = "" if "--cache_dir" in extra else "cache_dir: cache\n"
+    (workdir / "bad.yaml").write_text(yaml_text + "output_dir: bad_out\nmax_steps: 1\n" + cache)
     (workdir / "bad_rows.jsonl").write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n{"prompt": "w1", "chosen": "w2"}\n')
     assert main(["train", "--config", "bad.yaml", *extra]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("psipo: error: ") and message in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_output_dir_is_refused_and_null_says_nothing_was_written(workdir):
+    empty = psipo("train", "--config", "run.yaml", "--output_dir", "", cwd=workdir)
+    assert empty.returncode == 2 and empty.stderr == "psipo: error: --output_dir: empty path; name a folder, or null to write nothing\n"
+    nothing = psipo("train", "--config", "run.yaml", "--output_dir", "null", "--max_steps", "1", "--progress", "false", cwd=workdir)
+    assert nothing.returncode == 0, nothing.stderr
+    assert nothing.stdout.splitlines()[-1].endswith("; nothing was written (output_dir is null)"), nothing.stdout
+
+
+def test_the_closing_line_counts_skipped_steps_and_never_shows_empty_parentheses(capsys):
+    from types import SimpleNamespace
+
+    from psipo.cli.train import report_training
+
+    config = SimpleNamespace(run=SimpleNamespace(progress=True))
+    history = [{"step": 1, "loss": 0.5}, {"step": 2, "skipped_steps": 1}, {"step": 3, "skipped_steps": 1}]
+    report_training(config, SimpleNamespace(main_process=True, history=history, final_dir="out/final"), ("loss",), what="model")
+    report_training(config, SimpleNamespace(main_process=True, history=history[:1], final_dir=None), ("kl",), what="model")
+    assert capsys.readouterr().out.splitlines() == [
+        "trained 3 steps (2 skipped as non-finite); final model: out/final",
+        "trained 1 steps; nothing was written (output_dir is null)",
+    ]
 
 
 def test_bad_config_in_a_subprocess_is_one_line_without_traceback(workdir):
@@ -249,3 +279,40 @@ def test_a_signal_saves_the_step_in_progress_and_a_resume_goes_on_exactly(workdi
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(1, last + 3))
+
+
+def test_damaged_cache_entries_are_rebuilt_with_one_warning_each(workdir, tmp_path):
+    args = ["train", "--config", "run.yaml", "--max_steps", "2", "--cache_dir", tmp_path / "cache"]
+    first = psipo(*args, "--output_dir", tmp_path / "first", cwd=workdir)
+    assert first.returncode == 0, first.stderr
+    entries = sorted((tmp_path / "cache").glob("*/*.safetensors"))
+    assert {p.parent.name for p in entries} == {"tokenized", "reference"}
+    for path in entries:
+        path.write_bytes(path.read_bytes()[:20])
+    again = psipo(*args, "--output_dir", tmp_path / "again", cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    for path in entries:
+        assert again.stderr.count(f"psipo: warning: discarding the {'tokenized' if path.parent.name == 'tokenized' else 'reference log-prob'} cache file {path} (") == 1
+    first_loss = json.loads((tmp_path / "first" / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
+    assert json.loads((tmp_path / "again" / "metrics.jsonl").read_text().splitlines()[-1])["loss"] == pytest.approx(first_loss)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lora_r", "4", "--lora_target_modules", "[nonexistent]"],
+         "lora_target_modules: no module named 'nonexistent' in the model; its linear layers: down_proj, gate_proj"),
+        (["--attn_implementation", "flash_attention_2"],
+         "attn_implementation: flash_attention_2 needs the flash_attn package, which is not installed here; use one of sdpa, eager"),
+    ],
+)
+def test_model_options_the_model_or_machine_cannot_serve_are_one_line(workdir, tmp_path, args, message):
+    import importlib.util
+
+    if "flash_attention_2" in args and importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    result = psipo("train", "--config", "run.yaml", *args, "--output_dir", tmp_path / "out", cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"psipo: error: {message}")

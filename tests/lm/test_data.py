@@ -300,3 +300,50 @@ def test_an_implicit_conversation_with_no_shared_message_has_an_empty_prompt(tok
     row = {"chosen": MESSAGE + ANSWER, "rejected": [{"role": "user", "content": "w3"}] + ANSWER}
     pair = tokenize(tokenizer, [row]).pairs[0]
     assert pair == TokenizedPair([], [user, word(1), assistant, word(2), EOS], [user, word(3), assistant, word(2), EOS])
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:20])
+
+
+def _wrong_tensors(path):
+    from safetensors.torch import save_file
+
+    save_file({"something": torch.zeros(3)}, str(path))
+
+
+def _lengths_that_do_not_add_up(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    tensors["chosen_ids_lengths"] = tensors["chosen_ids_lengths"] + 1
+    save_file(tensors, str(path), metadata={"n_rows": "3", "n_invalid": "0", "n_empty": "0", "n_identical": "0", "n_truncated": "0"})
+
+
+def _ids_past_the_vocabulary(path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["prompt_ids"] = tensors["prompt_ids"] + 10_000
+    save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _wrong_tensors, _lengths_that_do_not_add_up, _ids_past_the_vocabulary])
+def test_a_damaged_cache_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path, tokenizer, capsys, damage):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"w{i}", "chosen": f"w{i + 1} w2", "rejected": "w4"} for i in range(1, 4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fresh = load(path, tokenizer, tmp_path)
+    (entry,) = (tmp_path / "cache" / "tokenized").iterdir()
+    damage(entry)
+    capsys.readouterr()
+    again = load(path, tokenizer, tmp_path)
+    assert again == fresh
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and warning.startswith(f"psipo: warning: discarding the tokenized cache file {entry} (")
+    assert warning.rstrip().endswith("rebuilding it")
+    # the entry was rewritten: the next load reads it without a word
+    assert load(path, tokenizer, tmp_path) == fresh and capsys.readouterr().err == ""
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # no temporaries left

@@ -136,3 +136,42 @@ def test_a_reference_with_another_vocabulary_is_refused():
     check_same_vocabulary(policy, same)
     with pytest.raises(PsipoInputError, match=r"^reference_model: its vocabulary has 512 tokens but the policy's \(model\) has 64"):
         check_same_vocabulary(policy, other)
+
+
+def test_check_same_vocabulary_names_the_callers_key():
+    from psipo.lm.model import check_same_vocabulary
+
+    with pytest.raises(PsipoInputError, match=r"^baseline: its vocabulary has 512 tokens but the policy's \(model\) has 64; baseline must"):
+        check_same_vocabulary(make_tiny_model(vocab=64), make_tiny_model(vocab=512), key="baseline")
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        (["nonexistent"], r"^lora_target_modules: no module named 'nonexistent' in the model; its linear layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj$"),
+        (["q_proj", "nope", "mlp.zzz"], r"^lora_target_modules: no module named 'nope', 'mlp.zzz' in the model; its linear layers: down_proj"),
+        (["self_attn"], r"^lora_target_modules: \['self_attn'\] names a module LoRA cannot adapt .*; the model's linear layers: down_proj"),
+    ],
+)
+def test_lora_target_modules_the_model_lacks_are_one_line_errors(targets, message):
+    with pytest.raises(PsipoInputError, match=message) as caught:
+        add_lora(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), ModelConfig(lora_r=4, lora_target_modules=targets), seed=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_lora_target_modules_match_short_names_and_dotted_tails():
+    for targets in (["q_proj", "v_proj"], ["self_attn.q_proj"]):
+        model = add_lora(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), ModelConfig(lora_r=4, lora_target_modules=targets), seed=0)
+        adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_A" in n}
+        assert adapted == {t.rsplit(".", 1)[-1] for t in targets}
+
+
+def test_an_attention_kernel_that_is_not_installed_is_one_line(model_dir, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else find_spec(name, *a))
+    config = ModelConfig(model=str(model_dir), attn_implementation="flash_attention_2")
+    with pytest.raises(PsipoInputError, match=r"^attn_implementation: flash_attention_2 needs the flash_attn package, which is not installed here; use one of sdpa, eager"):
+        load_causal_lm(str(model_dir), config)
+    assert load_causal_lm(str(model_dir), ModelConfig(model=str(model_dir), attn_implementation="eager")) is not None

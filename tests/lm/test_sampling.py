@@ -385,6 +385,8 @@ def test_bad_arguments_are_one_line_errors(policy, kwargs, message):
 
 def test_a_reference_with_another_vocabulary_is_refused(policy):
     other = make_tiny_model(layers=1, hidden=16, heads=2, vocab=32, seed=0)
-    with pytest.raises(PsipoInputError, match="reference: its vocabulary"):
+    with pytest.raises(PsipoInputError, match="^reference_model: its vocabulary"):
         sample(policy, [[3, 4]], max_new_tokens=2, seed=0, reference=other, beta=0.5)
+    with pytest.raises(PsipoInputError, match="^baseline: its vocabulary"):  # the caller's key
+        sample(policy, [[3, 4]], max_new_tokens=2, seed=0, reference=other, reference_key="baseline")
 

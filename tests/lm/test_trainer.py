@@ -179,3 +179,45 @@ def test_in_memory_run_with_a_callback_writes_nothing(base_config, rows, tmp_pat
     assert [s for s, _ in seen] == [0, 2, 4] and all(training for _, training in seen)
     assert [(r["step"], r["probe"]) for r in result.history] == [(0, 0.0), (2, 2.0), (4, 4.0)]
     assert result.run_dir is None and not any(tmp_path.iterdir())  # no run folder, no cache
+
+
+def _reference_damages():
+    from safetensors.torch import save_file
+
+    def truncate(path, n):
+        path.write_bytes(path.read_bytes()[:20])
+
+    def wrong_tensors(path, n):
+        save_file({"chosen": torch.zeros(n)}, str(path))
+
+    def too_short(path, n):
+        save_file({"chosen": torch.zeros(n - 1), "rejected": torch.zeros(n - 1)}, str(path))
+
+    def not_finite(path, n):
+        save_file({"chosen": torch.full((n,), float("nan")), "rejected": torch.zeros(n)}, str(path))
+
+    return [truncate, wrong_tensors, too_short, not_finite]
+
+
+@pytest.mark.parametrize("damage", _reference_damages(), ids=lambda f: f.__name__)
+def test_a_damaged_reference_cache_entry_is_discarded_with_a_warning_and_recomputed(model_dir, rows, tmp_path, capsys, damage):
+    from psipo.lm.data import parse_row, tokenize_rows
+    from psipo.lm.fixtures import make_tokenizer
+
+    parsed = [parse_row(r, "row") for r in rows[:6]]
+    pairs = tokenize_rows(parsed, make_tokenizer(64), max_length=64, max_prompt_length=32, append_eos=True).pairs
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    scorer = PairScorer(aggregation="sum", batch_size=4, chunk_size=64, pad_id=0, device=torch.device("cpu"))
+    options = {"cache_dir": tmp_path / "cache", "model_key": model_fingerprint(model), "scorer": scorer}
+    fresh = PrecomputedReference.compute(model, pairs, **options)
+    (entry,) = (tmp_path / "cache" / "reference").iterdir()
+    damage(entry, len(pairs))
+    capsys.readouterr()
+    again = PrecomputedReference.compute(model, pairs, **options)
+    torch.testing.assert_close((again.chosen, again.rejected), (fresh.chosen, fresh.rejected))
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and f"discarding the reference log-prob cache file {entry} (" in warning
+    # rewritten: the next compute reads the entry (the model is never run) and says nothing
+    cached = PrecomputedReference.compute(torch.nn.Identity(), pairs, **options)
+    torch.testing.assert_close((cached.chosen, cached.rejected), (fresh.chosen, fresh.rejected))
+    assert capsys.readouterr().err == ""

@@ -396,25 +396,58 @@ def _save_pairs(path: Path, data: TokenizedData) -> None:
         seqs = [getattr(p, name) for p in data.pairs]
         tensors[name] = torch.tensor([t for s in seqs for t in s], dtype=torch.int64)
         tensors[name + "_lengths"] = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
-    counts = {k: str(getattr(data, k)) for k in ("n_rows", "n_invalid", "n_empty", "n_identical", "n_truncated")}
+    counts = {k: str(getattr(data, k)) for k in COUNTS}
     atomic_write_bytes(path, save(tensors, metadata=counts))
 
 
-def _load_pairs(path: Path) -> TokenizedData:
+COUNTS = ("n_rows", "n_invalid", "n_empty", "n_identical", "n_truncated")
+"""The row counts a tokenized cache entry keeps in its metadata."""
+
+
+def _load_pairs(path: Path, vocab_size: int | None = None) -> TokenizedData:
+    """The pairs of a tokenized cache entry; ``ValueError`` (or what safetensors raises) for one
+    that is unreadable or does not hold well-formed pairs (token ids in ``[0, vocab_size)``)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
+        meta = f.metadata() or {}
+        names = set(f.keys())
         columns = []
         for name in ("prompt_ids", "chosen_ids", "rejected_ids"):
-            flat, lengths = f.get_tensor(name).tolist(), f.get_tensor(name + "_lengths").tolist()
-            seqs, start = [], 0
-            for n in lengths:
-                seqs.append(flat[start:start + n])
-                start += n
-            columns.append(seqs)
+            for tensor_name in (name, name + "_lengths"):
+                if tensor_name not in names:
+                    raise ValueError(f"no tensor {tensor_name}")
+            flat, lengths = f.get_tensor(name), f.get_tensor(name + "_lengths")
+            for tensor in (flat, lengths):
+                if tensor.dim() != 1 or tensor.dtype != torch.int64:
+                    raise ValueError(f"{name}: expected 1-D int64 tensors")
+            if bool((lengths < 0).any()) or int(lengths.sum()) != len(flat):
+                raise ValueError(f"{name}: lengths do not add up to its {len(flat)} tokens")
+            if len(flat) and (int(flat.min()) < 0 or (vocab_size is not None and int(flat.max()) >= vocab_size)):
+                raise ValueError(f"{name}: token ids outside the tokenizer's vocabulary")
+            columns.append([seq.tolist() for seq in torch.split(flat, lengths.tolist())])
+    if len({len(column) for column in columns}) != 1 or not columns[0]:
+        raise ValueError("the columns hold different numbers of pairs, or none")
+    if not all(str(meta.get(k, "")).isdigit() for k in COUNTS):
+        raise ValueError("metadata lacks the row counts")
+    if any(not c or not r for _, c, r in zip(*columns)):
+        raise ValueError("a pair has an empty completion")
     pairs = [TokenizedPair(p, c, r) for p, c, r in zip(*columns)]
-    return TokenizedData(pairs, **{k: int(v) for k, v in meta.items()})
+    return TokenizedData(pairs, **{k: int(meta[k]) for k in COUNTS})
+
+
+def load_cache_entry(path: Path, load: Any, what: str) -> Any:
+    """``load(path)``, or None (with one warning line on stderr naming ``path``) when the cache
+    entry cannot be read or fails ``load``'s validation: a cache is derived data, so the caller
+    rebuilds it (overwriting the entry atomically) instead of failing or using it."""
+    import sys
+
+    try:
+        return load(path)
+    except Exception as exc:  # noqa: BLE001 — safetensors, torch and validation raise many types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"psipo: warning: discarding the {what} cache file {path} ({reason}); rebuilding it", file=sys.stderr, flush=True)
+        return None
 
 
 def load_pairs(
@@ -448,7 +481,10 @@ def load_pairs(
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
     path = Path(cache_dir) / "tokenized" / f"{digest}.safetensors" if cache_dir is not None else None
     if path is not None and path.is_file():
-        return _load_pairs(path)
+        vocab_size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+        cached = load_cache_entry(path, lambda p: _load_pairs(p, vocab_size), "tokenized")
+        if cached is not None:
+            return cached
 
     rows, locations, n_invalid = [], [], 0
     for where, raw in read_rows(source, key=key, split=split, dataset_config=dataset_config):

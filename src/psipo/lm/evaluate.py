@@ -223,7 +223,9 @@ def sample_both(
     starts = range(0, len(prompt_ids), batch_size)
     for start in tqdm(starts, desc="psipo evaluate", unit="batch", disable=not progress, leave=False):
         batch = prompt_ids[start : start + batch_size]
-        ours = sample(model, batch, seed=streams["model"], reference=baseline, pad_token_id=pad_id, **options)
+        ours = sample(
+            model, batch, seed=streams["model"], reference=baseline, pad_token_id=pad_id, reference_key="baseline", **options
+        )
         theirs = sample(baseline, batch, seed=streams["baseline"], pad_token_id=pad_id, **options)
         out["model_ids"] += ours.responses()
         out["baseline_ids"] += theirs.responses()
@@ -271,7 +273,13 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     from psipo._json import to_json_data
     from psipo.lm.config import ModelConfig
     from psipo.lm.judges import make_judge, make_reward
-    from psipo.lm.model import load_causal_lm, load_tokenizer, pad_id_of, quiet_transformers
+    from psipo.lm.model import (
+        check_same_vocabulary,
+        load_causal_lm,
+        load_tokenizer,
+        pad_id_of,
+        quiet_transformers,
+    )
 
     validate(config)
     check_output_folder(config.out, "out")  # before any sampling: a bad out fails now, not at the end
@@ -293,6 +301,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         baseline = model
     else:
         baseline = load_causal_lm(baseline_name, model_config, key="baseline").to(device)
+        check_same_vocabulary(model, baseline, key="baseline")  # before any sampling
 
     drawn = sample_both(
         model,

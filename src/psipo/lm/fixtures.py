@@ -129,9 +129,31 @@ def make_tiny_model_dir(
         seed=seed,
     )
     model.generation_config.pad_token_id = None
-    model.save_pretrained(path)
-    make_tokenizer(vocab, pad_token=pad_token, chat_template=chat_template).save_pretrained(path)
+    tokenizer = make_tokenizer(vocab, pad_token=pad_token, chat_template=chat_template)
+    _save_into(path, lambda folder: (model.save_pretrained(folder), tokenizer.save_pretrained(folder)))
     return path
+
+
+def _save_into(path: Path, save: Any) -> None:
+    """Run ``save(folder)`` on a temporary sibling folder of ``path``, give what it wrote the
+    umask's permissions (safetensors creates 0600 files whatever the umask), then move each file
+    into ``path`` by rename: other files already in ``path`` stay as they are."""
+    import os
+    import shutil
+    import tempfile
+
+    from psipo._io import _apply_umask
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        save(tmp)
+        _apply_umask(tmp)
+        path.mkdir(exist_ok=True)
+        for entry in sorted(tmp.iterdir()):
+            os.replace(entry, path / entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _words(rng: random.Random, n: int, lo: int, hi: int) -> str:

@@ -115,6 +115,26 @@ def check_architecture(folder: str | Path, *, key: str, name: str, want: str) ->
             raise PsipoInputError(f"{key}: {name} has {outputs} outputs; a reward model needs 1 (num_labels 1)")
 
 
+BUILTIN_ATTENTION = ("sdpa", "eager")
+"""Attention implementations that need no package beyond torch and transformers."""
+
+KERNEL_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+"""Attention implementations served by a separately installed package, and that package."""
+
+
+def check_attn_implementation(name: str | None) -> None:
+    """Refuse, in one line naming ``attn_implementation``, a kernel whose package is not
+    installed here (before transformers fails deep inside ``from_pretrained``)."""
+    import importlib.util
+
+    package = KERNEL_PACKAGES.get(name or "")
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise PsipoInputError(
+            f"attn_implementation: {name} needs the {package} package, which is not installed here; "
+            f"use one of {', '.join(BUILTIN_ATTENTION)} (or leave it unset), or install {package}"
+        )
+
+
 def _from_pretrained(
     auto_class: Any, name: str, config: ModelConfig, *, key: str, what: str, want: str | None = None, **kwargs: Any
 ) -> Any:
@@ -128,10 +148,18 @@ def _from_pretrained(
     want = want or ("reward start" if kwargs.get("num_labels") == 1 else None)
     if want is not None:
         check_architecture(source, key=key, name=name, want=want)
+    check_attn_implementation(kwargs.get("attn_implementation"))
     try:
         return auto_class.from_pretrained(
             source, revision=config.revision, trust_remote_code=config.trust_remote_code, **kwargs
         )
+    except ImportError as exc:  # an attention kernel whose package is missing or broken
+        if "attn_implementation" not in kwargs or "attention" not in str(exc).lower():
+            raise
+        raise PsipoInputError(
+            f"attn_implementation: {kwargs['attn_implementation']!r} cannot be used here: {_first_line(exc)} "
+            f"(available: {', '.join(BUILTIN_ATTENTION)})"
+        ) from None
     except SafetensorError as exc:
         raise _corrupt_weights_error(key, source, exc) from None
     except (OSError, ValueError) as exc:
@@ -222,7 +250,7 @@ def check_same_vocabulary(policy: nn.Module, reference: nn.Module, *, key: str =
     if ours is not None and theirs is not None and ours != theirs:
         raise PsipoInputError(
             f"{key}: its vocabulary has {theirs} tokens but the policy's (model) has {ours}; "
-            "the reference must share the policy's tokenizer"
+            f"{key} must share the policy's tokenizer"
         )
 
 
@@ -233,6 +261,7 @@ def add_lora(model: nn.Module, config: ModelConfig, *, seed: int, task_type: str
     head then trains in full."""
     from peft import LoraConfig, get_peft_model
 
+    check_lora_targets(model, config.lora_target_modules)
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -242,7 +271,38 @@ def add_lora(model: nn.Module, config: ModelConfig, *, seed: int, task_type: str
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return get_peft_model(model, lora)
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as exc:  # peft: a target of a kind it cannot adapt, or none found
+            if not config.lora_target_modules:
+                raise
+            reason = _first_line(exc)
+            if "is not supported" in str(exc):  # peft names the module by its whole repr
+                reason = f"{config.lora_target_modules} names a module LoRA cannot adapt (a block, not a layer)"
+            raise PsipoInputError(f"lora_target_modules: {reason}; the model's linear layers: {_linear_names(model)}") from None
+
+
+def _linear_names(model: nn.Module, most: int = 10) -> str:
+    """The distinct short names of ``model``'s linear layers (what LoRA usually targets)."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))})
+    shown = ", ".join(names[:most]) or "none"
+    return shown + (f", … ({len(names)} in all)" if len(names) > most else "")
+
+
+def check_lora_targets(model: nn.Module, targets: list[str] | None) -> None:
+    """Each of ``lora_target_modules`` must name a module of ``model`` (a module name or its
+    dotted tail, as peft matches them): a one-line error listing the model's linear layers."""
+    if not targets:
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise PsipoInputError(
+            f"lora_target_modules: no module named {', '.join(map(repr, missing))} in the model; "
+            f"its linear layers: {_linear_names(model)}"
+        )
 
 
 def prepare_policy(model: nn.Module, config: ModelConfig, *, seed: int) -> nn.Module:

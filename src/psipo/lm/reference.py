@@ -163,20 +163,22 @@ class PrecomputedReference:
 
         ``model_key`` identifies the initial weights (see :func:`model_fingerprint`).
         """
-        from safetensors.torch import load_file, save
+        from safetensors.torch import save
 
         from psipo._io import atomic_write_bytes
+        from psipo.lm.data import load_cache_entry
         from psipo.lm.distributed import all_processes, is_main
 
         path = None
         if cache_dir is not None:
             key = hashlib.sha256(f"{model_key}|{pairs_fingerprint(pairs)}|{scorer.cache_key()}".encode()).hexdigest()
             path = Path(cache_dir) / "reference" / f"{key[:32]}.safetensors"
+        loaded = None
+        if path is not None and path.is_file():
+            loaded = load_cache_entry(path, lambda p: _load_scores(p, len(pairs)), "reference log-prob")
         # Every process must take the same branch: the pass below is split across them.
-        cached = path is not None and path.is_file()
-        if all_processes(scorer.processes, cached):
-            loaded = load_file(str(path))
-            return cls(loaded["chosen"], loaded["rejected"])
+        if all_processes(scorer.processes, loaded is not None):
+            return cls(*loaded)
         chosen, rejected = scorer(model, pairs)
         if path is not None and is_main(scorer.processes):
             atomic_write_bytes(path, save({"chosen": chosen, "rejected": rejected}))
@@ -190,6 +192,23 @@ class PrecomputedReference:
         if len(pairs) != len(self.chosen):
             raise ValueError(f"precomputed for {len(self.chosen)} pairs, asked for {len(pairs)}")
         return self.chosen, self.rejected
+
+
+def _load_scores(path: Path, n_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen/rejected log-probs of a reference cache entry; ``ValueError`` (or what
+    safetensors raises) unless it holds exactly two finite 1-D float tensors of ``n_pairs``."""
+    from safetensors.torch import load_file
+
+    loaded = load_file(str(path))
+    if sorted(loaded) != ["chosen", "rejected"]:
+        raise ValueError(f"holds {sorted(loaded)}, not chosen and rejected")
+    for name in ("chosen", "rejected"):
+        scores = loaded[name]
+        if scores.dim() != 1 or not scores.is_floating_point() or len(scores) != n_pairs:
+            raise ValueError(f"{name}: expected {n_pairs} log-probs, got a {scores.dtype} tensor of shape {tuple(scores.shape)}")
+        if not bool(torch.isfinite(scores).all()):
+            raise ValueError(f"{name}: holds non-finite log-probs")
+    return loaded["chosen"], loaded["rejected"]
 
 
 class LiveReference:

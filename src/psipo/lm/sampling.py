@@ -362,6 +362,7 @@ def sample(
     beta: float = 0.0,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
+    reference_key: str = "reference_model",
 ) -> Samples:
     r"""Sample one response per prompt from ``model`` (or the geometric mixture with ``reference``).
 
@@ -377,7 +378,8 @@ def sample(
     first EOS id, else 0) fills the prompt padding and the responses after their end.
 
     The models run in eval mode (no dropout, no gradient checkpointing) and go back to their
-    previous mode afterwards; no gradients are recorded. Both models must share the vocabulary.
+    previous mode afterwards; no gradients are recorded. Both models must share the vocabulary:
+    a reference with another one is an error naming ``reference_key`` (the caller's config key).
     """
     prompt_ids = _validate(prompts, max_new_tokens, temperature, top_p, beta, reference)
     default_eos, default_pad = _default_ids(model)
@@ -404,6 +406,7 @@ def sample(
             beta=beta,
             eos_ids=eos_ids,
             pad_id=pad_id,
+            reference_key=reference_key,
         )
     finally:
         for m, mode in zip(models, modes):
@@ -422,6 +425,7 @@ def _decode(
     beta: float,
     eos_ids: list[int],
     pad_id: int,
+    reference_key: str,
 ) -> Samples:
     device = policy.device
     # A prompt asked for several responses is computed once: the prompt pass runs over the
@@ -450,7 +454,7 @@ def _decode(
             attention_mask, position_ids = attention_mask[rows], position_ids[rows]
         if ref_logps is not None and ref_logps.shape != policy_logps.shape:
             raise PsipoInputError(
-                f"reference: its vocabulary ({ref_logps.shape[-1]} logits) differs from the policy's "
+                f"{reference_key}: its vocabulary ({ref_logps.shape[-1]} logits) differs from the policy's "
                 f"({policy_logps.shape[-1]})"
             )
         logq = warp_logps(
