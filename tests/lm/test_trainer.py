@@ -221,3 +221,26 @@ def test_a_damaged_reference_cache_entry_is_discarded_with_a_warning_and_recompu
     cached = PrecomputedReference.compute(torch.nn.Identity(), pairs, **options)
     torch.testing.assert_close((cached.chosen, cached.rejected), (fresh.chosen, fresh.rejected))
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"reference_model": "some/model"}, r"reference_model'?: is used only with reference: live"),
+        ({"reference": "adapters_disabled", "lora_r": 4, "reference_model": "m"}, r"reference_model'?: is used only"),
+        ({"lora_r": 4, "lora_alpha": 0}, r"lora_alpha'?: must be > 0 with LoRA"),
+        ({"lora_r": 4, "lora_target_modules": []}, r"lora_target_modules'?: empty: name at least one module"),
+    ],
+)
+def test_settings_that_would_be_silently_ignored_or_void_are_refused(base_config, overrides, message):
+    from psipo.lm.config import validate
+
+    with pytest.raises(PsipoInputError, match=message):
+        validate(load_train_config(None, {**base_config, **overrides}))
+
+
+def test_reference_model_with_a_live_reference_and_lora_settings_that_do_something_are_accepted(base_config):
+    from psipo.lm.config import validate
+
+    validate(load_train_config(None, {**base_config, "reference": "live", "reference_model": "m"}))
+    validate(load_train_config(None, {**base_config, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj"]}))

@@ -349,9 +349,27 @@ def validate(config: TrainConfig) -> None:
         ("lora_alpha", math.isfinite(config.model_config.lora_alpha), finite),
         ("lora_dropout", _in_range(config.model_config.lora_dropout, 0, 1, high_open=True), "must be in [0, 1)"),
         (
+            "lora_alpha",
+            config.model_config.lora_r == 0 or config.model_config.lora_alpha > 0,
+            "must be > 0 with LoRA (the adapters are scaled by lora_alpha / lora_r)",
+        ),
+        (
+            "lora_target_modules",
+            config.model_config.lora_target_modules != [],
+            "empty: name at least one module, or null for every linear layer",
+        ),
+        (
             "reference",
             config.reference_config.reference != "adapters_disabled" or config.model_config.lora_r > 0,
             "adapters_disabled needs LoRA (lora_r > 0)",
+        ),
+        (
+            # Otherwise it would be read nowhere: precompute and adapters_disabled take π_ref from the
+            # initial policy, and a run trained against a model it never used would say otherwise.
+            "reference_model",
+            config.reference_config.reference_model is None or config.reference_config.reference == "live",
+            "is used only with reference: live (precompute and adapters_disabled take π_ref from the initial "
+            "policy); set reference: live, or remove reference_model",
         ),
     ]
     for key, ok, why in checks:
