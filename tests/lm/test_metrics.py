@@ -140,3 +140,38 @@ def test_progress_without_a_terminal_is_one_plain_line_per_record(tmp_path, caps
     log.write({"step": 4, "eval_loss": 0.123456})
     log.close()
     assert capsys.readouterr().err == "step 2: loss=0.6931 h_mean=0 accuracy=0.5\nstep 4: eval_loss=0.1235\n"
+
+
+def test_non_finite_numbers_are_written_as_strict_json_and_read_back(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, total_steps=2, start_step=0, progress=False)
+    log.write({"step": 1, "loss": math.inf, "eval_loss": math.nan, "kl": -math.inf})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    strict = [json.loads(line, parse_constant=refuse) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert strict == [{"step": 1, "loss": "inf", "eval_loss": "nan", "kl": "-inf"}]
+    (record,) = read_metrics(path)
+    assert record["loss"] == math.inf and math.isnan(record["eval_loss"]) and record["kl"] == -math.inf
+
+
+def test_a_damaged_line_before_the_last_is_named_and_non_utf8_names_the_file(tmp_path):
+    from psipo.errors import PsipoInputError
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 0.5}\ngarbage\n{"step": 3, "loss": 0.4}\n', encoding="utf-8")
+    with pytest.raises(PsipoInputError, match=r"metrics.jsonl:2: not a JSON object; the metrics file is damaged$"):
+        read_metrics(path)
+    path.write_bytes(b'{"step": 1, "loss": 0.5}\n{"step": 2, "note": "caf\xe9"}\n')
+    with pytest.raises(PsipoInputError, match=r"metrics.jsonl:2: not valid UTF-8"):
+        read_metrics(path)
+
+
+def test_a_resume_without_its_metrics_file_warns_that_the_earlier_records_are_lost(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, total_steps=10, start_step=4, progress=False)
+    assert log.history == []
+    assert capsys.readouterr().err == (
+        f"psipo: warning: {path} is missing; the records up to step 4 are lost, it restarts at step 5\n"
+    )

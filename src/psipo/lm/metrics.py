@@ -107,14 +107,35 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file (a torn last line from a crash is ignored)."""
+    """The records of a metrics.jsonl file. A torn last line (a crash mid-write) is ignored;
+    a line before it that is not a JSON object is damage, named by file:line. Numbers that
+    are not finite are read back from their "inf"/"nan" strings."""
+    from psipo._config import read_text_file
+    from psipo._json import from_json_data
+    from psipo.errors import PsipoInputError
+
+    path = Path(path)
+    lines = read_text_file(path).splitlines()
     records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            record = None
+        if not isinstance(record, dict):
+            if number == len(lines):
+                break
+            raise PsipoInputError(f"{path}:{number}: not a JSON object; the metrics file is damaged")
+        records.append(from_json_data(record))
     return records
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One record as strict JSON: a loss that was inf or NaN is written "inf"/"nan" (psipo's
+    convention, :mod:`psipo._json`), which every JSON reader can load."""
+    from psipo._json import to_json_data
+
+    return json.dumps(to_json_data(record), allow_nan=False) + "\n"
 
 
 class MetricsLog:
@@ -144,7 +165,13 @@ class MetricsLog:
 
             self.history = [r for r in read_metrics(path) if r.get("step", 0) <= start_step]
             if main:
-                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
+                atomic_write_text(path, "".join(_json_line(r) for r in self.history))
+        elif start_step > 0 and main:
+            print(
+                f"psipo: warning: {path} is missing; the records up to step {start_step} are lost, "
+                f"it restarts at step {start_step + 1}",
+                file=sys.stderr,
+            )
         elif path.exists() and main:
             path.unlink()
         progress = progress and main
@@ -161,7 +188,7 @@ class MetricsLog:
         # read_metrics skips, and resuming rewrites the file atomically.
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(_json_line(record))
         shown = {k: record[k] for k in ("loss", "h_mean", "accuracy", "reward", "eval_loss", "eval_win_rate") if k in record}
         text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         if self.bar is not None:
