@@ -69,6 +69,16 @@ def test_unusable_output_dir_is_found_before_the_model_is_loaded(base_config, ro
         run(base_config, rows, output_dir=str(a_file / "run"), model=nowhere)
 
 
+def test_a_run_inside_another_run_folder_is_refused_before_anything_is_written(base_config, rows, tmp_path):
+    run(base_config, rows, save_steps=1, max_steps=2)
+    out = tmp_path / "run"
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    for inside in (out / "checkpoints", out / "final", out / "final" / "new"):
+        with pytest.raises(PsipoInputError, match=rf"output_dir: .* lies inside the psipo run folder {out}; choose a folder outside it$"):
+            run(base_config, rows, output_dir=str(inside), max_steps=1)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
 def test_a_live_run_holds_the_folder_and_a_killed_ones_lock_is_stale(base_config, rows, tmp_path):
     out = tmp_path / "run"
     holder = open_run_folder(out, resume=False, overwrite=False)

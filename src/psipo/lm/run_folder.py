@@ -146,6 +146,11 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
     from psipo._io import prepare_output_folder, remove_stale_temporaries
     from psipo.lm.checkpoint import list_checkpoints
 
+    enclosing = next((p for p in Path(output_dir).absolute().parents if (p / LOCK_NAME).is_file()), None)
+    if enclosing is not None:  # its checkpoints/ or final/ would be written over by this run
+        raise PsipoInputError(
+            f"output_dir: {output_dir} lies inside the psipo run folder {enclosing}; choose a folder outside it"
+        )
     path = prepare_output_folder(output_dir, "output_dir")  # before anything is computed
     folder = RunFolder(path, _lock(path))
     try:
