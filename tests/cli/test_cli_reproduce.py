@@ -109,15 +109,17 @@ def test_a_config_file_overrides_the_quick_preset_and_its_bad_values_are_its_own
     assert not (tmp_path / "out").exists()
 
 
-def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path):
+def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    from psipo.cli import main
+
     (tmp_path / "afile").write_text("keep me")
     for out, expected in [
         (tmp_path / "afile" / "sub", f"--out: {tmp_path / 'afile' / 'sub'} lies under {tmp_path / 'afile'}, which is a file"),
         (tmp_path / "afile", f"--out: {tmp_path / 'afile'} is a file, not a folder"),
         ("", "--out: empty path; name a folder"),
     ]:
-        done = psipo("reproduce", "--quick", "--out", str(out))
-        assert done.returncode == 2 and done.stderr == f"psipo: error: {expected}\n"
+        assert main(["reproduce", "--quick", "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"psipo: error: {expected}\n"
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
