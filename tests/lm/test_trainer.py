@@ -230,6 +230,7 @@ def test_a_damaged_reference_cache_entry_is_discarded_with_a_warning_and_recompu
         ({"reference": "adapters_disabled", "lora_r": 4, "reference_model": "m"}, r"reference_model'?: is used only"),
         ({"lora_r": 4, "lora_alpha": 0}, r"lora_alpha'?: must be > 0 with LoRA"),
         ({"lora_r": 4, "lora_target_modules": []}, r"lora_target_modules'?: empty: name at least one module"),
+        ({"eval_data": "held_out.jsonl", "eval_fraction": 0.1}, r"eval_fraction'?: is unused with eval_data"),
     ],
 )
 def test_settings_that_would_be_silently_ignored_or_void_are_refused(base_config, overrides, message):
