@@ -202,3 +202,10 @@ def test_config_type_errors_name_the_key():
     with pytest.raises(PsipoInputError, match="max_new_tokens"):
         load_evaluate_config(None, {"model": "m", "prompts": "p", "judge": "a:b", "max_new_tokens": 0})
     assert EvaluateConfig().out == "evaluation"
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_outside_what_training_takes_is_refused(seed):
+    with pytest.raises(PsipoInputError, match=r"^--seed: must be an integer in \[0, 4294967295\]"):
+        load_evaluate_config(None, {"model": "m", "prompts": "p.jsonl", "judge": "a:b", "seed": seed})
+    assert load_evaluate_config(None, {"model": "m", "prompts": "p.jsonl", "judge": "a:b", "seed": 2**32 - 1}).seed == 2**32 - 1

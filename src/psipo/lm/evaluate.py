@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from psipo._config import load_config
 from psipo.errors import PsipoInputError
+from psipo.lm.config import MAX_SEED
 
 MODEL_STREAM, BASELINE_STREAM = 0, 1
 """The model's and the baseline's samples use generators seeded 2·seed + stream: independent."""
@@ -100,6 +101,7 @@ def validate(config: EvaluateConfig) -> None:
         ("max_prompt_length", config.max_prompt_length >= 1, "must be >= 1"),
         ("temperature", 0 <= config.temperature < math.inf, "must be a finite number >= 0"),
         ("top_p", 0 < config.top_p <= 1, "must be in (0, 1]"),
+        ("seed", 0 <= config.seed <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}] (2**32 − 1), as for training"),
     ]
     for key, ok, why in checks:
         if not ok:
