@@ -161,7 +161,7 @@ def check_tau(tau: float | torch.Tensor) -> None:
     if not bool(torch.all(values >= torch.finfo(values.dtype).tiny)):
         smallest = float(values.min()) if isinstance(tau, torch.Tensor) else float(tau)
         raise PsipoInputError(
-            f"tau: {smallest!r} is too small to solve in float64: it is below the smallest normal "
+            f"tau: {smallest!r} is too small to solve in {str(values.dtype).removeprefix('torch.')}: it is below the smallest normal "
             f"number {torch.finfo(values.dtype).tiny:g}, where 1/τ overflows"
         )
 
