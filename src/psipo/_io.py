@@ -90,6 +90,13 @@ def check_output_folder(path: str | os.PathLike, key: str) -> Path:
     return path
 
 
+def is_same_folder(path: str | os.PathLike | None, other: str | os.PathLike | None) -> bool:
+    """Whether both are given and name one existing folder (a model id that is no folder never is)."""
+    if path is None or other is None or not str(path).strip() or not os.path.isdir(other):
+        return False
+    return Path(path).resolve() == Path(other).resolve()
+
+
 def prepare_output_folder(path: str | os.PathLike, key: str) -> Path:
     """:func:`check_output_folder`, then create the folder (and its parents)."""
     path = check_output_folder(path, key)

@@ -4,6 +4,7 @@ run folder, reload, plot, and bad input as one line with earlier checkpoints int
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,6 +138,10 @@ def test_every_algorithm_end_to_end(in_workdir, args):
         (["--judge", "rm", "--eval_prompts", "empty_list.jsonl"],
          "psipo: error: empty_list.jsonl:1: field 'prompt': empty message list"),
         (["--judge", "rm", "--num_generations", "100000"], "psipo: error: --num_generations: at most 64 responses per prompt"),
+        (["--algorithm", "rloo", "--reward", "rm", "--labels", "hard"],
+         "psipo: error: --labels: rloo learns from rewards and has no labels; leave labels unset"),
+        (["--judge", "rm", "--eval_steps", "1"],
+         "psipo: error: key 'eval_steps': there is nothing held out to evaluate on; set eval_prompts, or unset eval_steps"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(in_workdir, capsys, args, message):
@@ -146,6 +151,20 @@ def test_bad_input_is_one_line_and_exit_code_2(in_workdir, capsys, args, message
     assert main(["online", "--config", "online.yaml", "--output_dir", "bad", *args]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith(message) and stderr.count("\n") == 1, stderr
+
+
+@pytest.mark.parametrize(
+    ("output_dir", "message"),
+    [
+        ("rm", "psipo: error: --output_dir: rm is the folder of judge; write the run elsewhere\n"),
+        ("./model/", "psipo: error: --output_dir: ./model/ is the folder of model; write the run elsewhere\n"),
+    ],
+)
+def test_a_run_folder_that_is_an_input_folder_is_refused_and_the_input_left_as_it_was(in_workdir, capsys, output_dir, message):
+    before = {p: p.read_bytes() for p in sorted(Path(output_dir).iterdir())}
+    assert main(["online", "--config", "online.yaml", "--judge", "rm", "--output_dir", output_dir]) == 2
+    assert capsys.readouterr().err == message
+    assert {p: p.read_bytes() for p in sorted(Path(output_dir).iterdir())} == before
 
 
 def test_bad_input_through_the_command_itself(workdir):

@@ -231,13 +231,19 @@ def test_a_damaged_reference_cache_entry_is_discarded_with_a_warning_and_recompu
         ({"lora_r": 4, "lora_alpha": 0}, r"lora_alpha'?: must be > 0 with LoRA"),
         ({"lora_r": 4, "lora_target_modules": []}, r"lora_target_modules'?: empty: name at least one module"),
         ({"eval_data": "held_out.jsonl", "eval_fraction": 0.1}, r"eval_fraction'?: is unused with eval_data"),
+        ({"output_dir": "."}, r"output_dir'?: \. is the folder of model; write the run elsewhere"),
+        ({"output_dir": "sub/..", "tokenizer": "."}, r"output_dir'?: sub/\.\. is the folder of model"),
+        ({"output_dir": "ref", "reference": "live", "reference_model": "ref"}, r"output_dir'?: ref is the folder of reference_model"),
     ],
 )
-def test_settings_that_would_be_silently_ignored_or_void_are_refused(base_config, overrides, message):
+def test_settings_that_would_be_silently_ignored_or_void_are_refused(base_config, overrides, message, tmp_path, monkeypatch):
     from psipo.lm.config import validate
 
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)  # output_dir "." and "sub/.." name the model folder "."
     with pytest.raises(PsipoInputError, match=message):
-        validate(load_train_config(None, {**base_config, **overrides}))
+        validate(load_train_config(None, {**base_config, "model": ".", **overrides}))
 
 
 def test_reference_model_with_a_live_reference_and_lora_settings_that_do_something_are_accepted(base_config):
@@ -245,3 +251,11 @@ def test_reference_model_with_a_live_reference_and_lora_settings_that_do_somethi
 
     validate(load_train_config(None, {**base_config, "reference": "live", "reference_model": "m"}))
     validate(load_train_config(None, {**base_config, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj"]}))
+
+
+def test_eval_steps_without_held_out_pairs_is_refused_before_anything_is_written(base_config, rows, tmp_path):
+    with pytest.raises(PsipoInputError, match=r"^key 'eval_steps': there is nothing held out to evaluate on; set eval_data or eval_fraction, or unset eval_steps$"):
+        run(base_config, rows, eval_steps=2)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    # held-out pairs from any source make it valid
+    assert run(base_config, rows, eval_steps=2, max_steps=2, eval_fraction=0.25, overwrite=True).history[-1]["step"] == 2

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psipo._config import flat, load_config
+from psipo._io import is_same_folder
 from psipo.errors import PsipoInputError
 from psipo.losses import LOSSES
 
@@ -41,8 +42,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Run model code shipped with a Hub repository. Off: only transformers' own classes load."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Parameter dtype. bfloat16/float16 also enable autocast on a GPU; float32 on a GPU takes the
-    accelerate config's mixed_precision (bf16 under FSDP2: float32 master weights, bf16 compute)."""
+    """Parameter dtype. bfloat16/float16 also enable autocast on a GPU (float16: float32 weights with
+    fp16 autocast, GPU only); float32 on a GPU takes the accelerate config's mixed_precision (bf16
+    under FSDP2: float32 master weights, bf16 compute)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% more compute."""
     disable_dropout: bool = True
@@ -187,7 +189,8 @@ class RunConfig:
     """Keep only the newest N checkpoints; null: keep all."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir/checkpoints; the config must match the
-    checkpoint's except for max_steps, epochs, cadences, progress, report_to, on_nonfinite."""
+    checkpoint's except for max_steps, epochs, cadences, progress, report_to, on_nonfinite,
+    output_dir and cache_dir (and psipo reward's early_stopping_patience)."""
     overwrite: bool = False
     """Replace another run's files (config.yaml, metrics.jsonl, checkpoints/, final/) in
     output_dir by a fresh run's; without it a fresh run refuses a folder that holds a run. The
@@ -255,6 +258,8 @@ class TrainConfig:
 
     INPUT_NAMES = {"train": "train_data's pairs", "eval": "the held-out pairs"}
     """What a resume calls the training and held-out data when they changed on disk."""
+    EVAL_KEYS = "eval_data or eval_fraction"
+    """The keys that give held-out data (named when eval_steps has none to evaluate on)."""
 
     MAX_LENGTH_KEYS = "max_length"
     """The config keys that set :attr:`max_length` (named when the model is too short)."""
@@ -373,9 +378,24 @@ def validate(config: TrainConfig) -> None:
             "policy); set reference: live, or remove reference_model",
         ),
     ]
+    inputs = {
+        "model": config.model_config.model,
+        "tokenizer": config.model_config.tokenizer,
+        "reference_model": config.reference_config.reference_model,
+    }
+    checks += output_dir_is_no_input(r.output_dir, inputs)
     for key, ok, why in checks:
         if not ok:
             raise PsipoInputError(f"key '{key}': {why}")
+
+
+def output_dir_is_no_input(output_dir: str | None, inputs: Mapping[str, str | None]) -> list[tuple[str, bool, str]]:
+    """Checks that the run folder is none of the input folders: a run writes config.yaml,
+    checkpoints/ and final/ into it, and --overwrite would move the inputs' files aside."""
+    return [
+        ("output_dir", not is_same_folder(output_dir, path), f"{output_dir} is the folder of {key}; write the run elsewhere")
+        for key, path in inputs.items()
+    ]
 
 
 def load_train_config(

@@ -66,6 +66,7 @@ from psipo.lm.config import (
     PromptOptimConfig,
     PromptRunConfig,
     TrainConfig,
+    output_dir_is_no_input,
 )
 from psipo.lm.trainer import Setup, TrainResult, run_training
 from psipo.losses import LOSSES, get_loss
@@ -177,6 +178,8 @@ class OnlineConfig:
     to_flat_dict = TrainConfig.to_flat_dict
     INPUT_NAMES = {"train": "the prompts (prompts)", "eval": "the held-out prompts (eval_prompts)"}
     """What a resume calls the training and held-out prompts when they changed on disk."""
+    EVAL_KEYS = "eval_prompts"
+    """The key that gives held-out prompts (named when eval_steps has none to evaluate on)."""
 
     @property
     def loss(self) -> str:
@@ -236,6 +239,8 @@ def validate(config: OnlineConfig) -> None:
         ("max_prompt_length", d.max_prompt_length >= 1, "must be >= 1"),
         ("max_prompts", d.max_prompts is None or d.max_prompts >= 1, "must be >= 1 or null"),
         ("max_eval_prompts", d.max_eval_prompts is None or d.max_eval_prompts >= 1, "must be >= 1 or null"),
+        ("labels", pairwise or o.labels == "soft", "rloo learns from rewards and has no labels; leave labels unset"),
+        *output_dir_is_no_input(config.run.output_dir, {"judge": o.judge, "reward": o.reward, "reference_model": o.reference_model}),
     ]
     for key, ok, why in checks:
         if not ok:

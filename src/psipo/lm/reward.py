@@ -82,6 +82,7 @@ class RewardConfig:
     max_length = TrainConfig.max_length
     MAX_LENGTH_KEYS = TrainConfig.MAX_LENGTH_KEYS
     INPUT_NAMES = TrainConfig.INPUT_NAMES
+    EVAL_KEYS = TrainConfig.EVAL_KEYS
 
 
 def validate(config: RewardConfig) -> None:
@@ -236,7 +237,7 @@ class RewardTask:
         self.reward_l2 = config.reward_objective.reward_l2
         self.patience = config.reward_objective.early_stopping_patience
         if self.patience is not None and setup.eval_data is None:
-            raise PsipoInputError("early_stopping_patience: needs held-out pairs (eval_data or eval_fraction)")
+            raise PsipoInputError(f"early_stopping_patience: needs held-out pairs ({config.EVAL_KEYS})")
         self.shared = False
         self.token_budget = token_budget(opt.max_tokens_per_forward, accelerator.device)
         self.lengths = [p.length for p in setup.train_data.pairs]

@@ -470,6 +470,10 @@ def _load_inputs(
     if model is None and not mc.model:
         raise PsipoInputError("missing required key 'model'")
     train_data, eval_data = load_data(config, tokenizer, train_pairs, eval_pairs)
+    if run.eval_steps is not None and eval_data is None:
+        raise PsipoInputError(
+            f"key 'eval_steps': there is nothing held out to evaluate on; set {config.EVAL_KEYS}, or unset eval_steps"
+        )
     if run.progress and accelerator.is_main_process:
         held_out = f", {len(eval_data)} held out" if eval_data is not None else ""
         opt = config.optim
