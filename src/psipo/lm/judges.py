@@ -68,7 +68,7 @@ class RewardFunction(Protocol):
 # Output checks
 
 
-def _check_lengths(who: str, prompts: Sequence[Any], *others: Sequence[Any]) -> int:
+def check_lengths(who: str, prompts: Sequence[Any], *others: Sequence[Any]) -> int:
     n = len(prompts)
     for other in others:
         if len(other) != n:
@@ -124,7 +124,7 @@ def check_finite_in(values: torch.Tensor, dtype: torch.dtype, who: str, what: st
         )
 
 
-class _Named:
+class NamedJudge:
     """How error messages name a judge: the config key that named it, then its name."""
 
     name: str
@@ -135,18 +135,18 @@ class _Named:
         return f"{self.key} {self.name}"
 
 
-class RewardJudge(_Named):
+class RewardJudge(NamedJudge):
     """A :class:`RewardFunction` as a :class:`Judge` too: P(a ≻ b) = σ(r_a − r_b) (Bradley–Terry, Eq. 1)."""
 
     def _rewards(self, prompts: Sequence[Text], responses: Sequence[Text]) -> Any:
         raise NotImplementedError
 
     def reward(self, prompts: Sequence[Text], responses: Sequence[Text]) -> torch.Tensor:
-        n = _check_lengths(self.who, prompts, responses)
+        n = check_lengths(self.who, prompts, responses)
         return checked_rewards(self._rewards(list(prompts), list(responses)), n, self.who)
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
-        _check_lengths(self.who, prompts, responses_a, responses_b)
+        check_lengths(self.who, prompts, responses_a, responses_b)
         return torch.sigmoid(self.reward(prompts, responses_a) - self.reward(prompts, responses_b))
 
 
@@ -192,7 +192,7 @@ def _callable_and_name(fn: Callable[..., Any] | str, name: str | None, key: str)
     return resolved, name or (fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)))
 
 
-class CallableJudge(_Named):
+class CallableJudge(NamedJudge):
     """A :class:`Judge` from ``fn(prompts, responses_a, responses_b) -> P(a ≻ b)`` (or its spec)."""
 
     def __init__(self, fn: Callable[..., Any] | str, *, name: str | None = None, key: str = "judge") -> None:
@@ -200,7 +200,7 @@ class CallableJudge(_Named):
         self.key = key
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
-        n = _check_lengths(self.who, prompts, responses_a, responses_b)
+        n = check_lengths(self.who, prompts, responses_a, responses_b)
         values = _call(self.who, self.fn, list(prompts), list(responses_a), list(responses_b))
         return checked_probabilities(values, n, self.who)
 
@@ -247,7 +247,7 @@ class TabularOracle(RewardJudge):
         return self.scores[self._contexts(prompts), self._actions(responses)]
 
     def judge(self, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
-        n = _check_lengths(self.who, prompts, responses_a, responses_b)
+        n = check_lengths(self.who, prompts, responses_a, responses_b)
         x, a, b = self._contexts(prompts), self._actions(responses_a), self._actions(responses_b)
         return checked_probabilities(self.problem.preferences[x, a, b], n, self.who)
 

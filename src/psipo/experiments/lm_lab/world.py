@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from psipo.experiments.lm_lab.config import Oracle, WorldConfig
+from psipo.lm.judges import NamedJudge, check_lengths
 
 
 @dataclasses.dataclass
@@ -174,7 +175,7 @@ def sample_markov(world: World, x: torch.Tensor, generator: torch.Generator) -> 
     return torch.stack(tokens, dim=1)
 
 
-class WorldOracle:
+class WorldOracle(NamedJudge):
     r"""The world's exact oracle as a :class:`psipo.lm.judges.Judge` and reward function.
 
     The lab's LM has a vocabulary of exactly the world's V tokens, so prompts and responses
@@ -200,11 +201,11 @@ class WorldOracle:
         try:
             tokens = [int(t) for t in (value.split() if isinstance(value, str) else torch.as_tensor(value).tolist())]
         except (TypeError, ValueError):
-            raise PsipoInputError(f"judge {self.name}: {what} {i} is {value!r}, not a sequence of token ids") from None
+            raise PsipoInputError(f"{self.who}: {what} {i} is {value!r}, not a sequence of token ids") from None
         if length is not None and len(tokens) != length:
-            raise PsipoInputError(f"judge {self.name}: {what} {i} has {len(tokens)} tokens, expected {length}")
+            raise PsipoInputError(f"{self.who}: {what} {i} has {len(tokens)} tokens, expected {length}")
         if any(not 0 <= t < self.world.vocab_size for t in tokens):
-            raise PsipoInputError(f"judge {self.name}: {what} {i} has a token outside 0..{self.world.vocab_size - 1}")
+            raise PsipoInputError(f"{self.who}: {what} {i} has a token outside 0..{self.world.vocab_size - 1}")
         return tokens
 
     def _prompts(self, prompts) -> torch.Tensor:
@@ -214,7 +215,7 @@ class WorldOracle:
         for i, prompt in enumerate(prompts):
             key = tuple(self._tokens(prompt, "prompt", i))
             if key not in self._prompt_index:
-                raise PsipoInputError(f"judge {self.name}: prompt {i} {list(key)} is not one of the world's prompts")
+                raise PsipoInputError(f"{self.who}: prompt {i} {list(key)} is not one of the world's prompts")
             indices.append(self._prompt_index[key])
         return torch.tensor(indices, dtype=torch.long)
 
@@ -224,15 +225,11 @@ class WorldOracle:
         return torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
 
     def judge(self, prompts, responses_a, responses_b) -> torch.Tensor:
-        from psipo.lm.judges import _check_lengths
-
-        _check_lengths(f"judge {self.name}", prompts, responses_a, responses_b)
+        check_lengths(self.who, prompts, responses_a, responses_b)
         x = self._prompts(prompts)
         return preference(self.world, self.oracle, x, self._responses(responses_a), self._responses(responses_b))
 
     def reward(self, prompts, responses) -> torch.Tensor:
-        from psipo.lm.judges import _check_lengths
-
-        _check_lengths(f"judge {self.name}", prompts, responses)
+        check_lengths(self.who, prompts, responses)
         scale = self.oracle.scale if self.oracle.kind == "bt" and math.isfinite(self.oracle.scale) else 1.0
         return scale * reward(self.world, self._prompts(prompts), self._responses(responses))
