@@ -9,6 +9,8 @@ The public API:
   :func:`log_ratio_regression_loss`, :func:`check_tau`; their registry :data:`LOSSES` of
   :class:`LossSpec` (with :class:`Hyperparameter` and :class:`Derivative`), :func:`loss_spec`
   and :func:`get_loss`.
+* :class:`PsipoInputError` (bad input: one line, exit code 2) and :class:`PsipoNonFiniteError`
+  (a NaN/inf training step: exit code 3), from :mod:`psipo.errors`.
 * :func:`load_config` — build any psipo config dataclass from a YAML file and ``key: value``
   overrides, with errors naming file:line and key.
 * The tabular lab: :mod:`psipo.tabular`.

@@ -10,8 +10,8 @@ A config is a plain ``@dataclass`` whose fields carry a docstring on the line af
 * :func:`add_arguments` / :func:`overrides_from_args` — one ``--key`` option per field,
   with the field's docstring as its help, for ``argparse``.
 
-Nested dataclass fields are addressed with dots: ``--optim.learning_rate 1e-5``. A nested
-field declared with :func:`flat` instead lends its fields to the parent's top level: the
+Nested dataclass fields are addressed with dots: ``--grid.learning_rate 1e-3`` (``psipo
+experiment lm``). A nested field declared with :func:`flat` instead lends its fields to the parent's top level: the
 config stays one dataclass per concern while its YAML and ``--key`` options stay flat
 (``learning_rate: 1e-5``), and ``--help`` shows one group per concern.
 """

@@ -1,4 +1,4 @@
-"""`psipo plot RUN_DIR`: draw a training run's metric curves (metrics.jsonl) as PNG."""
+"""`psipo plot RUN_DIR`: draw a training run's metric curves (metrics.jsonl) as PNG (train, reward or online)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("plot", help=help_text, description=help_text)
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="output_dir of a `psipo train` run")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="output_dir of a `psipo train`, `psipo reward` or `psipo online` run"
+    )
     parser.add_argument("--out", metavar="PNG", default=None, help="output file (default: RUN_DIR/curves.png)")
     parser.set_defaults(func=run)
 

@@ -454,7 +454,7 @@ class SolveSettings:
     """How to solve a problem: the ΨPO objective's τ and Ψ, and which solution to compute."""
 
     tau: float | None = None
-    """τ > 0 and finite, the strength of the KL regularisation towards π_ref (required, here or on the command line)."""
+    """τ > 0 and finite, the strength of the KL regularisation towards π_ref (required: in the problem file or as --tau)."""
     psi: Literal["identity", "logit"] = "identity"
     """The Ψ mapping: identity (IPO) or logit (RLHF/DPO under Bradley–Terry)."""
     target: Literal["optimum", "nash", "ipo_md"] = "optimum"
