@@ -7,6 +7,8 @@ Set in the environment so that CLI subprocesses started by the tests inherit the
 import os
 import signal
 
+import pytest
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -25,3 +27,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def copy_with_swapped_tokens():
+    """``copy(model_dir, dest)``: a copy of a fixture model whose tokenizer gives two words each
+    other's ids — the same vocabulary size, another tokenizer (as Llama 2's and Mistral's are)."""
+    import json
+    import shutil
+
+    def copy(model_dir, dest):
+        shutil.copytree(model_dir, dest)
+        path = dest / "tokenizer.json"
+        tokenizer = json.loads(path.read_text())
+        vocab = tokenizer["model"]["vocab"]
+        vocab["w0"], vocab["w1"] = vocab["w1"], vocab["w0"]
+        path.write_text(json.dumps(tokenizer))
+        return dest
+
+    return copy

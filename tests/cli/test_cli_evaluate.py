@@ -112,11 +112,27 @@ def test_a_run_reference_relative_to_another_folder_says_so(workdir, tmp_path):
 
 def test_a_baseline_with_another_vocabulary_names_baseline_before_any_sampling(workdir, tmp_path):
     make_tiny_model_dir(tmp_path / "wide", layers=1, hidden=16, heads=2, vocab=48, seed=0)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # weights alone: only their vocabulary size tells
+        (tmp_path / "wide" / name).unlink()
     result = psipo("evaluate", "--config", "eval.yaml", "--baseline", tmp_path / "wide",
                    "--out", tmp_path / "ev", cwd=workdir)  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
         "psipo: error: baseline: its vocabulary has 48 tokens but the policy's (model) has 32; "
         "baseline must share the policy's tokenizer\n"
+    )
+    assert not (tmp_path / "ev").exists()
+
+
+def test_a_baseline_with_another_tokenizer_of_the_same_size_is_refused_before_any_sampling(workdir, tmp_path, monkeypatch, capsys, copy_with_swapped_tokens):
+    from psipo.cli import main
+
+    copy_with_swapped_tokens(workdir / "base", tmp_path / "swapped")
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(workdir))  # the judge's module, as the command finds it in its folder
+    assert main(["evaluate", "--config", "eval.yaml", "--baseline", str(tmp_path / "swapped"), "--out", str(tmp_path / "ev")]) == 2
+    assert capsys.readouterr().err == (
+        f"psipo: error: baseline: its tokenizer ({tmp_path / 'swapped'}) differs from the policy's: 2 of the policy's 32 tokens "
+        "have other ids there or are missing; baseline must share the policy's tokenizer\n"
     )
     assert not (tmp_path / "ev").exists()

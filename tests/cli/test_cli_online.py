@@ -41,7 +41,7 @@ def nan_on_second_call(prompts, a, b):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, copy_with_swapped_tokens):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     root = tmp_path_factory.mktemp("cli_online")
@@ -53,6 +53,9 @@ def workdir(tmp_path_factory):
     AutoModelForSequenceClassification.from_pretrained(root / "model", num_labels=2).save_pretrained(root / "rm2")
     AutoTokenizer.from_pretrained(root / "model").save_pretrained(root / "rm2")
     make_tiny_model_dir(root / "model128", layers=1, hidden=16, heads=2, vocab=128)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # weights alone: only their vocabulary size tells
+        (root / "model128" / name).unlink()
+    copy_with_swapped_tokens(root / "model", root / "swapped")
     write_jsonl(make_synthetic_preferences(16, vocab=64, format="conversational", seed=1), root / "prompts.jsonl")
     write_jsonl(make_synthetic_preferences(4, vocab=64, seed=2), root / "held_out.jsonl")
     (root / "judges_demo.py").write_text(JUDGES)
@@ -133,6 +136,8 @@ def test_every_algorithm_end_to_end(in_workdir, args):
          "psipo: error: reference_model: rm holds a LlamaForSequenceClassification, not a causal LM"),
         (["--judge", "rm", "--reference_model", "model128"],
          "psipo: error: reference_model: its vocabulary has 128 tokens but the policy's (model) has 64"),
+        (["--judge", "rm", "--reference_model", "swapped"],
+         "psipo: error: reference_model: its tokenizer (swapped) differs from the policy's: 2 of the policy's 64 tokens have other ids there or are missing"),
         (["--judge", "rm2"], "psipo: error: judge: rm2 has 2 outputs; a reward model needs 1"),
         (["--judge", "rm", "--prompts", "empty_list.jsonl"], "psipo: error: empty_list.jsonl:1: field 'prompt': empty message list"),
         (["--judge", "rm", "--eval_prompts", "empty_list.jsonl"],

@@ -175,3 +175,27 @@ def test_an_attention_kernel_that_is_not_installed_is_one_line(model_dir, monkey
     with pytest.raises(PsipoInputError, match=r"^attn_implementation: flash_attention_2 needs the flash_attn package, which is not installed here; use one of sdpa, eager"):
         load_causal_lm(str(model_dir), config)
     assert load_causal_lm(str(model_dir), ModelConfig(model=str(model_dir), attn_implementation="eager")) is not None
+
+
+def test_a_model_beside_the_policy_with_another_tokenizer_of_the_same_size_is_refused(model_dir, tmp_path, copy_with_swapped_tokens):
+    """The vocabulary-size check passes (64 and 64), yet w0 and w1 would be scored as each other."""
+    from transformers import AutoTokenizer
+
+    from psipo.lm.model import check_same_tokenizer
+
+    ours = AutoTokenizer.from_pretrained(model_dir)
+    config = ModelConfig(model=str(model_dir))
+    check_same_tokenizer(ours, str(model_dir), config)  # the same tokenizer
+    swapped = copy_with_swapped_tokens(model_dir, tmp_path / "swapped")
+    message = rf"^baseline: its tokenizer \({swapped}\) differs from the policy's: 2 of the policy's 64 tokens have other ids there or are missing; baseline must share the policy's tokenizer$"
+    with pytest.raises(PsipoInputError, match=message):
+        check_same_tokenizer(ours, str(swapped), config, key="baseline")
+    from psipo.lm.fixtures import make_tokenizer
+
+    make_tokenizer(80).save_pretrained(tmp_path / "wider")  # the policy's 64 tokens, then 16 more
+    with pytest.raises(PsipoInputError, match=r"differs from the policy's: it has 16 tokens the policy's lacks; reference_model must"):
+        check_same_tokenizer(ours, str(tmp_path / "wider"), config)
+    # weights without tokenizer files: nothing to compare, not an error
+    (swapped / "tokenizer.json").unlink()
+    (swapped / "tokenizer_config.json").unlink()
+    check_same_tokenizer(ours, str(swapped), config)

@@ -259,3 +259,9 @@ def test_eval_steps_without_held_out_pairs_is_refused_before_anything_is_written
     assert not (tmp_path / "run" / "config.yaml").exists()
     # held-out pairs from any source make it valid
     assert run(base_config, rows, eval_steps=2, max_steps=2, eval_fraction=0.25, overwrite=True).history[-1]["step"] == 2
+
+
+def test_a_live_reference_with_another_tokenizer_is_refused(base_config, rows, tmp_path, model_dir, copy_with_swapped_tokens):
+    swapped = copy_with_swapped_tokens(model_dir, tmp_path / "swapped")
+    with pytest.raises(PsipoInputError, match=r"^reference_model: its tokenizer \(.*swapped\) differs from the policy's: 2 of the policy's 64 tokens"):
+        run(base_config, rows, reference="live", reference_model=str(swapped))

@@ -254,6 +254,42 @@ def check_same_vocabulary(policy: nn.Module, reference: nn.Module, *, key: str =
         )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+"""Files of which one marks a folder that carries its own tokenizer."""
+
+
+def check_same_tokenizer(tokenizer: Any, name: str, config: ModelConfig, *, key: str = "reference_model") -> None:
+    """The model ``name`` given under ``key`` beside the policy must read token ids as the
+    policy's ``tokenizer`` writes them: two tokenizers of one vocabulary size (Llama 2's and
+    Mistral's, 32000 tokens each) pass :func:`check_same_vocabulary` but score other tokens.
+
+    Compared when ``name`` carries a tokenizer (a folder with tokenizer files, or a Hub
+    repository that loads one); a folder of weights alone has nothing to compare."""
+    from transformers import AutoTokenizer
+
+    if tokenizer is None or not callable(getattr(tokenizer, "get_vocab", None)):
+        return
+    folder = os.path.isdir(os.path.expanduser(name))
+    if folder and not any((Path(name).expanduser() / f).is_file() for f in TOKENIZER_FILES):
+        return
+    try:
+        theirs = _from_pretrained(AutoTokenizer, name, config, key=key, what="a tokenizer")
+    except PsipoInputError:
+        if folder:
+            raise
+        return  # a Hub repository without a tokenizer: nothing to compare
+    ours, their_vocab = tokenizer.get_vocab(), theirs.get_vocab()
+    if ours != their_vocab:
+        moved = sum(their_vocab.get(token) != i for token, i in ours.items())
+        extra = len(their_vocab.keys() - ours.keys())
+        differences = [f"{moved} of the policy's {len(ours)} tokens have other ids there or are missing"] if moved else []
+        differences += [f"it has {extra} tokens the policy's lacks"] if extra else []
+        raise PsipoInputError(
+            f"{key}: its tokenizer ({name}) differs from the policy's: {', and '.join(differences)}; "
+            f"{key} must share the policy's tokenizer"
+        )
+
+
 def add_lora(model: nn.Module, config: ModelConfig, *, seed: int, task_type: str = "CAUSAL_LM") -> nn.Module:
     """Wrap ``model`` with fresh LoRA adapters (B = 0, so the output is unchanged).
 
