@@ -311,3 +311,51 @@ def test_an_integer_written_the_yaml_1_1_way_or_quoted_is_read_as_the_float_keys
     for bad in ("1.5", "ten", True):
         with pytest.raises(PsipoInputError, match=rf"key 'steps': expected an integer, got {bad!r}$"):
             from_dict(Nested, {"name": "a", "steps": bad})
+
+
+@dataclasses.dataclass
+class Inner:
+    size: int = 8
+    """Width."""
+    seed: int = 0
+    """Seed."""
+
+
+@dataclasses.dataclass
+class Middle:
+    inner: Inner = dataclasses.field(default_factory=lambda: Inner(size=3, seed=7))
+    """A section whose default is not Inner's."""
+    steps: int = 5
+    """Steps."""
+
+
+@dataclasses.dataclass
+class Outer:
+    middle: Middle = dataclasses.field(default_factory=lambda: Middle(inner=Inner(size=2, seed=9), steps=1))
+    """A section two levels deep whose default is not Middle's."""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, Middle(Inner(2, 9), 1)),
+        ({"middle.inner.seed": 5}, Middle(Inner(2, 5), 1)),  # size stays the field's 2, not Inner's 8
+        ({"middle.steps": 4}, Middle(Inner(2, 9), 4)),
+        ({"middle": {"inner": {"size": 6}}}, Middle(Inner(6, 9), 1)),
+    ],
+)
+def test_a_nested_key_changes_only_itself_and_the_rest_keep_the_fields_own_default(overrides, expected):
+    assert load_config(Outer, None, overrides).middle == expected
+
+
+def test_a_nested_section_in_a_file_keeps_the_fields_own_default_for_the_keys_it_leaves_out(tmp_path):
+    (tmp_path / "c.yaml").write_text("middle:\n  inner:\n    seed: 1\n")
+    assert load_config(Outer, tmp_path / "c.yaml").middle == Middle(Inner(2, 1), 1)
+
+
+def test_help_shows_a_nested_sections_own_defaults():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Outer)
+    helps = {a.dest: a.help for a in parser._actions if a.dest.startswith("cfg:")}
+    assert helps["cfg:middle.inner.size"].endswith("(default: 2)") and helps["cfg:middle.inner.seed"].endswith("(default: 9)")
+    assert helps["cfg:middle.steps"].endswith("(default: 1)")

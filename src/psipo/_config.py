@@ -213,6 +213,30 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     return value
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (its factory called); MISSING when it has none."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` written over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def _over_default(f: dataclasses.Field, value: Any) -> Any:
+    """A nested section given as a mapping changes only the keys it names: the others keep the
+    field's own default (its ``default_factory``'s), not the section class's defaults."""
+    default = _field_default(f)
+    if isinstance(value, Mapping) and dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return _merged(to_dict(default), value)
+    return value
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "", prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and ill-typed values.
 
@@ -231,7 +255,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "", prefix:
         hint = f"did you mean '{prefix}{close[0]}'?" if close else "known keys: " + ", ".join(prefix + k for k in owners)
         raise PsipoInputError(f"{where}unknown key '{prefix}{key}' ({hint})")
     kwargs = {
-        name: _convert(value, hints[name], prefix + name, where)
+        name: _convert(_over_default(fields[name], value), hints[name], prefix + name, where)
         for name, value in data.items()
         if owners[name] is None
     }
@@ -542,8 +566,10 @@ def load_config(
 
 
 def _flat_fields(
-    cls: type, prefix: str = "", *, include_flat: bool = True
-) -> list[tuple[str, Any, dataclasses.Field, str]]:
+    cls: type, prefix: str = "", *, include_flat: bool = True, defaults: Any = None
+) -> list[tuple[str, Any, str, Any]]:
+    """(dotted key, type, doc, default) of every leaf field; ``defaults``: the instance whose
+    values are the defaults (a nested section's default from its parent), else the fields' own."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     out = []
@@ -551,13 +577,14 @@ def _flat_fields(
         if not f.init:
             continue
         tp = hints[f.name]
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if _is_flat(f):
             if include_flat:
-                out.extend(_flat_fields(tp, prefix))
+                out.extend(_flat_fields(tp, prefix, defaults=default))
         elif dataclasses.is_dataclass(tp):
-            out.extend(_flat_fields(tp, prefix + f.name + "."))
+            out.extend(_flat_fields(tp, prefix + f.name + ".", defaults=default))
         else:
-            out.append((prefix + f.name, tp, f, docs.get(f.name, "")))
+            out.append((prefix + f.name, tp, docs.get(f.name, ""), default))
     return out
 
 
@@ -587,12 +614,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
     if not own_fields:
         return
     group = parser.add_argument_group(title or f"{cls.__name__} (any key of the YAML config)")
-    for name, tp, f, doc in own_fields:
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
+    for name, tp, doc, default in own_fields:
+        if default is dataclasses.MISSING:
             default = "required"
         option_names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         extra: dict[str, Any] = {}
