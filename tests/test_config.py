@@ -96,6 +96,8 @@ def test_load_config_names_file_and_line_and_applies_overrides(tmp_path):
         load_config(Nested, path)
     with pytest.raises(PsipoInputError, match="config file not found"):
         load_config(Nested, tmp_path / "missing.yaml")
+    with pytest.raises(PsipoInputError, match=r"^.*: is a folder, not a config file$"):
+        load_config(Nested, tmp_path)
 
 
 def test_flat_concerns_take_top_level_keys(tmp_path):

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from psipo._io import unreadable_file
 from psipo.errors import PsipoInputError
 
 T = TypeVar("T")
@@ -456,8 +457,8 @@ def read_yaml_mapping(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]
     and alias expansion beyond :data:`MAX_ALIAS_EXPANSION` nodes are refused.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PsipoInputError(f"{path}: config file not found")
+    if (why := unreadable_file(path, "config file")) is not None:
+        raise PsipoInputError(why)
     loader = _SafeLoader(read_text_file(path))
     try:
         node = loader.get_single_node()

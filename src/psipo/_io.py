@@ -90,6 +90,16 @@ def check_output_folder(path: str | os.PathLike, key: str) -> Path:
     return path
 
 
+def unreadable_file(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be read as ``what`` (e.g. "config file"), as the error line; None
+    when it is a file."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return f"{path}: is a folder, not a {what}"
+    return f"{path}: {what} not found"
+
+
 def is_same_folder(path: str | os.PathLike | None, other: str | os.PathLike | None) -> bool:
     """Whether both are given and name one existing folder (a model id that is no folder never is)."""
     if path is None or other is None or not str(path).strip() or not os.path.isdir(other):

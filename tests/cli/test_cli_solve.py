@@ -326,3 +326,18 @@ def test_target_ipo_md_with_contexts_from_the_file(tmp_path, capsys):
         pi = [data["policy"][context][a] for a in problem.actions]
         expected = ipo_md_map(problem.preferences[x].tolist(), problem.pi_ref[x].tolist(), pi, settings.tau, 0.3)
         assert pi == pytest.approx(expected, rel=0, abs=1e-10)
+
+
+def test_output_into_a_pipe_whose_reader_has_gone_ends_quietly_with_141():
+    """`psipo solve … --json | head -1`: once head has what it wants, no traceback follows."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before psipo writes
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "psipo", "solve", str(EXAMPLES / "two_actions.yaml"), "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")

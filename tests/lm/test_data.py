@@ -282,6 +282,10 @@ def test_missing_quickstart_data_says_how_to_make_it(tmp_path, tokenizer, monkey
     assert one_line_error(lambda: load("data/pairs.jsonl", tokenizer, tmp_path)) == (
         "train_data: file not found: data/pairs.jsonl"
     )
+    (tmp_path / "data" / "pairs.jsonl").mkdir()
+    assert one_line_error(lambda: load("data/pairs.jsonl", tokenizer, tmp_path)) == (
+        "train_data: data/pairs.jsonl is a folder, not a data file"
+    )
 
 
 MESSAGE = [{"role": "user", "content": "w1"}]

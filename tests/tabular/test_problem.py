@@ -220,6 +220,8 @@ def test_problem_file_errors_name_file_line_and_key(tmp_path, name, text, messag
 def test_missing_problem_file(tmp_path):
     with pytest.raises(PsipoInputError, match="nope.yaml: problem file not found"):
         load_problem(tmp_path / "nope.yaml")
+    with pytest.raises(PsipoInputError, match=r"^.*problems\.yaml: is a folder, not a problem file$"):
+        load_problem((tmp_path / "problems.yaml").mkdir() or tmp_path / "problems.yaml")
 
 
 @pytest.mark.parametrize(

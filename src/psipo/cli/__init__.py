@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(exc, PsipoTerminated):  # SIGTERM in training, after a checkpoint
                 print("psipo: terminated", file=sys.stderr)
                 return exc.exit_code
+            if isinstance(exc, BrokenPipeError):  # the reader of stdout is gone (`| head`): nothing to say
+                _stdout_to_devnull()
+                return BROKEN_PIPE
             if isinstance(exc, KeyboardInterrupt) or (watch.interrupted and not isinstance(exc, SystemExit)):
                 print("psipo: interrupted", file=sys.stderr)
                 return 130
@@ -139,6 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             message, code = error
             print(f"psipo: error: {message}", file=sys.stderr)
             return code
+
+
+BROKEN_PIPE = 141
+"""Exit code when stdout's reader has gone (128 + SIGPIPE, as a shell reports a piped command
+killed by the signal)."""
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _error_line(exc: BaseException) -> tuple[str, int] | None:
@@ -169,6 +184,11 @@ def run() -> typing.NoReturn:
     run folder's lock is released by the operating system.
     """
     code = main()
+    try:
+        sys.stdout.flush()  # output still buffered can meet the closed pipe only here
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        code = BROKEN_PIPE
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()

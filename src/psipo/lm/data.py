@@ -104,6 +104,8 @@ def _local_file(source: str, key: str) -> Path:
     path = Path(source)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise PsipoInputError(f"{key}: {source} is a folder, not a data file")
     message = f"{key}: file not found: {source}"
     if not path.parent.is_dir():
         message += f" (its folder {path.parent} does not exist either)"

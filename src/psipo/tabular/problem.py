@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 
 from psipo._config import blame, from_dict, parse_json, read_text_file, read_yaml_mapping
+from psipo._io import unreadable_file
 from psipo.errors import PsipoInputError
 from psipo.losses import check_tau
 
@@ -529,8 +530,8 @@ def _read_mapping(path: Path) -> tuple[dict[str, Any], Callable[[], dict[str, in
 
     YAML line numbers come with parsing; those of JSON are found only when asked for.
     """
-    if not path.is_file():
-        raise PsipoInputError(f"{path}: problem file not found")
+    if (why := unreadable_file(path, "problem file")) is not None:
+        raise PsipoInputError(why)
     if path.suffix.lower() != ".json":
         data, lines = read_yaml_mapping(path)
         return data, lambda: lines
