@@ -614,7 +614,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
     own_fields = _flat_fields(cls, include_flat=False)
     if not own_fields:
         return
-    group = parser.add_argument_group(title or f"{cls.__name__} (any key of the YAML config)")
+    summary = (inspect.getdoc(cls) or cls.__name__).splitlines()[0].rstrip(".")
+    group = parser.add_argument_group(title or f"{summary}; any key of the YAML config")
     for name, tp, doc, default in own_fields:
         if default is dataclasses.MISSING:
             default = "required"
