@@ -17,6 +17,25 @@ def psipo(*args, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
     )
 
 
+def psipo_in_process(*args, cwd) -> int:
+    """``psipo ARGS`` in ``cwd`` through :func:`psipo.cli.main` in this process, on one torch thread
+    (as the subprocesses run): its exit code. For the runs a test needs done but does not test
+    (the run it then damages, resumes or refuses to overwrite), which thus skip the ~5 s a new
+    interpreter spends importing torch and transformers; stdout and stderr go to pytest's capture."""
+    import torch
+
+    from psipo.cli import main
+
+    previous, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(cwd)
+    torch.set_num_threads(1)
+    try:
+        return main([str(arg) for arg in args])
+    finally:
+        os.chdir(previous)
+        torch.set_num_threads(threads)
+
+
 def run_files(path) -> dict[str, bytes]:
     """Every file under a run folder (but its lock) and its bytes: what must survive a failed run."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".psipo.lock"}

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import yaml
-from cli_runner import psipo, run_files
+from cli_runner import psipo, psipo_in_process, run_files
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
 
@@ -78,8 +78,8 @@ def test_bad_input_is_one_line_and_exit_code_2(workdir, args, message):
 
 @pytest.mark.slow
 def test_overwrite_with_bad_data_leaves_the_previous_run_as_it_was(workdir):
-    first = psipo("reward", "--config", "rm.yaml", "--output_dir", "kept", cwd=workdir)
-    assert first.returncode == 0, first.stderr
+    # The run to keep, in this process: what is tested is how the overwrite below fails.
+    assert psipo_in_process("reward", "--config", "rm.yaml", "--output_dir", "kept", cwd=workdir) == 0
     before = run_files(workdir / "kept")
     (workdir / "malformed.jsonl").write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n{"prompt": "w1", \n')
     result = psipo("reward", "--config", "rm.yaml", "--output_dir", "kept", "--overwrite", "--train_data", "malformed.jsonl", cwd=workdir)

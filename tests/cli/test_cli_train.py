@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 import yaml
-from cli_runner import ENV, psipo
+from cli_runner import ENV, psipo, psipo_in_process
 from safetensors.torch import load_file
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
@@ -33,14 +33,17 @@ def workdir(tmp_path_factory):
     return root
 
 
-def test_a_batch_larger_than_the_data_is_said_once_and_trains_on_all_of_it(workdir):
-    result = psipo("train", "--config", "run.yaml", "--batch_size", "100", "--max_steps", "1", "--output_dir", "big", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    assert "= 100 is more than that: every step takes all of them" in result.stderr
+def test_a_batch_larger_than_the_data_is_said_once_and_trains_on_all_of_it(workdir, capsys):
+    # In-process main(): the note is a print to stderr, the same as in the `psipo` command.
+    code = psipo_in_process("train", "--config", "run.yaml", "--batch_size", "100", "--max_steps", "1", "--output_dir", "big", cwd=workdir)
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr
+    assert stderr.count("= 100 is more than that: every step takes all of them") == 1
     record = json.loads((workdir / "big" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["epoch"] == 1.0
-    quiet = psipo("train", "--config", "run.yaml", "--max_steps", "1", "--output_dir", "small", cwd=workdir)
-    assert quiet.returncode == 0 and "more than that" not in quiet.stderr
+    code = psipo_in_process("train", "--config", "run.yaml", "--max_steps", "1", "--output_dir", "small", cwd=workdir)
+    stderr = capsys.readouterr().err
+    assert code == 0 and "more than that" not in stderr, stderr
 
 
 def test_train_end_to_end_then_reload_the_final_model(workdir):
@@ -130,12 +133,14 @@ def test_bad_input_is_one_line_with_exit_code_2(workdir, yaml_text, extra, messa
     assert len(stderr.strip().splitlines()) == 1
 
 
-def test_an_empty_output_dir_is_refused_and_null_says_nothing_was_written(workdir):
+def test_an_empty_output_dir_is_refused_and_null_says_nothing_was_written(workdir, capsys):
     empty = psipo("train", "--config", "run.yaml", "--output_dir", "", cwd=workdir)
     assert empty.returncode == 2 and empty.stderr == "psipo: error: --output_dir: empty path; name a folder, or null to write nothing\n"
-    nothing = psipo("train", "--config", "run.yaml", "--output_dir", "null", "--max_steps", "1", "--progress", "false", cwd=workdir)
-    assert nothing.returncode == 0, nothing.stderr
-    assert nothing.stdout.splitlines()[-1].endswith("; nothing was written (output_dir is null)"), nothing.stdout
+    # A run that succeeds, in this process: its closing line is what is checked.
+    code = psipo_in_process("train", "--config", "run.yaml", "--output_dir", "null", "--max_steps", "1", "--progress", "false", cwd=workdir)
+    nothing = capsys.readouterr()
+    assert code == 0, nothing.err
+    assert nothing.out.splitlines()[-1].endswith("; nothing was written (output_dir is null)"), nothing.out
 
 
 def test_the_closing_line_counts_skipped_steps_and_never_shows_empty_parentheses(capsys):
@@ -188,8 +193,8 @@ def test_run_folder_and_non_finite_failures_in_a_subprocess(workdir):
         lines = [line for line in result.stderr.splitlines() if line.startswith("psipo: error: ")]
         assert len(lines) == 1 and re.search(pattern, lines[0]), result.stderr
 
-    first = psipo(*base, "--output_dir", "guarded", "--max_steps", "2", "--save_steps", "1", cwd=workdir)
-    assert first.returncode == 0, first.stderr
+    # The run to guard, in this process: what is tested is how the commands below fail.
+    assert psipo_in_process(*base, "--output_dir", "guarded", "--max_steps", "2", "--save_steps", "1", cwd=workdir) == 0
     kept = sorted(p.name for p in (workdir / "guarded" / "checkpoints").iterdir())
 
     # A fresh run into that folder: refused, nothing touched.
@@ -270,10 +275,10 @@ def test_a_signal_saves_the_step_in_progress_and_a_resume_goes_on_exactly(workdi
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"step-{last}"]
     assert f"saved the checkpoint of step {last}" in stderr
 
-    resumed = psipo("train", *config, "--max_steps", last + 2, "--output_dir", run_dir, "--resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    fresh = psipo("train", *config, "--max_steps", last + 2, "--output_dir", tmp_path / "fresh", cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr
+    # The resume and the uninterrupted run to compare with, in this process: the signal alone
+    # needs a process of its own (the interrupted one's state stays with it all the same).
+    assert psipo_in_process("train", *config, "--max_steps", last + 2, "--output_dir", run_dir, "--resume", cwd=tmp_path) == 0
+    assert psipo_in_process("train", *config, "--max_steps", last + 2, "--output_dir", tmp_path / "fresh", cwd=tmp_path) == 0
     want = load_file(tmp_path / "fresh" / "final" / "model.safetensors")
     got = load_file(run_dir / "final" / "model.safetensors")
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
@@ -283,8 +288,7 @@ def test_a_signal_saves_the_step_in_progress_and_a_resume_goes_on_exactly(workdi
 
 def test_damaged_cache_entries_are_rebuilt_with_one_warning_each(workdir, tmp_path):
     args = ["train", "--config", "run.yaml", "--max_steps", "2", "--cache_dir", tmp_path / "cache"]
-    first = psipo(*args, "--output_dir", tmp_path / "first", cwd=workdir)
-    assert first.returncode == 0, first.stderr
+    assert psipo_in_process(*args, "--output_dir", tmp_path / "first", cwd=workdir) == 0  # the run whose cache is damaged
     entries = sorted((tmp_path / "cache").glob("*/*.safetensors"))
     assert {p.parent.name for p in entries} == {"tokenized", "reference"}
     for path in entries:

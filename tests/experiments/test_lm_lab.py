@@ -266,12 +266,19 @@ def expected_c1_verdict(results) -> str:
 @pytest.mark.slow
 def test_cli_quick_run_end_to_end(tmp_path):
     out = tmp_path / "lab"
+    # --quick, with fewer training steps and Monte Carlo samples: what is checked below holds at any
+    # size (the full --quick preset itself runs in tests/test_readme.py, as the README's lab example).
+    shorter = ["--reference.steps", "20", "--grid.steps", "6", "--grid.eval_every", "3", "--large.steps", "4",
+               "--large.reference_steps", "10", "--large.samples", "16", "--population.steps", "4",
+               "--population.record_every", "2", "--online.steps", "4", "--online.eval_every", "2",
+               "--winner.steps", "6"]  # fmt: skip
     completed = subprocess.run(
-        [sys.executable, "-m", "psipo", "experiment", "lm", "--quick", "--no-progress", "--out", str(out)],
+        [sys.executable, "-m", "psipo", "experiment", "lm", "--quick", *shorter, "--no-progress", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
+    assert (results["config"]["world"]["num_prompts"], results["config"]["grid"]["steps"]) == (2, 6)  # --quick, then the options
     runs = results["enumerated"]["runs"]
     assert len(runs) == 2 * 2 * 2  # losses × τ × seeds, one oracle
     for run in runs:
@@ -314,7 +321,8 @@ def _reproducible_part(value):
 @pytest.mark.slow
 def test_a_rerun_gives_identical_results_whatever_order_the_tasks_finish(tmp_path, monkeypatch):
     tiny = {**QUICK, "reference.steps": 20, "grid.steps": 6, "grid.eval_every": 3, "large.seeds": [0, 1],
-            "large.steps": 4, "large.reference_steps": 10, "large.samples": 16, "workers": 1}
+            "large.steps": 4, "large.reference_steps": 10, "large.samples": 16, "population.steps": 4,
+            "population.record_every": 2, "online.steps": 4, "online.eval_every": 2, "winner.steps": 6, "workers": 1}
     config = load_config(LabConfig, overrides=tiny)
     first = run_experiment(config, tmp_path / "first", progress=False)
     # The second time the tasks are reported done last-submitted first, as a worker pool may.
