@@ -76,3 +76,16 @@ def test_odd_metric_values_are_skipped_and_a_file_is_not_a_run_folder(tmp_path, 
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "run" / "metrics.jsonl")]) == 2
     assert capsys.readouterr().err.endswith("metrics.jsonl: a file, not a run folder\n")
+
+
+def test_odd_reward_evaluations_and_numbers_at_the_float_limit_are_drawn_not_a_traceback(tmp_path, capsys):
+    records = [
+        {"step": 1, "loss": 1e308},
+        {"step": 2, "loss": -1e308},  # their range overflowed matplotlib's axis
+        # the last evaluation, drawn: no step, an ECE that is no number, bins that are not all numbers
+        {"eval_ece": "bad", "eval_reliability": {"confidence": [0.4, "x", [1]], "frequency": [0.6, 0.5, {}], "count": 3}},
+    ]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["plot", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "curves.png").read_bytes().startswith(b"\x89PNG")

@@ -130,3 +130,23 @@ def test_the_summary_line_counts_the_claims_one_tau_cannot_measure(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     unmeasured = len(results["claims_not_measured"])
     assert unmeasured > 0 and f"; {unmeasured} not measured by this configuration; wrote" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # ε = 0 made Adam divide 0 by 0 and the error blamed the learning rate
+        (["--adam_eps", "0"], "--adam_eps: must be > 0, got 0.0"),
+        # were a traceback from the allocator (or the process killed), after the folder was made
+        (["--batch_size", "1000000000"], "steps: steps × seeds × batch_size = 1,200,000,000,000 minibatch draws, "
+         "more than the 268,435,456 held at once; lower steps, seeds or batch_size"),
+        (["--steps", "1000000", "--record_every", "1"], "--record_every: 1,000,001 records of the learning curves, "
+         "each of 225 numbers, are too many to hold at once; raise record_every or lower steps"),
+    ],
+)
+def test_settings_that_cannot_train_are_refused_before_the_folder_is_made(args, message, tmp_path, capsys):
+    from psipo.cli import main
+
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "r"), *args]) == 2
+    assert capsys.readouterr().err == f"psipo: error: {message}\n"
+    assert not (tmp_path / "r").exists()

@@ -350,3 +350,28 @@ def test_out_of_range_values_are_blamed_on_their_option_or_line(tmp_path, capsys
     assert main(["experiment", "lm", "--grid.batch_size", "0", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == "psipo: error: --grid.batch_size: must be >= 1\n"
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--world.seed", "-1"], "--world.seed: must be >= 0"),
+    (["--online.world.seed", "-1"], "--online.world.seed: must be >= 0"),
+    (["--world.markov_concentration", "inf"], "--world.markov_concentration: must be a finite number > 0"),
+    (["--world.cyclic_strength", "nan"], "--world.cyclic_strength: must be a finite number"),
+    (["--model.num_heads", "3"], "--model.num_heads: must divide model.hidden_size (32)"),
+    (["--model.hidden_size", "0"], "--model.hidden_size: must be >= 1"),
+    (["--online.model.num_heads", "0"], "--online.model.num_heads: must be >= 1"),
+    (["--reference.batch_size", "0"], "--reference.batch_size: must be >= 1"),
+    (["--grid.learning_rate", "1e400"], "--grid.learning_rate: must be a finite number > 0"),
+    (["--grid.seeds", "0", "0"], "--grid.seeds: values must be distinct, got [0, 0]"),
+    (["--grid.taus", "0.1", "0.1"], "--grid.taus: values must be distinct, got [0.1, 0.1]"),
+    (["--grid.oracles", "bt:1", "bt:1.0"], "--grid.oracles: values must be distinct, got ['bt:1', 'bt:1']"),
+    (["--online.seeds", "2", "2"], "--online.seeds: values must be distinct, got [2, 2]"),
+    (["--online.num_generations", "65"],
+     "--online.num_generations: must be at most 64 (psipo online's limit)"),
+])
+def test_values_that_would_crash_mid_run_or_count_a_run_twice_are_refused_up_front(args, message, tmp_path, capsys):
+    from psipo.cli import main
+
+    assert main(["experiment", "lm", "--quick", *args, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == f"psipo: error: {message}\n"
+    assert not (tmp_path / "o").exists()

@@ -112,3 +112,28 @@ def test_one_seed_writes_nan_as_a_string_and_reads_it_back(tmp_path):
     assert all(math.isnan(h) for h in results["datasets"]["D1"]["results"][0]["trained_ci95_half_width"])
     report = (tmp_path / "REPORT.md").read_text()
     assert "(one seed)" in report and report == render_report(results)
+
+
+def test_a_rerun_replaces_the_figures_with_its_own_and_an_interrupted_one_changes_nothing(tmp_path, monkeypatch):
+    import psipo.experiments.paper.experiment as experiment
+
+    small = TabularTrainConfig(steps=20, seeds=2, record_every=10)
+    run_experiment(ReproduceConfig(taus=[1.0], datasets=["D1", "D2"], training=small), tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "REPORT.md", "fig_D1.png", "fig_D2.png", "fig_asymptotic.png", "results.json"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def interrupted(results):
+        raise KeyboardInterrupt
+
+    # Stopped after drawing its figures: the folder is the earlier run's, whole, with no temporaries.
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "render_report", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(ReproduceConfig(taus=[0.3], datasets=["D3"], training=small), tmp_path, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+    # A run without D2: the earlier run's fig_D2.png does not stay beside a report that has no D2.
+    results = run_experiment(ReproduceConfig(taus=[1.0], datasets=["D1"], training=small), tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["REPORT.md", "fig_D1.png", "fig_asymptotic.png", "results.json"]
+    assert sorted(results["figures"].values()) == ["fig_D1.png", "fig_asymptotic.png"]

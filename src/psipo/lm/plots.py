@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +60,26 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     """The (step, value) points of ``key``; a record whose step or value is not a number (a
     hand-edited or foreign metrics.jsonl) is no point, rather than a crash."""
     points = [(r.get("step"), r.get(key)) for r in records]
-    points = [(step, value) for step, value in points if _is_number(step) and _is_number(value)]
+    points = [(_plottable(step), _plottable(value)) for step, value in points if _is_number(step) and _is_number(value)]
     return [p[0] for p in points], [p[1] for p in points]
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_LARGEST_PLOTTED = 1e300
+"""Beyond this a number is drawn as ±inf (off the axes, as matplotlib draws inf): matplotlib's
+axis range of two finite numbers near ±1.8e308 overflows, and drawing fails."""
+
+
+def _plottable(value: float) -> float:
+    return value if abs(value) <= _LARGEST_PLOTTED or math.isnan(value) else math.copysign(math.inf, value)
+
+
+def _numbers(values: Any) -> list[Any]:
+    """``values`` if a list, else no values; an item that is not a number becomes None."""
+    return [_plottable(v) if _is_number(v) else None for v in values] if isinstance(values, list) else []
 
 
 def run_aggregation(run_dir: Path) -> str | None:
@@ -102,17 +118,25 @@ def _reliability_diagram(ax: Any, records: list[dict[str, Any]]) -> None:
     last = next((r for r in reversed(records) if isinstance(r.get("eval_reliability"), dict)), None)
     ax.plot([0, 1], [0, 1], ls="--", color="k", lw=1, label="perfect calibration")
     if last is not None:
+        # A hand-edited or foreign record may hold anything: what is not a number is not drawn.
         table = last["eval_reliability"]
+        counts = table.get("count")
         points = [
             (c, f, n)
-            for c, f, n in zip(table.get("confidence", []), table.get("frequency", []), table.get("count", []))
+            for c, f, n in zip(
+                _numbers(table.get("confidence")), _numbers(table.get("frequency")),
+                counts if isinstance(counts, list) else itertools.repeat(""),
+            )
             if c is not None and f is not None
         ]
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, label=f"step {last['step']}")
+            step = last.get("step")
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4,
+                    label=f"step {step}" if _is_number(step) else "last evaluation")
             for c, f, n in points:
                 ax.annotate(str(n), (c, f), fontsize=7, textcoords="offset points", xytext=(3, -9))
-        title = f"reliability, held out (ECE {last.get('eval_ece', float('nan')):.3g}; both orders; n per bin)"
+        ece = last.get("eval_ece")
+        title = f"reliability, held out (ECE {ece if _is_number(ece) else math.nan:.3g}; both orders; n per bin)"
     else:
         title = "reliability: no held-out evaluation recorded"
     ax.set_xlim(-0.02, 1.02)

@@ -58,6 +58,14 @@ TRAINABLE_LOSSES = (*LOSSES, "rlhf")
 the Bradley–Terry reward + Eq. 3 policy."""
 
 
+MAX_HELD_NUMBERS = 2**28
+"""Most numbers training holds at once in its minibatch draws, or in its learning curves (2 GiB
+in float64; the paper's settings hold 1.6 million draws)."""
+
+_RECORD_OVERHEAD = 128
+"""A recorded tensor's own memory (the object and its storage), in float64 numbers."""
+
+
 @dataclass
 class TabularTrainConfig:
     """Sampled training of §5.4 (defaults are the paper's)."""
@@ -94,10 +102,31 @@ class TabularTrainConfig:
         for name in ("adam_b1", "adam_b2"):
             if not check_real(getattr(self, name), name, low=0.0) < 1:
                 raise PsipoInputError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
-        check_real(self.adam_eps, "adam_eps", low=0.0)
+        # ε = 0 divides 0 by 0 wherever a minibatch leaves a gradient at 0 (an action it does not draw).
+        check_real(self.adam_eps, "adam_eps", low=0.0, low_open=True)
         check_real(self.rlhf_l2, "rlhf_l2", low=0.0)
         if self.dtype not in ("float64", "float32"):
             raise PsipoInputError(f"dtype: must be 'float64' or 'float32', got {self.dtype!r}")
+
+    def check_sizes(self, *, runs: int, params: int) -> None:
+        """Raise :class:`PsipoInputError` when training ``runs`` (dataset, loss, τ) combinations of
+        ``params`` parameters each would hold more than :data:`MAX_HELD_NUMBERS` numbers at once in
+        its minibatch draws or its learning curves: refused up front, not met by an allocation
+        failure (a traceback, or the system killing the process) once training has begun."""
+        draws = self.seeds * self.steps * self.batch_size
+        if draws > MAX_HELD_NUMBERS:
+            raise PsipoInputError(
+                f"steps: steps × seeds × batch_size = {draws:,} minibatch draws, more than the "
+                f"{MAX_HELD_NUMBERS:,} held at once; lower steps, seeds or batch_size"
+            )
+        records, per_record = self.steps // self.record_every + 2, self.seeds * (runs + 1) * params
+        # Each record is held about four times (the list of records, their stack, the policies and
+        # the softmax's temporaries), and each is a tensor with an overhead of its own.
+        if 4 * records * (per_record + _RECORD_OVERHEAD) > MAX_HELD_NUMBERS:
+            raise PsipoInputError(
+                f"record_every: {records - 1:,} records of the learning curves, each of {per_record:,} numbers, "
+                "are too many to hold at once; raise record_every or lower steps"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -267,6 +296,7 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
         for loss in losses
         for tau in ([None] if loss == "rlhf" else taus)
     ]
+    config.check_sizes(runs=len(datasets) * len(losses) * len(taus), params=first.num_params)
     gradient = _MinibatchGradient(datasets, groups, config)
     adam = _Adam(gradient.delta, config)
     draws = torch.stack(

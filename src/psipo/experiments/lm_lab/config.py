@@ -367,7 +367,7 @@ def validate(config: LabConfig) -> None:
         ("grid.steps", g.steps >= 1, "must be >= 1"),
         ("grid.eval_every", g.eval_every >= 1, "must be >= 1"),
         ("grid.batch_size", g.batch_size >= 1, "must be >= 1"),
-        ("grid.learning_rate", g.learning_rate > 0, "must be > 0"),
+        ("grid.learning_rate", 0 < g.learning_rate < math.inf, "must be a finite number > 0"),
         ("sweep.num_pairs", all(n >= 1 for n in config.sweep.num_pairs)
          and (not config.sweep.enabled or len(set(config.sweep.num_pairs)) >= 2), "must be >= 2 distinct values >= 1"),
         ("sweep.seeds", not config.sweep.enabled or len(config.sweep.seeds) > 0, "must not be empty"),
@@ -381,7 +381,7 @@ def validate(config: LabConfig) -> None:
         ("population.oracles", not config.population.enabled or len(config.population.oracles) > 0,
          "must not be empty"),
         ("population.steps", config.population.steps >= 1, "must be >= 1"),
-        ("population.learning_rate", config.population.learning_rate > 0, "must be > 0"),
+        ("population.learning_rate", 0 < config.population.learning_rate < math.inf, "must be a finite number > 0"),
         ("population.record_every", config.population.record_every >= 1, "must be >= 1"),
         ("winner.num_pairs", config.winner.num_pairs >= 1, "must be >= 1"),
         ("winner.steps", config.winner.steps >= 1, "must be >= 1"),
@@ -393,10 +393,19 @@ def validate(config: LabConfig) -> None:
          "must be >= 2 distinct finite numbers > 0"),
         ("lm_sweep.seeds", not config.lm_sweep.enabled or len(config.lm_sweep.seeds) > 0, "must not be empty"),
         ("lm_sweep.batch_size", config.lm_sweep.batch_size >= 1, "must be >= 1"),
-        ("lm_sweep.learning_rate", config.lm_sweep.learning_rate > 0, "must be > 0"),
+        ("lm_sweep.learning_rate", 0 < config.lm_sweep.learning_rate < math.inf, "must be a finite number > 0"),
         ("lm_sweep.min_steps", config.lm_sweep.min_steps >= 1, "must be >= 1"),
         ("lm_sweep.epochs", config.lm_sweep.epochs > 0, "must be > 0"),
     ]
+    checks += [*_world_checks("world", w), *_model_checks("model", config.model), *_reference_checks(config.reference)]
+    checks += _distinct_checks({
+        "grid.losses": g.losses, "grid.taus": g.taus, "grid.seeds": g.seeds,
+        "grid.oracles": [_oracle_name(o) for o in g.oracles], "sweep.num_pairs": config.sweep.num_pairs,
+        "sweep.seeds": config.sweep.seeds, "large.losses": lc.losses, "large.taus": lc.taus,
+        "large.seeds": lc.seeds, "population.oracles": [_oracle_name(o) for o in config.population.oracles],
+        "population.taus": config.population.taus, "lm_sweep.num_pairs": config.lm_sweep.num_pairs,
+        "lm_sweep.taus": config.lm_sweep.taus, "lm_sweep.seeds": config.lm_sweep.seeds,
+    })
     for key, ok, why in checks:
         if not ok:
             raise PsipoInputError(f"{key}: {why}")
@@ -416,8 +425,55 @@ def validate(config: LabConfig) -> None:
         _validate_online(config.online)
 
 
+def _world_checks(prefix: str, w: WorldConfig) -> list[tuple[str, bool, str]]:
+    """Checks of a world's values that its range checks leave open: a negative seed (numpy
+    refuses it mid-run) and a Dirichlet concentration or cyclic strength that is not finite
+    (a world of NaN probabilities)."""
+    return [
+        (f"{prefix}.seed", w.seed >= 0, "must be >= 0"),
+        (f"{prefix}.markov_concentration", 0 < w.markov_concentration < math.inf, "must be a finite number > 0"),
+        (f"{prefix}.cyclic_strength", math.isfinite(w.cyclic_strength), "must be a finite number"),
+    ]
+
+
+def _model_checks(prefix: str, m: LabModelConfig) -> list[tuple[str, bool, str]]:
+    """A transformer that can be built: positive sizes, heads that divide the width."""
+    return [
+        *((f"{prefix}.{key}", getattr(m, key) >= 1, "must be >= 1")
+          for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size")),
+        (f"{prefix}.num_heads", m.num_heads < 1 or m.hidden_size % m.num_heads == 0,
+         f"must divide {prefix}.hidden_size ({m.hidden_size})"),
+    ]
+
+
+def _reference_checks(r: LabReferenceConfig) -> list[tuple[str, bool, str]]:
+    return [
+        *((f"reference.{key}", getattr(r, key) >= 1, "must be >= 1")
+          for key in ("samples_per_prompt", "steps", "batch_size")),
+        ("reference.learning_rate", 0 < r.learning_rate < math.inf, "must be a finite number > 0"),
+    ]
+
+
+def _distinct_checks(lists: dict[str, list]) -> list[tuple[str, bool, str]]:
+    """A value given twice in a list would run (and count) the same runs twice: a seed twice
+    halves its confidence interval with no new data."""
+    return [(key, len(set(values)) == len(values), f"values must be distinct, got {values}")
+            for key, values in lists.items()]
+
+
+def _oracle_name(text: str) -> str:
+    """The oracle's canonical name (bt:1.0 and bt:1 are one oracle); the text itself when it
+    does not parse (parse_oracle then says why)."""
+    try:
+        return parse_oracle(text).name
+    except PsipoInputError:
+        return str(text)
+
+
 def _validate_online(online: OnlineLabConfig) -> None:
     """The online section's range checks; errors name the ``online.`` key at fault."""
+    from psipo.lm.online import MAX_GENERATIONS
+
     known = ("online_ipo", "ipo_md", "offline_ipo")
     w = online.world
     checks = [
@@ -426,8 +482,10 @@ def _validate_online(online: OnlineLabConfig) -> None:
         ("online.tau", 0 < online.tau < math.inf, "must be a finite number > 0"),
         ("online.mixture", 0 <= online.mixture <= 1, "must be in [0, 1]"),
         ("online.num_generations", online.num_generations >= 2, "must be >= 2 (pairs of samples)"),
+        ("online.num_generations", online.num_generations <= MAX_GENERATIONS,
+         f"must be at most {MAX_GENERATIONS} (psipo online's limit)"),
         ("online.steps", online.steps >= 1, "must be >= 1"),
-        ("online.learning_rate", online.learning_rate > 0, "must be > 0"),
+        ("online.learning_rate", 0 < online.learning_rate < math.inf, "must be a finite number > 0"),
         ("online.seeds", len(online.seeds) > 0, "must not be empty"),
         ("online.eval_every", online.eval_every >= 1, "must be >= 1"),
         ("online.world.vocab_size", w.vocab_size >= 2, "must be >= 2"),
@@ -436,6 +494,9 @@ def _validate_online(online: OnlineLabConfig) -> None:
          "must be between 1 and vocab_size ** prompt_length (prompts are distinct)"),
         ("online.world", w.vocab_size**w.response_length <= 1024,
          "V^L must be at most 1024 responses (every logged step enumerates them)"),
+        *_world_checks("online.world", w),
+        *_model_checks("online.model", online.model),
+        *_distinct_checks({"online.algorithms": online.algorithms, "online.seeds": online.seeds}),
     ]
     for key, ok, why in checks:
         if not ok:

@@ -60,6 +60,8 @@ class ReproduceConfig:
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise PsipoInputError(f"{key}: values must be distinct, got {values}")
+        # Every dataset of §5.4 and the §5.3.1 pair (trained alike) has at most three actions.
+        self.training.check_sizes(runs=len(self.datasets) * len(self.losses) * len(self.taus), params=3)
         if self.training.rlhf_l2 != 0 and "rlhf" not in self.losses:
             raise PsipoInputError(
                 f"rlhf_l2: has no effect without rlhf in losses (losses: {', '.join(self.losses)})"

@@ -10,6 +10,9 @@ population optimum of its preference table (:mod:`psipo.tabular.exact`), decides
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,10 @@ Prop. 1), or None: then there is no closed form to compare with."""
 
 def figure_name(dataset: str) -> str:
     return f"fig_{dataset.replace(chr(39), 'prime')}.png"
+
+
+FIGURE_NAMES = frozenset({*(figure_name(name) for name in DATASET_DESCRIPTIONS), "fig_asymptotic.png"})
+"""Every figure a run may write (one that a run does not draw is removed from its folder)."""
 
 
 def population_problem(dataset: PreferenceDataset) -> TabularProblem | None:
@@ -183,11 +190,24 @@ def run_experiment(
         results["d3_invariants"] = _d3_invariants(grid, config.datasets.index("D3"))
     if {"dpo", "rlhf"} <= set(config.losses):
         results["prop4"] = _prop4_section(config, datasets)
-    results["figures"] = _write_figures(config, datasets, grid, mean, half, results["asymptotic"], out_dir)
-    results["claims"] = claims_as_data(claims(results))
-    results["claims_not_measured"] = claims_as_data(not_measured(results))
-    results["runtime_seconds"] = time.perf_counter() - started
-    write_results(out_dir, results, render_report(results))
+    # The figures are drawn aside and put in place with the report: a run stopped midway (Ctrl-C)
+    # leaves the folder's previous figures beside their own report, and figures of an earlier run
+    # that this one does not draw (a dataset it left out) do not stay beside its report.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".figures.", suffix=".tmp"))
+    try:
+        results["figures"] = _write_figures(config, datasets, grid, mean, half, results["asymptotic"], staging)
+        results["claims"] = claims_as_data(claims(results))
+        results["claims_not_measured"] = claims_as_data(not_measured(results))
+        results["runtime_seconds"] = time.perf_counter() - started
+        report = render_report(results)
+        for name in results["figures"].values():
+            os.replace(staging / name, out_dir / name)
+        for name in sorted(FIGURE_NAMES - set(results["figures"].values())):
+            (out_dir / name).unlink(missing_ok=True)
+        write_results(out_dir, results, report)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return results
 
 
