@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from cli_runner import psipo
+from cli_runner import psipo, psipo_in_process
 
 from psipo.lm.fixtures import make_tiny_model_dir, write_jsonl
 
@@ -60,13 +60,15 @@ def test_evaluate_end_to_end(workdir):
         (["--prompts", "missing.jsonl"], "file not found"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(workdir, args, message):
+def test_bad_input_is_one_line_exit_2(workdir, capsys, monkeypatch, args, message):
+    # In this process (the subprocess cases below show the command's own one-line failures).
     (workdir / "empty.jsonl").write_text("")
     (workdir / "no_prompt.jsonl").write_text('{"text": "w1"}\n')
-    result = psipo("evaluate", "--config", "eval.yaml", "--out", "bad", *args, cwd=workdir)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("psipo: error:")
-    assert message in result.stderr
+    monkeypatch.syspath_prepend(str(workdir))  # the judge's module, as the command finds it in its folder
+    assert psipo_in_process("evaluate", "--config", "eval.yaml", "--out", "bad", *args, cwd=workdir) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith("psipo: error:"), stderr
+    assert message in stderr
     assert not (workdir / "bad").exists()
 
 

@@ -93,10 +93,11 @@ def test_overwrite_keeps_the_previous_run_when_the_new_one_fails(in_workdir, cap
 
 
 @pytest.mark.slow
-def test_a_judge_raising_on_its_first_call_under_overwrite_loses_nothing(workdir):
+def test_a_judge_raising_on_its_first_call_under_overwrite_loses_nothing(in_workdir):
     """One case above as a user meets it: a subprocess, one line, the old run intact."""
-    first = psipo("online", "--config", "online.yaml", "--output_dir", "ow_sub", cwd=workdir)
-    assert first.returncode == 0, first.stderr
+    workdir = in_workdir
+    # The run to keep, in this process: what is tested is how the overwrite below fails.
+    assert main(["online", "--config", "online.yaml", "--output_dir", "ow_sub"]) == 0
     before = run_files(workdir / "ow_sub")
     result = psipo("online", "--config", "online.yaml", "--judge", "safety_judges:raises", "--output_dir", "ow_sub", "--overwrite", cwd=workdir)
     assert result.returncode == 2, result.stderr

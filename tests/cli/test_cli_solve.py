@@ -195,13 +195,13 @@ def test_tiny_tau_is_solved_and_printed_faithfully(tmp_path):
         ("tau: 1", ["--tau", "0"], "--tau: must be > 0, got 0.0"),
     ],
 )
-def test_unusable_tau_is_one_line_naming_where_it_was_set(tmp_path, tau_line, extra, message):
+def test_unusable_tau_is_one_line_naming_where_it_was_set(tmp_path, capsys, tau_line, extra, message):
     path = tmp_path / "t.yaml"
     path.write_text(GOOD.replace("tau: 1", tau_line))
-    result = run_psipo("solve", path, *extra)
-    assert result.returncode == 2 and result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("psipo: error: ") and message in lines[0]
+    assert main(["solve", str(path), *extra]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("psipo: error: ") and message in lines[0]
 
 
 def test_json_output_is_strict_json_when_values_are_not_finite(tmp_path):
