@@ -272,6 +272,8 @@ def test_cli_quick_run_end_to_end(tmp_path):
                "--large.reference_steps", "10", "--large.samples", "16", "--population.steps", "4",
                "--population.record_every", "2", "--online.steps", "4", "--online.eval_every", "2",
                "--winner.steps", "6"]  # fmt: skip
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "lm_sweep.png").write_bytes(b"an earlier run's figure this run does not draw")
     completed = subprocess.run(
         [sys.executable, "-m", "psipo", "experiment", "lm", "--quick", *shorter, "--no-progress", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
@@ -304,6 +306,7 @@ def test_cli_quick_run_end_to_end(tmp_path):
     assert "## Online vs offline, exactly" in report and {"C17", "C18"} <= set(verdicts)
     for name in results["figures"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(f"figures/{p.name}" for p in (out / "figures").iterdir()) == sorted(results["figures"])  # no stale one
 
 
 # What a rerun may change: wall-clock, CPU-time and memory measurements, and the command line quoted.

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from psipo._config import to_dict
+from psipo._io import atomic_directory
 from psipo._threads import single_thread
 from psipo.experiments.lm_lab import online_vs_offline, plots, report
 from psipo.experiments.lm_lab.claims import claims, not_measured
@@ -333,9 +334,13 @@ def run_experiment(
     results["workers"] = config.workers
     results["claims"] = claims_as_data(claims(results))
     results["claims_not_measured"] = claims_as_data(not_measured(results))
-    figures = plots.draw_all(results, out_dir / "figures")
-    results["figures"] = [str(path.relative_to(out_dir)) for path in figures]
-    write_results(out_dir, results, report.markdown(results))
+    # figures/ is replaced whole, just before the report: a run stopped while drawing leaves the
+    # previous figures beside their own report, and none of an earlier run's stays beside this one's.
+    with atomic_directory(out_dir / "figures") as staging:
+        figures = plots.draw_all(results, staging)
+        results["figures"] = [f"figures/{path.name}" for path in figures]
+        markdown = report.markdown(results)
+    write_results(out_dir, results, markdown)
     return results
 
 
