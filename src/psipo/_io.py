@@ -100,6 +100,30 @@ def unreadable_file(path: Path, what: str) -> str | None:
     return f"{path}: {what} not found"
 
 
+def lock_folder(path: Path, name: str, *, key: str, what: str) -> int:
+    """Take the exclusive lock of folder ``path`` (its file ``name``, which says who holds it),
+    or refuse in one line naming ``key``: another live ``what`` writes there. The lock goes
+    with the returned descriptor (closed, or the process ending); the file stays, since
+    unlinking it would race with a process waiting for it."""
+    import datetime
+    import fcntl
+    import socket
+
+    fd = os.open(path / name, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise PsipoInputError(
+            f"{key}: {path} is in use by a live {what} ({holder}); wait for it or choose another {key.lstrip('-')}"
+        ) from None
+    os.ftruncate(fd, 0)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
+    return fd
+
+
 def is_same_folder(path: str | os.PathLike | None, other: str | os.PathLike | None) -> bool:
     """Whether both are given and name one existing folder (a model id that is no folder never is)."""
     if path is None or other is None or not str(path).strip() or not os.path.isdir(other):

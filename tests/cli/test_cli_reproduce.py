@@ -158,3 +158,22 @@ def test_settings_that_cannot_train_are_refused_before_the_folder_is_made(args, 
     assert main(["reproduce", "--quick", "--out", str(tmp_path / "r"), *args]) == 2
     assert capsys.readouterr().err == f"psipo: error: {message}\n"
     assert not (tmp_path / "r").exists()
+
+
+def test_an_out_folder_another_live_experiment_writes_is_refused(tmp_path, capsys):
+    import os
+
+    from psipo._io import lock_folder
+    from psipo.cli import main
+    from psipo.cli.experiment import EXPERIMENT_LOCK
+
+    out = tmp_path / "r"
+    out.mkdir()
+    held = lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment")  # as a running experiment holds it
+    try:
+        assert main(["reproduce", "--quick", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.startswith(f"psipo: error: --out: {out} is in use by a live psipo experiment (pid {os.getpid()} on ")
+        assert [p.name for p in out.iterdir()] == [EXPERIMENT_LOCK]  # nothing written
+    finally:
+        os.close(held)
+    assert main(["reproduce", "--quick", "--out", str(out), "--seeds", "2", "--datasets", "D1", "--no-progress"]) == 0

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from psipo._config import add_arguments, load_config, overrides_from_args
-from psipo._io import prepare_output_folder
+from psipo._io import lock_folder, prepare_output_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +119,11 @@ def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experim
     parser.set_defaults(has_options=True)
 
 
+EXPERIMENT_LOCK = ".psipo-experiment.lock"
+"""The lock file of an experiment's --out folder (not a run folder's ``.psipo.lock``: a training
+run may live inside an experiment's folder, never inside another run's)."""
+
+
 def run(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS[args.experiment]
     package = experiment.package()
@@ -129,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
     )
     out = prepare_output_folder(args.out, "--out")  # before the work: a bad --out fails now, not at the end
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None
-    results = package.run_experiment(config, out, progress=not args.no_progress, command=command)
+    # One experiment at a time writes a folder: two would leave one's figures beside the other's report.
+    lock = lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment")
+    try:
+        results = package.run_experiment(config, out, progress=not args.no_progress, command=command)
+    finally:
+        os.close(lock)
     verdicts = [claim["verdict"] for claim in results["claims"]]
     seconds = results["runtime_seconds"]
     duration = f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -88,22 +86,9 @@ class RunFolder:
 
 def _lock(path: Path) -> int:
     """Take the folder's lock or say which live process holds it."""
-    import fcntl
+    from psipo._io import lock_folder
 
-    lock_path = path / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-        os.close(fd)
-        raise PsipoInputError(
-            f"output_dir: {path} is in use by a live psipo run ({holder}); wait for it or choose another output_dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
-    return fd
+    return lock_folder(path, LOCK_NAME, key="output_dir", what="psipo run")
 
 
 def _run_files(path: Path) -> list[str]:
