@@ -276,9 +276,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     from psipo.lm.config import ModelConfig
     from psipo.lm.judges import make_judge, make_reward
     from psipo.lm.model import (
-        check_same_tokenizer,
-        check_same_vocabulary,
         load_causal_lm,
+        load_companion_lm,
         load_tokenizer,
         pad_id_of,
         quiet_transformers,
@@ -303,9 +302,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if baseline_name == config.model:
         baseline = model
     else:
-        check_same_tokenizer(tokenizer, baseline_name, model_config, key="baseline")
-        baseline = load_causal_lm(baseline_name, model_config, key="baseline").to(device)
-        check_same_vocabulary(model, baseline, key="baseline")  # before any sampling
+        # before any sampling
+        baseline = load_companion_lm(baseline_name, model_config, tokenizer=tokenizer, policy=model, key="baseline").to(device)
 
     drawn = sample_both(
         model,

@@ -290,6 +290,16 @@ def check_same_tokenizer(tokenizer: Any, name: str, config: ModelConfig, *, key:
         )
 
 
+def load_companion_lm(name: str, config: ModelConfig, *, tokenizer: Any, policy: nn.Module, key: str) -> nn.Module:
+    """The causal LM ``name`` that scores the policy's tokens beside it (``key``: a reference
+    model, an evaluation baseline): its tokenizer, when it has one, and its vocabulary are
+    checked against the policy's, the tokenizer before the weights load."""
+    check_same_tokenizer(tokenizer, name, config, key=key)
+    model = load_causal_lm(name, config, key=key)
+    check_same_vocabulary(policy, model, key=key)
+    return model
+
+
 def add_lora(model: nn.Module, config: ModelConfig, *, seed: int, task_type: str = "CAUSAL_LM") -> nn.Module:
     """Wrap ``model`` with fresh LoRA adapters (B = 0, so the output is unchanged).
 

@@ -388,7 +388,7 @@ class OnlineTask:
 
     def __init__(self, config: OnlineConfig, setup: Setup, judge: Any) -> None:
         from psipo.lm.logprobs import supports_shared_prompt
-        from psipo.lm.model import check_same_tokenizer, check_same_vocabulary, load_causal_lm
+        from psipo.lm.model import load_companion_lm
         from psipo.lm.trainer import token_budget
 
         self.config, self.setup, self.module, self.judge = config, setup, setup.forward, judge
@@ -397,10 +397,9 @@ class OnlineTask:
         if name is None:
             reference = copy.deepcopy(setup.policy)  # the initial weights, frozen
         else:
-            check_same_tokenizer(setup.tokenizer, name, config.model_config)
-            reference = load_causal_lm(name, config.model_config, key="reference_model")
-            check_same_vocabulary(setup.policy, reference)
-            reference = reference.to(accelerator.device)
+            reference = load_companion_lm(
+                name, config.model_config, tokenizer=setup.tokenizer, policy=setup.policy, key="reference_model"
+            ).to(accelerator.device)
         self.reference = reference.eval().requires_grad_(False)
         self.pairwise = config.online.algorithm in PAIRWISE
         self.loss_fn, self.loss_kwargs = get_loss(config.loss), config.loss_kwargs()

@@ -537,7 +537,7 @@ class PreferenceTask:
     def __init__(self, config: TrainConfig, setup: Setup) -> None:
         from psipo.lm.distributed import whole_root
         from psipo.lm.logprobs import supports_shared_prompt
-        from psipo.lm.model import check_same_tokenizer, load_causal_lm
+        from psipo.lm.model import load_causal_lm, load_companion_lm
         from psipo.lm.reference import PairScorer, make_reference
 
         self.config, self.setup, self.module = config, setup, setup.forward
@@ -556,9 +556,12 @@ class PreferenceTask:
         )
         live_model = None
         if rc.reference == "live":
-            if rc.reference_model is not None:
-                check_same_tokenizer(setup.tokenizer, rc.reference_model, config.model_config)
-            live_model = load_causal_lm(rc.reference_model or config.model_config.model, config.model_config, key="reference_model")
+            if rc.reference_model is None:  # the initial model, frozen
+                live_model = load_causal_lm(config.model_config.model, config.model_config, key="reference_model")
+            else:
+                live_model = load_companion_lm(
+                    rc.reference_model, config.model_config, tokenizer=setup.tokenizer, policy=setup.policy, key="reference_model"
+                )
             live_model = accelerator.prepare_model(live_model, evaluation_mode=True)
 
         def reference_of(data: TokenizedData):
