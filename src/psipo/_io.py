@@ -116,7 +116,7 @@ def lock_folder(path: Path, name: str, *, key: str, what: str) -> int:
         holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
         raise PsipoInputError(
-            f"{key}: {path} is in use by a live {what} ({holder}); wait for it or choose another {key.lstrip('-')}"
+            f"{key}: {path} is in use by a live {what} ({holder}); wait for it or choose another {key}"
         ) from None
     os.ftruncate(fd, 0)
     started = datetime.datetime.now().isoformat(timespec="seconds")

@@ -172,7 +172,9 @@ def test_an_out_folder_another_live_experiment_writes_is_refused(tmp_path, capsy
     held = lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment")  # as a running experiment holds it
     try:
         assert main(["reproduce", "--quick", "--out", str(out)]) == 2
-        assert capsys.readouterr().err.startswith(f"psipo: error: --out: {out} is in use by a live psipo experiment (pid {os.getpid()} on ")
+        err = capsys.readouterr().err
+        assert err.startswith(f"psipo: error: --out: {out} is in use by a live psipo experiment (pid {os.getpid()} on ")
+        assert err.endswith("; wait for it or choose another --out\n")
         assert [p.name for p in out.iterdir()] == [EXPERIMENT_LOCK]  # nothing written
     finally:
         os.close(held)
