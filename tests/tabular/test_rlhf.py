@@ -168,17 +168,33 @@ def test_rlhf_policy_with_p_rounded_to_one():
     )
 
 
-@settings(max_examples=40, deadline=None)
-@given(rewards=st.lists(st.floats(-8.0, 8.0), min_size=2, max_size=4))
+@settings(max_examples=60, deadline=None)
+@given(rewards=st.lists(st.floats(-18.0, 18.0), min_size=2, max_size=5))
 def test_fit_recovers_large_bradley_terry_rewards(rewards):
-    """Prop. 1: the fit recovers r* up to a shift, with gaps up to 16 (p* ≈ 1 − 1e-7).
-
-    Beyond that, with three actions or more, the stored p* carry too little of 1 − p* for 1e-6
-    (a gap of 26: 3e-6 off) and Newton may stall at rounding (rewards 4, −14, −15): a known
-    limit; the two-action cases above go to gaps of 40."""
+    """Prop. 1: the fit recovers r* up to a shift, with gaps up to 36 (p* ≈ 1 − 2e-16, the last
+    gap float64 tells from determinism), with up to five actions."""
     problem = TabularProblem.from_bradley_terry([f"y{i}" for i in range(len(rewards))], rewards)
     expected = torch.tensor(rewards, dtype=F64)
     torch.testing.assert_close(fit_bradley_terry(problem)[0], expected - expected.mean(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rewards", [[4.0, -14.0, -15.0], [19.84, -14.52, -14.64, 10.11], [-12.67, 7.53, 9.52, 12.94]])
+def test_fit_converges_where_autograd_rounding_stalled_it(rewards):
+    """Newton used to stall on these (a gradient through −log σ rounded at ~1e-17 per pair, the
+    size of a near-deterministic pair's whole signal); the pair-by-pair gradient converges."""
+    problem = TabularProblem.from_bradley_terry([f"y{i}" for i in range(len(rewards))], rewards)
+    expected = torch.tensor(rewards, dtype=F64)
+    torch.testing.assert_close(fit_bradley_terry(problem)[0], expected - expected.mean(), rtol=0, atol=1e-6)
+
+
+def test_bradley_terry_gradient_matches_autograd():
+    from psipo.tabular.rlhf import _bradley_terry_gradient, bradley_terry_loss
+
+    generator = torch.Generator().manual_seed(0)
+    rewards = torch.randn(5, generator=generator, dtype=F64).requires_grad_(True)
+    wins = torch.rand(5, 5, generator=generator, dtype=F64)
+    (expected,) = torch.autograd.grad(bradley_terry_loss(rewards, wins), rewards)
+    torch.testing.assert_close(_bradley_terry_gradient(rewards.detach(), wins), expected, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize(
