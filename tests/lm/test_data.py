@@ -351,3 +351,28 @@ def test_a_damaged_cache_entry_is_discarded_with_a_warning_and_rebuilt(tmp_path,
     # the entry was rewritten: the next load reads it without a word
     assert load(path, tokenizer, tmp_path) == fresh and capsys.readouterr().err == ""
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # no temporaries left
+
+
+REFUSING_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+
+
+def test_a_chat_template_that_refuses_the_messages_is_one_line_naming_the_row():
+    """Gemma's and Mistral's templates raise on a system turn or roles that do not alternate:
+    one line naming the row, as for any bad row, not jinja's traceback."""
+    from psipo.lm.evaluate import tokenize_prompts
+
+    refusing = make_tokenizer(40)
+    refusing.chat_template = REFUSING_TEMPLATE
+    prompt = [{"role": "system", "content": "w9"}, {"role": "user", "content": "w1"}]
+    row = parse_row({"prompt": prompt, "chosen": ANSWER, "rejected": [{"role": "assistant", "content": "w3"}]}, "f.jsonl:3")
+    expected = "f.jsonl:3: the tokenizer's chat template refused the messages: System role not supported"
+    call = lambda: tokenize_rows([row], refusing, max_length=32, max_prompt_length=16, append_eos=True, locations=["f.jsonl:3"])  # noqa: E731
+    assert one_line_error(call) == expected
+    assert one_line_error(lambda: tokenize_prompts(refusing, [prompt], ["f.jsonl:3"], 16)) == expected
+    plain = make_tokenizer(40, chat_template=False)
+    assert one_line_error(lambda: tokenize_prompts(plain, [prompt], ["f.jsonl:3"], 16)) == (
+        "f.jsonl:3: conversational rows need a tokenizer with a chat template"
+    )

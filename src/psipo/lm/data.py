@@ -294,14 +294,27 @@ def parse_row(row: Any, where: str) -> ParsedRow:
 # Tokenising
 
 
-def _render_conversation(tokenizer: Any, row: ParsedRow, where: str) -> tuple[str, str, str]:
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], where: str, *, add_generation_prompt: bool = False) -> str:
+    """``messages`` through the tokenizer's chat template, as text; a tokenizer without one, or a
+    template that refuses the messages (Gemma's and Mistral's raise on a system turn or roles that
+    do not alternate), is a :class:`PsipoInputError` naming ``where``."""
+    import jinja2
+
     if getattr(tokenizer, "chat_template", None) is None:
         raise PsipoInputError(f"{where}: conversational rows need a tokenizer with a chat template")
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PsipoInputError(f"{where}: the tokenizer's chat template refused the messages: {reason}") from None
+
+
+def _render_conversation(tokenizer: Any, row: ParsedRow, where: str) -> tuple[str, str, str]:
     # An implicit prompt with no messages in common is empty: chat templates refuse to render [].
-    prompt = tokenizer.apply_chat_template(row.prompt, tokenize=False, add_generation_prompt=True) if row.prompt else ""
+    prompt = render_chat(tokenizer, row.prompt, where, add_generation_prompt=True) if row.prompt else ""
     completions = []
     for messages in (row.chosen, row.rejected):
-        full = tokenizer.apply_chat_template(row.prompt + messages, tokenize=False)
+        full = render_chat(tokenizer, row.prompt + messages, where)
         if not full.startswith(prompt):
             raise PsipoInputError(f"{where}: the chat template does not render the prompt as a prefix of the conversation")
         completions.append(full[len(prompt):])

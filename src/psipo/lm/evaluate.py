@@ -168,12 +168,12 @@ def read_prompts(
 def tokenize_prompts(tokenizer: Any, prompts: list[Any], locations: list[str], max_length: int) -> list[list[int]]:
     """Token ids of each prompt as training tokenises them: a string with the tokenizer's
     special tokens, a message list through the chat template with the generation prompt."""
+    from psipo.lm.data import render_chat
+
     out = []
     for prompt, where in zip(prompts, locations):
         if isinstance(prompt, list):
-            if getattr(tokenizer, "chat_template", None) is None:
-                raise PsipoInputError(f"{where}: conversational prompts need a tokenizer with a chat template")
-            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            text = render_chat(tokenizer, prompt, where, add_generation_prompt=True)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
