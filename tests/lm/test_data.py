@@ -376,3 +376,17 @@ def test_a_chat_template_that_refuses_the_messages_is_one_line_naming_the_row():
     assert one_line_error(lambda: tokenize_prompts(plain, [prompt], ["f.jsonl:3"], 16)) == (
         "f.jsonl:3: conversational rows need a tokenizer with a chat template"
     )
+
+
+def test_messages_that_differ_only_in_null_keys_are_the_same_turn(tmp_path, tokenizer):
+    """Parquet and datasets give every message of a column the keys of all (``"name": null``,
+    ``"tool_calls": null``): the user turn both completions share is still the implicit prompt,
+    not completion tokens."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = {"chosen": MESSAGE + ANSWER, "rejected": MESSAGE + [{"role": "assistant", "content": "w3", "name": "x"}]}
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "p.parquet")
+    user, assistant = SPECIAL_TOKENS.index("<user>"), SPECIAL_TOKENS.index("<assistant>")
+    pair = load(tmp_path / "p.parquet", tokenizer, tmp_path).pairs[0]
+    assert pair == TokenizedPair([user, word(1), assistant], [word(2), EOS], [word(3), EOS])

@@ -232,6 +232,20 @@ def _check_messages(value: Any, where: str, field: str) -> list[dict[str, str]]:
     return value
 
 
+def _same_message(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two messages are the same turn: equal but for keys that are null in one and absent
+    from the other (Parquet and datasets give every message of a column the keys of all)."""
+    return {k: v for k, v in a.items() if v is not None} == {k: v for k, v in b.items() if v is not None}
+
+
+def _shared_messages(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
+    """How many leading messages ``a`` and ``b`` have in common."""
+    n = 0
+    while n < min(len(a), len(b)) and _same_message(a[n], b[n]):
+        n += 1
+    return n
+
+
 def _common_text_prefix(a: str, b: str) -> int:
     """Length of the shared prompt of two strings: their common prefix cut at its last whitespace."""
     n = 0
@@ -267,10 +281,8 @@ def parse_row(row: Any, where: str) -> ParsedRow:
         chosen = _check_messages(chosen, where, "chosen")
         rejected = _check_messages(rejected, where, "rejected")
         if prompt is None:
-            shared = 0
-            while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-                shared += 1
-            if chosen and chosen == rejected:
+            shared = _shared_messages(chosen, rejected)
+            if shared == len(chosen) == len(rejected):
                 shared -= 1  # keep the last message as both completions: dropped as identical later
             prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
         else:
