@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from psipo.errors import PsipoInputError
 from psipo.stats import mean_and_ci, student_t_quantile
@@ -21,3 +23,36 @@ def test_student_t_quantiles_and_confidence_interval():
 def test_t_quantile_needs_a_degree_of_freedom():
     with pytest.raises(PsipoInputError, match="df"):
         student_t_quantile(0.975, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.5, 1 - 1e-9))
+def test_t_quantile_matches_the_closed_forms_for_one_and_two_degrees_of_freedom(probability):
+    """df = 1 (Cauchy): tan(π(p − 1/2)); df = 2: (2p − 1)/√(2p(1 − p)). The quadrature on [0, x]
+    under-resolved the heavy tail: q(0.9995, 1) came out 1804 instead of 636.6. The tolerance
+    grows as 1 − p shrinks: the rounding of p itself moves the quantile by ~ε/(1 − p)."""
+    rel = 1e-9 + 1e-14 / (1 - probability)
+    cauchy = math.tan(math.pi * (probability - 0.5))
+    two = (2 * probability - 1) / math.sqrt(2 * probability * (1 - probability))
+    assert student_t_quantile(probability, 1) == pytest.approx(cauchy, rel=rel, abs=1e-12)
+    assert student_t_quantile(probability, 2) == pytest.approx(two, rel=rel, abs=1e-12)
+    assert student_t_quantile(1 - probability, 1) == pytest.approx(-cauchy, rel=rel, abs=1e-12)
+
+
+def test_a_99_9_percent_interval_of_two_seeds():
+    """mean_and_ci(level=0.999) with two seeds: t(0.9995, 1) = tan(0.4995π) = 636.619…"""
+    _, half = mean_and_ci(torch.tensor([0.0, 2.0], dtype=torch.float64), dim=0, level=0.999)
+    assert half.item() == pytest.approx(math.tan(0.4995 * math.pi) * math.sqrt(2) / math.sqrt(2), rel=1e-9)
+
+
+@pytest.mark.parametrize("probability", [0.0, 1.0, 48.0, -0.1, math.nan, "0.9", None])
+def test_t_quantile_needs_a_probability_strictly_between_0_and_1(probability):
+    with pytest.raises(PsipoInputError, match="^probability: must be"):
+        student_t_quantile(probability, 3)
+
+
+@pytest.mark.parametrize("level", [95, 0.0, 1.0, math.nan, True])
+def test_confidence_level_is_a_fraction(level):
+    """level=95 (a percentage) used to give an infinite half-width without a word."""
+    with pytest.raises(PsipoInputError, match="^level: must be"):
+        mean_and_ci(torch.tensor([1.0, 2.0, 3.0]), dim=0, level=level)
