@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from psipo.errors import PsipoInputError
 from psipo.lm.data import (
     CACHE_VERSION,
+    COUNTS,
     TokenizedPair,
     batch_order,
     collate,
@@ -321,7 +322,7 @@ def _lengths_that_do_not_add_up(path):
 
     tensors = load_file(str(path))
     tensors["chosen_ids_lengths"] = tensors["chosen_ids_lengths"] + 1
-    save_file(tensors, str(path), metadata={"n_rows": "3", "n_invalid": "0", "n_empty": "0", "n_identical": "0", "n_truncated": "0"})
+    save_file(tensors, str(path), metadata={k: "3" if k == "n_rows" else "0" for k in COUNTS})
 
 
 def _ids_past_the_vocabulary(path):
@@ -390,3 +391,33 @@ def test_messages_that_differ_only_in_null_keys_are_the_same_turn(tmp_path, toke
     user, assistant = SPECIAL_TOKENS.index("<user>"), SPECIAL_TOKENS.index("<assistant>")
     pair = load(tmp_path / "p.parquet", tokenizer, tmp_path).pairs[0]
     assert pair == TokenizedPair([user, word(1), assistant], [word(2), EOS], [word(3), EOS])
+
+
+def test_completions_that_repeat_the_prompt_have_it_removed_and_counted(tokenizer):
+    """Files made from full dialogues (Anthropic HH style) often keep the prompt at the start of
+    chosen and rejected: trained as they are, the prompt's tokens would count as completion."""
+    expected = TokenizedPair([word(1), word(5)], [word(2), EOS], [word(3), EOS])
+    rows = [{"prompt": "w1 w5", "chosen": "w1 w5 w2", "rejected": "w1 w5 w3"}] * 2
+    data = tokenize(tokenizer, rows)
+    assert data.pairs == [expected] * 2 and data.n_prompt_repeated == 2
+    assert "2 with the prompt repeated in chosen and rejected (removed from them)" in data.summary()
+    # Only when every row repeats its prompt: a completion may echo a short prompt ("Hi" → "Hi there").
+    echo = {"prompt": "w1", "chosen": "w1 w2", "rejected": "w1 w3"}
+    data = tokenize(tokenizer, [echo, {"prompt": "w1", "chosen": "w2", "rejected": "w3"}])
+    assert data.pairs[0] == TokenizedPair([word(1)], [word(1), word(2), EOS], [word(1), word(3), EOS])
+    assert data.n_prompt_repeated == 0 and "repeated" not in data.summary()
+
+    # Messages: the prompt's turns at the start of both completions (per row: a completion
+    # cannot start with the user's turn); and a string prompt next to full conversations
+    # (HuggingFaceH4/ultrafeedback_binarized), which is their shared user turn.
+    user, assistant = SPECIAL_TOKENS.index("<user>"), SPECIAL_TOKENS.index("<assistant>")
+    chat = TokenizedPair([user, word(1), assistant], [word(2), EOS], [word(3), EOS])
+    other = [{"role": "assistant", "content": "w3"}]
+    repeated = {"prompt": MESSAGE, "chosen": MESSAGE + ANSWER, "rejected": MESSAGE + other}
+    h4 = {"prompt": "w1", "chosen": MESSAGE + ANSWER, "rejected": MESSAGE + other}
+    data = tokenize(tokenizer, [repeated, h4])
+    assert data.pairs == [chat, chat] and data.n_prompt_repeated == 2
+    assert one_line_error(lambda: parse_row(h4 | {"prompt": "w7"}, "f.jsonl:2")) == (
+        "f.jsonl:2: field 'prompt': a string, but 'chosen' and 'rejected' are messages that do not share it "
+        "as a user turn: give it as a list of messages, or leave it out for an implicit prompt"
+    )

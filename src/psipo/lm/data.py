@@ -9,6 +9,12 @@ Three row shapes are accepted (extra fields are ignored):
   prefix is the prompt (for strings, cut at the last whitespace of the common prefix; for
   messages, the common leading messages).
 
+Chosen and rejected that both start with the prompt (files made from full dialogues) have it
+removed and are counted: message lists per row (a completion cannot start with the prompt's
+turns), strings only when every string row with a prompt repeats it (a completion may echo a
+short prompt). A string prompt next to message lists (HuggingFaceH4/ultrafeedback_binarized) must
+be their shared user turn; the conversation's shared messages are then the prompt.
+
 A pair becomes token ids ``prompt_ids``, ``chosen_ids``, ``rejected_ids``: the prompt keeps
 its last ``max_prompt_length`` tokens (the end sits next to the completion), each completion
 gets EOS appended (``append_eos``) and keeps its first ``max_length - len(prompt_ids)`` tokens.
@@ -32,7 +38,7 @@ from psipo._config import decode_utf8, parse_json, read_text_file
 from psipo.errors import PsipoInputError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 QUICKSTART_FOLDER = ".psipo-quickstart"
 """The folder name of the quickstart's data in configs/quickstart.yaml (see psipo.lm.fixtures)."""
 
@@ -71,6 +77,8 @@ class TokenizedData:
     """Pairs dropped because chosen and rejected were the same tokens (after truncation)."""
     n_truncated: int = 0
     """Pairs whose prompt or a completion was truncated."""
+    n_prompt_repeated: int = 0
+    """Rows whose chosen and rejected both repeated the prompt (removed from them)."""
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -85,7 +93,9 @@ class TokenizedData:
         return (
             f"{len(self.pairs)} pairs from {self.n_rows} rows "
             f"({self.n_invalid} invalid skipped, {self.n_empty} empty after truncation dropped, "
-            f"{self.n_identical} with identical chosen and rejected dropped, {self.n_truncated} truncated)"
+            f"{self.n_identical} with identical chosen and rejected dropped, {self.n_truncated} truncated"
+            + (f", {self.n_prompt_repeated} with the prompt repeated in chosen and rejected (removed from them)" if self.n_prompt_repeated else "")
+            + ")"
         )
 
 
@@ -212,6 +222,8 @@ class ParsedRow:
     prompt: str | list[dict[str, str]]
     chosen: str | list[dict[str, str]]
     rejected: str | list[dict[str, str]]
+    prompt_repeated: bool = False
+    """The prompt was removed from the start of chosen and rejected (conversational rows)."""
 
     @property
     def conversational(self) -> bool:
@@ -280,6 +292,15 @@ def parse_row(row: Any, where: str) -> ParsedRow:
     if isinstance(chosen, list) or isinstance(rejected, list):
         chosen = _check_messages(chosen, where, "chosen")
         rejected = _check_messages(rejected, where, "rejected")
+        repeated = False
+        if isinstance(prompt, str):  # HuggingFaceH4/ultrafeedback_binarized: the conversation's user turn
+            turns = chosen[: _shared_messages(chosen, rejected)]
+            if not any(m["role"] == "user" and m["content"].strip() == prompt.strip() for m in turns):
+                raise PsipoInputError(
+                    f"{where}: field 'prompt': a string, but 'chosen' and 'rejected' are messages that do not share it "
+                    "as a user turn: give it as a list of messages, or leave it out for an implicit prompt"
+                )
+            prompt, repeated = None, True
         if prompt is None:
             shared = _shared_messages(chosen, rejected)
             if shared == len(chosen) == len(rejected):
@@ -287,10 +308,13 @@ def parse_row(row: Any, where: str) -> ParsedRow:
             prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
         else:
             prompt = _check_messages(prompt, where, "prompt")
+            n = len(prompt)
+            if all(_shared_messages(prompt, messages) == n for messages in (chosen, rejected)):
+                chosen, rejected, repeated = chosen[n:], rejected[n:], True
         for field, value in (("chosen", chosen), ("rejected", rejected)):
             if not value:
                 raise PsipoInputError(f"{where}: field '{field}': no completion messages after the prompt")
-        return ParsedRow(prompt, chosen, rejected)
+        return ParsedRow(prompt, chosen, rejected, repeated)
     for field, value in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(value, str):
             raise PsipoInputError(f"{where}: field '{field}': expected a string or a list of messages, got {type(value).__name__}")
@@ -333,6 +357,23 @@ def _render_conversation(tokenizer: Any, row: ParsedRow, where: str) -> tuple[st
     return prompt, completions[0], completions[1]
 
 
+def _without_repeated_text_prompts(rows: Sequence[ParsedRow]) -> Sequence[ParsedRow]:
+    """``rows`` with the prompt removed from the start of chosen and rejected when every string
+    row with a prompt repeats it there (a file made from full dialogues); else as they are."""
+
+    def repeats(row: ParsedRow) -> bool:
+        p, c, r = row.prompt, row.chosen, row.rejected
+        return isinstance(p, str) and isinstance(c, str) and isinstance(r, str) and c.startswith(p) and r.startswith(p)
+
+    with_prompt = [isinstance(row.prompt, str) and bool(row.prompt) for row in rows]
+    if not any(with_prompt) or not all(repeats(row) for row, has in zip(rows, with_prompt) if has):
+        return rows
+    return [
+        ParsedRow(row.prompt, row.chosen[len(row.prompt):], row.rejected[len(row.prompt):], True) if has else row
+        for row, has in zip(rows, with_prompt)
+    ]
+
+
 def tokenize_rows(
     rows: Sequence[ParsedRow],
     tokenizer: Any,
@@ -347,6 +388,7 @@ def tokenize_rows(
     eos = tokenizer.eos_token_id
     if append_eos and eos is None:
         raise PsipoInputError("append_eos: the tokenizer has no eos_token; set append_eos: false")
+    rows = _without_repeated_text_prompts(rows)
     prompts, chosens, rejecteds, templated = [], [], [], []
     for i, row in enumerate(rows):
         if row.conversational:
@@ -371,7 +413,7 @@ def tokenize_rows(
             prompt_ids[i] = token_ids
     chosen_ids, rejected_ids = ids(chosens, False), ids(rejecteds, False)
 
-    data = TokenizedData(pairs=[], n_rows=len(rows))
+    data = TokenizedData(pairs=[], n_rows=len(rows), n_prompt_repeated=sum(row.prompt_repeated for row in rows))
     for p, c, r in zip(prompt_ids, chosen_ids, rejected_ids):
         if append_eos:
             c = c if c and c[-1] == eos else c + [eos]
@@ -427,7 +469,7 @@ def _save_pairs(path: Path, data: TokenizedData) -> None:
     atomic_write_bytes(path, save(tensors, metadata=counts))
 
 
-COUNTS = ("n_rows", "n_invalid", "n_empty", "n_identical", "n_truncated")
+COUNTS = ("n_rows", "n_invalid", "n_empty", "n_identical", "n_truncated", "n_prompt_repeated")
 """The row counts a tokenized cache entry keeps in its metadata."""
 
 
