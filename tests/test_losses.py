@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -241,3 +242,79 @@ def test_get_loss_cdpo_is_not_plain_dpo():
     # Robust DPO with ε = 0.1: [−0.9 log σ(x) + 0.1 log σ(−x)] / 0.8
     robust = (-0.9 * math.log(1 / (1 + math.exp(-x))) + 0.1 * math.log(1 / (1 + math.exp(x)))) / 0.8
     assert get_loss("robust")(*logps, tau=0.1).item() == pytest.approx(robust, rel=1e-14)
+
+
+# ------------------------------------------------------------------ what the log-probs may be
+
+NAMES = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
+
+
+@pytest.mark.parametrize("column", range(4))
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_a_b_and_a_b_by_1_tensor_are_refused_not_broadcast_to_b_by_b(name, column):
+    """Summed log-probs [B] beside a cached [B, 1] column used to give a [B, B] loss (every pair
+    against every other), whose mean is a plausible, wrong number."""
+    spec = LOSSES[name]
+    logps = [torch.zeros(4, dtype=F64) for _ in range(4)]
+    logps[column] = logps[column][:, None]
+    with pytest.raises(PsipoInputError, match=rf"{NAMES[column]}: shape \[4, 1\].*\[4, 4\]"):
+        spec.function(*logps, tau=0.1, **spec.defaults)
+    with pytest.raises(PsipoInputError, match=NAMES[column]):
+        log_ratio_gap(*logps)
+
+
+def test_deliberate_broadcasts_still_work():
+    """Same rank (an outer table of pairs), leading batch dimensions, 0-dim tensors and numbers."""
+    row, column = torch.zeros(1, 3, dtype=F64), torch.arange(3, dtype=F64)[:, None]
+    assert log_ratio_gap(column, row, torch.zeros(()), 0.0).shape == (3, 3)
+    assert ipo_loss(torch.zeros(5, 3, dtype=F64), torch.zeros(3, dtype=F64), 0.0, torch.zeros(1), tau=1.0).shape == (5, 3)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.zeros(3), "must be a torch.Tensor .*got ndarray"),
+        ([0.0, 0.0, 0.0], "must be a torch.Tensor .*got list"),
+        (torch.zeros(3, dtype=torch.bool), "must be a floating-point tensor.*torch.bool"),
+        (torch.zeros(3, dtype=torch.long), "must be a floating-point tensor.*torch.int64"),
+        (torch.zeros(3, dtype=torch.complex64), "must be a floating-point tensor.*torch.complex64"),
+        (True, "must be a torch.Tensor .*got bool"),
+        (torch.zeros(2, dtype=F64), r"shapes \[3\], \[3\], \[2\], \[3\] do not broadcast"),  # named: all four
+    ],
+)
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_log_probs_that_are_not_float_tensors_are_one_input_error(name, value, message):
+    """numpy arrays gave IPO a numpy result and the others a TypeError from torch; bool tensors
+    a RuntimeError from torch's subtraction; integer tensors (token ids?) a loss."""
+    spec = LOSSES[name]
+    logps = [torch.zeros(3, dtype=F64) for _ in range(4)]
+    logps[2] = value
+    prefix = ", ".join(NAMES) if "broadcast" in message else NAMES[2]
+    with pytest.raises(PsipoInputError, match=f"^{prefix}: {message}"):
+        spec.function(*logps, tau=0.1, **spec.defaults)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_half_precision_log_probs_are_computed_in_float32(name, dtype):
+    """e^(τ·20) is inf in float16 (above 65504) and (h − 1/(2τ))² at h = −300 too: the exponential
+    loss of a pair 20 nats the wrong way round was inf. The gap is now taken in float32."""
+    spec = LOSSES[name]
+    values = (-300.0, -280.0, -290.0, -290.0)  # h = −20, each value exact in both half types
+    half = [torch.tensor([v], dtype=dtype) for v in values]
+    exact = spec.function(*(torch.tensor([v], dtype=F64) for v in values), tau=1.0, **spec.defaults)
+    got = spec.function(*half, tau=1.0, **spec.defaults)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=0)
+    far = [torch.tensor([v], dtype=dtype) for v in (-600.0, 0.0, 0.0, 0.0)]  # h = −600
+    assert torch.isfinite(ipo_loss(*far, tau=1.0)).all()
+
+
+@pytest.mark.parametrize("value", ["0.1", None, torch.tensor([0.1, 0.2]), torch.tensor(0.1)])
+def test_hyperparameters_of_the_wrong_type_are_one_input_error(value):
+    """A string or None gave a TypeError from '<=', a tensor of several ε a RuntimeError."""
+    logps = logps_with_gap(torch.zeros(2))
+    with pytest.raises(PsipoInputError, match="^label_smoothing: must be a number in"):
+        dpo_loss(*logps, tau=1.0, label_smoothing=value)
+    with pytest.raises(PsipoInputError, match="^label_noise: must be a number in"):
+        robust_dpo_loss(*logps, tau=1.0, label_noise=value)

@@ -2,8 +2,10 @@ r"""Per-pair preference losses on the four log-probability tensors, and their re
 
 Every loss takes ``policy_chosen_logps``, ``policy_rejected_logps``,
 ``reference_chosen_logps`` and ``reference_rejected_logps`` — log π(y_w|x), log π(y_l|x),
-log π_ref(y_w|x), log π_ref(y_l|x), of any (broadcastable) shape — and returns the loss of
-each pair, unreduced: the caller chooses how to average. Hyperparameters are keyword-only.
+log π_ref(y_w|x), log π_ref(y_l|x): floating-point tensors (or numbers) that broadcast (see
+:func:`log_ratio_gap`) — and returns the loss of each pair, unreduced: the caller chooses how
+to average. Half-precision log-probs are computed in float32. NaN log-probs give NaN losses
+(nothing here synchronises with the device to look). Hyperparameters are keyword-only.
 The tabular lab feeds them ``log_softmax(theta)[y]``; LM training feeds them summed or
 averaged token log-probs of each completion. Both go through these same functions.
 
@@ -58,7 +60,11 @@ class Hyperparameter:
         return self.low <= value < self.high  # NaN fails both comparisons
 
     def check(self, name: str, value: float) -> None:
-        """Raise :class:`PsipoInputError` naming ``name`` unless ``value`` is in range."""
+        """Raise :class:`PsipoInputError` naming ``name`` unless ``value`` is a real number in range."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise PsipoInputError(
+                f"{name}: must be a number in [{self.low:g}, {self.high:g}), got {value!r} ({type(value).__name__})"
+            )
         if not self.accepts(value):
             raise PsipoInputError(f"{name}: {self.requirement}, got {value}")
 
@@ -124,16 +130,73 @@ class LossSpec:
         return {name: hp.default for name, hp in self.hyperparameters.items()}
 
 
+LOG_PROB_NAMES = (
+    "policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps"
+)
+_HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _checked_log_probs(*logps: torch.Tensor | float) -> list[torch.Tensor | float]:
+    """The four log-prob arguments, checked (metadata only: no host sync); half precision → float32.
+
+    Each must be a floating-point tensor or a real number. They must broadcast, and a tensor
+    may broadcast against one of more dimensions only by gaining leading dimensions: a [B]
+    tensor beside a [B, 1] one would give a [B, B] loss, every pair against every other, whose
+    mean is a plausible wrong number. Tensors of the same rank broadcast freely ([Y, 1] against
+    [1, Y] is a table of pairs on purpose).
+    """
+    checked, shapes = [], []
+    for name, value in zip(LOG_PROB_NAMES, logps):
+        if isinstance(value, torch.Tensor):
+            if not value.is_floating_point():
+                raise PsipoInputError(
+                    f"{name}: must be a floating-point tensor of log-probabilities, got a tensor of {value.dtype}"
+                )
+            if value.dtype in _HALF_PRECISION:  # e^20 and 300² overflow float16
+                value = value.float()
+            shapes.append((name, value.shape))
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise PsipoInputError(
+                f"{name}: must be a torch.Tensor of log-probabilities (or a number), got {type(value).__name__}"
+                + (" (convert it with torch.as_tensor)" if hasattr(value, "__len__") else "")
+            )
+        checked.append(value)
+    try:
+        torch.broadcast_shapes(*(shape for _, shape in shapes))
+    except RuntimeError:
+        raise PsipoInputError(
+            f"{', '.join(name for name, _ in shapes)}: shapes {', '.join(str(list(s)) for _, s in shapes)} do not broadcast"
+        ) from None
+    for name, shape in shapes:
+        for other, wider in shapes:
+            if len(shape) < len(wider) and any(
+                size > 1 and size_there == 1 for size, size_there in zip(reversed(shape), reversed(wider))
+            ):
+                raise PsipoInputError(
+                    f"{name}: shape {list(shape)} beside {other}: shape {list(wider)} would broadcast to "
+                    f"{list(torch.broadcast_shapes(shape, wider))}, every pair against every other; give the "
+                    "log-probs the same shape (squeeze the trailing 1), or the same number of dimensions "
+                    "to pair them on purpose"
+                )
+    return checked
+
+
 def log_ratio_gap(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
     reference_chosen_logps: torch.Tensor,
     reference_rejected_logps: torch.Tensor,
 ) -> torch.Tensor:
-    r""":math:`h_\pi(y_w,y_l)=[\log\pi(y_w)-\log\pi_\mathrm{ref}(y_w)]-[\log\pi(y_l)-\log\pi_\mathrm{ref}(y_l)]`."""
-    return (policy_chosen_logps - reference_chosen_logps) - (
-        policy_rejected_logps - reference_rejected_logps
+    r""":math:`h_\pi(y_w,y_l)=[\log\pi(y_w)-\log\pi_\mathrm{ref}(y_w)]-[\log\pi(y_l)-\log\pi_\mathrm{ref}(y_l)]`.
+
+    Floating-point tensors (or numbers) that broadcast, a lower-rank one only by gaining leading
+    dimensions (a [B] beside a [B, 1] is a :class:`PsipoInputError`, not a [B, B] table);
+    float16/bfloat16 ones are taken in float32, so every loss of them is float32.
+    """
+    pc, pr, rc, rr = _checked_log_probs(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
+    return (pc - rc) - (pr - rr)
 
 
 def check_tau(tau: float | torch.Tensor) -> None:
