@@ -177,6 +177,28 @@ def test_dataset_name_goes_through_datasets_load_dataset(tmp_path, tokenizer, mo
         load(folder, tokenizer, tmp_path, split="nosplit")
 
 
+def test_a_save_to_disk_folder_is_loaded_with_its_splits(tmp_path, tokenizer):
+    """``Dataset.save_to_disk`` folders: datasets.load_dataset refuses a single dataset's
+    ("use load_from_disk") and copies a DatasetDict's into its cache; both load in place."""
+    import datasets
+
+    def saved(rows, folder):
+        return datasets.Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in rows]), folder
+
+    train, single = saved([("w1", "w2", "w3")], tmp_path / "single")
+    train.save_to_disk(str(single))
+    assert load(single, tokenizer, tmp_path).pairs == [TokenizedPair([word(1)], [word(2), EOS], [word(3), EOS])]
+    saved([("w1", "w4", "w3")], single)[0].save_to_disk(str(single))  # new content: a new cache entry
+    assert load(single, tokenizer, tmp_path).pairs[0].chosen_ids == [word(4), EOS]
+
+    test, splits = saved([("w4", "w5", "w6")], tmp_path / "splits")
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(splits))
+    assert load(splits, tokenizer, tmp_path, split="test").pairs == [TokenizedPair([word(4)], [word(5), EOS], [word(6), EOS])]
+    assert one_line_error(lambda: load(splits, tokenizer, tmp_path, split="validation")) == (
+        f"train_data: {splits} has no split 'validation' (it has: test, train)"
+    )
+
+
 # --------------------------------------------------------------------------- broken data
 # One line naming file:line (or file: row) and field; what skip_invalid skips; pairs that
 # cannot teach anything (identical chosen and rejected) dropped and counted.

@@ -66,7 +66,7 @@ class DataConfig:
     """Data: preference pairs, their format, tokenisation and truncation."""
 
     train_data: str = ""
-    """Training pairs: a .jsonl/.json/.parquet file or a Hugging Face dataset name (required)."""
+    """Training pairs: a .jsonl/.json/.parquet file, a datasets save_to_disk folder or a Hugging Face dataset name (required)."""
     train_split: str = "train"
     """Split of a Hugging Face dataset used for training."""
     eval_data: str | None = None

@@ -191,6 +191,8 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
 
     from psipo.lm.hub import resolve_hub_name
 
+    if _saved_dataset(source):
+        return _load_saved_dataset(source, key=key, split=split)
     resolved = resolve_hub_name(source, key=key, what="a dataset", repo_type="dataset")
     try:
         return datasets.load_dataset(resolved, dataset_config, split=split)
@@ -201,13 +203,49 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
         ) from None
 
 
+def _saved_dataset(source: str) -> bool:
+    """Whether ``source`` is a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    folder = Path(source).expanduser()
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def _load_saved_dataset(source: str, *, key: str, split: str) -> Any:
+    """The dataset (or the ``split`` of the dataset dict) that ``save_to_disk`` wrote to ``source``,
+    memory-mapped in place (``datasets.load_dataset`` refuses a single dataset's folder and copies
+    a dict's into its cache); a split that the dict lacks is named with those it has."""
+    import datasets
+
+    try:
+        saved = datasets.load_from_disk(str(Path(source).expanduser()))
+    except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PsipoInputError(f"{key}: cannot load the save_to_disk folder {source}: {first}") from None
+    if isinstance(saved, datasets.DatasetDict):
+        if split not in saved:
+            raise PsipoInputError(f"{key}: {source} has no split {split!r} (it has: {', '.join(sorted(saved))})")
+        return saved[split]
+    return saved
+
+
 def source_fingerprint(source: str, *, key: str, split: str, dataset_config: str | None) -> str:
-    """Content hash of a local file, or the datasets fingerprint of a Hub dataset split."""
+    """Content hash of a local file or save_to_disk folder, or the datasets fingerprint of a Hub
+    dataset split."""
+    digest = hashlib.sha256()
     if is_local_file(source):
-        digest = hashlib.sha256()
-        with _local_file(source, key).open("rb") as f:
+        files = [(_local_file(source, key), "")]
+    elif _saved_dataset(source):
+        folder = Path(source).expanduser()
+        if (folder / "dataset_dict.json").is_file() and (folder / split).is_dir():
+            folder = folder / split  # a dataset dict's split is a saved dataset of its own
+        files = [(path, str(path.relative_to(folder))) for path in sorted(folder.rglob("*")) if path.is_file()]
+    else:
+        files = []
+    for path, name in files:
+        digest.update(name.encode())
+        with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
+    if files:
         return digest.hexdigest()
     dataset = load_hub_dataset(source, key=key, split=split, dataset_config=dataset_config)
     return f"{source}:{dataset_config}:{split}:{dataset._fingerprint}"
