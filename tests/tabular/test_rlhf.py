@@ -129,6 +129,40 @@ def test_kl_regularised_policy_respects_zero_reference_and_checks_tau():
         kl_regularised_policy(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), tau=0.0)
 
 
+@pytest.mark.parametrize(
+    ("pi_ref", "reward", "message"),
+    [
+        ([0.0, 0.0], [1.0, 0.0], r"^pi_ref: .*sum"),  # was [nan, nan]
+        ([[0.5, 0.5], [0.0, 0.0]], [1.0, 0.0], r"^pi_ref\[1\]: .*sum"),  # a context's row: nan
+        ([-0.5, 1.5], [1.0, 0.0], r"^pi_ref\[0\]: -0.5 is negative"),  # was [nan, nan]
+        ([0.5, 0.5], [math.inf, 0.0], r"^reward\[0\]: inf is not a finite number"),  # was [nan, nan]
+        ([0.5, 0.5], [math.nan, 0.0], r"^reward\[0\]: nan is not a finite number"),
+        ([0.5, 0.5], [[1.0], [0.0]], r"^reward: shape \[2, 1\] .*pi_ref: shape \[2\]"),  # was [2, 2]
+        ([0.5, 0.5], [1.0, 0.0, 3.0], r"^reward: shape \[3\] .*pi_ref: shape \[2\]"),  # torch's RuntimeError
+        ([[0.5, 0.5]] * 3, [[1.0, 0.0]] * 2, r"^reward: shape \[2, 2\] .*pi_ref: shape \[3, 2\]"),
+        ("0.5", [1.0, 0.0], r"^pi_ref: expected a rectangular table of numbers"),
+    ],
+)
+def test_kl_regularised_policy_refuses_what_has_no_optimum_in_one_line(pi_ref, reward, message):
+    """Every case used to return NaN, a silently broadcast table, or a torch/AttributeError
+    traceback (a list for π_ref: 'list' object has no attribute 'to')."""
+    for as_tensor in (False, True):
+        args = [torch.tensor(v, dtype=F64) if as_tensor and not isinstance(v, str) else v for v in (pi_ref, reward)]
+        with pytest.raises(PsipoInputError, match=message):
+            kl_regularised_policy(*args, tau=1.0)
+
+
+def test_kl_regularised_policy_takes_lists_and_keeps_gradients():
+    """Nested lists as for TabularProblem.create; a reward tensor's gradient still flows."""
+    assert kl_regularised_policy([0.5, 0.5], [1.0, 0.0], tau=1.0)[0].item() == pytest.approx(sigmoid(1.0), rel=1e-14)
+    reward = torch.tensor([1.0, 0.0], dtype=F64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(kl_regularised_policy(torch.tensor([0.5, 0.5]), reward, tau=1.0)[0], reward)
+    s = sigmoid(1.0)  # ∂σ(r0 − r1)/∂r0 = σ(1 − σ)
+    torch.testing.assert_close(gradient, torch.tensor([s * (1 - s), -s * (1 - s)], dtype=F64))
+    batched = kl_regularised_policy(torch.tensor([[0.5, 0.5], [0.2, 0.8]]), torch.zeros(4, 2, 2), tau=1.0)
+    assert batched.shape == (4, 2, 2)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.lists(st.floats(-3, 3), min_size=3, max_size=3),

@@ -18,7 +18,7 @@ import torch
 
 from psipo.errors import PsipoInputError
 from psipo.losses import check_tau, dpo_loss
-from psipo.tabular.problem import DTYPE, TabularProblem, _to_tensor, check_real
+from psipo.tabular.problem import DTYPE, TabularProblem, _to_tensor, check_policy, check_real
 
 GRADIENT_TOLERANCE = 1e-10
 """Newton stops once every partial derivative of the (weight-normalised) loss is below this."""
@@ -202,14 +202,32 @@ def fit_bradley_terry(problem: TabularProblem, *, l2: float = 0.0) -> torch.Tens
     )
 
 
-def kl_regularised_policy(pi_ref: torch.Tensor, reward: torch.Tensor, *, tau: float) -> torch.Tensor:
+def kl_regularised_policy(pi_ref: Any, reward: Any, *, tau: float) -> torch.Tensor:
     r"""The maximiser of the RLHF objective (Eq. 3): :math:`\pi(y)\propto\pi_\mathrm{ref}(y)\exp(r(y)/\tau)`.
 
     Computed as a softmax of :math:`\log\pi_\mathrm{ref}+r/\tau` over the last axis, so it is
-    stable for small τ and gives 0 where π_ref is 0 (App. A.1).
+    stable for small τ and gives 0 where π_ref is 0 (App. A.1). ``pi_ref`` ([Y] or [X, Y], each
+    row a distribution) and ``reward`` (finite) are tensors, arrays or nested lists with the
+    same last axis that broadcast (leading batch dimensions of either are kept); a reward
+    tensor keeps its gradient.
     """
     check_tau(tau)
-    pi_ref, reward = pi_ref.to(DTYPE), reward.to(DTYPE)
+    checked_ref = _to_tensor(pi_ref, "pi_ref")
+    check_policy(pi_ref if isinstance(pi_ref, torch.Tensor) else checked_ref, "pi_ref")  # its dtype's rounding
+    checked_reward = _to_tensor(reward, "reward")
+    ref_shape, reward_shape = tuple(checked_ref.shape), tuple(checked_reward.shape)
+    try:
+        torch.broadcast_shapes(ref_shape, reward_shape)
+        fits = ref_shape[-1:] == reward_shape[-1:]
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise PsipoInputError(
+            f"reward: shape {list(reward_shape)} does not fit pi_ref: shape {list(ref_shape)} "
+            "(the same number of actions on the last axis, and shapes that broadcast)"
+        )
+    pi_ref = checked_ref
+    reward = reward.to(DTYPE) if isinstance(reward, torch.Tensor) else checked_reward
     # r − max r (over π_ref's support) before dividing: a tiny τ gives the τ → 0 limit, not NaN
     top = torch.where(pi_ref > 0, reward, -torch.inf).amax(-1, keepdim=True)
     return torch.softmax(torch.log(pi_ref) + (reward - top) / tau, dim=-1)
