@@ -443,3 +443,17 @@ def test_completions_that_repeat_the_prompt_have_it_removed_and_counted(tokenize
         "f.jsonl:2: field 'prompt': a string, but 'chosen' and 'rejected' are messages that do not share it "
         "as a user turn: give it as a list of messages, or leave it out for an implicit prompt"
     )
+
+
+def test_prompts_cut_to_max_prompt_length_are_counted(tokenizer):
+    """psipo online and evaluate keep a long prompt's end, as psipo train does, and say how many
+    they cut (a chat template's header or a system turn is what goes first)."""
+    from psipo.lm.evaluate import tokenize_prompts
+    from psipo.lm.online import _prompt_data
+
+    prompts = ["w1 w2 w3", "w4", [{"role": "user", "content": "w5"}]]
+    ids, n_truncated = tokenize_prompts(tokenizer, prompts, ["a", "b", "c"], 2)
+    assert ids == [[word(2), word(3)], [word(4)], [word(5), SPECIAL_TOKENS.index("<assistant>")]] and n_truncated == 2
+    data = _prompt_data(prompts, tokenizer, 2, "prompts", "p.jsonl")
+    assert data.summary() == "3 prompts from p.jsonl (2 cut to max_prompt_length, keeping their end)"
+    assert _prompt_data(prompts, tokenizer, 3, "prompts", "p.jsonl").summary() == "3 prompts from p.jsonl"

@@ -74,7 +74,7 @@ def run(model_dir, prompts_file, tmp_path, **keys):
 
 def test_a_fair_coin_gives_exactly_one_half(model_dir, prompts_file, tmp_path):
     results = run(model_dir, prompts_file, tmp_path)
-    assert results["n_prompts"] == 12
+    assert results["n_prompts"] == 12 and results["n_prompts_truncated"] == 0
     assert results["win_rate"]["mean"] == 0.5 and results["win_rate"]["half_width"] == 0.0
     written = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
     assert written["win_rate"]["mean"] == 0.5

@@ -165,12 +165,13 @@ def read_prompts(
     return prompts, locations
 
 
-def tokenize_prompts(tokenizer: Any, prompts: list[Any], locations: list[str], max_length: int) -> list[list[int]]:
+def tokenize_prompts(tokenizer: Any, prompts: list[Any], locations: list[str], max_length: int) -> tuple[list[list[int]], int]:
     """Token ids of each prompt as training tokenises them: a string with the tokenizer's
-    special tokens, a message list through the chat template with the generation prompt."""
+    special tokens, a message list through the chat template with the generation prompt; a
+    prompt longer than ``max_length`` keeps its end. Also how many prompts were cut."""
     from psipo.lm.data import render_chat
 
-    out = []
+    out, n_truncated = [], 0
     for prompt, where in zip(prompts, locations):
         if isinstance(prompt, list):
             text = render_chat(tokenizer, prompt, where, add_generation_prompt=True)
@@ -179,8 +180,9 @@ def tokenize_prompts(tokenizer: Any, prompts: list[Any], locations: list[str], m
             ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         if not ids:
             raise PsipoInputError(f"{where}: field 'prompt': no tokens (a causal LM needs at least one)")
+        n_truncated += len(ids) > max_length
         out.append(list(ids[max(0, len(ids) - max_length) :]))
-    return out
+    return out, n_truncated
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,7 +298,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         model=config.model, tokenizer=config.tokenizer, dtype=config.dtype, trust_remote_code=config.trust_remote_code
     )
     tokenizer = load_tokenizer(model_config)
-    prompt_ids = tokenize_prompts(tokenizer, prompts, locations, config.max_prompt_length)
+    prompt_ids, n_truncated = tokenize_prompts(tokenizer, prompts, locations, config.max_prompt_length)
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else "cpu")
     model = load_causal_lm(config.model, model_config, key="model").to(device)
     if baseline_name == config.model:
@@ -339,6 +341,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         "baseline": baseline_name,
         "prompts": config.prompts,
         "n_prompts": len(prompts),
+        "n_prompts_truncated": n_truncated,
         "judge": config.judge,
         "reward": config.reward,
         "settings": {k: getattr(config, k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "batch_size")},

@@ -264,6 +264,8 @@ class PromptData:
     prompts: list[Any]
     ids: list[list[int]]
     source: str = "prompts"
+    n_truncated: int = 0
+    """Prompts longer than max_prompt_length (they keep their end)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -276,7 +278,8 @@ class PromptData:
         return hashlib.sha256(json.dumps(self.ids).encode()).hexdigest()[:16]
 
     def summary(self) -> str:
-        return f"{len(self.ids)} prompts from {self.source}"
+        cut = f" ({self.n_truncated} cut to max_prompt_length, keeping their end)" if self.n_truncated else ""
+        return f"{len(self.ids)} prompts from {self.source}{cut}"
 
 
 def _prompt_data(
@@ -294,12 +297,13 @@ def _prompt_data(
         if not all(isinstance(p, Sequence) and not isinstance(p, str) and all(isinstance(t, int) for t in p) and p for p in prompts):
             raise PsipoInputError(f"{key}: without a tokenizer, prompts must be non-empty lists of token ids")
         ids = [list(p)[-max_prompt_length:] for p in prompts]
-        return PromptData([list(p) for p in prompts], ids, source)
+        return PromptData([list(p) for p in prompts], ids, source, sum(len(p) > max_prompt_length for p in prompts))
     locations = locations or [f"{key}[{i}]" for i in range(len(prompts))]
     for prompt, where in zip(prompts, locations):
         if not isinstance(prompt, str):
             _check_messages(prompt, where, "prompt")
-    return PromptData(prompts, tokenize_prompts(tokenizer, prompts, locations, max_prompt_length), source)
+    ids, n_truncated = tokenize_prompts(tokenizer, prompts, locations, max_prompt_length)
+    return PromptData(prompts, ids, source, n_truncated)
 
 
 def load_prompt_data(
