@@ -513,6 +513,21 @@ def test_float32_softmax_policies_are_accepted():
     assert kl == pytest.approx(reference, rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_low_precision_policies_in_the_objective(dtype):
+    """psipo_objective checked the policy, widened it to float64 and handed that to
+    kl_divergence, which checked it again at float64's tolerance: a float32 softmax was refused
+    ("policy[0]: sums to 0.99999995, not 1") by the objective though every other function took it."""
+    problem = TabularProblem.create(list("abc"), [[0.5, 0.7, 0.9], [0.3, 0.5, 0.6], [0.1, 0.4, 0.5]])
+    policy = torch.softmax(torch.tensor([0.3, -1.7, 2.2]), -1).to(dtype)
+    assert abs(float(policy.double().sum()) - 1) > 1e-9  # off by the dtype's rounding
+    pi = policy.double().tolist()
+    table = problem.preferences[0].tolist()
+    # Identity Ψ, uniform µ and π_ref: Σ_y π(y)·(1/3)Σ_y' p*(y≻y') − τ Σ_y π(y) log(3π(y)), τ = 0.7
+    expected = sum(pi[i] * sum(table[i]) / 3 for i in range(3)) - 0.7 * sum(q * math.log(3 * q) for q in pi)
+    assert psipo_objective(problem, policy, tau=0.7, psi="identity").item() == pytest.approx(expected, rel=1e-12)
+
+
 def test_complex_preferences_are_refused():
     table = torch.tensor([[0.5, 0.7], [0.3, 0.5]], dtype=torch.complex128)
     with pytest.raises(PsipoInputError, match="preferences: expected real numbers"):

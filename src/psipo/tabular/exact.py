@@ -89,7 +89,12 @@ def kl_divergence(problem: TabularProblem, policy: object) -> torch.Tensor:
 
     Uses 0·log 0 = 0; it is +inf when π puts mass where π_ref has none.
     """
-    policy = _as_policy(problem, policy)
+    return _kl_of_checked(problem, _as_policy(problem, policy))
+
+
+def _kl_of_checked(problem: TabularProblem, policy: torch.Tensor) -> torch.Tensor:
+    """:func:`kl_divergence` of a policy :func:`_as_policy` already checked (at its own dtype's
+    tolerance: a float32 softmax widened to float64 would fail float64's)."""
     per_context = (torch.xlogy(policy, policy) - torch.xlogy(policy, problem.pi_ref)).sum(-1)
     return _context_average(problem, per_context)
 
@@ -144,7 +149,7 @@ def psipo_objective(
     check_tau(tau)
     policy = _as_policy(problem, policy)
     divergent, finite = _expected_psi(problem, psi)
-    value = _context_average(problem, (policy * finite).sum(-1)) - tau * kl_divergence(problem, policy)
+    value = _context_average(problem, (policy * finite).sum(-1)) - tau * _kl_of_checked(problem, policy)
     if torch.isinf(value):
         return value
     lead = float(_context_average(problem, (policy.detach() * divergent).sum(-1)))
