@@ -250,7 +250,7 @@ def test_corrupt_parquet_names_the_file(tmp_path, tokenizer):
          "row 7: field 'prompt': null (leave the field out for an implicit prompt)"),
         ({"prompt": "w1", "chosen": None, "rejected": "w2"}, "row 7: field 'chosen': null"),
         ({"prompt": "w1", "chosen": "w2", "rejected": None}, "row 7: field 'rejected': null"),
-        ({"prompt": "w1", "chosen": "w2"}, "row 7: field 'rejected': missing"),
+        ({"prompt": "w1", "chosen": "w2"}, "row 7: field 'rejected': missing (the row has 'prompt', 'chosen')"),
     ],
 )
 def test_null_fields_are_errors_not_implicit_prompts(row, message):
@@ -457,3 +457,21 @@ def test_prompts_cut_to_max_prompt_length_are_counted(tokenizer):
     data = _prompt_data(prompts, tokenizer, 2, "prompts", "p.jsonl")
     assert data.summary() == "3 prompts from p.jsonl (2 cut to max_prompt_length, keeping their end)"
     assert _prompt_data(prompts, tokenizer, 3, "prompts", "p.jsonl").summary() == "3 prompts from p.jsonl"
+
+
+def test_a_missing_field_names_the_fields_the_row_has(tmp_path):
+    """Other column names (``question``/``response_j``/``response_k``), a key with a stray space
+    or a byte-order mark: the row's own keys show what is there instead."""
+    from psipo.lm.evaluate import read_prompts
+
+    row = {"question": "w1", "response_j": "w2", "response_k": "w3"}
+    assert one_line_error(lambda: parse_row(row, "f.jsonl:1")) == (
+        "f.jsonl:1: field 'chosen': missing (the row has 'question', 'response_j', 'response_k')"
+    )
+    many = {"x" * 10_000: "w0"} | {f"column_{i}": "w1" for i in range(30)} | {"chosen ": "w2"}
+    message = one_line_error(lambda: parse_row(many, "f.jsonl:1"))
+    assert message.endswith("'column_9', 'column_10', … 20 more)") and len(message) < 250
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "w1"}\n{"\\ufeffprompt": "w1"}\n')
+    call = lambda: read_prompts(str(path), split="train", dataset_config=None, max_prompts=None)  # noqa: E731
+    assert one_line_error(call) == f"{path}:2: field 'prompt': missing (the row has '\\ufeffprompt')"

@@ -268,6 +268,14 @@ class ParsedRow:
         return isinstance(self.chosen, list)
 
 
+def missing_field(where: str, field: str, row: dict[str, Any]) -> PsipoInputError:
+    """The error for a row without ``field``, naming the keys it has (another column name, a
+    stray space or byte-order mark in a key), at most 12 of them, each cut at 40 characters."""
+    keys = [repr(key[:40]) + "…" if isinstance(key, str) and len(key) > 40 else repr(key) for key in row]
+    shown = ", ".join(keys[:12]) + (f", … {len(keys) - 12} more" if len(keys) > 12 else "")
+    return PsipoInputError(f"{where}: field '{field}': missing (the row has {shown or 'no fields'})")
+
+
 def _check_messages(value: Any, where: str, field: str) -> list[dict[str, str]]:
     if not isinstance(value, list):
         raise PsipoInputError(f"{where}: field '{field}': expected a list of messages, got {type(value).__name__}")
@@ -321,7 +329,7 @@ def parse_row(row: Any, where: str) -> ParsedRow:
         raise PsipoInputError(f"{where}: expected an object with 'chosen' and 'rejected', got {type(row).__name__}")
     for field in ("chosen", "rejected"):
         if field not in row:
-            raise PsipoInputError(f"{where}: field '{field}': missing")
+            raise missing_field(where, field, row)
     for field in ("prompt", "chosen", "rejected"):
         if field in row and row[field] is None:
             implicit = " (leave the field out for an implicit prompt)" if field == "prompt" else ""

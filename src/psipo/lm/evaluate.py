@@ -145,7 +145,7 @@ def read_prompts(
 ) -> tuple[list[Any], list[str]]:
     """The prompts (strings or message lists) of a file or dataset with a ``prompt`` field,
     and where each came from (file:line); at most ``max_prompts`` of them."""
-    from psipo.lm.data import UnreadableRow, _check_messages, read_rows
+    from psipo.lm.data import UnreadableRow, _check_messages, missing_field, read_rows
 
     prompts, locations = [], []
     for where, row in read_rows(source, key=key, split=split, dataset_config=dataset_config):
@@ -153,8 +153,10 @@ def read_prompts(
             break
         if isinstance(row, UnreadableRow):
             raise row.error
-        if not isinstance(row, dict) or "prompt" not in row:
-            raise PsipoInputError(f"{where}: field 'prompt': missing")
+        if not isinstance(row, dict):
+            raise PsipoInputError(f"{where}: expected an object with a 'prompt' field, got {type(row).__name__}")
+        if "prompt" not in row:
+            raise missing_field(where, "prompt", row)
         prompt = row["prompt"]
         if not isinstance(prompt, str):
             prompt = _check_messages(prompt, where, "prompt")
