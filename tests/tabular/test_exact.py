@@ -528,6 +528,25 @@ def test_low_precision_policies_in_the_objective(dtype):
     assert psipo_objective(problem, policy, tau=0.7, psi="identity").item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_psi_that_writes_into_its_argument_leaves_the_problem_alone():
+    """Ψ was called on the problem's own preference table: an in-place Ψ (``q.mul_(2)``,
+    ``q.clamp_(…)``) rewrote p* for every later call, without a word."""
+    problem = two_actions(0.7)
+    before = problem.preferences.clone()
+    in_place = optimal_policy(problem, tau=0.5, psi=lambda q: q.mul_(2))
+    assert torch.equal(problem.preferences, before)
+    # 2q is an identity Ψ at twice the scale: π*(y1) = σ(2(p − 1/2)/τ) (two_actions closed form)
+    assert in_place[0, 0].item() == pytest.approx(sigmoid(2 * 0.2 / 0.5), rel=1e-12)
+    assert optimal_policy(problem, tau=0.5, psi="identity")[0, 0].item() == pytest.approx(sigmoid(0.2 / 0.5), rel=1e-12)
+
+
+def test_a_psi_that_changes_the_shape_of_the_table_is_refused():
+    """``q.flatten()`` passes the 1-D monotonicity check but made a [X·Y·Y] table, broadcast
+    against µ into a wrong-shaped g or a torch RuntimeError."""
+    with pytest.raises(PsipoInputError, match=r"^psi: returned shape \[4\] for the preference table of shape \[1, 2, 2\]"):
+        optimal_policy(two_actions(0.7), tau=0.5, psi=lambda q: q.flatten())
+
+
 def test_complex_preferences_are_refused():
     table = torch.tensor([[0.5, 0.7], [0.3, 0.5]], dtype=torch.complex128)
     with pytest.raises(PsipoInputError, match="preferences: expected real numbers"):

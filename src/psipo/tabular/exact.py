@@ -108,7 +108,17 @@ def _expected_psi(problem: TabularProblem, psi: PsiLike) -> tuple[torch.Tensor, 
     is finite (σ(37) is 1.0 in float64).
     """
     psi_fn: PsiFn = resolve(psi)
-    values = problem.log_odds if psi_fn is logit else psi_fn(problem.preferences).to(DTYPE)
+    if psi_fn is logit:
+        values = problem.log_odds
+    else:  # a copy: a Ψ that writes into its argument must not rewrite the problem's p*
+        values = psi_fn(problem.preferences.clone())
+        if not isinstance(values, torch.Tensor) or values.shape != problem.preferences.shape:
+            shape = list(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise PsipoInputError(
+                f"psi: returned shape {shape} for the preference table of shape "
+                f"{list(problem.preferences.shape)}; Ψ must act elementwise"
+            )
+        values = values.to(DTYPE)
     if bool(torch.isnan(values).any()):
         raise PsipoInputError("psi: returns NaN on the preference table")
     up, down = values == torch.inf, values == -torch.inf
