@@ -475,3 +475,13 @@ def test_a_missing_field_names_the_fields_the_row_has(tmp_path):
     path.write_text('{"prompt": "w1"}\n{"\\ufeffprompt": "w1"}\n')
     call = lambda: read_prompts(str(path), split="train", dataset_config=None, max_prompts=None)  # noqa: E731
     assert one_line_error(call) == f"{path}:2: field 'prompt': missing (the row has '\\ufeffprompt')"
+
+
+@pytest.mark.parametrize(("value", "kind"), [("null", "NoneType"), ("5", "int")])
+def test_a_prompt_of_the_wrong_type_says_a_string_is_fine_too(tmp_path, value, kind):
+    from psipo.lm.evaluate import read_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "w1"}\n{"prompt": ' + value + "}\n")
+    call = lambda: read_prompts(str(path), split="train", dataset_config=None, max_prompts=None)  # noqa: E731
+    assert one_line_error(call) == f"{path}:2: field 'prompt': expected a string or a list of messages, got {kind}"

@@ -158,7 +158,9 @@ def read_prompts(
         if "prompt" not in row:
             raise missing_field(where, "prompt", row)
         prompt = row["prompt"]
-        if not isinstance(prompt, str):
+        if not isinstance(prompt, (str, list)):
+            raise PsipoInputError(f"{where}: field 'prompt': expected a string or a list of messages, got {type(prompt).__name__}")
+        if isinstance(prompt, list):
             prompt = _check_messages(prompt, where, "prompt")
         prompts.append(prompt)
         locations.append(where)
