@@ -199,8 +199,11 @@ def log_ratio_gap(
     return (pc - rc) - (pr - rr)
 
 
-def check_tau(tau: float | torch.Tensor) -> None:
+def check_tau(tau: float | torch.Tensor, *, scalar: bool = False) -> None:
     """Raise :class:`PsipoInputError` unless τ (a real number or a tensor of them) is finite and > 0.
+
+    A tensor of several τ is one τ per run, broadcast against the log-probs; ``scalar=True`` (the
+    exact tabular solvers, whose tables would broadcast it against their action axis) refuses it.
 
     τ = ∞ is refused rather than read as "no policy change": every loss is then 0·∞ or ∞ − ∞
     somewhere (NaN). So is a subnormal τ (below ~2.2e-308 in float64), whose reciprocal
@@ -212,6 +215,11 @@ def check_tau(tau: float | torch.Tensor) -> None:
     if isinstance(tau, torch.Tensor):
         if tau.dtype == torch.bool or tau.is_complex():
             raise PsipoInputError(f"tau: must be a real number > 0, got a tensor of {tau.dtype}")
+        if scalar and tau.numel() != 1:
+            raise PsipoInputError(
+                f"tau: must be one number here, got a tensor of shape {list(tau.shape)} "
+                "(one τ per run is for the losses of psipo.losses; call once per τ)"
+            )
         values = tau.detach()
     elif isinstance(tau, numbers.Real) and not isinstance(tau, bool):
         values = torch.as_tensor(float(tau), dtype=torch.float64)

@@ -482,6 +482,35 @@ def test_bad_tau_in_every_exact_function(tau):
             call()
 
 
+def test_one_tau_per_run_is_for_the_losses_not_the_exact_solvers():
+    """A [2] τ tensor passed check_tau (losses take one τ per run) and then broadcast against the
+    action axis: optimal_policy divided each action's g by its own τ and returned a plausible
+    wrong policy; the population losses and kl_regularised_policy likewise; psipo_objective,
+    nash_equilibrium and ipo_md_fixed_point failed inside torch. A 0-dim tensor is one τ."""
+    from psipo.tabular.nash import nash_equilibrium
+    from psipo.tabular.online import expected_online_loss, ipo_md_fixed_point, online_target
+
+    problem = two_actions(0.7)
+    taus = torch.tensor([0.1, 1.0])
+    calls = [
+        lambda tau: optimal_policy(problem, tau=tau, psi="identity"),
+        lambda tau: psipo_objective(problem, [0.5, 0.5], tau=tau, psi="identity"),
+        lambda tau: dpo_population_loss(problem, [0.5, 0.5], tau=tau),
+        lambda tau: ipo_population_loss(problem, [0.5, 0.5], tau=tau),
+        lambda tau: ipo_sampled_population_loss(problem, [0.5, 0.5], tau=tau),
+        lambda tau: nash_equilibrium(problem, tau=tau).policy,
+        lambda tau: rlhf_policy(problem, tau=tau, l2=0.1),
+        lambda tau: kl_regularised_policy(problem.pi_ref, torch.tensor([1.0, 0.0]), tau=tau),
+        lambda tau: ipo_md_fixed_point(problem, tau=tau, mixture=0.5).policy,
+        lambda tau: online_target(problem, algorithm="online_ipo", tau=tau),
+        lambda tau: expected_online_loss(problem, torch.zeros(1, 2, dtype=F64), algorithm="online_ipo", tau=tau),
+    ]
+    for call in calls:
+        with pytest.raises(PsipoInputError, match=r"^tau: must be one number here, got a tensor of shape \[2\]"):
+            call(taus)
+        torch.testing.assert_close(call(torch.tensor(0.5, dtype=F64)), call(0.5), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("policy", "message"),
     [

@@ -66,7 +66,7 @@ def ipo_empirical_shift(dataset: PreferenceDataset, *, tau: float) -> torch.Tens
     docstring). With a disconnected graph, e.g. rows (a, b), (c, d), some of those directions
     ((1, 1, 0, 0)) change π; δ* is the minimiser whose sum over each component is 0.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     incidence = dataset.incidence(torch.float64)
     target = torch.full((len(dataset), 1), 1.0 / (2.0 * tau), dtype=torch.float64)
     shift = torch.linalg.pinv(incidence) @ target
@@ -123,7 +123,7 @@ def never_winning_actions(dataset: PreferenceDataset) -> list[tuple[str, str]]:
 
 def dpo_empirical_optimum(dataset: PreferenceDataset, *, tau: float, pi_ref: object = None) -> torch.Tensor | None:
     """π* ∝ π_ref·exp(r̂/τ) minimising the empirical DPO loss (Eq. 4), or None when no minimiser exists."""
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     if not dpo_minimiser_exists(dataset):
         return None
     return kl_regularised_policy(dataset.reference_policy(pi_ref), bradley_terry_reward(dataset), tau=tau)
@@ -133,7 +133,7 @@ def rlhf_empirical_optimum(
     dataset: PreferenceDataset, *, tau: float, l2: float = 0.0, pi_ref: object = None
 ) -> torch.Tensor | None:
     """π ∝ π_ref·exp(r̂/τ) with r̂ = :func:`bradley_terry_reward`; None when it has no minimiser."""
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     if l2 == 0 and not dpo_minimiser_exists(dataset):
         return None
     return kl_regularised_policy(dataset.reference_policy(pi_ref), bradley_terry_reward(dataset, l2=l2), tau=tau)

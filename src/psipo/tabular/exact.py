@@ -138,7 +138,7 @@ def optimal_policy(problem: TabularProblem, *, tau: float, psi: PsiLike) -> torc
     g is shifted by its maximum before dividing by τ, so a τ so small that g/τ overflows gives
     the τ → 0 limit (π_ref restricted to the maximisers of g) rather than NaN.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     divergent, finite = _expected_psi(problem, psi)
     support = problem.pi_ref > 0
     best = torch.where(support, divergent, -torch.inf).amax(-1, keepdim=True)
@@ -156,7 +156,7 @@ def psipo_objective(
     With infinite Ψ values the result is the ε → 0 limit of the module docstring: ±inf when it
     genuinely diverges, otherwise finite; −inf when π is not absolutely continuous w.r.t. π_ref.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     policy = _as_policy(problem, policy)
     divergent, finite = _expected_psi(problem, psi)
     value = _context_average(problem, (policy * finite).sum(-1)) - tau * _kl_of_checked(problem, policy)
@@ -218,6 +218,7 @@ def dpo_population_loss(problem: TabularProblem, policy: object, *, tau: float) 
 
     Each pair's term is :func:`psipo.losses.dpo_loss`; y = y' pairs contribute (1/2)·log 2.
     """
+    check_tau(tau, scalar=True)
     log_probs = _pair_log_probs(problem, policy)
     return _pair_expectation(
         _pair_weights(problem) * problem.preferences, dpo_loss(*log_probs, tau=tau)
@@ -229,7 +230,7 @@ def ipo_population_loss(problem: TabularProblem, policy: object, *, tau: float) 
 
     Averaged over x ∼ ρ. Zero exactly at the identity-Ψ optimum (Theorem 2).
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     log_probs = _pair_log_probs(problem, policy)
     against_mu = preference_against(problem)
     target = (against_mu[:, :, None] - against_mu[:, None, :]) / tau
@@ -248,7 +249,7 @@ def ipo_sampled_population_loss(
 
     It differs from :func:`ipo_population_loss` by a constant independent of π (Prop. 3).
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     log_probs = _pair_log_probs(problem, policy)
     weights = _pair_weights(problem)
     won = log_ratio_regression_loss(*log_probs, target=1.0 / tau)

@@ -160,7 +160,7 @@ def nash_equilibrium(
     ``tau`` and giving the residual, if it does not converge (τ too small for float64) or
     overflows.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     tolerance = check_real(tolerance, "tolerance", low=0.0, low_open=True)
     max_iterations = check_integer(max_iterations, "max_iterations", low=1)
     tau = float(tau)

@@ -247,7 +247,7 @@ def expected_online_loss(
     name, default the algorithm's) and ``hyperparameters`` are for the pairwise algorithms;
     ``reward`` [X, Y] or [Y] and ``num_generations`` K ≥ 2 for ``rloo``.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     log_probs = torch.log_softmax(logits, dim=-1)
     log_ref = torch.log(problem.pi_ref)
     weights = sampling_policy(problem, logits, algorithm=algorithm, mixture=mixture)
@@ -296,7 +296,7 @@ def sampled_online_loss(
     :func:`psipo.online.rloo_losses` over the tuples. Its expectation is
     :func:`expected_online_loss` with the same arguments.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise PsipoInputError(f"samples: must be an integer ≥ 1, got {samples!r}")
     if labels not in ("soft", "hard"):
@@ -359,7 +359,7 @@ def train_online(
     :class:`~psipo.errors.PsipoNonFiniteError` if a loss is not finite.
     """
     _check_full_support(problem)
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     _check_mixture(mixture)
     if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
         raise PsipoInputError(f"steps: must be an integer ≥ 0, got {steps!r}")
@@ -459,7 +459,7 @@ def ipo_md_fixed_point(
     for float64). Needs π_ref > 0 everywhere. β = 0 gives the Nash equilibrium, β = 1 the Eq. 9
     optimum with µ = π_ref.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     _check_mixture(mixture)
     _check_full_support(problem)
     policy = torch.empty_like(problem.pi_ref)
@@ -512,7 +512,7 @@ def online_target(
     Known for the IPO loss (Ψ = identity) under every sampler, for the DPO loss (Ψ = logit) under
     a Bradley–Terry problem, and for ``rloo`` with its ``reward``; any other loss is an error.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     name = _loss_name(algorithm, loss)
     if name is None:
         return kl_regularised_policy(problem.pi_ref, _reward_table(problem, reward), tau=tau)

@@ -211,7 +211,7 @@ def kl_regularised_policy(pi_ref: Any, reward: Any, *, tau: float) -> torch.Tens
     same last axis that broadcast (leading batch dimensions of either are kept); a reward
     tensor keeps its gradient.
     """
-    check_tau(tau)
+    check_tau(tau, scalar=True)
     checked_ref = _to_tensor(pi_ref, "pi_ref")
     check_policy(pi_ref if isinstance(pi_ref, torch.Tensor) else checked_ref, "pi_ref")  # its dtype's rounding
     checked_reward = _to_tensor(reward, "reward")
