@@ -485,3 +485,17 @@ def test_a_prompt_of_the_wrong_type_says_a_string_is_fine_too(tmp_path, value, k
     path.write_text('{"prompt": "w1"}\n{"prompt": ' + value + "}\n")
     call = lambda: read_prompts(str(path), split="train", dataset_config=None, max_prompts=None)  # noqa: E731
     assert one_line_error(call) == f"{path}:2: field 'prompt': expected a string or a list of messages, got {kind}"
+
+
+def test_a_completion_that_starts_with_the_user_s_turn_is_named():
+    """After a prompt, chosen and rejected are the assistant's answers: one that opens with a
+    user (or system) turn is named as such, not left to a template that may render it as an
+    answer (the user's words trained on) or to a 'not a prefix' message that hides the cause."""
+    row = {"prompt": MESSAGE, "chosen": [{"role": "user", "content": "w2"}], "rejected": ANSWER}
+    assert one_line_error(lambda: parse_row(row, "f.jsonl:5")) == (
+        "f.jsonl:5: field 'chosen[0].role': 'user' after the prompt; a completion starts with the assistant's turn"
+    )
+    implicit = {"chosen": MESSAGE + ANSWER + [{"role": "user", "content": "w3"}] + ANSWER, "rejected": MESSAGE + ANSWER + MESSAGE + ANSWER}
+    assert one_line_error(lambda: parse_row(implicit, "f.jsonl:6")) == (
+        "f.jsonl:6: field 'chosen[2].role': 'user' after the prompt; a completion starts with the assistant's turn"
+    )

@@ -348,18 +348,24 @@ def parse_row(row: Any, where: str) -> ParsedRow:
                 )
             prompt, repeated = None, True
         if prompt is None:
-            shared = _shared_messages(chosen, rejected)
-            if shared == len(chosen) == len(rejected):
-                shared -= 1  # keep the last message as both completions: dropped as identical later
-            prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+            start = _shared_messages(chosen, rejected)
+            if start == len(chosen) == len(rejected):
+                start -= 1  # keep the last message as both completions: dropped as identical later
+            prompt = chosen[:start]
         else:
             prompt = _check_messages(prompt, where, "prompt")
             n = len(prompt)
-            if all(_shared_messages(prompt, messages) == n for messages in (chosen, rejected)):
-                chosen, rejected, repeated = chosen[n:], rejected[n:], True
+            repeated = all(_shared_messages(prompt, messages) == n for messages in (chosen, rejected))
+            start = n if repeated else 0
+        chosen, rejected = chosen[start:], rejected[start:]
         for field, value in (("chosen", chosen), ("rejected", rejected)):
             if not value:
                 raise PsipoInputError(f"{where}: field '{field}': no completion messages after the prompt")
+            if prompt and value[0]["role"] in ("user", "system"):
+                raise PsipoInputError(
+                    f"{where}: field '{field}[{start}].role': {value[0]['role']!r} after the prompt; "
+                    "a completion starts with the assistant's turn"
+                )
         return ParsedRow(prompt, chosen, rejected, repeated)
     for field, value in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(value, str):
