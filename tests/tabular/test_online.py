@@ -289,6 +289,9 @@ def test_the_online_gradient_vanishes_at_its_target(rewards, tau, loss):
     [
         (lambda: train(bradley_terry(), "sppo", 1.0), "algorithm: unknown algorithm 'sppo'"),
         (lambda: train(bradley_terry(), "ipo_md", 1.0, mixture=1.5), "mixture: must be in [0, 1]"),
+        # a string was a TypeError from '<=', True was read as β = 1
+        (lambda: ipo_md_fixed_point(bradley_terry(), tau=1.0, mixture="0.5"), "mixture: must be a number in [0, 1]"),
+        (lambda: ipo_md_fixed_point(bradley_terry(), tau=1.0, mixture=True), "mixture: must be a number in [0, 1]"),
         (lambda: train(bradley_terry(), "rloo", 1.0), "reward: rloo needs a reward table"),
         (lambda: train(bradley_terry(), "rloo", 1.0, reward=REWARDS, num_generations=1), "num_generations"),
         (lambda: train(bradley_terry(), "rloo", 1.0, reward=REWARDS, loss="ipo"), "loss: rloo takes no pairwise loss"),

@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -134,6 +135,8 @@ def _algorithm(name: str) -> Algorithm:
 
 
 def _check_mixture(mixture: float) -> None:
+    if isinstance(mixture, bool) or not isinstance(mixture, numbers.Real):
+        raise PsipoInputError(f"mixture: must be a number in [0, 1], got {mixture!r} ({type(mixture).__name__})")
     if not 0.0 <= mixture <= 1.0:
         raise PsipoInputError(f"mixture: must be in [0, 1], got {mixture}")
 
