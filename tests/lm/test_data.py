@@ -499,3 +499,17 @@ def test_a_completion_that_starts_with_the_user_s_turn_is_named():
     assert one_line_error(lambda: parse_row(implicit, "f.jsonl:6")) == (
         "f.jsonl:6: field 'chosen[2].role': 'user' after the prompt; a completion starts with the assistant's turn"
     )
+
+
+def test_skip_invalid_skips_rows_the_chat_template_refuses(tmp_path):
+    """skip_invalid skips every malformed row, also those only the chat template finds wrong
+    (a system turn for Gemma's), and counts them."""
+    refusing = make_tokenizer(40)
+    refusing.chat_template = REFUSING_TEMPLATE
+    good = {"prompt": MESSAGE, "chosen": ANSWER, "rejected": [{"role": "assistant", "content": "w3"}]}
+    bad = good | {"prompt": [{"role": "system", "content": "w9"}] + MESSAGE}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in (good, bad, good)))
+    assert one_line_error(lambda: load(path, refusing, tmp_path)).startswith(f"{path}:2: the tokenizer's chat template refused")
+    data = load(path, refusing, tmp_path, skip_invalid=True)
+    assert (len(data.pairs), data.n_rows, data.n_invalid) == (2, 3, 1)

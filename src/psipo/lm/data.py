@@ -434,24 +434,34 @@ def tokenize_rows(
     max_prompt_length: int,
     append_eos: bool,
     locations: Sequence[str] | None = None,
+    skip_invalid: bool = False,
 ) -> TokenizedData:
     """Tokenise validated rows (batched tokenizer calls), append EOS, truncate, drop empty and
-    identical completions."""
+    identical completions. With ``skip_invalid``, a conversation that the chat template cannot
+    render is skipped and counted as invalid instead of stopping everything."""
     eos = tokenizer.eos_token_id
     if append_eos and eos is None:
         raise PsipoInputError("append_eos: the tokenizer has no eos_token; set append_eos: false")
     rows = _without_repeated_text_prompts(rows)
     prompts, chosens, rejecteds, templated = [], [], [], []
+    data = TokenizedData(pairs=[], n_rows=len(rows))
     for i, row in enumerate(rows):
         if row.conversational:
             where = locations[i] if locations is not None else f"row {i + 1}"
-            prompt, chosen, rejected = _render_conversation(tokenizer, row, where)
+            try:
+                prompt, chosen, rejected = _render_conversation(tokenizer, row, where)
+            except PsipoInputError:
+                if not skip_invalid:
+                    raise
+                data.n_invalid += 1
+                continue
         else:
             prompt, chosen, rejected = row.prompt, row.chosen, row.rejected  # type: ignore[assignment]
         prompts.append(prompt)
         chosens.append(chosen)
         rejecteds.append(rejected)
         templated.append(row.conversational)
+        data.n_prompt_repeated += row.prompt_repeated
 
     def ids(texts: list[str], special: bool) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
@@ -459,13 +469,12 @@ def tokenize_rows(
     # Plain prompts get the tokenizer's special tokens (e.g. BOS); a chat template writes its own.
     plain = [i for i, t in enumerate(templated) if not t]
     chat = [i for i, t in enumerate(templated) if t]
-    prompt_ids: list[list[int]] = [[] for _ in rows]
+    prompt_ids: list[list[int]] = [[] for _ in prompts]
     for idx, special in ((plain, True), (chat, False)):
         for i, token_ids in zip(idx, ids([prompts[i] for i in idx], special)):
             prompt_ids[i] = token_ids
     chosen_ids, rejected_ids = ids(chosens, False), ids(rejecteds, False)
 
-    data = TokenizedData(pairs=[], n_rows=len(rows), n_prompt_repeated=sum(row.prompt_repeated for row in rows))
     for p, c, r in zip(prompt_ids, chosen_ids, rejected_ids):
         if append_eos:
             c = c if c and c[-1] == eos else c + [eos]
@@ -625,9 +634,10 @@ def load_pairs(
         max_prompt_length=max_prompt_length,
         append_eos=append_eos,
         locations=locations,
+        skip_invalid=skip_invalid,
     )
     data.n_rows += n_invalid
-    data.n_invalid = n_invalid
+    data.n_invalid += n_invalid
     if not data.pairs:
         raise PsipoInputError(f"{key}: no pair of {source} is left to train on: {data.summary()}")
     if path is not None:
