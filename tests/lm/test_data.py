@@ -513,3 +513,15 @@ def test_skip_invalid_skips_rows_the_chat_template_refuses(tmp_path):
     assert one_line_error(lambda: load(path, refusing, tmp_path)).startswith(f"{path}:2: the tokenizer's chat template refused")
     data = load(path, refusing, tmp_path, skip_invalid=True)
     assert (len(data.pairs), data.n_rows, data.n_invalid) == (2, 3, 1)
+
+
+def test_a_json_file_in_json_lines_is_read_as_such(tmp_path, tokenizer):
+    """datasets' ``to_json("train.json")`` (and pandas' ``lines=True``) write JSON Lines under
+    .json: read line by line, with line numbers, not refused as 'invalid JSON: Extra data'."""
+    path = tmp_path / "train.json"
+    path.write_text(GOOD_LINE + "\n" + GOOD_LINE + "\n")
+    assert len(load(path, tokenizer, tmp_path).pairs) == 2
+    path.write_text(GOOD_LINE + "\n" + GOOD_LINE + "\n" + '{"prompt": "w1", "chosen": 3, "rejected": "w2"}\n')
+    assert one_line_error(lambda: load(path, tokenizer, tmp_path)).startswith(f"{path}:3: field 'chosen'")
+    path.write_text(GOOD_LINE)  # one object is not a list of rows
+    assert one_line_error(lambda: load(path, tokenizer, tmp_path)) == f"{path}: expected a JSON list of rows, got dict"

@@ -146,18 +146,13 @@ def read_rows(
         path = _local_file(source, key)
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            with path.open("rb") as f:
-                for line_no, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        text = decode_utf8(line.rstrip(b"\r\n"), path, line_no)
-                        row = parse_json(text, path, line_no)
-                    except PsipoInputError as exc:
-                        row = UnreadableRow(exc)
-                    yield f"{path}:{line_no}", row
+            yield from _json_lines(path)
         elif suffix == ".json":
-            rows = parse_json(read_text_file(path), path)
+            text = read_text_file(path)
+            if _is_json_lines(text):
+                yield from _json_lines(path)
+                return
+            rows = parse_json(text, path)
             if not isinstance(rows, list):
                 raise PsipoInputError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
             for i, row in enumerate(rows, start=1):
@@ -179,6 +174,34 @@ def read_rows(
     dataset = load_hub_dataset(source, key=key, split=split, dataset_config=dataset_config)
     for i, row in enumerate(dataset, start=1):
         yield f"{source}[{split}] row {i}", row
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(file:line, row)`` of a JSON Lines file; blank lines are skipped."""
+    with path.open("rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = decode_utf8(line.rstrip(b"\r\n"), path, line_no)
+                row: Any = parse_json(text, path, line_no)
+            except PsipoInputError as exc:
+                row = UnreadableRow(exc)
+            yield f"{path}:{line_no}", row
+
+
+def _is_json_lines(text: str) -> bool:
+    """Whether the text of a .json file is JSON Lines (as datasets' ``to_json`` writes it): an
+    object with more after it."""
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.msg == "Extra data"
+    except RecursionError:
+        return False
+    return False
 
 
 def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str | None) -> Any:
