@@ -141,3 +141,45 @@ def test_ipo_shift_on_a_disconnected_comparison_graph():
     for policy in (torch.softmax(shift, -1), moved):  # ... but not the empirical IPO loss
         assert empirical.empirical_loss(dataset, policy[None], loss="ipo", tau=0.5).item() == pytest.approx(0.0, abs=1e-20)
     assert "connected components" in empirical.ipo_empirical_shift.__doc__
+
+
+@pytest.mark.parametrize(
+    ("l2", "message"),
+    [
+        (-1.0, r"^l2: must be >= 0, got -1.0$"),  # said "got -6.0": λ after scaling by 2N
+        ("0.1", r"^l2: must be a finite number, got '0.1'"),  # TypeError from 2·N·l2
+    ],
+)
+def test_bad_l2_is_named_as_given(l2, message):
+    from psipo.errors import PsipoInputError
+
+    for call in (
+        lambda: empirical.rlhf_empirical_optimum(DATASETS["D1"], tau=1.0, l2=l2),
+        lambda: empirical.bradley_terry_reward(DATASETS["D1"], l2=l2),
+    ):
+        with pytest.raises(PsipoInputError, match=message):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (torch.tensor([[0.5, 0.5]]), r"^policy: expected shape \[\.\.\., 1, 3\]"),  # IndexError
+        (torch.tensor([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]]), r"^policy: expected shape \[\.\.\., 1, 3\]"),  # silently used row 0
+        (torch.tensor([[0.9, 0.9, 0.9]], dtype=torch.float64), r"^policy\[0\]: sums to 2.7, not 1"),
+    ],
+)
+def test_empirical_loss_checks_its_policy(policy, message):
+    from psipo.errors import PsipoInputError
+
+    with pytest.raises(PsipoInputError, match=message):
+        empirical.empirical_loss(DATASETS["D1"], policy, loss="ipo", tau=1.0)
+
+
+def test_empirical_loss_takes_a_list_and_batches_of_policies():
+    """A nested list was an AttributeError ('list' object has no attribute 'to')."""
+    uniform = [[1 / 3, 1 / 3, 1 / 3]]
+    # At π = π_ref every gap is 0: IPO's loss is (1/(2τ))² on every row.
+    assert empirical.empirical_loss(DATASETS["D1"], uniform, loss="ipo", tau=0.5).item() == pytest.approx(1.0, rel=1e-14)
+    batch = torch.full((4, 2, 1, 3), 1 / 3, dtype=torch.float64)
+    assert empirical.empirical_loss(DATASETS["D1"], batch, loss="ipo", tau=0.5).shape == (4, 2)

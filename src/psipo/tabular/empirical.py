@@ -36,6 +36,7 @@ import torch
 from psipo.errors import PsipoInputError
 from psipo.losses import check_tau
 from psipo.tabular.datasets import PreferenceDataset
+from psipo.tabular.problem import _to_tensor, check_policy, check_real
 from psipo.tabular.rlhf import fit_rewards, kl_regularised_policy
 from psipo.tabular.train import pair_loss
 
@@ -43,7 +44,18 @@ from psipo.tabular.train import pair_loss
 def empirical_loss(
     dataset: PreferenceDataset, policy: torch.Tensor, *, loss: str, tau: float, pi_ref: object = None
 ) -> torch.Tensor:
-    """Mean of ``loss`` (``ipo`` or ``dpo``, from :mod:`psipo.losses`) over the rows, for [..., X, A] policies."""
+    """Mean of ``loss`` (``ipo`` or ``dpo``, from :mod:`psipo.losses`) over the rows, for [..., X, A] policies.
+
+    ``policy`` is a tensor (its gradient kept), array or nested list whose rows are distributions.
+    """
+    if not isinstance(policy, torch.Tensor):
+        policy = _to_tensor(policy, "policy")
+    shape = (len(dataset.contexts), len(dataset.actions))
+    if tuple(policy.shape[-2:]) != shape:
+        raise PsipoInputError(
+            f"policy: expected shape [..., {shape[0]}, {shape[1]}] (contexts × actions), got {list(policy.shape)}"
+        )
+    check_policy(policy, "policy")
     log_policy = policy.to(torch.float64).log()
     log_ref = dataset.reference_policy(pi_ref).log()
     x, chosen, rejected = dataset.context_index, dataset.chosen_index, dataset.rejected_index
@@ -96,6 +108,7 @@ def bradley_terry_reward(dataset: PreferenceDataset, *, l2: float = 0.0) -> torc
     ``l2`` is λ (as in :class:`~psipo.tabular.train.TabularTrainConfig`). Raises
     :class:`PsipoInputError` when λ = 0 and no minimiser exists.
     """
+    l2 = check_real(l2, "l2", low=0.0)  # here, not after the scaling below: name the λ given
     # fit_rewards minimises Σ counts·loss + (l2'/2)‖r‖²; ours is that divided by N with l2' = 2Nλ.
     return fit_rewards(
         win_counts(dataset), l2=2.0 * len(dataset) * l2, actions=dataset.actions, contexts=dataset.contexts
@@ -134,6 +147,7 @@ def rlhf_empirical_optimum(
 ) -> torch.Tensor | None:
     """π ∝ π_ref·exp(r̂/τ) with r̂ = :func:`bradley_terry_reward`; None when it has no minimiser."""
     check_tau(tau, scalar=True)
+    l2 = check_real(l2, "l2", low=0.0)
     if l2 == 0 and not dpo_minimiser_exists(dataset):
         return None
     return kl_regularised_policy(dataset.reference_policy(pi_ref), bradley_terry_reward(dataset, l2=l2), tau=tau)
