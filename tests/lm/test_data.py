@@ -525,3 +525,15 @@ def test_a_json_file_in_json_lines_is_read_as_such(tmp_path, tokenizer):
     assert one_line_error(lambda: load(path, tokenizer, tmp_path)).startswith(f"{path}:3: field 'chosen'")
     path.write_text(GOOD_LINE)  # one object is not a list of rows
     assert one_line_error(lambda: load(path, tokenizer, tmp_path)) == f"{path}: expected a JSON list of rows, got dict"
+
+
+def test_a_path_from_the_home_folder_is_expanded(tmp_path, tokenizer, monkeypatch):
+    """``train_data: ~/data/train.jsonl`` and ``model: ~/models/x`` in a YAML config (no shell to
+    expand them) name the files in the home folder, not 'file not found: ~/…'."""
+    from psipo.lm.hub import resolve_hub_name
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "train.jsonl").write_text(GOOD_LINE + "\n")
+    assert len(load("~/train.jsonl", tokenizer, tmp_path).pairs) == 1
+    (tmp_path / "model").mkdir()
+    assert resolve_hub_name("~/model", key="model", what="a causal LM") == str(tmp_path / "model")

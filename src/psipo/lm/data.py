@@ -105,13 +105,13 @@ class TokenizedData:
 
 def is_local_file(source: str) -> bool:
     """A source naming a local data file (by suffix or existence) rather than a Hub dataset."""
-    return source.lower().endswith(FILE_SUFFIXES) or os.path.isfile(source)
+    return source.lower().endswith(FILE_SUFFIXES) or os.path.isfile(os.path.expanduser(source))
 
 
 def _local_file(source: str, key: str) -> Path:
     """The path of local data file ``source``; when it is missing, the error names it (and, for
-    the quickstart's data, says how to make it)."""
-    path = Path(source)
+    the quickstart's data, says how to make it). ``~`` is the home folder (a YAML config has no shell)."""
+    path = Path(source).expanduser()
     if path.is_file():
         return path
     if path.is_dir():

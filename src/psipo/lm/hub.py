@@ -28,7 +28,8 @@ def resolve_hub_name(
 ) -> str:
     """What to load for ``name``: ``name`` itself, or its snapshot folder in the Hugging Face cache.
 
-    ``name`` comes back unchanged when it is a local folder, no Hub name at all (the loader
+    A local folder comes back with ``~`` expanded (a YAML config has no shell to do it). ``name``
+    comes back unchanged when it is no Hub name at all (the loader
     reports that), or the Hub answers. When the Hub is offline (``HF_HUB_OFFLINE``) or does
     not answer within a few seconds, the cached snapshot of ``revision`` comes back instead: a
     local folder, which loads without the minute of retries. Without a snapshot either, a
@@ -40,7 +41,7 @@ def resolve_hub_name(
     from huggingface_hub.utils import validate_repo_id
 
     if os.path.isdir(os.path.expanduser(name)):
-        return name
+        return os.path.expanduser(name)
     try:
         validate_repo_id(name)
     except ValueError:
