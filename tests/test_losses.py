@@ -318,3 +318,22 @@ def test_hyperparameters_of_the_wrong_type_are_one_input_error(value):
         dpo_loss(*logps, tau=1.0, label_smoothing=value)
     with pytest.raises(PsipoInputError, match="^label_noise: must be a number in"):
         robust_dpo_loss(*logps, tau=1.0, label_noise=value)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_a_per_pair_tau_column_beside_b_log_probs_is_refused(name):
+    """τ of shape [B, 1] (one per pair) beside [B] log-probs gave a [B, B] loss, as a [B, 1] log-prob did."""
+    spec = LOSSES[name]
+    logps = [torch.zeros(4, dtype=F64) for _ in range(4)]
+    with pytest.raises(PsipoInputError, match=r"^tau: shape \[4, 1\] beside the log-ratio gap: shape \[4\] would broadcast to \[4, 4\]"):
+        spec.function(*logps, tau=torch.full((4, 1), 0.5, dtype=F64), **spec.defaults)
+    per_pair = spec.function(*logps, tau=torch.full((4,), 0.5, dtype=F64), **spec.defaults)
+    torch.testing.assert_close(per_pair, spec.function(*logps, tau=0.5, **spec.defaults), rtol=0, atol=0)
+
+
+def test_a_regression_target_column_beside_b_gaps_is_refused():
+    """Eq. 13's target as a [B, 1] column beside [B] log-probs gave a [B, B] loss."""
+    logps = [torch.zeros(3, dtype=F64) for _ in range(4)]
+    with pytest.raises(PsipoInputError, match=r"^target: shape \[3, 1\] beside the log-ratio gap: shape \[3\]"):
+        log_ratio_regression_loss(*logps, target=torch.zeros(3, 1, dtype=F64))
+    assert log_ratio_regression_loss(*logps, target=torch.ones(3, dtype=F64)).tolist() == [1.0, 1.0, 1.0]

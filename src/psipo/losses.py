@@ -167,18 +167,33 @@ def _checked_log_probs(*logps: torch.Tensor | float) -> list[torch.Tensor | floa
         raise PsipoInputError(
             f"{', '.join(name for name, _ in shapes)}: shapes {', '.join(str(list(s)) for _, s in shapes)} do not broadcast"
         ) from None
+    _refuse_outer_pairing(shapes)
+    return checked
+
+
+def _refuse_outer_pairing(shapes: list[tuple[str, torch.Size]]) -> None:
+    """Raise unless each lower-rank shape broadcasts against the higher-rank ones only by gaining
+    leading dimensions (never by stretching one of their size-1 dimensions)."""
     for name, shape in shapes:
         for other, wider in shapes:
             if len(shape) < len(wider) and any(
                 size > 1 and size_there == 1 for size, size_there in zip(reversed(shape), reversed(wider))
             ):
                 raise PsipoInputError(
-                    f"{name}: shape {list(shape)} beside {other}: shape {list(wider)} would broadcast to "
-                    f"{list(torch.broadcast_shapes(shape, wider))}, every pair against every other; give the "
-                    "log-probs the same shape (squeeze the trailing 1), or the same number of dimensions "
-                    "to pair them on purpose"
+                    f"{other}: shape {list(wider)} beside {name}: shape {list(shape)} would broadcast to "
+                    f"{list(torch.broadcast_shapes(shape, wider))}, every pair against every other; give them "
+                    "the same shape (squeeze the trailing 1), or the same number of dimensions to pair "
+                    "them on purpose"
                 )
-    return checked
+
+
+def _checked_gap(tau: float | torch.Tensor, *logps: torch.Tensor | float) -> torch.Tensor:
+    """check_tau, then the log-ratio gap h; a tensor τ must not pair every τ with every h."""
+    check_tau(tau)
+    h = log_ratio_gap(*logps)
+    if isinstance(tau, torch.Tensor):
+        _refuse_outer_pairing([("tau", tau.shape), ("the log-ratio gap", h.shape)])
+    return h
 
 
 def log_ratio_gap(
@@ -252,14 +267,10 @@ def ipo_loss(
     (h = 0) the loss is :math:`(1/(2\tau))^2`. In GPO's terms it is :math:`\tau^{-2}f(\tau h)`
     with the squared loss :math:`f(x)=(x-\tfrac12)^2`. Derivative: :math:`2h-1/\tau`.
     """
-    check_tau(tau)
-    return log_ratio_regression_loss(
-        policy_chosen_logps,
-        policy_rejected_logps,
-        reference_chosen_logps,
-        reference_rejected_logps,
-        target=1.0 / (2.0 * tau),
+    h = _checked_gap(
+        tau, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
+    return (h - 1.0 / (2.0 * tau)) ** 2
 
 
 def log_ratio_regression_loss(
@@ -280,6 +291,8 @@ def log_ratio_regression_loss(
     h = log_ratio_gap(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
+    if isinstance(target, torch.Tensor):
+        _refuse_outer_pairing([("target", target.shape), ("the log-ratio gap", h.shape)])
     return (h - target) ** 2
 
 
@@ -301,10 +314,9 @@ def dpo_loss(
     At π = π_ref the loss is log 2 for every ε. Derivative:
     :math:`-\tau\sigma(-\tau h)+\varepsilon\tau`.
     """
-    check_tau(tau)
     LABEL_SMOOTHING.check("label_smoothing", label_smoothing)
-    logits = tau * log_ratio_gap(
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    logits = tau * _checked_gap(
+        tau, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
     loss = -(1.0 - label_smoothing) * F.logsigmoid(logits)
     if label_smoothing:  # skipped at 0 so that h = +inf gives loss 0, not 0·(−inf) = NaN
@@ -328,10 +340,9 @@ def robust_dpo_loss(
     Its expectation over labels flipped with probability ε equals the clean DPO loss. At
     π = π_ref it is log 2. Derivative: :math:`-\tau\sigma(-\tau h)-\varepsilon\tau/(1-2\varepsilon)`.
     """
-    check_tau(tau)
     LABEL_NOISE.check("label_noise", label_noise)
-    logits = tau * log_ratio_gap(
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    logits = tau * _checked_gap(
+        tau, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
     return (
         -(1.0 - label_noise) * F.logsigmoid(logits) + label_noise * F.logsigmoid(-logits)
@@ -352,9 +363,8 @@ def hinge_loss(
     :math:`1/\tau`; at π = π_ref it is 1. Derivative: :math:`-\tau\,\mathbb{1}[\tau h<1]`
     (0 at the kink, as autograd takes it).
     """
-    check_tau(tau)
-    h = log_ratio_gap(
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    h = _checked_gap(
+        tau, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
     return torch.relu(1.0 - tau * h)
 
@@ -378,9 +388,8 @@ def exponential_loss(
     that is always won pushes h to +∞; it penalises a wrong ordering exponentially rather
     than linearly. At π = π_ref it is 1. Derivative: :math:`-\tau e^{-\tau h}`.
     """
-    check_tau(tau)
-    h = log_ratio_gap(
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    h = _checked_gap(
+        tau, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
     return torch.exp(-tau * h)
 
@@ -404,9 +413,8 @@ def truncated_quadratic_loss(
     gradient that vanishes smoothly there. At π = π_ref it is 1. Derivative:
     :math:`-2\tau\max(0,1-\tau h)`.
     """
-    check_tau(tau)
-    h = log_ratio_gap(
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    h = _checked_gap(
+        tau, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
     return torch.relu(1.0 - tau * h) ** 2
 
@@ -430,9 +438,8 @@ def savage_loss(
     (h → −∞) has a vanishing gradient, which makes it robust to flipped labels. At π = π_ref
     it is 1/4. Derivative: :math:`-2\tau\sigma(-\tau h)^2\sigma(\tau h)`.
     """
-    check_tau(tau)
-    h = log_ratio_gap(
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    h = _checked_gap(
+        tau, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
     return torch.sigmoid(-tau * h) ** 2
 
