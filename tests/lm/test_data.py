@@ -197,6 +197,12 @@ def test_a_save_to_disk_folder_is_loaded_with_its_splits(tmp_path, tokenizer):
     assert one_line_error(lambda: load(splits, tokenizer, tmp_path, split="validation")) == (
         f"train_data: {splits} has no split 'validation' (it has: test, train)"
     )
+    # datasets' split syntax, as load_dataset reads it
+    both = load(splits, tokenizer, tmp_path, split="test+train[:1]")
+    assert [p.prompt_ids for p in both.pairs] == [[word(4)], [word(1)]]
+    assert one_line_error(lambda: load(splits, tokenizer, tmp_path, split="train[x]")).startswith(
+        f"train_data: {splits} has no split 'train[x]' (it has: test, train)"
+    )
 
 
 # --------------------------------------------------------------------------- broken data

@@ -244,9 +244,13 @@ def _load_saved_dataset(source: str, *, key: str, split: str) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PsipoInputError(f"{key}: cannot load the save_to_disk folder {source}: {first}") from None
     if isinstance(saved, datasets.DatasetDict):
-        if split not in saved:
-            raise PsipoInputError(f"{key}: {source} has no split {split!r} (it has: {', '.join(sorted(saved))})")
-        return saved[split]
+        if split in saved:
+            return saved[split]
+        try:  # datasets' split syntax, as load_dataset reads it: "train[:10%]+test"
+            parts = datasets.ReadInstruction.from_spec(split).to_absolute({name: len(d) for name, d in saved.items()})
+        except (ValueError, KeyError, AssertionError):
+            raise PsipoInputError(f"{key}: {source} has no split {split!r} (it has: {', '.join(sorted(saved))})") from None
+        return datasets.concatenate_datasets([saved[p.splitname].select(range(p.from_, p.to)) for p in parts])
     return saved
 
 
@@ -260,6 +264,8 @@ def source_fingerprint(source: str, *, key: str, split: str, dataset_config: str
         folder = Path(source).expanduser()
         if (folder / "dataset_dict.json").is_file() and (folder / split).is_dir():
             folder = folder / split  # a dataset dict's split is a saved dataset of its own
+        else:
+            digest.update(split.encode())  # the whole folder: "train[:10%]" and "test" differ
         files = [(path, str(path.relative_to(folder))) for path in sorted(folder.rglob("*")) if path.is_file()]
     else:
         files = []
