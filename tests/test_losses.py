@@ -170,10 +170,11 @@ def test_tau_must_be_positive(name, tau):
         spec.function(*logps_with_gap(torch.zeros(2)), tau=tau, **spec.defaults)
 
 
-@pytest.mark.parametrize("tau", [math.inf, -math.inf, math.nan, torch.tensor([0.5, math.inf])])
+@pytest.mark.parametrize("tau", [math.inf, -math.inf, math.nan, torch.tensor([0.5, math.inf]), 10**400])
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_tau_must_be_finite(name, tau):
-    """τ = ∞ used to pass (τ > 0) and every loss returned NaN (0·∞ or ∞ − ∞)."""
+    """τ = ∞ used to pass (τ > 0) and every loss returned NaN (0·∞ or ∞ − ∞); an int beyond
+    float64 (10**400) was an OverflowError from float()."""
     spec = LOSSES[name]
     with pytest.raises(PsipoInputError, match="^tau: must be a finite number, got"):
         spec.function(*logps_with_gap(torch.zeros(2)), tau=tau, **spec.defaults)

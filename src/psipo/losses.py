@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
+import sys
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -161,6 +163,8 @@ def _checked_log_probs(*logps: torch.Tensor | float) -> list[torch.Tensor | floa
                 + (" (convert it with torch.as_tensor)" if hasattr(value, "__len__") else "")
             )
         checked.append(value)
+    if all(shape == shapes[0][1] for _, shape in shapes):  # the usual case, at no cost
+        return checked
     try:
         torch.broadcast_shapes(*(shape for _, shape in shapes))
     except RuntimeError:
@@ -237,7 +241,13 @@ def check_tau(tau: float | torch.Tensor, *, scalar: bool = False) -> None:
             )
         values = tau.detach()
     elif isinstance(tau, numbers.Real) and not isinstance(tau, bool):
-        values = torch.as_tensor(float(tau), dtype=torch.float64)
+        try:
+            value = float(tau)
+        except OverflowError:  # an int beyond float64
+            raise PsipoInputError(f"tau: must be a finite number, got {tau}") from None
+        if math.isfinite(value) and value >= sys.float_info.min:  # every loss call: no tensor here
+            return
+        values = torch.as_tensor(value, dtype=torch.float64)
     else:
         raise PsipoInputError(f"tau: must be a finite number > 0, got {tau!r} ({type(tau).__name__})")
     if not bool(torch.isfinite(values).all()):
