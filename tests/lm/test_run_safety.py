@@ -364,3 +364,29 @@ def test_ctrl_c_is_left_alone_where_a_run_cannot_stop_at_a_step_end(why):
     finally:
         if before is not None:
             signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_final_is_saved_lets_it_finish_then_stops(base_config, rows, tmp_path, monkeypatch, capsys, signum):
+    # With save_steps null, final/ is the only copy of the training: a signal that tore it off
+    # (the default SIGTERM, Python's KeyboardInterrupt) would lose the whole run.
+    from psipo.errors import PsipoTerminated
+    from psipo.lm import checkpoint
+
+    save_final = checkpoint.save_final
+
+    def signalled_mid_save(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        save_final(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_final", signalled_mid_save)
+    stand_in = []  # in place of the default SIGTERM, which would end pytest
+    previous = signal.signal(signal.SIGTERM, lambda s, f: stand_in.append(s))
+    try:
+        with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else PsipoTerminated):
+            run(base_config, rows, save_steps=None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stand_in == []
+    assert load_file(tmp_path / "run" / "final" / "model.safetensors")
+    assert "final/ is saved" in capsys.readouterr().err

@@ -127,14 +127,20 @@ def run_loop(
     save_steps: int | None,
     callback: Callable[[int], dict[str, Any]],
     on_record: Callable[[dict[str, Any], int], None] | None = None,
+    stop: StopAtStepEnd | None = None,
 ) -> None:
     """Steps ``start_step`` … ``total_steps - 1``: optimise, log, evaluate, checkpoint.
 
     ``on_record(record, step)`` sees each record written (trackers; a task that stops early).
     A Ctrl-C or SIGTERM ends the run at the end of the step in progress, with a checkpoint
     there (see :class:`StopAtStepEnd`), so that nothing trained is lost and ``--resume`` goes
-    on exactly."""
-    with StopAtStepEnd(enabled=opt.accelerator.num_processes == 1) as stop:
+    on exactly. ``stop``: the caller's, still installed when the loop returns (a signal during
+    the last step or after it then waits for ``final/``; the caller restores the handlers);
+    default: the loop's own."""
+    own = stop is None
+    if stop is None:
+        stop = StopAtStepEnd(enabled=opt.accelerator.num_processes == 1)
+    with stop if own else contextlib.nullcontext(stop.install()):
         for step in range(start_step, opt.total_steps):
             started = time.perf_counter()
             optimisation_step(task, step, opt, guard, window)
@@ -195,6 +201,8 @@ class StopAtStepEnd:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
+        self.pending = "this step, with a checkpoint"
+        """What the run finishes before it stops (said when the signal comes)."""
         self.requested = False
         self._signal: int | None = None
         self._previous: dict[int, Any] = {}
@@ -211,7 +219,7 @@ class StopAtStepEnd:
         self.requested, self._signal = True, signum
         name = self.NAMES[signal.Signals(signum)]
         print(
-            f"\npsipo: {name}: stopping after this step, with a checkpoint ({name} again to stop at once, without one)",
+            f"\npsipo: {name}: stopping after {self.pending} ({name} again to stop at once, without one)",
             file=sys.stderr,
             flush=True,
         )
@@ -222,8 +230,9 @@ class StopAtStepEnd:
             raise PsipoTerminated("stopped on SIGTERM after a checkpoint")
         raise KeyboardInterrupt
 
-    def __enter__(self) -> StopAtStepEnd:
-        if self.enabled and threading.current_thread() is threading.main_thread():
+    def install(self) -> StopAtStepEnd:
+        """Take over the signals (once: installing again changes nothing)."""
+        if self.enabled and not self._previous and threading.current_thread() is threading.main_thread():
             for signum in self.NAMES:
                 previous = signal.getsignal(signum)
                 if previous is signal.SIG_DFL or callable(previous):
@@ -231,10 +240,17 @@ class StopAtStepEnd:
                     signal.signal(signum, self._on_signal)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def restore(self) -> None:
+        """Give the signals back to the handlers they had."""
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+
+    def __enter__(self) -> StopAtStepEnd:
+        return self.install()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.restore()
 
 
 SKIP_LIMIT = 2

@@ -37,7 +37,7 @@ from psipo.lm.data import (
     parse_row,
     tokenize_rows,
 )
-from psipo.lm.loop import NonFiniteGuard, Optimisation, run_loop
+from psipo.lm.loop import NonFiniteGuard, Optimisation, StopAtStepEnd, run_loop
 from psipo.lm.metrics import LogWindow, MetricsLog, pair_columns, pair_summary
 from psipo.losses import get_loss
 
@@ -288,9 +288,20 @@ def run_training(
             task = make_task(config, setup)
         if folder is not None:  # everything is loaded and checked: only now may an overwritten run go
             folder.begin_writing()
-        _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings)
-        if setup.run_dir is not None:
-            _save_whole(setup, lambda state: ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final", state))
+        # A Ctrl-C or SIGTERM from the first step on waits for the step's checkpoint, or for
+        # final/: stopping during its save would lose every step since the last checkpoint.
+        stop = StopAtStepEnd(enabled=setup.accelerator.num_processes == 1)
+        try:
+            _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings, stop=stop)
+            if setup.run_dir is not None:
+                stop.pending = "final/ is saved"
+                _save_whole(setup, lambda state: ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final", state))
+        finally:
+            stop.restore()
+        if stop.requested:
+            if setup.run_dir is not None:
+                print(f"psipo: saved {setup.run_dir / 'final'}: the run is complete", file=sys.stderr)
+            stop.stop()
     return TrainResult(
         model=setup.policy,
         tokenizer=setup.tokenizer,
@@ -647,6 +658,7 @@ def _train_loop(
     resume_from: tuple[Path, dict[str, Any]] | None,
     callback: Callable[[int, Any], Mapping[str, Any] | None] | None,
     settings: Mapping[str, Any] | None = None,
+    stop: StopAtStepEnd | None = None,
 ) -> None:
     """Restore a checkpoint if resuming, then :func:`~psipo.lm.loop.run_loop` with this run's
     logging, callback, trackers and checkpoints.
@@ -719,6 +731,7 @@ def _train_loop(
             save_steps=run.save_steps,
             callback=call_back,
             on_record=on_record if run.report_to or after_record is not None else None,
+            stop=stop,
         )
     except StopTraining:
         guard.check_weights(step=log.history[-1]["step"])
