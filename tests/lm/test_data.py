@@ -543,3 +543,12 @@ def test_a_path_from_the_home_folder_is_expanded(tmp_path, tokenizer, monkeypatc
     assert len(load("~/train.jsonl", tokenizer, tmp_path).pairs) == 1
     (tmp_path / "model").mkdir()
     assert resolve_hub_name("~/model", key="model", what="a causal LM") == str(tmp_path / "model")
+
+
+def test_a_message_field_of_the_wrong_type_is_named_not_printed():
+    """Multimodal content (a list of parts) can be megabytes: the error names its type."""
+    parts = [{"type": "text", "text": "w1 " * 100_000}]
+    row = {"prompt": [{"role": "user", "content": parts}], "chosen": ANSWER, "rejected": ANSWER}
+    assert one_line_error(lambda: parse_row(row, "f.jsonl:2")) == "f.jsonl:2: field 'prompt[0].content': expected a string, got list"
+    row = {"prompt": [{"content": "w1"}], "chosen": ANSWER, "rejected": ANSWER}
+    assert one_line_error(lambda: parse_row(row, "f.jsonl:2")) == "f.jsonl:2: field 'prompt[0].role': missing"

@@ -314,8 +314,10 @@ def _check_messages(value: Any, where: str, field: str) -> list[dict[str, str]]:
         if not isinstance(message, dict):
             raise PsipoInputError(f"{where}: field '{field}[{i}]': expected a message object, got {type(message).__name__}")
         for part in ("role", "content"):
-            if not isinstance(message.get(part), str):
-                raise PsipoInputError(f"{where}: field '{field}[{i}].{part}': expected a string, got {message.get(part)!r}")
+            if part not in message:
+                raise PsipoInputError(f"{where}: field '{field}[{i}].{part}': missing")
+            if not isinstance(message[part], str):  # its type, not its value: content parts can be megabytes
+                raise PsipoInputError(f"{where}: field '{field}[{i}].{part}': expected a string, got {type(message[part]).__name__}")
     return value
 
 
