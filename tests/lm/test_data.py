@@ -552,3 +552,16 @@ def test_a_message_field_of_the_wrong_type_is_named_not_printed():
     assert one_line_error(lambda: parse_row(row, "f.jsonl:2")) == "f.jsonl:2: field 'prompt[0].content': expected a string, got list"
     row = {"prompt": [{"content": "w1"}], "chosen": ANSWER, "rejected": ANSWER}
     assert one_line_error(lambda: parse_row(row, "f.jsonl:2")) == "f.jsonl:2: field 'prompt[0].role': missing"
+
+
+def test_a_jsonl_file_holding_a_json_list_is_read_as_such(tmp_path, tokenizer):
+    """A JSON list of rows saved as .jsonl (a JSON Lines row is an object, never a list): its rows,
+    not 'pairs.jsonl:1: invalid JSON' — nor, with skip_invalid, every row skipped as one bad line."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\ufeff[\n  " + GOOD_LINE + ",\n  " + GOOD_LINE + "\n]\n")
+    assert len(load(path, tokenizer, tmp_path).pairs) == 2
+    path.write_text("[" + GOOD_LINE + ", " + GOOD_LINE + ", " + GOOD_LINE + "]")
+    data = load(path, tokenizer, tmp_path, skip_invalid=True)
+    assert (len(data.pairs), data.n_invalid) == (3, 0)
+    path.write_text('["w1"]\n' + GOOD_LINE + "\n")  # JSON Lines whose first row is a list: that row is bad
+    assert one_line_error(lambda: load(path, tokenizer, tmp_path)) == f"{path}:1: expected an object with 'chosen' and 'rejected', got list"

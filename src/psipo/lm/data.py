@@ -145,9 +145,9 @@ def read_rows(
     if is_local_file(source):
         path = _local_file(source, key)
         suffix = path.suffix.lower()
-        if suffix == ".jsonl":
+        if suffix == ".jsonl" and not _starts_a_list(path):
             yield from _json_lines(path)
-        elif suffix == ".json":
+        elif suffix in (".json", ".jsonl"):  # .jsonl: a JSON list saved under that name
             text = read_text_file(path)
             if _is_json_lines(text):
                 yield from _json_lines(path)
@@ -190,18 +190,25 @@ def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
             yield f"{path}:{line_no}", row
 
 
+def _starts_a_list(path: Path) -> bool:
+    """Whether the first character of a file (past a byte-order mark and whitespace) is ``[``:
+    a JSON list, as a JSON Lines row (an object) never begins."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(b"[")
+
+
 def _is_json_lines(text: str) -> bool:
-    """Whether the text of a .json file is JSON Lines (as datasets' ``to_json`` writes it): an
-    object with more after it."""
-    if not text.lstrip().startswith("{"):
+    """Whether the text of a .json file is JSON Lines (as datasets' ``to_json`` writes it): its
+    first line is a JSON value of its own, and more follows."""
+    first, _, rest = text.lstrip().partition("\n")
+    if not rest.strip():
         return False
     try:
-        json.loads(text)
-    except json.JSONDecodeError as exc:
-        return exc.msg == "Extra data"
-    except RecursionError:
+        json.loads(first)
+    except (json.JSONDecodeError, RecursionError):
         return False
-    return False
+    return True
 
 
 def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str | None) -> Any:
