@@ -175,3 +175,16 @@ def test_a_resume_without_its_metrics_file_warns_that_the_earlier_records_are_lo
     assert capsys.readouterr().err == (
         f"psipo: warning: {path} is missing; the records up to step 4 are lost, it restarts at step 5\n"
     )
+
+
+@pytest.mark.parametrize("step", ['"x"', "null", "true", "2.5"])
+@pytest.mark.parametrize("line", [2, 3])
+def test_a_record_without_an_integer_step_is_named_on_resume_not_a_traceback(tmp_path, step, line):
+    from psipo.errors import PsipoInputError
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [f'{{"step": {s}, "loss": 0.5}}' for s in (2, 4, 6)]
+    lines[line - 1] = f'{{"step": {step}, "loss": 0.5}}'
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(PsipoInputError, match=rf"metrics.jsonl:{line}: no integer 'step'; the metrics file is damaged$"):
+        MetricsLog(path, total_steps=8, start_step=4, progress=False)

@@ -106,10 +106,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+def read_metrics(path: str | Path, *, need_steps: bool = False) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl file. A torn last line (a crash mid-write) is ignored;
-    a line before it that is not a JSON object is damage, named by file:line. Numbers that
-    are not finite are read back from their "inf"/"nan" strings."""
+    a line before it that is not a JSON object is damage, named by file:line, and so is a
+    record without an integer ``step`` with ``need_steps`` (a resume cuts the file by step;
+    every record psipo writes has one). Numbers that are not finite are read back from their
+    "inf"/"nan" strings."""
     from psipo._config import read_text_file
     from psipo._json import from_json_data
     from psipo.errors import PsipoInputError
@@ -126,6 +128,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             if number == len(lines):
                 break
             raise PsipoInputError(f"{path}:{number}: not a JSON object; the metrics file is damaged")
+        step = record.get("step")
+        if need_steps and (not isinstance(step, int) or isinstance(step, bool)):
+            raise PsipoInputError(f"{path}:{number}: no integer 'step'; the metrics file is damaged")
         records.append(from_json_data(record))
     return records
 
@@ -163,7 +168,7 @@ class MetricsLog:
             # Resuming: keep what was logged up to the checkpoint, drop what came after it.
             from psipo._io import atomic_write_text
 
-            self.history = [r for r in read_metrics(path) if r.get("step", 0) <= start_step]
+            self.history = [r for r in read_metrics(path, need_steps=True) if r["step"] <= start_step]
             if main:
                 atomic_write_text(path, "".join(_json_line(r) for r in self.history))
         elif start_step > 0 and main:
