@@ -195,6 +195,21 @@ def test_ipo_md_is_nash_at_beta_0_and_the_eq9_optimum_on_pi_ref_at_beta_1():
     assert total_variation(ipo_md_fixed_point(problem, tau=tau, mixture=0.5).policy, nash) > 0.03
 
 
+@pytest.mark.parametrize("tau", [1e-5, 1e-7, 1e-9, 1e-300])
+def test_ipo_md_at_a_small_tau_gives_the_condorcet_winner_like_nash(tau):
+    """IPO-MD's Newton started at τ itself and refused τ = 1e-7 ('did not converge … try a larger
+    tau') where the Nash solver (its β = 0 case) reached the limit through τ = 1, 0.1, …; at
+    3e-308 A·π_β/τ overflowed. With a Condorcet winner both tend to it as τ → 0, for every β < 1."""
+    problem = TabularProblem.create(list("abc"), [[0.5, 0.9, 0.7], [0.1, 0.5, 0.6], [0.3, 0.4, 0.5]], pi_ref=[0.2, 0.3, 0.5])
+    for beta in (0.0, 0.3):
+        result = ipo_md_fixed_point(problem, tau=tau, mixture=beta)
+        assert result.policy[0].tolist() == pytest.approx([1.0, 0.0, 0.0], abs=1e-12)
+        assert result.residual <= 1e-12
+    torch.testing.assert_close(
+        ipo_md_fixed_point(problem, tau=tau, mixture=0.0).policy, nash_equilibrium(problem, tau=tau).policy, rtol=0, atol=1e-12
+    )
+
+
 def test_offline_ipo_converges_to_the_eq9_optimum():
     problem, tau = rock_paper_scissors(), 0.5
     eq9 = tilted(RPS_PI_REF, np.array(ROCK_PAPER_SCISSORS) @ np.array(RPS_PI_REF) / tau)

@@ -27,7 +27,8 @@ only linearly, at a rate that degrades like τ² as τ → 0.) It stops when the
 
 .. math:: \max_{x,y}\bigl|\pi(y|x) - T(\pi)(y|x)\bigr|,\qquad T(\pi)(y)\propto\pi_\mathrm{ref}(y)\exp(p^*(y\succ\pi)/\tau),
 
-is below the tolerance (1e-12 by default), and raises a one-line
+is below the tolerance (1e-12 by default; :func:`psipo.tabular.ipo_md_fixed_point` is this solver
+with the geometric mixture π_β in place of the opponent π), and raises a one-line
 :class:`~psipo.errors.PsipoInputError` with the residual when it cannot get there: as τ → 0 the
 equation grows stiff and the float64 rounding of p*(y≻π)/τ, which grows like 1/τ, bounds the
 attainable residual, so a tiny τ is an error, never a hang. A huge τ gives π_ref.
@@ -69,22 +70,33 @@ class NashEquilibrium:
     """Newton steps taken (the most over contexts)."""
 
 
-def _residual(advantage: torch.Tensor, log_ref: torch.Tensor, pi: torch.Tensor, tau: float) -> float:
-    """max_y |π(y) − T(π)(y)| on one context's support (A = p* − 1/2 gives the same T)."""
-    return float((pi - torch.softmax(log_ref + advantage @ pi / tau, -1)).abs().max())
+def _residual(advantage: torch.Tensor, log_ref: torch.Tensor, pi: torch.Tensor, tau: float, opponent: torch.Tensor) -> float:
+    """max_y |π(y) − T(π)(y)| on one context's support, T(π) ∝ π_ref·exp(A·opponent/τ): the
+    opponent is π (Nash) or π_β (IPO-MD); A = p* − 1/2 gives the same T as p*."""
+    return float((pi - torch.softmax(log_ref + advantage @ opponent / tau, -1)).abs().max())
 
 
 def _newton(
-    advantage: torch.Tensor, log_ref: torch.Tensor, tau: float, z: torch.Tensor, tolerance: float, budget: int
+    advantage: torch.Tensor,
+    log_ref: torch.Tensor,
+    tau: float,
+    z: torch.Tensor,
+    tolerance: float,
+    budget: int,
+    mixture: float = 0.0,
 ) -> tuple[torch.Tensor, float, int, str]:
-    """Damped Newton on F(z) = z − log π_ref − A·softmax(z)/τ from ``z``, at most ``budget`` steps.
+    """Damped Newton on F(z) = z − log π_ref − A·π_β/τ from ``z``, at most ``budget`` steps;
+    π_β = softmax((1−β)z + β log π_ref), β = ``mixture`` (0: Nash, π_β = π; else IPO-MD).
 
     Returns (z, residual, steps, why it stopped: "" when the residual is below ``tolerance``).
     """
     identity = torch.eye(len(log_ref), dtype=DTYPE)
 
+    def opponent(z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax((1.0 - mixture) * z + mixture * log_ref, -1)
+
     def f(z: torch.Tensor) -> torch.Tensor:  # τ·F(z): the same zeros and Newton steps, no overflow
-        return tau * (z - log_ref) - advantage @ torch.softmax(z, -1)
+        return tau * (z - log_ref) - advantage @ opponent(z)
 
     value = f(z)
     merit = float(value @ value)
@@ -92,13 +104,14 @@ def _newton(
         pi = torch.softmax(z, -1)
         if not (bool(torch.isfinite(z).all()) and bool(torch.isfinite(pi).all())):
             return z, float("nan"), step, "overflow"
-        residual = _residual(advantage, log_ref, pi, tau)
+        mixed = opponent(z)
+        residual = _residual(advantage, log_ref, pi, tau, mixed)
         if residual < tolerance:
             return z, residual, step, ""
         if step == budget:
             return z, residual, step, "cap"
-        covariance = torch.diag(pi) - torch.outer(pi, pi)
-        try:  # τ·J(z) = τI − A(diag π − ππᵀ): singular only in rounding, at a tiny τ
+        covariance = (1.0 - mixture) * (torch.diag(mixed) - torch.outer(mixed, mixed))
+        try:  # τ·J(z) = τI − (1−β)A(diag π_β − π_βπ_βᵀ): singular only in rounding, at a tiny τ
             direction = -torch.linalg.solve(tau * identity - advantage @ covariance, value)
         except torch.linalg.LinAlgError:
             return z, residual, step, "stalled"
@@ -119,12 +132,18 @@ def _newton(
 
 
 def _solve_context(
-    advantage: torch.Tensor, log_ref: torch.Tensor, tau: float, tolerance: float, max_iterations: int
+    advantage: torch.Tensor,
+    log_ref: torch.Tensor,
+    tau: float,
+    tolerance: float,
+    max_iterations: int,
+    mixture: float = 0.0,
 ) -> tuple[torch.Tensor, float, int, str]:
     """π* on one context's support: Newton steps, continued from τ = 1 down to a smaller τ.
 
-    Each stage starts from the last one's z, its A·π/τ part rescaled to the new τ. Returns
-    (π, residual, steps in all, why it stopped: "" when converged).
+    Each stage starts from the last one's z, its A·π_β/τ part rescaled to the new τ. Returns
+    (π, residual, steps in all, why it stopped: "" when converged). ``mixture`` β > 0 solves
+    IPO-MD's fixed point π ∝ π_ref·exp(p*(y≻π_β)/τ) instead of the Nash equilibrium.
     """
     stages = [tau]
     while stages[0] < _CONTINUATION_START:
@@ -136,7 +155,7 @@ def _solve_context(
         last = stage == tau
         z, residual, steps, failure = _newton(
             advantage, log_ref, stage, z, tolerance if last else max(tolerance, _STAGE_TOLERANCE),
-            max_iterations - used,
+            max_iterations - used, mixture,
         )
         used += steps
         if failure == "overflow" or (failure and last):

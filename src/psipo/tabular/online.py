@@ -92,7 +92,7 @@ from psipo.errors import PsipoInputError, PsipoNonFiniteError
 from psipo.losses import LossFn, check_tau, loss_spec
 from psipo.online import hard_labels, labelled_pair_losses, rloo_losses
 from psipo.tabular.exact import optimal_policy
-from psipo.tabular.nash import nash_equilibrium
+from psipo.tabular.nash import MAX_ITERATIONS, _solve_context, nash_equilibrium
 from psipo.tabular.problem import DTYPE, TabularProblem
 from psipo.tabular.rlhf import kl_regularised_policy
 
@@ -122,7 +122,6 @@ MAX_ENUMERATED_TUPLES = 1_000_000
 """The most (context, K-tuple) terms the exact RLOO expectation enumerates."""
 FIXED_POINT_TOLERANCE = 1e-12
 """Default bound on the IPO-MD self-consistency residual max |π − T_β(π)|."""
-MAX_NEWTON_STEPS = 500
 
 
 # --------------------------------------------------------------------------- validation
@@ -411,55 +410,15 @@ class IpoMdFixedPoint:
     """Newton steps taken (the most over contexts)."""
 
 
-def _residual(advantage: torch.Tensor, log_ref: torch.Tensor, z: torch.Tensor, tau: float, mixture: float) -> float:
-    """max_y |π(y) − T_β(π)(y)| at π = softmax(z), T_β(π) = softmax(log π_ref + A π_β / τ) (A = p* − ½ gives the same map as p*)."""
-    policy = torch.softmax(z, dim=-1)
-    mixed = geometric_mixture(policy, log_ref.exp(), mixture=mixture)
-    return float((policy - torch.softmax(log_ref + advantage @ mixed / tau, dim=-1)).abs().max())
-
-
-def _solve_ipo_md(
-    advantage: torch.Tensor, log_ref: torch.Tensor, tau: float, mixture: float, tolerance: float
-) -> tuple[torch.Tensor, float, int]:
-    """Damped Newton on F(z) = z − log π_ref − A·softmax((1−β)z + β log π_ref)/τ from z = log π_ref.
-
-    Returns (π, residual, steps); stops at the tolerance, after :data:`MAX_NEWTON_STEPS`, or when
-    rounding stalls the line search.
-    """
-
-    def equation(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mixed = torch.softmax((1.0 - mixture) * z + mixture * log_ref, dim=-1)
-        return z - log_ref - advantage @ mixed / tau, mixed
-
-    z = log_ref.clone()
-    identity = torch.eye(len(z), dtype=DTYPE)
-    for step in range(MAX_NEWTON_STEPS):
-        residual = _residual(advantage, log_ref, z, tau, mixture)
-        if residual <= tolerance:
-            return torch.softmax(z, -1), residual, step
-        value, mixed = equation(z)
-        jacobian = identity - (1.0 - mixture) / tau * advantage @ (torch.diag(mixed) - torch.outer(mixed, mixed))
-        direction = torch.linalg.solve(jacobian, -value)
-        size, norm = 1.0, float(value @ value)
-        while size > 2.0**-40:
-            candidate, _ = equation(z + size * direction)
-            if float(candidate @ candidate) <= (1.0 - 1e-4 * size) * norm:
-                break
-            size /= 2
-        else:
-            return torch.softmax(z, -1), residual, step
-        z = z + size * direction
-    return torch.softmax(z, -1), _residual(advantage, log_ref, z, tau, mixture), MAX_NEWTON_STEPS
-
-
 def ipo_md_fixed_point(
     problem: TabularProblem, *, tau: float, mixture: float, tolerance: float = FIXED_POINT_TOLERANCE
 ) -> IpoMdFixedPoint:
     r"""The fixed point of IPO-MD, :math:`\pi\propto\pi_\mathrm{ref}\exp(p^*(y\succ\pi_\beta)/\tau)`, per context.
 
     β = ``mixture``; damped Newton (module docstring) until the residual max |π − T_β(π)| is at
-    most ``tolerance``, else :class:`~psipo.errors.PsipoInputError` with the residual (τ too small
-    for float64). Needs π_ref > 0 everywhere. β = 0 gives the Nash equilibrium, β = 1 the Eq. 9
+    most ``tolerance``, a τ below 1 reached through τ = 1, 0.1, … as for the Nash equilibrium
+    (:mod:`psipo.tabular.nash`, whose solver this is with π_β as the opponent), else
+    :class:`~psipo.errors.PsipoInputError` with the residual (τ too small for float64). Needs π_ref > 0 everywhere. β = 0 gives the Nash equilibrium, β = 1 the Eq. 9
     optimum with µ = π_ref.
     """
     check_tau(tau, scalar=True)
@@ -469,10 +428,12 @@ def ipo_md_fixed_point(
     worst, most = 0.0, 0
     with single_thread():
         for x, context in enumerate(problem.contexts):
-            pi, residual, steps = _solve_ipo_md(
-                problem.preferences[x] - 0.5, torch.log(problem.pi_ref[x]), float(tau), float(mixture), tolerance
+            # Nash's solver with the opponent π_β: Newton continued from τ = 1 down to τ
+            pi, residual, steps, failure = _solve_context(
+                problem.preferences[x] - 0.5, torch.log(problem.pi_ref[x]), float(tau), tolerance,
+                MAX_ITERATIONS, mixture=float(mixture),
             )
-            if not residual <= tolerance:
+            if failure or not residual <= tolerance:
                 where = f" in context {context!r}" if problem.has_contexts else ""
                 raise PsipoInputError(
                     f"tau: the IPO-MD fixed point did not converge at tau = {tau:g}{where}: residual "
