@@ -565,3 +565,16 @@ def test_a_jsonl_file_holding_a_json_list_is_read_as_such(tmp_path, tokenizer):
     assert (len(data.pairs), data.n_invalid) == (3, 0)
     path.write_text('["w1"]\n' + GOOD_LINE + "\n")  # JSON Lines whose first row is a list: that row is bad
     assert one_line_error(lambda: load(path, tokenizer, tmp_path)) == f"{path}:1: expected an object with 'chosen' and 'rejected', got list"
+
+
+def test_a_model_or_tokenizer_file_instead_of_its_folder_is_named(tmp_path):
+    """``tokenizer: model/tokenizer.json`` names a local file: not 'neither a local folder nor in
+    the Hugging Face cache', but the folder to give instead."""
+    from psipo.lm.hub import resolve_hub_name
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "tokenizer.json").write_text("{}")
+    name = str(tmp_path / "model" / "tokenizer.json")
+    assert one_line_error(lambda: resolve_hub_name(name, key="tokenizer", what="a tokenizer")) == (
+        f"tokenizer: {name} is a file; give the folder that holds it and its companions ({tmp_path / 'model'})"
+    )

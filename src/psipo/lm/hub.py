@@ -42,6 +42,10 @@ def resolve_hub_name(
 
     if os.path.isdir(os.path.expanduser(name)):
         return os.path.expanduser(name)
+    if os.path.isfile(os.path.expanduser(name)):  # model/tokenizer.json, model/model.safetensors
+        raise PsipoInputError(
+            f"{key}: {name} is a file; give the folder that holds it and its companions ({Path(name).parent})"
+        )
     try:
         validate_repo_id(name)
     except ValueError:
