@@ -281,8 +281,9 @@ def test_identical_pairs_are_dropped_and_counted(tokenizer):
     parsed = [parse_row(row, f"row {i}") for i, row in enumerate(rows)]
     data = tokenize_rows(parsed, tokenizer, max_length=3, max_prompt_length=1, append_eos=True)
     assert data.pairs == [TokenizedPair([word(1)], [word(2), EOS], [word(3), EOS])]
-    assert (data.n_rows, data.n_identical) == (5, 4)
-    assert "4 with identical chosen and rejected dropped" in data.summary()
+    assert (data.n_rows, data.n_identical, data.n_identical_when_cut) == (5, 3, 1)
+    # Told apart: a larger max_length keeps the pairs that became identical only when cut.
+    assert "3 with identical chosen and rejected dropped, 1 identical only once cut to max_length dropped" in data.summary()
 
 
 def test_identical_count_survives_the_cache_and_no_pair_left_is_an_error(tmp_path, tokenizer):

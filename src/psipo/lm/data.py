@@ -19,7 +19,8 @@ A pair becomes token ids ``prompt_ids``, ``chosen_ids``, ``rejected_ids``: the p
 its last ``max_prompt_length`` tokens (the end sits next to the completion), each completion
 gets EOS appended (``append_eos``) and keeps its first ``max_length - len(prompt_ids)`` tokens.
 A pair whose completion is empty after this is dropped and counted, never scored as NaN; so
-is a pair whose two completions are the same tokens (it can only add a constant to the loss).
+is a pair whose two completions are the same tokens (it can only add a constant to the loss),
+counted apart when they became the same only when cut (a larger max_length keeps those).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from psipo._config import decode_utf8, parse_json, read_text_file
 from psipo.errors import PsipoInputError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 QUICKSTART_FOLDER = ".psipo-quickstart"
 """The folder name of the quickstart's data in configs/quickstart.yaml (see psipo.lm.fixtures)."""
 
@@ -74,7 +75,9 @@ class TokenizedData:
     n_empty: int = 0
     """Pairs dropped because a completion was empty after truncation."""
     n_identical: int = 0
-    """Pairs dropped because chosen and rejected were the same tokens (after truncation)."""
+    """Pairs dropped because chosen and rejected were the same tokens."""
+    n_identical_when_cut: int = 0
+    """Pairs dropped because chosen and rejected became the same tokens when cut to max_length."""
     n_truncated: int = 0
     """Pairs whose prompt or a completion was truncated."""
     n_prompt_repeated: int = 0
@@ -93,7 +96,9 @@ class TokenizedData:
         return (
             f"{len(self.pairs)} pairs from {self.n_rows} rows "
             f"({self.n_invalid} invalid skipped, {self.n_empty} empty after truncation dropped, "
-            f"{self.n_identical} with identical chosen and rejected dropped, {self.n_truncated} truncated"
+            f"{self.n_identical} with identical chosen and rejected dropped, "
+            + (f"{self.n_identical_when_cut} identical only once cut to max_length dropped, " if self.n_identical_when_cut else "")
+            + f"{self.n_truncated} truncated"
             + (f", {self.n_prompt_repeated} with the prompt repeated in chosen and rejected (removed from them)" if self.n_prompt_repeated else "")
             + ")"
         )
@@ -521,6 +526,7 @@ def tokenize_rows(
         if len(p) > max_prompt_length:
             p, truncated = p[len(p) - max_prompt_length:], True
         budget = max_length - len(p)
+        different = c != r
         if len(c) > budget or len(r) > budget:
             c, r, truncated = c[:budget], r[:budget], True
         # Without a prompt token the first completion token has nothing to be predicted from.
@@ -529,7 +535,10 @@ def tokenize_rows(
             data.n_empty += 1
             continue
         if c == r:
-            data.n_identical += 1
+            if different:
+                data.n_identical_when_cut += 1
+            else:
+                data.n_identical += 1
             continue
         data.n_truncated += truncated
         data.pairs.append(TokenizedPair(list(p), list(c), list(r)))
@@ -568,7 +577,7 @@ def _save_pairs(path: Path, data: TokenizedData) -> None:
     atomic_write_bytes(path, save(tensors, metadata=counts))
 
 
-COUNTS = ("n_rows", "n_invalid", "n_empty", "n_identical", "n_truncated", "n_prompt_repeated")
+COUNTS = ("n_rows", "n_invalid", "n_empty", "n_identical", "n_identical_when_cut", "n_truncated", "n_prompt_repeated")
 """The row counts a tokenized cache entry keeps in its metadata."""
 
 
