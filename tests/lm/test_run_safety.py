@@ -390,3 +390,20 @@ def test_a_signal_while_final_is_saved_lets_it_finish_then_stops(base_config, ro
     assert stand_in == []
     assert load_file(tmp_path / "run" / "final" / "model.safetensors")
     assert "final/ is saved" in capsys.readouterr().err
+
+
+def test_resuming_another_commands_run_names_the_command_that_wrote_it(base_config, rows, tmp_path, monkeypatch):
+    from psipo.lm.online import load_online_config, train_online
+    from psipo.lm.reward import load_reward_config, train_reward
+
+    (tmp_path / "unused.py").write_text("def judge(prompts, a, b):\n    raise AssertionError\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run(base_config, rows, max_steps=1, save_steps=1)  # a psipo train run
+    common = {"model": base_config["model"], "output_dir": base_config["output_dir"], "resume": True, "progress": False}
+    reward = load_reward_config(None, common | {"train_data": "unused.jsonl"})
+    with pytest.raises(PsipoInputError, match=r"^resume: .*step-1 was written by psipo train, not psipo reward; resume it with psipo train"):
+        train_reward(reward)
+    online = load_online_config(None, common | {"prompts": "unused.jsonl", "judge": "unused:judge"})
+    with pytest.raises(PsipoInputError, match=r"^resume: .*step-1 was written by psipo train, not psipo online;") as refused:
+        train_online(online)
+    assert len(str(refused.value)) < 300  # not every key of two configs that share few

@@ -178,12 +178,23 @@ def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> lis
     return changed
 
 
+def _command_of(config: dict[str, Any]) -> str:
+    """The command whose config this is, by a key only it has."""
+    return "psipo reward" if "reward_l2" in config else "psipo online" if "algorithm" in config else "psipo train"
+
+
 def check_resumable(checkpoint: Path, recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
     """Refuse to resume ``checkpoint`` with a config that would mix two runs; name each key."""
     if recorded is None:
         raise PsipoInputError(
             f"resume: {checkpoint} records no config, so a resume cannot be checked against it; "
             "it was written by an older psipo: start a fresh run"
+        )
+    if (written_by := _command_of(recorded)) != (resuming_with := _command_of(current)):
+        # Two configs that share few keys: listing them all would hide what went wrong.
+        raise PsipoInputError(
+            f"resume: {checkpoint} was written by {written_by}, not {resuming_with}; resume it with "
+            f"{written_by}, or start a fresh {resuming_with} run in another output_dir"
         )
     changed = config_differences(recorded, current)
     if changed:
