@@ -502,6 +502,10 @@ def test_a_completion_that_starts_with_the_user_s_turn_is_named():
     assert one_line_error(lambda: parse_row(row, "f.jsonl:5")) == (
         "f.jsonl:5: field 'chosen[0].role': 'user' after the prompt; a completion starts with the assistant's turn"
     )
+    ends_with_user = {"prompt": MESSAGE, "chosen": ANSWER, "rejected": ANSWER + [{"role": "user", "content": "w3"}]}
+    assert one_line_error(lambda: parse_row(ends_with_user, "f.jsonl:5")) == (
+        "f.jsonl:5: field 'rejected[1].role': 'user' ends the completion; a completion ends with the assistant's turn"
+    )
     implicit = {"chosen": MESSAGE + ANSWER + [{"role": "user", "content": "w3"}] + ANSWER, "rejected": MESSAGE + ANSWER + MESSAGE + ANSWER}
     assert one_line_error(lambda: parse_row(implicit, "f.jsonl:6")) == (
         "f.jsonl:6: field 'chosen[2].role': 'user' after the prompt; a completion starts with the assistant's turn"

@@ -409,6 +409,11 @@ def parse_row(row: Any, where: str) -> ParsedRow:
                     f"{where}: field '{field}[{start}].role': {value[0]['role']!r} after the prompt; "
                     "a completion starts with the assistant's turn"
                 )
+            if value[-1]["role"] in ("user", "system"):  # else the model learns to write the user's turn
+                raise PsipoInputError(
+                    f"{where}: field '{field}[{start + len(value) - 1}].role': {value[-1]['role']!r} ends the completion; "
+                    "a completion ends with the assistant's turn"
+                )
         return ParsedRow(prompt, chosen, rejected, repeated)
     for field, value in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(value, str):
