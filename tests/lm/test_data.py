@@ -583,3 +583,14 @@ def test_a_model_or_tokenizer_file_instead_of_its_folder_is_named(tmp_path):
     assert one_line_error(lambda: resolve_hub_name(name, key="tokenizer", what="a tokenizer")) == (
         f"tokenizer: {name} is a file; give the folder that holds it and its companions ({tmp_path / 'model'})"
     )
+
+
+def test_an_implicit_prompt_in_a_script_without_spaces_is_cut_between_its_characters():
+    """Chinese or Japanese text has no whitespace to cut the shared prefix at: the shared question
+    is the prompt, not trained on as both completions (with an empty prompt)."""
+    row = parse_row({"chosen": "问题：你好吗？我很好", "rejected": "问题：你好吗？不好"}, "row 1")
+    assert (row.prompt, row.chosen, row.rejected) == ("问题：你好吗？", "我很好", "不好")
+    mixed = parse_row({"chosen": "Answer: 好的", "rejected": "Answer: 不"}, "row 3")
+    assert (mixed.prompt, mixed.chosen, mixed.rejected) == ("Answer:", " 好的", " 不")
+    latin = parse_row({"chosen": "Yes, sure", "rejected": "Yeah"}, "row 2")  # never inside a word
+    assert (latin.prompt, latin.chosen, latin.rejected) == ("", "Yes, sure", "Yeah")

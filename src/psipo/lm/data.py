@@ -6,7 +6,7 @@ Three row shapes are accepted (extra fields are ignored):
 * conversational — ``prompt`` (optional), ``chosen``, ``rejected`` as lists of
   ``{"role", "content"}`` messages, rendered with the tokenizer's chat template;
 * implicit prompt — only ``chosen`` and ``rejected`` (strings or message lists); their shared
-  prefix is the prompt (for strings, cut at the last whitespace of the common prefix; for
+  prefix is the prompt (for strings, cut at the last word boundary of the common prefix; for
   messages, the common leading messages).
 
 Chosen and rejected that both start with the prompt (files made from full dialogues) have it
@@ -39,7 +39,7 @@ from psipo._config import decode_utf8, parse_json, read_text_file
 from psipo.errors import PsipoInputError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 QUICKSTART_FOLDER = ".psipo-quickstart"
 """The folder name of the quickstart's data in configs/quickstart.yaml (see psipo.lm.fixtures)."""
 
@@ -347,8 +347,17 @@ def _shared_messages(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
     return n
 
 
+def _unspaced(char: str) -> bool:
+    """A character of a script written without spaces between words (Chinese, Japanese: wide
+    characters but Hangul, whose words are spaced): a word boundary on either side of it."""
+    import unicodedata
+
+    return unicodedata.east_asian_width(char) in ("W", "F") and not unicodedata.name(char, "").startswith("HANGUL")
+
+
 def _common_text_prefix(a: str, b: str) -> int:
-    """Length of the shared prompt of two strings: their common prefix cut at its last whitespace."""
+    """Length of the shared prompt of two strings: their common prefix cut at its last word
+    boundary (whitespace, or either side of a character of a script without spaces)."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -356,8 +365,10 @@ def _common_text_prefix(a: str, b: str) -> int:
         n += 1
     if n == min(len(a), len(b)):
         n -= 1  # one string is a prefix of the other: keep at least its last word as completion
-    while n > 0 and not a[n].isspace():
+    while n > 0 and not (a[n].isspace() or _unspaced(a[n]) or _unspaced(a[n - 1])):
         n -= 1
+    if n > 0 and a[n - 1].isspace() and not a[n].isspace():
+        n -= 1  # "Answer: 好" → "Answer:" + " 好", as a whitespace cut leaves it
     return max(n, 0)
 
 
