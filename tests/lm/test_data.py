@@ -253,7 +253,7 @@ def test_corrupt_parquet_names_the_file(tmp_path, tokenizer):
     ("row", "message"),
     [
         ({"prompt": None, "chosen": "w1", "rejected": "w2"},
-         "row 7: field 'prompt': null (leave the field out for an implicit prompt)"),
+         "row 7: field 'prompt': null (leave the field out for an implicit prompt; in Parquet or a dataset, the column)"),
         ({"prompt": "w1", "chosen": None, "rejected": "w2"}, "row 7: field 'chosen': null"),
         ({"prompt": "w1", "chosen": "w2", "rejected": None}, "row 7: field 'rejected': null"),
         ({"prompt": "w1", "chosen": "w2"}, "row 7: field 'rejected': missing (the row has 'prompt', 'chosen')"),

@@ -386,7 +386,7 @@ def parse_row(row: Any, where: str) -> ParsedRow:
             raise missing_field(where, field, row)
     for field in ("prompt", "chosen", "rejected"):
         if field in row and row[field] is None:
-            implicit = " (leave the field out for an implicit prompt)" if field == "prompt" else ""
+            implicit = " (leave the field out for an implicit prompt; in Parquet or a dataset, the column)" if field == "prompt" else ""
             raise PsipoInputError(f"{where}: field '{field}': null{implicit}")
     chosen, rejected, prompt = row["chosen"], row["rejected"], row.get("prompt")
     if isinstance(chosen, list) or isinstance(rejected, list):
