@@ -161,3 +161,24 @@ def test_recursive_removal_descends_but_never_through_links(tmp_path):
 
 def test_a_missing_folder_has_nothing_to_remove(tmp_path):
     assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
+def test_a_folder_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    # Writers such as save_pretrained and safetensors do not fsync: without it a machine that
+    # crashes after the rename can leave a checkpoint whose files are empty or cut short.
+    import psipo._io
+
+    synced = []
+
+    def fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(psipo._io.os, "fsync", fsync)
+    with atomic_directory(tmp_path / "ckpt") as tmp:
+        (tmp / "model").mkdir()
+        (tmp / "model" / "weights.safetensors").write_bytes(b"w" * 10)
+        (tmp / "state.json").write_text("{}")
+        names = {str(p.relative_to(tmp)) for p in tmp.rglob("*")}
+        root = str(tmp)
+    assert {os.path.relpath(p, root) for p in synced if p.startswith(root + os.sep)} >= names
+    assert str(tmp_path) in synced  # the rename itself

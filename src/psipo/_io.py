@@ -1,8 +1,9 @@
 """Atomic file output: write to a temporary sibling, then rename over the target.
 
-A crash mid-write leaves the previous file (or none) in place, never a truncated one; what it
-leaves behind is a temporary sibling, which :func:`remove_stale_temporaries` clears on the next
-run. Everything written here gets the permissions the user's umask asks for (0644 files and
+A crash mid-write leaves the previous file (or none) in place, never a truncated one (what is
+renamed into place was flushed to disk first, so this holds when the machine crashes too); what
+it leaves behind is a temporary sibling, which :func:`remove_stale_temporaries` clears on the
+next run. Everything written here gets the permissions the user's umask asks for (0644 files and
 0755 folders under the usual umask 022), as if it had been created by a plain ``open``.
 """
 
@@ -71,6 +72,31 @@ def _apply_umask(folder: Path) -> None:
         for name in files:
             if not os.path.islink(os.path.join(root, name)):
                 os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
+def _sync(path: str | os.PathLike) -> None:
+    """Flush a file's or folder's contents (a folder's: its entries) to disk. Some file systems
+    refuse to sync a folder: that is no failure of the write."""
+    folder = os.path.isdir(path)
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(folder: Path) -> None:
+    """:func:`_sync` everything in ``folder`` and the folder itself, before it is renamed into
+    place: the writers that fill it (save_pretrained, safetensors) do not, and a machine that
+    crashes after the rename could otherwise leave files in it empty or cut short."""
+    for root, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                _sync(os.path.join(root, name))
+        _sync(root)
 
 
 def check_output_folder(path: str | os.PathLike, key: str) -> Path:
@@ -179,6 +205,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _sync(path.parent)  # the rename
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -208,6 +235,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~_current_umask())
         yield tmp
         _apply_umask(tmp)
+        _sync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -217,6 +245,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
     os.replace(tmp, path)
+    _sync(path.parent)  # the rename
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
