@@ -407,3 +407,14 @@ def test_resuming_another_commands_run_names_the_command_that_wrote_it(base_conf
     with pytest.raises(PsipoInputError, match=r"^resume: .*step-1 was written by psipo train, not psipo online;") as refused:
         train_online(online)
     assert len(str(refused.value)) < 300  # not every key of two configs that share few
+
+
+def test_a_damaged_newest_checkpoint_names_the_older_one_to_resume_from(base_config, rows, tmp_path):
+    run(base_config, rows, max_steps=4, save_steps=2)
+    newest = tmp_path / "run" / "checkpoints" / "step-4"
+    weights = newest / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a disk that failed, a copy cut short
+    with pytest.raises(PsipoInputError, match=r"^resume: cannot restore .*step-4: .*; move step-4 out of .*checkpoints to resume from step-2$"):
+        run(base_config, rows, max_steps=6, save_steps=2, resume=True)
+    shutil.move(newest, tmp_path / "damaged-step-4")
+    assert run(base_config, rows, max_steps=6, save_steps=2, resume=True).history[-1]["step"] == 6

@@ -175,6 +175,12 @@ def _is_tied(model: Any, name: str, loaded: dict[str, torch.Tensor]) -> bool:
     return any(parameters[other].data_ptr() == pointer for other in loaded if other in parameters and other != name)
 
 
+def _older_one(path: Path) -> str:
+    """What to do about damaged checkpoint ``path`` when the run has an older one to resume from."""
+    older = [p for p in list_checkpoints(path.parent.parent) if p.name != path.name]
+    return f"; move {path.name} out of {path.parent} to resume from {older[-1].name}" if older else ""
+
+
 def read_trainer_state(path: Path) -> dict[str, Any]:
     """``trainer_state.json`` of a checkpoint; an unreadable one is a one-line error."""
     from psipo.errors import PsipoInputError
@@ -182,9 +188,9 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
     try:
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PsipoInputError(f"resume: {path / 'trainer_state.json'} is unreadable: {exc}") from None
+        raise PsipoInputError(f"resume: {path / 'trainer_state.json'} is unreadable: {exc}{_older_one(path)}") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise PsipoInputError(f"resume: {path / 'trainer_state.json'} is not a psipo checkpoint state")
+        raise PsipoInputError(f"resume: {path / 'trainer_state.json'} is not a psipo checkpoint state{_older_one(path)}")
     return state
 
 
@@ -203,7 +209,8 @@ def load_checkpoint(
     optimizer whose weights are sharded over processes (default: their own ``load_state_dict``).
 
     A checkpoint that cannot be read back (edited or damaged by hand: the writes themselves
-    are atomic) is a one-line :class:`~psipo.errors.PsipoInputError` naming it.
+    are atomic) is a one-line :class:`~psipo.errors.PsipoInputError` naming it, and the older
+    checkpoint a resume could start from instead.
     """
     from psipo.errors import PsipoInputError
 
@@ -213,7 +220,7 @@ def load_checkpoint(
         raise
     except Exception as exc:  # noqa: BLE001 — safetensors, torch and peft raise many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PsipoInputError(f"resume: cannot restore {path}: {first}") from None
+        raise PsipoInputError(f"resume: cannot restore {path}: {first}{_older_one(path)}") from None
 
 
 def _restore(
