@@ -250,6 +250,20 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_folder(path: str | os.PathLike) -> None:
+    """Delete folder ``path`` as one step: it is renamed to a temporary name first, so a process
+    killed while deleting leaves no half-deleted ``path``, only a temporary that
+    :func:`remove_stale_temporaries` clears."""
+    path = Path(path)
+    doomed = tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
+    try:
+        os.replace(path, doomed)  # over the empty folder that reserved the name
+    except OSError:  # e.g. a folder that cannot be renamed away: deleted where it is
+        os.rmdir(doomed)
+        doomed = str(path)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
     """Clear what interrupted atomic writes left in ``folder``; return the paths removed.
 

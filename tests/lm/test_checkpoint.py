@@ -115,6 +115,27 @@ def test_rotation_keeps_the_newest_by_step_number(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-10", "step-9"]
 
 
+def test_a_rotation_killed_midway_leaves_no_half_deleted_checkpoint(tmp_path, monkeypatch):
+    from psipo._io import remove_stale_temporaries
+
+    run = live(seed=0)
+    for step in (2, 4):
+        run.save(tmp_path, step=step, keep=2)
+
+    def killed_midway(path, *args, **kwargs):  # one file gone, then the process is killed
+        next(p for p in Path(path).rglob("*.safetensors")).unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("psipo._io.shutil.rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        run.save(tmp_path, step=6, keep=2)
+    monkeypatch.undo()
+    # step-2 was on its way out: it is no checkpoint any more, and the next run clears it.
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-4", "step-6"]
+    remove_stale_temporaries(tmp_path / "checkpoints")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-4", "step-6"]
+
+
 def test_an_interrupted_save_leaves_no_checkpoint_and_strays_are_ignored(tmp_path, monkeypatch):
     run = live(seed=0)
     run.save(tmp_path, step=2)

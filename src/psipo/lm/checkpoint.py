@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from psipo._io import atomic_directory, atomic_write_json
+from psipo._io import atomic_directory, atomic_write_json, remove_folder
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -122,7 +121,7 @@ def save_checkpoint(
         )
     if keep is not None:
         for old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_folder(old)
     return path
 
 
