@@ -205,6 +205,32 @@ def test_a_save_to_disk_folder_is_loaded_with_its_splits(tmp_path, tokenizer):
     )
 
 
+def test_a_slice_of_a_file_or_a_saved_dataset_is_taken_not_ignored(tmp_path, tokenizer):
+    """A source with one split (a file, a saved ``Dataset``) took ``train[:2]`` as the whole
+    source: the slice is now taken, and the cache tells slices apart; a plain split name still
+    stands for the whole source."""
+    import datasets
+
+    rows = [{"prompt": f"w{i}", "chosen": "w1", "rejected": "w2"} for i in range(3, 8)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+
+    def prompts(source, split):
+        return [p.prompt_ids for p in load(source, tokenizer, tmp_path, split=split).pairs]
+
+    for source in (path, folder):
+        assert prompts(source, "train[:2]") == [[word(3)], [word(4)]]
+        assert prompts(source, "test[60%:]") == [[word(6)], [word(7)]]
+        assert prompts(source, "train[:1]+train[-1:]") == [[word(3)], [word(7)]]
+        assert len(prompts(source, "test")) == len(prompts(source, "train")) == 5
+        assert one_line_error(lambda: load(source, tokenizer, tmp_path, split="train[:1]+test[:1]")) == (  # noqa: B023
+            f"train_data: {source} holds one split of 5 rows; cannot take 'train[:1]+test[:1]' from it "
+            "(it names 2 splits); use a slice of one split such as 'train[:100]' or 'train[10%:]'"
+        )
+
+
 # --------------------------------------------------------------------------- broken data
 # One line naming file:line (or file: row) and field; what skip_invalid skips; pairs that
 # cannot teach anything (identical chosen and rejected) dropped and counted.

@@ -68,11 +68,11 @@ class DataConfig:
     train_data: str = ""
     """Training pairs: a .jsonl/.json/.parquet file, a datasets save_to_disk folder or a Hugging Face dataset name (required)."""
     train_split: str = "train"
-    """Split of a Hugging Face dataset used for training."""
+    """Split of a Hugging Face dataset used for training, in datasets' syntax (train[:1000] takes rows); for a file or a single saved dataset a slice selects rows and a plain name means all of it."""
     eval_data: str | None = None
     """Held-out pairs (file or dataset name); null: none, or eval_fraction of train_data."""
     eval_split: str = "test"
-    """Split of eval_data when it is a Hugging Face dataset."""
+    """Split of eval_data when it is a Hugging Face dataset; for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it."""
     eval_fraction: float = 0.0
     """Fraction of train_data held out for evaluation when eval_data is null (0: none)."""
     dataset_config: str | None = None

@@ -148,37 +148,70 @@ def read_rows(
     messages.
     """
     if is_local_file(source):
-        path = _local_file(source, key)
-        suffix = path.suffix.lower()
-        if suffix == ".jsonl" and not _starts_a_list(path):
-            yield from _json_lines(path)
-        elif suffix in (".json", ".jsonl"):  # .jsonl: a JSON list saved under that name
-            text = read_text_file(path)
-            if _is_json_lines(text):
-                yield from _json_lines(path)
-                return
-            rows = parse_json(text, path)
-            if not isinstance(rows, list):
-                raise PsipoInputError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
-            for i, row in enumerate(rows, start=1):
-                yield f"{path}: row {i}", row
-        elif suffix == ".parquet":
-            import pyarrow
-            import pyarrow.parquet as pq
-
-            try:
-                table = pq.read_table(path)
-            except (pyarrow.ArrowException, OSError) as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise PsipoInputError(f"{path}: not a readable Parquet file: {reason}") from None
-            for i, row in enumerate(table.to_pylist(), start=1):
-                yield f"{path}: row {i}", row
-        else:
-            raise PsipoInputError(f"{key}: unsupported file type {suffix!r} (use {', '.join(FILE_SUFFIXES)})")
+        rows = _file_rows(_local_file(source, key), key)
+        if is_slice(split):
+            listed = list(rows)
+            rows = (listed[i] for i in _single_split_rows(split, len(listed), source, key))
+        yield from rows
         return
     dataset = load_hub_dataset(source, key=key, split=split, dataset_config=dataset_config)
     for i, row in enumerate(dataset, start=1):
         yield f"{source}[{split}] row {i}", row
+
+
+def _file_rows(path: Path, key: str) -> Iterator[tuple[str, Any]]:
+    """``(location, row)`` of a .jsonl, .json or .parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl" and not _starts_a_list(path):
+        yield from _json_lines(path)
+    elif suffix in (".json", ".jsonl"):  # .jsonl: a JSON list saved under that name
+        text = read_text_file(path)
+        if _is_json_lines(text):
+            yield from _json_lines(path)
+            return
+        rows = parse_json(text, path)
+        if not isinstance(rows, list):
+            raise PsipoInputError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
+        for i, row in enumerate(rows, start=1):
+            yield f"{path}: row {i}", row
+    elif suffix == ".parquet":
+        import pyarrow
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (pyarrow.ArrowException, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PsipoInputError(f"{path}: not a readable Parquet file: {reason}") from None
+        for i, row in enumerate(table.to_pylist(), start=1):
+            yield f"{path}: row {i}", row
+    else:
+        raise PsipoInputError(f"{key}: unsupported file type {suffix!r} (use {', '.join(FILE_SUFFIXES)})")
+
+
+def is_slice(split: str) -> bool:
+    """Whether a split spec selects rows (datasets' syntax, ``train[:100]``, ``test[50%:]``)
+    rather than naming a split."""
+    return "[" in split
+
+
+def _single_split_rows(split: str, n_rows: int, source: str, key: str) -> list[int]:
+    """The row indices a slice spec selects from a source that holds one split (a file, a saved
+    ``Dataset``): its split name stands for the whole source, as a plain split name does."""
+    import datasets
+
+    names = {part.split("[")[0].strip() for part in split.split("+")}
+    try:
+        if len(names) != 1:
+            raise ValueError(f"it names {len(names)} splits")
+        (name,) = names
+        parts = datasets.ReadInstruction.from_spec(split).to_absolute({name: n_rows})
+    except (ValueError, KeyError, AssertionError) as exc:
+        raise PsipoInputError(
+            f"{key}: {source} holds one split of {n_rows} rows; cannot take {split!r} from it ({exc}); "
+            "use a slice of one split such as 'train[:100]' or 'train[10%:]'"
+        ) from None
+    return [i for part in parts for i in range(part.from_, part.to)]
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
@@ -263,7 +296,7 @@ def _load_saved_dataset(source: str, *, key: str, split: str) -> Any:
         except (ValueError, KeyError, AssertionError):
             raise PsipoInputError(f"{key}: {source} has no split {split!r} (it has: {', '.join(sorted(saved))})") from None
         return datasets.concatenate_datasets([saved[p.splitname].select(range(p.from_, p.to)) for p in parts])
-    return saved
+    return saved.select(_single_split_rows(split, len(saved), source, key)) if is_slice(split) else saved
 
 
 def source_fingerprint(source: str, *, key: str, split: str, dataset_config: str | None) -> str:
@@ -272,6 +305,8 @@ def source_fingerprint(source: str, *, key: str, split: str, dataset_config: str
     digest = hashlib.sha256()
     if is_local_file(source):
         files = [(_local_file(source, key), "")]
+        if is_slice(split):
+            digest.update(split.encode())  # "train[:100]" of the file is other data than the whole
     elif _saved_dataset(source):
         folder = Path(source).expanduser()
         if (folder / "dataset_dict.json").is_file() and (folder / split).is_dir():

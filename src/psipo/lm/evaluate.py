@@ -53,7 +53,7 @@ class EvaluateConfig:
     """Prompts: a .jsonl/.json/.parquet file or a Hugging Face dataset name whose rows have a
     'prompt' field, a string or a list of {role, content} messages (chat template) (required)."""
     prompts_split: str = "train"
-    """Split of a Hugging Face dataset of prompts."""
+    """Split of a Hugging Face dataset of prompts; for a file or a single saved dataset a slice (train[:200]) selects rows and a plain name means all of it."""
     dataset_config: str | None = None
     """Configuration (subset) name of a Hugging Face dataset of prompts."""
     max_prompts: int | None = None

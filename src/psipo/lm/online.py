@@ -87,7 +87,7 @@ class PromptDataConfig:
     """Training prompts: a .jsonl/.json/.parquet file or a Hugging Face dataset name whose rows
     have a 'prompt' field, a string or a list of {role, content} messages (required)."""
     prompts_split: str = "train"
-    """Split of a Hugging Face dataset of prompts."""
+    """Split of a Hugging Face dataset of prompts; for a file or a single saved dataset a slice (train[:200]) selects rows and a plain name means all of it."""
     dataset_config: str | None = None
     """Configuration (subset) name of a Hugging Face dataset of prompts."""
     max_prompts: int | None = None
@@ -98,7 +98,7 @@ class PromptDataConfig:
     """Held-out prompts (file or dataset name): π's win rate against π_ref by the judge every
     eval_steps and at the end; null: no evaluation."""
     eval_split: str = "test"
-    """Split of eval_prompts when it is a Hugging Face dataset."""
+    """Split of eval_prompts when it is a Hugging Face dataset; for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it."""
     max_eval_prompts: int | None = 64
     """Use only the first N held-out prompts; null: all."""
 
