@@ -418,3 +418,17 @@ def test_a_damaged_newest_checkpoint_names_the_older_one_to_resume_from(base_con
         run(base_config, rows, max_steps=6, save_steps=2, resume=True)
     shutil.move(newest, tmp_path / "damaged-step-4")
     assert run(base_config, rows, max_steps=6, save_steps=2, resume=True).history[-1]["step"] == 6
+
+
+def test_a_resume_may_find_the_same_data_elsewhere_but_not_other_data(base_config, rows, tmp_path, monkeypatch):
+    from psipo.lm.fixtures import write_jsonl
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(rows, tmp_path / "train.jsonl")
+    train(load_train_config(None, base_config | {"train_data": "train.jsonl", "max_steps": 1, "save_steps": 1}))
+    moved = write_jsonl(rows, tmp_path / "scratch" / "train.jsonl")  # launched from elsewhere, or the data moved
+    again = load_train_config(None, base_config | {"train_data": str(moved), "max_steps": 2, "resume": True})
+    assert [r["step"] for r in train(again).history] == [1, 2]
+    other = write_jsonl(rows[::-1], tmp_path / "other.jsonl")
+    with pytest.raises(PsipoInputError, match=r"^resume: train_data's pairs differ from those step-\d+ was trained"):
+        train(load_train_config(None, base_config | {"train_data": str(other), "max_steps": 3, "save_steps": 1, "resume": True}))

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ RESUMABLE_KEYS = frozenset(
     }
 )
 """Config keys that may differ between a checkpoint and the run that resumes it."""
+
+DATA_KEYS = {"train_data": "train", "prompts": "train", "eval_data": "eval", "eval_prompts": "eval"}
+"""Keys that say where the data are, and the fingerprint of what they hold: a resume may find
+the same data at another path (launched from another folder, data moved), since the
+checkpoint's fingerprint of their contents is checked once they are loaded."""
 
 LOCK_NAME = ".psipo.lock"
 REPLACED_NAME = ".psipo-replaced"
@@ -166,11 +172,17 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
     return folder
 
 
-def config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key (old → new)`` for each key outside :data:`RESUMABLE_KEYS` whose value changed."""
+def config_differences(
+    recorded: dict[str, Any], current: dict[str, Any], *, fingerprinted: Collection[str] = ()
+) -> list[str]:
+    """``key (old → new)`` for each key outside :data:`RESUMABLE_KEYS` whose value changed; a
+    path of :data:`DATA_KEYS` may change to another path when its data's fingerprint is
+    among those the checkpoint recorded (``fingerprinted``)."""
     changed = []
     for key in sorted(set(recorded) | set(current)):
         if key in RESUMABLE_KEYS:
+            continue
+        if DATA_KEYS.get(key) in fingerprinted and recorded.get(key) and current.get(key):
             continue
         old, new = recorded.get(key, "unset"), current.get(key, "unset")
         if old != new:
@@ -183,8 +195,11 @@ def _command_of(config: dict[str, Any]) -> str:
     return "psipo reward" if "reward_l2" in config else "psipo online" if "algorithm" in config else "psipo train"
 
 
-def check_resumable(checkpoint: Path, recorded: dict[str, Any] | None, current: dict[str, Any]) -> None:
-    """Refuse to resume ``checkpoint`` with a config that would mix two runs; name each key."""
+def check_resumable(
+    checkpoint: Path, recorded: dict[str, Any] | None, current: dict[str, Any], *, fingerprinted: Collection[str] = ()
+) -> None:
+    """Refuse to resume ``checkpoint`` with a config that would mix two runs; name each key.
+    ``fingerprinted``: the data whose fingerprints the checkpoint recorded (see :data:`DATA_KEYS`)."""
     if recorded is None:
         raise PsipoInputError(
             f"resume: {checkpoint} records no config, so a resume cannot be checked against it; "
@@ -196,7 +211,7 @@ def check_resumable(checkpoint: Path, recorded: dict[str, Any] | None, current: 
             f"resume: {checkpoint} was written by {written_by}, not {resuming_with}; resume it with "
             f"{written_by}, or start a fresh {resuming_with} run in another output_dir"
         )
-    changed = config_differences(recorded, current)
+    changed = config_differences(recorded, current, fingerprinted=fingerprinted)
     if changed:
         raise PsipoInputError(
             f"resume: the config differs from the one {checkpoint.name} was trained with: "

@@ -334,7 +334,7 @@ def _checked_resume_point(config: TrainConfig, run_dir: Path) -> tuple[Path, dic
 
     latest = list_checkpoints(run_dir)[-1]
     recorded = read_trainer_state(latest).get("trainer", {})
-    check_resumable(latest, recorded.get("config"), config.to_flat_dict())
+    check_resumable(latest, recorded.get("config"), config.to_flat_dict(), fingerprinted=recorded.get("fingerprints") or {})
     return latest, recorded
 
 
