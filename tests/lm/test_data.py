@@ -355,11 +355,18 @@ def test_an_empty_message_list_names_its_field(field):
     assert one_line_error(lambda: parse_row(row, "f.jsonl:1")) == f"f.jsonl:1: field '{field}': empty message list"
 
 
-def test_an_implicit_conversation_with_no_shared_message_has_an_empty_prompt(tokenizer):
-    user, assistant = SPECIAL_TOKENS.index("<user>"), SPECIAL_TOKENS.index("<assistant>")
+def test_an_implicit_conversation_with_no_shared_turn_is_refused(tokenizer):
+    """Two conversations with different user turns answer no common prompt: they used to become
+    a pair with an empty prompt whose completions (the user turns too) were trained on."""
     row = {"chosen": MESSAGE + ANSWER, "rejected": [{"role": "user", "content": "w3"}] + ANSWER}
-    pair = tokenize(tokenizer, [row]).pairs[0]
-    assert pair == TokenizedPair([], [user, word(1), assistant, word(2), EOS], [user, word(3), assistant, word(2), EOS])
+    assert one_line_error(lambda: parse_row(row, "d.jsonl:4")) == (
+        "d.jsonl:4: fields 'chosen' and 'rejected' share no opening turn, so they answer no common prompt "
+        "(a pair compares two answers to one prompt); give 'prompt' or fix the conversations"
+    )
+    assistant = SPECIAL_TOKENS.index("<assistant>")
+    unprompted = {"chosen": ANSWER, "rejected": [{"role": "assistant", "content": "w3"}]}
+    pair = tokenize(tokenizer, [unprompted]).pairs[0]  # answers to no prompt at all stay a pair
+    assert pair.prompt_ids == [] and pair.chosen_ids[0] == pair.rejected_ids[0] == assistant
 
 
 def _truncate(path):

@@ -450,7 +450,12 @@ def parse_row(row: Any, where: str) -> ParsedRow:
         for field, value in (("chosen", chosen), ("rejected", rejected)):
             if not value:
                 raise PsipoInputError(f"{where}: field '{field}': no completion messages after the prompt")
-            if prompt and value[0]["role"] in ("user", "system"):
+            if value[0]["role"] in ("user", "system"):
+                if not prompt:  # else the user turns of two different conversations are trained on
+                    raise PsipoInputError(
+                        f"{where}: fields 'chosen' and 'rejected' share no opening turn, so they answer no common "
+                        "prompt (a pair compares two answers to one prompt); give 'prompt' or fix the conversations"
+                    )
                 raise PsipoInputError(
                     f"{where}: field '{field}[{start}].role': {value[0]['role']!r} after the prompt; "
                     "a completion starts with the assistant's turn"
