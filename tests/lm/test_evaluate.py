@@ -190,6 +190,23 @@ def test_bad_prompts_are_one_line(model_dir, tmp_path):
         run(model_dir, no_field, tmp_path)
 
 
+def test_preference_pairs_with_an_implicit_prompt_give_their_prompts(tmp_path):
+    """A preference file without a 'prompt' field (the prompt is chosen's and rejected's shared
+    start) serves as prompts for evaluate and online, read as psipo train reads it."""
+    from psipo.lm.evaluate import read_prompts
+
+    user = {"role": "user", "content": "w1 w2"}
+    rows = [
+        {"chosen": [user, {"role": "assistant", "content": "w3"}], "rejected": [user, {"role": "assistant", "content": "w4"}]},
+        {"chosen": "w5 w6 w7", "rejected": "w5 w6 w8"},
+    ]
+    prompts, locations = read_prompts(str(write_jsonl(rows, tmp_path / "pairs.jsonl")), split="train", dataset_config=None, max_prompts=None)
+    assert prompts == [[user], "w5 w6"] and locations[1].endswith("pairs.jsonl:2")
+    two_conversations = [{"chosen": [user, {"role": "assistant", "content": "w3"}], "rejected": [{"role": "user", "content": "w9"}]}]
+    with pytest.raises(PsipoInputError, match=r"pairs2.jsonl:1: fields 'chosen' and 'rejected' share no opening turn"):
+        read_prompts(str(write_jsonl(two_conversations, tmp_path / "pairs2.jsonl")), split="train", dataset_config=None, max_prompts=None)
+
+
 def test_conversational_prompts_use_the_chat_template(model_dir, tmp_path):
     rows = [{"prompt": [{"role": "user", "content": "w1 w2"}]}] * 3
     prompts = write_jsonl(rows, tmp_path / "chat.jsonl")

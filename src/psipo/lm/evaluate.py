@@ -143,9 +143,11 @@ def default_baseline(model: str) -> str:
 def read_prompts(
     source: str, *, key: str = "prompts", split: str, dataset_config: str | None, max_prompts: int | None
 ) -> tuple[list[Any], list[str]]:
-    """The prompts (strings or message lists) of a file or dataset with a ``prompt`` field,
-    and where each came from (file:line); at most ``max_prompts`` of them."""
-    from psipo.lm.data import UnreadableRow, _check_messages, missing_field, read_rows
+    """The prompts (strings or message lists) of a file or dataset with a ``prompt`` field, or of
+    preference pairs with an implicit prompt (``chosen`` and ``rejected`` only: their shared
+    start, as psipo train reads it), and where each came from (file:line); at most
+    ``max_prompts`` of them."""
+    from psipo.lm.data import UnreadableRow, _check_messages, missing_field, parse_row, read_rows
 
     prompts, locations = [], []
     for where, row in read_rows(source, key=key, split=split, dataset_config=dataset_config):
@@ -155,6 +157,8 @@ def read_prompts(
             raise row.error
         if not isinstance(row, dict):
             raise PsipoInputError(f"{where}: expected an object with a 'prompt' field, got {type(row).__name__}")
+        if "prompt" not in row and "chosen" in row and "rejected" in row:
+            row = {"prompt": parse_row(row, where).prompt}
         if "prompt" not in row:
             raise missing_field(where, "prompt", row)
         prompt = row["prompt"]
