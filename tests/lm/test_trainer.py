@@ -112,6 +112,32 @@ def test_batch_8_equals_batch_4_with_2_accumulation_steps(base_config, rows, tmp
     assert halves.history[0]["grad_norm"] != pytest.approx(one.history[0]["grad_norm"], rel=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("schedule", "warmup_ratio", "factors"),
+    [
+        # 4 steps, 2 of warm-up from 0 to the peak, then linear to 0 (reached after the last step)
+        ("linear", 0.5, [1 / 3, 2 / 3, 1.0, 0.5]),
+        # 1 step of warm-up, then cosine over the 3 others: ½(1 + cos(π·k/3)), k = 0, 1, 2
+        ("cosine", 0.25, [0.5, 1.0, 0.75, 0.25]),
+        ("constant", 0.0, [1.0, 1.0, 1.0, 1.0]),
+    ],
+)
+def test_the_lr_of_a_record_is_the_one_its_step_used(base_config, rows, monkeypatch, schedule, warmup_ratio, factors):
+    # The record of step N used to show the learning rate of step N + 1 (read after the
+    # scheduler had moved on): the last record of a decaying schedule said lr 0.
+    used = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    history = run(base_config, rows, max_steps=4, learning_rate=1e-3, lr_scheduler=schedule, warmup_ratio=warmup_ratio).history
+    assert used == pytest.approx([1e-3 * f for f in factors], rel=1e-12)
+    assert [r["lr"] for r in history] == pytest.approx(used, rel=1e-12)
+
+
 def test_resumed_run_equals_uninterrupted_run(base_config, rows, tmp_path):
     keys = {"max_steps": 6, "save_steps": 3, "save_total_limit": None, "lr_scheduler": "cosine", "warmup_ratio": 0.3}
     full = run(base_config, rows, output_dir=str(tmp_path / "full"), **keys)

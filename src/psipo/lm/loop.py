@@ -143,6 +143,7 @@ def run_loop(
     with stop if own else contextlib.nullcontext(stop.install()):
         for step in range(start_step, opt.total_steps):
             started = time.perf_counter()
+            lr = opt.optimizer.param_groups[0]["lr"]  # this step's (the schedule moves on at its end)
             optimisation_step(task, step, opt, guard, window)
             log.advance()
             window.seconds += time.perf_counter() - started
@@ -156,7 +157,7 @@ def run_loop(
                     "step": done,
                     "epoch": epoch,
                     **window.summary(task.summarize),
-                    "lr": opt.scheduler.get_last_lr()[0],
+                    "lr": lr,
                     "peak_memory_mb": peak_memory_mb(opt.accelerator.device),
                 }
                 window = LogWindow()
