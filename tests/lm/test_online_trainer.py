@@ -181,3 +181,74 @@ def test_rewards_beyond_float32_blame_the_reward_not_tau(online_config, prompts,
 def test_an_empty_message_list_prompt_is_one_line(online_config):
     with pytest.raises(PsipoInputError, match=r"^prompts\[1\]: field 'prompt': empty message list$"):
         run(online_config, [[{"role": "user", "content": "w1"}], []], max_steps=1)
+
+
+# ---------------------------------------------------------------------------------------
+# The KL estimates against an independent computation
+
+
+@pytest.fixture(scope="module")
+def small_vocab_models(tmp_path_factory):
+    """A policy and a different reference over 10 tokens (one layer): exact sequence log-probs are cheap."""
+    from psipo.lm.fixtures import make_tiny_model_dir
+
+    root = tmp_path_factory.mktemp("small-vocab")
+    return [make_tiny_model_dir(root / name, layers=1, hidden=16, heads=2, vocab=10, seed=seed) for name, seed in (("policy", 0), ("ref", 1))]
+
+
+def _sequence_logps(model, prompt, response, warp=None):
+    """log p(response | prompt) by one full forward (no cache), optionally of the warped next-token distributions."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + response])).logits[0, len(prompt) - 1 : -1].double()
+    logps = torch.log_softmax(logits, -1)
+    logps = warp(logps) if warp is not None else logps
+    return float(logps.gather(1, torch.tensor(response)[:, None]).sum())
+
+
+def test_kl_and_eval_kl_are_importance_weighted_at_a_temperature(small_vocab_models, monkeypatch, tmp_path):
+    # At temperature T the samples come from q ≠ π: the unbiased estimate of KL(π‖π_ref) is
+    # the mean of (π/q)·log(π/π_ref) over them. eval_kl averaged log(π/π_ref) unweighted, an
+    # estimate of E_q[log π/π_ref], which is not KL(π‖π_ref) (here about twice it).
+    from transformers import AutoModelForCausalLM
+
+    import psipo.lm.sampling as sampling
+
+    policy_dir, reference_dir = small_vocab_models
+    calls = []
+
+    def spy(*args, **kwargs):
+        samples = real(*args, **kwargs)
+        calls.append((kwargs.get("reference_key"), samples))
+        return samples
+
+    real = sampling.sample
+    monkeypatch.setattr(sampling, "sample", spy)
+    temperature = 0.4
+    config = {
+        "model": str(policy_dir), "reference_model": str(reference_dir), "output_dir": None, "progress": False,
+        "learning_rate": 1e-30, "warmup_ratio": 0.0, "batch_size": 4, "max_steps": 1, "logging_steps": 1,
+        "num_generations": 2, "max_new_tokens": 2, "temperature": temperature, "max_eval_prompts": None,
+    }  # fmt: skip
+    judge = CallableJudge(lambda p, a, b: torch.full((len(p),), 0.5), name="indifferent")
+    prompts = ["w1 w2", "w3", "w0 w2 w1", "w2"]
+    result = train_online(load_online_config(None, config), prompts=prompts, eval_prompts=prompts * 4, judge=judge)
+    policy, reference = result.model.eval(), AutoModelForCausalLM.from_pretrained(reference_dir)
+
+    def estimates(samples):
+        kl, entropy = [], []
+        for prompt, response in zip(samples.prompt_ids, samples.responses()):
+            log_pi = _sequence_logps(policy, prompt, response)
+            log_q = _sequence_logps(policy, prompt, response, lambda lp: torch.log_softmax(lp / temperature, -1))
+            weight = math.exp(log_pi - log_q)
+            kl.append(weight * (log_pi - _sequence_logps(reference, prompt, response)))
+            entropy.append(-weight * log_pi)
+        return sum(kl) / len(kl), sum(entropy) / len(entropy)
+
+    (_, trained), *evaluated = calls
+    kl, entropy = estimates(trained)
+    record = result.history[-1]
+    assert record["kl"] == pytest.approx(kl, abs=1e-5) and record["entropy"] == pytest.approx(entropy, rel=1e-5)
+    ours = [samples for key, samples in evaluated if key == "baseline"]  # π's samples, scored under π_ref
+    assert sum(len(s.prompt_ids) for s in ours) == len(prompts) * 4
+    weighted = [estimates(s)[0] * len(s.prompt_ids) for s in ours]
+    assert record["eval_kl"] == pytest.approx(sum(weighted) / (len(prompts) * 4), abs=1e-5)

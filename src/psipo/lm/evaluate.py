@@ -221,7 +221,8 @@ def sample_both(
     **options: Any,
 ) -> dict:
     """Sample every prompt from both models, batch by batch, with a progress bar; ``options``
-    are :func:`psipo.lm.sample`'s (``max_new_tokens``, ``temperature``, ``top_p``)."""
+    are :func:`psipo.lm.sample`'s (``max_new_tokens``, ``temperature``, ``top_p``). ``kl``
+    holds log π(y)/π_base(y) of the model's samples y ~ q, ``log_weights`` log π(y)/q(y)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -231,7 +232,8 @@ def sample_both(
         name: torch.Generator().manual_seed(2 * seed + stream)
         for name, stream in (("model", MODEL_STREAM), ("baseline", BASELINE_STREAM))
     }
-    out: dict[str, list] = {k: [] for k in ("model_ids", "baseline_ids", "kl", "model_cut", "baseline_cut")}
+    keys = ("model_ids", "baseline_ids", "kl", "log_weights", "model_cut", "baseline_cut")
+    out: dict[str, list] = {k: [] for k in keys}
     starts = range(0, len(prompt_ids), batch_size)
     for start in tqdm(starts, desc="psipo evaluate", unit="batch", disable=not progress, leave=False):
         batch = prompt_ids[start : start + batch_size]
@@ -242,6 +244,8 @@ def sample_both(
         out["model_ids"] += ours.responses()
         out["baseline_ids"] += theirs.responses()
         out["kl"] += (ours.logps.sum(1) - ours.reference_logps.sum(1)).double().tolist()  # type: ignore[union-attr]
+        # log π(y)/q(y) of the model's samples: 0 unless temperature or top_p warp q away from π
+        out["log_weights"] += (ours.logps.sum(1) - ours.sampling_logps.sum(1)).double().tolist()
         out["model_cut"] += (~ours.finished).tolist()
         out["baseline_cut"] += (~theirs.finished).tolist()
     return out

@@ -41,8 +41,8 @@ only where q covers π); ``entropy`` — the same estimate of −E_π log π(y);
 and ``cut_fraction`` (responses that hit ``max_new_tokens``); ``generation_fraction`` — the
 share of wall time spent sampling; ``tokens_per_second`` — generated tokens per second. With
 ``eval_prompts``: ``eval_win_rate`` (± ``eval_win_rate_half_width``) of π against π_ref by the
-judge, ``eval_kl`` and ``eval_reward`` / ``eval_reward_reference``, every ``eval_steps`` and at
-the end (:mod:`psipo.lm.evaluate`'s sampling and scoring).
+judge, ``eval_kl`` (weighted likewise) and ``eval_reward`` / ``eval_reward_reference``, every
+``eval_steps`` and at the end (:mod:`psipo.lm.evaluate`'s sampling and scoring).
 """
 
 from __future__ import annotations
@@ -609,7 +609,10 @@ class OnlineTask:
         ours, theirs = as_responses(tokenizer, prompts, drawn["model_ids"]), as_responses(tokenizer, prompts, drawn["baseline_ids"])
         judged = scores(self.judge, prompts, ours, theirs, by_reward=not self.pairwise)
         win, half = interval(judged["wins"])
-        record = {"eval_win_rate": win, "eval_win_rate_half_width": half, "eval_kl": sum(drawn["kl"]) / len(drawn["kl"])}
+        # KL(π‖π_ref) = E_q[(π/q)·log π/π_ref], as the training kl: the samples come from q, π
+        # warped by temperature and top_p (the weights are 1 where q = π)
+        kl = torch.tensor(drawn["log_weights"], dtype=torch.float64).exp() * torch.tensor(drawn["kl"], dtype=torch.float64)
+        record = {"eval_win_rate": win, "eval_win_rate_half_width": half, "eval_kl": kl.mean().item()}
         if judged["rewards"] is not None:
             ours_r, theirs_r = judged["rewards"]
             record.update(eval_reward=sum(ours_r) / len(ours_r), eval_reward_reference=sum(theirs_r) / len(theirs_r))
