@@ -260,6 +260,12 @@ def test_a_damaged_reference_cache_entry_is_discarded_with_a_warning_and_recompu
         ({"output_dir": "."}, r"output_dir'?: \. is the folder of model; write the run elsewhere"),
         ({"output_dir": "sub/..", "tokenizer": "."}, r"output_dir'?: sub/\.\. is the folder of model"),
         ({"output_dir": "ref", "reference": "live", "reference_model": "ref"}, r"output_dir'?: ref is the folder of reference_model"),
+        # a loss hyperparameter of another loss, LoRA settings without LoRA: read by nothing
+        ({"loss": "dpo", "label_smoothing": 0.2}, r"label_smoothing'?: is used only by loss cdpo \(loss is dpo\)"),
+        ({"label_noise": 0.2}, r"label_noise'?: is used only by loss robust \(loss is ipo\)"),
+        ({"lora_alpha": 32}, r"lora_alpha'?: is used only with LoRA \(lora_r > 0\); lora_r is 0"),
+        ({"lora_dropout": 0.1}, r"lora_dropout'?: is used only with LoRA"),
+        ({"lora_target_modules": ["q_proj"]}, r"lora_target_modules'?: is used only with LoRA"),
     ],
 )
 def test_settings_that_would_be_silently_ignored_or_void_are_refused(base_config, overrides, message, tmp_path, monkeypatch):
@@ -277,6 +283,9 @@ def test_reference_model_with_a_live_reference_and_lora_settings_that_do_somethi
 
     validate(load_train_config(None, {**base_config, "reference": "live", "reference_model": "m"}))
     validate(load_train_config(None, {**base_config, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj"]}))
+    validate(load_train_config(None, {**base_config, "lora_r": 4, "lora_dropout": 0.1}))
+    validate(load_train_config(None, {**base_config, "loss": "cdpo", "label_smoothing": 0.1}))
+    validate(load_train_config(None, {**base_config, "loss": "robust", "label_noise": 0.2}))
 
 
 def test_eval_steps_without_held_out_pairs_is_refused_before_anything_is_written(base_config, rows, tmp_path):

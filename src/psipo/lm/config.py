@@ -378,6 +378,7 @@ def validate(config: TrainConfig) -> None:
             "policy); set reference: live, or remove reference_model",
         ),
     ]
+    checks += _unused_settings(config)
     inputs = {
         "model": config.model_config.model,
         "tokenizer": config.model_config.tokenizer,
@@ -387,6 +388,32 @@ def validate(config: TrainConfig) -> None:
     for key, ok, why in checks:
         if not ok:
             raise PsipoInputError(f"key '{key}': {why}")
+
+
+def _unused_settings(config: TrainConfig) -> list[tuple[str, bool, str]]:
+    """Keys set away from their default where nothing reads them: a hyperparameter of a loss
+    other than the one in force, LoRA settings without LoRA. Each would be silently ignored."""
+    loss, mc = config.loss, config.model_config
+    checks = []
+    for name, hyperparameter in {n: h for spec in LOSSES.values() for n, h in spec.hyperparameters.items()}.items():
+        users = [other for other, spec in LOSSES.items() if name in spec.hyperparameters]
+        checks.append(
+            (
+                name,
+                name in LOSSES[loss].hyperparameters or getattr(config.objective, name) == hyperparameter.default,
+                f"is used only by loss {' or '.join(users)} (loss is {loss}); set loss: {users[0]}, or remove {name}",
+            )
+        )
+    defaults = ModelConfig()
+    for name in ("lora_alpha", "lora_dropout", "lora_target_modules"):
+        checks.append(
+            (
+                name,
+                mc.lora_r > 0 or getattr(mc, name) == getattr(defaults, name),
+                f"is used only with LoRA (lora_r > 0); lora_r is 0 (full fine-tuning): set lora_r, or remove {name}",
+            )
+        )
+    return checks
 
 
 def output_dir_is_no_input(output_dir: str | None, inputs: Mapping[str, str | None]) -> list[tuple[str, bool, str]]:
