@@ -96,6 +96,8 @@ def test_claims_are_decided_and_tabled_in_the_report(results):
     assert all(claim["verdict"] in VERDICTS and claim["rule"] for claim in results["claims"])
     by_dataset = {claim["statement"].split("]")[0][1:]: claim["verdict"] for claim in results["claims"] if claim["id"] == "P6"}
     assert by_dataset["D3"] == "does not hold"  # θ_c never moves: DPO's π(c) stays at 1/3
+    d3 = next(c for c in results["claims"] if c["statement"].startswith("[D3]"))
+    assert "c is in no row of D3 as printed, so no loss moves θ_c" in d3["measured"]  # why it does not hold
     report = (out / "REPORT.md").read_text()
     assert "## Claims" in report and all(f"| {claim_id} |" in report for claim_id in ids)
 
@@ -137,3 +139,15 @@ def test_a_rerun_replaces_the_figures_with_its_own_and_an_interrupted_one_change
     results = run_experiment(ReproduceConfig(taus=[1.0], datasets=["D1"], training=small), tmp_path, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["REPORT.md", "fig_D1.png", "fig_asymptotic.png", "results.json"]
     assert sorted(results["figures"].values()) == ["fig_D1.png", "fig_asymptotic.png"]
+
+
+def test_the_report_names_every_setting_that_departs_from_the_papers(results):
+    """The setup listed the run's numbers without saying which differ from §5.4's (18000 steps,
+    10 seeds), nor that the τ grid, float64 and the extra losses and datasets are psipo's."""
+    _, out = results
+    report = (out / "REPORT.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("Differences from the paper"))
+    assert "600 steps (the paper: 18000)" in line and "3 seeds (the paper: 10)" in line
+    assert "learning_rate" not in line and "rows per minibatch" not in line  # those are the paper's
+    assert "this τ grid is psipo's choice" in line and "float64" in line
+    assert "rlhf: not in the paper's figures" in line and "D2, D3': not in the paper's figures" in line

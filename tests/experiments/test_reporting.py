@@ -111,3 +111,10 @@ def test_largest_is_nan_when_any_value_is_so_a_claim_cannot_hold_on_a_missing_me
     assert math.isnan(largest([0.0, math.nan])) and max([0.0, math.nan]) == 0.0  # what max would do
     assert within_tolerance(largest([0.0, math.nan])) == "does not hold"
     assert same_optimum([0.0, math.nan]) == "does not hold"
+
+
+def test_an_experiment_says_why_its_claims_are_undecided():
+    """The summary gave every undecided claim the lab's reason (intervals too wide, more seeds); the
+    reproduction's are undecided because training was too short."""
+    lines = claims_markdown([claim("C2", "undecided")], undecided_means="training too short to decide")
+    assert lines[0] == "Of 1 measured claims, 0 hold, 0 hold partly, 1 is undecided (training too short to decide) and 0 do not."

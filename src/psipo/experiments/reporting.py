@@ -32,7 +32,11 @@ from psipo.stats import Interval
 
 Verdict = Literal["holds", "partly", "undecided", "does not hold"]
 VERDICTS: tuple[Verdict, ...] = ("holds", "partly", "undecided", "does not hold")
-""""undecided": measured, but the confidence intervals are too wide to decide (more seeds needed)."""
+""""undecided": measured, but the numbers cannot decide: the confidence intervals are too wide (more
+seeds needed), or, for a claim on where training converges, the curves are still moving (more steps
+needed); each experiment says which (``undecided_means`` of :func:`report_markdown`)."""
+
+UNDECIDED_BY_INTERVALS = "intervals too wide to decide: more seeds needed"
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "REPORT.md"
@@ -122,9 +126,11 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *(line(row) for row in rows)])
 
 
-def claims_markdown(claims: Sequence[Claim], not_measured: Sequence[NotMeasured] = ()) -> list[str]:
-    """The ``## Claims`` section: how many hold, the table, each verdict rule once, and the
-    claims not measured with the reason."""
+def claims_markdown(
+    claims: Sequence[Claim], not_measured: Sequence[NotMeasured] = (), undecided_means: str = UNDECIDED_BY_INTERVALS
+) -> list[str]:
+    """The ``## Claims`` section: how many hold (``undecided_means``: why a claim is undecided),
+    the table, each verdict rule once, and the claims not measured with the reason."""
     unmeasured = _not_measured_markdown(not_measured)
     if not claims:
         return ["No claim of the paper can be measured with this configuration.", *unmeasured]
@@ -135,7 +141,7 @@ def claims_markdown(claims: Sequence[Claim], not_measured: Sequence[NotMeasured]
     return [
         f"Of {len(claims)} measured claims, {holds} {_verb('holds', holds)}, {partly} {_verb('holds', partly)} "
         f"partly, {undecided} {_verb('is', undecided)} undecided"
-        + (" (intervals too wide to decide: more seeds needed)" if undecided else "")
+        + (f" ({undecided_means})" if undecided else "")
         + f" and {fails} {_verb('does', fails)} not"
         + (f"; {len(not_measured)} {_verb('is', len(not_measured))} not measured (below)." if not_measured else "."),
         "",
@@ -175,11 +181,13 @@ def report_markdown(
     claims: Sequence[Claim],
     sections: Sequence[tuple[str, Sequence[str]]],
     not_measured: Sequence[NotMeasured] = (),
+    undecided_means: str = UNDECIDED_BY_INTERVALS,
 ) -> str:
     """REPORT.md: ``# title``, the introduction, ``## Setup``, ``## Claims`` (with the claims
-    ``not_measured``), then ``sections`` as (heading, lines) pairs."""
+    ``not_measured``; ``undecided_means``: why a claim is undecided), then ``sections`` as
+    (heading, lines) pairs."""
     lines = [f"# {title}", "", *introduction, "", "## Setup", "", *setup, "", "## Claims", "",
-             *claims_markdown(claims, not_measured)]
+             *claims_markdown(claims, not_measured, undecided_means)]
     for heading, body in sections:
         lines += ["", f"## {heading}", "", *body]
         while lines[-1] == "":  # a body may end with a blank line; one separates the sections

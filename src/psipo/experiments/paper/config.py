@@ -22,6 +22,14 @@ DATASET_DESCRIPTIONS = {
     "D3'": "D3' = {(a,b), (b,a), (b,c)}: c only ever loses, (a,c) unobserved (the text's Figure 2)",
 }
 
+PAPER_TRAINING = {"steps": 18000, "seeds": 10, "learning_rate": 0.01, "batch_size": 9,
+                  "adam_b1": 0.9, "adam_b2": 0.999, "adam_eps": 1e-8}
+"""§5.4's training: "18000 steps using Adam … learning rate 0.01 and mini-batch size 9", "10 times with
+different seeds"; optax's Adam defaults. The report names every setting a run changes."""
+
+PAPER_FIGURES = {"losses": ("ipo", "dpo"), "datasets": ("D1", "D3")}
+"""What Figures 1 and 2 show: IPO and DPO, on D1 and on D3."""
+
 EMPIRICAL_OPTIMA = ("ipo", "dpo", "rlhf")
 """The losses whose empirical optimum :mod:`psipo.tabular.empirical` computes (for the others
 the report shows —)."""

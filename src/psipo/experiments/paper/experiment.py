@@ -146,6 +146,17 @@ def _summaries(result: TabularTrainResult) -> tuple[np.ndarray, np.ndarray]:
     return mean.numpy(), half.numpy()
 
 
+def _curves(config: ReproduceConfig, mean: np.ndarray, half: np.ndarray) -> dict[str, Any]:
+    """One dataset's learning curves, loss → str(τ) → mean and CI half-width per record, from [R, L, T, X, A]."""
+    return {
+        loss: {
+            str(float(tau)): {"mean": mean[:, i, j, 0].tolist(), "ci95_half_width": half[:, i, j, 0].tolist()}
+            for j, tau in enumerate(config.taus)
+        }
+        for i, loss in enumerate(config.losses)
+    }
+
+
 def run_experiment(
     config: ReproduceConfig, out_dir: str | Path, *, progress: bool = True, command: str | None = None
 ) -> dict[str, Any]:
@@ -179,13 +190,8 @@ def run_experiment(
     mean, half = _summaries(grid)
     for d, dataset in enumerate(datasets):
         results["datasets"][dataset.name] = _dataset_section(config, dataset, grid, d, mean, half)
-        results["curves"][dataset.name] = {
-            loss: {
-                str(float(tau)): {"mean": mean[:, d, i, j, 0].tolist(), "ci95_half_width": half[:, d, i, j, 0].tolist()}
-                for j, tau in enumerate(config.taus)
-            }
-            for i, loss in enumerate(config.losses)
-        }
+        results["curves"][dataset.name] = _curves(config, mean[:, d], half[:, d])
+    results["curves"]["D0"] = _curves(config, *(summary[:, 0] for summary in _summaries(pair_result)))
     if "D3" in config.datasets:
         results["d3_invariants"] = _d3_invariants(grid, config.datasets.index("D3"))
     if {"dpo", "rlhf"} <= set(config.losses):

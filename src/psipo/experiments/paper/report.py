@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from psipo.experiments.paper.claims import PROBABILITY_TOLERANCE, final_means
-from psipo.experiments.paper.config import EMPIRICAL_OPTIMA
+from psipo.experiments.paper.config import EMPIRICAL_OPTIMA, PAPER_FIGURES, PAPER_TRAINING
 from psipo.experiments.reporting import (
     claims_from_data,
     format_number,
@@ -19,6 +19,9 @@ from psipo.experiments.reporting import (
 )
 
 TITLE = "Reproduction of Azar et al. (2023), §5.3.1 and §5.4"
+
+UNDECIDED_BY_TRAINING = "training too short to decide: the curves that miss the rule are still moving, more steps needed"
+"""Why a claim of the reproduction is undecided (:func:`psipo.experiments.paper.claims.unless_still_moving`)."""
 
 
 def render_report(results: dict[str, Any]) -> str:
@@ -34,6 +37,7 @@ def render_report(results: dict[str, Any]) -> str:
         setup=_setup(config, results["timing_seconds"]),
         claims=claims_from_data(results["claims"]),
         not_measured=not_measured_from_data(results),
+        undecided_means=UNDECIDED_BY_TRAINING,
         sections=[
             ("§5.3.1 Asymptotic setting: π*(y1) with p*(y1≻y2) = 1", _asymptotic(results)),
             ("§5.4 Sampled preferences", _sampled(results)),
@@ -59,6 +63,29 @@ def _setup(config: dict[str, Any], timing: dict[str, float]) -> list[str]:
         "RLHF: π ∝ π_ref·exp(r̂/τ); — for other losses). *Population optimum*: the ΨPO optimum (Eq. 7/9; "
         "Ψ = identity for IPO, logit for DPO/RLHF; — for losses without a Ψ) of the preference table "
         "the dataset observes, when it observes every pair.",
+        "",
+        "Differences from the paper's §5.3–5.4: " + "; ".join(differences(config)) + ".",
+    ]
+
+
+def differences(config: dict[str, Any]) -> list[str]:
+    """Every way this run departs from what §5.3–5.4 state (settings, dtype, τ, losses, datasets)."""
+    units = {"steps": "steps", "seeds": "seeds", "batch_size": "rows per minibatch"}
+    changed = [
+        f"{config[key]:g} {units[key]} (the paper: {value:g})" if key in units
+        else f"{key} {config[key]:g} (the paper: {value:g})"
+        for key, value in PAPER_TRAINING.items() if config[key] != value
+    ]
+    extra_losses = [loss for loss in config["losses"] if loss not in PAPER_FIGURES["losses"]]
+    extra_datasets = [name for name in config["datasets"] if name not in PAPER_FIGURES["datasets"]]
+    return [
+        *changed,
+        "§5.4's text names no τ values, so this τ grid is psipo's choice",
+        *([f"{config['dtype']} (the paper does not state its dtype; flax and optax default to float32)"]
+          if config["dtype"] != "float32" else []),
+        "§5.3.1 is solved in closed form only; the trained D0 column is psipo's",
+        *([f"{', '.join(extra_losses)}: not in the paper's figures (IPO and DPO only)"] if extra_losses else []),
+        *([f"{', '.join(extra_datasets)}: not in the paper's figures (D1 and D3 only)"] if extra_datasets else []),
     ]
 
 
