@@ -369,3 +369,42 @@ def test_rewards_must_stay_finite_in_float32():
     assert checked_rewards(torch.tensor([0.0, 3e38], dtype=torch.float64), 2, "reward f").tolist() == [0.0, 3e38]
     with pytest.raises(PsipoInputError, match=r"^reward g: reward 1e\+300 at index 0 overflows float32"):
         CallableReward(lambda p, r: [1e300] * len(r), name="g").reward(["p"], ["a"])
+
+
+def _byte_level_bpe():
+    """A byte-level BPE tokenizer (GPT-2's kind): ' blue' after a prompt is one token, 'blue' two."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(["the sky is blue. the grass is green. is it blue or green"] * 5, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>")
+
+
+def test_a_reward_model_judges_the_tokens_the_policy_sampled():
+    # psipo online and psipo evaluate decode the policy's response ids to text and the reward
+    # model tokenises the text again. The text was stripped: a byte-level BPE response
+    # ' blue' (one token, as the reward model was trained on a completion ' blue') came back
+    # as 'blue', two other tokens the reward model had never seen after a prompt.
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from psipo.lm.data import parse_row, tokenize_rows
+    from psipo.lm.evaluate import as_responses
+
+    tokenizer = _byte_level_bpe()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    rm = RewardModel(LlamaForSequenceClassification(config), tokenizer)
+    row = {"prompt": "the sky is", "chosen": " blue", "rejected": " green"}
+    trained = tokenize_rows([parse_row(row, "row 1")], tokenizer, max_length=64, max_prompt_length=32, append_eos=True).pairs[0]
+    assert len(trained.chosen_ids) == 2  # ' blue' and EOS
+    sampled = [trained.chosen_ids, trained.rejected_ids]  # what the policy drew after the prompt, EOS included
+    responses = as_responses(tokenizer, [row["prompt"]] * 2, sampled)
+    assert responses == [" blue", " green"]
+    assert rm.tokenize([row["prompt"]] * 2, responses) == [trained.prompt_ids + ids for ids in sampled]

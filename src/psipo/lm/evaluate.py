@@ -253,11 +253,16 @@ def sample_both(
 
 def as_responses(tokenizer: Any, prompts: list[Any], ids: list[list[int]]) -> list[Any]:
     """Decoded responses; an assistant message for a conversational prompt. Without a
-    tokenizer, the token ids themselves (for judges of token-level worlds)."""
+    tokenizer, the token ids themselves (for judges of token-level worlds).
+
+    A plain-text response keeps its whitespace: it continues the prompt, and a reward model
+    tokenises it on its own after the prompt as training tokenised a completion, so a
+    byte-level BPE response ' blue' must stay ' blue' (one token), not become 'blue' (others).
+    A message's content is stripped: the chat template writes what separates it."""
     if tokenizer is None:
         return [list(r) for r in ids]
-    texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
-    return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
+    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in ids]
+    return [[{"role": "assistant", "content": t.strip()}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
 
 
 def scores(judge: Any, prompts: list[Any], ours: list[Any], theirs: list[Any], *, by_reward: bool) -> dict:
