@@ -212,3 +212,11 @@ def test_prop4_claim_states_its_premise():
     p7 = next(c for c in claims(synthetic_results()) if c.id == "P7")
     assert p7.statement.startswith("[D2+] when the Bradley–Terry loss has a minimiser, at every τ")
     assert p7.section == "Prop. 4 (App. B)"
+
+
+def test_p5_says_its_closed_form_is_derived_not_the_papers():
+    """§5.4 only says gradient training finds "accurate approximations of the optimal policy"; the
+    claim quoted π ∝ (e^(2/(3τ)), e^(1/(3τ)), 1) as if the paper printed it."""
+    p5 = next(c for c in claims(synthetic_results()) if c.id == "P5")
+    assert "derived here: the paper prints no closed form for D1" in p5.statement
+    assert p5.section == "§5.4, §5.2 (Eq. 17)"

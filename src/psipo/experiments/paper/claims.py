@@ -38,7 +38,8 @@ STATEMENTS = {
     "P2": "DPO's optimum is π*(y1) = 1 whatever τ",
     "P3": "DPO converges to the deterministic policy π(a) = 1 for every τ, ignoring π_ref",
     "P4": "IPO keeps the policy from becoming greedy when the regularisation is strong",
-    "P5": "sampled IPO finds the closed-form optimum of its empirical loss, π ∝ (e^(2/(3τ)), e^(1/(3τ)), 1)",
+    "P5": "sampled IPO finds the optimum of its empirical loss (Eq. 17); on D1 that optimum is "
+          "π ∝ (e^(2/(3τ)), e^(1/(3τ)), 1) (least squares, derived here: the paper prints no closed form for D1)",
     "P6": "DPO sends the probability of an action without a victory (c) to 0 regardless of τ; IPO lowers it "
           "gradually as τ shrinks",
     "P7": "when the Bradley–Terry loss has a minimiser, at every τ the optimal policies of DPO (Eq. 4) and of RLHF "
@@ -240,7 +241,7 @@ def _d1_ipo_closed_form(results: dict[str, Any]) -> Claim:
     verdict, measured = _decide(
         within_tolerance(gap), f"largest |π − optimum| over actions and τ: {format_number(gap, 2)}", results, missing)
     return Claim(
-        "P5", "§5.2 (Eq. 17), §5.4",
+        "P5", "§5.4, §5.2 (Eq. 17)",
         f"[D1] {STATEMENTS['P5']}",
         f"every trained IPO probability within {PROBABILITY_TOLERANCE:g} of that optimum, at every τ{_UNLESS_MOVING}",
         measured,
