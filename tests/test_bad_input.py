@@ -104,6 +104,32 @@ def test_ctrl_c_that_a_library_swallows_is_still_the_interrupt(monkeypatch, caps
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
+def test_ctrl_c_that_lands_in_a_destructor_still_stops_the_command(monkeypatch, capsys):
+    # Python cannot raise out of __del__: it printed "Exception ignored in … KeyboardInterrupt"
+    # and the command went on to the end, exit 0, as if no Ctrl-C had come.
+    went_on = []
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the real signal, through the real handler
+            time.sleep(1)  # not reached: the handler raises at once, inside __del__
+
+    def command(args):
+        Finalised()  # garbage at once: the Ctrl-C lands in its __del__
+        for _ in range(1000):  # the rest of the command, which must not run
+            time.sleep(0.001)
+        went_on.append(True)
+        return 0
+
+    monkeypatch.setattr("psipo.cli.solve.run", command)
+    hook = sys.unraisablehook
+    assert main(["solve", "p.yaml"]) == 130
+    assert went_on == []
+    assert capsys.readouterr().err == "psipo: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert sys.unraisablehook is hook
+
+
 def test_a_caller_s_own_sigint_handler_is_left_alone(monkeypatch, capsys):
     def own_handler(signum, frame):
         raise KeyboardInterrupt

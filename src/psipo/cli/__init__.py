@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import typing
 
 from psipo.errors import PsipoInputError, PsipoNonFiniteError, PsipoTerminated
@@ -96,27 +97,57 @@ class _InterruptWatch:
     SIGINT still raises KeyboardInterrupt, as Python's own handler does; the handler also sets
     ``interrupted``. Some libraries catch it mid-import and go on half-imported (numpy then
     recurses to a RecursionError): the error that follows is the interrupt's doing, and is
-    reported as the interrupt. Left alone where the caller installed a handler of its own, or
-    outside the main thread, where Python allows no handler.
+    reported as the interrupt. A KeyboardInterrupt raised inside a ``__del__`` (or anywhere
+    else Python cannot raise from) would be printed as "Exception ignored" and the command
+    would go on to the end: the signal is delivered again, from another thread, to raise in the
+    main thread's next Python code.
+    Left alone where the caller installed a handler of its own, or outside the main thread,
+    where Python allows no handler.
     """
 
     def __init__(self) -> None:
         self.interrupted = False
         self._previous: typing.Any = None
+        self._previous_hook: typing.Any = None
 
     def _on_sigint(self, signum: int, frame: typing.Any) -> None:
         self.interrupted = True
         signal.default_int_handler(signum, frame)
 
+    def _on_unraisable(self, unraisable: typing.Any) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            # A signal raised in this hook would be handled in it, and ignored again.
+            threading.Thread(target=self._interrupt_main_again, args=(threading.main_thread().ident,), daemon=True).start()
+            return
+        self._previous_hook(unraisable)
+
+    def _interrupt_main_again(self, main_id: int) -> None:
+        """Deliver SIGINT to the main thread once it is out of this hook and of any ``__del__``."""
+        import _thread
+
+        while self._previous is not None:
+            frame = sys._current_frames().get(main_id)
+            if frame is None:
+                return
+            while frame is not None and frame.f_code not in (self._on_unraisable.__code__,) and frame.f_code.co_name != "__del__":
+                frame = frame.f_back
+            if frame is None:
+                _thread.interrupt_main(signal.SIGINT)
+                return
+            time.sleep(0.001)
+
     def __enter__(self) -> _InterruptWatch:
         if threading.current_thread() is threading.main_thread():
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+                self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            sys.unraisablehook = self._previous_hook
+            self._previous = None
 
 
 def main(argv: list[str] | None = None) -> int:
