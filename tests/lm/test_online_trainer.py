@@ -252,3 +252,40 @@ def test_kl_and_eval_kl_are_importance_weighted_at_a_temperature(small_vocab_mod
     assert sum(len(s.prompt_ids) for s in ours) == len(prompts) * 4
     weighted = [estimates(s)[0] * len(s.prompt_ids) for s in ours]
     assert record["eval_kl"] == pytest.approx(sum(weighted) / (len(prompts) * 4), abs=1e-5)
+
+
+class JudgeObject:
+    """A Judge object from Python (train_online(judge=...)) that checks nothing itself."""
+
+    name = "mine"
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def judge(self, prompts, a, b):
+        return self.answer(len(prompts))
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda n: torch.full((n,), 1.5), r"^judge mine: returned probability 1\.5 at index 0, outside \[0, 1\]$"),
+        (lambda n: torch.full((n,), math.nan), r"^judge mine: returned NaN at index 0$"),
+        (lambda n: torch.full((n - 1,), 0.5), r"^judge mine: returned shape \[1\], expected \[2\]"),
+        (lambda n: torch.full((n, 1), 0.5), r"^judge mine: returned shape \[2, 1\], expected \[2\]"),
+    ],
+)
+def test_a_judge_objects_bad_output_is_one_line_naming_it(online_config, prompts, answer, message):
+    # Only judges made from a config checked their output: an object's probability 1.5 trained
+    # (preference_strength 2), NaN was blamed on tau, [n, 1] was reshaped silently.
+    with pytest.raises(PsipoInputError, match=message):
+        run(online_config, prompts[:2], JudgeObject(answer), max_steps=1)
+
+
+@pytest.mark.parametrize("answer", [lambda n: [0.75] * n, lambda n: __import__("numpy").full(n, 0.75), lambda n: torch.ones(n, dtype=torch.bool)])
+def test_a_judge_object_may_answer_with_a_list_an_array_or_booleans(online_config, prompts, answer):
+    config = load_online_config(None, online_config | {"max_steps": 1, "eval_steps": 1})
+    result = train_online(config, prompts=prompts[:2], eval_prompts=prompts[2:4], judge=JudgeObject(answer))
+    want = 1.0 if isinstance(answer(1), torch.Tensor) else 0.5  # |2p − 1|
+    assert result.history[0]["preference_strength"] == pytest.approx(want)
+    assert result.history[-1]["eval_win_rate"] == pytest.approx(1.0 if want == 1.0 else 0.75)

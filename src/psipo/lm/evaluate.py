@@ -268,15 +268,19 @@ def as_responses(tokenizer: Any, prompts: list[Any], ids: list[list[int]]) -> li
 def scores(judge: Any, prompts: list[Any], ours: list[Any], theirs: list[Any], *, by_reward: bool) -> dict:
     """Per-prompt wins (by the reward when ``by_reward``, else the judge's P(ours ≻ theirs))
     and, when the judge has rewards, the rewards of each side."""
+    from psipo.lm.judges import asked_probabilities, checked_rewards, judge_label
+
     rewards = None
     if by_reward or hasattr(judge, "reward"):
-        rewards = (judge.reward(prompts, ours).tolist(), judge.reward(prompts, theirs).tolist())
+        # checked: a judge object given from Python (psipo.lm.train_online) need not check itself
+        who = judge_label(judge, "reward" if by_reward else "judge")
+        rewards = tuple(checked_rewards(judge.reward(prompts, side), len(prompts), who).tolist() for side in (ours, theirs))
     if by_reward:
         assert rewards is not None
         wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(*rewards)]
         method = "1[r_model > r_baseline] + 1/2 * 1[tie], per prompt"
     else:
-        wins = judge.judge(prompts, ours, theirs).tolist()
+        wins = asked_probabilities(judge, prompts, ours, theirs).tolist()
         method = "judge's P(model > baseline), per prompt"
     return {"wins": wins, "method": method, "rewards": rewards}
 

@@ -124,6 +124,18 @@ def check_finite_in(values: torch.Tensor, dtype: torch.dtype, who: str, what: st
         )
 
 
+def judge_label(judge: Any, key: str = "judge") -> str:
+    """How errors name a judge object: its ``who`` (the config key and its name), else ``key``
+    and its ``name`` or class."""
+    return getattr(judge, "who", None) or f"{key} {getattr(judge, 'name', type(judge).__name__)}"
+
+
+def asked_probabilities(judge: Any, prompts: Sequence[Text], responses_a: Sequence[Text], responses_b: Sequence[Text]) -> torch.Tensor:
+    """``judge.judge(...)`` checked (:func:`checked_probabilities`): a judge object given from
+    Python need not check its own output."""
+    return checked_probabilities(judge.judge(prompts, responses_a, responses_b), len(prompts), judge_label(judge))
+
+
 class NamedJudge:
     """How error messages name a judge: the config key that named it, then its name."""
 

@@ -455,7 +455,7 @@ class OnlineTask:
         """Sample the micro-batch's responses; score them under π_ref; judge or reward them; and
         the metric rows."""
         from psipo.lm.evaluate import as_responses
-        from psipo.lm.judges import checked_rewards
+        from psipo.lm.judges import checked_rewards, judge_label
         from psipo.lm.logprobs import group_logps
         from psipo.lm.sampling import sample
         from psipo.online import leave_one_out_advantages
@@ -494,7 +494,7 @@ class OnlineTask:
         flat_responses = as_responses(self.setup.tokenizer, flat_prompts, ids)
         nan = torch.full((n,), math.nan)
         rewards = strength = nan
-        who = getattr(self.judge, "who", None) or f"{'judge' if self.pairwise else 'reward'} {getattr(self.judge, 'name', type(self.judge).__name__)}"
+        who = judge_label(self.judge, "judge" if self.pairwise else "reward")
         r = None
         if hasattr(self.judge, "reward"):  # checked again: a RewardFunction object need not check its own output
             r = checked_rewards(self.judge.reward(flat_prompts, flat_responses), n * k, who).reshape(n, k)
@@ -533,7 +533,7 @@ class OnlineTask:
 
         A Bradley–Terry judge (a reward model, a callable reward) is asked for the K rewards
         once, not for both sides of every pair: P(a ≻ b) = σ(r_a − r_b) either way."""
-        from psipo.lm.judges import RewardJudge
+        from psipo.lm.judges import RewardJudge, asked_probabilities
 
         a, b = (list(side) for side in zip(*self.pairs))
         if rewards is not None and type(self.judge).judge is RewardJudge.judge:
@@ -542,7 +542,8 @@ class OnlineTask:
         flat_prompts = [p for p in prompts for _ in self.pairs]
         first = [responses[x][i] for x in range(n) for i in a]
         second = [responses[x][j] for x in range(n) for j in b]
-        return self.judge.judge(flat_prompts, first, second).reshape(n, len(self.pairs))
+        # checked: a judge object given from Python need not check its own output
+        return asked_probabilities(self.judge, flat_prompts, first, second).reshape(n, len(self.pairs))
 
     def losses(self, micro_batch: tuple[int, int, list[int], list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         from psipo.online import rloo_losses
