@@ -307,6 +307,29 @@ def test_a_string_option_is_taken_as_written_and_help_shows_literal_words_as_typ
     assert "--pieces INT | auto" in " ".join(parser.format_help().split())
 
 
+def test_a_list_that_may_be_null_takes_words_as_a_list_does():
+    # `--lora_target_modules q_proj v_proj` was refused (unrecognized argument v_proj), and one
+    # word was "expected list or null": an optional list option took a single YAML value only.
+    @dataclasses.dataclass
+    class Targets:
+        modules: list[str] | None = None
+        """Module names; null: all."""
+        sizes: list[int] | None = None
+        """Sizes."""
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Targets)
+    for words, expected in [
+        (["--modules", "q_proj", "v_proj", "--sizes", "1", "2"], (["q_proj", "v_proj"], [1, 2])),
+        (["--modules", "q_proj", "--sizes", "3"], (["q_proj"], [3])),
+        (["--modules", "[q_proj, v_proj]", "--sizes", "[4]"], (["q_proj", "v_proj"], [4])),
+        (["--modules", "null", "--sizes", "null"], (None, None)),
+    ]:
+        config = load_config(Targets, None, overrides_from_args(parser.parse_args(words)))
+        assert (config.modules, config.sizes) == expected, words
+    assert "--modules STR [STR ...]" in " ".join(parser.format_help().split())
+
+
 def test_an_integer_written_the_yaml_1_1_way_or_quoted_is_read_as_the_float_keys_are():
     assert from_dict(Nested, {"name": "a", "steps": "1e3"}).steps == 1000  # YAML 1.1: a string
     assert from_dict(Nested, {"name": "a", "steps": "8"}).steps == 8

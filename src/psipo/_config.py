@@ -600,6 +600,14 @@ def _parse_cli_value(text: str) -> Any:
         return text
 
 
+def _list_type(tp: Any) -> Any:
+    """``list[X]`` (or tuple) of a field that takes one, maybe null too; None for any other."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp = args[0]
+    return tp if typing.get_origin(tp) in (list, tuple) else None
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None) -> None:
     """Add one ``--key`` option per (nested) field of ``cls``; help text is the field doc.
 
@@ -624,9 +632,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | No
         metavar = _metavar(tp)
         if tp is bool:
             extra, metavar = {"nargs": "?", "const": "true"}, "BOOL"
-        if typing.get_origin(tp) in (list, tuple):  # --taus 0.1 1 3
-            extra, metavar = {"nargs": "+"}, _metavar(typing.get_args(tp)[0])
-            if _is_text(typing.get_args(tp)[0]):
+        listed = _list_type(tp)
+        if listed is not None:  # --taus 0.1 1 3 (or null, for a list that may be null)
+            extra, metavar = {"nargs": "+"}, _metavar(typing.get_args(listed)[0])
+            if _is_text(typing.get_args(listed)[0]):
                 extra["type"] = _Text
         elif _is_text(tp):
             extra["type"] = _Text
@@ -647,7 +656,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             if len(value) == 1 and value[0].lstrip().startswith("["):
                 value = [str(value[0])]  # the YAML list form, for string items too
             items = [_parse_cli_value(v) for v in value]
-            return items[0] if len(items) == 1 and isinstance(items[0], list) else items
+            return items[0] if len(items) == 1 and (isinstance(items[0], list) or items[0] is None) else items
         return _parse_cli_value(value)
 
     return {dest[len("cfg:"):]: parse(value) for dest, value in vars(args).items() if dest.startswith("cfg:")}
