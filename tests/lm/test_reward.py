@@ -254,3 +254,22 @@ def test_cutting_batches_by_tokens_or_accumulating_gives_the_same_steps(base_con
         w, o = weights(whole.model), weights(other.model)
         for key in w:
             torch.testing.assert_close(w[key], o[key], atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("append_eos", [True, False])
+def test_final_as_a_judge_from_its_folder_tokenises_with_the_runs_limits(base_config, rows, held_out, append_eos):
+    # make_judge("RUN/final") (psipo online's and psipo evaluate's judge: and reward: keys)
+    # tokenised at RewardModel's defaults (max_length 512, max_prompt_length 256, EOS
+    # appended), whatever the run had trained on: other tokens, other rewards (0.84 for the
+    # run's 1.15 with append_eos false). The run's config.yaml beside final/ sets them now.
+    from psipo.lm.judges import make_judge
+
+    keys = {"max_steps": 4, "max_length": 24, "max_prompt_length": 6, "append_eos": append_eos, "eval_steps": 4}
+    result = run(base_config, rows, held_out, **keys)
+    judge = make_judge(str(result.final_dir))
+    assert (judge.max_length, judge.max_prompt_length, judge.append_eos) == (24, 6, append_eos)
+    prompts = [r["prompt"] for r in held_out]
+    r_chosen = judge.reward(prompts, [r["chosen"] for r in held_out])
+    assert float(r_chosen.mean()) == pytest.approx(result.history[-1]["eval_reward_chosen"], abs=1e-4)
+    # Options given still win.
+    assert make_judge(str(result.final_dir), max_length=20).max_length == 20

@@ -297,6 +297,26 @@ def ensure_pad_token(model: Any, pad_id: int) -> int:
     return int(model.config.pad_token_id)
 
 
+TOKENISATION_KEYS = {"max_length": int, "max_prompt_length": int, "append_eos": bool}
+"""The keys of a ``psipo reward`` run that decide how it tokenised its pairs."""
+
+
+def reward_run_limits(path: str | Path) -> dict[str, Any]:
+    """``max_length``, ``max_prompt_length`` and ``append_eos`` of the ``psipo reward`` run whose
+    ``final/`` folder is ``path`` (its config.yaml beside it, recognised by ``reward_l2``), so
+    that a judge tokenises as that run trained; ``{}`` for any other folder."""
+    from psipo._config import read_yaml_mapping
+
+    path = Path(path).expanduser()
+    run_config = path.parent / "config.yaml"
+    if path.name != "final" or not run_config.is_file():
+        return {}
+    data, _ = read_yaml_mapping(run_config)
+    if not isinstance(data, dict) or "reward_l2" not in data:
+        return {}
+    return {k: data[k] for k, kind in TOKENISATION_KEYS.items() if type(data.get(k)) is kind}
+
+
 class RewardModel(RewardJudge):
     """A Bradley–Terry reward model: an ``AutoModelForSequenceClassification`` with one output.
 
@@ -329,6 +349,10 @@ class RewardModel(RewardJudge):
     def from_pretrained(cls, path: str | Path, *, key: str = "reward_model", **options: Any) -> RewardModel:
         """Load a folder (e.g. a ``psipo reward`` run's ``final/``); one-line errors naming ``key``.
 
+        A ``psipo reward`` run's ``final/`` tokenises with that run's ``max_length``,
+        ``max_prompt_length`` and ``append_eos`` (:func:`reward_run_limits`) unless ``options``
+        set them.
+
         A folder whose ``config.json`` names only other architectures (a causal LM, say), or a
         classifier with more than one output, is refused
         (:func:`psipo.lm.model.check_architecture`): transformers would load it with a fresh,
@@ -347,6 +371,7 @@ class RewardModel(RewardJudge):
             want="reward model", num_labels=1,
         )  # fmt: skip
         tokenizer = _from_pretrained(AutoTokenizer, str(path), config, key=key, what="a tokenizer")
+        options = {**reward_run_limits(path), **options}
         return cls(model, tokenizer, name=options.pop("name", str(path)), key=key, **options)
 
     def tokenize(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[list[int]]:
