@@ -97,6 +97,32 @@ def test_lora_adapters_disabled_reference_is_the_base_model(base_config, rows, m
     assert (result.final_dir / "adapter_model.safetensors").is_file()
 
 
+def test_the_adapters_disabled_reference_scores_without_dropout_as_the_other_references_do():
+    # With disable_dropout: false it scored the training micro-batches in train mode: a noisy
+    # π_ref, unlike precompute and live (eval mode), and unlike its own evaluation scores.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from psipo.lm.config import ModelConfig
+    from psipo.lm.model import add_lora
+    from psipo.lm.reference import AdaptersDisabledReference
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(
+        vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, attention_dropout=0.5, pad_token_id=0, eos_token_id=1, bos_token_id=None,
+    ))
+    policy = add_lora(base, ModelConfig(lora_r=4), seed=0).train()
+    pairs = [TokenizedPair([2, 3, 4], [5, 6], [7, 8, 9]), TokenizedPair([3, 3], [10, 11, 12], [13])]
+    scorer = PairScorer(aggregation="sum", batch_size=2, chunk_size=64, pad_id=0, device=torch.device("cpu"))
+    reference = AdaptersDisabledReference(policy, aggregation="sum", chunk_size=64)
+    want = reference.score(pairs, scorer)
+    for _ in range(2):
+        got = reference([0, 1], collate(pairs, pad_id=0))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    assert policy.training  # the policy trains on, with its dropout
+
+
 def test_batch_8_equals_batch_4_with_2_accumulation_steps(base_config, rows, tmp_path):
     # Each step sees the same 8 pairs either way. The (pre-clipping) gradient norm checks the
     # gradient's scale, which Adam's update would hide; a small learning rate keeps Adam's

@@ -239,8 +239,14 @@ class AdaptersDisabledReference(LiveReference):
 
     @torch.no_grad()
     def __call__(self, indices: Sequence[int], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.model.disable_adapter():
-            return super().__call__(indices, batch)
+        # In eval mode, as the other references score: no dropout in π_ref (disable_dropout: false).
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.model.disable_adapter():
+                return super().__call__(indices, batch)
+        finally:
+            self.model.train(was_training)
 
     def score(self, pairs: Sequence[TokenizedPair], scorer: PairScorer) -> tuple[torch.Tensor, torch.Tensor]:
         with self.model.disable_adapter():
