@@ -289,3 +289,20 @@ def test_a_judge_object_may_answer_with_a_list_an_array_or_booleans(online_confi
     want = 1.0 if isinstance(answer(1), torch.Tensor) else 0.5  # |2p − 1|
     assert result.history[0]["preference_strength"] == pytest.approx(want)
     assert result.history[-1]["eval_win_rate"] == pytest.approx(1.0 if want == 1.0 else 0.75)
+
+
+def test_kl_entropy_and_eval_kl_are_left_out_under_top_p(small_vocab_models):
+    # Nucleus samples never reach π's tail, so no weighting of them estimates KL(π‖π_ref) or
+    # π's entropy: on these models with 3 tokens per response the weighted estimate's
+    # expectation (by enumeration) is 1.6 times the exact KL at top_p 0.9 and 3.2 times at
+    # 0.7, and the share of π's mass it sees falls geometrically with the length.
+    policy_dir, reference_dir = small_vocab_models
+    config = {
+        "model": str(policy_dir), "reference_model": str(reference_dir), "output_dir": None, "progress": False,
+        "learning_rate": 1e-30, "warmup_ratio": 0.0, "batch_size": 2, "max_steps": 1, "logging_steps": 1,
+        "max_new_tokens": 3, "top_p": 0.9,
+    }  # fmt: skip
+    judge = CallableJudge(lambda p, a, b: torch.full((len(p),), 0.5), name="indifferent")
+    record = train_online(load_online_config(None, config), prompts=["w1 w2", "w3"], eval_prompts=["w1"], judge=judge).history[-1]
+    assert "eval_win_rate" in record and "response_length" in record
+    assert not {"kl", "entropy", "eval_kl"} & record.keys()

@@ -36,8 +36,9 @@ exactly the samples the uninterrupted run drew, with nothing to restore but the 
 (the reward of the samples, when the judge has one) or ``preference_strength`` (mean |2p − 1|
 of the judged pairs, how decisive the judge is); ``kl`` — a Monte Carlo estimate of
 KL(π‖π_ref) per sequence, Σ log π/π_ref over the samples, importance-weighted by π/q when the
-samples come from another distribution q (temperature, top-p, mixture; exact in expectation
-only where q covers π); ``entropy`` — the same estimate of −E_π log π(y); ``response_length``
+samples come from another distribution q (temperature, mixture), and left out under top-p,
+whose samples never reach π's tail (no weighting estimates KL from them); ``entropy`` — the
+same estimate of −E_π log π(y); ``response_length``
 and ``cut_fraction`` (responses that hit ``max_new_tokens``); ``generation_fraction`` — the
 share of wall time spent sampling; ``tokens_per_second`` — generated tokens per second. With
 ``eval_prompts``: ``eval_win_rate`` (± ``eval_win_rate_half_width``) of π against π_ref by the
@@ -152,7 +153,8 @@ class GenerationConfig:
     temperature: float = 1.0
     """Sampling temperature (> 0). The algorithms' guarantees assume 1 (samples from π itself)."""
     top_p: float = 1.0
-    """Nucleus sampling mass in (0, 1]. The guarantees assume 1."""
+    """Nucleus sampling mass in (0, 1]. The guarantees assume 1; below it kl, entropy and
+    eval_kl are not logged (the samples never reach π's tail)."""
 
 
 @dataclasses.dataclass
@@ -515,9 +517,12 @@ class OnlineTask:
         if r is not None:
             rewards = r.mean(1).float()
 
-        # Monte Carlo KL(π‖π_ref) and entropy per sequence, weighted by π/q when q ≠ π.
+        # Monte Carlo KL(π‖π_ref) and entropy per sequence, weighted by π/q when q ≠ π; none
+        # under top_p, whose samples never reach π's tail (no weighting can stand in for it).
         log_pi, log_q = samples.logps.sum(1).double().cpu(), samples.sampling_logps.sum(1).double().cpu()
         weights = (log_pi - log_q).exp() if self._warped else torch.ones_like(log_pi)
+        if g.top_p < 1:
+            weights = torch.full_like(log_pi, math.nan)
         kl = (weights * (log_pi - reference.flatten().double().cpu())).reshape(n, k).mean(1)
         entropy = (weights * -log_pi).reshape(n, k).mean(1)
         lengths = samples.lengths.reshape(n, k).cpu()
@@ -610,10 +615,12 @@ class OnlineTask:
         ours, theirs = as_responses(tokenizer, prompts, drawn["model_ids"]), as_responses(tokenizer, prompts, drawn["baseline_ids"])
         judged = scores(self.judge, prompts, ours, theirs, by_reward=not self.pairwise)
         win, half = interval(judged["wins"])
-        # KL(π‖π_ref) = E_q[(π/q)·log π/π_ref], as the training kl: the samples come from q, π
-        # warped by temperature and top_p (the weights are 1 where q = π)
-        kl = torch.tensor(drawn["log_weights"], dtype=torch.float64).exp() * torch.tensor(drawn["kl"], dtype=torch.float64)
-        record = {"eval_win_rate": win, "eval_win_rate_half_width": half, "eval_kl": kl.mean().item()}
+        record = {"eval_win_rate": win, "eval_win_rate_half_width": half}
+        if g.top_p == 1:  # as the training kl: weighted, and none under top_p
+            # KL(π‖π_ref) = E_q[(π/q)·log π/π_ref]: the samples come from q, π at a temperature
+            # (the weights are 1 where q = π)
+            log_weights = torch.tensor(drawn["log_weights"], dtype=torch.float64)
+            record["eval_kl"] = (log_weights.exp() * torch.tensor(drawn["kl"], dtype=torch.float64)).mean().item()
         if judged["rewards"] is not None:
             ours_r, theirs_r = judged["rewards"]
             record.update(eval_reward=sum(ours_r) / len(ours_r), eval_reward_reference=sum(theirs_r) / len(theirs_r))
