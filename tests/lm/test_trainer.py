@@ -164,6 +164,41 @@ def test_the_lr_of_a_record_is_the_one_its_step_used(base_config, rows, monkeypa
     assert [r["lr"] for r in history] == pytest.approx(used, rel=1e-12)
 
 
+@pytest.mark.parametrize("on_nonfinite", ["stop", "skip"])
+def test_a_float16_gradient_scaler_overflow_is_its_skipped_step_not_a_non_finite_one(base_config, rows, monkeypatch, on_nonfinite):
+    # dtype float16 on a GPU trains under a gradient scaler, whose scaled gradient overflows now
+    # and then by design (its first scale, and every raise of it). Such a step stopped the run
+    # ("non-finite gradient norm … tau too small", exit 3); with on_nonfinite: skip the scaler
+    # never lowered its scale and the next step crashed ("unscale_() has already been called").
+    # A CPU accelerator with a scaler stands in for the GPU; 2**127 overflows float32 as 2**16
+    # overflows float16, and the scaler halves it until the gradient fits.
+    from accelerate import Accelerator
+
+    import psipo.lm.trainer
+
+    class Float16(Accelerator):
+        @property
+        def mixed_precision(self):
+            return "fp16"
+
+    scalers = []
+
+    def accelerator(config):
+        accelerator = Float16(cpu=True)
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+        scalers.append(accelerator.scaler)
+        return accelerator
+
+    monkeypatch.setattr(psipo.lm.trainer, "_accelerator", accelerator)
+    result = run(base_config, rows, max_steps=10, learning_rate=1e-3, on_nonfinite=on_nonfinite)
+    history = result.history
+    overflows = sum(r.get("skipped_steps", 0) for r in history)
+    assert overflows == math.log2(2.0**127 / scalers[0].get_scale()) >= 1  # one halving per overflow
+    assert sum("grad_norm" in r for r in history) == 10 - overflows  # the others trained
+    assert all(math.isfinite(r["loss"]) for r in history) and history[-1]["loss"] < 24.9
+
+
 def test_resumed_run_equals_uninterrupted_run(base_config, rows, tmp_path):
     keys = {"max_steps": 6, "save_steps": 3, "save_total_limit": None, "lr_scheduler": "cosine", "warmup_ratio": 0.3}
     full = run(base_config, rows, output_dir=str(tmp_path / "full"), **keys)

@@ -153,7 +153,9 @@ class OptimConfig:
     """A step whose loss or gradient is NaN/inf. stop: end the run there (exit code 3) with the
     last finite checkpoint intact; skip: leave the weights as they were and go on (counted as
     skipped_steps in the metrics), unless the weights themselves are no longer finite or it is
-    the 3rd non-finite step in a row: then the run stops as with stop (a diverged run, not a spike)."""
+    the 3rd non-finite step in a row: then the run stops as with stop (a diverged run, not a spike).
+    Under float16's gradient scaler, a gradient that overflows the loss scale is the scaler's to
+    skip (it lowers its scale): counted as skipped_steps, whatever this says."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled batches of sorted chunks): less padding."""
     share_prompt: bool = True

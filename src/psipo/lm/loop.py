@@ -101,7 +101,13 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
     # The rows of the global batch, on every process: metrics are the run's, and the guard
     # takes one decision for all processes (the gradient norm is already global).
     step_rows = gather_rows(accelerator, torch.cat(rows))
-    if guard.step_is_finite(step_rows[:, 0], grad_norm, step=step + 1):
+    if _loss_scale_overflow(accelerator, step_rows[:, 0], grad_norm):
+        # float16's loss scaling: the scaled gradient overflowed, which the scaler expects now and
+        # then (it raises its scale until it does). Its step skips the update and lowers the scale.
+        opt.optimizer.step()
+        window.rows.append(step_rows)
+        window.skipped_steps += 1
+    elif guard.step_is_finite(step_rows[:, 0], grad_norm, step=step + 1):
         opt.optimizer.step()
         window.rows.append(step_rows)
         window.grad_norms.append(grad_norm)
@@ -112,6 +118,19 @@ def optimisation_step(task: Task, step: int, opt: Optimisation, guard: NonFinite
         opt.scheduler.step()
     opt.optimizer.zero_grad(set_to_none=True)
     window.tokens += total(accelerator, tokens)
+
+
+def _loss_scale_overflow(accelerator: Any, losses: torch.Tensor, grad_norm: float) -> bool:
+    """A non-finite gradient of finite losses under a float16 gradient scaler: its overflow, not
+    a non-finite step (the scaler skips it; the guard would stop the run, or skip it without
+    letting the scaler lower its scale)."""
+    scaler = getattr(accelerator, "scaler", None)
+    return (
+        scaler is not None
+        and scaler.is_enabled()
+        and not math.isfinite(grad_norm)
+        and bool(torch.isfinite(losses).all())
+    )
 
 
 def run_loop(

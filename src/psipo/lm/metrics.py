@@ -73,7 +73,8 @@ class LogWindow:
     """Tokens the window's steps scored, without padding."""
     seconds: float = 0.0
     skipped_steps: int = 0
-    """Steps skipped for a non-finite loss or gradient (on_nonfinite: skip)."""
+    """Steps skipped for a non-finite loss or gradient (on_nonfinite: skip), or by float16's
+    gradient scaler when the scaled gradient overflowed."""
 
     def summary(self, summarize: Callable[[torch.Tensor], dict[str, float]]) -> dict[str, float]:
         """The window's part of a metrics record; ``summarize`` turns its rows into means."""
