@@ -211,6 +211,7 @@ def test_resumed_run_equals_uninterrupted_run(base_config, rows, tmp_path):
     assert_same_weights(weights(resumed.model), weights(full.model), atol=0)
     assert [r["step"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert resumed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], abs=1e-6)
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
 
 
 def test_ipo_drives_mean_h_to_its_target(base_config, rows):
