@@ -328,6 +328,8 @@ def test_a_damaged_reference_cache_entry_is_discarded_with_a_warning_and_recompu
         ({"lora_alpha": 32}, r"lora_alpha'?: is used only with LoRA \(lora_r > 0\); lora_r is 0"),
         ({"lora_dropout": 0.1}, r"lora_dropout'?: is used only with LoRA"),
         ({"lora_target_modules": ["q_proj"]}, r"lora_target_modules'?: is used only with LoRA"),
+        # accelerate's tracker would raise a ValueError (a traceback) for the missing folder
+        ({"output_dir": None, "report_to": ["tensorboard"]}, r"report_to'?: tensorboard writes its logs into output_dir, which is null"),
     ],
 )
 def test_settings_that_would_be_silently_ignored_or_void_are_refused(base_config, overrides, message, tmp_path, monkeypatch):

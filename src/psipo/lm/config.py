@@ -295,6 +295,10 @@ MAX_SEED = 2**32 - 1
 (``seed · 1000003 + epoch`` for the data order, ``2·seed + stream``) stay within torch's."""
 
 
+FOLDER_TRACKERS = ("tensorboard", "aim")
+"""accelerate trackers that write into the run folder (accelerate's ``requires_logging_directory``)."""
+
+
 def _in_range(value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> bool:
     """``value`` in the interval; NaN never is (it fails every comparison)."""
     above = value > low if low_open else value >= low
@@ -353,6 +357,14 @@ def validate(config: TrainConfig) -> None:
         ("seed", 0 <= r.seed <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}] (2**32 − 1)"),
         ("output_dir", r.output_dir is None or bool(r.output_dir.strip()), "empty path; name a folder, or null to write nothing"),
         ("resume", not (r.resume and r.output_dir is None), "needs an output_dir to resume from (output_dir is null)"),
+        *(
+            (
+                "report_to",
+                not (r.output_dir is None and tracker in FOLDER_TRACKERS),
+                f"{tracker} writes its logs into output_dir, which is null (write nothing); set output_dir, or leave out {tracker}",
+            )
+            for tracker in r.report_to
+        ),
         ("resume", not (r.resume and r.overwrite), "cannot be combined with overwrite: continue the run, or replace it"),
         ("lora_r", config.model_config.lora_r >= 0, "must be >= 0"),
         ("lora_alpha", math.isfinite(config.model_config.lora_alpha), finite),
