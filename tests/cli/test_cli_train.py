@@ -90,6 +90,20 @@ def test_help_documents_every_key():
         assert f"--{key} " in result.stdout
 
 
+@pytest.mark.parametrize("command", ["train", "online", "reward"])
+def test_help_lists_every_exit_code_a_training_command_has(command, capsys):
+    # Its list stopped at 3: the 130 of Ctrl-C and the 143 of SIGTERM (after a checkpoint of
+    # the step in progress) and the 1 of an unwritable file were missing.
+    from psipo.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("Exit codes: 0 done, 1 a file the system would not read or write, 2 bad input, 3 a NaN/inf step "
+            "stopped training (nothing non-finite saved), 130 Ctrl-C, 143 SIGTERM (in a one-process run, after a "
+            "checkpoint of the step in progress: --resume goes on from it).") in text
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "extra", "message"),
     [

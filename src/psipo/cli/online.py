@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 
 from psipo._config import overrides_from_args
-from psipo.cli.train import add_training_parser, report_training
+from psipo.cli.train import EXIT_CODES, add_training_parser, report_training
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   python -m psipo.lm.fixtures quickstart .psipo-quickstart   # tiny local model + prompts
   psipo online --config online.yaml --algorithm online_ipo --judge runs/reward-quickstart/final
@@ -25,7 +25,7 @@ geometric mixture with the reference), asks the judge (or the reward) about them
 optimizer step. The run folder (output_dir) receives config.yaml, metrics.jsonl (loss, reward or
 preference_strength, kl, entropy, response_length, generation_fraction, tokens_per_second;
 eval_win_rate with eval_prompts), checkpoints/step-N/ and final/. `psipo plot RUN_DIR` draws it.
-Exit codes: 0 done, 2 bad input, 3 a NaN/inf step stopped training (nothing non-finite saved).
+{EXIT_CODES}
 """
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 
 from psipo._config import overrides_from_args
-from psipo.cli.train import add_training_parser, report_training
+from psipo.cli.train import EXIT_CODES, add_training_parser, report_training
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   python -m psipo.lm.fixtures quickstart .psipo-quickstart   # tiny local model + pairs
   psipo reward --config rm.yaml
@@ -25,7 +25,7 @@ The run folder (output_dir) receives config.yaml, metrics.jsonl (loss, accuracy,
 eval_loss, eval_accuracy, eval_ece on held-out pairs), checkpoints/step-N/ and final/ (load
 it with transformers.AutoModelForSequenceClassification.from_pretrained, or as a judge with
 psipo.lm.judges.RewardModel.from_pretrained). `psipo plot RUN_DIR` draws its curves.
-Exit codes: 0 done, 2 bad input, 3 a NaN/inf step stopped training (nothing non-finite saved).
+{EXIT_CODES}
 """
 
 

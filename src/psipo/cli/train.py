@@ -12,7 +12,14 @@ from typing import Any
 
 from psipo._config import add_arguments, overrides_from_args
 
-EPILOG = """\
+EXIT_CODES = (
+    "Exit codes: 0 done, 1 a file the system would not read or write, 2 bad input, 3 a NaN/inf step stopped\n"
+    "training (nothing non-finite saved), 130 Ctrl-C, 143 SIGTERM (in a one-process run, after a checkpoint of\n"
+    "the step in progress: --resume goes on from it)."
+)
+"""The exit codes of a training command, closing its --help."""
+
+EPILOG = f"""\
 examples:
   python -m psipo.lm.fixtures quickstart .psipo-quickstart   # tiny local model + pairs
   psipo train --config configs/quickstart.yaml
@@ -24,7 +31,7 @@ The run folder (output_dir) receives config.yaml, metrics.jsonl, checkpoints/ste
 final/ (load it with transformers.AutoModelForCausalLM.from_pretrained, or peft with LoRA).
 A run folder belongs to one run: a second live run, or a fresh run into a folder holding
 another run, is refused; --resume refuses a config that differs from the checkpoint's.
-Exit codes: 0 done, 2 bad input, 3 a NaN/inf step stopped training (nothing non-finite saved).
+{EXIT_CODES}
 """
 
 
