@@ -81,6 +81,25 @@ def test_precomputed_reference_equals_live_reference(base_config, rows, model_di
     assert_same_weights(weights(live_run.model), weights(result.model), atol=1e-5)
 
 
+def test_a_reference_cached_under_autocast_is_not_reused_without_it(model_dir, rows, tmp_path):
+    # The cache key held the aggregation, device and layout but not the autocast precision: on a
+    # GPU, a float32 run after a run under the accelerate config's bf16 mixed precision took its
+    # bf16 reference log-probs (h ≠ 0 at π = π_ref), and the other way round.
+    config = load_train_config(None, {"model": str(model_dir), "output_dir": None, "max_steps": 1, "progress": False})
+    pairs = train(config, train_pairs=rows[:8]).train_data.pairs
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    options = dict(aggregation="sum", batch_size=4, chunk_size=64, pad_id=0, device=torch.device("cpu"))
+    bf16 = PairScorer(**options, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    fp32 = PairScorer(**options)
+    cached = {"cache_dir": tmp_path / "cache", "model_key": model_fingerprint(model)}
+    under_autocast = PrecomputedReference.compute(model, pairs, scorer=bf16, **cached)
+    without = PrecomputedReference.compute(model, pairs, scorer=fp32, **cached)
+    want = fp32(model, pairs)
+    assert not torch.allclose(under_autocast.chosen, want[0], atol=1e-4)  # the two precisions differ
+    torch.testing.assert_close(without.chosen, want[0], atol=0, rtol=0)
+    torch.testing.assert_close(without.rejected, want[1], atol=0, rtol=0)
+
+
 def test_lora_adapters_disabled_reference_is_the_base_model(base_config, rows, model_dir):
     result = run(base_config, rows, lora_r=4, reference="adapters_disabled", max_steps=4, learning_rate=5e-2)
     peft_model = result.model

@@ -80,8 +80,14 @@ class PairScorer:
         return tuple(scores.new_empty(len(pairs)).index_copy(0, order, scores) for scores in (chosen, rejected))
 
     def cache_key(self) -> str:
-        """What besides weights and tokens changes the scores."""
-        return f"{self.aggregation}|{self.device.type}|{self.shared_prompt}"
+        """What besides weights and tokens changes the scores: the aggregation, the device, the
+        layout and the precision of the matmuls (the dtype autocast gives them, if any)."""
+        return f"{self.aggregation}|{self.device.type}|{self.shared_prompt}|{self._matmul_dtype()}"
+
+    def _matmul_dtype(self) -> torch.dtype:
+        with self.autocast():
+            one = torch.ones(1, 1, device=self.device)
+            return (one @ one).dtype
 
 
 def model_fingerprint(model: Any) -> str:
