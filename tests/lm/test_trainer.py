@@ -347,6 +347,8 @@ def test_a_damaged_reference_cache_entry_is_discarded_with_a_warning_and_recompu
         ({"lora_alpha": 32}, r"lora_alpha'?: is used only with LoRA \(lora_r > 0\); lora_r is 0"),
         ({"lora_dropout": 0.1}, r"lora_dropout'?: is used only with LoRA"),
         ({"lora_target_modules": ["q_proj"]}, r"lora_target_modules'?: is used only with LoRA"),
+        # a split of nothing: no held-out pairs, though the key asks for them
+        ({"eval_split": "validation"}, r"eval_split'?: is used only with eval_data .*; set eval_data \(the same name as train_data for another split of it\)"),
         # accelerate's tracker would raise a ValueError (a traceback) for the missing folder
         ({"output_dir": None, "report_to": ["tensorboard"]}, r"report_to'?: tensorboard writes its logs into output_dir, which is null"),
     ],

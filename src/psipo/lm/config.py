@@ -349,6 +349,12 @@ def validate(config: TrainConfig) -> None:
         ("max_prompt_length", 0 <= d.max_prompt_length < d.max_length, "must be in [0, max_length)"),
         ("eval_fraction", _in_range(d.eval_fraction, 0, 1, high_open=True), "must be in [0, 1)"),
         ("eval_fraction", d.eval_fraction == 0 or d.eval_data is None, "is unused with eval_data; give one of the two"),
+        (
+            "eval_split",
+            d.eval_data is not None or d.eval_split == DataConfig.eval_split,
+            "is used only with eval_data (eval_data is null: nothing is held out, or eval_fraction of train_data); "
+            "set eval_data (the same name as train_data for another split of it), or remove eval_split",
+        ),
         ("max_pairs", d.max_pairs is None or d.max_pairs >= 1, "must be >= 1 or null"),
         ("logging_steps", r.logging_steps >= 1, "must be >= 1"),
         ("eval_steps", r.eval_steps is None or r.eval_steps >= 1, "must be >= 1 or null"),
