@@ -385,3 +385,25 @@ def test_a_live_reference_with_another_tokenizer_is_refused(base_config, rows, t
     swapped = copy_with_swapped_tokens(model_dir, tmp_path / "swapped")
     with pytest.raises(PsipoInputError, match=r"^reference_model: its tokenizer \(.*swapped\) differs from the policy's: 2 of the policy's 64 tokens"):
         run(base_config, rows, reference="live", reference_model=str(swapped))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_weight_decay_shrinks_weight_matrices_not_biases_or_norm_gains(weight_decay):
+    """With zero gradients one AdamW step is the decay alone: θ ← θ·(1 − lr·wd) on matrices
+    (and embeddings); biases and norm gains stay as they are (transformers' Trainer's rule)."""
+    import types
+
+    from psipo.lm.trainer import _optimisation
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    overrides = {"learning_rate": 0.1, "weight_decay": weight_decay, "lr_scheduler": "constant", "warmup_ratio": 0.0}
+    config = load_train_config(None, {"model": "m", "train_data": "t.jsonl", **overrides})
+    cpu = types.SimpleNamespace(num_processes=1, device=torch.device("cpu"))
+    optimizer = _optimisation(config, model, cpu, n_examples=8).optimizer
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        shrink = 1 - 0.1 * weight_decay if p.ndim >= 2 else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * shrink, rtol=1e-6, atol=0, msg=name)

@@ -139,8 +139,8 @@ class OptimConfig:
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     """Decay after warm-up: cosine or linear to 0, or constant."""
     weight_decay: float = 0.0
-    """AdamW decoupled weight decay, on every trained parameter: biases and norm weights too
-    (transformers' Trainer, and so TRL, exempts those)."""
+    """AdamW decoupled weight decay, on the weight matrices and embeddings; biases and norm
+    weights (parameters of fewer than 2 dimensions) are exempt, as in transformers' Trainer."""
     adam_beta1: float = 0.9
     """AdamW β1."""
     adam_beta2: float = 0.999

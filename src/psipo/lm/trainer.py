@@ -507,8 +507,14 @@ def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_exampl
     """AdamW over the trainable parameters, and the warm-up + decay schedule of the whole run."""
     opt = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
+    # Weight decay on the weight matrices (and embeddings) only, as transformers' Trainer and
+    # nanoGPT do: decaying biases and norm gains pulls them towards 0, not towards "no effect".
+    exempt = [p for p in params if p.ndim < 2]
+    groups: list[Any] = params
+    if opt.weight_decay > 0 and exempt:
+        groups = [{"params": [p for p in params if p.ndim >= 2]}, {"params": exempt, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(
-        params,
+        groups,
         lr=opt.learning_rate,
         betas=(opt.adam_beta1, opt.adam_beta2),
         eps=opt.adam_epsilon,
