@@ -23,8 +23,8 @@ examples:
 Each step samples num_generations responses per prompt from the policy (ipo_md: from its
 geometric mixture with the reference), asks the judge (or the reward) about them and takes one
 optimizer step. The run folder (output_dir) receives config.yaml, metrics.jsonl (loss, reward or
-preference_strength, kl, entropy, response_length, generation_fraction, tokens_per_second;
-eval_win_rate with eval_prompts), checkpoints/step-N/ and final/. `psipo plot RUN_DIR` draws it.
+preference_strength, kl, entropy (both left out at top_p < 1), response_length, generation_fraction,
+tokens_per_second; eval_win_rate with eval_prompts), checkpoints/step-N/ and final/. `psipo plot RUN_DIR` draws it.
 {EXIT_CODES}
 """
 
