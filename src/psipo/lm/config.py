@@ -54,11 +54,13 @@ class ModelConfig:
     lora_r: int = 0
     """LoRA rank; 0 trains all weights, > 0 trains LoRA adapters (peft) only."""
     lora_alpha: float = 16.0
-    """LoRA scaling numerator (scale = lora_alpha / lora_r)."""
+    """LoRA scaling numerator (scale = lora_alpha / lora_r). Set only with lora_r > 0 (like
+    lora_dropout and lora_target_modules: without LoRA it is refused, not ignored)."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input; keep 0 so that π = π_ref at initialisation."""
     lora_target_modules: list[str] | None = None
-    """Module names that get adapters; null: "all-linear" (every linear layer but the output head)."""
+    """Module names that get adapters (--lora_target_modules q_proj v_proj); null: "all-linear"
+    (every linear layer but the output head)."""
 
 
 @dataclasses.dataclass
@@ -66,13 +68,15 @@ class DataConfig:
     """Data: preference pairs, their format, tokenisation and truncation."""
 
     train_data: str = ""
-    """Training pairs: a .jsonl/.json/.parquet file, a datasets save_to_disk folder or a Hugging Face dataset name (required)."""
+    """Training pairs: a .jsonl/.json/.parquet file (.json and .jsonl each read a JSON list or
+    JSON Lines), a datasets save_to_disk folder or a Hugging Face dataset name (required); a
+    leading ~ is the home folder."""
     train_split: str = "train"
     """Split of a Hugging Face dataset used for training, in datasets' syntax (train[:1000] takes rows); for a file or a single saved dataset a slice selects rows and a plain name means all of it."""
     eval_data: str | None = None
     """Held-out pairs (file or dataset name); null: none, or eval_fraction of train_data."""
     eval_split: str = "test"
-    """Split of eval_data when it is a Hugging Face dataset; for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it."""
+    """Split of eval_data when it is a Hugging Face dataset; for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it. Set without eval_data it is refused (for another split of train_data's dataset, set eval_data to the same name)."""
     eval_fraction: float = 0.0
     """Fraction of train_data held out for evaluation when eval_data is null (0: none)."""
     dataset_config: str | None = None
@@ -193,14 +197,16 @@ class RunConfig:
     resume: bool = False
     """Continue from the newest checkpoint in output_dir/checkpoints; the config must match the
     checkpoint's except for max_steps, epochs, cadences, progress, report_to, on_nonfinite,
-    output_dir and cache_dir (and psipo reward's early_stopping_patience)."""
+    output_dir and cache_dir (and psipo reward's early_stopping_patience); the data paths
+    (train_data, eval_data, prompts, eval_prompts) may change when the data is the same."""
     overwrite: bool = False
     """Replace another run's files (config.yaml, metrics.jsonl, checkpoints/, final/) in
     output_dir by a fresh run's; without it a fresh run refuses a folder that holds a run. The
     old files go only once the new run has checked its inputs and saved a checkpoint or final/;
     a new run that fails before that puts them back."""
     report_to: list[str] = dataclasses.field(default_factory=list)
-    """accelerate trackers besides metrics.jsonl, e.g. [tensorboard] or [wandb]."""
+    """accelerate trackers besides metrics.jsonl, e.g. [tensorboard] or [wandb]; tensorboard and
+    aim write into output_dir, so they need one (not null)."""
     progress: bool = True
     """Show a live progress line (on a terminal)."""
     device: Literal["auto", "cpu"] = "auto"

@@ -6,8 +6,13 @@ Three row shapes are accepted (extra fields are ignored):
 * conversational — ``prompt`` (optional), ``chosen``, ``rejected`` as lists of
   ``{"role", "content"}`` messages, rendered with the tokenizer's chat template;
 * implicit prompt — only ``chosen`` and ``rejected`` (strings or message lists); their shared
-  prefix is the prompt (for strings, cut at the last word boundary of the common prefix; for
-  messages, the common leading messages).
+  prefix is the prompt (for strings, cut at the last word boundary of the common prefix, or
+  between characters of scripts written without spaces such as Chinese or Japanese; for
+  messages, the common leading messages, equal but for null keys; message lists that share no
+  opening message are refused).
+
+A conversational completion must be the assistant's: one that opens with a user or system turn
+after the prompt, or ends with one, is refused, naming ``field[i].role``.
 
 Chosen and rejected that both start with the prompt (files made from full dialogues) have it
 removed and are counted: message lists per row (a completion cannot start with the prompt's

@@ -85,8 +85,10 @@ class PromptDataConfig:
     """Prompts: what the policy answers while it trains, and held-out prompts to evaluate on."""
 
     prompts: str = ""
-    """Training prompts: a .jsonl/.json/.parquet file or a Hugging Face dataset name whose rows
-    have a 'prompt' field, a string or a list of {role, content} messages (required)."""
+    """Training prompts: a .jsonl/.json/.parquet file, a datasets save_to_disk folder or a Hugging
+    Face dataset name whose rows have a 'prompt' field, a string or a list of {role, content}
+    messages, or are preference pairs without one (chosen and rejected: their shared start, as
+    psipo train reads it) (required)."""
     prompts_split: str = "train"
     """Split of a Hugging Face dataset of prompts; for a file or a single saved dataset a slice (train[:200]) selects rows and a plain name means all of it."""
     dataset_config: str | None = None
@@ -94,7 +96,7 @@ class PromptDataConfig:
     max_prompts: int | None = None
     """Use only the first N training prompts; null: all."""
     max_prompt_length: int = 256
-    """Maximum prompt tokens; a longer prompt keeps its end."""
+    """Maximum prompt tokens; a longer prompt keeps its end (the data summary counts them)."""
     eval_prompts: str | None = None
     """Held-out prompts (file or dataset name): π's win rate against π_ref by the judge every
     eval_steps and at the end; null: no evaluation."""
