@@ -4,7 +4,7 @@
 * :class:`PsipoNonFiniteError` — training met a NaN/inf loss, gradient or weight and stopped
   with every file it had written intact: ``psipo: error: ...``, exit code 3;
 * :class:`PsipoTerminated` — training got SIGTERM and stopped after a checkpoint of the step
-  in progress: ``psipo: terminated``, exit code 143 (Ctrl-C is Python's KeyboardInterrupt).
+  in progress (or after ``final/``, in the last step or while it is saved): ``psipo: terminated``, exit code 143 (Ctrl-C is Python's KeyboardInterrupt).
 """
 
 

@@ -4,7 +4,8 @@ Bad input (:class:`~psipo.errors.PsipoInputError`, and argparse's own complaints
 ``psipo: error: ...`` line on stderr and exit code 2, never a traceback; a file the system
 will not read or write becomes one line naming it, exit code 1; Ctrl-C at any point
 becomes ``psipo: interrupted`` and exit code 130 (during training, after a checkpoint of the
-step in progress; SIGTERM there is ``psipo: terminated``, exit code 143).
+step in progress, or after ``final/`` in the last step or while it is saved; SIGTERM there is
+``psipo: terminated``, exit code 143).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from psipo._config import add_arguments, overrides_from_args
 EXIT_CODES = (
     "Exit codes: 0 done, 1 a file the system would not read or write, 2 bad input, 3 a NaN/inf step stopped\n"
     "training (nothing non-finite saved), 130 Ctrl-C, 143 SIGTERM (in a one-process run, after a checkpoint of\n"
-    "the step in progress: --resume goes on from it)."
+    "the step in progress: --resume goes on from it). In the last step, or while final/ is saved, the signal\n"
+    "waits for final/."
 )
 """The exit codes of a training command, closing its --help."""
 
@@ -30,7 +31,8 @@ examples:
 The run folder (output_dir) receives config.yaml, metrics.jsonl, checkpoints/step-N/ and
 final/ (load it with transformers.AutoModelForCausalLM.from_pretrained, or peft with LoRA).
 A run folder belongs to one run: a second live run, or a fresh run into a folder holding
-another run, is refused; --resume refuses a config that differs from the checkpoint's.
+another run, is refused; --resume refuses a config that differs from the checkpoint's
+(but for the keys --resume's help lists) and data that changed.
 {EXIT_CODES}
 """
 
