@@ -6,11 +6,15 @@ built by one factory, :func:`make_reference`:
 
 * :class:`PrecomputedReference` (default) — the policy *is* π_ref before its first update,
   so one no-grad pass of the policy over all pairs gives every reference log-prob; they are
-  cached on disk keyed by the model's weights, the token ids and the aggregation. No second
+  cached on disk keyed by the model's weights, the token ids, the aggregation and the matmul
+  precision (autocast's dtype, so a float32 run never reuses a bf16 one's). No second
   model is ever in memory, and each training step saves a forward pass.
 * :class:`LiveReference` — a frozen second model evaluated on every batch.
 * :class:`AdaptersDisabledReference` — with LoRA, the same model with its adapters switched
   off is exactly the base model, i.e. π_ref.
+
+Every source scores in eval mode (no dropout), training micro-batches included, so π_ref is
+the same function in training and in evaluation whatever ``disable_dropout`` says.
 
 A new source is a class with these two methods plus a branch in :func:`make_reference` (and a
 choice in ``psipo.lm.config.ReferenceConfig.reference``).
