@@ -154,6 +154,13 @@ def test_num_generations_has_an_upper_bound(online_config):
         load_online_config(None, online_config | {"num_generations": 100000})
 
 
+def test_eval_split_without_eval_prompts_is_refused(online_config):
+    """As in psipo train: an eval_split with nothing to split was silently ignored (no evaluation)."""
+    with pytest.raises(PsipoInputError, match=r"^--eval_split: is used only with eval_prompts"):
+        load_online_config(None, online_config | {"eval_split": "validation"})
+    assert load_online_config(None, online_config | {"eval_split": "validation", "eval_prompts": "p.jsonl"}).data_config.eval_split == "validation"
+
+
 class HugeRewards:
     """A RewardFunction object that checks nothing itself: float64 rewards beyond float32."""
 

@@ -101,7 +101,7 @@ class PromptDataConfig:
     """Held-out prompts (file or dataset name): π's win rate against π_ref by the judge every
     eval_steps and at the end; null: no evaluation."""
     eval_split: str = "test"
-    """Split of eval_prompts when it is a Hugging Face dataset; for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it."""
+    """Split of eval_prompts when it is a Hugging Face dataset; for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it. Refused without eval_prompts."""
     max_eval_prompts: int | None = 64
     """Use only the first N held-out prompts; null: all."""
 
@@ -243,6 +243,12 @@ def validate(config: OnlineConfig) -> None:
         ("max_prompt_length", d.max_prompt_length >= 1, "must be >= 1"),
         ("max_prompts", d.max_prompts is None or d.max_prompts >= 1, "must be >= 1 or null"),
         ("max_eval_prompts", d.max_eval_prompts is None or d.max_eval_prompts >= 1, "must be >= 1 or null"),
+        (
+            "eval_split",
+            d.eval_prompts is not None or d.eval_split == PromptDataConfig.eval_split,
+            "is used only with eval_prompts (null: no evaluation); set eval_prompts (the same name as prompts for "
+            "another split of it), or remove eval_split",
+        ),
         ("labels", pairwise or o.labels == "soft", "rloo learns from rewards and has no labels; leave labels unset"),
         *output_dir_is_no_input(config.run.output_dir, {"judge": o.judge, "reward": o.reward, "reference_model": o.reference_model}),
     ]
