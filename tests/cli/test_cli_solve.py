@@ -129,6 +129,14 @@ RPS = (EXAMPLES / "rock_paper_scissors.yaml").read_text()
         ("t.yaml", GOOD, ["--target", "ipo_md", "--mixture", "1.5"], "--mixture: must be in [0, 1], got 1.5"),
         ("t.yaml", GOOD + "mixture: 0.5\n", [], "t.yaml:4: mixture: applies only to target ipo_md, not optimum"),
         ("t.yaml", RPS, ["--tau", "1e-9"], "--tau: the Nash equilibrium did not converge at tau = 1e-09: residual "),
+        ("t.yaml", GOOD + "contexts:\n  - {name: x, rho: .nan}\n  - {name: y, rho: 0.5}\n", [],
+         "t.yaml:5: contexts[0].rho: must be a finite number, got nan"),
+        ("t.yaml", GOOD + "contexts:\n  - {name: x, rho: 1.5}\n  - {name: y, rho: -0.5}\n", [],
+         "t.yaml:6: contexts[1].rho: must be >= 0, got -0.5"),
+        ("t.yaml", GOOD + "contexts:\n  - {name: x, rho: [1.0]}\n", [],
+         "t.yaml:5: contexts[0].rho: expected one number (this context's probability), got [1.0]"),
+        ("t.yaml", GOOD + "contexts:\n  - {name: x, rho: 0.7}\n  - {name: y, rho: 0.5}\n", [],
+         "t.yaml:4: contexts: the contexts' rho sum to 1.2, not 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, name, text, extra, message):

@@ -569,6 +569,14 @@ def _context_preferences(
     return table, log_odds_of_table(table)
 
 
+def _context_rho(value: Any, field: str) -> float:
+    """One context's ρ(x): a single finite number >= 0 (a YAML string number is accepted)."""
+    number = _plain_numbers(value, field)
+    if isinstance(number, list):
+        raise PsipoInputError(f"{field}: expected one number (this context's probability), got {value!r}")
+    return check_real(number, field, low=0.0)
+
+
 def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSettings]:
     _check_keys(data, PROBLEM_KEYS, "")
     if "actions" not in data:
@@ -624,11 +632,9 @@ def _problem_from_data(data: Mapping[str, Any]) -> tuple[TabularProblem, SolveSe
         raise PsipoInputError(
             f"contexts[{given.index(False)}].rho: missing (give rho for every context or for none)"
         )
-    rho = (
-        [_plain_numbers(entry["rho"], f"contexts[{i}].rho") for i, entry in enumerate(data["contexts"])]
-        if all(given)
-        else None
-    )
+    rho = [_context_rho(entry["rho"], f"contexts[{i}].rho") for i, entry in enumerate(data["contexts"])] if all(given) else None
+    if rho is not None and abs(sum(rho) - 1) > TOLERANCE:
+        raise PsipoInputError(f"contexts: the contexts' rho sum to {sum(rho):.12g}, not 1 (ρ is a probability distribution)")
     problem = TabularProblem.create(
         actions,
         torch.stack(tables),
