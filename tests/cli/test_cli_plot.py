@@ -53,6 +53,8 @@ def test_plot_out_that_cannot_be_a_png_file_is_one_line_and_nothing_is_drawn(tmp
         (tmp_path / "run", f"--out: {tmp_path / 'run'} is a folder; name a file in it"),
         (tmp_path / "afile" / "x.png", f"--out: {tmp_path / 'afile'} is a file, not a folder"),
         ("", "--out: empty path; name a file"),
+        (tmp_path / "c.pdf", f"--out: {tmp_path / 'c.pdf'} does not end in .png; psipo plot draws a PNG, name a .png file"),
+        (tmp_path / "curves", f"--out: {tmp_path / 'curves'} does not end in .png; psipo plot draws a PNG, name a .png file"),
     ]:
         assert main(["plot", str(tmp_path / "run"), "--out", str(out)]) == 2
         assert capsys.readouterr().err == f"psipo: error: {expected}\n"

@@ -10,15 +10,18 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser.add_argument(
         "run_dir", metavar="RUN_DIR", help="output_dir of a `psipo train`, `psipo reward` or `psipo online` run"
     )
-    parser.add_argument("--out", metavar="PNG", default=None, help="output file (default: RUN_DIR/curves.png)")
+    parser.add_argument("--out", metavar="PNG", default=None, help="output PNG file, ending in .png (default: RUN_DIR/curves.png)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from psipo._io import check_output_file
+    from psipo.errors import PsipoInputError
     from psipo.lm.plots import plot_run
 
     if args.out is not None:
-        check_output_file(args.out, "--out")
+        out = check_output_file(args.out, "--out")
+        if out.suffix.lower() != ".png":  # the bytes are PNG whatever the name: a .pdf or .svg would lie
+            raise PsipoInputError(f"--out: {out} does not end in .png; psipo plot draws a PNG, name a .png file")
     print(plot_run(args.run_dir, args.out))
     return 0
