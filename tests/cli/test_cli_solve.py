@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import subprocess
@@ -349,3 +350,34 @@ def test_output_into_a_pipe_whose_reader_has_gone_ends_quietly_with_141():
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")
+
+
+class _FullDisk:
+    """A stdout on a full disk (`psipo solve … > out.json`): every write, or every flush, fails."""
+
+    def __init__(self, fail_flush: bool = False) -> None:
+        self.fail_flush = fail_flush
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        if self.fail_flush:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_output_onto_a_full_disk_is_one_line_exit_1(monkeypatch, capsys):
+    import psipo.cli
+
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    assert main(["solve", str(EXAMPLES / "two_actions.yaml"), "--json"]) == 1
+    assert capsys.readouterr().err == "psipo: error: cannot write the output: No space left on device\n"
+    # output that reaches the disk only at exit, in psipo's final flush
+    dropped = []
+    monkeypatch.setattr(sys, "stdout", _FullDisk(fail_flush=True))
+    monkeypatch.setattr(psipo.cli, "main", lambda: 0)
+    monkeypatch.setattr(psipo.cli, "_stdout_to_devnull", lambda: dropped.append(True))
+    with pytest.raises(SystemExit) as exit_info:
+        psipo.cli.run()
+    assert exit_info.value.code == 1 and dropped == [True]
+    assert capsys.readouterr().err == "psipo: error: cannot write the output: No space left on device\n"

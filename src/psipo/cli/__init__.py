@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import signal
 import sys
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             if error is None:
                 raise
             message, code = error
+            if isinstance(exc, OSError):
+                _flush_stdout_or_drop_it()  # stdout on a full disk: its buffer would fail again at exit
             print(f"psipo: error: {message}", file=sys.stderr)
             return code
 
@@ -204,7 +207,23 @@ def _error_line(exc: BaseException) -> tuple[str, int] | None:
     # full disk): the file and the reason say it all; a traceback would only hide them.
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}", 1
+    # The same failure writing to a file object, stdout included (`> out.json` on a full disk),
+    # comes without a file name.
+    if isinstance(exc, OSError) and exc.errno in _WRITE_FAILURES and exc.strerror:
+        return f"cannot write the output: {exc.strerror}", 1
     return None
+
+
+_WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+"""errno of a write the system refused for want of room or a failing device."""
+
+
+def _flush_stdout_or_drop_it() -> None:
+    """Flush stdout; when that fails too, point it at /dev/null so that exit does not fail again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _stdout_to_devnull()
 
 
 def run() -> typing.NoReturn:
@@ -217,10 +236,14 @@ def run() -> typing.NoReturn:
     """
     code = main()
     try:
-        sys.stdout.flush()  # output still buffered can meet the closed pipe only here
+        sys.stdout.flush()  # output still buffered can meet the closed pipe or a full disk only here
     except BrokenPipeError:
         _stdout_to_devnull()
         code = BROKEN_PIPE
+    except OSError as exc:
+        _stdout_to_devnull()
+        print(f"psipo: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        code = 1
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()
