@@ -91,3 +91,20 @@ def test_odd_reward_evaluations_and_numbers_at_the_float_limit_are_drawn_not_a_t
     (tmp_path / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["plot", str(tmp_path / "run")]) == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_with_nothing_to_draw_is_one_line_not_a_blank_figure(tmp_path, capsys):
+    """No numeric step (another tool's log), or only NaN values (a run that went NaN at once,
+    whose next line is still being written): refused, rather than drawn as empty panels."""
+    for name, text in [
+        ("nostep", '{"loss": 1.0}\n{"loss": 2.0}\n'),
+        ("nan", '{"step": 1, "loss": NaN, "h_mean": NaN}\n{"step": 2, "loss": 0.5'),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text(text)
+        assert main(["plot", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err == (
+            f"psipo: error: {tmp_path / name / 'metrics.jsonl'}: nothing to draw: no record has a numeric step and "
+            "a value other than NaN of a metric of a psipo train run (loss, eval_loss, h_mean, eval_h_mean, ...)\n"
+        )
+        assert not (tmp_path / name / "curves.png").exists()

@@ -149,11 +149,6 @@ def _reliability_diagram(ax: Any, records: list[dict[str, Any]]) -> None:
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw the run's metric curves into one PNG (default ``RUN_DIR/curves.png``); return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from psipo._io import atomic_write_bytes
     from psipo.lm.metrics import read_metrics
 
@@ -173,6 +168,19 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     reward = command == "reward"
     panels = {"reward": REWARD_PANELS, "online": ONLINE_PANELS, "train": PANELS}[command]
     per = PER_AGGREGATION[run_aggregation(run_dir)] if command == "train" else ""
+    drawable = [key for _, keys in panels for key in keys if not all(map(math.isnan, _series(records, key)[1]))]
+    if reward and any(isinstance(r.get("eval_reliability"), dict) for r in records):
+        drawable.append("eval_reliability")
+    if not drawable:  # a blank figure would look like a plot of nothing happening
+        raise PsipoInputError(
+            f"{metrics}: nothing to draw: no record has a numeric step and a value other than NaN of a metric of a "
+            f"psipo {command} run ({', '.join(key for _, keys in panels[:2] for key in keys)}, ...)"
+        )
+    import matplotlib  # only now: the refusals above need not wait for it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(3, 3, figsize=(15, 11), constrained_layout=True)
     for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
