@@ -24,3 +24,10 @@ class PsipoTerminated(BaseException):
     A BaseException, as KeyboardInterrupt is: an ``except Exception`` must not swallow it."""
 
     exit_code = 143
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none: how a
+    library's error (datasets, safetensors, torch) is quoted inside one of psipo's one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -211,14 +211,14 @@ def load_checkpoint(
     are atomic) is a one-line :class:`~psipo.errors.PsipoInputError` naming it, and the older
     checkpoint a resume could start from instead.
     """
-    from psipo.errors import PsipoInputError
+    from psipo.errors import PsipoInputError, first_line
 
     try:
         return _restore(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, load_whole=load_whole)
     except PsipoInputError:
         raise
     except Exception as exc:  # noqa: BLE001 — safetensors, torch and peft raise many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise PsipoInputError(f"resume: cannot restore {path}: {first}{_older_one(path)}") from None
 
 

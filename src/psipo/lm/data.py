@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from psipo._config import decode_utf8, parse_json, read_text_file
-from psipo.errors import PsipoInputError
+from psipo.errors import PsipoInputError, first_line
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 CACHE_VERSION = 5
@@ -186,7 +186,7 @@ def _file_rows(path: Path, key: str) -> Iterator[tuple[str, Any]]:
         try:
             table = pq.read_table(path)
         except (pyarrow.ArrowException, OSError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise PsipoInputError(f"{path}: not a readable Parquet file: {reason}") from None
         for i, row in enumerate(table.to_pylist(), start=1):
             yield f"{path}: row {i}", row
@@ -270,7 +270,7 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
     try:
         return datasets.load_dataset(resolved, dataset_config, split=split)
     except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise PsipoInputError(
             f"{key}: cannot load {source!r} (split {split!r}) as a local file or Hugging Face dataset: {first}"
         ) from None
@@ -291,7 +291,7 @@ def _load_saved_dataset(source: str, *, key: str, split: str) -> Any:
     try:
         saved = datasets.load_from_disk(str(Path(source).expanduser()))
     except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise PsipoInputError(f"{key}: cannot load the save_to_disk folder {source}: {first}") from None
     if isinstance(saved, datasets.DatasetDict):
         if split in saved:
@@ -497,7 +497,7 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]], where: str, *, a
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise PsipoInputError(f"{where}: the tokenizer's chat template refused the messages: {reason}") from None
 
 
@@ -683,7 +683,7 @@ def load_cache_entry(path: Path, load: Any, what: str) -> Any:
     try:
         return load(path)
     except Exception as exc:  # noqa: BLE001 — safetensors, torch and validation raise many types
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         print(f"psipo: warning: discarding the {what} cache file {path} ({reason}); rebuilding it", file=sys.stderr, flush=True)
         return None
 

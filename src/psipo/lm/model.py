@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from psipo.errors import PsipoInputError
+from psipo.errors import PsipoInputError, first_line
 from psipo.lm.config import ModelConfig
 from psipo.lm.fixtures import quickstart_hint
 from psipo.lm.hub import resolve_hub_name
@@ -20,11 +20,6 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
@@ -46,7 +41,7 @@ def _load_error(key: str, name: str, what: str, exc: BaseException) -> PsipoInpu
             "save the tokenizer into that folder (tokenizer.save_pretrained)"
         )
     return PsipoInputError(
-        f"{key}: cannot load {name!r} as {what} (not a local folder, or not on the Hub / offline): {_first_line(exc)}"
+        f"{key}: cannot load {name!r} as {what} (not a local folder, or not on the Hub / offline): {first_line(exc)}"
     )
 
 
@@ -60,9 +55,9 @@ def _corrupt_weights_error(key: str, name: str, exc: BaseException) -> PsipoInpu
             with safe_open(path, framework="pt"):
                 pass
         except SafetensorError as damage:
-            return PsipoInputError(f"{key}: {path} is corrupt or truncated: {_first_line(damage)}")
+            return PsipoInputError(f"{key}: {path} is corrupt or truncated: {first_line(damage)}")
     return PsipoInputError(
-        f"{key}: a weights file of {name!r} is corrupt or truncated: {_first_line(exc)}"
+        f"{key}: a weights file of {name!r} is corrupt or truncated: {first_line(exc)}"
     )
 
 
@@ -157,7 +152,7 @@ def _from_pretrained(
         if "attn_implementation" not in kwargs or "attention" not in str(exc).lower():
             raise
         raise PsipoInputError(
-            f"attn_implementation: {kwargs['attn_implementation']!r} cannot be used here: {_first_line(exc)} "
+            f"attn_implementation: {kwargs['attn_implementation']!r} cannot be used here: {first_line(exc)} "
             f"(available: {', '.join(BUILTIN_ATTENTION)})"
         ) from None
     except SafetensorError as exc:
@@ -322,7 +317,7 @@ def add_lora(model: nn.Module, config: ModelConfig, *, seed: int, task_type: str
         except ValueError as exc:  # peft: a target of a kind it cannot adapt, or none found
             if not config.lora_target_modules:
                 raise
-            reason = _first_line(exc)
+            reason = first_line(exc)
             if "is not supported" in str(exc):  # peft names the module by its whole repr
                 reason = f"{config.lora_target_modules} names a module LoRA cannot adapt (a block, not a layer)"
             raise PsipoInputError(f"lora_target_modules: {reason}; the model's linear layers: {_linear_names(model)}") from None
