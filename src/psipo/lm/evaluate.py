@@ -120,15 +120,14 @@ def load_evaluate_config(path: str | Path | None = None, overrides: Mapping[str,
 def default_baseline(model: str) -> str:
     """The reference of the psipo run whose ``final/`` folder is ``model``: its config.yaml's
     ``reference_model``, else its ``model``. Anything else is an error asking for ``baseline``."""
-    from psipo._config import read_yaml_mapping
+    from psipo.lm.run_folder import config_beside_final
 
-    path = Path(model).expanduser()
-    run_config = path.parent / "config.yaml"
-    if not (path.is_dir() and path.name == "final" and run_config.is_file()):
+    found = config_beside_final(model)
+    if found is None:
         raise PsipoInputError(
             f"baseline: required ({model} is not a psipo run's final/ folder with a config.yaml beside it)"
         )
-    data, _ = read_yaml_mapping(run_config)
+    run_config, data = found
     reference = data.get("reference_model") or data.get("model")
     if not isinstance(reference, str) or not reference:
         raise PsipoInputError(f"baseline: {run_config} names no model; set baseline")

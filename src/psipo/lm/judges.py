@@ -305,14 +305,10 @@ def reward_run_limits(path: str | Path) -> dict[str, Any]:
     """``max_length``, ``max_prompt_length`` and ``append_eos`` of the ``psipo reward`` run whose
     ``final/`` folder is ``path`` (its config.yaml beside it, recognised by ``reward_l2``), so
     that a judge tokenises as that run trained; ``{}`` for any other folder."""
-    from psipo._config import read_yaml_mapping
+    from psipo.lm.run_folder import config_beside_final
 
-    path = Path(path).expanduser()
-    run_config = path.parent / "config.yaml"
-    if path.name != "final" or not run_config.is_file():
-        return {}
-    data, _ = read_yaml_mapping(run_config)
-    if not isinstance(data, dict) or "reward_l2" not in data:
+    _, data = config_beside_final(path) or (None, {})
+    if "reward_l2" not in data:
         return {}
     return {k: data[k] for k, kind in TOKENISATION_KEYS.items() if type(data.get(k)) is kind}
 

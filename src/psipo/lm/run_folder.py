@@ -243,3 +243,16 @@ def held_run_folder(output_dir: str | os.PathLike | None, *, resume: bool, overw
         folder.finish(failed=False)
     finally:
         folder.release()
+
+
+def config_beside_final(path: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The ``config.yaml`` of the psipo run whose ``final/`` folder is ``path``, and its mapping;
+    None when ``path`` is not a run's ``final/`` folder with a config.yaml beside it."""
+    from psipo._config import read_yaml_mapping
+
+    path = Path(path).expanduser()
+    run_config = path.parent / "config.yaml"
+    if not (path.is_dir() and path.name == "final" and run_config.is_file()):
+        return None
+    data, _ = read_yaml_mapping(run_config)
+    return run_config, data if isinstance(data, dict) else {}
