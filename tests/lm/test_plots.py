@@ -82,3 +82,29 @@ def test_each_trainer_gets_its_own_panels(tmp_path, drawn_titles, config_yaml, c
     assert online == (command == "online")
     assert ("pairwise accuracy (r_w > r_l)" in drawn_titles) == (command == "reward")
     assert ("preference accuracy (h > 0)" in drawn_titles) == (command == "train")
+
+
+@pytest.fixture
+def drawn_legends(monkeypatch):
+    """The legend entries of every panel plot_run draws (captured when it closes the figure)."""
+    entries: list[str] = []
+    close = plt.close
+
+    def capture(figure):
+        entries.extend(line.get_label() for ax in figure.axes for line in ax.lines)
+        close(figure)
+
+    monkeypatch.setattr(plt, "close", capture)
+    return entries
+
+
+def test_legend_names_the_steps_a_curve_cannot_show(tmp_path, drawn_legends):
+    """A NaN is a gap in the line and an inf lies off the axes: the legend says where."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    losses = [1.0, float("nan"), 0.5, float("inf"), float("nan"), float("nan")]
+    rows = [{"step": s, "loss": v, "grad_norm": 1.0} for s, v in enumerate(losses, start=1)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plot_run(run_dir)
+    assert "loss (NaN or ±inf at steps 2, 4, 5, ...: not drawn)" in drawn_legends
+    assert "grad_norm" in drawn_legends  # a finite curve keeps its plain name

@@ -77,6 +77,17 @@ def _plottable(value: float) -> float:
     return value if abs(value) <= _LARGEST_PLOTTED or math.isnan(value) else math.copysign(math.inf, value)
 
 
+def _label(key: str, steps: list[float], values: list[float]) -> str:
+    """The legend entry of ``key``; it names the steps whose value is NaN (a gap in the line) or
+    ±inf (off the axes), which a curve alone would hide."""
+    unseen = [(step, value) for step, value in zip(steps, values) if not math.isfinite(value)]
+    if not unseen:
+        return key
+    shown = ", ".join(f"{step:g}" for step, _ in unseen[:3]) + (", ..." if len(unseen) > 3 else "")
+    kinds = " or ".join(sorted({"NaN" if math.isnan(v) else "±inf" for _, v in unseen}))
+    return f"{key} ({kinds} at step{'s' if len(unseen) > 1 else ''} {shown}: not drawn)"
+
+
 def _numbers(values: Any) -> list[Any]:
     """``values`` if a list, else no values; an item that is not a number becomes None."""
     return [_plottable(v) if _is_number(v) else None for v in values] if isinstance(values, list) else []
@@ -186,7 +197,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         for key in keys:
             steps, values = _series(records, key)
             if steps:
-                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=key)
+                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=_label(key, steps, values))
         if "h_mean" in keys:
             steps, spread = _series(records, "h_std")
             _, mean = _series(records, "h_mean")
