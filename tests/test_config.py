@@ -304,6 +304,10 @@ def test_a_string_option_is_taken_as_written_and_help_shows_literal_words_as_typ
     args = parser.parse_args(["--out", "null", "--pieces", "64", "--tags", "[a, b]"])
     config = load_config(Paths, None, overrides_from_args(args))
     assert (config.out, config.pieces, config.tags) == (None, 64, ["a", "b"])
+    # '~' quoted past the shell is the home folder (psipo expands it), not a run without a folder.
+    args = parser.parse_args(["--out", "~", "--tags", "~"])
+    config = load_config(Paths, None, overrides_from_args(args))
+    assert (config.out, config.tags) == (Path("~"), ["~"])
     assert "--pieces INT | auto" in " ".join(parser.format_help().split())
 
 
@@ -384,3 +388,32 @@ def test_help_shows_a_nested_sections_own_defaults():
     helps = {a.dest: a.help for a in parser._actions if a.dest.startswith("cfg:")}
     assert helps["cfg:middle.inner.size"].endswith("(default: 2)") and helps["cfg:middle.inner.seed"].endswith("(default: 9)")
     assert helps["cfg:middle.steps"].endswith("(default: 1)")
+
+
+@pytest.mark.parametrize(
+    ("command", "paths"),
+    [
+        ("train", {"output_dir": "~/runs/ipo", "cache_dir": "~/cache"}),
+        ("online", {"output_dir": "~/runs/ipo"}),
+        ("reward", {"output_dir": "~/runs/ipo"}),
+        ("evaluate", {"out": "~/evaluation"}),
+    ],
+)
+def test_output_folders_in_a_config_expand_the_home_folder_as_input_paths_do(tmp_path, monkeypatch, command, paths):
+    """No shell expands ``~`` inside a YAML file: psipo must, or the run lands in a folder named '~'."""
+    from psipo.lm.config import TrainConfig
+    from psipo.lm.evaluate import EvaluateConfig
+    from psipo.lm.online import OnlineConfig
+    from psipo.lm.reward import RewardConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cls, required = {
+        "train": (TrainConfig, {"model": "m", "train_data": "pairs.jsonl"}),
+        "online": (OnlineConfig, {"model": "m", "prompts": "p.jsonl", "algorithm": "online_ipo", "judge": "j.k:f"}),
+        "reward": (RewardConfig, {"model": "m", "train_data": "pairs.jsonl"}),
+        "evaluate": (EvaluateConfig, {"model": "m", "prompts": "p.jsonl", "judge": "j.k:f"}),
+    }[command]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({**required, **paths}))
+    loaded = to_dict(load_config(cls, config_file))
+    assert {key: loaded[key] for key in paths} == {key: str(tmp_path / value[2:]) for key, value in paths.items()}

@@ -591,9 +591,10 @@ def _flat_fields(
 
 def _parse_cli_value(text: str) -> Any:
     """Parse a command-line value as a YAML scalar/list: ``0.1`` → 0.1, ``true`` → True; the
-    value of a string field (:class:`_Text`) stays as written, but for ``null``."""
+    value of a string field (:class:`_Text`) stays as written, but for ``null``: a quoted ``'~'``
+    is the home folder a path means, not YAML's other spelling of null."""
     if isinstance(text, _Text):
-        return None if text in ("null", "~") else str(text)
+        return None if text == "null" else str(text)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -99,6 +99,12 @@ def _sync_tree(folder: Path) -> None:
         _sync(root)
 
 
+def expand_home(path: str | None) -> str | None:
+    """``path`` with a leading ``~`` or ``~user`` expanded, as the input paths are: without it
+    ``output_dir: ~/runs/ipo`` in a config (which no shell expands) made a folder named ``~``."""
+    return None if path is None else os.path.expanduser(path)
+
+
 def check_output_folder(path: str | os.PathLike, key: str) -> Path:
     """Refuse, in one line naming ``key``, a folder path that could not hold results (empty, a
     file, under a file, not writable), without creating anything: a run with bad input leaves

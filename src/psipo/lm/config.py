@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psipo._config import flat, load_config
-from psipo._io import is_same_folder
+from psipo._io import expand_home, is_same_folder
 from psipo.errors import PsipoInputError
 from psipo.losses import LOSSES
 
@@ -93,6 +93,9 @@ class DataConfig:
     """Use only the first N training pairs (after validation); null: all."""
     cache_dir: str | None = None
     """Folder for the tokenisation and reference log-prob caches; null: $PSIPO_CACHE or ~/.cache/psipo."""
+
+    def __post_init__(self) -> None:
+        self.cache_dir = expand_home(self.cache_dir)
 
 
 @dataclasses.dataclass
@@ -211,6 +214,9 @@ class RunConfig:
     """Show a live progress line (on a terminal)."""
     device: Literal["auto", "cpu"] = "auto"
     """auto: a GPU when there is one; cpu: force the CPU."""
+
+    def __post_init__(self) -> None:
+        self.output_dir = expand_home(self.output_dir)
 
 
 @dataclasses.dataclass

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psipo._config import load_config
+from psipo._io import expand_home
 from psipo.errors import PsipoInputError
 from psipo.lm.config import MAX_SEED
 
@@ -86,6 +87,9 @@ class EvaluateConfig:
     """Folder for evaluation.json and evaluation.md."""
     progress: bool = True
     """Show a progress bar over batches."""
+
+    def __post_init__(self) -> None:
+        self.out = expand_home(self.out)
 
 
 def validate(config: EvaluateConfig) -> None:
