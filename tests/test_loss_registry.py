@@ -99,6 +99,19 @@ def test_derivative_matches_autograd_and_finite_differences(name, data):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("h", "tau"), [(2.0, 0.5), (1.0, 1.0), (0.25, 4.0)])
+def test_derivative_at_the_hinge_kink_is_autograds(name, h, tau):
+    """At τh = 1 exactly (the kink the test above avoids) ℓ' is what autograd takes, 0 for the
+    hinge: a slope of −τ there (1[τh ≤ 1] for 1[τh < 1]) would make the vectorised trainer
+    keep pushing a hinge pair that has reached its margin."""
+    gap = torch.tensor(h, dtype=F64, requires_grad=True)
+    hyperparameters = LOSSES[name].defaults
+    (autograd,) = torch.autograd.grad(loss_at(name, gap, tau, hyperparameters), gap)
+    derivative = LOSSES[name].derivative(gap.detach(), tau=tau, **hyperparameters).item()
+    assert derivative == pytest.approx(autograd.item(), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_hyperparameters_are_keyword_only_and_named_like_the_entry(name):
     spec = LOSSES[name]
     parameters = list(inspect.signature(spec.function).parameters.values())[4:]  # after the four log-probs
