@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from psipo.errors import PsipoInputError
-from psipo.stats import mean_and_ci, student_t_quantile
+from psipo.stats import entirely_above, interval, late_change, mean_and_ci, student_t_quantile
 
 
 def test_student_t_quantiles_and_confidence_interval():
@@ -58,3 +58,34 @@ def test_confidence_level_is_a_fraction(level):
     """level=95 (a percentage) used to give an infinite half-width without a word."""
     with pytest.raises(PsipoInputError, match="^level: must be"):
         mean_and_ci(torch.tensor([1.0, 2.0, 3.0]), dim=0, level=level)
+
+
+def test_interval_skips_missing_values_and_uses_the_95_percent_t_quantile():
+    """Three values of four (one run missing): mean 2, half-width t(0.975, 2)·s/√3 with the
+    sample standard deviation s = 1 (the published t(0.975, 2) = 4.302652730)."""
+    mean, half = interval([1.0, None, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302652730 / math.sqrt(3), abs=1e-9)
+    assert interval([None, None]) is None and interval([]) is None
+    assert math.isnan(interval([5.0])[1])
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "above"),
+    [
+        ((10.0, 1.0), (8.0, 0.5), True),  # 9 > 8.5
+        ((10.0, 1.0), (8.5, 0.6), False),  # the means are apart, the intervals overlap: 9 < 9.1
+        ((10.0, 1.0), (9.0, 0.0), False),  # touching is not above
+        ((10.0, math.nan), (0.0, 0.0), False),  # one seed: no interval
+        (None, (0.0, 0.0), False),
+        ((1.0, 0.0), None, False),
+    ],
+)
+def test_entirely_above_compares_the_lower_end_with_the_upper_end(a, b, above):
+    assert entirely_above(a, b) is above
+
+
+def test_late_change_is_measured_from_two_thirds_of_the_way():
+    # Steps 0..30: two-thirds is step 20, so the change is over the last third (7 − 4).
+    assert late_change([0, 10, 20, 30], [0.0, 1.0, 4.0, 7.0]) == 3.0
+    # Two records: the earlier one is always the first, even when the last is nearer to 2/3.
+    assert late_change([0, 30], [1.0, 5.0]) == 4.0
