@@ -75,6 +75,15 @@ def test_empty_completion_is_dropped_and_counted(tokenizer):
     assert tokenize(tokenizer, rows).n_empty == 0  # with EOS the completion is not empty
 
 
+def test_without_a_prompt_a_one_token_completion_is_empty(tokenizer):
+    # With no prompt token nothing predicts the first completion token: a one-token completion
+    # would be scored as log-prob 0 (a certain response) in every loss.
+    rows = [{"chosen": "w3", "rejected": "w4"}, {"chosen": "w3 w5", "rejected": "w4 w6"}]  # implicit prompt: none shared
+    data = tokenize(tokenizer, rows, append_eos=False)
+    assert data.n_empty == 1 and data.pairs == [TokenizedPair([], [word(3), word(5)], [word(4), word(6)])]
+    assert tokenize(tokenizer, rows).n_empty == 0  # EOS gives each a scored token
+
+
 @pytest.mark.parametrize(
     ("line", "field"),
     [

@@ -114,6 +114,18 @@ def test_padding_does_not_change_a_sequence_logp():
     torch.testing.assert_close(padded[1][:1], alone[1], atol=1e-5, rtol=1e-5)
 
 
+def test_padding_is_never_scored_even_where_the_loss_mask_is_set():
+    # A caller's loss mask that runs on over the right padding (1 from the completion on) must
+    # score only the real tokens: the attention mask has the last word.
+    model = make_tiny_model(layers=1, hidden=16, heads=2, vocab=50, seed=6)
+    batch = collate(random_pairs(4, 50, seed=7), 0)
+    started = batch["loss_mask"].long().cumsum(1) > 0
+    args = (model, batch["input_ids"], batch["attention_mask"])
+    assert bool((started & ~batch["attention_mask"].bool()).any())  # the mask does cover padding
+    want = sequence_logps(*args, batch["loss_mask"], aggregation="mean")
+    torch.testing.assert_close(sequence_logps(*args, started, aggregation="mean"), want)
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_shared_prompt_row_equals_two_rows_values_and_gradients(attn):
     model = make_tiny_model(layers=2, hidden=32, heads=2, vocab=50, seed=8).train()

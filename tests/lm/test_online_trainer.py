@@ -313,3 +313,118 @@ def test_kl_entropy_and_eval_kl_are_left_out_under_top_p(small_vocab_models):
     record = train_online(load_online_config(None, config), prompts=["w1 w2", "w3"], eval_prompts=["w1"], judge=judge).history[-1]
     assert "eval_win_rate" in record and "response_length" in record
     assert not {"kl", "entropy", "eval_kl"} & record.keys()
+
+
+# ---------------------------------------------------------------------------------------
+# A step's loss and metrics against an independent computation from the samples
+
+
+def _words_reward(prompts, responses):
+    """A reward of the decoded text: more words and higher word ids score more (not Bradley–Terry-symmetric in use)."""
+    value = {f"w{i}": 1.0 + 0.5 * i for i in range(4)}
+    return torch.tensor([sum(value.get(w, 2.0) for w in r.split()) for r in responses], dtype=torch.float64)
+
+
+def _asymmetric_judge(prompts, a, b):
+    """P(a ≻ b) that is not σ(r_a − r_b): it favours a short a, whatever b's words."""
+    return torch.tensor([0.9 if len(x.split()) < len(y.split()) else 0.3 if len(x.split()) > len(y.split()) else 0.6 for x, y in zip(a, b)])
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"algorithm": "online_ipo", "judge": "reward"},  # σ(r_i − r_j) from the rewards; IPO averages per token
+        {"algorithm": "online_ipo", "judge": "pairwise", "aggregation": "sum"},
+        {"algorithm": "online_dpo", "judge": "pairwise", "aggregation": "mean"},
+        {"algorithm": "ipo_md", "judge": "reward", "mixture": 0.5},  # π_ref's log-probs from the sampler
+        {"algorithm": "rloo"},
+    ],
+)
+def test_a_steps_loss_and_metrics_equal_a_computation_from_its_samples(small_vocab_models, monkeypatch, keys):
+    # At π = π_ref every pairwise loss is label-blind (h = 0): with a reference model that is
+    # not the policy, h ≠ 0 and the first loss depends on every piece — which pairs, which way
+    # round, p or 1 − p, which log-probs are the reference's, per-token means, pairs averaged.
+    # The expected numbers come from full forwards of both models on each sampled response.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import psipo.lm.sampling as sampling
+
+    policy_dir, reference_dir = small_vocab_models
+    keys = dict(keys)
+    algorithm, kind = keys["algorithm"], keys.pop("judge", None)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    real = sampling.sample
+    monkeypatch.setattr(sampling, "sample", spy)
+    tau, k = 0.5, 3
+    config = {
+        "model": str(policy_dir), "reference_model": str(reference_dir), "output_dir": None, "progress": False,
+        "learning_rate": 1e-30, "warmup_ratio": 0.0, "batch_size": 2, "max_steps": 1, "logging_steps": 1,
+        "num_generations": k, "max_new_tokens": 3, "tau": tau, **keys,
+    }  # fmt: skip
+    judge = CallableJudge(_asymmetric_judge, name="asymmetric") if kind == "pairwise" else CallableReward(_words_reward, name="words")
+    prompts = ["w1 w2", "w3"]
+    record = train_online(load_online_config(None, config), prompts=prompts, judge=judge).history[0]
+
+    policy, reference = AutoModelForCausalLM.from_pretrained(policy_dir), AutoModelForCausalLM.from_pretrained(reference_dir)
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    (samples,) = calls
+    mean_tokens = config.get("aggregation", "mean" if algorithm != "online_dpo" else "sum") == "mean" and algorithm != "rloo"
+    losses, rewards, strengths, kls, entropies, lengths, cut = [], [], [], [], [], [], []
+    for x, prompt in enumerate(prompts):
+        ids = samples.prompt_ids[x * k]
+        assert all(samples.prompt_ids[x * k + i] == ids for i in range(k))
+        responses = samples.responses()[x * k : (x + 1) * k]
+        texts = [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
+        log_pi = [_sequence_logps(policy, ids, r) for r in responses]
+        log_ref = [_sequence_logps(reference, ids, r) for r in responses]
+        r = _words_reward([prompt] * k, texts).tolist()
+        kls += [a - b for a, b in zip(log_pi, log_ref)]
+        entropies += [-a for a in log_pi]
+        lengths += [len(y) for y in responses]
+        cut += [not bool(f) for f in samples.finished[x * k : (x + 1) * k]]
+        if algorithm == "rloo":
+            shaped = [r[i] - tau * (log_pi[i] - log_ref[i]) for i in range(k)]
+            advantages = [shaped[i] - (sum(shaped) - shaped[i]) / (k - 1) for i in range(k)]
+            losses.append(sum(-advantages[i] * log_pi[i] for i in range(k)) / k)
+            rewards.append(sum(r) / k)
+            continue
+        scale = [len(y) if mean_tokens else 1 for y in responses]
+        ratio = [(log_pi[i] - log_ref[i]) / scale[i] for i in range(k)]
+        pair_losses, pair_strengths = [], []
+        for i in range(k):
+            for j in range(i + 1, k):
+                if kind == "pairwise":
+                    p = float(_asymmetric_judge(None, [texts[i]], [texts[j]])[0])
+                else:
+                    p = 1 / (1 + math.exp(-(r[i] - r[j])))
+                h = ratio[i] - ratio[j]
+                if algorithm == "online_dpo":
+                    one_way = lambda g: math.log1p(math.exp(-tau * g))  # noqa: E731 — −log σ(τg)
+                else:
+                    one_way = lambda g: (g - 1 / (2 * tau)) ** 2  # noqa: E731
+                pair_losses.append(p * one_way(h) + (1 - p) * one_way(-h))
+                pair_strengths.append(abs(2 * p - 1))
+        losses.append(sum(pair_losses) / len(pair_losses))
+        strengths.append(sum(pair_strengths) / len(pair_strengths))
+        if kind == "reward":
+            rewards.append(sum(r) / k)
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    assert record["loss"] == pytest.approx(mean(losses), rel=1e-4)
+    assert abs(mean(losses) - {"online_ipo": 1.0, "ipo_md": 1.0, "online_dpo": math.log(2)}.get(algorithm, 0.0)) > 1e-3  # h ≠ 0
+    assert record["response_length"] == pytest.approx(mean(lengths)) and record["cut_fraction"] == pytest.approx(mean(cut))
+    if algorithm != "ipo_md":  # samples of π itself: unweighted Monte Carlo estimates
+        assert record["kl"] == pytest.approx(mean(kls), abs=1e-5) and record["entropy"] == pytest.approx(mean(entropies), rel=1e-5)
+    if rewards:
+        assert record["reward"] == pytest.approx(mean(rewards), rel=1e-6)
+    else:
+        assert "reward" not in record
+    if strengths:
+        assert record["preference_strength"] == pytest.approx(mean(strengths), rel=1e-6)
