@@ -129,6 +129,40 @@ def test_lm_lab_block_runs_as_a_saved_script(tmp_path):
     assert (tmp_path / "results" / "my_lab" / "REPORT.md").is_file()
 
 
+OVERWRITE = "psipo train --config configs/quickstart.yaml --overwrite"
+RESUME = "psipo train --config configs/quickstart.yaml --resume"
+
+
+def _readme_command(start: str) -> list[str]:
+    """The one README command line that starts with ``start``, as argv (its comment dropped)."""
+    lines = [line for line in README.splitlines() if line.startswith(start)]
+    assert len(lines) == 1, f"expected one README line starting with {start!r}"
+    return shlex.split(lines[0], comments=True)
+
+
+@pytest.mark.slow
+def test_overwrite_then_resume_the_quickstart(tmp_path):
+    """The run-folder example: the quickstart run again with --overwrite, then --resume. The
+    resume needs a checkpoint, which the quickstart config alone does not write: the README's
+    first line must ask for one (it once did not, and the second line failed)."""
+    subprocess.run(
+        [sys.executable, "-m", "psipo.lm.fixtures", "quickstart", ".psipo-quickstart"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    for start in (OVERWRITE, RESUME):
+        argv = _readme_command(start)
+        completed = subprocess.run(
+            [sys.executable, "-m", "psipo", *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert completed.returncode == 0, f"{start}: {completed.stderr[-2000:]}"
+    run = tmp_path / "runs" / "quickstart"
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 128 and steps == sorted(set(steps))
+    assert (run / "final" / "config.json").is_file()
+
+
 def _console_examples():
     for block in CONSOLE_BLOCKS:
         for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
