@@ -211,7 +211,9 @@ class RunConfig:
     """accelerate trackers besides metrics.jsonl, e.g. [tensorboard] or [wandb]; tensorboard and
     aim write into output_dir, so they need one (not null)."""
     progress: bool = True
-    """Show a live progress line (on a terminal)."""
+    """Report progress on stderr: the data summary, then a live progress bar on a terminal, or
+    one line per logged step (step N: loss=...) otherwise; false: neither (the data summary
+    comes at the end, with the closing line)."""
     device: Literal["auto", "cpu"] = "auto"
     """auto: a GPU when there is one; cpu: force the CPU."""
 

@@ -51,8 +51,10 @@ class EvaluateConfig:
     tokenizer: str | None = None
     """Tokenizer id or folder; null uses the model's."""
     prompts: str = ""
-    """Prompts: a .jsonl/.json/.parquet file or a Hugging Face dataset name whose rows have a
-    'prompt' field, a string or a list of {role, content} messages (chat template) (required)."""
+    """Prompts: a .jsonl/.json/.parquet file, a datasets save_to_disk folder or a Hugging Face
+    dataset name whose rows have a 'prompt' field, a string or a list of {role, content}
+    messages (chat template), or are preference pairs without one (chosen and rejected: their
+    shared start, as psipo train reads it) (required)."""
     prompts_split: str = "train"
     """Split of a Hugging Face dataset of prompts; for a file or a single saved dataset a slice (train[:200]) selects rows and a plain name means all of it."""
     dataset_config: str | None = None
