@@ -75,6 +75,33 @@ def test_empty_completion_is_dropped_and_counted(tokenizer):
     assert tokenize(tokenizer, rows).n_empty == 0  # with EOS the completion is not empty
 
 
+def test_a_plain_prompt_gets_the_special_tokens_and_evaluation_tokenises_prompts_as_training():
+    # A tokenizer that adds BOS (here <system>) to what it encodes with special tokens: a plain
+    # prompt starts with it, a chat prompt (whose template writes its own) and the completions
+    # do not. psipo evaluate's and psipo online's prompts, also cut to their end, must be the
+    # ids training gives the same prompts, or the policy is sampled after another context.
+    from tokenizers.processors import TemplateProcessing
+
+    from psipo.lm.evaluate import tokenize_prompts
+
+    bos, user, assistant = (SPECIAL_TOKENS.index(t) for t in ("<system>", "<user>", "<assistant>"))
+    tokenizer = make_tokenizer(40)
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single="<system> $A", special_tokens=[("<system>", bos)])
+    chat = [{"role": "user", "content": "w1"}]
+    rows = [
+        {"prompt": "w1 w2 w3", "chosen": "w4", "rejected": "w5"},
+        {"prompt": chat, "chosen": [{"role": "assistant", "content": "w4"}], "rejected": [{"role": "assistant", "content": "w5"}]},
+    ]
+    pairs = tokenize(tokenizer, rows).pairs
+    assert pairs[0] == TokenizedPair([bos, word(1), word(2), word(3)], [word(4), EOS], [word(5), EOS])
+    assert pairs[1].prompt_ids == [user, word(1), assistant]
+    for max_length in (16, 2):
+        cut = tokenize(tokenizer, rows, max_prompt_length=max_length).pairs
+        ids, n_cut = tokenize_prompts(tokenizer, [rows[0]["prompt"], chat], ["a", "b"], max_length)
+        assert ids == [pair.prompt_ids for pair in cut] and n_cut == (2 if max_length == 2 else 0)
+    assert ids[0] == [word(2), word(3)]  # the end of the prompt
+
+
 def test_without_a_prompt_a_one_token_completion_is_empty(tokenizer):
     # With no prompt token nothing predicts the first completion token: a one-token completion
     # would be scored as log-prob 0 (a certain response) in every loss.

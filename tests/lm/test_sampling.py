@@ -258,6 +258,21 @@ def test_sampling_logps_are_those_of_the_warped_distribution(policy, temperature
     )
 
 
+@pytest.mark.parametrize(
+    ("top_p", "kept"),
+    [(0.5, [1.0, 0, 0, 0]), (0.6, [2 / 3, 1 / 3, 0, 0]), (0.75, [2 / 3, 1 / 3, 0, 0]), (0.76, [4 / 7, 2 / 7, 1 / 7, 0]), (1.0, None)],
+)
+def test_top_p_keeps_the_tokens_up_to_the_first_whose_cumulative_mass_reaches_it(top_p, kept):
+    # Dyadic probabilities, exact in float32, make the boundary exact: at top_p 0.5 the first
+    # token alone reaches it, so nothing after it is kept (and 0.75 stops at the second).
+    probabilities = torch.tensor([0.5, 0.25, 0.125, 0.125])
+    order = torch.tensor([2, 0, 3, 1])  # not sorted: the cut must follow the probabilities
+    logps = probabilities[order].log()[None]
+    want = probabilities if kept is None else torch.tensor(kept)
+    got = sampling.warp_logps(logps, temperature=1.0, top_p=top_p)[0].exp()
+    torch.testing.assert_close(got, want[order], atol=1e-6, rtol=0)
+
+
 def test_beta_0_samples_the_policy_and_beta_1_the_reference(policy, reference):
     alone = sample(policy, PROMPTS, max_new_tokens=8, seed=4)
     beta0 = sample(policy, PROMPTS, max_new_tokens=8, seed=4, reference=reference, beta=0.0)
