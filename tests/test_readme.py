@@ -129,6 +129,46 @@ def test_lm_lab_block_runs_as_a_saved_script(tmp_path):
     assert (tmp_path / "results" / "my_lab" / "REPORT.md").is_file()
 
 
+def _problem_file_block() -> str:
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if b.startswith("actions:")]
+    assert len(blocks) == 1, "expected one README yaml block of a psipo solve problem file"
+    return blocks[0]
+
+
+def test_the_problem_file_block_solves_and_its_bad_input_line_is_what_psipo_says(tmp_path):
+    """The README's problem file is a valid problem; the bad-input example after it (the same
+    file with p*(a≻b) = 0.9 on line 3) is the one line psipo prints; and the contexts it leaves
+    commented out mean what the README says: a context's own rewards replace the top level's
+    whole, an action left out of a mapping is 0."""
+    from psipo.tabular import load_problem
+
+    block = _problem_file_block()
+    (tmp_path / "p.yaml").write_text(block, encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, "-m", "psipo", "solve", "p.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("Optimal policy (ΨPO, Eq. 7/9): psi = identity, tau = 0.1")
+
+    said = re.search(r"naming file, line and field:\n`(psipo: error: p\.yaml:3: [^`]*)`", README).group(1)
+    lines = block.splitlines()
+    assert lines[2].split("#")[0].strip() == "- [0.5, 0.8, 0.9]"
+    lines[2] = lines[2].replace("0.8", "0.9", 1)
+    (tmp_path / "p.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, "-m", "psipo", "solve", "p.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert completed.returncode == 2 and completed.stderr.strip() == said
+
+    evening = next(line for line in block.splitlines() if "name: evening" in line).lstrip("# ")
+    (tmp_path / "c.yaml").write_text(
+        block + "contexts:\n  - {name: morning, rho: 0.5}\n  " + evening + "\n", encoding="utf-8"
+    )
+    problem, _ = load_problem(tmp_path / "c.yaml")
+    rewards = torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(problem.preferences[1], torch.sigmoid(rewards[:, None] - rewards[None, :]))
+
+
 OVERWRITE = "psipo train --config configs/quickstart.yaml --overwrite"
 RESUME = "psipo train --config configs/quickstart.yaml --resume"
 
