@@ -335,3 +335,15 @@ def test_model_options_the_model_or_machine_cannot_serve_are_one_line(workdir, t
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1].startswith(f"psipo: error: {message}")
+
+
+def test_epochs_beyond_a_64_bit_step_count_are_refused_not_run_until_interrupted(workdir, capsys, monkeypatch):
+    from psipo.cli import main
+
+    monkeypatch.chdir(workdir)
+    code = main(["train", "--config", "run.yaml", "--epochs", "1e300", "--max_steps", "null", "--output_dir", "null", "--progress", "false"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("psipo: error: epochs: 1e+300 passes of ") and err.endswith(
+        "optimizer steps, more than a 64-bit count; ask for fewer epochs, or set max_steps\n"
+    ), err

@@ -532,6 +532,11 @@ def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_exampl
         )
     steps_per_epoch = math.ceil(n_examples / step_pairs)
     total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * steps_per_epoch))
+    if total_steps >= 2**63:  # max_steps' own bound; beyond it the run would go on until interrupted
+        raise PsipoInputError(
+            f"epochs: {opt.epochs:g} passes of {steps_per_epoch} steps are {total_steps:.3g} optimizer steps, more than "
+            "a 64-bit count; ask for fewer epochs, or set max_steps"
+        )
     warmup_steps = int(opt.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
