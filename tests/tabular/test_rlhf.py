@@ -103,6 +103,24 @@ def test_minimiser_exists_iff_the_last_action_beats_the_first_through_the_chain(
         fit_bradley_terry(TabularProblem.create(names, table))
 
 
+def test_with_l2_and_contexts_rho_weighs_each_context_against_the_penalty():
+    """With l2 > 0 the contexts do not separate: ρ(x) scales a context's Bradley–Terry loss but
+    not its share of (l2/2)‖r‖², so a likelier context keeps larger rewards. The fit must be a
+    stationary point of E_ρ E_{µ×µ}[−p* log σ(r − r′)] + (l2/2)‖r‖², written out here."""
+    problem = TabularProblem.from_bradley_terry(
+        list("abc"), [[1.0, 0.0, -1.0], [1.0, 0.0, -1.0]], mu=[0.2, 0.3, 0.5], contexts=["u", "v"], rho=[0.1, 0.9]
+    )
+    l2 = 0.05
+    rewards = fit_bradley_terry(problem, l2=l2).requires_grad_(True)
+    weights = problem.rho[:, None, None] * problem.mu[:, :, None] * problem.mu[:, None, :] * problem.preferences
+    gaps = rewards[:, :, None] - rewards[:, None, :]
+    objective = (weights * torch.nn.functional.softplus(-gaps)).sum() + l2 / 2 * (rewards**2).sum()
+    (gradient,) = torch.autograd.grad(objective, rewards)
+    assert gradient.abs().max().item() < 1e-10
+    spread = rewards.detach()[:, 0] - rewards.detach()[:, 2]
+    assert spread[1] > spread[0]  # the same preferences, nine times the weight
+
+
 def test_fit_rewards_minimises_the_weighted_loss():
     """On counts: the fit is a stationary point (autograd gradient of the loss ≈ 0)."""
     wins = torch.tensor([[[0.0, 3.0, 1.0], [1.0, 0.0, 2.0], [1.0, 1.0, 0.0]]], dtype=F64)
