@@ -76,6 +76,18 @@ def test_bradley_terry_with_contexts_solves_each_context_alone_whatever_rho():
         torch.testing.assert_close(result.policy[x], alone.policy[0], rtol=0, atol=1e-12)
 
 
+def test_residual_and_iterations_are_the_worst_over_contexts():
+    """The first context needs Newton steps; the last is already solved at π_ref (all rewards
+    equal: p* = 1/2 everywhere), with residual 0 after 0 steps. The report must be the first
+    context's, not the last one's."""
+    rewards, pi_ref = [[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]], [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]
+    problem = TabularProblem.from_bradley_terry(["a", "b", "c"], rewards, pi_ref=pi_ref, contexts=["u", "v"])
+    result = nash_equilibrium(problem, tau=0.05)
+    first, last = (nash_equilibrium(bradley_terry(rewards[x], pi_ref[x]), tau=0.05) for x in range(2))
+    assert (last.iterations, last.residual) == (0, 0.0) and first.iterations > 0 and first.residual > 0
+    assert (result.iterations, result.residual) == (first.iterations, first.residual)
+
+
 def test_a_tiny_tau_gives_the_condorcet_winner_and_a_huge_tau_gives_pi_ref():
     """τ → 0: the best action (highest reward) beats every other, so it takes all the mass.
     τ → ∞: the preference term vanishes and π* = π_ref."""
