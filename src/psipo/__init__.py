@@ -16,6 +16,9 @@ The public API:
 * The tabular lab: :mod:`psipo.tabular`.
 * Language-model training: :mod:`psipo.lm` (not imported by ``import psipo``; its exports load
   torch and transformers on first use).
+
+Subpackages and submodules are attributes on first use (``psipo.tabular.nash_equilibrium``,
+``psipo.lm.evaluate.evaluate`` after a plain ``import psipo``), imported only then.
 """
 
 from __future__ import annotations
@@ -58,8 +61,19 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+def _submodule(package: str, name: str) -> Any:
+    """``package.name`` imported on first use when it is a public submodule (``psipo.tabular``,
+    ``psipo.lm.evaluate``), as after ``import package.name``: the README writes the API by dotted
+    name after a plain ``import psipo``. Anything else is an AttributeError."""
+    import importlib.util
+
+    if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}"):
+        return importlib.import_module(f"{package}.{name}")
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'psipo' has no attribute {name!r}")
+        return _submodule("psipo", name)
     module = _EXPORTS[name]
     return importlib.import_module(f"psipo.{name}") if module is None else getattr(importlib.import_module(module), name)

@@ -8,3 +8,11 @@ run by ``psipo experiment NAME`` (the registry is :data:`psipo.cli.experiment.EX
 * :mod:`~psipo.experiments.reporting` — what they share: :class:`~psipo.experiments.reporting.Claim`
   and its verdicts, the number formatter, Markdown tables, REPORT.md's sections, results.json.
 """
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    from psipo import _submodule
+
+    return _submodule("psipo.experiments", name)  # psipo.experiments.lm_lab, ... on first use

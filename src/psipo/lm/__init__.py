@@ -20,6 +20,9 @@ transformers):
   module's name, so not re-exported) — a model against its baseline: win rate, rewards, KL,
   lengths (``psipo evaluate``);
 * :mod:`psipo.lm.fixtures` — tiny local models and synthetic preference data.
+
+Every submodule (``psipo.lm.evaluate``, ``psipo.lm.judges``, ...) is also an attribute on first
+use, so dotted names work after ``import psipo.lm`` (or ``import psipo``) alone.
 """
 
 from __future__ import annotations
@@ -57,4 +60,6 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'psipo.lm' has no attribute {name!r}")
+    from psipo import _submodule
+
+    return _submodule("psipo.lm", name)  # psipo.lm.evaluate, psipo.lm.judges, ... on first use
