@@ -199,7 +199,7 @@ class MetricsLog:
         text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=True)
-        elif self.plain:
+        elif self.plain and text:  # not a bare "step 0: " for a record of a callback's keys only
             print(f"step {record['step']}: {text}", file=sys.stderr, flush=True)
 
     def advance(self) -> None:
