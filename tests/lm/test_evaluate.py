@@ -97,6 +97,40 @@ def test_the_two_sides_draw_independent_samples(model_dir, prompts_file, tmp_pat
     assert any(differ)
 
 
+def test_no_two_streams_of_any_seeds_share_their_samples(model_dir):
+    # The model's and the baseline's streams of every seed are distinct: evaluations with
+    # seeds 0 and 1 must not reuse one's baseline samples as the other's model samples.
+    from transformers import AutoModelForCausalLM
+
+    from psipo.lm.evaluate import sample_both
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    prompts = [[6 + i, 7 + i] for i in range(6)]
+    drawn = [sample_both(model, model, prompts, 0, seed=seed, batch_size=6, progress=False, max_new_tokens=6) for seed in range(3)]
+    streams = [str(d[side]) for d in drawn for side in ("model_ids", "baseline_ids")]
+    assert len(set(streams)) == len(streams)
+
+
+def test_the_judge_is_asked_for_p_model_over_baseline_and_each_side_gets_its_own_rewards(model_dir, prompts_file, tmp_path):
+    # An asymmetric judge and a reward on three prompts, all of them in the examples: the win
+    # of each is the judge's P(model ≻ baseline), not P(baseline ≻ model), and each side's mean
+    # reward is that of its own responses.
+    import eval_judges
+
+    results = run(model_dir, prompts_file, tmp_path, judge="eval_judges:by_hash", max_prompts=3, max_new_tokens=6)
+    examples = results["examples"]
+    prompts, ours, theirs = ([e[k] for e in examples] for k in ("prompt", "model", "baseline"))
+    assert len(examples) == 3 and ours != theirs
+    assert [e["win"] for e in examples] == eval_judges.by_hash(prompts, ours, theirs)
+    assert results["win_rate"]["mean"] == pytest.approx(sum(eval_judges.by_hash(prompts, ours, theirs)) / 3)
+
+    results = run(model_dir, prompts_file, tmp_path, judge=None, reward="eval_judges:length", max_prompts=3, max_new_tokens=6)
+    for side, key in (("model", "reward_model"), ("baseline", "reward_baseline")):
+        lengths = eval_judges.length(None, [e[side] for e in results["examples"]])
+        assert results[key]["mean"] == pytest.approx(sum(lengths) / 3)
+    assert results["reward_model"]["mean"] != results["reward_baseline"]["mean"]
+
+
 def test_a_judge_that_always_prefers_a_gives_one(model_dir, prompts_file, tmp_path):
     results = run(model_dir, prompts_file, tmp_path, judge="eval_judges:always_a")
     assert results["win_rate"]["mean"] == 1.0 and results["win_rate"]["half_width"] == 0.0

@@ -273,6 +273,16 @@ def test_top_p_keeps_the_tokens_up_to_the_first_whose_cumulative_mass_reaches_it
     torch.testing.assert_close(got, want[order], atol=1e-6, rtol=0)
 
 
+def test_inverse_cdf_draws_never_a_zero_probability_token_even_at_a_uniform_of_0():
+    # The uniforms lie in [0, 1): 0 itself (once in 2^24 draws from a float32 generator) must
+    # not pick a token before the first with mass, nor may the edge between two tokens' masses.
+    logq = torch.tensor([[0.0, 0.5, 0.0, 0.5]]).log().expand(4, 4)
+    uniforms = torch.tensor([0.0, 0.25, 0.5, 1 - 2**-24])
+    assert sampling._draw(logq, uniforms).tolist() == [1, 1, 3, 3]
+    greedy = sampling.warp_logps(torch.randn(3, 7, generator=torch.Generator().manual_seed(0)), temperature=0, top_p=1.0)
+    assert torch.equal(sampling._draw(greedy, torch.zeros(3)), greedy.argmax(-1))
+
+
 def test_beta_0_samples_the_policy_and_beta_1_the_reference(policy, reference):
     alone = sample(policy, PROMPTS, max_new_tokens=8, seed=4)
     beta0 = sample(policy, PROMPTS, max_new_tokens=8, seed=4, reference=reference, beta=0.0)
