@@ -85,6 +85,8 @@ def test_dpo_minimiser_exists_exactly_when_every_action_can_beat_every_other():
     assert empirical.never_winning_actions(DATASETS["D1"]) == [("", "c")]
     assert empirical.never_winning_actions(DATASETS["D3'"]) == [("", "c")]
     assert empirical.never_winning_actions(DATASETS["D2"]) == []
+    # D3 never mentions c: no row pushes it down, so it is not a never-winning action.
+    assert empirical.never_winning_actions(DATASETS["D3"]) == []
     assert empirical.dpo_empirical_optimum(DATASETS["D1"], tau=1.0) is None
     assert empirical.rlhf_empirical_optimum(DATASETS["D3'"], tau=1.0) is None
     uniform = torch.full((1, 3), 1 / 3, dtype=torch.float64)
