@@ -319,3 +319,40 @@ def test_the_online_gradient_vanishes_at_its_target(rewards, tau, loss):
 def test_bad_input_is_one_clear_error(call, message):
     with pytest.raises(PsipoInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
         call()
+
+
+def test_sampled_soft_labels_are_the_expected_loss_of_each_pair_and_hard_labels_pick_one_order():
+    """One pair per call, IPO at τ = 1 (target 1/2), π = (0.7, 0.3) against a uniform π_ref, so
+    h(a, b) = log(7/3), p*(a≻b) = 0.8. A pair of one action twice has h = 0: loss 1/4. A soft
+    label gives 0.8·(h − ½)² + 0.2·(h + ½)² for both orders; a hard label gives one of
+    (h − ½)² and (h + ½)². Soft and hard have the same expectation, so the convergence and
+    unbiasedness tests cannot tell them apart."""
+    problem = TabularProblem.create(["a", "b"], [[0.5, 0.8], [0.2, 0.5]])
+    logits = torch.log(torch.tensor([[0.7, 0.3]], dtype=torch.float64))
+    h = np.log(7 / 3)
+    won, lost = (h - 0.5) ** 2, (h + 0.5) ** 2
+
+    def values(labels):
+        return {
+            round(float(sampled_online_loss(
+                problem, logits, algorithm="online_ipo", tau=1.0, samples=1,
+                generator=torch.Generator().manual_seed(seed), labels=labels,
+            )), 12)
+            for seed in range(40)
+        }
+
+    assert values("soft") == {0.25, round(0.8 * won + 0.2 * lost, 12)}
+    assert values("hard") == {0.25, round(won, 12), round(lost, 12)}
+
+
+def test_sampled_contexts_follow_rho():
+    """ρ = (1, 0): every sample is from context u, where π = π_ref and the IPO loss of every pair
+    is (1/(2τ))² = 1; context v's policy is far from π_ref, so one draw of v would show."""
+    problem = TabularProblem.create(
+        ["a", "b"], [[0.5, 0.8], [0.2, 0.5]], contexts=["u", "v"], rho=[1.0, 0.0]
+    )
+    logits = torch.log(torch.tensor([[0.5, 0.5], [0.99, 0.01]], dtype=torch.float64))
+    loss = sampled_online_loss(
+        problem, logits, algorithm="online_ipo", tau=0.5, samples=500, generator=torch.Generator().manual_seed(0)
+    )
+    assert float(loss) == pytest.approx(1.0, abs=1e-12)
