@@ -144,6 +144,23 @@ def test_section_531_deterministic_pair_converges_to_the_closed_forms():
     assert bool((dpo_gap[1:] > dpo_gap[:-1]).all())
 
 
+def test_policies_are_built_from_the_trained_shifts_at_each_tau():
+    """π = π_ref·e^δ/Z for a policy loss, and π = π_ref·e^{r/τ}/Z (Eq. 3) at every τ for the one
+    RLHF reward r: the shifts are what the per-run loop checks, the policies are not."""
+    config = TabularTrainConfig(steps=60, seeds=1, record_every=30)
+    pi_ref = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    taus = [0.1, 2.0]
+    result = train_grid(DATASETS[:1], losses=["ipo", "rlhf"], taus=taus, config=config, pi_ref=pi_ref)
+    for t, tau in enumerate(taus):
+        delta = result.shifts[-1, 0, 0, result.groups.index(("ipo", tau))]
+        reward = result.shifts[-1, 0, 0, result.groups.index(("rlhf", None))]
+        for loss, exponent in (("ipo", delta), ("rlhf", reward / tau)):
+            weights = pi_ref * torch.exp(exponent)
+            policy = result.final_policies[0, result.losses.index(loss), t, 0, 0]
+            torch.testing.assert_close(policy, weights / weights.sum(), rtol=0, atol=1e-12)
+    assert result.shifts[-1].abs().max() > 0.1  # training moved them
+
+
 def test_minibatches_are_shared_across_losses_and_taus_and_uniform():
     indices = minibatch_indices(7, steps=20000, batch_size=9, num_rows=3)
     assert indices.shape == (20000, 9) and int(indices.min()) == 0 and int(indices.max()) == 2
