@@ -38,6 +38,15 @@ def test_bad_rows_raise_one_line_errors(rows, message):
     assert "\n" not in str(info.value) and str(info.value).startswith("mine: ")
 
 
+def test_a_row_without_its_context_is_refused_when_there_are_several():
+    """(y_w, y_l) is short for (x, y_w, y_l) only with one context; with two it must not be
+    put silently in the first."""
+    with pytest.raises(PsipoInputError, match=r"^mine: row 1: expected \(x, y_w, y_l\), got \('a', 'b'\)$"):
+        PreferenceDataset.from_rows(
+            [("u", "a", "b"), ("a", "b")], actions=("a", "b"), contexts=("u", "v"), name="mine"
+        )
+
+
 def test_bad_names_and_reference_policy_raise():
     with pytest.raises(PsipoInputError, match="actions: names must be distinct"):
         PreferenceDataset.from_rows([("a", "b")], actions=("a", "b", "a"))
