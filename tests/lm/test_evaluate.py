@@ -151,13 +151,32 @@ def test_the_baseline_defaults_to_the_runs_reference(model_dir, prompts_file, tm
     final.mkdir(parents=True)
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({"model": str(model_dir), "reference_model": None}))
     assert default_baseline(str(final)) == str(model_dir)
+    # a run with its own reference model: that one, not the policy's initial weights
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({"model": str(model_dir), "reference_model": str(tmp_path)}))
+    assert default_baseline(str(final)) == str(tmp_path)
     with pytest.raises(PsipoInputError, match="baseline: required"):
         default_baseline(str(model_dir))
 
 
-def test_without_temperature_one_the_kl_is_left_out_and_says_why(model_dir, prompts_file, tmp_path):
-    results = run(model_dir, prompts_file, tmp_path, temperature=0.7)
-    assert results["kl"]["mean"] is None and "temperature 1" in results["kl"]["note"]
+@pytest.mark.parametrize("keys", [{"temperature": 0.7}, {"top_p": 0.9}])
+def test_without_temperature_one_the_kl_is_left_out_and_says_why(model_dir, prompts_file, tmp_path, keys):
+    results = run(model_dir, prompts_file, tmp_path, **keys)
+    assert results["kl"]["mean"] is None and "temperature 1 and top_p 1" in results["kl"]["note"]
+
+
+def test_an_interval_reaching_past_0_or_1_is_clipped_to_what_a_win_rate_can_be():
+    from psipo.lm.evaluate import _ci, _figure
+    from psipo.stats import interval
+
+    for wins, clipped in (([1.0] * 8 + [0.0], "high"), ([0.0] * 8 + [1.0], "low")):
+        mean, half = interval(wins)
+        figure = _figure(wins, bounds=(0.0, 1.0))
+        assert figure["mean"] == mean and figure["half_width"] == half and not 0 <= mean - half < mean + half <= 1
+        assert figure[clipped] == (1.0 if clipped == "high" else 0.0)
+        other = "low" if clipped == "high" else "high"
+        assert figure[other] == pytest.approx(mean - half if other == "low" else mean + half)
+        assert _ci(figure).endswith(f"[{figure['low']:.3f}, {figure['high']:.3f}]")  # the report shows the clipped bounds
+    assert _figure([1.0] * 8 + [0.0])["high"] > 1  # a reward or a KL is not clipped
 
 
 def _exact_kl(policy, baseline, prompt, vocab, eos):
