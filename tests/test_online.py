@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psipo.errors import PsipoInputError
-from psipo.losses import ipo_loss
+from psipo.losses import dpo_loss, ipo_loss
 from psipo.online import kl_shaped_rewards, labelled_pair_losses, leave_one_out_advantages
 
 F64 = torch.float64
@@ -55,3 +55,11 @@ def test_soft_labelled_ipo_is_the_regression_onto_the_preference(h, p, tau):
     loss = labelled_pair_losses(ipo_loss, gap, zero, zero, zero, torch.tensor(p, dtype=F64), tau=tau)
     expected = (h - (p - 0.5) / tau) ** 2 + (1 - (2 * p - 1) ** 2) / (4 * tau**2)
     assert float(loss) == pytest.approx(expected, rel=1e-10, abs=1e-10)
+
+
+def test_a_hard_label_evaluates_only_the_order_it_names():
+    """π(b) = 0: h(a, b) = +∞, so DPO's loss is 0 for a ≻ b and +∞ for b ≻ a. The label a ≻ b
+    must give 0 (not 1·0 + 0·∞ = NaN), and b ≻ a must give +∞."""
+    a, b, zero = torch.tensor([-0.1, -0.1], dtype=F64), torch.full((2,), -torch.inf, dtype=F64), torch.zeros(2, dtype=F64)
+    losses = labelled_pair_losses(dpo_loss, a, b, zero, zero, torch.tensor([1.0, 0.0], dtype=F64), tau=1.0)
+    assert losses.tolist() == [0.0, torch.inf]
