@@ -179,6 +179,22 @@ def test_an_interval_reaching_past_0_or_1_is_clipped_to_what_a_win_rate_can_be()
     assert _figure([1.0] * 8 + [0.0])["high"] > 1  # a reward or a KL is not clipped
 
 
+def test_cut_fraction_counts_the_responses_without_eos_greedy_one_token_by_hand(model_dir, prompts_file, tmp_path):
+    # Greedy one-token responses: a response is cut unless the model's argmax after its prompt
+    # is EOS, which a full forward of each prompt tells independently of the sampler.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    results = run(model_dir, prompts_file, tmp_path, temperature=0, max_new_tokens=1)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    prompts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()]
+    with torch.no_grad():
+        greedy = [int(model(torch.tensor([tokenizer(p)["input_ids"]])).logits[0, -1].argmax()) for p in prompts]
+    cut = sum(token != tokenizer.eos_token_id for token in greedy) / len(greedy)
+    for side in ("model", "baseline"):
+        assert results["length"][side] == {"mean": 1.0, "cut_at_max_new_tokens": cut}
+    assert cut > 0
+
+
 def _exact_kl(policy, baseline, prompt, vocab, eos):
     """KL(π‖π_b) over responses of at most 2 tokens, by enumeration and direct forward passes."""
 
