@@ -22,9 +22,11 @@ examples:
 
 Each step samples num_generations responses per prompt from the policy (ipo_md: from its
 geometric mixture with the reference), asks the judge (or the reward) about them and takes one
-optimizer step. The run folder (output_dir) receives config.yaml, metrics.jsonl (loss, reward or
-preference_strength, kl, entropy (both left out at top_p < 1), response_length, generation_fraction,
-tokens_per_second; eval_win_rate with eval_prompts), checkpoints/step-N/ and final/. `psipo plot RUN_DIR` draws it.
+optimizer step. The run folder (output_dir) receives config.yaml, metrics.jsonl (loss; reward when
+there is one, and preference_strength for the pairwise algorithms, both with a reward-model judge;
+kl, entropy (both left out at top_p < 1), response_length, cut_fraction, generation_fraction,
+tokens_per_second; eval_win_rate, eval_kl, eval_reward with eval_prompts), checkpoints/step-N/ and
+final/. `psipo plot RUN_DIR` draws it.
 {EXIT_CODES}
 """
 
