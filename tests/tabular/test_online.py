@@ -356,3 +356,37 @@ def test_sampled_contexts_follow_rho():
         problem, logits, algorithm="online_ipo", tau=0.5, samples=500, generator=torch.Generator().manual_seed(0)
     )
     assert float(loss) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["online_ipo", "ipo_md", "offline_ipo"])
+def test_online_target_of_each_ipo_sampler_is_its_own_fixed_point(algorithm):
+    """online_target against the numpy oracles: T_0(π) = π (Nash), the damped IPO-MD iteration
+    at β = 0.5, and Eq. 9 on µ = π_ref. They differ by more than 0.03 here (test above)."""
+    problem, tau, beta = rock_paper_scissors(), 0.2, 0.5
+    preferences, pi_ref = np.array(ROCK_PAPER_SCISSORS), np.array(RPS_PI_REF)
+    target = online_target(problem, algorithm=algorithm, tau=tau, mixture=beta)[0].numpy()
+    if algorithm == "online_ipo":
+        np.testing.assert_allclose(target, ipo_md_map(preferences, pi_ref, target, tau, 0.0), rtol=0, atol=1e-12)
+    elif algorithm == "ipo_md":
+        np.testing.assert_allclose(target, damped_iteration(preferences, pi_ref, tau, beta), rtol=0, atol=1e-10)
+    else:
+        np.testing.assert_allclose(target, tilted(pi_ref, preferences @ pi_ref / tau), rtol=0, atol=1e-12)
+
+
+def test_expected_pair_loss_is_the_rho_weighted_sum_over_pairs_written_out():
+    """Σ_x ρ(x) Σ_{y,y'} π(y|x)π(y'|x)[p*·ℓ(h) + (1 − p*)·ℓ(−h)] with IPO's ℓ(h) = (h − 1/(2τ))²,
+    by loops over plain floats, on two contexts with ρ = (0.3, 0.7)."""
+    problem, tau = with_contexts(), 0.7
+    logits = torch.tensor([[0.4, -0.3, 0.1], [-0.2, 0.6, 0.0]], dtype=torch.float64)
+    pi = torch.softmax(logits, -1).tolist()
+    pi_ref, rho, preferences = problem.pi_ref.tolist(), problem.rho.tolist(), problem.preferences.tolist()
+    expected = 0.0
+    for x in range(2):
+        for y in range(3):
+            for other in range(3):
+                h = np.log(pi[x][y] / pi_ref[x][y]) - np.log(pi[x][other] / pi_ref[x][other])
+                p = preferences[x][y][other]
+                pair = p * (h - 1 / (2 * tau)) ** 2 + (1 - p) * (-h - 1 / (2 * tau)) ** 2
+                expected += rho[x] * pi[x][y] * pi[x][other] * pair
+    value = expected_online_loss(problem, logits, algorithm="online_ipo", tau=tau)
+    assert float(value) == pytest.approx(expected, rel=1e-12)
