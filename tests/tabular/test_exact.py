@@ -146,6 +146,18 @@ def test_zero_reference_probability_stays_zero_and_kl_is_infinite_off_support():
         ipo_population_loss(problem, policy, tau=0.1)
 
 
+def test_a_context_with_rho_0_does_not_count_even_where_its_kl_is_infinite():
+    """ρ = (1, 0): the policy leaves π_ref's support only in context v, which is never drawn, so
+    KL = 0 (u has π = π_ref) and the objective is u's; 0·∞ must not make them NaN."""
+    problem = TabularProblem.create(
+        ["a", "b"], [[0.5, 0.8], [0.2, 0.5]], pi_ref=[[0.5, 0.5], [1.0, 0.0]], contexts=["u", "v"], rho=[1.0, 0.0]
+    )
+    policy = [[0.5, 0.5], [0.5, 0.5]]
+    assert kl_divergence(problem, policy).item() == 0.0
+    # E_{y∼π, y'∼µ}[p*(y≻y')] with µ uniform: (0.5·(0.5 + 0.8) + 0.5·(0.2 + 0.5))/2 = 0.5
+    assert psipo_objective(problem, policy, tau=0.3, psi="identity").item() == pytest.approx(0.5, abs=1e-15)
+
+
 def test_contexts_naive_reference():
     """Total preference, KL and the identity objective against explicit loops over x, y, y'."""
     problem = TabularProblem.create(
