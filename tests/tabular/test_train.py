@@ -183,6 +183,7 @@ def test_float32_training_agrees_with_float64():
     [
         ({"taus": []}, "taus"),
         ({"taus": [0.1, -1.0]}, "taus"),
+        ({"taus": [0.0]}, r"^taus: every τ must be a finite number > 0, got 0.0$"),  # the boundary: a ">= 0" check would let it reach 1/τ
         ({"taus": [float("nan")]}, "taus"),
         ({"losses": ["kto"]}, "losses"),
         ({"losses": []}, "losses"),
