@@ -319,6 +319,14 @@ def test_kl_entropy_and_eval_kl_are_left_out_under_top_p(small_vocab_models):
 # A step's loss and metrics against an independent computation from the samples
 
 
+def _mixture_logps(policy, reference, prompt, response, beta):
+    """log q(response | prompt) under softmax((1 − β)·log π + β·log π_ref), token by token, by full forwards."""
+    with torch.no_grad():
+        rows = [m(torch.tensor([prompt + response])).logits[0, len(prompt) - 1 : -1].double().log_softmax(-1) for m in (policy, reference)]
+    logq = torch.log_softmax((1 - beta) * rows[0] + beta * rows[1], -1)
+    return float(logq.gather(1, torch.tensor(response)[:, None]).sum())
+
+
 def _words_reward(prompts, responses):
     """A reward of the decoded text: more words and higher word ids score more (not Bradley–Terry-symmetric in use)."""
     value = {f"w{i}": 1.0 + 0.5 * i for i in range(4)}
@@ -383,8 +391,11 @@ def test_a_steps_loss_and_metrics_equal_a_computation_from_its_samples(small_voc
         log_pi = [_sequence_logps(policy, ids, r) for r in responses]
         log_ref = [_sequence_logps(reference, ids, r) for r in responses]
         r = _words_reward([prompt] * k, texts).tolist()
-        kls += [a - b for a, b in zip(log_pi, log_ref)]
-        entropies += [-a for a in log_pi]
+        # ipo_md samples from q = the token-level mixture: the estimates weigh by π/q
+        log_q = [_mixture_logps(policy, reference, ids, y, keys.get("mixture", 0.0)) for y in responses]
+        weights = [math.exp(a - b) for a, b in zip(log_pi, log_q)]
+        kls += [w * (a - b) for w, a, b in zip(weights, log_pi, log_ref)]
+        entropies += [-w * a for w, a in zip(weights, log_pi)]
         lengths += [len(y) for y in responses]
         cut += [not bool(f) for f in samples.finished[x * k : (x + 1) * k]]
         if algorithm == "rloo":
@@ -420,11 +431,35 @@ def test_a_steps_loss_and_metrics_equal_a_computation_from_its_samples(small_voc
     assert record["loss"] == pytest.approx(mean(losses), rel=1e-4)
     assert abs(mean(losses) - {"online_ipo": 1.0, "ipo_md": 1.0, "online_dpo": math.log(2)}.get(algorithm, 0.0)) > 1e-3  # h ≠ 0
     assert record["response_length"] == pytest.approx(mean(lengths)) and record["cut_fraction"] == pytest.approx(mean(cut))
-    if algorithm != "ipo_md":  # samples of π itself: unweighted Monte Carlo estimates
-        assert record["kl"] == pytest.approx(mean(kls), abs=1e-5) and record["entropy"] == pytest.approx(mean(entropies), rel=1e-5)
+    assert record["kl"] == pytest.approx(mean(kls), abs=1e-5) and record["entropy"] == pytest.approx(mean(entropies), rel=1e-5)
     if rewards:
         assert record["reward"] == pytest.approx(mean(rewards), rel=1e-6)
     else:
         assert "reward" not in record
     if strengths:
         assert record["preference_strength"] == pytest.approx(mean(strengths), rel=1e-6)
+
+
+def test_every_micro_batch_and_step_samples_and_labels_from_a_stream_of_its_own(online_config, prompts, monkeypatch):
+    # Two micro-batches a step, two steps, hard labels: four sample streams and four label
+    # streams, no two alike (a shared stream would give two micro-batches the same uniforms,
+    # or labels correlated with the draws of the responses they label).
+    import psipo.lm.online as online
+    import psipo.lm.sampling as sampling
+
+    seeds = {"samples": [], "labels": []}
+
+    def spy_sample(*args, seed, **kwargs):
+        seeds["samples"].append(seed.initial_seed())
+        return real_sample(*args, seed=seed, **kwargs)
+
+    def spy_labels(preferences, *, generator):
+        seeds["labels"].append(generator.initial_seed())
+        return real_labels(preferences, generator=generator)
+
+    real_sample, real_labels = sampling.sample, online.hard_labels
+    monkeypatch.setattr(sampling, "sample", spy_sample)
+    monkeypatch.setattr(online, "hard_labels", spy_labels)
+    run(online_config, prompts, labels="hard", gradient_accumulation_steps=2, batch_size=1, max_steps=2)
+    assert len(seeds["samples"]) == len(seeds["labels"]) == 4
+    assert len(set(seeds["samples"] + seeds["labels"])) == 8
