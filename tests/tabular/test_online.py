@@ -390,3 +390,19 @@ def test_expected_pair_loss_is_the_rho_weighted_sum_over_pairs_written_out():
                 expected += rho[x] * pi[x][y] * pi[x][other] * pair
     value = expected_online_loss(problem, logits, algorithm="online_ipo", tau=tau)
     assert float(value) == pytest.approx(expected, rel=1e-12)
+
+
+def test_training_starts_at_pi_ref_and_takes_the_optimiser_it_is_given():
+    """No step returns π_ref. One step: Adam moves every logit by lr against the sign of its
+    gradient (its first step is lr·g/(|g| + ε), hence the tolerance), plain gradient descent
+    by −lr·g; the gradient is autograd's of the exact loss at log π_ref. A policy is known up
+    to a constant in its log, so the moves are compared after centring. The fixed-point tests
+    cannot see either: other starts and step rules reach the same fixed points."""
+    problem, lr = rock_paper_scissors(), 0.01
+    torch.testing.assert_close(torch.tensor(train(problem, "online_ipo", 0.5, steps=0)), problem.pi_ref)
+    logits = torch.log(problem.pi_ref).clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(expected_online_loss(problem, logits, algorithm="online_ipo", tau=0.5), logits)
+    for optimizer, move in (("adam", -lr * torch.sign(gradient)), ("sgd", -lr * gradient)):
+        policy = train_online(problem, algorithm="online_ipo", tau=0.5, steps=1, learning_rate=lr, optimizer=optimizer)
+        moved = torch.log(policy) - torch.log(problem.pi_ref)
+        torch.testing.assert_close(moved - moved.mean(), move - move.mean(), rtol=0, atol=1e-7)
