@@ -168,7 +168,7 @@ def test_the_closing_line_counts_skipped_steps_and_never_shows_empty_parentheses
     report_training(config, SimpleNamespace(main_process=True, history=history[:1], final_dir=None), ("kl",), what="model")
     assert capsys.readouterr().out.splitlines() == [
         "trained 3 steps (2 skipped as non-finite); final model: out/final",
-        "trained 1 steps; nothing was written (output_dir is null)",
+        "trained 1 step; nothing was written (output_dir is null)",  # "1 steps" once
     ]
 
 

@@ -88,4 +88,5 @@ def report_training(config: Any, result: Any, keys: tuple[str, ...], *, what: st
         print(result.train_data.summary())
     where = f"final {what}: {result.final_dir}" if result.final_dir is not None else "nothing was written (output_dir is null)"
     details = f" ({', '.join(shown)})" if shown else ""
-    print(f"trained {last.get('step', 0)} steps{details}; {where}")
+    steps = last.get("step", 0)
+    print(f"trained {steps} step{'' if steps == 1 else 's'}{details}; {where}")
