@@ -88,6 +88,19 @@ def test_residual_and_iterations_are_the_worst_over_contexts():
     assert (result.iterations, result.residual) == (first.iterations, first.residual)
 
 
+@pytest.mark.parametrize(("tau", "tolerance"), [(0.05, 1e-3), (1.0, 1e-2)])
+def test_a_loose_tolerance_stops_early_and_reports_the_true_residual(tau, tolerance):
+    """The residual is max_y |π(y) − T(π)(y)| (numpy's map here), below the tolerance it was
+    given. A loose tolerance leaves a residual far above rounding, so a wrong norm (the signed
+    max, which can be several times smaller) shows."""
+    problem = bradley_terry()
+    result = nash_equilibrium(problem, tau=tau, tolerance=tolerance)
+    policy = result.policy[0].numpy()
+    mapped = consistency_map(problem.preferences[0].numpy(), problem.pi_ref[0].numpy(), policy, tau)
+    assert result.residual == pytest.approx(np.abs(policy - mapped).max(), rel=1e-9)
+    assert 1e-9 < result.residual < tolerance
+
+
 def test_a_tiny_tau_gives_the_condorcet_winner_and_a_huge_tau_gives_pi_ref():
     """τ → 0: the best action (highest reward) beats every other, so it takes all the mass.
     τ → ∞: the preference term vanishes and π* = π_ref."""
