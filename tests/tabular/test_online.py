@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from psipo.errors import PsipoInputError
+from psipo.errors import PsipoInputError, PsipoNonFiniteError
 from psipo.tabular import (
     TabularProblem,
     expected_online_loss,
@@ -406,3 +406,10 @@ def test_training_starts_at_pi_ref_and_takes_the_optimiser_it_is_given():
         policy = train_online(problem, algorithm="online_ipo", tau=0.5, steps=1, learning_rate=lr, optimizer=optimizer)
         moved = torch.log(policy) - torch.log(problem.pi_ref)
         torch.testing.assert_close(moved - moved.mean(), move - move.mean(), rtol=0, atol=1e-7)
+
+
+def test_a_loss_that_overflows_is_an_error_not_a_nan_policy():
+    """τ = 1e-300: IPO's target 1/(2τ) squared overflows to inf at the first step. Stepping on
+    it would return a NaN policy without a word."""
+    with pytest.raises(PsipoNonFiniteError, match="^train_online: online_ipo's loss is inf at step 0$"):
+        train(rock_paper_scissors(), "online_ipo", 1e-300, steps=3)
