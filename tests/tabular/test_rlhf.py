@@ -132,6 +132,15 @@ def test_fit_rewards_minimises_the_weighted_loss():
 # --------------------------------------------------------------------------- Eq. 3
 
 
+@pytest.mark.parametrize("tau", [1e-3, 1e-300])
+def test_a_reward_off_the_reference_support_does_not_matter(tau):
+    """π_ref(c) = 0, so c's reward of 1e10 must not matter. At τ = 1e-300 its logit was
+    log 0 + 1e10/τ = −inf + inf = NaN, and the whole policy NaN; measured from c's reward,
+    the others' (r − 1e10)/τ would be −inf, NaN again."""
+    policy = kl_regularised_policy([0.5, 0.5, 0.0], [0.0, 0.0, 1e10], tau=tau)
+    assert policy.tolist() == [0.5, 0.5, 0.0]
+
+
 @pytest.mark.parametrize("tau", [1e-4, 0.1, 1.0, 50.0])
 def test_kl_regularised_policy_closed_form(tau):
     """π_ref = (1/2, 1/2), r = (1, 0): π(a) = e^{1/τ}/(e^{1/τ} + 1) = σ(1/τ)."""

@@ -228,9 +228,12 @@ def kl_regularised_policy(pi_ref: Any, reward: Any, *, tau: float) -> torch.Tens
         )
     pi_ref = checked_ref
     reward = reward.to(DTYPE) if isinstance(reward, torch.Tensor) else checked_reward
-    # r − max r (over π_ref's support) before dividing: a tiny τ gives the τ → 0 limit, not NaN
-    top = torch.where(pi_ref > 0, reward, -torch.inf).amax(-1, keepdim=True)
-    return torch.softmax(torch.log(pi_ref) + (reward - top) / tau, dim=-1)
+    # r − max r (over π_ref's support) before dividing: a tiny τ gives the τ → 0 limit, not NaN.
+    # Off the support the logit is −inf outright: log 0 + (r − top)/τ is −inf + inf = NaN where
+    # an action π_ref excludes has a reward far above the others'.
+    support = pi_ref > 0
+    top = torch.where(support, reward, -torch.inf).amax(-1, keepdim=True)
+    return torch.softmax(torch.where(support, torch.log(pi_ref) + (reward - top) / tau, -torch.inf), dim=-1)
 
 
 def rlhf_policy(problem: TabularProblem, *, tau: float, l2: float = 0.0) -> torch.Tensor:
