@@ -311,9 +311,10 @@ def test_half_precision_log_probs_are_computed_in_float32(name, dtype):
     assert torch.isfinite(ipo_loss(*far, tau=1.0)).all()
 
 
-@pytest.mark.parametrize("value", ["0.1", None, torch.tensor([0.1, 0.2]), torch.tensor(0.1)])
+@pytest.mark.parametrize("value", ["0.1", None, torch.tensor([0.1, 0.2]), torch.tensor(0.1), False])
 def test_hyperparameters_of_the_wrong_type_are_one_input_error(value):
-    """A string or None gave a TypeError from '<=', a tensor of several ε a RuntimeError."""
+    """A string or None gave a TypeError from '<=', a tensor of several ε a RuntimeError; False
+    is a bool, refused like True rather than read as ε = 0."""
     logps = logps_with_gap(torch.zeros(2))
     with pytest.raises(PsipoInputError, match="^label_smoothing: must be a number in"):
         dpo_loss(*logps, tau=1.0, label_smoothing=value)

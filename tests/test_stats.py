@@ -20,9 +20,11 @@ def test_student_t_quantiles_and_confidence_interval():
     assert torch.isnan(mean_and_ci(torch.ones(1, 1), dim=1)[1]).all()
 
 
-def test_t_quantile_needs_a_degree_of_freedom():
-    with pytest.raises(PsipoInputError, match="df"):
-        student_t_quantile(0.975, 0)
+@pytest.mark.parametrize("df", [0, 0.5])
+def test_t_quantile_needs_a_degree_of_freedom(df):
+    """df ≥ 1 as documented: the quadrature's cos^(ν−1) is unbounded at π/2 below that."""
+    with pytest.raises(PsipoInputError, match="^df: must be >= 1"):
+        student_t_quantile(0.975, df)
 
 
 @settings(max_examples=10, deadline=None)

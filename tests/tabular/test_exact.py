@@ -158,6 +158,20 @@ def test_a_context_with_rho_0_does_not_count_even_where_its_kl_is_infinite():
     assert psipo_objective(problem, policy, tau=0.3, psi="identity").item() == pytest.approx(0.5, abs=1e-15)
 
 
+@pytest.mark.parametrize("tau", [0.5, 1.0, 3.0])
+def test_logit_limit_ignores_an_unbeaten_action_outside_the_reference_support(tau):
+    """c beats a and b surely but π_ref(c) = 0. With µ uniform, a and b tie on the divergent
+    part (each loses to c with µ-mass 1/3), so π ∝ π_ref·exp(b/τ) on {a, b} with the finite
+    parts b(a) = −b(b) = (1/3)·logit(0.7): π(a)/π(b) = (7/3)^(2/(3τ)). Measured from c's lead,
+    neither a nor b would count and the policy would be NaN."""
+    problem = TabularProblem.create(
+        list("abc"), [[0.5, 0.7, 0.0], [0.3, 0.5, 0.0], [1.0, 1.0, 0.5]], pi_ref=[0.5, 0.5, 0.0]
+    )
+    ratio = (7 / 3) ** (2 / (3 * tau))
+    expected = [ratio / (1 + ratio), 1 / (1 + ratio), 0.0]
+    assert optimal_policy(problem, tau=tau, psi="logit")[0].tolist() == pytest.approx(expected, rel=1e-12)
+
+
 def test_contexts_naive_reference():
     """Total preference, KL and the identity objective against explicit loops over x, y, y'."""
     problem = TabularProblem.create(
