@@ -504,6 +504,11 @@ def test_completions_that_repeat_the_prompt_have_it_removed_and_counted(tokenize
     data = tokenize(tokenizer, [echo, {"prompt": "w1", "chosen": "w2", "rejected": "w3"}])
     assert data.pairs[0] == TokenizedPair([word(1)], [word(1), word(2), EOS], [word(1), word(3), EOS])
     assert data.n_prompt_repeated == 0 and "repeated" not in data.summary()
+    # And only when both completions of each row repeat it: a rejected one that does not keeps all its words.
+    one_sided = {"prompt": "w1 w5", "chosen": "w1 w5 w2", "rejected": "w2 w3 w4"}
+    data = tokenize(tokenizer, [rows[0], one_sided])
+    assert data.pairs[1] == TokenizedPair([word(1), word(5)], [word(1), word(5), word(2), EOS], [word(2), word(3), word(4), EOS])
+    assert data.n_prompt_repeated == 0
 
     # Messages: the prompt's turns at the start of both completions (per row: a completion
     # cannot start with the user's turn); and a string prompt next to full conversations

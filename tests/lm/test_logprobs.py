@@ -180,6 +180,33 @@ def test_k_completions_in_one_row_equal_each_scored_alone_values_and_gradients(a
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_a_model_whose_logits_are_not_its_heads_output_is_refused():
+    # Gemma 2 soft-caps its logits (cap·tanh(z/cap)): log-probs from lm_head(hidden) alone would
+    # be another model's. The same for a logit scale or an output multiplier in the config.
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from psipo.errors import PsipoInputError
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=20, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, final_logit_softcapping=0.5, sliding_window=16,
+    )  # fmt: skip
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    args = (ids, torch.ones_like(ids), torch.tensor([[0, 0, 1, 1, 1]]))
+    gemma = Gemma2ForCausalLM(config).eval()
+    with torch.no_grad():
+        hidden = gemma.model(input_ids=ids).last_hidden_state
+        assert not torch.allclose(gemma(input_ids=ids).logits, gemma.lm_head(hidden))
+    models = [gemma]
+    for attr in ("logit_scale", "output_multiplier_scale"):
+        models.append(make_tiny_model(layers=1, hidden=8, heads=2, vocab=20))
+        setattr(models[-1].config, attr, 0.5)
+    for model, attr in zip(models, ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")):
+        with pytest.raises(PsipoInputError, match=rf"^model: \w+ transforms its logits \({attr}\)"):
+            sequence_logps(model, *args, aggregation="sum")
+
+
 def test_groups_need_the_same_number_of_completions():
     with pytest.raises(ValueError, match="same number of completions"):
         collate_groups([([1], [[2], [3]]), ([1], [[2]])], 0)

@@ -92,6 +92,7 @@ def test_loss_is_log_2_at_a_zero_initialised_head(base_config, rows, held_out, m
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert first["margin"] == 0.0 and first["accuracy"] == 0.0
     assert last["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert last["eval_margin"] == 0.0 and last["eval_accuracy"] == 0.0  # a tie is not a correct ranking
     assert last["eval_ece"] == pytest.approx(0.0, abs=1e-9)
     assert last["eval_reliability"]["count"][5] == 2 * len(result.eval_data.pairs)
 
