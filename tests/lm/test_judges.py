@@ -226,16 +226,22 @@ def test_config_values_make_judges(user_module, reward_model_dir, tmp_path):
         make_reward("psipo_no_such_module:f")
 
 
+@pytest.mark.parametrize("bos", [False, True])
 @pytest.mark.parametrize("format", ["standard", "conversational"])
-def test_reward_model_tokenises_as_the_trainer_does(reward_model_dir, format):
+def test_reward_model_tokenises_as_the_trainer_does(reward_model_dir, format, bos):
     from psipo.lm.data import parse_row, tokenize_rows
     from psipo.lm.fixtures import make_synthetic_preferences
 
     rows = make_synthetic_preferences(6, vocab=64, format=format, prompt_length=(2, 20), completion_length=(1, 30), seed=5)
-    limits = {"max_length": 24, "max_prompt_length": 8}
+    limits = {"max_length": 80, "max_prompt_length": 40} if bos else {"max_length": 24, "max_prompt_length": 8}  # BOS not cut away
     rm = RewardModel.from_pretrained(reward_model_dir, **limits)
+    if bos:  # a tokenizer that adds BOS (<system>, id 3) with special tokens: plain prompts get it, chat ones not
+        from tokenizers.processors import TemplateProcessing
+
+        rm.tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single="<system> $A", special_tokens=[("<system>", 3)])
     want = tokenize_rows([parse_row(r, f"row {i}") for i, r in enumerate(rows)], rm.tokenizer, append_eos=True, **limits)
-    assert len(want.pairs) == len(rows) and want.n_truncated > 0
+    assert len(want.pairs) == len(rows) and (want.n_truncated > 0) != bos
+    assert all((p.prompt_ids[0] == 3) == (bos and format == "standard") for p in want.pairs)
     prompts = [r["prompt"] for r in rows]
     assert rm.tokenize(prompts, [r["chosen"] for r in rows]) == [p.prompt_ids + p.chosen_ids for p in want.pairs]
     assert rm.tokenize(prompts, [r["rejected"] for r in rows]) == [p.prompt_ids + p.rejected_ids for p in want.pairs]
