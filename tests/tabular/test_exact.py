@@ -172,6 +172,23 @@ def test_logit_limit_ignores_an_unbeaten_action_outside_the_reference_support(ta
     assert optimal_policy(problem, tau=tau, psi="logit")[0].tolist() == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("tau", [0.1, 1.0])
+def test_dpo_population_loss_at_the_deterministic_limit_is_finite(tau):
+    """p*(y1≻y2) = 1 and π = (1, 0), DPO's limit (§5.3.1): the pair (y1, y2) has h = +∞ and loss
+    0; (y2, y1) has loss +∞ but weight p*(y2≻y1) = 0; (y2, y2) has h = 0 by definition even
+    though log π(y2) = −∞. So the loss is (µ(y1)² + µ(y2)²)·½·log 2 = ¼ log 2 with µ uniform,
+    not NaN (0·∞, or −∞ − (−∞) on the diagonal)."""
+    loss = dpo_population_loss(two_actions(1.0), [1.0, 0.0], tau=tau)
+    assert loss.item() == pytest.approx(0.25 * math.log(2), rel=1e-15)
+
+
+def test_objective_off_the_reference_support_is_minus_infinity_even_with_a_divergent_lead():
+    """π_ref = (0, 1) and π = (1, 0): KL = ∞, so the objective is −∞ for every ε of the logit
+    limit, although y1's E_µ[logit p*] = +∞ would otherwise make it +∞."""
+    problem = TabularProblem.create(["y1", "y2"], [[0.5, 1.0], [0.0, 0.5]], pi_ref=[0.0, 1.0])
+    assert psipo_objective(problem, [1.0, 0.0], tau=0.5, psi="logit").item() == -math.inf
+
+
 def test_contexts_naive_reference():
     """Total preference, KL and the identity objective against explicit loops over x, y, y'."""
     problem = TabularProblem.create(
