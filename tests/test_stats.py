@@ -68,6 +68,8 @@ def test_interval_skips_missing_values_and_uses_the_95_percent_t_quantile():
     mean, half = interval([1.0, None, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302652730 / math.sqrt(3), abs=1e-9)
     assert interval([None, None]) is None and interval([]) is None
+    # 0.0 is a value, not a missing one: mean 1, s = √3, half-width t(0.975, 2)·√3/√3
+    assert interval([0.0, None, 0.0, 3.0]) == pytest.approx((1.0, 4.302652730), abs=1e-9)
     assert math.isnan(interval([5.0])[1])
 
 
