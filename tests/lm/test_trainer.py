@@ -81,7 +81,19 @@ def test_precomputed_reference_equals_live_reference(base_config, rows, model_di
     assert_same_weights(weights(live_run.model), weights(result.model), atol=1e-5)
 
 
-def test_a_reference_cached_under_autocast_is_not_reused_without_it(model_dir, rows, tmp_path):
+def test_pairs_with_the_same_tokens_split_otherwise_have_other_fingerprints():
+    # The reference cache and resume checks key on these: moving a token from the prompt to
+    # the completions (another chat template, another implicit-prompt rule) changes the scores.
+    from psipo.lm.data import TokenizedPair
+    from psipo.lm.reference import pairs_fingerprint
+
+    splits = [([1, 2], [3], [3, 4]), ([1], [2, 3], [2, 3, 4]), ([1, 2], [3, 3], [4]), ([], [1, 2, 3], [1, 2, 3, 3, 4])]
+    fingerprints = {pairs_fingerprint([TokenizedPair(*split)]) for split in splits}
+    assert len(fingerprints) == len(splits)
+    assert pairs_fingerprint([TokenizedPair(*splits[0])]) == pairs_fingerprint([TokenizedPair([1, 2], [3], [3, 4])])
+
+
+def test_a_reference_cached_under_autocast_or_another_aggregation_is_not_reused(model_dir, rows, tmp_path):
     # The cache key held the aggregation, device and layout but not the autocast precision: on a
     # GPU, a float32 run after a run under the accelerate config's bf16 mixed precision took its
     # bf16 reference log-probs (h ≠ 0 at π = π_ref), and the other way round.
@@ -98,6 +110,9 @@ def test_a_reference_cached_under_autocast_is_not_reused_without_it(model_dir, r
     assert not torch.allclose(under_autocast.chosen, want[0], atol=1e-4)  # the two precisions differ
     torch.testing.assert_close(without.chosen, want[0], atol=0, rtol=0)
     torch.testing.assert_close(without.rejected, want[1], atol=0, rtol=0)
+    # a per-token mean run after a sum run over the same pairs and weights: its own log-probs
+    mean = PairScorer(**(options | {"aggregation": "mean"}))
+    torch.testing.assert_close(PrecomputedReference.compute(model, pairs, scorer=mean, **cached).chosen, mean(model, pairs)[0], atol=0, rtol=0)
 
 
 def test_lora_adapters_disabled_reference_is_the_base_model(base_config, rows, model_dir):
