@@ -308,6 +308,14 @@ def test_the_online_gradient_vanishes_at_its_target(rewards, tau, loss):
         (lambda: ipo_md_fixed_point(bradley_terry(), tau=1.0, mixture="0.5"), "mixture: must be a number in [0, 1]"),
         (lambda: ipo_md_fixed_point(bradley_terry(), tau=1.0, mixture=True), "mixture: must be a number in [0, 1]"),
         (lambda: train(bradley_terry(), "rloo", 1.0), "reward: rloo needs a reward table"),
+        (lambda: train(bradley_terry(), "rloo", 1.0, reward=[1.0, float("inf"), 0.0, 0.0]), "reward: has a non-finite entry"),
+        (
+            lambda: sampled_online_loss(
+                bradley_terry(), torch.zeros(1, 4, dtype=torch.float64), algorithm="online_ipo", tau=1.0,
+                samples=0, generator=torch.Generator(),
+            ),
+            "samples: must be an integer ≥ 1, got 0",  # the mean of no samples would be NaN
+        ),
         (lambda: train(bradley_terry(), "rloo", 1.0, reward=REWARDS, num_generations=1), "num_generations"),
         (lambda: train(bradley_terry(), "rloo", 1.0, reward=REWARDS, loss="ipo"), "loss: rloo takes no pairwise loss"),
         (lambda: online_target(bradley_terry(), algorithm="online_ipo", tau=1.0, loss="hinge"), "no known fixed point"),

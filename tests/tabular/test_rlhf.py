@@ -121,6 +121,18 @@ def test_with_l2_and_contexts_rho_weighs_each_context_against_the_penalty():
     assert spread[1] > spread[0]  # the same preferences, nine times the weight
 
 
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_a_context_without_comparisons_gets_zero_rewards(l2):
+    """Context 1 has no weight at all: its rewards stay 0 (nothing to fit, no 0/0), while
+    context 0 is fitted as on its own."""
+    wins = torch.tensor([[[0.0, 3.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=F64)
+    rewards = fit_rewards(wins, l2=l2)
+    assert rewards[1].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(rewards[0], fit_rewards(wins[:1], l2=l2)[0], rtol=0, atol=0)
+    if l2 == 0:  # 3 wins to 1: σ(d) = 3/4, d = log 3, centred
+        assert rewards[0].tolist() == pytest.approx([math.log(3) / 2, -math.log(3) / 2], rel=1e-9)
+
+
 def test_fit_rewards_minimises_the_weighted_loss():
     """On counts: the fit is a stationary point (autograd gradient of the loss ≈ 0)."""
     wins = torch.tensor([[[0.0, 3.0, 1.0], [1.0, 0.0, 2.0], [1.0, 1.0, 0.0]]], dtype=F64)
