@@ -93,6 +93,18 @@ def test_pairs_with_the_same_tokens_split_otherwise_have_other_fingerprints():
     assert pairs_fingerprint([TokenizedPair(*splits[0])]) == pairs_fingerprint([TokenizedPair([1, 2], [3], [3, 4])])
 
 
+def test_model_fingerprints_see_parameter_names_and_bytes():
+    # The same tensors under other names are another model (the cache's key of π_ref's weights).
+    weight = torch.arange(6.0).reshape(2, 3)
+    fingerprints = []
+    for names in (("a", "b"), ("b", "a"), ("a", "c")):
+        module = torch.nn.Module()
+        for name, value in zip(names, (weight, weight + 1)):
+            module.register_parameter(name, torch.nn.Parameter(value.clone()))
+        fingerprints.append(model_fingerprint(module))
+    assert len(set(fingerprints)) == 3
+
+
 def test_a_reference_cached_under_autocast_or_another_aggregation_is_not_reused(model_dir, rows, tmp_path):
     # The cache key held the aggregation, device and layout but not the autocast precision: on a
     # GPU, a float32 run after a run under the accelerate config's bf16 mixed precision took its
