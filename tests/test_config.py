@@ -417,3 +417,72 @@ def test_output_folders_in_a_config_expand_the_home_folder_as_input_paths_do(tmp
     config_file.write_text(yaml.safe_dump({**required, **paths}))
     loaded = to_dict(load_config(cls, config_file))
     assert {key: loaded[key] for key in paths} == {key: str(tmp_path / value[2:]) for key, value in paths.items()}
+
+
+# --------------------------------------------------------------------------- bounds and names
+# Each test below fails on a mutant that the tests above let through (mutation testing of
+# _config.py): a nested key named without its section, a bound off by one, a type too lenient.
+
+
+@dataclasses.dataclass
+class Holder:
+    run: Nested
+    """A required section: its own required keys are named with the section."""
+
+
+def test_errors_about_a_nested_key_name_it_with_its_section():
+    with pytest.raises(PsipoInputError, match=r"^unknown key 'optim.schedul' \(did you mean 'optim.schedule'\?\)$"):
+        from_dict(Nested, {"name": "a", "optim": {"schedul": "linear"}})
+    with pytest.raises(PsipoInputError, match=r"^unknown key 'optim.zzz' \(known keys: optim.learning_rate, optim.schedule\)$"):
+        from_dict(Nested, {"name": "a", "optim": {"zzz": 1}})
+    with pytest.raises(PsipoInputError, match=r"^missing required key 'run.name'$"):
+        from_dict(Holder, {"run": {"steps": 1}})
+
+
+def test_values_of_another_type_are_refused_not_coerced():
+    @dataclasses.dataclass
+    class Typed:
+        pieces: int | Literal["auto"] = "auto"
+        """Not nullable."""
+        shape: tuple[int, ...] = (1,)
+        """A tuple stays a tuple."""
+
+    with pytest.raises(PsipoInputError, match=r"^key 'pieces': expected int or 'auto', got None$"):
+        from_dict(Typed, {"pieces": None})
+    assert from_dict(Typed, {"shape": [2, 3]}).shape == (2, 3)
+    for key, value, expected in [
+        ("verbose", 1, "true or false"),
+        ("verbose", 0, "true or false"),
+    ]:
+        with pytest.raises(PsipoInputError, match=rf"^key '{key}': expected {expected}, got {value!r}$"):
+            from_dict(Nested, {"name": "a", key: value})
+    with pytest.raises(PsipoInputError, match=r"^key 'optim.learning_rate': expected a number, got True$"):
+        from_dict(Nested, {"name": "a", "optim": {"learning_rate": True}})
+
+
+def test_the_64_bit_integer_bounds_are_exact():
+    assert from_dict(Nested, {"name": "a", "steps": -(2**63)}).steps == -(2**63)
+    for outside in (2**63, -(2**63) - 1):
+        with pytest.raises(PsipoInputError, match=rf"^key 'steps': expected an integer of at most 64 bits, got {outside}$"):
+            from_dict(Nested, {"name": "a", "steps": outside})
+
+
+def test_the_nesting_bound_is_exact(tmp_path):
+    # The top-level mapping is a level: it and MAX_NESTING - 1 lists are read, one list more is not.
+    path = tmp_path / "deep.yaml"
+    path.write_text("tags: " + "[" * MAX_NESTING + "]" * MAX_NESTING + "\n")
+    with pytest.raises(PsipoInputError, match=rf"deep.yaml:1: nested deeper than {MAX_NESTING} levels"):
+        read_yaml_mapping(path)
+
+
+def test_the_alias_expansion_bound_is_exact(tmp_path):
+    # A list of 1000 nodes (itself and 999 items), then aliases to it: exactly the bound is read.
+    items = ", ".join(["x"] * 999)
+    path = tmp_path / "aliases.yaml"
+    for copies, allowed in [(MAX_ALIAS_EXPANSION // 1000, True), (MAX_ALIAS_EXPANSION // 1000 + 1, False)]:
+        path.write_text(f"a: &a [{items}]\nb: [{', '.join(['*a'] * copies)}]\n")
+        if allowed:
+            assert len(read_yaml_mapping(path)[0]["b"]) == copies
+        else:
+            with pytest.raises(PsipoInputError, match=rf"aliases.yaml:2: aliases expand to more than {MAX_ALIAS_EXPANSION} nodes"):
+                read_yaml_mapping(path)
