@@ -486,3 +486,30 @@ def test_the_alias_expansion_bound_is_exact(tmp_path):
         else:
             with pytest.raises(PsipoInputError, match=rf"aliases.yaml:2: aliases expand to more than {MAX_ALIAS_EXPANSION} nodes"):
                 read_yaml_mapping(path)
+
+
+def test_merge_keys_may_repeat_and_an_empty_file_is_an_empty_mapping(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("a: &a {x: 1}\nb: &b {y: 2}\nother:\n  <<: *a\n  <<: *b\n")  # two merges are not a key given twice
+    assert read_yaml_mapping(path)[0]["other"] == {"x": 1, "y": 2}
+    path.write_text("# nothing set yet\n")
+    assert read_yaml_mapping(path) == ({}, {})
+    with pytest.raises(PsipoInputError, match=r"^.*run.yaml: missing required key 'name'$"):
+        load_config(Nested, path)
+    assert load_config(Nested, path, {"name": "x"}) == Nested(name="x")
+
+
+def test_invalid_json_names_the_line_of_the_error_counted_from_the_first_line():
+    with pytest.raises(PsipoInputError, match=r"^data.jsonl:8: invalid JSON: Expecting value$"):
+        parse_json('{"tau":\n}', "data.jsonl", 7)
+
+
+def test_an_option_value_that_is_not_yaml_is_taken_as_written_and_help_quotes_string_defaults():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Nested)
+    args = parser.parse_args(["--name", "a", "--steps", "[1"])  # not YAML: a string, refused by type
+    assert overrides_from_args(args)["steps"] == "[1"
+    with pytest.raises(PsipoInputError, match=r"^--steps: expected an integer, got '\[1'$"):
+        load_config(Nested, None, overrides_from_args(args))
+    helps = {a.dest: a.help for a in parser._actions if a.dest.startswith("cfg:")}
+    assert helps["cfg:optim.schedule"].endswith("(default: 'cosine')") and helps["cfg:out"].endswith("(default: None)")
