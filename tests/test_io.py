@@ -17,6 +17,7 @@ from psipo._io import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    remove_folder,
     remove_stale_temporaries,
 )
 
@@ -182,3 +183,62 @@ def test_a_folder_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypat
         root = str(tmp)
     assert {os.path.relpath(p, root) for p in synced if p.startswith(root + os.sep)} >= names
     assert str(tmp_path) in synced  # the rename itself
+
+
+def test_what_a_writer_made_private_inside_a_folder_gets_the_umask_mode(tmp_path, umask):
+    # save_pretrained (safetensors) creates 0600 files whatever the umask; folders made 0700 alike.
+    umask(0o022)
+    with atomic_directory(tmp_path / "final") as tmp:
+        os.close(os.open(tmp / "model.safetensors", os.O_WRONLY | os.O_CREAT, 0o600))
+        (tmp / "sub").mkdir(mode=0o700)
+        os.close(os.open(tmp / "sub" / "weights", os.O_WRONLY | os.O_CREAT, 0o600))
+    final = tmp_path / "final"
+    assert [mode(final / name) for name in ("model.safetensors", "sub", "sub/weights")] == [0o644, 0o755, 0o644]
+
+
+def test_a_written_file_s_rename_is_on_disk(tmp_path, monkeypatch):
+    import psipo._io
+
+    synced = []
+    monkeypatch.setattr(psipo._io.os, "fsync", lambda fd: synced.append(os.path.realpath(f"/proc/self/fd/{fd}")))
+    atomic_write_text(tmp_path / "config.yaml", "x")
+    assert synced[-1] == str(tmp_path)  # the folder, after the file's own contents
+    assert len(synced) == 2 and synced[0].startswith(str(tmp_path / ".config.yaml."))
+
+
+def test_a_replaced_folder_leaves_only_the_new_one_and_a_failed_one_only_the_old(tmp_path):
+    with atomic_directory(tmp_path / "step-1") as tmp:
+        (tmp / "weights").write_text("old")
+    with atomic_directory(tmp_path / "step-1") as tmp:
+        (tmp / "weights").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1"]
+    with pytest.raises(KeyboardInterrupt), atomic_directory(tmp_path / "step-1") as tmp:
+        (tmp / "weights").write_text("half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1"]
+    assert (tmp_path / "step-1" / "weights").read_text() == "new"
+
+
+def test_a_folder_whose_deletion_is_interrupted_leaves_a_temporary_that_is_cleaned(tmp_path, monkeypatch):
+    import shutil
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        remove_folder(tmp_path / "run")
+    monkeypatch.undo()
+    assert not (tmp_path / "run").exists()  # gone at once, as one rename
+    assert len(remove_stale_temporaries(tmp_path)) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_moved_aside_is_not_restored_over_a_link_of_that_name(tmp_path):
+    # final/ is a link (to a folder elsewhere, maybe gone): it is what the user put there.
+    (tmp_path / ".final.old").mkdir()
+    (tmp_path / "final").symlink_to(tmp_path / "elsewhere")
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [".final.old"]
+    assert (tmp_path / "final").is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["final"]
