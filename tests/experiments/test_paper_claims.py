@@ -11,6 +11,7 @@ from psipo.experiments.paper.claims import (
     not_greedy,
     not_measured,
     same_optimum,
+    unless_still_moving,
     within_tolerance,
 )
 
@@ -18,12 +19,14 @@ from psipo.experiments.paper.claims import (
 def test_within_tolerance():
     assert within_tolerance(0.004) == "holds"
     assert within_tolerance(0.03) == "does not hold"
+    assert within_tolerance(0.01) == "holds"  # "within 0.01": the tolerance itself is within
 
 
 def test_not_greedy_looks_at_the_upper_end_of_the_interval():
     assert not_greedy((0.37, 0.01)) == "holds"
     assert not_greedy((0.985, 0.01)) == "does not hold"  # the mean is below 0.99, the interval is not
     assert not_greedy((0.5, math.nan)) == "holds"  # one seed: its value
+    assert not_greedy((0.99, math.nan)) == "does not hold"  # "below 0.99": reaching it is greedy
 
 
 def test_excluded_by_dpo_only():
@@ -31,6 +34,8 @@ def test_excluded_by_dpo_only():
     assert excluded_by_dpo_only(dpo, {0.1: (0.003, 1e-4), 1.0: (0.24, 0.004), 3.0: (0.3, 0.003)}) == "holds"
     assert excluded_by_dpo_only({0.1: 0.33, 1.0: 0.33}, {0.1: (0.33, 0.0), 1.0: (0.33, 0.0)}) == "does not hold"
     assert excluded_by_dpo_only({0.1: 1e-9, 1.0: 1e-6}, {0.1: (1e-9, 0.0), 1.0: (1e-3, 0.0)}) == "does not hold"
+    good_ipo = {0.1: (0.003, 1e-4), 1.0: (0.24, 0.004), 3.0: (0.3, 0.003)}
+    assert excluded_by_dpo_only({0.1: 1e-9, 1.0: 0.2, 3.0: 0.004}, good_ipo) == "does not hold"  # "at every τ": one misses
 
 
 def test_ipo_must_lower_pi_c_gradually_as_tau_shrinks():
@@ -44,11 +49,21 @@ def test_ipo_must_lower_pi_c_gradually_as_tau_shrinks():
     assert excluded_by_dpo_only(dpo, noisy) == "holds"
     one_seed = {0.1: (0.1, math.nan), 1.0: (0.22, math.nan), 3.0: (0.2, math.nan)}  # its values: a rise
     assert excluded_by_dpo_only(dpo, one_seed) == "does not hold"
+    within_noise = {0.1: (0.29, 0.01), 1.0: (0.295, 0.01), 3.0: (0.3, 0.01)}  # lower, but by less than the noise
+    assert excluded_by_dpo_only(dpo, within_noise) == "does not hold"
 
 
 def test_same_optimum():
     assert same_optimum([0.0, 7e-9]) == "holds"
     assert same_optimum([0.0, 1e-3]) == "does not hold"
+    assert same_optimum([0.0, math.nan]) == "does not hold"  # a gap not measured (max would skip it)
+
+
+def test_unless_still_moving_needs_a_moving_quantity():
+    assert unless_still_moving("does not hold", [0.05, -0.02]) == "undecided"
+    assert unless_still_moving("does not hold", [0.05, 0.001]) == "does not hold"  # one has settled
+    assert unless_still_moving("does not hold", []) == "does not hold"  # nothing named as moving: refuted
+    assert unless_still_moving("holds", [0.05]) == "holds"
 
 
 def sigmoid(x):
@@ -161,6 +176,12 @@ def test_claims_need_their_losses_and_say_so():
     assert reasons[("P2", "[D0] ")] == "needs the loss dpo (not run)"
     assert reasons[("P7", "when ")] == "needs the losses dpo, rlhf (not run)"
     assert reasons[("P6", "[D3] ")] == "needs the loss dpo (not run)"
+    no_d1 = synthetic_results()
+    no_d1["config"]["datasets"] = ["D3'"]
+    del no_d1["datasets"]["D1"]
+    assert [c.id for c in claims(no_d1)] == ["P1", "P2", "P6", "P7"]
+    assert {item.id: item.reason for item in not_measured(no_d1) if item.statement.startswith("[D1]")} == {
+        claim_id: "needs the dataset D1 (not run)" for claim_id in ("P3", "P4", "P5")}
 
 
 def test_claims_across_tau_get_no_verdict_from_one_tau():
@@ -220,3 +241,73 @@ def test_p5_says_its_closed_form_is_derived_not_the_papers():
     p5 = next(c for c in claims(synthetic_results()) if c.id == "P5")
     assert "derived here: the paper prints no closed form for D1" in p5.statement
     assert p5.section == "§5.4, §5.2 (Eq. 17)"
+
+
+def test_p2_and_p3_fail_on_the_one_tau_that_misses_whichever_it_is():
+    """The verdicts of P2 and P3 are decided from the lowest π over τ: one τ that misses (here the
+    smallest, first in the grid and not the largest) fails the claim, and the row names it."""
+    results = synthetic_results(taus=(0.1, 1.0, 3.0), d1_dpo_rise=None)
+    results["asymptotic"]["rows"][0]["dpo"]["trained_mean"] = 0.9
+    d1_dpo = next(e for e in results["datasets"]["D1"]["results"] if (e["loss"], e["tau"]) == ("dpo", 0.1))
+    d1_dpo["trained_mean"] = [0.95, 0.05, 0.0]
+    results["curves"] = flat_curves(results)  # converged: a miss is a refutation
+    rows = {c.id: c for c in claims(results)}
+    assert rows["P2"].verdict == "does not hold" and "lowest π(y1): 0.9 at τ = 0.1" in rows["P2"].measured
+    assert rows["P3"].verdict == "does not hold" and "at τ = 0.1" in rows["P3"].measured.split(";")[0]
+
+
+def test_p4_reads_the_largest_tau_and_the_largest_probability():
+    """P4 is about strong regularisation: a near-greedy IPO policy at a small τ does not refute it,
+    and its largest probability need not be the first action's."""
+    results = synthetic_results(taus=(0.1, 1.0))
+    small = next(e for e in results["datasets"]["D1"]["results"] if (e["loss"], e["tau"]) == ("ipo", 0.1))
+    small["trained_mean"] = [0.995, 0.004, 0.001]
+    p4 = next(c for c in claims(results) if c.id == "P4")
+    assert p4.verdict == "holds" and p4.measured.startswith("π at τ = 1:")
+    large = next(e for e in results["datasets"]["D1"]["results"] if (e["loss"], e["tau"]) == ("ipo", 1.0))
+    large["trained_mean"] = [0.004, 0.995, 0.001]  # greedy on b
+    assert next(c for c in claims(results) if c.id == "P4").verdict == "does not hold"
+
+
+def test_p6_counts_as_missing_only_the_dpo_values_above_the_tolerance():
+    """DPO's π(c) misses at τ = 0.1 and is still falling there; at τ = 1 it is 1e-6, within the rule,
+    and settled: only the missing value's curve decides, so P6 is undecided, not refuted."""
+    results = synthetic_results(d1_dpo_rise=None)
+    entry = next(e for e in results["datasets"]["D3'"]["results"] if (e["loss"], e["tau"]) == ("dpo", 0.1))
+    entry["trained_mean"] = [0.5, 0.4, 0.1]
+    results["curves"] = flat_curves(results)
+    still_moving(results, "D3'", "dpo", 0.1, 2, -0.05)
+    p6 = next(c for c in claims(results) if c.id == "P6" and c.statement.startswith("[D3']"))
+    assert p6.verdict == "undecided" and "DPO π(c) at τ = 0.1 -0.05" in p6.measured
+
+
+def test_p1_and_p6_undecided_reads_the_curves_of_the_missing_values_only():
+    """A value within the rule is settled by construction: counting it among the missing ones
+    (P1) or taking the least-moving of IPO's curves (P6) would turn "still moving" into a refutation."""
+    results = synthetic_results(d1_dpo_rise=None)
+    results["asymptotic"]["rows"][0]["ipo"]["trained_mean"] -= 0.05  # misses at τ = 0.1 only
+    d3 = {e["tau"]: e for e in results["datasets"]["D3'"]["results"] if e["loss"] == "ipo"}
+    d3[0.1]["trained_mean"] = [0.4, 0.4, 0.2]  # IPO's π(c) does not fall as τ shrinks
+    results["curves"] = flat_curves(results)
+    still_moving(results, "D0", "ipo", 0.1, 0, 0.05)
+    still_moving(results, "D3'", "ipo", 0.1, 2, -0.05)  # still falling at τ = 0.1; settled at τ = 1
+    rows = {c.id: c for c in claims(results) if not c.statement.startswith("[D3]")}
+    assert rows["P1"].verdict == "undecided" and "IPO π(y1) at τ = 0.1 +0.05" in rows["P1"].measured
+    assert rows["P6"].verdict == "undecided" and "IPO π(c) (largest over τ) -0.05" in rows["P6"].measured
+
+
+def test_p6_reads_ipos_interval_half_widths():
+    """IPO's π(c) rises from τ = 3 to τ = 1 by 0.05, within the sum of the two half-widths (0.12): not
+    a rise; it falls from 0.6 to 0.02 over the grid, so P6 holds."""
+    results = synthetic_results(taus=(0.1, 1.0, 3.0))
+    d3 = {e["tau"]: e for e in results["datasets"]["D3'"]["results"] if e["loss"] == "ipo"}
+    d3[1.0]["trained_mean"] = [0.2, 0.15, 0.65]
+    for entry in d3.values():
+        entry["trained_ci95_half_width"] = [0.001, 0.001, 0.06]
+    results["curves"] = flat_curves(results)
+    assert next(c for c in claims(results) if c.id == "P6").verdict == "holds"
+
+
+def test_p7_names_the_datasets_outside_prop4():
+    p7 = next(c for c in claims(synthetic_results()) if c.id == "P7")
+    assert p7.measured.endswith("(D1, D3': no Bradley–Terry minimiser, outside Prop. 4)")
