@@ -176,3 +176,26 @@ def test_decoding_and_recursion_errors_never_become_tracebacks(monkeypatch, caps
 def test_an_option_given_twice_or_abbreviated_is_refused_not_silently_read(argv, expected, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err == f"psipo: error: {expected}\n"
+
+
+def test_a_swallowed_ctrl_c_leaves_an_explicit_exit_its_own_code(monkeypatch, capsys):
+    # Only errors are read as the interrupt's doing: a sys.exit after it keeps its code.
+    def swallowing_then_exiting(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        sys.exit(5)
+
+    monkeypatch.setattr("psipo.cli.solve.run", swallowing_then_exiting)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["solve", "p.yaml"])
+    assert exit_info.value.code == 5 and capsys.readouterr().err == ""
+
+
+def test_words_after_a_double_dash_are_not_options_given_twice(tmp_path, monkeypatch, capsys):
+    (tmp_path / "--json").write_text(PROBLEM)  # a problem file with an option's name
+    monkeypatch.chdir(tmp_path)
+    assert main(["solve", "--json", "--", "--json"]) == 0
+    assert '"policy"' in capsys.readouterr().out
