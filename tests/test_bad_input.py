@@ -199,3 +199,16 @@ def test_words_after_a_double_dash_are_not_options_given_twice(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert main(["solve", "--json", "--", "--json"]) == 0
     assert '"policy"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["solve"], "the following arguments are required: PROBLEM_FILE (see `psipo solve --help`)"),
+        (["bogus"], "argument COMMAND: invalid choice: 'bogus' (choose from 'reproduce', 'solve', 'train', 'online', "
+         "'reward', 'evaluate', 'plot', 'experiment') (see `psipo --help`)"),
+    ],
+)
+def test_argparse_s_own_complaints_are_one_line_pointing_at_the_right_help(argv, expected, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"psipo: error: {expected}\n"
