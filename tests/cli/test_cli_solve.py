@@ -381,3 +381,47 @@ def test_output_onto_a_full_disk_is_one_line_exit_1(monkeypatch, capsys):
         psipo.cli.run()
     assert exit_info.value.code == 1 and dropped == [True]
     assert capsys.readouterr().err == "psipo: error: cannot write the output: No space left on device\n"
+
+
+class _HeldOutput:
+    """A stdout that takes writes into its buffer, and whose flush fails with ``error``."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        raise self.error
+
+
+def test_a_file_error_with_unflushable_output_is_one_line_and_the_output_is_dropped(monkeypatch, capsys):
+    # A file the system will not write, with output still buffered for a full disk: main flushes
+    # it (and drops it when that fails too) before its one line, so that exit does not add a second.
+    import psipo.cli
+
+    def failing(args):
+        print("part of a table")
+        raise OSError(errno.ENOSPC, "No space left on device", "out.json")
+
+    dropped = []
+    monkeypatch.setattr("psipo.cli.solve.run", failing)
+    monkeypatch.setattr(sys, "stdout", _HeldOutput(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(psipo.cli, "_stdout_to_devnull", lambda: dropped.append(True))
+    assert main(["solve", "p.yaml"]) == 1
+    assert dropped == [True]
+    assert capsys.readouterr().err == "psipo: error: out.json: No space left on device\n"
+
+
+def test_a_pipe_that_closes_before_the_final_flush_is_141_without_a_word(monkeypatch, capsys):
+    import psipo.cli
+
+    dropped = []
+    monkeypatch.setattr(sys, "stdout", _HeldOutput(BrokenPipeError(errno.EPIPE, "Broken pipe")))
+    monkeypatch.setattr(psipo.cli, "main", lambda: 0)
+    monkeypatch.setattr(psipo.cli, "_stdout_to_devnull", lambda: dropped.append(True))
+    with pytest.raises(SystemExit) as exit_info:
+        psipo.cli.run()
+    assert exit_info.value.code == 141 and dropped == [True]
+    assert capsys.readouterr().err == ""
