@@ -212,3 +212,10 @@ def test_words_after_a_double_dash_are_not_options_given_twice(tmp_path, monkeyp
 def test_argparse_s_own_complaints_are_one_line_pointing_at_the_right_help(argv, expected, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err == f"psipo: error: {expected}\n"
+
+
+def test_a_library_s_error_is_quoted_by_its_first_line_or_its_type():
+    from psipo.errors import first_line
+
+    assert first_line(OSError("header too large\n  at offset 8\n")) == "header too large"
+    assert first_line(ValueError("\n  \n")) == "ValueError"
