@@ -25,17 +25,24 @@ from psipo.experiments.lm_lab.data import (
 )
 from psipo.experiments.lm_lab.enumeration import enumerate_logps
 from psipo.experiments.lm_lab.evaluate import (
+    DataMasks,
     EmpiricalOptima,
     Evaluator,
     TrainingPairs,
     enumerated_problem,
     normalised,
 )
-from psipo.experiments.lm_lab.montecarlo import kl_estimate, sample_responses
+from psipo.experiments.lm_lab.montecarlo import (
+    NORMAL_975,
+    kl_estimate,
+    sample_responses,
+    stratified_mean_ci,
+)
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.sweep import consistency_sweep, laplacian_shift, log_log_slope
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.world import all_responses, make_world, preference, preference_table
+from psipo.tabular.problem import TabularProblem
 
 TINY_MODEL = LabModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
 
@@ -89,6 +96,37 @@ def test_enumerated_probabilities_sum_to_one_and_match_the_chain_rule(lab):
             assert torch.allclose(logps[x], by_hand, atol=1e-5, rtol=0)
     # π_ref is a genuine, non-uniform LM.
     assert float(reference_logps.exp().max()) > 3.0 / len(responses)
+
+
+def test_dataset_metrics_and_training_losses_by_hand():
+    """One prompt, responses 0–3, pairs 0 ≻ 1 and 1 ≻ 2: 0 only won, 2 only lost, 1 both, 3 unseen."""
+    reference, policy = [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]
+    problem = TabularProblem.create(["0", "1", "2", "3"], [[0.5] * 4] * 4, mu=[reference], pi_ref=[reference],
+                                    contexts=["x0"])
+    data = PreferenceData(torch.tensor([0, 0]), torch.tensor([[0], [1]]), torch.tensor([[1], [2]]))
+    masks = DataMasks.from_data(data, (1, 4), vocab_size=4)
+    assert masks.only_won.tolist() == [[True, False, False, False]]
+    assert masks.only_lost.tolist() == [[False, False, True, False]]
+    out = Evaluator(problem).metrics(torch.log(torch.tensor([policy], dtype=torch.float64)), tau=0.5, masks=masks)
+    assert out["unseen_mass"] == pytest.approx(0.4)
+    assert out["only_won_mass"] == pytest.approx(0.1)
+    assert out["only_lost_log_ratio"] == pytest.approx(math.log(0.3 / 0.2))
+    assert out["only_won_log_ratio"] == pytest.approx(math.log(0.1 / 0.4))
+    assert out["kl"] == pytest.approx(sum(p * math.log(p / r) for p, r in zip(policy, reference)))
+    tau, h = 0.5, [math.log(0.25 / (2 / 3)), math.log((2 / 3) / 1.5)]  # h = log-ratio of y_w minus y_l's
+    summary = TrainingPairs.from_data(data, 4).summary(torch.log(torch.tensor([policy])), torch.log(torch.tensor([reference])), tau)
+    assert summary["mean_gap"] == pytest.approx(sum(h) / 2)
+    assert summary["dpo_training_loss"] == pytest.approx(sum(math.log1p(math.exp(-tau * g)) for g in h) / 2)
+    assert summary["ipo_training_loss"] == pytest.approx(sum((g - 1 / (2 * tau)) ** 2 for g in h) / 2)
+
+
+def test_stratified_mean_ci_by_hand():
+    """Two prompts, two draws each: the mean of the prompt means, variance Σ var_x / (X² n)."""
+    mean, half = stratified_mean_ci(torch.tensor([[1.0, 3.0], [5.0, 9.0]]))
+    assert mean == pytest.approx(4.5)
+    assert half == pytest.approx(NORMAL_975 * math.sqrt((2.0 + 8.0) / (2**2 * 2)))
+    unequal = stratified_mean_ci(torch.tensor([[0.0, 0.0], [4.0, 4.0]]))
+    assert unequal == (2.0, 0.0)
 
 
 def test_exact_kl_agrees_with_monte_carlo_within_its_interval(lab):

@@ -58,6 +58,8 @@ def test_flat_at_every_n():
     assert flat_at_every_n(["undecided", "undecided"]) == "undecided"
     assert flat_at_every_n(["undecided", "does not hold"]) == "does not hold"
     assert flat_at_every_n(["holds", "undecided", "does not hold"]) == "partly"
+    assert flat_at_every_n(["partly", "does not hold"]) == "partly"  # held partly at one N
+    assert flat_at_every_n(["partly", "undecided"]) == "partly"  # undecided at one N, only partly at the other
 
 
 def sweep_rows(*, ipo_rate=-0.5, dpo_kl_slope=0.0, oracle="bt:inf", minimiser_from=math.inf):
@@ -97,6 +99,9 @@ def test_c19_and_c20_hold_when_the_runs_behave_as_the_paper_says():
     measured = {c.id: c for c in lm_sweep_claims(lm_sweep_results(sweep_rows()))}
     assert {k: c.verdict for k, c in measured.items()} == {"C19": "holds", "C20": "holds"}
     assert "N^-0.5" in measured["C19"].measured and "N=4096" in measured["C20"].measured
+    # TV = τ·N^-½ at the smallest and the largest N, C2's slopes from the smallest N on
+    assert "τ=0.1: TV 0.0125 ± " in measured["C19"].measured and " → 0.00156 ± " in measured["C19"].measured
+    assert measured["C20"].measured.startswith("N=64: slope DPO")
 
 
 def test_c19_and_c20_fail_when_ipo_drifts_away_and_dpo_follows_tau():

@@ -214,3 +214,17 @@ def test_online_keys_are_validated():
     config.online.algorithms, config.online.num_generations = ["online_ipo"], 1
     with pytest.raises(PsipoInputError, match="online.num_generations"):
         validate(config)
+
+
+def test_c17_margin_is_to_the_nearest_other_target():
+    """Online IPO ends 0.01 from the Nash equilibrium but 0.005 from IPO-MD's fixed point: nearer another
+    target than its own, whatever its distance (0.5) to the Eq. 9 optimum. Offline IPO is nearest its own."""
+    result = synthetic_section([0.71, 0.712, 0.711], [0.53, 0.531, 0.529])
+    for run in result["runs"]:
+        if run["algorithm"] == "online_ipo":
+            run["final"].update(tv_to_nash=0.01 + 0.001 * run["seed"], tv_to_ipo_md=0.005, tv_to_offline=0.5)
+        else:
+            run["final"].update(tv_to_nash=0.2, tv_to_ipo_md=0.2, tv_to_offline=0.01 + 0.001 * run["seed"])
+    c17 = next(c for c in claims(results_with(result)) if c.id == "C17")
+    assert c17.verdict == "partly"
+    assert "online_ipo: TV to its target 0.011 ± 0.0025, margin to the nearest other -0.006 ± 0.0025" in c17.measured

@@ -173,12 +173,14 @@ def test_population_settings_are_checked_and_blamed_on_their_key(override, value
 def test_reached_is_ten_percent_of_the_reference_distance_or_one_hundredth():
     assert reached(0.05, 0.6) and not reached(0.07, 0.6)
     assert reached(0.009, 0.02) and not reached(0.011, 0.02)
+    assert reached(0.01, 0.02)  # "at most": the floor itself is reached
 
 
 def test_reaches_target():
     assert reaches_target([(0.05, 0.6), (0.005, 0.03)]) == "holds"
     assert reaches_target([(0.05, 0.6), (0.2, 0.3)]) == "partly"
     assert reaches_target([(0.05, 0.6), (0.4, 0.3)]) == "does not hold"
+    assert reaches_target([(0.05, 0.6), (0.3, 0.3)]) == "does not hold"  # as far as π_ref: not closer
 
 
 def test_approaches_argmax():
@@ -186,6 +188,8 @@ def test_approaches_argmax():
     assert approaches_argmax([(0.001, 0.9), (0.001, 0.01)]) == "partly"
     assert approaches_argmax([(0.001, 0.9), (0.001, 0.0005)]) == "does not hold"
     assert approaches_argmax([(0.6, 0.55)]) == "holds"  # past the majority, whatever π_ref had
+    assert approaches_argmax([(0.001, 0.5)]) == "partly"  # half the mass is no majority
+    assert approaches_argmax([(0.3, 0.3)]) == "does not hold"  # no more than under π_ref
 
 
 def test_reaches_projection():
