@@ -513,3 +513,12 @@ def test_an_option_value_that_is_not_yaml_is_taken_as_written_and_help_quotes_st
         load_config(Nested, None, overrides_from_args(args))
     helps = {a.dest: a.help for a in parser._actions if a.dest.startswith("cfg:")}
     assert helps["cfg:optim.schedule"].endswith("(default: 'cosine')") and helps["cfg:out"].endswith("(default: None)")
+
+
+def test_an_option_into_a_section_the_file_sets_to_a_value_blames_the_file(tmp_path):
+    # `--optim.learning_rate 0.5` over `optim: 3` was a TypeError traceback (from setting a key in 3).
+    path = tmp_path / "run.yaml"
+    for value, shown in [("3", "3"), ("[1]", r"\[1\]"), ("", "None")]:
+        path.write_text(f"name: a\noptim: {value}\n")
+        with pytest.raises(PsipoInputError, match=rf"^.*run.yaml:2: key 'optim': expected a mapping of its keys, got {shown}$"):
+            load_config(Nested, path, {"optim.learning_rate": 0.5})

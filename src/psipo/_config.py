@@ -516,9 +516,13 @@ def blame(
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested ``data``; a section that holds something else (``a: 3`` in a
+    file) is a PsipoInputError naming it, not a TypeError."""
     *parents, leaf = dotted.split(".")
-    for p in parents:
+    for i, p in enumerate(parents):
         data = data.setdefault(p, {})
+        if not isinstance(data, dict):
+            raise PsipoInputError(f"key '{'.'.join(parents[: i + 1])}': expected a mapping of its keys, got {data!r}")
     data[leaf] = value
 
 
@@ -555,9 +559,9 @@ def load_config(
         from_file, lines = read_yaml_mapping(path)
         _merge(data, from_file)
     overrides = dict(overrides or {})
-    for key, value in overrides.items():
-        _set_dotted(data, key, value)
     try:
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
         config = from_dict(cls, data)
         if check is not None:
             check(config)
