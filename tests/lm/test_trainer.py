@@ -434,3 +434,60 @@ def test_weight_decay_shrinks_weight_matrices_not_biases_or_norm_gains(weight_de
     for name, p in model.named_parameters():
         shrink = 1 - 0.1 * weight_decay if p.ndim >= 2 else 1.0
         torch.testing.assert_close(p.detach(), before[name] * shrink, rtol=1e-6, atol=0, msg=name)
+
+
+def test_each_epoch_sees_every_pair_once_in_its_own_order_and_records_count_epochs(base_config, rows, monkeypatch):
+    # 30 pairs in steps of 8: 4 steps an epoch, one of them 6 pairs (none dropped, none seen
+    # twice); the second epoch draws another order. A record's epoch is steps done / 4.
+    from psipo.lm.trainer import PreferenceTask
+
+    seen = []
+    losses = PreferenceTask.losses
+
+    def recording(self, indices):
+        seen.append(list(indices))
+        return losses(self, indices)
+
+    monkeypatch.setattr(PreferenceTask, "losses", recording)
+    history = run(base_config, rows, max_pairs=30, max_steps=None, epochs=2, learning_rate=1e-4).history
+    assert [r["step"] for r in history] == list(range(1, 9))
+    assert [r["epoch"] for r in history] == [k / 4 for k in range(1, 9)]
+    first, second = [i for b in seen[:4] for i in b], [i for b in seen[4:] for i in b]
+    assert sorted(len(b) for b in seen[:4]) == sorted(len(b) for b in seen[4:]) == [6, 8, 8, 8]
+    assert sorted(first) == sorted(second) == list(range(30))
+    assert first != second
+    # A fraction of an epoch rounds up to whole steps: 0.3 × 4 = 1.2 → 2.
+    assert len(run(base_config, rows, max_steps=None, epochs=0.3, output_dir=None).history) == 2
+
+
+def test_clipping_bounds_the_gradient_the_optimizer_steps_with(base_config, rows, monkeypatch):
+    # The record's grad_norm is the norm before clipping; AdamW must step with the clipped
+    # gradient (norm max_grad_norm), or with the whole one when max_grad_norm is null.
+    stepped = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad.double() for group in self.param_groups for p in group["params"] if p.grad is not None]
+        stepped.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    clipped = run(base_config, rows, max_steps=2, max_grad_norm=1e-3, output_dir=None).history
+    assert all(r["grad_norm"] > 1e-2 for r in clipped)
+    assert stepped == pytest.approx([1e-3, 1e-3], rel=1e-4)
+    stepped.clear()
+    whole = run(base_config, rows, max_steps=2, max_grad_norm=None, output_dir=None).history
+    assert stepped == pytest.approx([r["grad_norm"] for r in whole], rel=1e-4)
+
+
+def test_a_record_of_several_steps_averages_them_and_the_last_step_is_always_recorded(base_config, rows, tmp_path):
+    # logging_steps 2 over 5 steps: records at 2, 4 and 5 (the last, though 5 is not a
+    # multiple of 2), each the mean over its own steps (every step has 8 pairs) — the
+    # records of logging_steps 1, averaged by hand.
+    each = run(base_config, rows, max_steps=5, logging_steps=1, output_dir=str(tmp_path / "a")).history
+    pairs = run(base_config, rows, max_steps=5, logging_steps=2, output_dir=str(tmp_path / "b")).history
+    assert [r["step"] for r in pairs] == [2, 4, 5]
+    for record, steps in zip(pairs, [each[0:2], each[2:4], each[4:5]]):
+        for key in ("loss", "h_mean", "accuracy", "kl", "grad_norm"):
+            assert record[key] == pytest.approx(sum(r[key] for r in steps) / len(steps), rel=1e-9, abs=1e-12), key
+        assert record["lr"] == steps[-1]["lr"]  # the lr of the step it ends with
