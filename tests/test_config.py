@@ -14,6 +14,7 @@ from psipo._config import (
     MAX_ALIAS_EXPANSION,
     MAX_NESTING,
     add_arguments,
+    decode_utf8,
     field_docs,
     flat,
     from_dict,
@@ -522,3 +523,21 @@ def test_an_option_into_a_section_the_file_sets_to_a_value_blames_the_file(tmp_p
         path.write_text(f"name: a\noptim: {value}\n")
         with pytest.raises(PsipoInputError, match=rf"^.*run.yaml:2: key 'optim': expected a mapping of its keys, got {shown}$"):
             load_config(Nested, path, {"optim.learning_rate": 0.5})
+
+
+def test_a_byte_order_mark_is_dropped_and_a_top_level_that_is_no_mapping_is_one_line(tmp_path):
+    # as Windows editors save UTF-8; json.loads refuses the mark, so it is dropped for JSON files too
+    assert decode_utf8("\ufeff{}".encode(), "data.json") == "{}"
+    path = tmp_path / "run.yaml"
+    path.write_text("- name: a\n")
+    with pytest.raises(PsipoInputError, match=r"^.*run.yaml: expected a mapping of keys at the top level, got list$"):
+        load_config(Nested, path)
+    with pytest.raises(PsipoInputError, match=r"^data.jsonl:8: not valid UTF-8 \(byte 0xe9 at column 1\)"):
+        decode_utf8(b'{"a": 1}\n\xe9', "data.jsonl", first_line=7)  # one line of a file, from its line 7
+
+
+def test_help_says_which_keys_are_required():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Nested)
+    helps = {a.dest: a.help for a in parser._actions if a.dest.startswith("cfg:")}
+    assert helps["cfg:name"] == "Run name (required). (default: 'required')"
