@@ -33,8 +33,9 @@ def test_plot_writes_a_png(tmp_path):
 
 def test_plot_out_option_and_errors(tmp_path, capsys):
     write_run(tmp_path / "run")
-    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "figs" / "c.png")]) == 0
-    assert (tmp_path / "figs" / "c.png").is_file()
+    # the suffix in any case: C.PNG is a PNG file too
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "figs" / "C.PNG")]) == 0
+    assert (tmp_path / "figs" / "C.PNG").read_bytes().startswith(b"\x89PNG")
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err == f"psipo: error: {tmp_path / 'nothing'}: no such run folder\n"
     (tmp_path / "other").mkdir()
