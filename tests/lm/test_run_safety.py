@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -247,6 +248,49 @@ def test_a_loss_that_overflows_at_the_start_names_tau(base_config, rows, tmp_pat
     assert not (tmp_path / "run" / "final").exists()
 
 
+@pytest.mark.parametrize("save_steps", [2, None], ids=["checkpoint", "final"])
+def test_weights_an_update_made_non_finite_are_never_saved(base_config, rows, tmp_path, monkeypatch, save_steps):
+    # A step of finite loss and gradient may still leave a non-finite weight (an update that
+    # overflows). The weights are checked before each checkpoint and before final/: the run
+    # stops at that step, and neither step-2 nor final/ is written.
+    step = torch.optim.AdamW.step
+    calls = []
+
+    def poisoning_step(self, *args, **kwargs):
+        result = step(self, *args, **kwargs)
+        calls.append(len(calls))
+        if len(calls) == 2:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoning_step)
+    with pytest.raises(PsipoNonFiniteError, match=r"^step 2: non-finite weights, training stopped"):
+        run(base_config, rows, max_steps=4 if save_steps else 2, save_steps=save_steps, save_total_limit=None)
+    out = tmp_path / "run"
+    assert not (out / "final").exists() and not (out / "checkpoints" / "step-2").exists()
+
+
+def test_a_signal_during_the_last_step_waits_for_final_not_for_a_checkpoint(base_config, rows, tmp_path, monkeypatch):
+    # The last step goes on to final/ (the run is complete) and only then stops; a checkpoint
+    # of the last step in its place would leave a run without final/, for --resume to finish.
+    step = torch.optim.AdamW.step
+    calls = []
+
+    def signalled_step(self, *args, **kwargs):
+        calls.append(len(calls))
+        if len(calls) == 3:  # max_steps 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", signalled_step)
+    with pytest.raises(KeyboardInterrupt):
+        run(base_config, rows, save_steps=None)
+    out = tmp_path / "run"
+    assert load_file(out / "final" / "model.safetensors")
+    assert not (out / "checkpoints").exists() or not list((out / "checkpoints").iterdir())
+
+
 def nan_on_call(monkeypatch, bad_calls):
     """Make the trainer's loss return NaN on the given (0-based) calls."""
     calls = []
@@ -283,6 +327,10 @@ def test_on_nonfinite_skip_leaves_the_weights_and_counts_the_step(base_config, r
     same = [torch.equal(a, b) for a, b in zip(seen[2], seen[3])]
     moved = [torch.equal(a, b) for a, b in zip(seen[3], seen[4])]
     assert all(same) and not all(moved)  # step 3 left every weight as it was; step 4 trained
+    # A skipped step keeps its place in the schedule (cosine over 4 steps, no warm-up): step 4
+    # trains at step 4's learning rate, not at the one step 3 did not use.
+    cosine = [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert [r["lr"] for r in skipped.history] == pytest.approx(cosine, rel=1e-12)
 
 
 def test_on_nonfinite_skip_stops_at_the_third_non_finite_step_in_a_row(base_config, rows, tmp_path, monkeypatch):
