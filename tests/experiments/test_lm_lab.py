@@ -107,7 +107,10 @@ def test_dataset_metrics_and_training_losses_by_hand():
     masks = DataMasks.from_data(data, (1, 4), vocab_size=4)
     assert masks.only_won.tolist() == [[True, False, False, False]]
     assert masks.only_lost.tolist() == [[False, False, True, False]]
-    out = Evaluator(problem).metrics(torch.log(torch.tensor([policy], dtype=torch.float64)), tau=0.5, masks=masks)
+    out = Evaluator(problem).metrics(torch.log(torch.tensor([policy], dtype=torch.float64)), tau=0.5, masks=masks,
+                                     empirical_optimum=torch.tensor([reference], dtype=torch.float64))
+    assert out["tv_to_empirical_optimum"] == pytest.approx(0.5 * (0.3 + 0.1 + 0.1 + 0.3))
+    assert out["kl_to_empirical_optimum"] == pytest.approx(sum(p * math.log(p / r) for p, r in zip(policy, reference)))
     assert out["unseen_mass"] == pytest.approx(0.4)
     assert out["only_won_mass"] == pytest.approx(0.1)
     assert out["only_lost_log_ratio"] == pytest.approx(math.log(0.3 / 0.2))
@@ -416,3 +419,17 @@ def test_values_that_would_crash_mid_run_or_count_a_run_twice_are_refused_up_fro
     assert main(["experiment", "lm", "--quick", *args, "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == f"psipo: error: {message}\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_empirical_optima_of_a_two_to_one_record_by_hand():
+    """0 beat 1 twice and lost once (2 unseen): Bradley–Terry gives r̂(0) − r̂(1) = log 2, so DPO's optimum
+    π_ref·exp(r̂/τ) has π(0)/π(1) = 2^(1/τ); IPO's least squares gives h = (2 − 1)/3 · 1/(2τ)."""
+    data = PreferenceData(torch.tensor([0, 0, 0]), torch.tensor([[0], [0], [1]]), torch.tensor([[1], [1], [0]]))
+    optima = EmpiricalOptima(torch.full((1, 3), math.log(1 / 3), dtype=torch.float64), data, vocab_size=3)
+    assert optima.dpo_exists
+    for tau in (0.5, 2.0):
+        dpo, ipo = optima.dpo(tau)[0], optima.ipo(tau)[0]
+        assert float(dpo[0] / dpo[1]) == pytest.approx(2 ** (1 / tau))
+        assert float(ipo[0] / ipo[1]) == pytest.approx(math.exp(1 / (6 * tau)))
+        # minimum norm: shifts ±h/2 on 0 and 1, none on the unseen 2
+        assert float(ipo[2]) == pytest.approx(1 / (2 * math.cosh(1 / (12 * tau)) + 1))

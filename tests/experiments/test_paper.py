@@ -11,7 +11,7 @@ from psipo.errors import PsipoInputError
 from psipo.experiments.paper import ReproduceConfig, run_experiment
 from psipo.experiments.paper.experiment import population_problem
 from psipo.experiments.paper.report import render_report
-from psipo.experiments.reporting import VERDICTS, read_results
+from psipo.experiments.reporting import VERDICTS, format_number, read_results
 from psipo.tabular.datasets import paper_datasets
 from psipo.tabular.train import TabularTrainConfig
 
@@ -151,3 +151,23 @@ def test_the_report_names_every_setting_that_departs_from_the_papers(results):
     assert "learning_rate" not in line and "rows per minibatch" not in line  # those are the paper's
     assert "this τ grid is psipo's choice" in line and "float64" in line
     assert "rlhf: not in the paper's figures" in line and "D2, D3': not in the paper's figures" in line
+
+
+def test_the_reports_sentences_state_the_numbers_of_its_results(results):
+    """Each "at most" and "widest" the report states is the extreme of the numbers it summarises."""
+    results, out = results
+    report = (out / "REPORT.md").read_text()
+    rows = results["asymptotic"]["rows"]
+    widest = max(row[loss]["trained_ci95_half_width"] for row in rows for loss in results["asymptotic"]["losses"])
+    assert f"the widest confidence interval below has half-width {format_number(widest, 2)}." in report
+    gap = max(abs(row["ipo"]["empirical_optimum"] - row["ipo"]["closed_form"]) for row in rows)
+    assert f"(largest difference over τ: {format_number(gap, 2)})" in report
+    for name in ("D1", "D3'"):
+        section = results["datasets"][name]
+        index = [section["actions"].index(a) for a in section["never_winning_actions"]]
+        highest = max(e["trained_mean"][i] for e in section["results"] if e["loss"] == "dpo" for i in index)
+        assert f"is at most {format_number(highest, 2)} at every τ." in report
+    d2 = results["datasets"]["D2"]["results"]
+    distance = {loss: max(abs(p - 1 / 3) for e in d2 if e["loss"] == loss for p in e["trained_mean"])
+                for loss in ("ipo", "dpo", "rlhf")}
+    assert "from uniform over τ: " + ", ".join(f"{loss.upper()} {format_number(v, 2)}" for loss, v in distance.items()) in report
