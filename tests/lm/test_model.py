@@ -13,10 +13,13 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from huggingface_hub import constants
@@ -281,3 +284,76 @@ def test_a_missing_quickstart_fixture_says_how_to_make_it(tmp_path, monkeypatch)
     other = ModelConfig(model="./elsewhere/model")
     with pytest.raises(PsipoInputError, match=r"no such local folder$"):
         load_causal_lm(other.model, other)
+
+
+# --------------------------------------------------------------------------- psipo.lm.hub, in-process
+# Each test below fails on a mutant of psipo/lm/hub.py that the tests above let through.
+
+
+def test_local_paths_come_back_expanded_and_a_file_names_its_folder(monkeypatch, tmp_path, online):
+    online(closed_port_endpoint())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    (tmp_path / "models" / "m" / "config.json").write_text("{}")
+    assert resolve_hub_name("~/models/m", key="model", what="a causal LM") == str(tmp_path / "models" / "m")
+    with pytest.raises(PsipoInputError, match=r"^model: ~/models/m/config.json is a file; give the folder that holds it and its companions \(~/models/m\)$"):
+        resolve_hub_name("~/models/m/config.json", key="model", what="a causal LM")
+
+
+def test_offline_by_transformers_variable_names_that_variable(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(PsipoInputError, match=r"TRANSFORMERS_OFFLINE is set, so the Hub is not tried"):
+        resolve_hub_name(HUB_NAME, key="model", what="a causal LM")
+
+
+def test_a_dataset_prepared_in_datasets_own_cache_is_left_to_datasets_offline(monkeypatch, tmp_path):
+    import datasets
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    (tmp_path / "datasets" / "org___data").mkdir(parents=True)
+    assert resolve_hub_name("org/data", key="train_data", what="a dataset", repo_type="dataset") == "org/data"
+
+
+def test_the_probe_is_given_up_even_when_it_hangs_outside_the_socket_and_its_answer_is_reused(monkeypatch):
+    # Name resolution is not covered by the socket's timeout: a hanging probe is left behind.
+    import uuid
+
+    from psipo.lm import hub
+
+    calls = []
+
+    def hanging(endpoint):
+        calls.append(endpoint)
+        time.sleep(30)
+
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(hub, "_probe", hanging)
+    endpoint = f"http://{uuid.uuid4().hex}.invalid"
+    start = time.monotonic()
+    assert hub._unreachable_reason(endpoint) == "no answer within 0.2 s"
+    assert time.monotonic() - start < 10
+    assert hub._unreachable_reason(endpoint) == "no answer within 0.2 s" and calls == [endpoint]  # asked once
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ssl.SSLError("certificate verify failed"), None),  # something answered
+        (urllib.error.URLError(ssl.SSLError("certificate verify failed")), None),
+        (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "[Errno 111] Connection refused"),
+        (urllib.error.HTTPError("http://x", 503, "Service Unavailable", None, None), None),
+    ],
+)
+def test_a_tls_failure_or_an_http_error_is_an_answer(monkeypatch, error, reason):
+    from psipo.lm import hub
+
+    def urlopen(request, timeout):
+        raise error
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    assert hub._probe("https://hub.example") == reason
