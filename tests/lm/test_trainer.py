@@ -192,6 +192,8 @@ def test_batch_8_equals_batch_4_with_2_accumulation_steps(base_config, rows, tmp
         # 1 step of warm-up, then cosine over the 3 others: ½(1 + cos(π·k/3)), k = 0, 1, 2
         ("cosine", 0.25, [0.5, 1.0, 0.75, 0.25]),
         ("constant", 0.0, [1.0, 1.0, 1.0, 1.0]),
+        # warm-up steps are int(0.3 × 4) = 1, not rounded up to 2
+        ("linear", 0.3, [0.5, 1.0, 2 / 3, 1 / 3]),
     ],
 )
 def test_the_lr_of_a_record_is_the_one_its_step_used(base_config, rows, monkeypatch, schedule, warmup_ratio, factors):
@@ -258,6 +260,29 @@ def test_resumed_run_equals_uninterrupted_run(base_config, rows, tmp_path):
     assert [r["step"] for r in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert resumed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], abs=1e-6)
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
+
+
+def test_a_resumed_run_calls_back_at_its_own_steps_and_not_again_at_step_0(base_config, rows, tmp_path):
+    calls = []
+
+    def callback(step, model):
+        calls.append(step)
+        return {"probe": step}
+
+    def train_in(folder, **keys):
+        config = base_config | {"max_steps": 4, "save_steps": 2, "save_total_limit": None, "output_dir": str(folder)} | keys
+        return train(load_train_config(None, config), train_pairs=rows, callback=callback)
+
+    full = train_in(tmp_path / "full")
+    assert calls == [0, 1, 2, 3, 4]
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-2", interrupted / "checkpoints" / "step-2")
+    (interrupted / "metrics.jsonl").write_text("".join((tmp_path / "full" / "metrics.jsonl").read_text().splitlines(True)[:3]))
+    calls.clear()
+    resumed = train_in(interrupted, resume=True)
+    assert calls == [3, 4]
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in full.history] == [0, 1, 2, 3, 4]
+    assert [r["probe"] for r in resumed.history] == [0, 1, 2, 3, 4]
 
 
 def test_ipo_drives_mean_h_to_its_target(base_config, rows):
@@ -491,3 +516,39 @@ def test_a_record_of_several_steps_averages_them_and_the_last_step_is_always_rec
         for key in ("loss", "h_mean", "accuracy", "kl", "grad_norm"):
             assert record[key] == pytest.approx(sum(r[key] for r in steps) / len(steps), rel=1e-9, abs=1e-12), key
         assert record["lr"] == steps[-1]["lr"]  # the lr of the step it ends with
+
+
+def test_two_adamw_steps_equal_a_hand_written_adamw_with_the_configs_betas_epsilon_and_decay():
+    """Two steps of two gradients against AdamW written out in float64: the bias-corrected
+    moments (β₁, β₂ of the config: one step alone would hide them), ε of the config, decoupled
+    decay on the matrix only."""
+    import types
+
+    from psipo.lm.trainer import _optimisation
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).double()
+    lr, b1, b2, eps, wd = 0.1, 0.5, 0.7, 0.3, 0.2
+    overrides = {
+        "learning_rate": lr, "adam_beta1": b1, "adam_beta2": b2, "adam_epsilon": eps, "weight_decay": wd,
+        "lr_scheduler": "constant", "warmup_ratio": 0.0,
+    }
+    config = load_train_config(None, {"model": "m", "train_data": "t.jsonl", **overrides})
+    cpu = types.SimpleNamespace(num_processes=1, device=torch.device("cpu"))
+    optimizer = _optimisation(config, model, cpu, n_examples=8).optimizer
+    params = dict(model.named_parameters())
+    want = {name: p.detach().clone() for name, p in params.items()}
+    m = {name: torch.zeros_like(p) for name, p in want.items()}
+    v = {name: torch.zeros_like(p) for name, p in want.items()}
+    for t, scale in ((1, 1.0), (2, -3.0)):
+        grads = {name: scale * torch.arange(1.0, p.numel() + 1, dtype=torch.float64).view_as(p) ** t for name, p in params.items()}
+        for name, p in params.items():
+            p.grad = grads[name].clone()
+            decay = wd if p.ndim >= 2 else 0.0
+            m[name] = b1 * m[name] + (1 - b1) * grads[name]
+            v[name] = b2 * v[name] + (1 - b2) * grads[name] ** 2
+            m_hat, v_hat = m[name] / (1 - b1**t), v[name] / (1 - b2**t)
+            want[name] = want[name] * (1 - lr * decay) - lr * m_hat / (v_hat.sqrt() + eps)
+        optimizer.step()
+    for name, p in params.items():
+        torch.testing.assert_close(p.detach(), want[name], rtol=1e-12, atol=1e-12, msg=name)
