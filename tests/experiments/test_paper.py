@@ -171,3 +171,17 @@ def test_the_reports_sentences_state_the_numbers_of_its_results(results):
     distance = {loss: max(abs(p - 1 / 3) for e in d2 if e["loss"] == loss for p in e["trained_mean"])
                 for loss in ("ipo", "dpo", "rlhf")}
     assert "from uniform over τ: " + ", ".join(f"{loss.upper()} {format_number(v, 2)}" for loss, v in distance.items()) in report
+
+
+def test_the_report_tables_trained_values_with_their_intervals_and_judges_rlhf_by_its_numbers(results):
+    results, out = results
+    report = (out / "REPORT.md").read_text()
+    for row in results["asymptotic"]["rows"]:
+        cell = format_number((row["ipo"]["trained_mean"], row["ipo"]["trained_ci95_half_width"]), 6)
+        assert f"| {format_number(row['ipo']['closed_form'], 6)} | {cell} |" in report
+    datasets = results["datasets"]
+    worst = max(e["trained_mean"][datasets[name]["actions"].index(action)]
+                for name in ("D1", "D3'") for e in datasets[name]["results"] if e["loss"] == "rlhf"
+                for action in datasets[name]["never_winning_actions"])
+    assert f"is at most {format_number(worst, 2)} at every τ" in report
+    assert (": it over-fits as DPO does (§4.2)" in report) == (worst <= 0.01)
