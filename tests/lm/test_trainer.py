@@ -552,3 +552,30 @@ def test_two_adamw_steps_equal_a_hand_written_adamw_with_the_configs_betas_epsil
         optimizer.step()
     for name, p in params.items():
         torch.testing.assert_close(p.detach(), want[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_tokens_per_second_counts_the_unpadded_tokens_of_the_steps_pairs(base_config, rows, monkeypatch):
+    # A clock that advances one second per reading makes each step last exactly 1 s, so a
+    # record's tokens_per_second is its step's tokens: prompt + chosen and prompt + rejected
+    # of each pair, without padding.
+    import itertools
+    import types
+
+    import psipo.lm.loop
+    from psipo.lm.trainer import PreferenceTask
+
+    clock = itertools.count()
+    monkeypatch.setattr(psipo.lm.loop, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    seen = []
+    losses = PreferenceTask.losses
+
+    def recording(self, indices):
+        seen.append(list(indices))
+        return losses(self, indices)
+
+    monkeypatch.setattr(PreferenceTask, "losses", recording)
+    result = run(base_config, rows, max_steps=3, batch_size=4, gradient_accumulation_steps=2, output_dir=None)
+    pairs = result.train_data.pairs
+    per_step = [seen[2 * k] + seen[2 * k + 1] for k in range(3)]
+    want = [sum(2 * len(pairs[i].prompt_ids) + len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids) for i in step) for step in per_step]
+    assert [r["tokens_per_second"] for r in result.history] == want
