@@ -461,9 +461,8 @@ def test_weight_decay_shrinks_weight_matrices_not_biases_or_norm_gains(weight_de
         torch.testing.assert_close(p.detach(), before[name] * shrink, rtol=1e-6, atol=0, msg=name)
 
 
-def test_each_epoch_sees_every_pair_once_in_its_own_order_and_records_count_epochs(base_config, rows, monkeypatch):
-    # 30 pairs in steps of 8: 4 steps an epoch, one of them 6 pairs (none dropped, none seen
-    # twice); the second epoch draws another order. A record's epoch is steps done / 4.
+def record_losses_calls(monkeypatch):
+    """The pair indices of every micro-batch the training task scores, in order."""
     from psipo.lm.trainer import PreferenceTask
 
     seen = []
@@ -474,6 +473,13 @@ def test_each_epoch_sees_every_pair_once_in_its_own_order_and_records_count_epoc
         return losses(self, indices)
 
     monkeypatch.setattr(PreferenceTask, "losses", recording)
+    return seen
+
+
+def test_each_epoch_sees_every_pair_once_in_its_own_order_and_records_count_epochs(base_config, rows, monkeypatch):
+    # 30 pairs in steps of 8: 4 steps an epoch, one of them 6 pairs (none dropped, none seen
+    # twice); the second epoch draws another order. A record's epoch is steps done / 4.
+    seen = record_losses_calls(monkeypatch)
     history = run(base_config, rows, max_pairs=30, max_steps=None, epochs=2, learning_rate=1e-4).history
     assert [r["step"] for r in history] == list(range(1, 9))
     assert [r["epoch"] for r in history] == [k / 4 for k in range(1, 9)]
@@ -562,18 +568,10 @@ def test_tokens_per_second_counts_the_unpadded_tokens_of_the_steps_pairs(base_co
     import types
 
     import psipo.lm.loop
-    from psipo.lm.trainer import PreferenceTask
 
     clock = itertools.count()
     monkeypatch.setattr(psipo.lm.loop, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
-    seen = []
-    losses = PreferenceTask.losses
-
-    def recording(self, indices):
-        seen.append(list(indices))
-        return losses(self, indices)
-
-    monkeypatch.setattr(PreferenceTask, "losses", recording)
+    seen = record_losses_calls(monkeypatch)
     result = run(base_config, rows, max_steps=3, batch_size=4, gradient_accumulation_steps=2, output_dir=None)
     pairs = result.train_data.pairs
     per_step = [seen[2 * k] + seen[2 * k + 1] for k in range(3)]
