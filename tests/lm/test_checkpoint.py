@@ -160,6 +160,14 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def edit_weights(path: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(path))
+    edit(weights)
+    save_file(weights, str(path))
+
+
 DAMAGE = {
     "truncated optimizer": (lambda c: truncate(c / "optimizer.safetensors"), r"resume: cannot restore .*step-2: "),
     "truncated weights": (lambda c: truncate(c / "model" / "model.safetensors"), r"resume: cannot restore .*step-2: "),
@@ -172,6 +180,16 @@ DAMAGE = {
     "state without a step": (
         lambda c: (c / "trainer_state.json").write_text('{"step": "two"}'),
         r"resume: .*step-2/trainer_state.json is not a psipo checkpoint state$",
+    ),
+    # A checkpoint must hold every weight of the model (but the tied head) and nothing else:
+    # one left out would keep the new model's value of it, silently.
+    "a weight left out": (
+        lambda c: edit_weights(c / "model" / "model.safetensors", lambda w: w.pop("model.norm.weight")),
+        r"resume: cannot restore .*step-2: .*lacks weights: \['model.norm.weight'\]",
+    ),
+    "a weight too many": (
+        lambda c: edit_weights(c / "model" / "model.safetensors", lambda w: w.update(extra=torch.zeros(2))),
+        r"resume: cannot restore .*step-2: .*unexpected weights: \['extra'\]",
     ),
     "weights missing": (
         lambda c: (c / "model" / "model.safetensors").unlink(), r"resume: cannot restore .*step-2: "
