@@ -50,6 +50,7 @@ def test_flat_in_tau():
     assert flat_in_tau((-1.0, 0.0), (0.0, 0.0)) == "does not hold"  # DPO depends on τ, IPO does not
     assert flat_in_tau((-0.5, 0.5), (-1.1, 0.1)) == "undecided"  # reaches into and out of the margin
     assert flat_in_tau((-0.1, 0.1), (0.5, 0.1)) == "does not hold"  # IPO's KL rises with τ
+    assert flat_in_tau((-0.01, 0.02), (0.1, 0.2)) == "undecided"  # IPO's mean rises, but its CI reaches 0
 
 
 def test_flat_in_tau_needs_flatness_shown_not_a_ci_containing_zero():
