@@ -179,3 +179,39 @@ def test_an_out_folder_another_live_experiment_writes_is_refused(tmp_path, capsy
     finally:
         os.close(held)
     assert main(["reproduce", "--quick", "--out", str(out), "--seeds", "2", "--datasets", "D1", "--no-progress"]) == 0
+
+
+def test_the_command_line_s_presets_lock_and_summary_reach_the_experiment(tmp_path, capsys, monkeypatch):
+    """In-process, with a stand-in experiment: what psipo.cli.experiment itself decides."""
+    import dataclasses
+    import os
+    import types
+
+    from psipo._io import lock_folder
+    from psipo.cli import main
+    from psipo.cli.experiment import EXPERIMENT_LOCK, Experiment
+
+    @dataclasses.dataclass
+    class Settings:
+        steps: int = 1
+        """Steps."""
+
+    seen = []
+
+    def run_experiment(config, out, *, progress, command):
+        seen.append((config.steps, command))
+        claims = [{"verdict": v} for v in ("holds", "undecided", "does not hold")]
+        return {"claims": claims, "runtime_seconds": 1.0, "figures": ["a.png"], "claims_not_measured": []}
+
+    fake = types.SimpleNamespace(QUICK={"steps": 2}, FULL={"steps": 7}, ReproduceConfig=Settings,
+                                 validate=lambda config: None, run_experiment=run_experiment)
+    monkeypatch.setattr(Experiment, "package", lambda self: fake)
+    out = tmp_path / "r"
+    monkeypatch.setattr(sys, "argv", ["psipo", "reproduce", "--full"])  # as typed: the report quotes it
+    assert main(["reproduce", "--full", "--out", str(out), "--no-progress"]) == 0
+    monkeypatch.setattr(sys, "argv", ["pytest"])  # not the psipo command: nothing to quote
+    assert main(["reproduce", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert seen == [(7, "psipo reproduce --full"), (2, None)]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"psipo reproduce: 1.0 s; 1 of 3 claims hold (1 undecided); wrote {out / 'REPORT.md'}, {out / 'results.json'} and 1 figures"
+    os.close(lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment"))  # released after each run
