@@ -166,6 +166,23 @@ def test_metrics_after_a_resume_equal_the_uninterrupted_runs(base_config, rows, 
             assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), (got["step"], key)
 
 
+def test_a_resume_compares_every_key_but_those_its_documentation_lets_change():
+    # resume's documentation: "the config must match the checkpoint's except for max_steps,
+    # epochs, cadences, progress, report_to, on_nonfinite, output_dir and cache_dir" (and
+    # resume and overwrite themselves). A training key let through would mix two runs.
+    from psipo.lm.run_folder import config_differences
+
+    may_change = {
+        "max_steps", "epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
+        "progress", "report_to", "on_nonfinite", "output_dir", "cache_dir", "resume", "overwrite",
+    }
+    recorded = load_train_config(None, {"model": "m", "train_data": "t.jsonl"}).to_flat_dict()
+    assert {"learning_rate", "adam_beta2", "seed", "tau", "loss", "batch_size", "lora_r"} <= recorded.keys()
+    for key in recorded:
+        changed = config_differences(recorded, recorded | {key: "another value"})
+        assert [c.split(" ")[0] for c in changed] == ([] if key in may_change else [key]), key
+
+
 def test_resume_without_a_checkpoint_or_a_folder_is_one_clear_line(base_config, rows):
     with pytest.raises(PsipoInputError, match=r"resume: no checkpoint in .*checkpoints to resume .*drop --resume"):
         run(base_config, rows, resume=True)
