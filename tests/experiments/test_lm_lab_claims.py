@@ -108,6 +108,7 @@ def test_positive_difference():
 def test_width_needed_and_diagnose():
     assert width_needed((2.0, 0.8), (1.0, 0.4)) == " [disjoint CIs need half-widths summing below 1; now 1.2]"
     assert "wrong order" in width_needed((1.0, 0.1), (2.0, 0.1))
+    assert "wrong order" in width_needed((1.0, 0.1), (1.0, 0.1))  # equal means: no width makes one above
     assert width_needed(None, (1.0, 0.1)) == ""
     row = Claim("C7", "§5.4", "[x] s", "r", "DPO 2, IPO 1" + width_needed((2.0, 0.8), (1.0, 0.4)), "does not hold")
     assert diagnose(row).startswith("data: the means are ordered as claimed") and "below 1; now 1.2" in diagnose(row)
