@@ -228,3 +228,11 @@ def test_c17_margin_is_to_the_nearest_other_target():
     c17 = next(c for c in claims(results_with(result)) if c.id == "C17")
     assert c17.verdict == "partly"
     assert "online_ipo: TV to its target 0.011 ± 0.0025, margin to the nearest other -0.006 ± 0.0025" in c17.measured
+
+
+def test_c18_pairs_online_and_offline_runs_by_seed():
+    """Seed 1's data favour every method (offline 0.8): paired by seed, online is ahead by 0.01 in each."""
+    result = synthetic_section([0.71, 0.812, 0.711], [0.53, 0.531, 0.529])
+    next(run for run in result["runs"] if (run["algorithm"], run["seed"]) == ("offline_ipo", 1))["final"]["total_preference"] = 0.8
+    c18 = next(c for c in claims(results_with(result)) if c.id == "C18")
+    assert c18.verdict == "holds" and c18.measured.startswith("p*(π≻π_ref) online_ipo − offline 0.011 ± ")
