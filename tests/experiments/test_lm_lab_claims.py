@@ -37,7 +37,11 @@ from psipo.experiments.reporting import Claim
 
 def test_above_with_disjoint_cis():
     assert above_with_disjoint_cis((2.0, 0.5), (1.0, 0.4)) == "holds"
-    assert above_with_disjoint_cis((2.0, 0.5), (1.0, 0.6)) == "does not hold"  # the intervals touch
+    # Means in the claimed order but intervals that touch: more seeds could decide either way.
+    assert above_with_disjoint_cis((2.0, 0.5), (1.0, 0.6)) == "undecided"
+    assert above_with_disjoint_cis((2.0, math.nan), (1.0, math.nan)) == "undecided"  # one seed: no interval
+    assert above_with_disjoint_cis((1.0, 0.01), (2.0, 0.01)) == "does not hold"  # the opposite order, shown
+    assert above_with_disjoint_cis((1.0, 0.5), (1.0, 0.5)) == "does not hold"  # a mean not above the other
     assert above_with_disjoint_cis(None, (1.0, 0.1)) == "does not hold"
 
 

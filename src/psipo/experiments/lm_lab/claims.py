@@ -41,8 +41,16 @@ from psipo.stats import Interval, entirely_above, interval
 
 
 def above_with_disjoint_cis(a: Interval | None, b: Interval | None) -> Verdict:
-    """Holds when a's confidence interval lies entirely above b's."""
-    return holds_if(entirely_above(a, b))
+    """Holds when a's confidence interval lies entirely above b's; undecided when a's mean is above
+    b's but the intervals overlap (or one seed gives none): more seeds could decide it either way,
+    so it is not evidence against the claim; does not hold when a's mean is not above b's."""
+    if entirely_above(a, b):
+        return "holds"
+    return "undecided" if a is not None and b is not None and a[0] > b[0] else "does not hold"
+
+
+OVERLAP_UNDECIDED = "; undecided when the means are so ordered but the CIs overlap"
+"""The end of the rule text of every claim decided by :func:`above_with_disjoint_cis`."""
 
 
 EQUIVALENCE_SHARE = 0.1
@@ -202,7 +210,7 @@ def _weak_regularisation(o: _Oracle) -> Claim:
     return Claim(
         "C1", o.section,
         f"[{o.name}] DPO's regularisation is weak: even at the largest τ DPO ends far from π_ref, further than IPO",
-        f"KL(π‖π_ref) of DPO at τ = {o.tau_max:g} above IPO's, with disjoint 95% CIs",
+        f"KL(π‖π_ref) of DPO at τ = {o.tau_max:g} above IPO's, with disjoint 95% CIs" + OVERLAP_UNDECIDED,
         f"KL at τ = {o.tau_max:g}: DPO {format_number(dpo_kl)}, IPO {format_number(ipo_kl)}"
         + width_needed(dpo_kl, ipo_kl),
         above_with_disjoint_cis(dpo_kl, ipo_kl),
@@ -267,7 +275,7 @@ def _never_won(o: _Oracle) -> Claim:
     return Claim(
         "C5", "§5.4 (IPO does not exclude actions)",
         f"[{o.name}] DPO pushes down responses that never won, whatever τ; IPO keeps them near π_ref for large τ",
-        f"mean log π/π_ref over responses seen only as losers, τ = {o.tau_max:g}: DPO's below IPO's with disjoint CIs",
+        f"mean log π/π_ref over responses seen only as losers, τ = {o.tau_max:g}: DPO's below IPO's with disjoint CIs" + OVERLAP_UNDECIDED,
         f"DPO {format_number(values['dpo'])}, IPO {format_number(values['ipo'])}"
         + width_needed(values["ipo"], values["dpo"]),
         above_with_disjoint_cis(values["ipo"], values["dpo"]),
@@ -288,7 +296,7 @@ def _winner_mass(o: _Oracle) -> Claim | None:
         f"[{o.name}] where an action beats all others (D1), DPO moves the probability mass onto it whatever τ; "
         "IPO stays regularised towards π_ref",
         f"mass on the winner y_a after training on pairs (y_a, y ~ π_ref), τ = {tau:g}: DPO's above IPO's with "
-        "disjoint CIs",
+        "disjoint CIs" + OVERLAP_UNDECIDED,
         f"DPO {format_number(mass['dpo'])}, IPO {format_number(mass['ipo'])} (π_ref {rows[0]['reference_winner_mass']:.3g}; "
         f"IPO's exact empirical optimum {format_number(interval(r['ipo_optimum_winner_mass'] for r in rows if r['loss'] == 'ipo'))}; "
         f"share of its pairs y_a won {format_number(interval(r['winner_won_share'] for r in rows if r['loss'] == 'ipo'))})"
@@ -313,7 +321,7 @@ def _unseen_mass(o: _Oracle) -> Claim:
     return Claim(
         "C7", "§5.4 (unobserved responses)",
         f"[{o.name}] IPO keeps the mass of never-observed responses near π_ref's for large τ; DPO moves it",
-        f"|mass on unseen responses − π_ref's| at τ = {o.tau_max:g}: DPO's above IPO's with disjoint CIs",
+        f"|mass on unseen responses − π_ref's| at τ = {o.tau_max:g}: DPO's above IPO's with disjoint CIs" + OVERLAP_UNDECIDED,
         f"DPO {format_number(change['dpo'])}, IPO {format_number(change['ipo'])}"
         + width_needed(change["dpo"], change["ipo"]),
         above_with_disjoint_cis(change["dpo"], change["ipo"]),
