@@ -295,13 +295,16 @@ def interval_of_two(values: list[float]) -> tuple[float, float]:
 
 
 def expected_c1_verdict(results) -> str:
-    """C1 by hand: DPO's KL interval at the largest τ entirely above IPO's."""
+    """C1 by hand: DPO's KL interval at the largest τ entirely above IPO's; undecided when only
+    DPO's mean is above IPO's."""
     tau = max(results["config"]["grid"]["taus"])
     kl = {
         loss: interval_of_two([r["final"]["kl"] for r in results["enumerated"]["runs"] if (r["loss"], r["tau"]) == (loss, tau)])
         for loss in ("dpo", "ipo")
     }
-    return "holds" if kl["dpo"][0] - kl["dpo"][1] > kl["ipo"][0] + kl["ipo"][1] else "does not hold"
+    if kl["dpo"][0] - kl["dpo"][1] > kl["ipo"][0] + kl["ipo"][1]:
+        return "holds"
+    return "undecided" if kl["dpo"][0] > kl["ipo"][0] else "does not hold"
 
 
 @pytest.mark.slow
