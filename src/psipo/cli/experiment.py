@@ -5,7 +5,10 @@ Each experiment is a package under ``psipo.experiments`` that exposes a config d
 ``run_experiment(config, out_dir, *, progress, command)`` (and optionally a ``FULL`` preset for
 ``--full``: the heavy settings), which writes the folder through
 :mod:`psipo.experiments.reporting` and returns the results (with their ``claims``,
-``runtime_seconds`` and ``figures``). Adding one is one entry in :data:`EXPERIMENTS`; a short
+``runtime_seconds`` and ``figures``). One whose outputs can be made from a stored run without
+training exposes ``read_stored_run(source)`` and ``rerender(results, out_dir, *, command)`` too,
+offered as ``--report-from``.
+Adding one is one entry in :data:`EXPERIMENTS`; a short
 form such as ``psipo reproduce`` is a subcommand that calls :func:`add_experiment_parser`.
 Only the package of the experiment named on the command line is imported.
 """
@@ -22,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from psipo._config import add_arguments, load_config, overrides_from_args
-from psipo._io import lock_folder, prepare_output_folder
+from psipo._io import expand_home, lock_folder, prepare_output_folder
+from psipo.errors import PsipoInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +107,8 @@ def _description(help_text: str, experiment: Experiment) -> str:
 
 def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experiment) -> None:
     package = experiment.package()
-    parser.add_argument("--out", default=experiment.default_out,
-                        help=f"results folder (default: {experiment.default_out})")
+    parser.add_argument("--out", default=None,
+                        help=f"results folder (default: {experiment.default_out}; with --report-from, its folder)")
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_true",
                          help=f"{experiment.quick}: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items())
@@ -115,6 +119,12 @@ def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experim
                              + " (a --config file and options override it)")
     parser.add_argument("--config", type=Path, default=None, help="YAML file of the keys below")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if hasattr(package, "read_stored_run"):
+        parser.add_argument(
+            "--report-from", metavar="RESULTS", default=None,
+            help="train nothing: decide the claims again and redraw the figures and REPORT.md from a "
+            "stored run (its results folder or results.json), with that run's own settings",
+        )
     add_arguments(parser, getattr(package, experiment.config))
     parser.set_defaults(has_options=True)
 
@@ -127,18 +137,29 @@ run may live inside an experiment's folder, never inside another run's)."""
 def run(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS[args.experiment]
     package = experiment.package()
-    preset = package.QUICK if args.quick else package.FULL if getattr(args, "full", False) else {}
-    # The preset, then the --config file over it, then the options; validated here, so that a
-    # bad value is blamed on its --option or file:line.
-    config = load_config(
-        getattr(package, experiment.config), args.config, overrides_from_args(args), defaults=preset, check=package.validate
-    )
-    out = prepare_output_folder(args.out, "--out")  # before the work: a bad --out fails now, not at the end
+    report_from = getattr(args, "report_from", None)
+    if report_from is not None:
+        _refuse_settings_beside_report_from(args)
+        stored = package.read_stored_run(report_from)  # before --out is made: a bad source leaves nothing
+    else:
+        preset = package.QUICK if args.quick else package.FULL if getattr(args, "full", False) else {}
+        # The preset, then the --config file over it, then the options; validated here, so that a
+        # bad value is blamed on its --option or file:line.
+        config = load_config(
+            getattr(package, experiment.config), args.config, overrides_from_args(args), defaults=preset,
+            check=package.validate,
+        )
+    default_out = experiment.default_out if report_from is None else _folder_of(report_from)
+    # before the work: a bad --out fails now, not at the end
+    out = prepare_output_folder(args.out if args.out is not None else default_out, "--out")
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None
     # One experiment at a time writes a folder: two would leave one's figures beside the other's report.
     lock = lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment")
     try:
-        results = package.run_experiment(config, out, progress=not args.no_progress, command=command)
+        if report_from is not None:
+            results = package.rerender(stored, out, command=command)
+        else:
+            results = package.run_experiment(config, out, progress=not args.no_progress, command=command)
     finally:
         os.close(lock)
     verdicts = [claim["verdict"] for claim in results["claims"]]
@@ -150,8 +171,27 @@ def run(args: argparse.Namespace) -> int:
     tally = f"{verdicts.count('holds')} of {len(verdicts)} claims hold"
     tally += f" ({undecided} undecided)" if undecided else ""
     tally += f"; {unmeasured} not measured by this configuration" if unmeasured else ""
+    source = f"re-rendered from {report_from} (a run of {duration})" if report_from is not None else duration
     print(
-        f"{args.invoked_as}: {duration}; {tally}; wrote "
+        f"{args.invoked_as}: {source}; {tally}; wrote "
         f"{out / 'REPORT.md'}, {out / 'results.json'} and {len(results['figures'])} figures"
     )
     return 0
+
+
+def _refuse_settings_beside_report_from(args: argparse.Namespace) -> None:
+    """--report-from renders a stored run with that run's own settings: any other is refused."""
+    given = [option for option, flag in (("--quick", args.quick), ("--full", getattr(args, "full", False)),
+                                         ("--config", args.config is not None)) if flag]
+    given += [f"--{key}" for key in overrides_from_args(args)]
+    if given:
+        raise PsipoInputError(
+            f"--report-from: renders the stored run with its own settings; drop {', '.join(given)} "
+            "(or run the experiment without --report-from)"
+        )
+
+
+def _folder_of(source: str) -> Path:
+    """The results folder named by --report-from (a folder, or the folder of a results.json)."""
+    path = Path(expand_home(source))
+    return path if path.is_dir() else path.parent

@@ -16,7 +16,8 @@ to the closed-form optimum are computed exactly.
 * :mod:`.online_vs_offline` — online IPO and IPO-MD (the exact oracle as judge) against offline IPO
   at equal oracle queries, each against its exact target;
 * :mod:`.training_runs` — preference runs with :func:`psipo.lm.train`;
-* :mod:`.experiment` — the grid, the worker processes and the outputs;
+* :mod:`.experiment` — the grid and the worker processes;
+* :mod:`.outputs` — the output folder from the results, also from a stored run (``--report-from``);
 * :mod:`.summaries` — numbers read off the results (intervals over seeds, KL slopes, late growth);
 * :mod:`.claims` — the claims table and its verdict rules; :mod:`.report` — REPORT.md;
   :mod:`.plots` — figures.
@@ -24,7 +25,7 @@ to the closed-form optimum are computed exactly.
 
 from psipo.experiments.lm_lab.config import FULL, QUICK, LabConfig, validate
 
-__all__ = ["FULL", "QUICK", "LabConfig", "run_experiment", "validate"]
+__all__ = ["FULL", "QUICK", "LabConfig", "read_stored_run", "rerender", "run_experiment", "validate"]
 
 
 def run_experiment(config: LabConfig, out_dir, **kwargs):
@@ -32,3 +33,17 @@ def run_experiment(config: LabConfig, out_dir, **kwargs):
     from psipo.experiments.lm_lab.experiment import run_experiment as run
 
     return run(config, out_dir, **kwargs)
+
+
+def read_stored_run(source):
+    """The results of a stored run (see :func:`psipo.experiments.lm_lab.outputs.read_stored_run`)."""
+    from psipo.experiments.lm_lab.outputs import read_stored_run as read
+
+    return read(source)
+
+
+def rerender(results, out_dir, **kwargs):
+    """The output folder of a stored run, without training (see :func:`psipo.experiments.lm_lab.outputs.rerender`)."""
+    from psipo.experiments.lm_lab.outputs import rerender as render
+
+    return render(results, out_dir, **kwargs)

@@ -1,0 +1,87 @@
+"""The lab's output folder from its results: the claims decided, the figures, REPORT.md, results.json.
+
+:func:`write_outputs` ends every run of :func:`.experiment.run_experiment`. :func:`rerender`
+does the same from a stored ``results.json`` without training anything
+(``psipo experiment lm --report-from``): the verdicts are decided again by the rules of the
+installed psipo, so a report can be checked against its own numbers, or brought up to date
+after a verdict rule changed, in seconds instead of a rerun of the lab.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from psipo._io import atomic_directory, expand_home
+from psipo.errors import PsipoInputError
+from psipo.experiments.lm_lab import plots, report
+from psipo.experiments.lm_lab.claims import claims, not_measured
+from psipo.experiments.reporting import RESULTS_FILE, claims_as_data, read_results, write_results
+
+SECTIONS = ("config", "enumerated", "runtime_seconds", "workers")
+"""Top-level keys every results.json of the lab has (the optional sections may be null)."""
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Decide the claims, then write ``figures/``, ``REPORT.md`` and ``results.json`` into ``out_dir``."""
+    results["claims"] = claims_as_data(claims(results))
+    results["claims_not_measured"] = claims_as_data(not_measured(results))
+    # figures/ is replaced whole, just before the report: a run stopped while drawing leaves the
+    # previous figures beside their own report, and none of an earlier run's stays beside this one's.
+    with atomic_directory(out_dir / "figures") as staging:
+        figures = plots.draw_all(results, staging)
+        results["figures"] = [f"figures/{path.name}" for path in figures]
+        markdown = report.markdown(results)
+    write_results(out_dir, results, markdown)
+    return results
+
+
+def read_stored_run(source: str | Path) -> dict[str, Any]:
+    """The results of a stored run: ``source`` is a ``results.json`` or the folder that holds one.
+
+    A file that is missing, not JSON, or not the results of this lab is refused in one line
+    naming ``--report-from``.
+    """
+    return _read(_results_path(Path(expand_home(str(source)))))
+
+
+def rerender(results: dict[str, Any], out_dir: Path, *, command: str | None = None) -> dict[str, Any]:
+    """Write the output folder of a stored run (:func:`read_stored_run`) into ``out_dir``, which
+    may be the run's own folder.
+
+    The numbers are kept as stored; the claims, the figures and the report are made afresh, and
+    the report says it was re-rendered (``command``, kept in results.json as ``rendered_by``).
+    Results this version cannot render are refused in one line before anything is written.
+    """
+    results = {**results, "rendered_by": command}
+    try:
+        return write_outputs(results, out_dir)
+    except (KeyError, TypeError, IndexError) as exc:  # a results.json of another psipo version
+        raise PsipoInputError(
+            f"--report-from: the stored run cannot be rendered by this version of psipo "
+            f"({type(exc).__name__}: {exc}); rerun `psipo experiment lm` instead"
+        ) from None
+
+
+def _results_path(source: Path) -> Path:
+    path = source / RESULTS_FILE if source.is_dir() else source
+    if not path.is_file():
+        where = f"{source} holds no {RESULTS_FILE}" if source.is_dir() else f"{source}: no such file"
+        raise PsipoInputError(f"--report-from: {where}; name the results folder of a `psipo experiment lm` run")
+    return path
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        results = read_results(path)
+    except json.JSONDecodeError as exc:
+        raise PsipoInputError(f"--report-from: {path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PsipoInputError(f"--report-from: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    missing = [key for key in SECTIONS if not isinstance(results, dict) or key not in results]
+    if missing:
+        raise PsipoInputError(
+            f"--report-from: {path} is not the results of `psipo experiment lm` (no {', '.join(map(repr, missing))})"
+        )
+    return results
