@@ -199,3 +199,26 @@ def test_a_model_beside_the_policy_with_another_tokenizer_of_the_same_size_is_re
     (swapped / "tokenizer.json").unlink()
     (swapped / "tokenizer_config.json").unlink()
     check_same_tokenizer(ours, str(swapped), config)
+
+
+def test_a_folder_whose_only_tokenizer_file_is_its_config_has_no_tokenizer(model_dir, tmp_path):
+    """tokenizer_config.json alone builds no tokenizer: loading one from such a folder says so
+    (not "not a local folder, or not on the Hub"), and beside the policy it is a folder of weights
+    alone, with nothing to compare."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from psipo.lm.model import check_same_tokenizer, load_tokenizer
+
+    folder = tmp_path / "weights"
+    shutil.copytree(model_dir, folder)
+    (folder / "tokenizer.json").unlink()
+    assert (folder / "tokenizer_config.json").is_file()
+    with pytest.raises(PsipoInputError) as info:
+        load_tokenizer(ModelConfig(model=str(folder)))
+    assert str(info.value) == (
+        f"model: {folder} has no tokenizer (none of tokenizer.json, tokenizer.model, vocab.json, vocab.txt, "
+        "spiece.model); save the tokenizer into that folder (tokenizer.save_pretrained)"
+    )
+    check_same_tokenizer(AutoTokenizer.from_pretrained(model_dir), str(folder), ModelConfig(model=str(model_dir)))

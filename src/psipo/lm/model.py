@@ -249,10 +249,6 @@ def check_same_vocabulary(policy: nn.Module, reference: nn.Module, *, key: str =
         )
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-"""Files of which one marks a folder that carries its own tokenizer."""
-
-
 def check_same_tokenizer(tokenizer: Any, name: str, config: ModelConfig, *, key: str = "reference_model") -> None:
     """The model ``name`` given under ``key`` beside the policy must read token ids as the
     policy's ``tokenizer`` writes them: two tokenizers of one vocabulary size (Llama 2's and
