@@ -236,3 +236,211 @@ def test_a_last_step_that_leaves_a_process_without_pairs_is_refused():
     with pytest.raises(PsipoInputError, match="65 examples leave 1 for the last step of an epoch, fewer than the 2 processes"):
         _optimisation(config, torch.nn.Linear(2, 2), two, n_examples=65)
     assert _optimisation(config, torch.nn.Linear(2, 2), two, n_examples=66).steps_per_epoch == 9
+
+
+# --------------------------------------------------------------------------- the helpers, in-process
+# Each test below fails on a mutant of psipo/lm/distributed.py that the tests above let through
+# (the end-to-end runs are slow, and see the helpers only through what a whole run writes).
+# A world of N processes is N threads, each with its own FakeAccelerator over one Exchange.
+
+
+class Exchange:
+    """What a collective sees: every process's tensor, in process order, once all have arrived."""
+
+    def __init__(self, world: int) -> None:
+        import threading
+
+        self.world, self.slots, self.barrier = world, [None] * world, threading.Barrier(world, timeout=30)
+
+    def all_of(self, rank: int, tensor: torch.Tensor) -> list[torch.Tensor]:
+        self.slots[rank] = tensor.clone()
+        self.barrier.wait()
+        every = list(self.slots)
+        self.barrier.wait()  # nobody overwrites a slot before all have read it
+        return every
+
+
+class FakeAccelerator:
+    """The part of accelerate's Accelerator that the helpers use, on one thread of a world."""
+
+    def __init__(self, rank: int, exchange: Exchange, distributed_type: str = "MULTI_CPU") -> None:
+        from accelerate.utils import DistributedType
+
+        self.process_index, self.exchange = rank, exchange
+        self.num_processes, self.is_main_process = exchange.world, rank == 0
+        self.distributed_type, self.device = DistributedType(distributed_type), torch.device("cpu")
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.exchange.all_of(self.process_index, tensor))
+
+    def pad_across_processes(self, tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        assert dim == 0
+        longest = max(int(n) for n in self.exchange.all_of(self.process_index, torch.tensor([tensor.shape[0]])))
+        return torch.cat([tensor, tensor.new_zeros(longest - tensor.shape[0], *tensor.shape[1:])])
+
+    def reduce(self, tensor: torch.Tensor, reduction: str) -> torch.Tensor:
+        assert reduction == "sum"
+        return sum(self.exchange.all_of(self.process_index, tensor))
+
+
+def in_world(world: int, work, distributed_type: str = "MULTI_CPU") -> list:
+    """``work(accelerator, rank)`` on each of ``world`` threads; their results, in process order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    exchange = Exchange(world)
+    with ThreadPoolExecutor(world) as pool:
+        futures = [pool.submit(work, FakeAccelerator(r, exchange, distributed_type), r) for r in range(world)]
+        return [f.result(timeout=60) for f in futures]
+
+
+def test_gather_rows_puts_uneven_shares_together_in_process_order_on_every_process():
+    from psipo.lm.distributed import gather_rows
+
+    shares = [torch.tensor([[1.0, 1.5], [2.0, 2.5], [3.0, 3.5]]), torch.tensor([[4.0, 4.5]]), torch.tensor([[5.0, 5.5], [6.0, 6.5]])]
+    for got in in_world(3, lambda acc, r: gather_rows(acc, shares[r])):
+        assert torch.equal(got, torch.cat(shares))
+    alone = torch.tensor([[7.0]])
+    assert gather_rows(None, alone) is alone
+    assert in_world(1, lambda acc, r: gather_rows(acc, alone)) == [alone]
+
+
+def test_total_sums_and_all_processes_needs_every_process():
+    from psipo.lm.distributed import all_processes, is_main, total
+
+    assert in_world(2, lambda acc, r: total(acc, [3, 4][r])) == [7, 7]
+    assert in_world(2, lambda acc, r: all_processes(acc, [True, False][r])) == [False, False]
+    assert in_world(2, lambda acc, r: all_processes(acc, [True, True][r])) == [True, True]
+    assert in_world(2, lambda acc, r: is_main(acc)) == [True, False]
+    assert is_main(None) and total(None, 5) == 5 and all_processes(None, False) is False
+
+
+@pytest.mark.parametrize(("engine", "missing"), [("MULTI_CPU", [0, 0, 0]), ("FSDP", [2, 0, 3]), ("DEEPSPEED", [2, 0, 3])])
+def test_missing_forwards_tops_up_to_the_busiest_process_only_when_weights_are_sharded(engine, missing):
+    from psipo.lm.distributed import missing_forwards
+
+    counts = [3, 5, 2]
+    assert in_world(3, lambda acc, r: missing_forwards(acc, counts[r]), engine) == missing
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 7])
+def test_scores_split_across_processes_are_the_one_process_scores(n):
+    from psipo.lm.distributed import scores_split_across
+
+    items = list(range(10, 10 + n))
+    calls = []
+
+    def score(batch):
+        calls.append(len(batch))
+        return torch.tensor([[float(x), x * 0.5] for x in batch])
+
+    expected = score(items)
+    calls.clear()
+    for got in in_world(3, lambda acc, r: scores_split_across(acc, score, items)):
+        assert torch.equal(got, expected)
+    assert calls == [-(-n // 3)] * 3  # the same number of forwards on every process
+
+
+def test_whole_root_gathers_the_prepared_modules_weights_around_the_call():
+    from psipo.lm.distributed import whole_root
+
+    events = []
+
+    class Sharded:
+        def _get_fsdp_state(self):
+            return types.SimpleNamespace(_lazy_init=lambda: events.append("lazy_init"))
+
+        def unshard(self):
+            events.append("unshard")
+
+        def reshard(self):
+            events.append("reshard")
+
+    with pytest.raises(RuntimeError), whole_root(Sharded()):
+        events.append("call")
+        raise RuntimeError("the call failed")
+    assert events == ["lazy_init", "unshard", "call", "reshard"]  # resharded even after a failure
+    with whole_root(torch.nn.Linear(1, 1)):  # not FSDP2: nothing to do
+        pass
+
+
+def fake_engine(kind: str, *, fsdp2: bool = False, world: int = 2):
+    from accelerate.utils import DistributedType
+
+    state = types.SimpleNamespace(deepspeed_plugin=types.SimpleNamespace(deepspeed_config={}))
+    return types.SimpleNamespace(distributed_type=DistributedType(kind), is_fsdp2=fsdp2, num_processes=world, state=state)
+
+
+def test_full_state_dict_is_gathered_only_from_sharded_weights():
+    from psipo.lm.distributed import full_state_dict
+
+    weight = torch.ones(2)
+    sharded = fake_engine("DEEPSPEED")
+    sharded.get_state_dict = lambda module: {"model.embed.weight": weight, "lm_head.weight": weight}
+    assert full_state_dict(sharded, None) == {"embed.weight": weight, "lm_head.weight": weight}
+    assert full_state_dict(fake_engine("MULTI_CPU"), None) is None
+
+
+def test_configure_engine_tells_deepspeed_the_global_batch_and_refuses_what_it_cannot_do():
+    from psipo.lm.distributed import configure_engine
+
+    optim = types.SimpleNamespace(batch_size=4, on_nonfinite="stop", max_grad_norm=1.5)
+    deepspeed = fake_engine("DEEPSPEED", world=3)
+    configure_engine(deepspeed, optim, types.SimpleNamespace(save_steps=None), lora=False)
+    assert deepspeed.state.deepspeed_plugin.deepspeed_config == {
+        "train_micro_batch_size_per_gpu": 4,
+        "train_batch_size": 12,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.5,
+    }
+    no_clipping = types.SimpleNamespace(batch_size=4, on_nonfinite="stop", max_grad_norm=None)
+    configure_engine(deepspeed, no_clipping, types.SimpleNamespace(save_steps=None), lora=False)
+    assert deepspeed.state.deepspeed_plugin.deepspeed_config["gradient_clipping"] == 0.0
+    skip = types.SimpleNamespace(batch_size=4, on_nonfinite="skip", max_grad_norm=1.0)
+    with pytest.raises(PsipoInputError, match="^on_nonfinite: skip is impossible under DeepSpeed"):
+        configure_engine(deepspeed, skip, types.SimpleNamespace(save_steps=None), lora=False)
+    with pytest.raises(PsipoInputError, match="^save_steps: checkpoints of DeepSpeed are not supported"):
+        configure_engine(deepspeed, optim, types.SimpleNamespace(save_steps=10), lora=False)
+    with pytest.raises(PsipoInputError, match="^the accelerate config asks for FSDP1"):
+        configure_engine(fake_engine("FSDP"), optim, types.SimpleNamespace(save_steps=None), lora=False)
+    fsdp2 = fake_engine("FSDP", fsdp2=True)
+    configure_engine(fsdp2, optim, types.SimpleNamespace(save_steps=10), lora=False)  # FSDP2 checkpoints whole
+    configure_engine(fsdp2, optim, types.SimpleNamespace(save_steps=None), lora=True)  # final/ only
+    with pytest.raises(PsipoInputError, match="^save_steps: checkpoints of LoRA under FSDP are not supported"):
+        configure_engine(fsdp2, optim, types.SimpleNamespace(save_steps=10), lora=True)
+    configure_engine(fake_engine("MULTI_CPU"), skip, types.SimpleNamespace(save_steps=10), lora=True)  # DDP: anything goes
+
+
+def test_launch_checks_read_any_world_size_variable_and_any_spelling_of_true():
+    check_launch({"ACCELERATE_USE_CPU": "1", "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2"})  # torchrun --cpu
+    with pytest.raises(PsipoInputError, match="asks for FSDP"):
+        check_engine(types.SimpleNamespace(distributed_type=fake_engine("MULTI_CPU").distributed_type, device=torch.device("cpu")), {"ACCELERATE_USE_FSDP": "TRUE"})
+
+
+def test_whole_state_dicts_are_saved_and_loaded_under_the_prepared_wrappers_names(monkeypatch):
+    """The prepared module holds the LM as ``.model``: full_state_dict drops that prefix, the
+    loader puts it back; the optimizer is accelerate's wrapper's torch optimizer."""
+    import torch.distributed.checkpoint.state_dict as dcp
+
+    from psipo.lm.distributed import full_optimizer_state, whole_state_loader
+
+    calls, unexpected = [], []
+
+    def set_model_state_dict(module, state, options):
+        calls.append(("model", module, state, options.full_state_dict, options.strict))
+        return types.SimpleNamespace(unexpected_keys=unexpected)
+
+    monkeypatch.setattr(dcp, "set_model_state_dict", set_model_state_dict)
+    monkeypatch.setattr(dcp, "set_optimizer_state_dict", lambda module, optimizer, state, options: calls.append(("optimizer", optimizer, state)))
+    monkeypatch.setattr(dcp, "get_optimizer_state_dict", lambda module, optimizer, options: ("whole", optimizer, options.full_state_dict))
+    torch_optimizer, weight = object(), torch.ones(1)
+    wrapped = types.SimpleNamespace(optimizer=torch_optimizer)
+    fsdp2 = types.SimpleNamespace(is_fsdp2=True)
+    load = whole_state_loader(fsdp2, "prepared", wrapped)
+    load({"embed.weight": weight}, {"state": {}})
+    assert calls == [("model", "prepared", {"model.embed.weight": weight}, True, False), ("optimizer", torch_optimizer, {"state": {}})]
+    unexpected.append("model.extra")
+    with pytest.raises(RuntimeError, match="unexpected weights: \\['model.extra'\\]"):
+        load({"extra": weight}, {})
+    assert full_optimizer_state(fsdp2, "prepared", wrapped) == ("whole", torch_optimizer, True)
+    ddp = types.SimpleNamespace(is_fsdp2=False)
+    assert whole_state_loader(ddp, "prepared", wrapped) is None and full_optimizer_state(ddp, "prepared", wrapped) is None
