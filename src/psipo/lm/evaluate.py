@@ -88,7 +88,7 @@ class EvaluateConfig:
     out: str = "evaluation"
     """Folder for evaluation.json and evaluation.md."""
     progress: bool = True
-    """Show a progress bar over batches."""
+    """Show progress over batches on stderr: a bar on a terminal, plain lines off one (a log file)."""
 
     def __post_init__(self) -> None:
         self.out = expand_home(self.out)
@@ -225,12 +225,13 @@ def sample_both(
     progress: bool,
     **options: Any,
 ) -> dict:
-    """Sample every prompt from both models, batch by batch, with a progress bar; ``options``
+    """Sample every prompt from both models, batch by batch, with progress on stderr (a bar on a
+    terminal, plain lines off one: :class:`psipo._progress.Progress`); ``options``
     are :func:`psipo.lm.sample`'s (``max_new_tokens``, ``temperature``, ``top_p``). ``kl``
     holds log π(y)/π_base(y) of the model's samples y ~ q, ``log_weights`` log π(y)/q(y)."""
     import torch
-    from tqdm.auto import tqdm
 
+    from psipo._progress import Progress
     from psipo.lm.sampling import sample
 
     streams = {
@@ -240,19 +241,21 @@ def sample_both(
     keys = ("model_ids", "baseline_ids", "kl", "log_weights", "model_cut", "baseline_cut")
     out: dict[str, list] = {k: [] for k in keys}
     starts = range(0, len(prompt_ids), batch_size)
-    for start in tqdm(starts, desc="psipo evaluate", unit="batch", disable=not progress, leave=False):
-        batch = prompt_ids[start : start + batch_size]
-        ours = sample(
-            model, batch, seed=streams["model"], reference=baseline, pad_token_id=pad_id, reference_key="baseline", **options
-        )
-        theirs = sample(baseline, batch, seed=streams["baseline"], pad_token_id=pad_id, **options)
-        out["model_ids"] += ours.responses()
-        out["baseline_ids"] += theirs.responses()
-        out["kl"] += (ours.logps.sum(1) - ours.reference_logps.sum(1)).double().tolist()  # type: ignore[union-attr]
-        # log π(y)/q(y) of the model's samples: 0 unless temperature or top_p warp q away from π
-        out["log_weights"] += (ours.logps.sum(1) - ours.sampling_logps.sum(1)).double().tolist()
-        out["model_cut"] += (~ours.finished).tolist()
-        out["baseline_cut"] += (~theirs.finished).tolist()
+    with Progress(len(starts), label="psipo evaluate", unit="batch", enabled=progress, leave=False) as shown:
+        for start in starts:
+            batch = prompt_ids[start : start + batch_size]
+            ours = sample(
+                model, batch, seed=streams["model"], reference=baseline, pad_token_id=pad_id, reference_key="baseline", **options
+            )
+            theirs = sample(baseline, batch, seed=streams["baseline"], pad_token_id=pad_id, **options)
+            out["model_ids"] += ours.responses()
+            out["baseline_ids"] += theirs.responses()
+            out["kl"] += (ours.logps.sum(1) - ours.reference_logps.sum(1)).double().tolist()  # type: ignore[union-attr]
+            # log π(y)/q(y) of the model's samples: 0 unless temperature or top_p warp q away from π
+            out["log_weights"] += (ours.logps.sum(1) - ours.sampling_logps.sum(1)).double().tolist()
+            out["model_cut"] += (~ours.finished).tolist()
+            out["baseline_cut"] += (~theirs.finished).tolist()
+            shown.update()
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from psipo._progress import terminal_bar
 from psipo.losses import log_ratio_gap
 
 
@@ -180,13 +181,9 @@ class MetricsLog:
             )
         elif path.exists() and main:
             path.unlink()
-        progress = progress and main
-        self.bar = None
-        self.plain = progress and not sys.stderr.isatty()
-        if progress and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total_steps, initial=start_step, desc=label, dynamic_ncols=True)
+        # A bar on a terminal; off one (a log file), a plain line per record (psipo._progress).
+        self.bar = terminal_bar(progress and main, total=total_steps, initial=start_step, desc=label, dynamic_ncols=True)
+        self.plain = progress and main and self.bar is None
 
     def write(self, record: dict[str, Any]) -> None:
         self.history.append(record)

@@ -46,6 +46,7 @@ from typing import Literal
 
 import torch
 
+from psipo._progress import Progress
 from psipo._threads import single_thread
 from psipo.errors import PsipoInputError, PsipoNonFiniteError
 from psipo.losses import LOSSES, LossSpec
@@ -280,8 +281,9 @@ def train_grid(
 
     The datasets must share their actions and contexts; ``pi_ref`` is anything
     :meth:`PreferenceDataset.reference_policy` accepts (default uniform); ``config`` defaults
-    to the paper's settings. ``progress`` shows a tqdm bar. The minibatch row fractions are
-    precomputed for chunks of steps holding at most ``max_weight_elements`` numbers.
+    to the paper's settings. ``progress`` shows progress on stderr (a bar on a terminal, plain
+    lines off one). The minibatch row fractions are precomputed for chunks of steps holding at
+    most ``max_weight_elements`` numbers.
     """
     with single_thread():
         return _train(datasets, losses, taus, config or TabularTrainConfig(), pi_ref, progress, max_weight_elements)
@@ -304,7 +306,7 @@ def _train(datasets, losses, taus, config, pi_ref, progress, max_weight_elements
     )
     sizes = [len(d) for d in datasets]
     records, recorded_steps = [gradient.delta.clone()], [0]
-    bar = _progress_bar(config.steps, progress)
+    bar = Progress(config.steps, label="training", unit="step", enabled=progress, leave=False)
     with torch.no_grad():
         chunk_steps = max(1, min(1000, max_weight_elements // (len(datasets) * config.seeds * gradient.num_rows)))
         for chunk_start in range(0, config.steps, chunk_steps):
@@ -455,12 +457,6 @@ def _check_finite(shifts: torch.Tensor, squares: torch.Tensor, datasets, groups,
     else:
         cause = f"lower learning_rate ({config.learning_rate:g})"
     raise PsipoNonFiniteError(f"training {run} (seed {config.seed_values[s]}, {config.dtype}): {what}; {cause}")
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="training", unit="step", disable=not enabled, leave=False)
 
 
 def _policies_from_shifts(
