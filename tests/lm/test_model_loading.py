@@ -222,3 +222,189 @@ def test_a_folder_whose_only_tokenizer_file_is_its_config_has_no_tokenizer(model
         "spiece.model); save the tokenizer into that folder (tokenizer.save_pretrained)"
     )
     check_same_tokenizer(AutoTokenizer.from_pretrained(model_dir), str(folder), ModelConfig(model=str(model_dir)))
+
+
+# --------------------------------------------------------------------------- mutation audit of psipo.lm.model
+# Each test below fails on a mutant of psipo/lm/model.py that the tests above let through.
+
+
+def test_a_missing_home_folder_is_named_as_a_missing_local_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # "~/name" holds no second "/": only its "~" says local
+    with pytest.raises(PsipoInputError) as missing:
+        load_causal_lm("~/absent", ModelConfig(model="~/absent"))
+    assert str(missing.value) == "model: cannot load '~/absent': no such local folder"
+
+
+def write_config(folder, config) -> str:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_check_architecture_reads_only_what_config_json_says(tmp_path):
+    from psipo.lm.model import check_architecture
+
+    def check(config, want):
+        check_architecture(write_config(tmp_path / "m", config), key="model", name="m", want=want)
+
+    for want in ("causal LM", "reward model", "reward start"):
+        check([], want)  # not a JSON object: transformers decides
+        check({"model_type": "llama"}, want)  # no architectures named: nothing to refuse
+    check({"architectures": ["LlamaForCausalLM", "LlamaForSequenceClassification"]}, "causal LM")  # not only heads
+    # transformers' default is two labels: a classifier that names neither id2label nor num_labels has 2 outputs
+    with pytest.raises(PsipoInputError, match=r"^model: m has 2 outputs; a reward model needs 1 \(num_labels 1\)$"):
+        check({"architectures": ["LlamaForSequenceClassification"]}, "reward model")
+    with pytest.raises(PsipoInputError, match=r"^model: m has 3 outputs"):
+        check({"architectures": ["LlamaForSequenceClassification"], "num_labels": 3}, "reward start")
+    check({"architectures": ["LlamaForSequenceClassification"], "id2label": {"0": "LABEL_0"}}, "reward start")
+    check({"architectures": ["LlamaForCausalLM"]}, "reward start")  # a causal LM gets a fresh scalar head
+
+
+class RecordingLoader:
+    """An auto class whose from_pretrained records its arguments, or raises ``error``."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error, self.calls = error, []
+
+    def from_pretrained(self, source, **kwargs):
+        self.calls.append((source, kwargs))
+        if self.error is not None:
+            raise self.error
+        return "loaded"
+
+
+def test_from_pretrained_passes_the_configs_revision_and_remote_code_choice(model_dir):
+    from psipo.lm.model import _from_pretrained
+
+    for trust in (False, True):
+        loader = RecordingLoader()
+        config = ModelConfig(model=str(model_dir), trust_remote_code=trust, revision="v1")
+        assert _from_pretrained(loader, str(model_dir), config, key="model", what="a causal LM") == "loaded"
+        assert loader.calls == [(str(model_dir), {"revision": "v1", "trust_remote_code": trust})]
+
+
+def test_from_pretrained_turns_load_errors_into_one_line_and_lets_other_import_errors_through(model_dir):
+    from psipo.lm.model import _from_pretrained
+
+    config = ModelConfig(model=str(model_dir))
+
+    def load(error, **kwargs):
+        return _from_pretrained(RecordingLoader(error), str(model_dir), config, key="model", what="a causal LM", **kwargs)
+
+    with pytest.raises(PsipoInputError, match=rf"^model: cannot load '{model_dir}' as a causal LM \(not a local folder.*\): bad value$"):
+        load(ValueError("bad value\nmore"))
+    with pytest.raises(PsipoInputError, match=r"^attn_implementation: 'sdpa' cannot be used here: the attention kernel is broken \(available: sdpa, eager\)$"):
+        load(ImportError("the attention kernel is broken"), attn_implementation="sdpa")
+    with pytest.raises(ImportError, match="^no module named tokenizers$"):  # not about attention: not psipo's to explain
+        load(ImportError("no module named tokenizers"), attn_implementation="sdpa")
+
+
+def test_a_separate_tokenizer_is_loaded_and_named_by_its_own_key(model_dir, tmp_path):
+    from psipo.lm.model import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelConfig(model=str(tmp_path / "weights-elsewhere"), tokenizer=str(model_dir)))
+    assert tokenizer.convert_tokens_to_ids("w0") == 6
+    missing = tmp_path / "no-tokenizer"
+    with pytest.raises(PsipoInputError, match=rf"^tokenizer: cannot load '{missing}': no such local folder$"):
+        load_tokenizer(ModelConfig(model=str(model_dir), tokenizer=str(missing)))
+
+
+class Wrapper(torch.nn.Module):
+    """Like DDP: the model inside as ``module``, nothing of its own."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+def test_vocabulary_size_looks_through_wrappers_and_falls_back_to_the_config():
+    from transformers import LlamaModel
+
+    from psipo.lm.model import check_same_vocabulary, vocabulary_size
+
+    policy = make_tiny_model(layers=1, hidden=16, heads=2, vocab=64)
+    assert vocabulary_size(Wrapper(policy)) == 64
+    with pytest.raises(PsipoInputError, match="its vocabulary has 64 tokens but the policy's \\(model\\) has 32"):
+        check_same_vocabulary(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), Wrapper(policy))
+    headless = LlamaModel(policy.config)  # no output embedding: the config's vocab_size
+    assert headless.get_output_embeddings() is None and vocabulary_size(headless) == 64
+    assert vocabulary_size(torch.nn.Linear(2, 2)) is None
+    check_same_vocabulary(policy, torch.nn.Linear(2, 2))  # an unknown size is not a different one
+
+
+def test_check_same_tokenizer_without_a_tokenizer_to_compare_or_with_a_damaged_one(model_dir, tmp_path):
+    import shutil
+
+    from psipo.lm.model import check_same_tokenizer
+
+    config = ModelConfig(model=str(model_dir))
+    check_same_tokenizer(None, str(model_dir), config)  # no policy tokenizer: nothing to compare
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_dir, damaged)
+    (damaged / "tokenizer.json").write_text("not json")
+    ours = load_tokenizer_of(model_dir)
+    with pytest.raises(PsipoInputError, match=r"^reference_model: cannot load .*damaged.* as a tokenizer"):
+        check_same_tokenizer(ours, str(damaged), config)
+
+
+def load_tokenizer_of(folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def adapted_layers(model: torch.nn.Module) -> set[str]:
+    return {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_A" in n}
+
+
+def test_add_lora_follows_the_config_and_peft_seeded_by_hand():
+    from peft import LoraConfig, get_peft_model
+
+    config = ModelConfig(lora_r=4, lora_alpha=12, lora_dropout=0.25)
+    model = add_lora(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), config, seed=5)
+    # no targets: every linear layer but the output head ("all-linear")
+    assert adapted_layers(model) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert q_proj.scaling["default"] == 12 / 4  # LoRA's alpha / r
+    assert q_proj.lora_dropout["default"].p == 0.25
+    torch.manual_seed(5)
+    by_hand = get_peft_model(
+        make_tiny_model(layers=1, hidden=16, heads=2, vocab=32),
+        LoraConfig(r=4, lora_alpha=12, lora_dropout=0.25, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    assert lora_a_weights(model).keys() == lora_a_weights(by_hand).keys()
+    assert all(torch.equal(w, lora_a_weights(by_hand)[n]) for n, w in lora_a_weights(model).items())
+
+
+def test_lora_targets_are_whole_names_or_dotted_tails():
+    model = add_lora(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), ModelConfig(lora_r=4, lora_target_modules=["lm_head"]), seed=0)
+    assert adapted_layers(model) == {"lm_head"}  # a top-level module: its whole name
+    with pytest.raises(PsipoInputError, match=r"^lora_target_modules: no module named 'proj' in the model; its linear layers: "):
+        add_lora(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), ModelConfig(lora_r=4, lora_target_modules=["proj"]), seed=0)
+
+
+def test_a_seq_cls_reward_model_trains_its_scalar_head_in_full(model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    reward = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    model = add_lora(reward, ModelConfig(lora_r=4), seed=0, task_type="SEQ_CLS")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.endswith("score.modules_to_save.default.weight") for n in trainable), sorted(trainable)
+
+
+def test_prepare_policy_turns_dropout_off_only_when_asked_and_wraps_once():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from psipo.lm.model import prepare_policy
+
+    def gpt2():
+        config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=16, n_positions=16, resid_pdrop=0.3, bos_token_id=0, eos_token_id=0)
+        return GPT2LMHeadModel(config)
+
+    rates = lambda model: {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}  # noqa: E731
+    assert rates(prepare_policy(gpt2(), ModelConfig(disable_dropout=True), seed=0)) == {0.0}
+    assert rates(prepare_policy(gpt2(), ModelConfig(disable_dropout=False), seed=0)) == {0.1, 0.3}
+    adapted = add_lora(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), ModelConfig(lora_r=4), seed=0)
+    assert prepare_policy(adapted, ModelConfig(lora_r=4), seed=0) is adapted  # resumed adapters are not wrapped again
