@@ -114,6 +114,11 @@ def test_width_needed_and_diagnose():
     assert "wrong order" in width_needed((1.0, 0.1), (2.0, 0.1))
     assert "wrong order" in width_needed((1.0, 0.1), (1.0, 0.1))  # equal means: no width makes one above
     assert width_needed(None, (1.0, 0.1)) == ""
+    # a gap and a width that agree to two digits get as many more as tell them apart
+    assert width_needed((0.274, 0.25), (-0.0058, 0.0258)) == (
+        " [disjoint CIs need half-widths summing below 0.28; now 0.276]"
+    )
+    assert width_needed((1.0, 0.5), (0.0, 0.5)).endswith("below 1; now 1]")  # equal: no digits tell them apart
     row = Claim("C7", "§5.4", "[x] s", "r", "DPO 2, IPO 1" + width_needed((2.0, 0.8), (1.0, 0.4)), "does not hold")
     assert diagnose(row).startswith("data: the means are ordered as claimed") and "below 1; now 1.2" in diagnose(row)
     assert diagnose(Claim("C8", "§5", "s", "r", "m", "does not hold")).startswith("learner:")

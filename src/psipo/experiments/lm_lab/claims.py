@@ -148,7 +148,15 @@ def width_needed(a: Interval | None, b: Interval | None) -> str:
     gap, now = a[0] - b[0], a[1] + b[1]
     if gap <= 0:
         return " [means in the wrong order: no interval width suffices]"
-    return f" [disjoint CIs need half-widths summing below {gap:.2g}; now {now:.2g}]"
+    gap_text, now_text = _told_apart(gap, now)
+    return f" [disjoint CIs need half-widths summing below {gap_text}; now {now_text}]"
+
+
+def _told_apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` to 2 significant digits, or to as many more (up to 6) as tell them apart:
+    "need below 0.28; now 0.28" would hide which side of the line a claim fell."""
+    digits = next((d for d in range(2, 7) if f"{a:.{d}g}" != f"{b:.{d}g}"), 6)
+    return f"{a:.{digits}g}", f"{b:.{digits}g}"
 
 
 def never_exists(exists: int) -> Verdict:
