@@ -3,8 +3,10 @@
 * :class:`PsipoInputError` — bad input (a ``ValueError``): ``psipo: error: ...``, exit code 2;
 * :class:`PsipoNonFiniteError` — training met a NaN/inf loss, gradient or weight and stopped
   with every file it had written intact: ``psipo: error: ...``, exit code 3;
-* :class:`PsipoTerminated` — training got SIGTERM and stopped after a checkpoint of the step
-  in progress (or after ``final/``, in the last step or while it is saved): ``psipo: terminated``, exit code 143 (Ctrl-C is Python's KeyboardInterrupt).
+* :class:`PsipoTerminated` — the command got SIGTERM: training stops after a checkpoint of the
+  step in progress (or after ``final/``, in the last step or while it is saved), anything else
+  (loading a model or data, evaluating, an experiment) at once: ``psipo: terminated``, exit
+  code 143 (Ctrl-C is Python's KeyboardInterrupt).
 """
 
 
@@ -19,7 +21,7 @@ class PsipoNonFiniteError(RuntimeError):
 
 
 class PsipoTerminated(BaseException):
-    """Training stopped on SIGTERM, after a checkpoint of the step in progress.
+    """The command stopped on SIGTERM (in training, after a checkpoint of the step in progress).
 
     A BaseException, as KeyboardInterrupt is: an ``except Exception`` must not swallow it."""
 

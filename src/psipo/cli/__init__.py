@@ -3,9 +3,9 @@
 Bad input (:class:`~psipo.errors.PsipoInputError`, and argparse's own complaints) becomes one
 ``psipo: error: ...`` line on stderr and exit code 2, never a traceback; a file the system
 will not read or write becomes one line naming it, exit code 1; Ctrl-C at any point
-becomes ``psipo: interrupted`` and exit code 130 (during training, after a checkpoint of the
-step in progress, or after ``final/`` in the last step or while it is saved; SIGTERM there is
-``psipo: terminated``, exit code 143).
+becomes ``psipo: interrupted`` and exit code 130, and SIGTERM at any point ``psipo: terminated``
+and exit code 143 (during training, either after a checkpoint of the step in progress, or after
+``final/`` in the last step or while it is saved).
 """
 
 from __future__ import annotations
@@ -94,62 +94,78 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 class _InterruptWatch:
-    """Notes a Ctrl-C that a library swallows, for as long as the ``with`` block runs.
+    """Turns Ctrl-C and SIGTERM into exceptions, and notes one that a library swallows, for as
+    long as the ``with`` block runs.
 
-    SIGINT still raises KeyboardInterrupt, as Python's own handler does; the handler also sets
-    ``interrupted``. Some libraries catch it mid-import and go on half-imported (numpy then
-    recurses to a RecursionError): the error that follows is the interrupt's doing, and is
-    reported as the interrupt. A KeyboardInterrupt raised inside a ``__del__`` (or anywhere
-    else Python cannot raise from) would be printed as "Exception ignored" and the command
-    would go on to the end: the signal is delivered again, from another thread, to raise in the
-    main thread's next Python code.
-    Left alone where the caller installed a handler of its own, or outside the main thread,
-    where Python allows no handler.
+    SIGINT still raises KeyboardInterrupt, as Python's own handler does; SIGTERM, whose default
+    would end the process on the spot without a word (while a model or data still load), raises
+    :class:`~psipo.errors.PsipoTerminated`, so that ``finally`` blocks run (an overwritten run
+    folder is put back, a lock released) and the command ends in one line. The handlers also
+    set ``interrupted`` or ``terminated``. Some libraries catch the exception mid-import and go
+    on half-imported (numpy then recurses to a RecursionError): the error that follows is the
+    signal's doing, and is reported as the signal. An exception raised inside a ``__del__`` (or
+    anywhere else Python cannot raise from) would be printed as "Exception ignored" and the
+    command would go on to the end: the signal is delivered again, from another thread, to
+    raise in the main thread's next Python code. A training loop takes both signals over for
+    its steps (:class:`psipo.lm.loop.StopAtStepEnd`), and hands a second one back to these.
+    Each is left alone where the caller installed a handler of its own (or ignores SIGTERM),
+    and both outside the main thread, where Python allows no handler.
     """
 
     def __init__(self) -> None:
         self.interrupted = False
-        self._previous: typing.Any = None
+        self.terminated = False
+        self._previous: dict[int, typing.Any] = {}
         self._previous_hook: typing.Any = None
 
     def _on_sigint(self, signum: int, frame: typing.Any) -> None:
         self.interrupted = True
         signal.default_int_handler(signum, frame)
 
+    def _on_sigterm(self, signum: int, frame: typing.Any) -> None:
+        self.terminated = True
+        raise PsipoTerminated("stopped on SIGTERM")
+
     def _on_unraisable(self, unraisable: typing.Any) -> None:
-        if issubclass(unraisable.exc_type, KeyboardInterrupt):
-            # A signal raised in this hook would be handled in it, and ignored again.
-            threading.Thread(target=self._interrupt_main_again, args=(threading.main_thread().ident,), daemon=True).start()
-            return
+        for signum, kind in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, PsipoTerminated)):
+            if signum in self._previous and issubclass(unraisable.exc_type, kind):
+                # A signal raised in this hook would be handled in it, and ignored again.
+                main_id = threading.main_thread().ident
+                threading.Thread(target=self._signal_main_again, args=(main_id, signum), daemon=True).start()
+                return
         self._previous_hook(unraisable)
 
-    def _interrupt_main_again(self, main_id: int) -> None:
-        """Deliver SIGINT to the main thread once it is out of this hook and of any ``__del__``."""
+    def _signal_main_again(self, main_id: int, signum: int) -> None:
+        """Deliver ``signum`` to the main thread once it is out of this hook and of any ``__del__``."""
         import _thread
 
-        while self._previous is not None:
+        while self._previous:
             frame = sys._current_frames().get(main_id)
             if frame is None:
                 return
             while frame is not None and frame.f_code not in (self._on_unraisable.__code__,) and frame.f_code.co_name != "__del__":
                 frame = frame.f_back
             if frame is None:
-                _thread.interrupt_main(signal.SIGINT)
+                _thread.interrupt_main(signum)
                 return
             time.sleep(0.001)
 
     def __enter__(self) -> _InterruptWatch:
         if threading.current_thread() is threading.main_thread():
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+            if self._previous:
                 self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._previous:
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
             sys.unraisablehook = self._previous_hook
-            self._previous = None
+            self._previous = {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
             return int(args.func(args) or 0)
         except BaseException as exc:
-            if isinstance(exc, PsipoTerminated):  # SIGTERM in training, after a checkpoint
+            # SIGTERM: in training after a checkpoint, else wherever it came (loading a model…)
+            if isinstance(exc, PsipoTerminated) or (watch.terminated and not isinstance(exc, (SystemExit, KeyboardInterrupt))):
                 print("psipo: terminated", file=sys.stderr)
-                return exc.exit_code
+                return PsipoTerminated.exit_code
             if isinstance(exc, BrokenPipeError):  # the reader of stdout is gone (`| head`): nothing to say
                 _stdout_to_devnull()
                 return BROKEN_PIPE
@@ -229,10 +246,10 @@ def _flush_stdout_or_drop_it() -> None:
 def run() -> typing.NoReturn:
     """The ``psipo`` command: :func:`main`, then exit with its code.
 
-    After Ctrl-C (130) the process ends at once, without interpreter teardown: an interrupt
-    that lands while torch is half-imported can otherwise abort (SIGABRT) or re-raise during
-    shutdown, after the one-line message. Nothing is lost: psipo's writes are atomic, and the
-    run folder's lock is released by the operating system.
+    After Ctrl-C (130) or SIGTERM (143) the process ends at once, without interpreter teardown:
+    a signal that lands while torch is half-imported can otherwise abort (SIGABRT) or re-raise
+    during shutdown, after the one-line message. Nothing is lost: psipo's writes are atomic, and
+    the run folder's lock is released by the operating system.
     """
     code = main()
     try:
@@ -244,10 +261,10 @@ def run() -> typing.NoReturn:
         _stdout_to_devnull()
         print(f"psipo: error: cannot write the output: {exc.strerror}", file=sys.stderr)
         code = 1
-    if code == 130:
+    if code in (130, PsipoTerminated.exit_code):
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(code)
     sys.exit(code)
 
 

@@ -29,10 +29,9 @@ from typing import Any
 import torch
 
 from psipo._config import to_dict
-from psipo._io import atomic_directory
+from psipo._progress import Progress
 from psipo._threads import single_thread
-from psipo.experiments.lm_lab import online_vs_offline, plots, report
-from psipo.experiments.lm_lab.claims import claims, not_measured
+from psipo.experiments.lm_lab import online_vs_offline
 from psipo.experiments.lm_lab.config import LabConfig, parse_oracle, validate
 from psipo.experiments.lm_lab.data import enumerated_sampler, sample_preference_data
 from psipo.experiments.lm_lab.enumeration import enumerate_logps
@@ -51,37 +50,17 @@ from psipo.experiments.lm_lab.montecarlo import (
     sample_responses,
     total_preference_estimate,
 )
+from psipo.experiments.lm_lab.outputs import write_outputs
 from psipo.experiments.lm_lab.population import population_rows
 from psipo.experiments.lm_lab.reference import build_policy_model, train_reference
 from psipo.experiments.lm_lab.sweep import consistency_sweep
 from psipo.experiments.lm_lab.training_runs import RunSettings, train_policy
 from psipo.experiments.lm_lab.winner import NO_WINNER, winner_section, winner_task, world_winners
 from psipo.experiments.lm_lab.world import World, all_responses, make_world, world_from_config
-from psipo.experiments.reporting import claims_as_data, write_results
 from psipo.losses import LOSSES
 
 FRONTIER_TAUS = [10 ** (k / 4) for k in range(-12, 5)]
 """Dense τ grid (1e-3 … 10) on which the exact identity-Ψ optimum traces the frontier."""
-
-
-class _Progress:
-    """A tqdm bar over runs (or nothing when disabled)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="psipo experiment lm", unit="run", dynamic_ncols=True)
-
-    def step(self, description: str, count: int) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(description, refresh=False)
-            self.bar.update(count)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _seed_for(*parts: int) -> int:
@@ -293,7 +272,8 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run the lab and write results.json, REPORT.md and figures/ into ``out_dir``; return the results.
 
-    ``progress`` shows a bar on stderr; ``command`` (the command line) is quoted in the report.
+    ``progress`` shows progress on stderr (a bar on a terminal, plain lines off one); ``command``
+    (the command line) is quoted in the report.
     """
     validate(config)
     out_dir = Path(out_dir)
@@ -332,16 +312,7 @@ def run_experiment(
     results["lm_sweep"] = lm_sweep_section(config, tasks["lm_sweep"]) if config.lm_sweep.enabled else None
     results["runtime_seconds"] = time.perf_counter() - start
     results["workers"] = config.workers
-    results["claims"] = claims_as_data(claims(results))
-    results["claims_not_measured"] = claims_as_data(not_measured(results))
-    # figures/ is replaced whole, just before the report: a run stopped while drawing leaves the
-    # previous figures beside their own report, and none of an earlier run's stays beside this one's.
-    with atomic_directory(out_dir / "figures") as staging:
-        figures = plots.draw_all(results, staging)
-        results["figures"] = [f"figures/{path.name}" for path in figures]
-        markdown = report.markdown(results)
-    write_results(out_dir, results, markdown)
-    return results
+    return write_outputs(results, out_dir)
 
 
 def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
@@ -365,7 +336,7 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
     runs_per_lm_sweep_task = len(LM_SWEEP_LOSSES) * len(lm.taus)
     if lm.enabled:
         total += len(grid.oracles) * len(lm.num_pairs) * len(lm.seeds) * runs_per_lm_sweep_task
-    bar = _Progress(total, progress)
+    bar = Progress(total, label="psipo experiment lm", unit="run", enabled=progress)
     try:
         with _executor(config.workers) as pool:
             futures = {}
@@ -397,7 +368,7 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
                               if config.population.enabled else [])
             for future in concurrent.futures.as_completed(futures):
                 _, description, count = futures[future]
-                bar.step(description, count)
+                bar.update(count, postfix=description)
     finally:
         bar.close()
     # In submission order, not in the order the workers finished: a rerun writes the same
@@ -449,7 +420,17 @@ def _executor(workers: int) -> Iterator[concurrent.futures.Executor]:
         return
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-        yield pool
+        try:
+            yield pool
+        except BaseException:
+            # Ctrl-C or SIGTERM (or an error): leaving the pool would otherwise wait for every
+            # task queued, the rest of the experiment; none starts, and the running ones end
+            # now (SIGKILL: a worker's training would take SIGTERM as "checkpoint, then stop",
+            # and a worker has nothing to save: its results go to this process).
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.kill()
+            pool.shutdown(wait=True, cancel_futures=True)  # at once: no worker is left to wait for
+            raise
 
 
 class _InlineExecutor(concurrent.futures.Executor):
