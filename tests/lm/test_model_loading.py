@@ -408,3 +408,25 @@ def test_prepare_policy_turns_dropout_off_only_when_asked_and_wraps_once():
     assert rates(prepare_policy(gpt2(), ModelConfig(disable_dropout=False), seed=0)) == {0.1, 0.3}
     adapted = add_lora(make_tiny_model(layers=1, hidden=16, heads=2, vocab=32), ModelConfig(lora_r=4), seed=0)
     assert prepare_policy(adapted, ModelConfig(lora_r=4), seed=0) is adapted  # resumed adapters are not wrapped again
+
+
+def test_a_companion_with_the_policys_tokenizer_but_other_weights_vocabulary_is_refused(model_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from psipo.lm.fixtures import make_tiny_model_dir
+    from psipo.lm.model import load_companion_lm
+
+    wider = make_tiny_model_dir(tmp_path / "wider", layers=1, hidden=16, heads=2, vocab=80)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(model_dir / name, wider / name)  # the policy's tokenizer: only the weights tell
+    policy = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = ModelConfig(model=str(model_dir))
+    with pytest.raises(PsipoInputError, match=r"^baseline: its vocabulary has 80 tokens but the policy's \(model\) has 64"):
+        load_companion_lm(str(wider), config, tokenizer=load_tokenizer_of(model_dir), policy=policy, key="baseline")
+    assert vocabulary_of(load_companion_lm(str(model_dir), config, tokenizer=load_tokenizer_of(model_dir), policy=policy, key="baseline")) == 64
+
+
+def vocabulary_of(model):
+    return model.get_output_embeddings().weight.shape[0]
