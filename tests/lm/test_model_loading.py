@@ -430,3 +430,13 @@ def test_a_companion_with_the_policys_tokenizer_but_other_weights_vocabulary_is_
 
 def vocabulary_of(model):
     return model.get_output_embeddings().weight.shape[0]
+
+
+def test_the_linear_layer_list_is_cut_only_beyond_its_length():
+    from psipo.lm.model import _linear_names
+
+    model = make_tiny_model(layers=1, hidden=16, heads=2, vocab=32)  # 8 distinct linear names
+    every = "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"
+    assert _linear_names(model, most=8) == every
+    assert _linear_names(model, most=7) == "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, … (8 in all)"
+    assert _linear_names(torch.nn.ReLU()) == "none"
