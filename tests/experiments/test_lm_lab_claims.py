@@ -81,7 +81,15 @@ def test_decreasing_in_tau():
 
 def test_keeps_growing():
     assert keeps_growing((0.2, 0.05), (0.01, 0.005)) == "holds"
-    assert keeps_growing((0.2, 0.25), (0.01, 0.005)) == "does not hold"  # DPO's CI reaches 0
+    # the means placed as claimed but the intervals too wide: more seeds could decide it
+    assert keeps_growing((0.2, 0.25), (0.01, 0.005)) == "undecided"  # DPO's CI reaches 0
+    assert keeps_growing((0.2, 0.05), (0.18, 0.05)) == "undecided"  # the CIs overlap
+    assert keeps_growing((0.2, math.nan), (0.01, math.nan)) == "undecided"  # one seed: no interval
+    # the means themselves against the claim
+    assert keeps_growing((-0.01, 0.001), (-0.5, 0.001)) == "does not hold"  # DPO's gaps shrink
+    assert keeps_growing((0.0, 0.001), (-0.5, 0.001)) == "does not hold"  # nor grow
+    assert keeps_growing((0.2, 0.01), (0.3, 0.01)) == "does not hold"  # IPO's grow faster
+    assert keeps_growing((0.2, 0.01), (0.2, 0.01)) == "does not hold"  # as fast
 
 
 def test_closer_than_reference():

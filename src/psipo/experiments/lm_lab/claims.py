@@ -116,8 +116,13 @@ def decreasing_in_tau(means: list[Interval], slope: Interval) -> Verdict:
 
 
 def keeps_growing(dpo_growth: Interval, ipo_growth: Interval) -> Verdict:
-    """Holds when DPO's late growth has its CI above 0 and above IPO's."""
-    return holds_if(dpo_growth[0] - dpo_growth[1] > 0 and entirely_above(dpo_growth, ipo_growth))
+    """Holds when DPO's late growth has its CI above 0 and above IPO's; undecided when DPO's mean
+    is above 0 and above IPO's but its CI reaches 0 or overlaps IPO's (or one seed gives none):
+    as for :func:`above_with_disjoint_cis`, more seeds could decide it either way; does not hold
+    when DPO's mean growth is not above 0 or not above IPO's."""
+    if dpo_growth[0] - dpo_growth[1] > 0 and entirely_above(dpo_growth, ipo_growth):
+        return "holds"
+    return "undecided" if dpo_growth[0] > max(0.0, ipo_growth[0]) else "does not hold"
 
 
 def closer_than_reference(distances: list[tuple[Interval, float]]) -> Verdict:
@@ -270,7 +275,8 @@ def _dpo_keeps_moving(o: _Oracle) -> Claim | None:
         f"[{o.name}] DPO's empirical loss has no finite optimum: the log-ratio gaps h of its training pairs "
         "keep growing (its loss heads to its infimum), IPO's settle",
         f"growth of the mean gap h on the training pairs over the last third of training at τ = {o.tau_max:g}: "
-        "DPO's CI above 0 and above IPO's",
+        "DPO's CI above 0 and above IPO's; undecided when DPO's mean is so placed but its CI reaches 0 or "
+        "overlaps IPO's",
         f"growth DPO {format_number(growth['dpo'])}, IPO {format_number(growth['ipo'])}; DPO's final training "
         f"loss {format_number(dpo_loss)} (log 2 = 0.693 at π_ref)" + width_needed(growth["dpo"], growth["ipo"]),
         keeps_growing(growth["dpo"], growth["ipo"]),
