@@ -259,6 +259,7 @@ def test_check_architecture_reads_only_what_config_json_says(tmp_path):
     with pytest.raises(PsipoInputError, match=r"^model: m has 3 outputs"):
         check({"architectures": ["LlamaForSequenceClassification"], "num_labels": 3}, "reward start")
     check({"architectures": ["LlamaForSequenceClassification"], "id2label": {"0": "LABEL_0"}}, "reward start")
+    check({"architectures": ["LlamaForSequenceClassification"], "id2label": {}, "num_labels": 1}, "reward model")  # no labels named: num_labels
     check({"architectures": ["LlamaForCausalLM"]}, "reward start")  # a causal LM gets a fresh scalar head
 
 
