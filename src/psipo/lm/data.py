@@ -11,8 +11,9 @@ Three row shapes are accepted (extra fields are ignored):
   messages, the common leading messages, equal but for null keys; message lists that share no
   opening message are refused).
 
-A conversational completion must be the assistant's: one that opens with a user or system turn
-after the prompt, or ends with one, is refused, naming ``field[i].role``.
+A conversational completion must be the assistant's: one that opens or ends with a turn of
+another role after the prompt (user, system, tool, or a misspelt "bot"), is refused, naming
+``field[i].role``.
 
 Chosen and rejected that both start with the prompt (files made from full dialogues) have it
 removed and are counted: message lists per row (a completion cannot start with the prompt's
@@ -44,7 +45,8 @@ from psipo._config import decode_utf8, parse_json, read_text_file
 from psipo.errors import PsipoInputError, first_line
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-CACHE_VERSION = 5
+CACHE_VERSION = 6
+"""Bumped when the rows a file yields change (a rule that now refuses rows an older psipo took)."""
 QUICKSTART_FOLDER = ".psipo-quickstart"
 """The folder name of the quickstart's data in configs/quickstart.yaml (see psipo.lm.fixtures)."""
 
@@ -455,8 +457,8 @@ def parse_row(row: Any, where: str) -> ParsedRow:
         for field, value in (("chosen", chosen), ("rejected", rejected)):
             if not value:
                 raise PsipoInputError(f"{where}: field '{field}': no completion messages after the prompt")
-            if value[0]["role"] in ("user", "system"):
-                if not prompt:  # else the user turns of two different conversations are trained on
+            if value[0]["role"] != "assistant":
+                if not prompt and value[0]["role"] in ("user", "system"):  # else the user turns of two conversations are trained on
                     raise PsipoInputError(
                         f"{where}: fields 'chosen' and 'rejected' share no opening turn, so they answer no common "
                         "prompt (a pair compares two answers to one prompt); give 'prompt' or fix the conversations"
@@ -465,7 +467,7 @@ def parse_row(row: Any, where: str) -> ParsedRow:
                     f"{where}: field '{field}[{start}].role': {value[0]['role']!r} after the prompt; "
                     "a completion starts with the assistant's turn"
                 )
-            if value[-1]["role"] in ("user", "system"):  # else the model learns to write the user's turn
+            if value[-1]["role"] != "assistant":  # else the model learns to write the user's (or a tool's) turn
                 raise PsipoInputError(
                     f"{where}: field '{field}[{start + len(value) - 1}].role': {value[-1]['role']!r} ends the completion; "
                     "a completion ends with the assistant's turn"

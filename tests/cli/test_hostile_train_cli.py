@@ -1,0 +1,55 @@
+"""`psipo train` (and `psipo reward`, which reads the same pairs) against hostile input: each
+mistake is one line naming where it is, exit 2, and nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_runner import psipo_in_process, run_files
+
+from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile_train")
+    make_tiny_model_dir(root / "model", layers=1, hidden=16, heads=2, vocab=64)
+    write_jsonl(make_synthetic_preferences(8, vocab=64, format="conversational", seed=1), root / "conv.jsonl")
+    (root / "run.yaml").write_text(
+        "model: model\ntrain_data: conv.jsonl\nbatch_size: 4\nlearning_rate: 0.01\n"
+        "max_steps: 1\noutput_dir: out\ncache_dir: cache\nprogress: false\nseed: 0\n"
+    )
+    return root
+
+
+def _conversations(workdir, name, change):
+    rows = [json.loads(line) for line in (workdir / "conv.jsonl").read_text().splitlines()]
+    write_jsonl([change(row) for row in rows], workdir / name)
+    return name
+
+
+@pytest.mark.parametrize("command", ["train", "reward"])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # A tool's output closing the chosen completion: the model would learn to write the tool's turn.
+        (
+            lambda row: {**row, "chosen": [*row["chosen"], {"role": "tool", "content": "42"}]},
+            "field 'chosen[1].role': 'tool' ends the completion; a completion ends with the assistant's turn",
+        ),
+        # ShareGPT's "gpt" for the assistant: was blamed on the chat template ("does not render the
+        # prompt as a prefix"), or trained on with a template that renders any role.
+        (
+            lambda row: {**row, "rejected": [{"role": "gpt", "content": row["rejected"][0]["content"]}]},
+            "field 'rejected[0].role': 'gpt' after the prompt; a completion starts with the assistant's turn",
+        ),
+    ],
+)
+def test_a_completion_turn_of_another_role_than_the_assistant_is_refused(workdir, capsys, command, change, expected):
+    name = _conversations(workdir, f"roles-{command}-{expected[7:15]}.jsonl", change)
+    code = psipo_in_process(command, "--config", "run.yaml", "--train_data", name, "--output_dir", f"roles-{command}", cwd=workdir)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip() == f"psipo: error: {name}:1: {expected}"
+    assert not (workdir / f"roles-{command}").exists() or run_files(workdir / f"roles-{command}") == {}
