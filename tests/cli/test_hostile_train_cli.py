@@ -53,3 +53,16 @@ def test_a_completion_turn_of_another_role_than_the_assistant_is_refused(workdir
     assert code == 2, err
     assert err.strip() == f"psipo: error: {name}:1: {expected}"
     assert not (workdir / f"roles-{command}").exists() or run_files(workdir / f"roles-{command}") == {}
+
+
+def test_a_max_length_below_the_default_max_prompt_length_is_blamed_on_max_length(workdir, capsys):
+    # It was "run.yaml: key 'max_prompt_length': must be in [0, max_length)": a key the file does not hold.
+    (workdir / "short.yaml").write_text((workdir / "run.yaml").read_text() + "max_length: 64\n")
+    assert psipo_in_process("train", "--config", "short.yaml", "--output_dir", "short", cwd=workdir) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "psipo: error: short.yaml:10: key 'max_length': must be more than max_prompt_length (256, its default): "
+        "lower max_prompt_length too"
+    )
+    assert psipo_in_process("reward", "--config", "run.yaml", "--max_length", "64", "--output_dir", "short", cwd=workdir) == 2
+    assert capsys.readouterr().err.startswith("psipo: error: --max_length: must be more than max_prompt_length (256")

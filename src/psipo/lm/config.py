@@ -360,6 +360,12 @@ def validate(config: TrainConfig) -> None:
             "must be >= 2, auto or null",
         ),
         ("max_length", d.max_length >= 2, "must be >= 2"),
+        # A max_length set below the default max_prompt_length is the mistake of max_length's line.
+        (
+            "max_length",
+            d.max_prompt_length != DataConfig.max_prompt_length or d.max_prompt_length < d.max_length,
+            f"must be more than max_prompt_length ({d.max_prompt_length}, its default): lower max_prompt_length too",
+        ),
         ("max_prompt_length", 0 <= d.max_prompt_length < d.max_length, "must be in [0, max_length)"),
         ("eval_fraction", _in_range(d.eval_fraction, 0, 1, high_open=True), "must be in [0, 1)"),
         ("eval_fraction", d.eval_fraction == 0 or d.eval_data is None, "is unused with eval_data; give one of the two"),
