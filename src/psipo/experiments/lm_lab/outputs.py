@@ -57,7 +57,12 @@ def rerender(results: dict[str, Any], out_dir: Path, *, command: str | None = No
     results = {**results, "rendered_by": command}
     try:
         return write_outputs(results, out_dir)
-    except (KeyError, TypeError, IndexError) as exc:  # a results.json of another psipo version
+    except PsipoInputError:
+        raise
+    # a results.json of another psipo version, or edited by hand: a section missing or of
+    # another type (KeyError, TypeError, AttributeError), a list emptied or a number turned
+    # into text (ValueError: min() of nothing, a format code on a str)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
         raise PsipoInputError(
             f"--report-from: the stored run cannot be rendered by this version of psipo "
             f"({type(exc).__name__}: {exc}); rerun `psipo experiment lm` instead"
