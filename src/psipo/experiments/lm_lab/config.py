@@ -348,6 +348,7 @@ def parse_oracle(text: str, *, key: str = "grid.oracles") -> Oracle:
 
 def validate(config: LabConfig) -> None:
     """Raise :class:`PsipoInputError` naming the first out-of-range key of ``config``."""
+    from psipo.lm.config import MAX_SEED
     from psipo.losses import get_loss
 
     w, g, lc = config.world, config.grid, config.large
@@ -398,6 +399,12 @@ def validate(config: LabConfig) -> None:
         ("lm_sweep.epochs", config.lm_sweep.epochs > 0, "must be > 0"),
     ]
     checks += [*_world_checks("world", w), *_model_checks("model", config.model), *_reference_checks(config.reference)]
+    # Every run's seed goes to psipo.lm.train, which takes [0, MAX_SEED]: checked here, not in a
+    # worker at the end of the grid.
+    checks += [(key, all(0 <= seed <= MAX_SEED for seed in seeds), f"must be integers in [0, {MAX_SEED}] (2**32 − 1)")
+               for key, seeds in (("grid.seeds", g.seeds), ("sweep.seeds", config.sweep.seeds),
+                                  ("large.seeds", lc.seeds), ("online.seeds", config.online.seeds),
+                                  ("lm_sweep.seeds", config.lm_sweep.seeds))]
     checks += _distinct_checks({
         "grid.losses": g.losses, "grid.taus": g.taus, "grid.seeds": g.seeds,
         "grid.oracles": [_oracle_name(o) for o in g.oracles], "sweep.num_pairs": config.sweep.num_pairs,
