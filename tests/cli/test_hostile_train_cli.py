@@ -66,3 +66,30 @@ def test_a_max_length_below_the_default_max_prompt_length_is_blamed_on_max_lengt
     )
     assert psipo_in_process("reward", "--config", "run.yaml", "--max_length", "64", "--output_dir", "short", cwd=workdir) == 2
     assert capsys.readouterr().err.startswith("psipo: error: --max_length: must be more than max_prompt_length (256")
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_earlier_one_and_its_resume_warns_of_no_lost_records(workdir, capsys, monkeypatch):
+    import errno
+    import os
+
+    replace = os.replace
+
+    def disk_full_at_step_2(src, dst, *args, **kwargs):
+        if "step-2" in str(dst):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return replace(src, dst, *args, **kwargs)
+
+    args = ("train", "--config", "run.yaml", "--output_dir", "full", "--save_steps", "1", "--max_steps", "3")
+    monkeypatch.setattr(os, "replace", disk_full_at_step_2)
+    assert psipo_in_process(*args, cwd=workdir) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith("No space left on device")
+    assert sorted(p.name for p in (workdir / "full" / "checkpoints").iterdir()) == ["step-1"]
+    monkeypatch.setattr(os, "replace", replace)
+    # logging_steps (10) is past step 1: no record was due, none is lost. The resume said
+    # "metrics.jsonl is missing; the records up to step 1 are lost".
+    assert psipo_in_process(*args, "--resume", "true", cwd=workdir) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err, err
+    records = [json.loads(line) for line in (workdir / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3]

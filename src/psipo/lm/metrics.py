@@ -179,8 +179,12 @@ class MetricsLog:
                 f"it restarts at step {start_step + 1}",
                 file=sys.stderr,
             )
-        elif path.exists() and main:
-            path.unlink()
+        elif main:
+            # A fresh run's file exists from its start, even before its first record (logging_steps
+            # beyond a checkpoint's step): a resume that then finds none has truly lost records.
+            from psipo._io import atomic_write_text
+
+            atomic_write_text(path, "")
         # A bar on a terminal; off one (a log file), a plain line per record (psipo._progress).
         self.bar = terminal_bar(progress and main, total=total_steps, initial=start_step, desc=label, dynamic_ncols=True)
         self.plain = progress and main and self.bar is None
