@@ -194,7 +194,9 @@ def _call(who: str, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)``; an exception inside the user's function is one line naming ``who``."""
     try:
         return fn(*args)
-    except Exception as exc:  # noqa: BLE001 — the user's code: report it, do not bury it in a traceback
+    # The user's code: report it, do not bury it in a traceback. sys.exit() in it too: else the
+    # command would end mid-run with the judge's exit code (0: "success", no final/, no message).
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise PsipoInputError(f"{who}: raised {type(exc).__name__}: {exc}") from None
 
 

@@ -1,0 +1,55 @@
+"""`psipo online` against hostile input: each mistake is one line naming where it is, exit 2,
+and no final/ or checkpoint left behind as if the run had ended."""
+
+from __future__ import annotations
+
+import pytest
+from cli_runner import psipo_in_process, run_files
+
+from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
+
+JUDGES = '''
+import sys
+
+
+def exits(prompts, a, b):
+    sys.exit(0)
+
+
+def exits_reward(prompts, responses):
+    sys.exit(3)
+'''
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile_online")
+    make_tiny_model_dir(root / "model", layers=1, hidden=16, heads=2, vocab=64)
+    write_jsonl(make_synthetic_preferences(4, vocab=64, seed=1), root / "prompts.jsonl")
+    (root / "hostile_online_judges.py").write_text(JUDGES)
+    (root / "online.yaml").write_text(
+        "model: model\nprompts: prompts.jsonl\nnum_generations: 2\nmax_new_tokens: 4\nbatch_size: 2\n"
+        "learning_rate: 0.01\nmax_steps: 1\nprogress: false\nseed: 0\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--judge", "hostile_online_judges:exits"), "judge hostile_online_judges:exits: raised SystemExit: 0"),
+        (
+            ("--algorithm", "rloo", "--reward", "hostile_online_judges:exits_reward"),
+            "reward hostile_online_judges:exits_reward: raised SystemExit: 3",
+        ),
+    ],
+)
+def test_a_judge_that_calls_sys_exit_is_one_line_not_the_end_of_the_command(workdir, capsys, monkeypatch, args, expected):
+    # sys.exit(0) in the judge ended `psipo online` mid-run with exit code 0: "success", no final/.
+    monkeypatch.syspath_prepend(str(workdir))
+    out = f"exits-{args[1]}"
+    code = psipo_in_process("online", "--config", "online.yaml", *args, "--output_dir", out, cwd=workdir)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip() == f"psipo: error: {expected}"
+    assert not any(name.startswith(("final", "checkpoints")) for name in run_files(workdir / out))
