@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import os
 import shlex
 import sys
@@ -43,6 +44,9 @@ class Experiment:
     """Default results folder."""
     quick: str
     """What ``--quick`` is for, in a few words (its help lists the preset after them)."""
+    own_key: str
+    """A top-level key of its results.json that no other experiment's has: a folder holding a
+    results.json without it is another's, which a run would overwrite."""
     description: str = ""
     """More for the experiment's own ``--help``."""
 
@@ -58,6 +62,7 @@ EXPERIMENTS = {
         "forms; `psipo reproduce` for short.",
         default_out="results",
         quick="tiny preset for smoke tests",
+        own_key="asymptotic",
         description="Trains every (dataset × loss × τ × seed) run at once; with the defaults it takes seconds.",
     ),
     "lm": Experiment(
@@ -67,6 +72,7 @@ EXPERIMENTS = {
         "total preference and optimum, {DPO, IPO} × τ × seeds × preference determinism.",
         default_out="results/lm_lab",
         quick="about one minute",
+        own_key="enumerated",
     ),
 }
 
@@ -150,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
             check=package.validate,
         )
     default_out = experiment.default_out if report_from is None else _folder_of(report_from)
+    chosen = args.out if args.out is not None else default_out
+    _refuse_a_folder_of_another(Path(expand_home(str(chosen))), args.invoked_as, experiment)
     # before the work: a bad --out fails now, not at the end
-    out = prepare_output_folder(args.out if args.out is not None else default_out, "--out")
+    out = prepare_output_folder(chosen, "--out")
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None
     # One experiment at a time writes a folder: two would leave one's figures beside the other's report.
     lock = lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment")
@@ -188,6 +196,30 @@ def _refuse_settings_beside_report_from(args: argparse.Namespace) -> None:
         raise PsipoInputError(
             f"--report-from: renders the stored run with its own settings; drop {', '.join(given)} "
             "(or run the experiment without --report-from)"
+        )
+
+
+def _refuse_a_folder_of_another(out: Path, command: str, experiment: Experiment) -> None:
+    """A folder of another command is refused before anything is written there: a psipo run
+    folder (or one inside it), or one whose results.json is not this experiment's (another
+    experiment's, or a file of the user's), which this run would write over."""
+    from psipo.lm.run_folder import LOCK_NAME
+
+    run = next((p for p in (out.absolute(), *out.absolute().parents) if (p / LOCK_NAME).is_file()), None)
+    if run is not None:
+        where = "is" if run == out.absolute() else f"lies inside {run}, which is"
+        raise PsipoInputError(f"--out: {out} {where} the folder of a psipo training run; choose another --out")
+    stored = out / "results.json"
+    if not stored.is_file():
+        return
+    try:
+        results = json.loads(stored.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        results = None
+    if not isinstance(results, dict) or experiment.own_key not in results:
+        raise PsipoInputError(
+            f"--out: {out} holds a results.json that is not of `{command}` (another experiment's?), "
+            "which this run would overwrite; choose another --out"
         )
 
 
