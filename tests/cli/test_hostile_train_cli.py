@@ -93,3 +93,21 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_earlier_one_and_its_resume_warns_
     assert "warning" not in err, err
     records = [json.loads(line) for line in (workdir / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [3]
+
+
+@pytest.mark.parametrize("command", ["train", "reward"])
+def test_training_on_a_final_model_into_its_own_run_folder_is_refused_before_it_is_deleted(workdir, capsys, command):
+    # `--model prev/final --output_dir prev --overwrite` trained, then deleted prev/final (the
+    # input) for the new run's final/: the model the user started from was gone.
+    out = f"again-{command}"
+    assert psipo_in_process("train", "--config", "run.yaml", "--output_dir", out, cwd=workdir) == 0
+    before = run_files(workdir / out)
+    capsys.readouterr()
+    for extra in (("--overwrite", "true"), ("--resume", "true")):
+        args = (command, "--config", "run.yaml", "--model", f"{out}/final", "--output_dir", out, *extra)
+        assert psipo_in_process(*args, cwd=workdir) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"psipo: error: --model: {out}/final lies in final/ of output_dir {out}, which this run replaces (--overwrite "
+            "deletes it, a new final/ or checkpoint takes its place); copy it out of output_dir, or choose another output_dir"
+        )
+    assert run_files(workdir / out) == before

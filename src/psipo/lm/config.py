@@ -460,10 +460,33 @@ def _unused_settings(config: TrainConfig) -> list[tuple[str, bool, str]]:
 def output_dir_is_no_input(output_dir: str | None, inputs: Mapping[str, str | None]) -> list[tuple[str, bool, str]]:
     """Checks that the run folder is none of the input folders: a run writes config.yaml,
     checkpoints/ and final/ into it, and --overwrite would move the inputs' files aside."""
-    return [
+    checks = [
         ("output_dir", not is_same_folder(output_dir, path), f"{output_dir} is the folder of {key}; write the run elsewhere")
         for key, path in inputs.items()
     ]
+    # An input in the run's own final/ or checkpoints/ (a previous run's final/ trained on into
+    # the same folder): --overwrite deletes it, the run's final/ replaces it, rotation removes it.
+    for key, path in inputs.items():
+        entry = _run_entry_holding(output_dir, path)
+        checks.append(
+            (
+                key,
+                entry is None,
+                f"{path} lies in {entry}/ of output_dir {output_dir}, which this run replaces (--overwrite deletes it, "
+                "a new final/ or checkpoint takes its place); copy it out of output_dir, or choose another output_dir",
+            )
+        )
+    return checks
+
+
+def _run_entry_holding(output_dir: str | None, path: str | None) -> str | None:
+    """The entry of a run (final, checkpoints) of ``output_dir`` that the existing ``path`` lies in, if any."""
+    from psipo.lm.run_folder import RUN_ENTRIES
+
+    if output_dir is None or path is None or not str(output_dir).strip() or not Path(path).exists():
+        return None
+    inside = Path(path).resolve()
+    return next((e for e in RUN_ENTRIES if inside.is_relative_to(Path(output_dir).resolve() / e)), None)
 
 
 def load_train_config(
