@@ -246,11 +246,18 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}{_REPLACED_SUFFIX}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
+    try:
+        if path.exists():
+            old = path.with_name(f".{path.name}{_REPLACED_SUFFIX}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:  # a refused rename (a full directory): the old folder back, no temporary left
+        if old is not None and not path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _sync(path.parent)  # the rename
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

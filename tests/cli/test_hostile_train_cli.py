@@ -111,3 +111,26 @@ def test_training_on_a_final_model_into_its_own_run_folder_is_refused_before_it_
             "deletes it, a new final/ or checkpoint takes its place); copy it out of output_dir, or choose another output_dir"
         )
     assert run_files(workdir / out) == before
+
+
+def test_a_refused_rename_of_final_keeps_the_previous_final_and_leaves_no_temporary(workdir, capsys, monkeypatch):
+    import errno
+    import os
+
+    args = ("train", "--config", "run.yaml", "--output_dir", "renamed", "--save_steps", "1")
+    assert psipo_in_process(*args, cwd=workdir) == 0
+    before = run_files(workdir / "renamed" / "final")
+    replace = os.replace
+
+    def full_directory(src, dst, *more, **kwargs):
+        if str(dst).endswith("final") and str(src).endswith(".tmp"):  # a directory that has to grow for it
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return replace(src, dst, *more, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full_directory)
+    assert psipo_in_process(*args, "--resume", "true", "--max_steps", "2", cwd=workdir) == 1
+    assert capsys.readouterr().err.strip().endswith("No space left on device")
+    # The resumed run's final/ could not take its place: the previous one stays there (it was
+    # left moved aside as .final.old, with no final/), and the temporary is gone.
+    assert run_files(workdir / "renamed" / "final") == before
+    assert [p.name for p in (workdir / "renamed").iterdir() if p.name.endswith((".tmp", ".old"))] == []
