@@ -134,3 +134,10 @@ def test_a_refused_rename_of_final_keeps_the_previous_final_and_leaves_no_tempor
     # left moved aside as .final.old, with no final/), and the temporary is gone.
     assert run_files(workdir / "renamed" / "final") == before
     assert [p.name for p in (workdir / "renamed").iterdir() if p.name.endswith((".tmp", ".old"))] == []
+
+
+def test_held_out_pairs_that_are_all_dropped_are_said_to_leave_nothing_to_evaluate_on(workdir, capsys):
+    # It said "eval_data: no pair of same.jsonl is left to train on".
+    _conversations(workdir, "same.jsonl", lambda row: {**row, "rejected": row["chosen"]})
+    assert psipo_in_process("train", "--config", "run.yaml", "--eval_data", "same.jsonl", "--output_dir", "same", cwd=workdir) == 2
+    assert capsys.readouterr().err.startswith("psipo: error: eval_data: no pair of same.jsonl is left to evaluate on: 0 pairs from 8 rows")

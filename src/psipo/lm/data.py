@@ -749,7 +749,8 @@ def load_pairs(
     data.n_rows += n_invalid
     data.n_invalid += n_invalid
     if not data.pairs:
-        raise PsipoInputError(f"{key}: no pair of {source} is left to train on: {data.summary()}")
+        use = "evaluate on" if key.startswith("eval") else "train on"
+        raise PsipoInputError(f"{key}: no pair of {source} is left to {use}: {data.summary()}")
     if path is not None:
         _save_pairs(path, data)
     return data
