@@ -59,3 +59,14 @@ def test_a_rerun_into_the_experiments_own_folder_still_works(tmp_path, capsys):
     assert main(["reproduce", *TINY, "--out", str(out)]) == 0
     assert "asymptotic" in json.loads((out / "results.json").read_text())
     assert (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_out_with_a_tilde_after_equals_goes_home(tmp_path, monkeypatch, capsys):
+    # `--out=~/results`: no shell expands that ~; psipo made a folder named ~ in the working folder
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", *TINY, "--out=~/results"]) == 0
+    assert (home / "results" / "results.json").is_file()
+    assert not (tmp_path / "~").exists()

@@ -156,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
             check=package.validate,
         )
     default_out = experiment.default_out if report_from is None else _folder_of(report_from)
-    chosen = args.out if args.out is not None else default_out
-    _refuse_a_folder_of_another(Path(expand_home(str(chosen))), args.invoked_as, experiment)
+    # --out=~/x reaches psipo unexpanded (no shell expands a ~ after '='): it made a folder named ~
+    chosen = expand_home(str(args.out if args.out is not None else default_out))
+    if chosen.strip():  # an empty --out is prepare_output_folder's to refuse
+        _refuse_a_folder_of_another(Path(chosen), args.invoked_as, experiment)
     # before the work: a bad --out fails now, not at the end
     out = prepare_output_folder(chosen, "--out")
     command = shlex.join(["psipo", *sys.argv[1:]]) if sys.argv[1:2] == [args.command] else None

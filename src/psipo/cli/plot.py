@@ -15,13 +15,15 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from psipo._io import check_output_file
+    from psipo._io import check_output_file, expand_home
     from psipo.errors import PsipoInputError
     from psipo.lm.plots import plot_run
 
-    if args.out is not None:
-        out = check_output_file(args.out, "--out")
+    # --out=~/x.png reaches psipo unexpanded (no shell expands a ~ after '='): it made a folder named ~
+    run_dir, out = expand_home(args.run_dir), expand_home(args.out)
+    if out is not None:
+        out = check_output_file(out, "--out")
         if out.suffix.lower() != ".png":  # the bytes are PNG whatever the name: a .pdf or .svg would lie
             raise PsipoInputError(f"--out: {out} does not end in .png; psipo plot draws a PNG, name a .png file")
-    print(plot_run(args.run_dir, args.out))
+    print(plot_run(run_dir, out))
     return 0
