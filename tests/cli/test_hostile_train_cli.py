@@ -141,3 +141,12 @@ def test_held_out_pairs_that_are_all_dropped_are_said_to_leave_nothing_to_evalua
     _conversations(workdir, "same.jsonl", lambda row: {**row, "rejected": row["chosen"]})
     assert psipo_in_process("train", "--config", "run.yaml", "--eval_data", "same.jsonl", "--output_dir", "same", cwd=workdir) == 2
     assert capsys.readouterr().err.startswith("psipo: error: eval_data: no pair of same.jsonl is left to evaluate on: 0 pairs from 8 rows")
+
+
+@pytest.mark.parametrize("command", ["train", "reward"])
+def test_a_batch_larger_than_the_data_is_said_without_progress_lines_too(workdir, capsys, command):
+    # With progress: false (run.yaml) the note rode only on the progress line: nothing was said.
+    args = (command, "--config", "run.yaml", "--batch_size", "100", "--output_dir", f"big-{command}")
+    assert psipo_in_process(*args, cwd=workdir) == 0
+    err = capsys.readouterr().err
+    assert err.count("= 100 is more than that: every step takes all of them") == 1, err

@@ -485,16 +485,17 @@ def _load_inputs(
         raise PsipoInputError(
             f"key 'eval_steps': there is nothing held out to evaluate on; set {config.EVAL_KEYS}, or unset eval_steps"
         )
+    opt = config.optim
+    per_step = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+    too_many = ""
+    if per_step > len(train_data):  # not an error (full-batch steps), but rarely what was meant
+        too_many = f"batch_size × gradient_accumulation_steps × processes = {per_step} is more than that: every step takes all of them"
     if run.progress and accelerator.is_main_process:
         held_out = f", {len(eval_data)} held out" if eval_data is not None else ""
-        opt = config.optim
-        per_step = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
-        if per_step > len(train_data):  # not an error (full-batch steps), but rarely what was meant
-            held_out += (
-                f"; batch_size × gradient_accumulation_steps × processes = {per_step} is more than that: "
-                "every step takes all of them"
-            )
+        held_out += f"; {too_many}" if too_many else ""
         print(f"{command}: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
+    elif too_many and accelerator.is_main_process:  # without progress lines, the note alone
+        print(f"{command}: note: {train_data.summary()}; {too_many}", file=sys.stderr, flush=True)
     if model is None:
         model = (load_model or load_causal_lm)(mc.model, mc)
     check_max_length(model, config.max_length, key=config.MAX_LENGTH_KEYS)
