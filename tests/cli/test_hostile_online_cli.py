@@ -11,6 +11,8 @@ from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, w
 JUDGES = '''
 import sys
 
+import torch
+
 
 def exits(prompts, a, b):
     sys.exit(0)
@@ -18,6 +20,10 @@ def exits(prompts, a, b):
 
 def exits_reward(prompts, responses):
     sys.exit(3)
+
+
+def complex_judge(prompts, a, b):
+    return torch.full((len(a),), 0.5 + 0.5j)
 '''
 
 
@@ -53,3 +59,13 @@ def test_a_judge_that_calls_sys_exit_is_one_line_not_the_end_of_the_command(work
     assert code == 2, err
     assert err.strip() == f"psipo: error: {expected}"
     assert not any(name.startswith(("final", "checkpoints")) for name in run_files(workdir / out))
+
+
+def test_a_judge_that_returns_complex_numbers_is_refused_not_cast_to_their_real_part(workdir, capsys, monkeypatch):
+    # torch cast them to float64 with a UserWarning, training on the real part.
+    monkeypatch.syspath_prepend(str(workdir))
+    args = ("online", "--config", "online.yaml", "--judge", "hostile_online_judges:complex_judge", "--output_dir", "complex")
+    assert psipo_in_process(*args, cwd=workdir) == 2
+    assert capsys.readouterr().err.strip() == (
+        "psipo: error: judge hostile_online_judges:complex_judge: returned Tensor, not probabilities: complex numbers (complex64)"
+    )

@@ -78,7 +78,10 @@ def check_lengths(who: str, prompts: Sequence[Any], *others: Sequence[Any]) -> i
 
 def _as_vector(values: Any, n: int, who: str, what: str) -> torch.Tensor:
     try:
-        tensor = torch.as_tensor(values.detach().cpu() if torch.is_tensor(values) else values, dtype=torch.float64)
+        raw = values.detach().cpu() if torch.is_tensor(values) else values
+        if hasattr(raw, "dtype") and torch.as_tensor(raw).is_complex():  # else cast to real with a warning
+            raise TypeError(f"complex numbers ({str(torch.as_tensor(raw).dtype).removeprefix('torch.')})")
+        tensor = torch.as_tensor(raw, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise PsipoInputError(f"{who}: returned {type(values).__name__}, not {what}: {exc}") from None
     if tuple(tensor.shape) != (n,):
