@@ -297,6 +297,19 @@ def _lengths(ids: list[list[int]], cut: list[bool]) -> dict[str, float]:
     return {"mean": sum(map(len, ids)) / len(ids), "cut_at_max_new_tokens": sum(cut) / len(cut)}
 
 
+def _check_room_for_responses(model: Any, baseline: Any, prompt_ids: list[list[int]], max_new_tokens: int) -> None:
+    """Refuse, before any sampling, responses that would run past a model's positions: a huge
+    ``max_new_tokens`` failed mid-sampling (a traceback, or an allocation of gigabytes)."""
+    longest = max(map(len, prompt_ids), default=0)
+    for name, lm in (("model", model), ("baseline", baseline)):
+        limit = getattr(getattr(lm, "config", None), "max_position_embeddings", None)
+        if isinstance(limit, int) and longest + max_new_tokens > limit:
+            raise PsipoInputError(
+                f"max_new_tokens: {max_new_tokens} tokens after a prompt of {longest} exceed the {name}'s "
+                f"max_position_embeddings {limit}; lower max_new_tokens (or max_prompt_length)"
+            )
+
+
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Run the evaluation of ``config``, write ``out/evaluation.json`` and ``out/evaluation.md``,
     and return the results (the JSON's content)."""
@@ -335,6 +348,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     else:
         # before any sampling
         baseline = load_companion_lm(baseline_name, model_config, tokenizer=tokenizer, policy=model, key="baseline").to(device)
+    _check_room_for_responses(model, baseline, prompt_ids, config.max_new_tokens)
 
     drawn = sample_both(
         model,

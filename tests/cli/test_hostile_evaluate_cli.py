@@ -1,0 +1,23 @@
+"""`psipo evaluate` with a max_new_tokens past the models' positions: one line, exit 2, before sampling."""
+
+from __future__ import annotations
+
+from psipo.cli import main
+from psipo.lm.fixtures import make_tiny_model_dir, write_jsonl
+
+
+def test_responses_longer_than_the_model_are_refused_before_sampling(tmp_path, capsys, monkeypatch):
+    # It used to start sampling and die with a RuntimeError traceback (an allocation of 25 GB).
+    make_tiny_model_dir(tmp_path / "base", layers=1, hidden=16, heads=2, vocab=32, seed=0, max_position_embeddings=64)
+    write_jsonl([{"prompt": f"w{i} w{i + 3}"} for i in range(3)], tmp_path / "prompts.jsonl")
+    (tmp_path / "judges.py").write_text("def half(prompts, a, b):\n    return [0.5] * len(a)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    args = ["evaluate", "--model", "base", "--baseline", "base", "--prompts", "prompts.jsonl", "--judge",
+            "judges:half", "--device", "cpu", "--progress", "false", "--out", "ev"]
+    assert main([*args, "--max_new_tokens", "100000000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("psipo: error: max_new_tokens: 100000000 tokens after a prompt of "), err
+    assert "max_position_embeddings 64" in err[0]
+    assert not (tmp_path / "ev").exists()
+    assert main([*args, "--max_new_tokens", "8"]) == 0  # within the positions: sampled as before
