@@ -150,3 +150,17 @@ def test_a_batch_larger_than_the_data_is_said_without_progress_lines_too(workdir
     assert psipo_in_process(*args, cwd=workdir) == 0
     err = capsys.readouterr().err
     assert err.count("= 100 is more than that: every step takes all of them") == 1, err
+
+
+@pytest.mark.parametrize("command", ["train", "reward"])
+def test_a_tokenizer_with_more_tokens_than_the_model_is_one_line_not_an_index_error(workdir, capsys, command):
+    # Its ids past the embedding's 64 rows stopped the first forward with a traceback (IndexError).
+    if not (workdir / "model128").exists():
+        make_tiny_model_dir(workdir / "model128", layers=1, hidden=16, heads=2, vocab=128)
+    _conversations(workdir, "high.jsonl", lambda row: {**row, "chosen": [{"role": "assistant", "content": "w100 w120"}]})
+    args = (command, "--config", "run.yaml", "--tokenizer", "model128", "--train_data", "high.jsonl", "--output_dir", f"high-{command}")
+    assert psipo_in_process(*args, cwd=workdir) == 2
+    assert capsys.readouterr().err.strip() == (
+        "psipo: error: tokenizer: the tokenizer has 128 tokens but the model's embedding only 64 "
+        "(ids from 64 on would index past it); use the model's own tokenizer"
+    )

@@ -225,6 +225,20 @@ def check_max_length(model: nn.Module, max_length: int, *, key: str = "max_lengt
         )
 
 
+def check_tokenizer_fits(model: nn.Module, tokenizer: Any, *, key: str = "tokenizer") -> None:
+    """A tokenizer with more tokens than ``model``'s input embedding has rows is an error naming
+    ``key``: its ids past the last row would stop the first forward with an IndexError."""
+    inner = getattr(model, "module", model)
+    get_input = getattr(inner, "get_input_embeddings", None)
+    rows = getattr(get_input() if callable(get_input) else None, "num_embeddings", None)
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    if isinstance(rows, int) and isinstance(size, int) and size > rows:
+        raise PsipoInputError(
+            f"{key}: the tokenizer has {size} tokens but the model's embedding only {rows} (ids from {rows} on "
+            "would index past it); use the model's own tokenizer"
+        )
+
+
 def vocabulary_size(model: nn.Module) -> int | None:
     """Rows of ``model``'s output embedding (the tokens it predicts), else its config's
     ``vocab_size``; None when it has neither. Wrappers (DDP's ``module``, peft) are looked through."""

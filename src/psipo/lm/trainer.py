@@ -473,7 +473,13 @@ def _load_inputs(
     load_data: Callable[..., tuple[Any, Any]] = _load_data,
 ) -> tuple[Any, Any, Any, Any]:
     """Tokenizer and data before the model: a bad data file is found before the heavy load."""
-    from psipo.lm.model import check_max_length, load_causal_lm, load_tokenizer, prepare_policy
+    from psipo.lm.model import (
+        check_max_length,
+        check_tokenizer_fits,
+        load_causal_lm,
+        load_tokenizer,
+        prepare_policy,
+    )
 
     mc, run = config.model_config, config.run
     if tokenizer is None and (mc.tokenizer or (model is None and mc.model)):
@@ -499,6 +505,8 @@ def _load_inputs(
     if model is None:
         model = (load_model or load_causal_lm)(mc.model, mc)
     check_max_length(model, config.max_length, key=config.MAX_LENGTH_KEYS)
+    if tokenizer is not None:
+        check_tokenizer_fits(model, tokenizer, key="tokenizer" if mc.tokenizer else "model")
     model = prepare_policy(model, mc, seed=run.seed)
     model.train()
     return model, tokenizer, train_data, eval_data
