@@ -70,3 +70,16 @@ def test_out_with_a_tilde_after_equals_goes_home(tmp_path, monkeypatch, capsys):
     assert main(["reproduce", *TINY, "--out=~/results"]) == 0
     assert (home / "results" / "results.json").is_file()
     assert not (tmp_path / "~").exists()
+
+
+def test_what_a_killed_run_left_is_cleared_by_the_next(tmp_path, capsys):
+    # kill -9 while writing left .figures.XXXXXXXX.tmp/ and .results.json.XXXXXXXX.tmp beside the
+    # report for good (and the LM lab, killed between moving figures/ aside and putting the new
+    # one in place, its only copy in .figures.old, never put back).
+    out = tmp_path / "results"
+    (out / ".figures.abcd1234.tmp").mkdir(parents=True)
+    (out / ".figures.abcd1234.tmp" / "fig_D1.png").write_bytes(b"half")
+    (out / ".results.json.abcd1234.tmp").write_text("{")
+    (out / "results.json").write_text(json.dumps({"asymptotic": {}}))
+    assert main(["reproduce", *TINY, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".psipo-experiment.lock"]

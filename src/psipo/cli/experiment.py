@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from psipo._config import add_arguments, load_config, overrides_from_args
-from psipo._io import expand_home, lock_folder, prepare_output_folder
+from psipo._io import expand_home, lock_folder, prepare_output_folder, remove_stale_temporaries
 from psipo.errors import PsipoInputError
 
 
@@ -166,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
     # One experiment at a time writes a folder: two would leave one's figures beside the other's report.
     lock = lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment")
     try:
+        # Holding the lock, no live writer owns a temporary here: what a killed run left (its
+        # figures drawn aside, a file half-written, the previous figures/ moved aside) is settled.
+        remove_stale_temporaries(out)
         if report_from is not None:
             results = package.rerender(stored, out, command=command)
         else:
