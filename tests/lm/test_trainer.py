@@ -323,6 +323,16 @@ def test_clear_errors(base_config, rows, tmp_path):
     with pytest.MonkeyPatch.context() as patch, pytest.raises(PsipoInputError, match="report_to: wandb is not installed"):
         patch.setattr(psipo.lm.trainer, "TRACKER_MODULES", missing)
         run(base_config, rows, report_to=["wandb"])
+    # "all" picks up every installed tracker, a folder tracker among them, without accelerate's check
+    # that a folder was given: refused up front, not a traceback at the first log
+    import accelerate.tracking
+    from accelerate.utils import LoggerType
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(
+        PsipoInputError, match="report_to: all includes tensorboard, which write their logs into output_dir, which is null"
+    ):
+        patch.setattr(accelerate.tracking, "get_available_trackers", lambda: [LoggerType.TENSORBOARD])
+        run(base_config, rows, report_to=["all"], output_dir=None)
 
 
 def test_in_memory_run_with_a_callback_writes_nothing(base_config, rows, tmp_path):

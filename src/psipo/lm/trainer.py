@@ -205,6 +205,16 @@ def _accelerator(config: TrainConfig):
         modules = TRACKER_MODULES.get(tracker, ())
         if modules and not any(importlib.util.find_spec(m) for m in modules):
             raise PsipoInputError(f"report_to: {tracker} is not installed (pip install {modules[0]})")
+    if "all" in config.run.report_to and config.run.output_dir is None:
+        # accelerate checks a folder for the trackers named, not for those "all" picks up
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+        needing = [str(t) for t in get_available_trackers() if LOGGER_TYPE_TO_CLASS[str(t)].requires_logging_directory]
+        if needing:
+            raise PsipoInputError(
+                f"report_to: all includes {', '.join(needing)}, which write their logs into output_dir, which "
+                "is null (write nothing); set output_dir, or name the trackers you want"
+            )
 
     use_cpu = config.run.device == "cpu" or not torch.cuda.is_available()
     dtype = config.model_config.dtype
