@@ -587,3 +587,30 @@ def test_tokens_per_second_counts_the_unpadded_tokens_of_the_steps_pairs(base_co
     per_step = [seen[2 * k] + seen[2 * k + 1] for k in range(3)]
     want = [sum(2 * len(pairs[i].prompt_ids) + len(pairs[i].chosen_ids) + len(pairs[i].rejected_ids) for i in step) for step in per_step]
     assert [r["tokens_per_second"] for r in result.history] == want
+
+
+def test_a_resume_that_moves_the_schedule_says_what_it_does_to_the_learning_rate(base_config, rows, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from psipo.lm.trainer import moved_schedule_note
+
+    config = load_train_config(None, base_config | {"max_steps": 20, "warmup_ratio": 0.1, "learning_rate": 1e-3})
+    opt = SimpleNamespace(total_steps=20, steps_per_epoch=4)
+    # cosine, by hand: 10 steps with 1 of warm-up end at step 10 at 0; 20 with 2 are at
+    # 0.5·(1 + cos(π·8/18)) = 0.58682 there
+    assert moved_schedule_note(config, {"max_steps": 10}, opt, 10) == (
+        "resume: the run now lasts 20 steps instead of 10, and its cosine schedule (warm-up 0.1 of the run) with "
+        "it: the learning rate of step 11 is 0.000587 where the first run would have used 0"
+    )
+    assert moved_schedule_note(config, {"max_steps": None, "epochs": 5.0}, opt, 10) is None  # 5 epochs × 4 = 20
+    constant = load_train_config(None, base_config | {"max_steps": 20, "lr_scheduler": "constant"})
+    assert moved_schedule_note(constant, {"max_steps": 10}, opt, 10) is None  # the same rate either way
+
+    # through a real resume, said once on stderr even without progress lines
+    run(base_config, rows, max_steps=2, save_steps=1, lr_scheduler="linear")
+    capsys.readouterr()
+    run(base_config, rows, max_steps=4, save_steps=1, lr_scheduler="linear", resume=True)
+    err = capsys.readouterr().err
+    # linear, no warm-up: step 3 of 2 is at 0, of 4 at 1 − 2/4 = 0.5 → 0.005 at lr 0.01
+    assert err.count("note: resume: the run now lasts 4 steps instead of 2, and its linear schedule") == 1, err
+    assert "the learning rate of step 3 is 0.005 where the first run would have used 0" in err

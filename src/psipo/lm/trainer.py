@@ -142,6 +142,29 @@ def lr_multiplier(step: int, *, total_steps: int, warmup_steps: int, schedule: s
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def moved_schedule_note(config: TrainConfig, recorded: Mapping[str, Any], opt: Any, step: int) -> str | None:
+    """On a resume whose max_steps or epochs differ from the checkpoint's (``recorded``, its flat
+    config), the schedule's warm-up and decay span the new length: the line that says what this
+    does to the learning rate from ``step`` on, or None when the rate is unchanged."""
+    def total(max_steps: Any, epochs: Any) -> int:
+        return max_steps or max(1, math.ceil(epochs * opt.steps_per_epoch))
+
+    old_total = total(recorded.get("max_steps"), recorded.get("epochs", config.optim.epochs))
+    if old_total == opt.total_steps:
+        return None
+    o = config.optim
+    def rate(total_steps: int) -> float:
+        warmup = int(o.warmup_ratio * total_steps)
+        return o.learning_rate * lr_multiplier(step, total_steps=total_steps, warmup_steps=warmup, schedule=o.lr_scheduler)
+
+    before, after = rate(old_total), rate(opt.total_steps)
+    if before == after:
+        return None
+    return (f"resume: the run now lasts {opt.total_steps} steps instead of {old_total}, and its {o.lr_scheduler} "
+            f"schedule (warm-up {o.warmup_ratio:g} of the run) with it: the learning rate of step {step + 1} is "
+            f"{after:.3g} where the first run would have used {before:.3g}")
+
+
 CPU_TOKENS_PER_FORWARD = 2048
 """``max_tokens_per_forward: auto`` on CPU: bounds activation memory at no cost in speed there."""
 
@@ -718,6 +741,10 @@ def _train_loop(
                 f"(max_steps / epochs); ask for at least {start_step} to go on from it"
             )
     main = accelerator.is_main_process
+    if resume_from is not None and main:  # a note, said with or without progress lines
+        note = moved_schedule_note(config, resume_from[1].get("config") or {}, opt, start_step)
+        if note:
+            print(f"{setup.command}: note: {note}", file=sys.stderr, flush=True)
     if setup.run_dir is not None and main:
         save_yaml(config, setup.run_dir / "config.yaml")
     metrics_path = setup.run_dir / "metrics.jsonl" if setup.run_dir is not None else None
