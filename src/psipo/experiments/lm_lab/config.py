@@ -374,6 +374,11 @@ def validate(config: LabConfig) -> None:
         ("sweep.seeds", not config.sweep.enabled or len(config.sweep.seeds) > 0, "must not be empty"),
         ("large.taus", all(0 < t < math.inf for t in lc.taus), "must be finite numbers > 0"),
         ("large.samples", lc.samples >= 2, "must be >= 2"),
+        ("large.vocab_size", lc.vocab_size >= 2, "must be >= 2"),
+        *((f"large.{key}", getattr(lc, key) >= 1, "must be >= 1")
+          for key in ("response_length", "num_prompts", "num_pairs", "steps", "reference_steps")),
+        *((f"large.{key}", not lc.enabled or len(getattr(lc, key)) > 0, "must not be empty")
+          for key in ("losses", "taus", "seeds")),
         ("large.vocab_size", lc.vocab_size ** w.prompt_length >= lc.num_prompts,
          "must allow num_prompts distinct prompts"),
         ("workers", config.workers >= 1, "must be >= 1"),
