@@ -215,3 +215,16 @@ def test_the_command_line_s_presets_lock_and_summary_reach_the_experiment(tmp_pa
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == f"psipo reproduce: 1.0 s; 1 of 3 claims hold (1 undecided); wrote {out / 'REPORT.md'}, {out / 'results.json'} and 1 figures"
     os.close(lock_folder(out, EXPERIMENT_LOCK, key="--out", what="psipo experiment"))  # released after each run
+
+
+@pytest.mark.parametrize("command", [["reproduce"], ["experiment", "paper"], ["experiment", "lm"]])
+def test_help_names_report_from_only_where_the_option_exists(command, capsys):
+    """--out's help spoke of --report-from in psipo reproduce too, which has no such option."""
+    from psipo.cli import main
+
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    offered = "--report-from RESULTS" in help_text
+    assert offered == (command[-1] == "lm")
+    assert ("--report-from" in help_text) == offered

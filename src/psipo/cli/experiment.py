@@ -113,8 +113,9 @@ def _description(help_text: str, experiment: Experiment) -> str:
 
 def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experiment) -> None:
     package = experiment.package()
-    parser.add_argument("--out", default=None,
-                        help=f"results folder (default: {experiment.default_out}; with --report-from, its folder)")
+    stored_runs = hasattr(package, "read_stored_run")  # --report-from, for experiments that can re-render
+    parser.add_argument("--out", default=None, help=f"results folder (default: {experiment.default_out}"
+                        + ("; with --report-from, its folder)" if stored_runs else ")"))
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_true",
                          help=f"{experiment.quick}: " + ", ".join(f"{k}={v}" for k, v in package.QUICK.items())
@@ -125,7 +126,7 @@ def _add_experiment_options(parser: argparse.ArgumentParser, experiment: Experim
                              + " (a --config file and options override it)")
     parser.add_argument("--config", type=Path, default=None, help="YAML file of the keys below")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if hasattr(package, "read_stored_run"):
+    if stored_runs:
         parser.add_argument(
             "--report-from", metavar="RESULTS", default=None,
             help="train nothing: decide the claims again and redraw the figures and REPORT.md from a "
