@@ -250,3 +250,14 @@ def test_sampling_block(tmp_path):
     torch.testing.assert_close(samples.sequence_logps(), want, atol=1e-5, rtol=0)
     again = sample(model, prompts, max_new_tokens=16, temperature=0.8, top_p=0.95, seed=0)
     assert again.responses() == samples.responses()
+
+
+def test_the_keys_a_resume_may_change_are_the_ones_the_code_lets_through():
+    """The --resume paragraph lists the config keys that may differ from the checkpoint's: the
+    same set as RESUMABLE_KEYS (psipo reward's early_stopping_patience was once left out), with
+    resume/overwrite themselves, and the data paths checked by content (DATA_KEYS)."""
+    from psipo.lm.run_folder import DATA_KEYS, RESUMABLE_KEYS
+
+    sentence = re.search(r"initial weights that changed on disk; only (.*?) may change\.", README, re.S).group(1)
+    named = set(re.findall(r"`([a-z_]+)`", sentence))
+    assert named == (RESUMABLE_KEYS - {"resume", "overwrite"}) | set(DATA_KEYS)
