@@ -83,3 +83,43 @@ def test_a_sigterm_that_lands_in_a_destructor_still_stops_the_command(monkeypatc
     assert main(["solve", "p.yaml"]) == 143
     assert went_on == [] and time.monotonic() - started < 4
     assert capsys.readouterr().err == "psipo: terminated\n" and sys.unraisablehook is hook
+
+
+@pytest.mark.parametrize("code", [130, 143])
+def test_after_a_signal_the_process_ends_at_once_with_its_output_flushed(code):
+    # psipo.cli.run: after Ctrl-C or SIGTERM no interpreter teardown (an atexit handler stands
+    # for it), but what was printed, still buffered in a pipe, is written.
+    import subprocess
+
+    program = (
+        "import atexit, sys\n"
+        "import psipo.cli as cli\n"
+        "atexit.register(lambda: print('teardown ran', file=sys.stderr))\n"
+        f"cli.main = lambda: print('buffered output') or {code}\n"
+        "cli.run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (code, "buffered output\n", "")
+
+
+def test_in_library_use_a_first_sigterm_is_a_request_and_a_second_the_default_action():
+    # train() called from Python, SIGTERM at its default: the first signal waits for the step's
+    # end, the second ends the process as SIGTERM would have without psipo.
+    import subprocess
+
+    program = (
+        "import os, signal, sys\n"
+        "from psipo.lm.loop import StopAtStepEnd\n"
+        "with StopAtStepEnd() as stop:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    print('requested', stop.requested, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    print('went on after the second', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),  # whatever pytest inherited
+    )  # fmt: skip
+    assert done.returncode == -signal.SIGTERM, (done.stdout, done.stderr)
+    assert done.stdout == "requested True\n"
+    assert "SIGTERM: stopping after this step, with a checkpoint (SIGTERM again to stop at once" in done.stderr
