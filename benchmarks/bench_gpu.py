@@ -1,6 +1,6 @@
 """psipo vs TRL on GPU: IPO on a Qwen2-0.5B-shaped model in bf16, tokens/s and peak GPU memory.
 
-Prepared for a CUDA machine (README.md, "Scaling out": the GPU figures are pending); without a
+Prepared for a CUDA machine (README.md, "Scaling out": its first figures, one H200); without a
 GPU it says so and exits. It builds a model with Qwen2-0.5B's shape from its config (random
 weights, nothing downloaded) and a word-level tokenizer of the same vocabulary size, plus
 ``--pairs`` synthetic preference pairs, then trains one epoch of IPO (τ = 0.1, batch 8, lr
@@ -49,7 +49,10 @@ def build_fixture(work: Path, pairs: int) -> tuple[Path, Path, int]:
     torch.manual_seed(0)
     config = Qwen2Config(**QWEN2_0_5B, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(work / "model")
-    tokenizer.save_pretrained(work / "model")
+    # A folder of its own: beside a Qwen2 config.json, AutoTokenizer (transformers 5) builds
+    # Qwen2's BPE tokenizer class around this word-level tokenizer.json, which then maps every
+    # word to nothing and every pair is dropped as empty.
+    tokenizer.save_pretrained(work / "tokenizer")
     rows = make_synthetic_preferences(
         pairs, vocab=QWEN2_0_5B["vocab_size"], prompt_length=(64, 256), completion_length=(64, 256)
     )
@@ -66,7 +69,7 @@ def worker(tool: str, model_dir: Path, data: Path, out: Path, batch_size: int) -
 
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir.parent / "tokenizer")
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if tool == "psipo":
@@ -116,7 +119,7 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("bench_gpu.py: no CUDA GPU on this machine; it measures GPU training only (figures pending)", file=sys.stderr)
+        print("bench_gpu.py: no CUDA GPU on this machine; it measures GPU training only (figures: README.md, Scaling out)", file=sys.stderr)
         return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="psipo_bench_gpu_"))
     out.mkdir(parents=True, exist_ok=True)

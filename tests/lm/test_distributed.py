@@ -222,7 +222,7 @@ def test_gpu_benchmark_answers_help_and_needs_a_gpu():
     if not torch.cuda.is_available():
         ran = subprocess.run([sys.executable, str(script)], env=ENV, capture_output=True, text=True, timeout=120)
         assert ran.returncode == 2 and ran.stderr.strip().splitlines() == [
-            "bench_gpu.py: no CUDA GPU on this machine; it measures GPU training only (figures pending)"
+            "bench_gpu.py: no CUDA GPU on this machine; it measures GPU training only (figures: README.md, Scaling out)"
         ]
 
 

@@ -614,3 +614,11 @@ def test_a_resume_that_moves_the_schedule_says_what_it_does_to_the_learning_rate
     # linear, no warm-up: step 3 of 2 is at 0, of 4 at 1 − 2/4 = 0.5 → 0.005 at lr 0.01
     assert err.count("note: resume: the run now lasts 4 steps instead of 2, and its linear schedule") == 1, err
     assert "the learning rate of step 3 is 0.005 where the first run would have used 0" in err
+
+
+def test_no_pair_left_says_what_was_dropped(base_config):
+    # e.g. a tokenizer that maps every word to nothing: each pair is empty after truncation
+    same = [{"prompt": "a b", "chosen": "c d", "rejected": "c d"}] * 3
+    with pytest.raises(PsipoInputError, match=r"train_data: no training pairs: 0 pairs from 3 rows \(.*3 with identical "
+                       r"chosen and rejected dropped"):
+        train(load_train_config(None, base_config), train_pairs=same)

@@ -121,7 +121,8 @@ def _load_data(config: TrainConfig, tokenizer: Any, train_pairs: PairsInput, eva
     if d.max_pairs is not None:
         train_data = dataclasses.replace(train_data, pairs=train_data.pairs[: d.max_pairs])
     if not train_data.pairs:
-        raise PsipoInputError("train_data: no training pairs")
+        # what was dropped, and why, says whether the data or the tokenizer is at fault
+        raise PsipoInputError(f"train_data: no training pairs: {train_data.summary()}")
     for data in (train_data, eval_data):
         if data is not None:
             longest = max(p.length for p in data.pairs)
