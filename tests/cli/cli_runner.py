@@ -39,3 +39,15 @@ def psipo_in_process(*args, cwd) -> int:
 def run_files(path) -> dict[str, bytes]:
     """Every file under a run folder (but its lock) and its bytes: what must survive a failed run."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".psipo.lock"}
+
+
+def online_workdir(root, *, judges_module: str, judges: str, config: str, prompts: int, layers: int, hidden: int):
+    """A folder for ``psipo online`` tests: a tiny model (vocabulary 64), ``prompts`` synthetic
+    prompts, the judges module ``judges_module``.py holding ``judges``, and ``online.yaml``."""
+    from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
+
+    make_tiny_model_dir(root / "model", layers=layers, hidden=hidden, heads=2, vocab=64)
+    write_jsonl(make_synthetic_preferences(prompts, vocab=64, seed=1), root / "prompts.jsonl")
+    (root / f"{judges_module}.py").write_text(judges)
+    (root / "online.yaml").write_text(config)
+    return root

@@ -7,10 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from cli_runner import psipo, run_files
+from cli_runner import online_workdir, psipo, run_files
 
 from psipo.cli import main
-from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
 
 JUDGES = '''
 import torch
@@ -27,16 +26,13 @@ def raises(prompts, a, b):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_online_safety")
-    make_tiny_model_dir(root / "model", layers=2, hidden=32, heads=2, vocab=64)
-    write_jsonl(make_synthetic_preferences(16, vocab=64, seed=1), root / "prompts.jsonl")
-    (root / "safety_judges.py").write_text(JUDGES)
-    (root / "online.yaml").write_text(
+    config = (
         "model: model\nprompts: prompts.jsonl\nbatch_size: 2\nnum_generations: 2\nmax_new_tokens: 4\n"
         "learning_rate: 0.01\nmax_steps: 2\nlogging_steps: 1\nsave_steps: 1\nseed: 1\nprogress: false\n"
         "judge: safety_judges:prefer_short\n"
     )
-    return root
+    return online_workdir(tmp_path_factory.mktemp("cli_online_safety"), judges_module="safety_judges",
+                          judges=JUDGES, config=config, prompts=16, layers=2, hidden=32)
 
 
 @pytest.fixture

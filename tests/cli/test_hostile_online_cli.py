@@ -4,9 +4,7 @@ and no final/ or checkpoint left behind as if the run had ended."""
 from __future__ import annotations
 
 import pytest
-from cli_runner import psipo_in_process, run_files
-
-from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
+from cli_runner import online_workdir, psipo_in_process, run_files
 
 JUDGES = '''
 import sys
@@ -29,15 +27,12 @@ def complex_judge(prompts, a, b):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile_online")
-    make_tiny_model_dir(root / "model", layers=1, hidden=16, heads=2, vocab=64)
-    write_jsonl(make_synthetic_preferences(4, vocab=64, seed=1), root / "prompts.jsonl")
-    (root / "hostile_online_judges.py").write_text(JUDGES)
-    (root / "online.yaml").write_text(
+    config = (
         "model: model\nprompts: prompts.jsonl\nnum_generations: 2\nmax_new_tokens: 4\nbatch_size: 2\n"
         "learning_rate: 0.01\nmax_steps: 1\nprogress: false\nseed: 0\n"
     )
-    return root
+    return online_workdir(tmp_path_factory.mktemp("hostile_online"), judges_module="hostile_online_judges",
+                          judges=JUDGES, config=config, prompts=4, layers=1, hidden=16)
 
 
 @pytest.mark.parametrize(
