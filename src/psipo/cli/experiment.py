@@ -215,7 +215,9 @@ def _refuse_a_folder_of_another(out: Path, command: str, experiment: Experiment)
     if run is not None:
         where = "is" if run == out.absolute() else f"lies inside {run}, which is"
         raise PsipoInputError(f"--out: {out} {where} the folder of a psipo training run; choose another --out")
-    stored = out / "results.json"
+    from psipo.experiments.reporting import RESULTS_FILE
+
+    stored = out / RESULTS_FILE
     if not stored.is_file():
         return
     try:

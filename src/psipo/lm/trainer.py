@@ -143,22 +143,26 @@ def lr_multiplier(step: int, *, total_steps: int, warmup_steps: int, schedule: s
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def run_length(max_steps: int | None, epochs: float, steps_per_epoch: int) -> int:
+    """Optimizer steps of a run: max_steps, else ``epochs`` passes of ``steps_per_epoch`` (at least 1)."""
+    return max_steps or max(1, math.ceil(epochs * steps_per_epoch))
+
+
+def scheduled_multiplier(opt: Any, step: int, total_steps: int) -> float:
+    """:func:`lr_multiplier` at ``step`` of a run of ``total_steps`` under ``opt``'s schedule and warm-up."""
+    warmup_steps = int(opt.warmup_ratio * total_steps)
+    return lr_multiplier(step, total_steps=total_steps, warmup_steps=warmup_steps, schedule=opt.lr_scheduler)
+
+
 def moved_schedule_note(config: TrainConfig, recorded: Mapping[str, Any], opt: Any, step: int) -> str | None:
     """On a resume whose max_steps or epochs differ from the checkpoint's (``recorded``, its flat
     config), the schedule's warm-up and decay span the new length: the line that says what this
     does to the learning rate from ``step`` on, or None when the rate is unchanged."""
-    def total(max_steps: Any, epochs: Any) -> int:
-        return max_steps or max(1, math.ceil(epochs * opt.steps_per_epoch))
-
-    old_total = total(recorded.get("max_steps"), recorded.get("epochs", config.optim.epochs))
+    o = config.optim
+    old_total = run_length(recorded.get("max_steps"), recorded.get("epochs", o.epochs), opt.steps_per_epoch)
     if old_total == opt.total_steps:
         return None
-    o = config.optim
-    def rate(total_steps: int) -> float:
-        warmup = int(o.warmup_ratio * total_steps)
-        return o.learning_rate * lr_multiplier(step, total_steps=total_steps, warmup_steps=warmup, schedule=o.lr_scheduler)
-
-    before, after = rate(old_total), rate(opt.total_steps)
+    before, after = (o.learning_rate * scheduled_multiplier(o, step, total) for total in (old_total, opt.total_steps))
     if before == after:
         return None
     return (f"resume: the run now lasts {opt.total_steps} steps instead of {old_total}, and its {o.lr_scheduler} "
@@ -574,17 +578,13 @@ def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_exampl
             f"than the {accelerator.num_processes} processes; set max_pairs or batch_size so that each process gets one"
         )
     steps_per_epoch = math.ceil(n_examples / step_pairs)
-    total_steps = opt.max_steps or max(1, math.ceil(opt.epochs * steps_per_epoch))
+    total_steps = run_length(opt.max_steps, opt.epochs, steps_per_epoch)
     if total_steps >= 2**63:  # max_steps' own bound; beyond it the run would go on until interrupted
         raise PsipoInputError(
             f"epochs: {opt.epochs:g} passes of {steps_per_epoch} steps are {total_steps:.3g} optimizer steps, more than "
             "a 64-bit count; ask for fewer epochs, or set max_steps"
         )
-    warmup_steps = int(opt.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_multiplier(s, total_steps=total_steps, warmup_steps=warmup_steps, schedule=opt.lr_scheduler),
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: scheduled_multiplier(opt, s, total_steps))
     return Optimisation(
         accelerator=accelerator,
         optimizer=optimizer,
