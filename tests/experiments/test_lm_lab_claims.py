@@ -20,6 +20,7 @@ from psipo.experiments.lm_lab.claims import (
     keeps_growing,
     never_exists,
     not_measured,
+    per_tau_outcome,
     positive_difference,
     width_needed,
 )
@@ -150,6 +151,22 @@ def test_better_at_every_tau():
     assert better_at_every_tau([((0.4, 0.01), (0.1, 0.01)), ((0.4, 0.01), (-1.0, 0.2))]) == "holds"
     assert better_at_every_tau([((0.4, 0.2), (0.3, 0.2)), ((0.4, 0.01), (-1.0, 0.2))]) == "partly"
     assert better_at_every_tau([((0.1, 0.01), (0.4, 0.01)), ((0.4, 0.01), (-1.0, 0.2))]) == "does not hold"
+    # no τ decided: undecided while every mean is on IPO's side (more seeds could decide), not "does not hold"
+    assert better_at_every_tau([((0.4, 0.2), (0.3, 0.2)), ((0.5, 0.3), (0.2, 0.3))]) == "undecided"
+    assert better_at_every_tau([((0.4, 0.2), (0.3, 0.2)), ((0.5, float("nan")), (0.2, 0.3))]) == "undecided"
+    assert better_at_every_tau([((0.4, 0.2), (0.3, 0.2)), ((0.1, 0.3), (0.2, 0.3))]) == "does not hold"
+    # shown at one τ, the other way round with overlapping CIs at another: partly
+    assert better_at_every_tau([((0.4, 0.01), (0.1, 0.01)), ((0.1, 0.3), (0.2, 0.3))]) == "partly"
+
+
+def test_per_tau_outcome_names_where_each_comparison_went():
+    outcome = per_tau_outcome(
+        [0.1, 1.0, 3.0, 10.0], [((0.4, 0.2), (0.3, 0.2)), ((0.1, 0.01), (0.2, 0.01)), ((1.0, 0.01), (0.0, 0.01)), ((2.0, 0.1), (0.0, 0.1))]
+    )
+    assert outcome == (
+        " [IPO above with disjoint CIs at τ = 3, 10; IPO's mean above, CIs overlapping at τ = 0.1; "
+        "IPO's mean not above at τ = 1]"
+    )
 
 
 def test_above_in_every_pair():

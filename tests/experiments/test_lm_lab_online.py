@@ -49,6 +49,10 @@ def test_online_beats_offline_needs_both_the_gap_and_the_head_to_head():
     assert online_beats_offline((0.01, 0.005), (0.505, 0.01)) == "partly"  # head-to-head's CI contains ½
     assert online_beats_offline((-0.01, 0.005), (0.47, 0.01)) == "does not hold"
     assert online_beats_offline(None, (0.53, NAN)) == "does not hold"
+    # neither part shown, both means on the claimed side: more seeds could decide
+    assert online_beats_offline((0.01, 0.02), (0.51, 0.02)) == "undecided"
+    assert online_beats_offline((0.01, NAN), (0.53, NAN)) == "undecided"
+    assert online_beats_offline((0.01, 0.02), (0.49, 0.02)) == "does not hold"
 
 
 # ----------------------------------------------------------------------------- IPO-MD's token-level target

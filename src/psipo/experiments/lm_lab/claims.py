@@ -174,14 +174,37 @@ def above_half(best: Interval | None) -> Verdict:
     return holds_if(best is not None and best[0] - best[1] > 0.5)
 
 
+def none_shown(verdicts: list[Verdict]) -> Verdict:
+    """Several comparisons by :func:`above_with_disjoint_cis` of which none holds: undecided when
+    every one is (means so ordered, intervals overlapping: more seeds could decide each), else
+    does not hold."""
+    return "undecided" if verdicts and all(v == "undecided" for v in verdicts) else "does not hold"
+
+
 def better_at_every_tau(objectives: list[tuple[Interval, Interval]]) -> Verdict:
-    """Per τ, (IPO's, DPO's) objective: holds when IPO's is above with disjoint CIs at every τ,
-    partly when it is at some τ and below at none."""
-    wins = sum(entirely_above(ipo, dpo) for ipo, dpo in objectives)
-    defeats = sum(entirely_above(dpo, ipo) for ipo, dpo in objectives)
-    if wins == len(objectives):
+    """Per τ, (IPO's, DPO's) objective, each compared by :func:`above_with_disjoint_cis`: holds
+    when IPO's is above with disjoint CIs at every τ; partly when it is at some τ and below with
+    disjoint CIs at none; with none shown, :func:`none_shown`."""
+    verdicts = [above_with_disjoint_cis(ipo, dpo) for ipo, dpo in objectives]
+    wins = verdicts.count("holds")
+    if wins == len(verdicts):
         return "holds"
-    return "partly" if wins and not defeats else "does not hold"
+    if wins:
+        return "does not hold" if any(entirely_above(dpo, ipo) for ipo, dpo in objectives) else "partly"
+    return none_shown(verdicts)
+
+
+def per_tau_outcome(taus: list[float], objectives: list[tuple[Interval, Interval]]) -> str:
+    """Where :func:`better_at_every_tau`'s comparisons held, overlapped or went the other way."""
+    groups = {"holds": [], "undecided": [], "does not hold": []}
+    for tau, (ipo, dpo) in zip(taus, objectives):
+        groups[above_with_disjoint_cis(ipo, dpo)].append(f"{tau:g}")
+    parts = [f"{label} at τ = {', '.join(groups[key])}" for key, label in (
+        ("holds", "IPO above with disjoint CIs"),
+        ("undecided", "IPO's mean above, CIs overlapping"),
+        ("does not hold", "IPO's mean not above"),
+    ) if groups[key]]
+    return f" [{'; '.join(parts)}]"
 
 
 # ----------------------------------------------------------------------------- claims per oracle
@@ -448,8 +471,10 @@ def _regularised_preference(o: _Oracle) -> Claim | None:
         "C12", "§5 (Eq. 8), §6",
         f"[{o.name}] IPO optimises the regularised total preference p*(π≻µ) − τ·KL better than DPO",
         "ΨPO objective with Ψ = identity at each τ: IPO's above DPO's with disjoint CIs at every τ "
-        "(partly: at some τ and below at none)",
-        "; ".join(f"τ={t:g}: IPO {format_number(i)}, DPO {format_number(d)}" for t, i, d in objectives),
+        "(partly: at some τ and below with disjoint CIs at none; undecided: at none, but IPO's mean above at "
+        "every τ)",
+        "; ".join(f"τ={t:g}: IPO {format_number(i)}, DPO {format_number(d)}" for t, i, d in objectives)
+        + per_tau_outcome([t for t, _, _ in objectives], [(i, d) for _, i, d in objectives]),
         better_at_every_tau([(ipo, dpo) for _, ipo, dpo in objectives]),
     )
 
@@ -513,11 +538,14 @@ def closer_to_own_target(margins: list[Interval | None]) -> Verdict:
 
 def online_beats_offline(preference_gap: Interval | None, head_to_head: Interval | None) -> Verdict:
     """(paired difference online − offline of p*(π≻π_ref), p*(π_online ≻ π_offline)), each an
-    interval over seeds: holds when the first CI lies above 0 and the second above ½ (online
-    wins against π_ref and head-to-head), partly when one of them does, else does not hold."""
-    wins = [preference_gap is not None and preference_gap[0] - preference_gap[1] > 0,
-            head_to_head is not None and head_to_head[0] - head_to_head[1] > 0.5]
-    return share_verdict(sum(wins), len(wins))
+    interval over seeds: holds when the first CI lies above 0 and the second above ½ (online wins
+    against π_ref and head-to-head), partly when one of them does; undecided when neither does but
+    both means are on the claimed side (more seeds could decide), else does not hold."""
+    verdicts = [above_with_disjoint_cis(preference_gap, (0.0, 0.0)), above_with_disjoint_cis(head_to_head, (0.5, 0.0))]
+    wins = verdicts.count("holds")
+    if wins:
+        return "holds" if wins == len(verdicts) else "partly"
+    return none_shown(verdicts)
 
 
 def _final(section: dict[str, Any], algorithm: str, key: str) -> Interval | None:
@@ -574,7 +602,7 @@ def _online_beats_offline(section: dict[str, Any], algorithm: str) -> Claim:
         "labelled pairs), online sampling beats offline IPO on pairs from π_ref, measured exactly: a higher total "
         "preference p*(π≻π_ref), and preferred to it head-to-head",
         "paired difference online − offline of p*(π≻π_ref) with CI above 0, and p*(π_online ≻ π_offline) with CI "
-        "above ½ (partly: one of the two)",
+        "above ½ (partly: one of the two; undecided: neither, but both means on the claimed side)",
         f"p*(π≻π_ref) {algorithm} − offline {format_number(gap)} ({format_number(_final(section, algorithm, 'total_preference'))} "
         f"vs {format_number(_final(section, 'offline_ipo', 'total_preference'))}); p*(π_{algorithm} ≻ π_offline) "
         f"{format_number(head_to_head)}; KL(π‖π_ref) {format_number(_final(section, algorithm, 'kl'))} vs "
