@@ -6,7 +6,6 @@ import math
 import pytest
 
 from psipo.experiments.lm_lab.claims import (
-    above_half,
     above_in_every_pair,
     above_with_disjoint_cis,
     better_at_every_tau,
@@ -76,7 +75,9 @@ def test_flatness_needed_says_what_the_rule_needs():
 def test_decreasing_in_tau():
     assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3), (0.1, 0.01)], (-1.1, 0.1)) == "holds"
     assert decreasing_in_tau([(5.0, 1.0), (6.0, 0.3), (0.1, 0.01)], (-1.1, 0.1)) == "does not hold"
-    assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3)], (-0.5, 0.6)) == "does not hold"  # slope CI reaches 0
+    assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3)], (-0.5, 0.6)) == "undecided"  # slope CI reaches 0
+    assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3)], (-0.5, math.nan)) == "undecided"  # one seed: no interval
+    assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3)], (0.1, 0.6)) == "does not hold"  # slope's mean not below 0
     assert decreasing_in_tau([(5.0, 1.0), (1.0, 0.3), (1.0, 0.3)], (-1.1, 0.1)) == "does not hold"  # flat: not strictly
 
 
@@ -97,14 +98,18 @@ def test_closer_than_reference():
     assert closer_than_reference([((0.1, 0.02), 0.5), ((0.2, 0.05), 0.6)]) == "holds"
     assert closer_than_reference([((0.1, 0.02), 0.5), ((0.8, 0.05), 0.6)]) == "partly"
     assert closer_than_reference([((0.9, 0.02), 0.5)]) == "does not hold"
-    assert closer_than_reference([((0.1, math.nan), 0.5)]) == "does not hold"  # one seed: no interval
+    assert closer_than_reference([((0.1, math.nan), 0.5)]) == "undecided"  # one seed: no interval
+    assert closer_than_reference([((0.4, 0.2), 0.5), ((0.5, 0.2), 0.6)]) == "undecided"  # means below, CIs reach it
+    assert closer_than_reference([((0.4, 0.2), 0.5), ((0.7, 0.2), 0.6)]) == "does not hold"
 
 
 def test_consistent_in_n():
     assert consistent_in_n([((-0.5, 0.1), 0.1, 0.01), ((-0.4, 0.2), 0.8, 0.1)]) == "holds"
     assert consistent_in_n([((-0.5, 0.1), 0.1, 0.01), ((-0.1, 0.2), 0.8, 0.1)]) == "partly"  # CI reaches 0
     assert consistent_in_n([((-0.5, 0.1), 0.1, 0.2)]) == "does not hold"  # further at the largest N
-    assert consistent_in_n([((-0.5, math.nan), 0.1, 0.01)]) == "does not hold"  # one seed: no interval
+    assert consistent_in_n([((-0.5, math.nan), 0.1, 0.01)]) == "undecided"  # one seed: no interval
+    assert consistent_in_n([((-0.1, 0.2), 0.1, 0.01), ((-0.2, 0.3), 0.8, 0.1)]) == "undecided"  # slope CIs reach 0
+    assert consistent_in_n([((-0.1, 0.2), 0.1, 0.01), ((0.2, 0.3), 0.8, 0.1)]) == "does not hold"
 
 
 def test_log_log_slope_is_the_rate():
@@ -114,7 +119,9 @@ def test_log_log_slope_is_the_rate():
 
 def test_positive_difference():
     assert positive_difference((0.1, 0.05)) == "holds"
-    assert positive_difference((0.1, 0.2)) == "does not hold"
+    assert positive_difference((0.1, 0.2)) == "undecided"  # only the mean above 0
+    assert positive_difference((-0.1, 0.2)) == "does not hold"
+    assert positive_difference(None) == "does not hold"
     assert positive_difference(None) == "does not hold"
 
 
@@ -141,12 +148,6 @@ def test_never_exists():
     assert never_exists(1) == "does not hold"
 
 
-def test_above_half():
-    assert above_half((0.6, 0.05)) == "holds"
-    assert above_half((0.54, 0.1)) == "does not hold"
-    assert above_half(None) == "does not hold"
-
-
 def test_better_at_every_tau():
     assert better_at_every_tau([((0.4, 0.01), (0.1, 0.01)), ((0.4, 0.01), (-1.0, 0.2))]) == "holds"
     assert better_at_every_tau([((0.4, 0.2), (0.3, 0.2)), ((0.4, 0.01), (-1.0, 0.2))]) == "partly"
@@ -170,9 +171,11 @@ def test_per_tau_outcome_names_where_each_comparison_went():
 
 
 def test_above_in_every_pair():
-    assert above_in_every_pair([True, True]) == "holds"
-    assert above_in_every_pair([True, False]) == "partly"
-    assert above_in_every_pair([False, False]) == "does not hold"
+    far, near = ((5.0, 1.0), (1.0, 0.5)), ((1.5, 1.0), (1.0, 0.5))  # (DPO's, IPO's) interval
+    assert above_in_every_pair([far, far]) == "holds"
+    assert above_in_every_pair([far, near]) == "partly"
+    assert above_in_every_pair([near, near]) == "undecided"  # DPO's estimate above, intervals overlapping
+    assert above_in_every_pair([near, ((0.5, 1.0), (1.0, 0.5))]) == "does not hold"
 
 
 TAUS, SEEDS = [0.1, 1.0], [0, 1]

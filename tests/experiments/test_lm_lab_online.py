@@ -41,6 +41,7 @@ def test_closer_to_own_target_needs_every_margin_above_zero():
     assert closer_to_own_target([(-0.05, 0.01), (0.01, 0.02)]) == "does not hold"
     # One seed (NaN half-width) or no runs cannot show a margin.
     assert closer_to_own_target([(0.05, NAN), None]) == "does not hold"
+    assert closer_to_own_target([(0.05, NAN), (0.02, 0.03)]) == "undecided"  # every mean margin above 0
 
 
 def test_online_beats_offline_needs_both_the_gap_and_the_head_to_head():

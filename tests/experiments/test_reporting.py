@@ -12,6 +12,7 @@ from psipo.experiments.reporting import (
     claims_as_data,
     claims_from_data,
     claims_markdown,
+    combine,
     format_number,
     holds_if,
     largest,
@@ -20,7 +21,6 @@ from psipo.experiments.reporting import (
     not_measured_from_data,
     read_results,
     report_markdown,
-    share_verdict,
     write_results,
 )
 
@@ -57,8 +57,11 @@ def test_markdown_table_escapes_bars_inside_cells():
 
 def test_shared_verdicts():
     assert holds_if(True) == "holds" and holds_if(False) == "does not hold"
-    assert share_verdict(3, 3) == "holds" and share_verdict(1, 3) == "partly" and share_verdict(0, 3) == "does not hold"
-    assert share_verdict(0, 0) == "does not hold"  # nothing measured holds nothing
+    assert combine(["holds", "holds"]) == "holds"
+    assert combine(["holds", "undecided"]) == "partly" and combine(["does not hold", "holds"]) == "partly"
+    assert combine(["undecided", "undecided"]) == "undecided"  # more seeds could decide each
+    assert combine(["undecided", "does not hold"]) == "does not hold"
+    assert combine([]) == "does not hold"  # nothing measured holds nothing
 
 
 def test_claims_section_counts_verdicts_and_states_each_rule_once():

@@ -97,11 +97,15 @@ def holds_if(condition: bool) -> Verdict:
     return "holds" if condition else "does not hold"
 
 
-def share_verdict(held: int, total: int) -> Verdict:
-    """"holds" when every one of ``total`` checks held, "partly" when some did, else "does not hold"."""
-    if total and held == total:
-        return "holds"
-    return "partly" if held else "does not hold"
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """One verdict from several comparisons, each "holds", "undecided" (means so ordered,
+    intervals overlapping) or "does not hold": holds when every one holds, partly when some do;
+    with none, undecided when every one is undecided (more seeds could decide each), else does
+    not hold. Nothing measured holds nothing."""
+    wins = sum(verdict == "holds" for verdict in verdicts)
+    if wins:
+        return "holds" if wins == len(verdicts) else "partly"
+    return "undecided" if verdicts and all(verdict == "undecided" for verdict in verdicts) else "does not hold"
 
 
 def format_number(value: float | Interval | None, digits: int = 3) -> str:

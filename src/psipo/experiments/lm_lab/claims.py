@@ -30,10 +30,10 @@ from psipo.experiments.reporting import (
     Claim,
     NotMeasured,
     Verdict,
+    combine,
     format_number,
     holds_if,
     needs_several_taus,
-    share_verdict,
 )
 from psipo.stats import Interval, entirely_above, interval
 
@@ -110,9 +110,11 @@ def flatness_needed(dpo_slope: Interval, ipo_slope: Interval) -> str:
 
 
 def decreasing_in_tau(means: list[Interval], slope: Interval) -> Verdict:
-    """Holds when the means strictly decrease along the τ grid and the slope's CI is below 0."""
+    """Holds when the means strictly decrease along the τ grid and the slope's CI is below 0;
+    undecided when they decrease and the slope's mean is below 0 but its CI reaches 0 (or one seed
+    gives none); does not hold otherwise."""
     decreasing = all(a[0] > b[0] for a, b in zip(means, means[1:]))
-    return holds_if(decreasing and slope[0] + slope[1] < 0)
+    return above_with_disjoint_cis((0.0, 0.0), slope) if decreasing else "does not hold"
 
 
 def keeps_growing(dpo_growth: Interval, ipo_growth: Interval) -> Verdict:
@@ -127,22 +129,25 @@ def keeps_growing(dpo_growth: Interval, ipo_growth: Interval) -> Verdict:
 
 def closer_than_reference(distances: list[tuple[Interval, float]]) -> Verdict:
     """Per τ, (TV(π, π̂) as an interval, TV(π_ref, π̂)): holds when the CI's upper end is below
-    π_ref's distance at every τ, partly at some."""
-    return share_verdict(sum(tv[0] + tv[1] < ref for tv, ref in distances), len(distances))
+    π_ref's distance at every τ, partly at some; with none, :func:`combine`'s undecided or not."""
+    return combine([above_with_disjoint_cis((ref, 0.0), tv) for tv, ref in distances])
 
 
 def consistent_in_n(per_tau: list[tuple[Interval, float, float]]) -> Verdict:
     """Per τ, (fitted slope of log TV(π̂_N, π*) against log N over seeds, mean TV at the smallest
     N, mean TV at the largest N): holds when at every τ the slope's CI lies below 0 and the
-    distance at the largest N is below the one at the smallest; partly at some τ."""
-    return share_verdict(
-        sum(slope[0] + slope[1] < 0 and last < first for slope, first, last in per_tau), len(per_tau)
-    )
+    distance at the largest N is below the one at the smallest; partly at some τ; with none,
+    :func:`combine`'s undecided (a falling mean distance and a negative mean slope whose CI reaches
+    0 at every τ) or not."""
+    return combine([
+        above_with_disjoint_cis((0.0, 0.0), slope) if last < first else "does not hold" for slope, first, last in per_tau
+    ])
 
 
 def positive_difference(difference: Interval | None) -> Verdict:
-    """Holds when the CI of a paired difference (over seeds) lies above 0."""
-    return holds_if(difference is not None and difference[0] - difference[1] > 0)
+    """Holds when the CI of a paired difference (over seeds) lies above 0; undecided when only its
+    mean does."""
+    return above_with_disjoint_cis(difference, (0.0, 0.0))
 
 
 def width_needed(a: Interval | None, b: Interval | None) -> str:
@@ -169,29 +174,13 @@ def never_exists(exists: int) -> Verdict:
     return holds_if(exists == 0)
 
 
-def above_half(best: Interval | None) -> Verdict:
-    """Holds when the total preference's CI lies above 0.5."""
-    return holds_if(best is not None and best[0] - best[1] > 0.5)
-
-
-def none_shown(verdicts: list[Verdict]) -> Verdict:
-    """Several comparisons by :func:`above_with_disjoint_cis` of which none holds: undecided when
-    every one is (means so ordered, intervals overlapping: more seeds could decide each), else
-    does not hold."""
-    return "undecided" if verdicts and all(v == "undecided" for v in verdicts) else "does not hold"
-
-
 def better_at_every_tau(objectives: list[tuple[Interval, Interval]]) -> Verdict:
     """Per τ, (IPO's, DPO's) objective, each compared by :func:`above_with_disjoint_cis`: holds
     when IPO's is above with disjoint CIs at every τ; partly when it is at some τ and below with
-    disjoint CIs at none; with none shown, :func:`none_shown`."""
-    verdicts = [above_with_disjoint_cis(ipo, dpo) for ipo, dpo in objectives]
-    wins = verdicts.count("holds")
-    if wins == len(verdicts):
-        return "holds"
-    if wins:
-        return "does not hold" if any(entirely_above(dpo, ipo) for ipo, dpo in objectives) else "partly"
-    return none_shown(verdicts)
+    disjoint CIs at none; with none shown, :func:`combine`'s undecided or not."""
+    verdict = combine([above_with_disjoint_cis(ipo, dpo) for ipo, dpo in objectives])
+    refuted = any(entirely_above(dpo, ipo) for ipo, dpo in objectives)
+    return "does not hold" if verdict == "partly" and refuted else verdict
 
 
 def per_tau_outcome(taus: list[float], objectives: list[tuple[Interval, Interval]]) -> str:
@@ -282,7 +271,8 @@ def _ipo_kl_decreases(o: _Oracle) -> Claim | None:
     return Claim(
         "C3", "§5, §5.3.1",
         f"[{o.name}] IPO's KL is governed by τ: it decreases as τ grows, towards π_ref",
-        "mean KL strictly decreasing along the τ grid and slope CI below 0",
+        "mean KL strictly decreasing along the τ grid and slope CI below 0; undecided when the means so decrease "
+        "and the mean slope is below 0 but its CI reaches 0",
         "IPO KL by τ: " + ", ".join(f"{t:g}: {format_number(m)}" for t, m in zip(o.taus, means)),
         decreasing_in_tau(means, slope),
     )
@@ -380,7 +370,8 @@ def _towards_optimum(o: _Oracle) -> Claim | None:
     return Claim(
         "C8", "§5.1–5.2 (Eq. 17)",
         f"[{o.name}] sampled IPO moves the LM towards the exact minimiser π̂ of its own empirical loss (Eq. 17)",
-        "TV(π_IPO, π̂) below TV(π_ref, π̂) (CI upper end) at each τ",
+        "TV(π_IPO, π̂) below TV(π_ref, π̂) (CI upper end) at each τ (partly: at some; undecided: at none, but the "
+        "mean below at every τ)",
         "; ".join(
             f"τ={t:g}: {format_number(tv)} vs π_ref {ref:.3g} (data: TV(π̂, π*) {format_number(data)}, "
             f"TV(π_ref, π*) {'—' if star is None else f'{star:.3g}'})"
@@ -411,7 +402,7 @@ def _consistent(o: _Oracle) -> Claim | None:
         f"[{o.name}] IPO's empirical loss is unbiased, so its exact minimiser π̂_N tends to π* (Eq. 9) as N "
         f"grows (N = {sizes[0]} … {sizes[-1]}, no LM)",
         "at each τ: slope of log TV(π̂_N, π*) against log N with CI below 0, and mean TV at the largest N "
-        "below the smallest N's",
+        "below the smallest N's (partly: at some τ; undecided: at none, but the mean slope below 0 at every τ)",
         "; ".join(
             f"τ={t:g}: TV {format_number(first)} → {format_number(last)}, rate N^{format_number(slope)}"
             for t, slope, first, last in per_tau
@@ -443,8 +434,8 @@ def _non_transitive(o: _Oracle) -> Claim | None:
         "C10", "§5, §6 (no Bradley–Terry assumption)",
         f"[{o.name}] IPO learns from a p* no Bradley–Terry model expresses better than a Bradley–Terry "
         "method (DPO) on the same data: its best total preference p*(π≻µ) over τ is higher",
-        "per dataset, IPO's best p*(π≻µ) over the τ grid minus DPO's: the CI of the paired difference above 0 "
-        "(under Bradley–Terry oracles the same number is the control)",
+        "per dataset, IPO's best p*(π≻µ) over the τ grid minus DPO's: the CI of the paired difference above 0; "
+        "undecided when only its mean is (under Bradley–Terry oracles the same number is the control)",
         f"IPO − DPO {format_number(difference)}; best IPO {format_number(best_preference(o.results, o.name, 'ipo'))}, "
         f"best DPO {format_number(best_preference(o.results, o.name, 'dpo'))}" + _control(o),
         positive_difference(difference),
@@ -494,22 +485,23 @@ def _oracle_claims(o: _Oracle) -> list[Claim]:
 # ----------------------------------------------------------------------------- beyond enumeration
 
 
-def above_in_every_pair(comparisons: list[bool]) -> Verdict:
-    """One bool per paired (τ, dataset) run, DPO's interval above IPO's: holds when it is in every
-    pair, partly in some."""
-    return share_verdict(sum(comparisons), len(comparisons))
+def above_in_every_pair(pairs: list[tuple[Interval, Interval]]) -> Verdict:
+    """(DPO's, IPO's) Monte Carlo interval per paired (τ, dataset) run: holds when DPO's lies above
+    IPO's in every pair, partly in some; with none, :func:`combine`'s undecided or not."""
+    return combine([above_with_disjoint_cis(dpo, ipo) for dpo, ipo in pairs])
 
 
 def _large_claim(large: dict[str, Any]) -> Claim | None:
     runs = large["runs"]
-    comparisons = []  # (τ, DPO's Monte Carlo interval above IPO's) per paired run
+    comparisons = []  # (τ, (DPO's, IPO's) Monte Carlo KL interval) per paired run
     for run in runs:
         ipo = [r for r in runs if (r["loss"], r["tau"], r["seed"]) == ("ipo", run["tau"], run["seed"])]
         if run["loss"] == "dpo" and ipo:
-            comparisons.append((run["tau"], entirely_above((run["kl"], run["kl_ci"]), (ipo[0]["kl"], ipo[0]["kl_ci"]))))
+            comparisons.append((run["tau"], ((run["kl"], run["kl_ci"]), (ipo[0]["kl"], ipo[0]["kl_ci"]))))
     if not comparisons:
         return None
-    held = [above for _, above in comparisons]
+    pairs = [pair for _, pair in comparisons]
+    held = sum(entirely_above(dpo, ipo) for dpo, ipo in pairs)
     taus = sorted({tau for tau, _ in comparisons})
     kl = {
         (loss, tau): monte_carlo_interval([r for r in runs if (r["loss"], r["tau"]) == (loss, tau)], "kl")
@@ -519,11 +511,12 @@ def _large_claim(large: dict[str, Any]) -> Claim | None:
         "C11", "§4.2 beyond enumeration",
         f"[large, {large['oracle']}, V^L = 10^{large['log10_num_responses']:.0f}] DPO ends further "
         "from π_ref than IPO at the same τ (Monte Carlo)",
-        "for every τ and dataset, DPO's Monte Carlo KL interval lies above IPO's",
+        "for every τ and dataset, DPO's Monte Carlo KL interval lies above IPO's (partly: for some; undecided: "
+        "for none, but DPO's estimate above in every pair)",
         "; ".join(f"τ={tau:g}: DPO {format_number(kl[('dpo', tau)])}, IPO {format_number(kl[('ipo', tau)])}"
                   for tau in taus)
-        + f" (DPO above in {sum(held)} of {len(held)} paired runs)",
-        above_in_every_pair(held),
+        + f" (DPO above in {held} of {len(pairs)} paired runs)",
+        above_in_every_pair(pairs),
     )
 
 
@@ -532,8 +525,10 @@ def _large_claim(large: dict[str, Any]) -> Claim | None:
 
 def closer_to_own_target(margins: list[Interval | None]) -> Verdict:
     """Per algorithm, its margin min over the other targets of TV(π, other) − TV(π, own target),
-    as an interval over seeds: holds when every margin's CI lies above 0, partly when some do."""
-    return share_verdict(sum(m is not None and m[0] - m[1] > 0 for m in margins), len(margins))
+    as an interval over seeds: holds when every margin's CI lies above 0, partly when some do;
+    undecided when none does but every mean margin is above 0 (more seeds could decide), else
+    does not hold."""
+    return combine([above_with_disjoint_cis(m, (0.0, 0.0)) for m in margins])
 
 
 def online_beats_offline(preference_gap: Interval | None, head_to_head: Interval | None) -> Verdict:
@@ -541,11 +536,7 @@ def online_beats_offline(preference_gap: Interval | None, head_to_head: Interval
     interval over seeds: holds when the first CI lies above 0 and the second above ½ (online wins
     against π_ref and head-to-head), partly when one of them does; undecided when neither does but
     both means are on the claimed side (more seeds could decide), else does not hold."""
-    verdicts = [above_with_disjoint_cis(preference_gap, (0.0, 0.0)), above_with_disjoint_cis(head_to_head, (0.5, 0.0))]
-    wins = verdicts.count("holds")
-    if wins:
-        return "holds" if wins == len(verdicts) else "partly"
-    return none_shown(verdicts)
+    return combine([above_with_disjoint_cis(preference_gap, (0.0, 0.0)), above_with_disjoint_cis(head_to_head, (0.5, 0.0))])
 
 
 def _final(section: dict[str, Any], algorithm: str, key: str) -> Interval | None:
@@ -584,7 +575,7 @@ def _converges_to_own_target(section: dict[str, Any]) -> Claim:
         "(token-level) fixed point, offline IPO to the Eq. 9 optimum: each ends closer to its own target than to "
         "the others",
         "per algorithm, min over the other targets of TV(π, other) − TV(π, own) over seeds: CI above 0 for every "
-        "algorithm (partly: for some)",
+        "algorithm (partly: for some; undecided: for none, but the mean above 0 for every one)",
         "; ".join(parts) + f" (the targets are at least {separation:.3g} apart in TV)",
         closer_to_own_target([_margin(section, algorithm) for algorithm in algorithms]),
     )

@@ -211,7 +211,8 @@ def lm_sweep_claims(results: dict[str, Any]) -> list[Claim]:
                 f"[{oracle}] trained IPO's distance to π* (Eq. 9) falls with N at each τ "
                 f"(N = {sizes[0]} … {sizes[-1]}, learning rate decayed to 0)",
                 "at each τ: slope of log TV(π_IPO, π*) against log N with CI below 0, and mean TV at the "
-                "largest N below the smallest N's",
+                "largest N below the smallest N's (partly: at some τ; undecided: at none, but the mean slope "
+                "below 0 at every τ)",
                 "; ".join(
                     f"τ={tau:g}: TV {format_number(first_last[tau][0])} → {format_number(first_last[tau][1])}, "
                     f"rate N^{format_number(rate)} (π̂_N: N^{format_number(tv_rate(rows, tau, key='empirical_tv_to_optimum'))}; "
