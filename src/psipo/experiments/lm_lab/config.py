@@ -266,7 +266,8 @@ class LabConfig:
     large: LargeConfig = dataclasses.field(default_factory=LargeConfig)
     """The large, Monte Carlo configuration."""
     workers: int = 2
-    """Processes that train the runs in parallel, one torch thread each (1: in this process)."""
+    """Processes that train the runs in parallel, one torch thread each (1: in this process); no more
+    start than there are tasks or CPUs available to the process (a note says so)."""
     population: PopulationConfig = dataclasses.field(default_factory=PopulationConfig)
     """The LM trained on the exact population losses, with no data (Theorem 2, Props. 1 and 4)."""
     online: OnlineLabConfig = dataclasses.field(default_factory=OnlineLabConfig)

@@ -21,6 +21,8 @@ import dataclasses
 import functools
 import math
 import multiprocessing
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,7 +291,8 @@ def run_experiment(
                 _large_world(config), config, steps=config.large.reference_steps, seed=config.world.seed + 1
             )
     winners = world_winners(config) if config.winner.enabled else {}
-    tasks = _run_tasks(config, world, responses, reference, reference_logps, large_reference, progress, winners)
+    tasks, workers = _run_tasks(config, world, responses, reference, reference_logps, large_reference, progress,
+                                winners)
     results: dict[str, Any] = {"config": to_dict(config), "command": command}
     results["enumerated"] = {
         "world": {"num_responses": int(responses.shape[0]), "prompts": world.prompts.tolist()},
@@ -311,56 +314,49 @@ def run_experiment(
     results["winner"] = winner_section(config, winners, tasks["winner"]) if config.winner.enabled else None
     results["lm_sweep"] = lm_sweep_section(config, tasks["lm_sweep"]) if config.lm_sweep.enabled else None
     results["runtime_seconds"] = time.perf_counter() - start
-    results["workers"] = config.workers
+    results["workers"] = workers  # the processes that ran, not always the workers asked for (worker_processes)
     return write_outputs(results, out_dir)
 
 
 def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, reference: _Reference,
                reference_logps: torch.Tensor, large_reference: _Reference | None, progress: bool,
-               winners: dict[str, list[int]]) -> dict[str, list[Any]]:
+               winners: dict[str, list[int]]) -> tuple[dict[str, list[Any]], int]:
     """Every grid, large, winner (C6), LM-sweep and online-vs-offline task on the worker processes,
     the closed-form optima, the N-sweep and the population-loss runs meanwhile here: their results
     by kind ("grid", "large", "winner", "lm_sweep", "online", "optima", "sweep", "population"),
-    worker tasks in submission order."""
+    worker tasks in submission order; and how many worker processes ran them."""
     grid, large, lm = config.grid, config.large, config.lm_sweep
     winner_oracles = [number for number, oracle in enumerate(grid.oracles)
                       if any(w != NO_WINNER for w in winners.get(oracle, []))]
     runs_per_grid_task = len(grid.losses) * len(grid.taus)
     runs_per_large_task = len(large.losses) * len(large.taus)
-    total = len(grid.oracles) * len(grid.seeds) * runs_per_grid_task
-    if large.enabled:
-        total += len(large.seeds) * runs_per_large_task
     online_runs = online_vs_offline.runs_of(config.online) if config.online.enabled else []
-    total += len(online_runs)
-    total += 2 * len(winner_oracles) * len(grid.seeds)
     runs_per_lm_sweep_task = len(LM_SWEEP_LOSSES) * len(lm.taus)
-    if lm.enabled:
-        total += len(grid.oracles) * len(lm.num_pairs) * len(lm.seeds) * runs_per_lm_sweep_task
-    bar = Progress(total, label="psipo experiment lm", unit="run", enabled=progress)
+    jobs: list[tuple[str, str, int, Any, tuple[Any, ...]]] = []  # (kind, description, runs, function, arguments)
+    for oracle_number, oracle in enumerate(grid.oracles):
+        for seed in grid.seeds:
+            jobs.append(("grid", f"{oracle} seed={seed}", runs_per_grid_task,
+                         _grid_task, (config, oracle_number, seed, reference, reference_logps)))
+    for seed in large.seeds if large.enabled else []:
+        jobs.append(("large", f"large seed={seed}", runs_per_large_task, _large_task, (config, seed, large_reference)))
+    for algorithm, seed in online_runs:
+        jobs.append(("online", f"{algorithm} seed={seed}", 1,
+                     online_vs_offline.online_run, (config.online, algorithm, seed)))
+    for number in winner_oracles:
+        for seed in grid.seeds:
+            jobs.append(("winner", f"{grid.oracles[number]} winner seed={seed}", 2, winner_task,
+                         (config, number, seed, winners[grid.oracles[number]], reference, reference_logps)))
+    for number in range(len(grid.oracles)) if lm.enabled else []:
+        for n in lm.num_pairs:
+            for seed in lm.seeds:
+                jobs.append(("lm_sweep", f"{grid.oracles[number]} N={n} seed={seed}", runs_per_lm_sweep_task,
+                             lm_sweep_task, (config, number, seed, n, reference, reference_logps)))
+    workers = worker_processes(config.workers, len(jobs))
+    bar = Progress(sum(runs for _, _, runs, *_ in jobs), label="psipo experiment lm", unit="run", enabled=progress)
     try:
-        with _executor(config.workers) as pool:
-            futures = {}
-            for oracle_number, oracle in enumerate(grid.oracles):
-                for seed in grid.seeds:
-                    future = pool.submit(_grid_task, config, oracle_number, seed, reference, reference_logps)
-                    futures[future] = ("grid", f"{oracle} seed={seed}", runs_per_grid_task)
-            for seed in large.seeds if large.enabled else []:
-                future = pool.submit(_large_task, config, seed, large_reference)
-                futures[future] = ("large", f"large seed={seed}", runs_per_large_task)
-            for algorithm, seed in online_runs:
-                future = pool.submit(online_vs_offline.online_run, config.online, algorithm, seed)
-                futures[future] = ("online", f"{algorithm} seed={seed}", 1)
-            for number in winner_oracles:
-                for seed in grid.seeds:
-                    future = pool.submit(winner_task, config, number, seed, winners[grid.oracles[number]],
-                                         reference, reference_logps)
-                    futures[future] = ("winner", f"{grid.oracles[number]} winner seed={seed}", 2)
-            for number in range(len(grid.oracles)) if lm.enabled else []:
-                for n in lm.num_pairs:
-                    for seed in lm.seeds:
-                        future = pool.submit(lm_sweep_task, config, number, seed, n, reference, reference_logps)
-                        futures[future] = ("lm_sweep", f"{grid.oracles[number]} N={n} seed={seed}",
-                                           runs_per_lm_sweep_task)
+        with _executor(workers) as pool:
+            futures = {pool.submit(function, *arguments): (kind, description, runs)
+                       for kind, description, runs, function, arguments in jobs}
             with single_thread():
                 optima = _optima_rows(config, world, responses, reference_logps)
                 sweep = _sweep_rows(config, world, responses, reference_logps) if config.sweep.enabled else []
@@ -376,7 +372,21 @@ def _run_tasks(config: LabConfig, world: World, responses: torch.Tensor, referen
     by_kind: dict[str, list[Any]] = {"optima": optima, "sweep": sweep, "population": population}
     for kind in ("grid", "large", "winner", "lm_sweep", "online"):
         by_kind[kind] = [future.result() for future, (task_kind, *_) in futures.items() if task_kind == kind]
-    return by_kind
+    return by_kind, workers
+
+
+def worker_processes(asked: int, tasks: int) -> int:
+    """How many worker processes the lab starts: the ``workers`` asked for, but no more than
+    there are tasks, nor CPUs this process may run on (more would only wait for one another);
+    a note on stderr when that is fewer than asked."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = max(1, min(asked, tasks, cpus))
+    if count < asked:
+        why = [f"{tasks} task{'s' * (tasks != 1)} to run"] if tasks <= count else []
+        why += [f"{cpus} CPU{'s' * (cpus != 1)} available to this process"] if cpus <= count else []
+        print(f"psipo experiment lm: note: {count} worker process{'es' * (count != 1)}, not the "
+              f"{asked} asked for (workers): {' and '.join(why)}", file=sys.stderr, flush=True)
+    return count
 
 
 def _sweep_rows(config: LabConfig, world: World, responses: torch.Tensor,
