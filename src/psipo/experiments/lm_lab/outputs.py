@@ -10,6 +10,7 @@ after a verdict rule changed, in seconds instead of a rerun of the lab.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ from psipo.experiments.reporting import RESULTS_FILE, claims_as_data, read_resul
 
 SECTIONS = ("config", "enumerated", "runtime_seconds", "workers")
 """Top-level keys every results.json of the lab has (the optional sections may be null)."""
+
+MAY_BE_NON_FINITE = ("history", "claims", "claims_not_measured", "config.lm_sweep.epochs")
+"""Where a run of the lab may write a number that is not finite ("nan", "inf"), by key anywhere
+or by path: the trainer's metrics records (``history``: a skipped step's loss may be one), the
+claims (text, decided afresh), and ``lm_sweep.epochs``, which its check lets be inf (with the LM
+sweep off, such a run completes). Everything else a run writes is finite: the lab's KL is None,
+not inf, where it diverges, and a single seed's NaN interval is made by the verdict rules, not
+stored."""
 
 
 def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -89,4 +98,29 @@ def _read(path: Path) -> dict[str, Any]:
         raise PsipoInputError(
             f"--report-from: {path} is not the results of `psipo experiment lm` (no {', '.join(map(repr, missing))})"
         )
+    bad = _first_non_finite(results, "")
+    if bad is not None:
+        where, value = bad
+        raise PsipoInputError(
+            f"--report-from: {path}: {where} is {value}, not a finite number, which a run of "
+            f"`psipo experiment lm` never writes there (edited by hand?); rerun `psipo experiment lm` instead"
+        )
     return results
+
+
+def _first_non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """The JSON path (``enumerated.runs[3].final.kl``) and value of the first number in ``value``,
+    in file order, that is not finite where a run never writes one (:data:`MAY_BE_NON_FINITE`)."""
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else str(key), key, item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{index}]", None, item) for index, item in enumerate(value))
+    else:
+        return (where, value) if isinstance(value, float) and not math.isfinite(value) else None
+    for path, key, item in items:
+        if key in MAY_BE_NON_FINITE or path in MAY_BE_NON_FINITE:
+            continue
+        found = _first_non_finite(item, path)
+        if found is not None:
+            return found
+    return None
