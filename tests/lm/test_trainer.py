@@ -127,6 +127,45 @@ def test_a_reference_cached_under_autocast_or_another_aggregation_is_not_reused(
     torch.testing.assert_close(PrecomputedReference.compute(model, pairs, scorer=mean, **cached).chosen, mean(model, pairs)[0], atol=0, rtol=0)
 
 
+def _fsdp2_accelerator(mixed_precision):
+    """One process of an FSDP2 run as the scorer sees it: accelerate's plugin, its mixed precision
+    set as accelerate sets it from the config's mixed_precision."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    if mixed_precision != "no":
+        plugin.set_mixed_precision(mixed_precision)
+    return SimpleNamespace(is_fsdp2=True, num_processes=1, is_main_process=True, state=SimpleNamespace(fsdp_plugin=plugin))
+
+
+def test_a_reference_cached_by_an_fsdp2_mixed_precision_run_is_not_reused_by_autocast_alone(model_dir, rows, tmp_path):
+    # Under accelerate's bf16 both an FSDP2 run and a DDP (or one-GPU) run score under bf16
+    # autocast, so the key's matmul dtype was the same; but FSDP2's MixedPrecisionPolicy also
+    # casts the weights to bf16 for the forward (embeddings, norms, residual stream in bf16), so
+    # each run took the other's log-probs as its π_ref (h ≠ 0 at π = π_ref).
+    import copy
+
+    config = load_train_config(None, {"model": str(model_dir), "output_dir": None, "max_steps": 1, "progress": False})
+    pairs = train(config, train_pairs=rows[:8]).train_data.pairs
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    options = dict(aggregation="sum", batch_size=4, chunk_size=64, pad_id=0, device=torch.device("cpu"),
+                   autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    fsdp2 = PairScorer(**options, processes=_fsdp2_accelerator("bf16"))
+    ddp = PairScorer(**options)
+    cached = {"cache_dir": tmp_path / "cache", "model_key": model_fingerprint(model)}
+    # what FSDP2 computes with: the same weights (the same fingerprint), cast to the policy's bf16
+    sharded = PrecomputedReference.compute(copy.deepcopy(model).to(torch.bfloat16), pairs, scorer=fsdp2, **cached)
+    alone = PrecomputedReference.compute(model, pairs, scorer=ddp, **cached)
+    want = ddp(model, pairs)
+    assert not torch.allclose(sharded.chosen.float(), want[0].float(), atol=1e-3)  # the two computations differ
+    torch.testing.assert_close((alone.chosen, alone.rejected), want, atol=0, rtol=0)
+    assert len(list((tmp_path / "cache" / "reference").iterdir())) == 2
+    # FSDP2 without mixed precision computes as a plain run does: the keys of plain runs are unchanged
+    assert PairScorer(**options, processes=_fsdp2_accelerator("no")).cache_key() == ddp.cache_key()
+
+
 def test_lora_adapters_disabled_reference_is_the_base_model(base_config, rows, model_dir):
     result = run(base_config, rows, lora_r=4, reference="adapters_disabled", max_steps=4, learning_rate=5e-2)
     peft_model = result.model

@@ -7,7 +7,8 @@ built by one factory, :func:`make_reference`:
 * :class:`PrecomputedReference` (default) — the policy *is* π_ref before its first update,
   so one no-grad pass of the policy over all pairs gives every reference log-prob; they are
   cached on disk keyed by the model's weights, the token ids, the aggregation and the matmul
-  precision (autocast's dtype, so a float32 run never reuses a bf16 one's). No second
+  precision (autocast's dtype, so a float32 run never reuses a bf16 one's, and FSDP2's
+  mixed-precision weight dtype, so a DDP run never reuses an FSDP2 one's). No second
   model is ever in memory, and each training step saves a forward pass.
 * :class:`LiveReference` — a frozen second model evaluated on every batch.
 * :class:`AdaptersDisabledReference` — with LoRA, the same model with its adapters switched
@@ -85,13 +86,29 @@ class PairScorer:
 
     def cache_key(self) -> str:
         """What besides weights and tokens changes the scores: the aggregation, the device, the
-        layout and the precision of the matmuls (the dtype autocast gives them, if any)."""
-        return f"{self.aggregation}|{self.device.type}|{self.shared_prompt}|{self._matmul_dtype()}"
+        layout, the precision of the matmuls (the dtype autocast gives them, if any) and, under
+        FSDP2 mixed precision, the dtype its policy casts the weights to for the forward."""
+        key = f"{self.aggregation}|{self.device.type}|{self.shared_prompt}|{self._matmul_dtype()}"
+        return key + _sharded_compute_dtype(self.processes)
 
     def _matmul_dtype(self) -> torch.dtype:
         with self.autocast():
             one = torch.ones(1, 1, device=self.device)
             return (one @ one).dtype
+
+
+def _sharded_compute_dtype(accelerator: Any) -> str:
+    """``|fsdp2 param_dtype=…`` when the run's FSDP2 mixed-precision policy casts the weights to
+    another dtype for the forward, else "" (the keys of other runs as they were).
+
+    With accelerate's bf16, FSDP2 computes with bf16 copies of the float32 weights (embeddings,
+    norms and residual stream in bf16 too) where DDP or one GPU computes under autocast alone,
+    with float32 weights: the same matmul dtype, other scores."""
+    if not getattr(accelerator, "is_fsdp2", False):
+        return ""
+    policy = getattr(accelerator.state.fsdp_plugin, "mixed_precision_policy", None)
+    param_dtype = getattr(policy, "param_dtype", None)
+    return f"|fsdp2 param_dtype={param_dtype}" if param_dtype is not None else ""
 
 
 def model_fingerprint(model: Any) -> str:
