@@ -195,11 +195,15 @@ def test_sampling_leaves_the_global_rng_and_the_model_mode_alone():
     assert got.responses() == expected.responses()  # sampled in eval mode: no dropout
 
 
-def test_a_response_stops_at_its_first_eos():
-    # context-free next-token distribution: P(EOS) = 1/4, the 7 other tokens 3/28 each
+def _quarter_eos_model() -> nn.Module:
+    """A context-free next-token distribution: P(EOS) = 1/4, the 7 other tokens 3/28 each."""
     bias = torch.zeros(8)
     bias[EOS] = math.log(7 / 3)
-    model = _with_head(make_tiny_model(layers=1, hidden=16, heads=2, vocab=8, seed=0), scale=0.0, bias=bias)
+    return _with_head(make_tiny_model(layers=1, hidden=16, heads=2, vocab=8, seed=0), scale=0.0, bias=bias)
+
+
+def test_a_response_stops_at_its_first_eos():
+    model = _quarter_eos_model()
     prompts = [[2, 3, 4]] * 64
     s = sample(model, prompts, max_new_tokens=6, seed=0, pad_token_id=7)
 
@@ -415,3 +419,94 @@ def test_a_reference_with_another_vocabulary_is_refused(policy):
     with pytest.raises(PsipoInputError, match="^baseline: its vocabulary"):  # the caller's key
         sample(policy, [[3, 4]], max_new_tokens=2, seed=0, reference=other, reference_key="baseline")
 
+
+
+# -- the pieces around the decode loop, against values written out by hand -------------------
+
+
+def test_samples_as_rows_prompt_then_response_right_padded():
+    s = Samples(
+        prompt_ids=[[5, 6, 7], [8]],
+        response_ids=torch.tensor([[9, EOS, 3], [10, 11, 12]]),
+        response_mask=torch.tensor([[True, True, False], [True, True, True]]),
+        logps=torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -2.0, -4.0]]),
+        sampling_logps=torch.zeros(2, 3),
+        reference_logps=None,
+        finished=torch.tensor([True, False]),
+        pad_token_id=3,
+    )
+    assert s.lengths.tolist() == [2, 3] and s.responses() == [[9, EOS], [10, 11, 12]]
+    assert s.sequence_logps().tolist() == [-0.75, -7.0]
+    batch = {k: v.tolist() for k, v in s.as_batch().items()}
+    assert batch == {
+        "input_ids": [[5, 6, 7, 9, EOS], [8, 10, 11, 12, 3]],
+        "attention_mask": [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]],
+        "loss_mask": [[0, 0, 0, 1, 1], [0, 1, 1, 1, 0]],
+    }
+
+
+def test_inverse_cdf_draws_in_proportion_to_unnormalised_weights():
+    # Weights (1/5, 1/5, 0) sum to 2/5: a uniform of 3/4 is three quarters of the way through
+    # their total, inside the second token's share, never the last token's zero share.
+    logq = torch.tensor([[0.2, 0.2, 0.0]]).log().expand(3, 3)
+    assert sampling._draw(logq, torch.tensor([0.25, 0.75, 0.999])).tolist() == [0, 1, 1]
+    # The cumulative sums are float64 (off Apple's mps): a token of mass 1e-8 after one of 1/2,
+    # below float32's resolution there, still owns its share of [0, 1).
+    logq = torch.tensor([[0.5, 1e-8, 0.5 - 1e-8]], dtype=torch.float64).log()
+    assert sampling._draw(logq, torch.tensor([0.5])).tolist() == [1]
+
+
+def test_sampling_restores_each_model_to_the_mode_it_was_in(policy, reference):
+    policy.eval(), reference.train()
+    try:
+        sample(policy, PROMPTS, max_new_tokens=2, seed=0, reference=reference, beta=0.5)
+        assert not policy.training and reference.training
+    finally:
+        reference.eval()
+
+
+def test_the_generation_configs_eos_comes_before_the_model_configs():
+    bias = torch.zeros(8)
+    bias[4] = 100.0  # every token is 4
+    model = _with_head(make_tiny_model(layers=1, hidden=16, heads=2, vocab=8, seed=0), bias=bias)
+    model.generation_config.eos_token_id, model.config.eos_token_id = 4, EOS
+    s = sample(model, [[2, 3], [5]], max_new_tokens=4, seed=0)
+    assert s.responses() == [[4], [4]] and s.finished.all()
+
+
+def test_without_a_pad_id_responses_are_padded_with_the_first_eos_id():
+    model = _quarter_eos_model()  # some responses end early
+    model.config.pad_token_id = model.generation_config.pad_token_id = None
+    s = sample(model, [[2, 3, 4]] * 16, max_new_tokens=6, seed=0, eos_token_id=[EOS, 6])
+    assert s.pad_token_id == EOS
+    assert (~s.response_mask).any() and (s.response_ids[~s.response_mask] == EOS).all()
+
+
+def test_decode_steps_write_into_the_reserved_room_without_concatenating(policy, reference, monkeypatch):
+    # transformers' DynamicLayer.update concatenates; once the prompt pass is over (one call per
+    # layer and model) every step must write into the room reserved for it.
+    calls = []
+    update = sampling._DynamicLayer.update
+    monkeypatch.setattr(sampling._DynamicLayer, "update", lambda self, *a, **k: calls.append(1) or update(self, *a, **k))
+    s = sample(policy, PROMPTS, max_new_tokens=7, seed=5, reference=reference, beta=0.3)
+    assert s.response_ids.shape[1] == 7 and len(calls) == 2 * 2  # two models of two layers
+
+
+def test_a_sliding_window_cache_is_copied_to_repeated_prompts_as_it_is():
+    # Mistral with a sliding window caches in DynamicSlidingWindowLayer, which keeps no reserved
+    # room: its rows are reordered in place, and each row still decodes its own prompt.
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, sliding_window=4, eos_token_id=EOS, pad_token_id=0,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MistralForCausalLM(config).eval()
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2]]
+    s = sample(model, prompts, max_new_tokens=6, seed=3)
+    torch.testing.assert_close(s.sequence_logps(), _rescored(model, s), atol=1e-5, rtol=1e-5)
+    greedy = sample(model, prompts, max_new_tokens=6, seed=0, temperature=0).responses()
+    alone = [sample(model, [p], max_new_tokens=6, seed=0, temperature=0).responses()[0] for p in prompts]
+    assert greedy == alone
