@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -414,3 +415,108 @@ def test_a_reward_model_judges_the_tokens_the_policy_sampled():
     responses = as_responses(tokenizer, [row["prompt"]] * 2, sampled)
     assert responses == [" blue", " green"]
     assert rm.tokenize([row["prompt"]] * 2, responses) == [trained.prompt_ids + ids for ids in sampled]
+
+
+# ---------------------------------------------------------------------------------------
+# Edges the tests above do not reach (a mutation audit's survivors)
+
+
+def test_more_responses_than_prompts_is_an_error_too(user_module):
+    with pytest.raises(PsipoInputError, match=r"^judge my_judges:shorter: got 1 prompts but 2 responses$"):
+        CallableJudge(f"{user_module}:shorter").judge(["p"], ["a", "b"], ["c", "d"])
+    with pytest.raises(PsipoInputError, match=r"^reward my_judges:length: got 1 prompts but 2 responses$"):
+        CallableReward(f"{user_module}:length").reward(["p"], ["a", "b"])
+
+
+def test_a_pairwise_callable_is_named_after_the_key_it_was_given_under(user_module):
+    with pytest.raises(PsipoInputError, match=r"^baseline_judge my_judges:too_sure: returned probability 1.5"):
+        CallableJudge(f"{user_module}:too_sure", key="baseline_judge").judge(["p"], ["a"], ["b"])
+
+
+def test_a_judge_object_from_python_has_its_output_checked_and_named():
+    from psipo.lm.judges import asked_probabilities
+
+    class Plain:  # neither NamedJudge nor who: named by its key and name
+        name = "plain"
+
+        def judge(self, prompts, a, b):
+            return [2.0] * len(a)
+
+    class Named(Plain):
+        who = "judge named-by-who"
+
+    with pytest.raises(PsipoInputError, match=r"^judge plain: returned probability 2 at index 0"):
+        asked_probabilities(Plain(), ["p"], ["a"], ["b"])
+    with pytest.raises(PsipoInputError, match=r"^judge named-by-who: returned probability 2 at index 0"):
+        asked_probabilities(Named(), ["p"], ["a"], ["b"])
+
+
+def test_config_values_name_their_key(user_module, reward_model_dir):
+    assert make_judge(str(reward_model_dir)).who.startswith("judge ")
+    assert make_reward(str(reward_model_dir)).who.startswith("reward ")
+    with pytest.raises(PsipoInputError, match=r"^reward: 'nowhere' is neither a local folder \(a reward model\) nor package.module:function$"):
+        make_reward("nowhere")
+
+
+def test_a_reward_model_keeps_its_own_pad_id_and_gets_the_tokenizers_when_it_has_none(reward_model_dir):
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
+    assert tokenizer.pad_token_id is not None
+    model.config.pad_token_id = tokenizer.pad_token_id + 5
+    assert RewardModel(model, tokenizer).pad_id == tokenizer.pad_token_id + 5
+    model.config.pad_token_id = None
+    assert RewardModel(model, tokenizer).pad_id == tokenizer.pad_token_id == model.config.pad_token_id
+
+
+def test_without_append_eos_a_reward_model_scores_the_text_alone(reward_model_dir):
+    """w<i> = 6 + i, EOS = 1 (make_tiny_model_dir's word-level tokenizer): no EOS appended, and an
+    empty prompt and response score the pad token rather than a row of nothing."""
+    rm = RewardModel.from_pretrained(reward_model_dir, append_eos=False)
+    assert rm.tokenize(["w1 w2", ""], ["w3", ""]) == [[7, 8, 9], [rm.pad_id]]
+    assert RewardModel.from_pretrained(reward_model_dir).tokenize(["w1 w2"], ["w3"]) == [[7, 8, 9, 1]]
+    assert torch.isfinite(rm.reward(["w1 w2", ""], ["w3", ""])).all()
+
+
+def test_complex_outputs_are_refused_not_cast_to_their_real_part():
+    with pytest.raises(PsipoInputError, match=r"^j: returned Tensor, not probabilities: complex numbers \(complex64\)$"):
+        checked_probabilities(torch.tensor([0.5 + 0.25j]), 1, "j")
+    with pytest.raises(PsipoInputError, match=r"^r: returned ndarray, not rewards: complex numbers \(complex128\)$"):
+        checked_rewards(np.array([1.0 + 0j]), 1, "r")
+
+
+def test_padded_rows_are_right_padded_and_masked():
+    from psipo.lm.judges import padded
+
+    batch = {k: v.tolist() for k, v in padded([[5, 6, 7], [8], [9, 10]], 2).items()}
+    assert batch == {
+        "input_ids": [[5, 6, 7], [8, 2, 2], [9, 10, 2]],
+        "attention_mask": [[1, 1, 1], [1, 0, 0], [1, 1, 0]],
+    }
+
+
+def test_a_callable_that_exits_is_an_error_not_the_end_of_the_command(user_module):
+    import sys
+
+    with pytest.raises(PsipoInputError, match=r"^reward quits: raised SystemExit: 3$"):
+        CallableReward(lambda p, r: sys.exit(3), name="quits").reward(["p"], ["a"])
+    # A function of neither two nor three arguments is asked as a judge, (prompts, a, b).
+    assert isinstance(make_judge(f"{user_module}:one_argument"), CallableJudge)
+
+
+def test_a_reward_runs_final_folder_tokenises_with_that_runs_limits(reward_model_dir, tmp_path):
+    import shutil
+
+    from psipo.lm.judges import reward_run_limits
+
+    final = tmp_path / "run" / "final"
+    shutil.copytree(reward_model_dir, final)
+    # append_eos: 1 is not a bool (nor would max_length: true be an int): such a key is ignored
+    (final.parent / "config.yaml").write_text("reward_l2: 0.0\nmax_length: 5\nmax_prompt_length: 2\nappend_eos: 1\n")
+    assert reward_run_limits(final) == {"max_length": 5, "max_prompt_length": 2}
+    rm = RewardModel.from_pretrained(final)
+    assert (rm.max_length, rm.max_prompt_length, rm.append_eos) == (5, 2, True)
+    assert rm.tokenize(["w1 w2 w3"], ["w4 w5"]) == [[8, 9, 10, 11, 1]]  # the prompt's last 2 words
+    assert RewardModel.from_pretrained(final, max_length=9).max_length == 9  # options come first
+    # a `psipo train` run (no reward_l2) trained no reward model: its limits are not a judge's
+    (final.parent / "config.yaml").write_text("beta: 0.1\nmax_length: 5\n")
+    assert reward_run_limits(final) == {} and RewardModel.from_pretrained(final).max_length == 512
