@@ -510,3 +510,22 @@ def test_a_sliding_window_cache_is_copied_to_repeated_prompts_as_it_is():
     greedy = sample(model, prompts, max_new_tokens=6, seed=0, temperature=0).responses()
     alone = [sample(model, [p], max_new_tokens=6, seed=0, temperature=0).responses()[0] for p in prompts]
     assert greedy == alone
+
+
+def test_the_last_reserved_position_is_written_in_place():
+    keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    layer = sampling._ReservedLayer(keys, values, torch.tensor([1, 0]), extra=1)
+    storage = layer.keys.untyped_storage().data_ptr()
+    k1, v1 = layer.update(torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5))  # fills the room exactly
+    assert k1.shape[-2] == 5 and k1.untyped_storage().data_ptr() == storage
+
+
+def test_the_prompt_pass_asks_for_the_last_positions_logits_only(policy):
+    # Full logits over a long prompt would be [B, T, V] floats, of which one row is read.
+    kwargs_seen = []
+    hook = policy.register_forward_pre_hook(lambda module, args, kwargs: kwargs_seen.append(kwargs), with_kwargs=True)
+    try:
+        sample(policy, PROMPTS, max_new_tokens=2, seed=0)
+    finally:
+        hook.remove()
+    assert kwargs_seen[0].get("logits_to_keep") == 1
