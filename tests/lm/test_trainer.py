@@ -166,6 +166,23 @@ def test_a_reference_cached_by_an_fsdp2_mixed_precision_run_is_not_reused_by_aut
     assert PairScorer(**options, processes=_fsdp2_accelerator("no")).cache_key() == ddp.cache_key()
 
 
+@pytest.mark.parametrize("mixed", ["bf16", "fp16"])
+def test_a_deepspeed_mixed_precision_run_keys_its_reference_apart_from_a_float32_run(mixed):
+    # Under DeepSpeed accelerate turns no autocast on, so the key's matmul dtype said float32, but
+    # the engine casts the model itself to bf16/fp16 before the reference pass: a float32 run's
+    # cached log-probs would have been taken for its π_ref, or the reverse.
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    options = dict(aggregation="sum", batch_size=4, chunk_size=64, pad_id=0, device=torch.device("cpu"))
+    plain = PairScorer(**options).cache_key()
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, mixed_precision=mixed, num_processes=1)
+    assert PairScorer(**options, processes=deepspeed).cache_key() == plain + f"|deepspeed {mixed}"
+    deepspeed_fp32 = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, mixed_precision="no", num_processes=1)
+    assert PairScorer(**options, processes=deepspeed_fp32).cache_key() == plain  # as a plain run: keys unchanged
+
+
 def test_lora_adapters_disabled_reference_is_the_base_model(base_config, rows, model_dir):
     result = run(base_config, rows, lora_r=4, reference="adapters_disabled", max_steps=4, learning_rate=5e-2)
     peft_model = result.model

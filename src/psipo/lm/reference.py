@@ -87,9 +87,9 @@ class PairScorer:
     def cache_key(self) -> str:
         """What besides weights and tokens changes the scores: the aggregation, the device, the
         layout, the precision of the matmuls (the dtype autocast gives them, if any) and, under
-        FSDP2 mixed precision, the dtype its policy casts the weights to for the forward."""
+        FSDP2 or DeepSpeed mixed precision, the dtype the engine casts the weights to."""
         key = f"{self.aggregation}|{self.device.type}|{self.shared_prompt}|{self._matmul_dtype()}"
-        return key + _sharded_compute_dtype(self.processes)
+        return key + _engine_weight_dtype(self.processes)
 
     def _matmul_dtype(self) -> torch.dtype:
         with self.autocast():
@@ -97,13 +97,20 @@ class PairScorer:
             return (one @ one).dtype
 
 
-def _sharded_compute_dtype(accelerator: Any) -> str:
-    """``|fsdp2 param_dtype=…`` when the run's FSDP2 mixed-precision policy casts the weights to
+def _engine_weight_dtype(accelerator: Any) -> str:
+    """``|fsdp2 param_dtype=…`` or ``|deepspeed …`` when the run's engine casts the weights to
     another dtype for the forward, else "" (the keys of other runs as they were).
 
     With accelerate's bf16, FSDP2 computes with bf16 copies of the float32 weights (embeddings,
     norms and residual stream in bf16 too) where DDP or one GPU computes under autocast alone,
-    with float32 weights: the same matmul dtype, other scores."""
+    with float32 weights: the same matmul dtype, other scores. Under DeepSpeed accelerate turns
+    no autocast on (the key's matmul dtype says float32) while the engine casts the model itself
+    to bf16 or fp16, as a plain float32 run does not."""
+    from accelerate.utils import DistributedType
+
+    if getattr(accelerator, "distributed_type", None) == DistributedType.DEEPSPEED:
+        mixed = getattr(accelerator, "mixed_precision", "no")
+        return f"|deepspeed {mixed}" if mixed in ("bf16", "fp16") else ""
     if not getattr(accelerator, "is_fsdp2", False):
         return ""
     policy = getattr(accelerator.state.fsdp_plugin, "mixed_precision_policy", None)
