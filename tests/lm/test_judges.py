@@ -520,3 +520,12 @@ def test_a_reward_runs_final_folder_tokenises_with_that_runs_limits(reward_model
     # a `psipo train` run (no reward_l2) trained no reward model: its limits are not a judge's
     (final.parent / "config.yaml").write_text("beta: 0.1\nmax_length: 5\n")
     assert reward_run_limits(final) == {} and RewardModel.from_pretrained(final).max_length == 512
+
+
+@pytest.mark.parametrize("spec", ["", "  "])
+@pytest.mark.parametrize("make, key", [(make_judge, "judge"), (make_reward, "reward")])
+def test_an_empty_judge_or_reward_is_one_line_not_the_current_folder(spec, make, key, tmp_path, monkeypatch):
+    # As a path, "" names the current folder: `--judge ""` tried to load it as a reward model.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PsipoInputError, match=rf"^{key}: empty; give a reward-model folder or package.module:function$"):
+        make(spec, key=key)

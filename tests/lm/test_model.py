@@ -357,3 +357,10 @@ def test_a_tls_failure_or_an_http_error_is_an_answer(monkeypatch, error, reason)
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     assert hub._probe("https://hub.example") == reason
+
+
+@pytest.mark.parametrize("name", ["", " "])
+def test_an_empty_model_name_is_one_line_not_the_hub_repo_id_rules(name):
+    # `--baseline ""` or `--reference_model ""` quoted huggingface_hub's rules for repo ids.
+    with pytest.raises(PsipoInputError, match=r"^baseline: empty; give a local folder or a Hugging Face Hub name of a causal LM$"):
+        resolve_hub_name(name, key="baseline", what="a causal LM")

@@ -40,6 +40,8 @@ def resolve_hub_name(
     from huggingface_hub import constants
     from huggingface_hub.utils import validate_repo_id
 
+    if not name.strip():  # else the Hub's repo-id rules are quoted at the user
+        raise PsipoInputError(f"{key}: empty; give a local folder or a Hugging Face Hub name of {what}")
     if os.path.isdir(os.path.expanduser(name)):
         return os.path.expanduser(name)
     if os.path.isfile(os.path.expanduser(name)):  # model/tokenizer.json, model/model.safetensors

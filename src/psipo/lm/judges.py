@@ -412,10 +412,18 @@ class RewardModel(RewardJudge):
 # From a config value
 
 
+def _is_folder(spec: str, key: str) -> bool:
+    """Whether a judge or reward ``spec`` names a local folder; an empty one is an error (as a
+    path it would name the current folder)."""
+    if not spec.strip():
+        raise PsipoInputError(f"{key}: empty; give a reward-model folder or package.module:function")
+    return Path(spec).expanduser().is_dir()
+
+
 def make_reward(spec: str, *, key: str = "reward", **options: Any) -> RewardJudge:
     """A config's ``reward:`` value: a local folder → :class:`RewardModel` (``options`` are
     its keyword arguments), ``package.module:function`` → :class:`CallableReward`."""
-    if Path(spec).expanduser().is_dir():
+    if _is_folder(spec, key):
         return RewardModel.from_pretrained(Path(spec).expanduser(), key=key, **options)
     if ":" not in spec:
         raise PsipoInputError(f"{key}: {spec!r} is neither a local folder (a reward model) nor package.module:function")
@@ -427,7 +435,7 @@ def make_judge(spec: str, *, key: str = "judge", **options: Any) -> Judge:
     ``package.module:function`` → :class:`CallableJudge` when the function takes
     ``(prompts, responses_a, responses_b)`` (it returns P(a ≻ b)), or :class:`CallableReward`
     (σ(r_a − r_b), like a reward model) when it takes only ``(prompts, responses)``."""
-    if Path(spec).expanduser().is_dir():
+    if _is_folder(spec, key):
         return make_reward(spec, key=key, **options)
     if ":" not in spec:
         raise PsipoInputError(f"{key}: {spec!r} is neither a local folder (a reward model) nor package.module:function")
