@@ -47,6 +47,15 @@ def test_plot_out_option_and_errors(tmp_path, capsys):
     assert "no metrics recorded yet" in capsys.readouterr().err
 
 
+def test_an_empty_run_dir_is_one_line_not_the_current_folder(tmp_path, capsys, monkeypatch):
+    # Path("") is ".": `psipo plot ""` plotted (or blamed) the folder psipo was started in
+    write_run(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    assert main(["plot", ""]) == 2
+    assert capsys.readouterr().err == "psipo: error: RUN_DIR: empty path; name a run folder\n"
+    assert not (tmp_path / "run" / "curves.png").exists()
+
+
 def test_plot_out_that_cannot_be_a_png_file_is_one_line_and_nothing_is_drawn(tmp_path, capsys):
     write_run(tmp_path / "run")
     (tmp_path / "afile").write_text("keep me")

@@ -163,6 +163,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from psipo._io import atomic_write_bytes
     from psipo.lm.metrics import read_metrics
 
+    if not str(run_dir).strip():  # Path("") is the current folder
+        raise PsipoInputError("RUN_DIR: empty path; name a run folder")
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if run_dir.is_file():
