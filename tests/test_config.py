@@ -101,6 +101,17 @@ def test_load_config_names_file_and_line_and_applies_overrides(tmp_path):
         load_config(Nested, tmp_path)
 
 
+def test_an_empty_config_path_is_refused_and_a_home_one_is_read(tmp_path, monkeypatch):
+    # "" is "." as a Path ("is a folder"); `--config=~/x.yaml` reaches psipo with its ~ (no shell
+    # expands it after '='), which was "not found"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PsipoInputError, match=r"^empty path; name a config file$"):
+        load_config(Nested, "")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "run.yaml").write_text("name: a\nsteps: 4\n")
+    assert load_config(Nested, "~/run.yaml").steps == 4
+
+
 def test_flat_concerns_take_top_level_keys(tmp_path):
     config = from_dict(Flat, {"learning_rate": 0.1, "seed": 3})
     assert config.optim.learning_rate == 0.1 and config.seed == 3

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from psipo._io import unreadable_file
+from psipo._io import readable_file
 from psipo.errors import PsipoInputError
 
 T = TypeVar("T")
@@ -456,9 +456,7 @@ def read_yaml_mapping(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]
     Parsed once, with ``yaml.safe_load`` semantics; nesting deeper than :data:`MAX_NESTING`
     and alias expansion beyond :data:`MAX_ALIAS_EXPANSION` nodes are refused.
     """
-    path = Path(path)
-    if (why := unreadable_file(path, "config file")) is not None:
-        raise PsipoInputError(why)
+    path = readable_file(path, "config file")
     loader = _SafeLoader(read_text_file(path))
     try:
         node = loader.get_single_node()

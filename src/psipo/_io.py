@@ -122,14 +122,18 @@ def check_output_folder(path: str | os.PathLike, key: str) -> Path:
     return path
 
 
-def unreadable_file(path: Path, what: str) -> str | None:
-    """Why ``path`` cannot be read as ``what`` (e.g. "config file"), as the error line; None
-    when it is a file."""
-    if path.is_file():
-        return None
+def readable_file(path: str | os.PathLike, what: str) -> Path:
+    """The file ``path`` names, ``~`` expanded (a YAML value, or ``--config=~/x`` after which no
+    shell expands it); else a one-line :class:`PsipoInputError` saying why it cannot be read as
+    ``what`` (e.g. "config file")."""
+    if not str(path).strip():  # as a Path, "" is the current folder
+        raise PsipoInputError(f"empty path; name a {what}")
+    path = Path(os.path.expanduser(path))
     if path.is_dir():
-        return f"{path}: is a folder, not a {what}"
-    return f"{path}: {what} not found"
+        raise PsipoInputError(f"{path}: is a folder, not a {what}")
+    if not path.is_file():
+        raise PsipoInputError(f"{path}: {what} not found")
+    return path
 
 
 def lock_folder(path: Path, name: str, *, key: str, what: str) -> int:

@@ -224,6 +224,17 @@ def test_missing_problem_file(tmp_path):
         load_problem((tmp_path / "problems.yaml").mkdir() or tmp_path / "problems.yaml")
 
 
+def test_an_empty_problem_path_is_refused_and_a_home_one_is_read(tmp_path, monkeypatch):
+    # `psipo solve ""` said ".: is a folder"; a quoted "~/p.yaml" was "not found"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PsipoInputError, match=r"^empty path; name a problem file$"):
+        load_problem("")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "p.yaml").write_text("actions: [a, b]\nrewards: {a: 1.0, b: 0.0}\ntau: 0.5\n")
+    problem, _ = load_problem("~/p.yaml")
+    assert problem.num_actions == 2
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

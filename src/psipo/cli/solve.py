@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
@@ -64,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         "psipo solve examples/problems/contexts.yaml --target nash; "
         "psipo solve examples/problems/rock_paper_scissors.yaml --target ipo_md --mixture 0.5",
     )
-    parser.add_argument("problem_file", metavar="PROBLEM_FILE", type=Path, help="YAML or JSON problem file")
+    parser.add_argument("problem_file", metavar="PROBLEM_FILE", help="YAML or JSON problem file")
     parser.add_argument(
         "--json",
         action="store_true",

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 
 from psipo._config import blame, from_dict, parse_json, read_text_file, read_yaml_mapping
-from psipo._io import unreadable_file
+from psipo._io import readable_file
 from psipo.errors import PsipoInputError
 from psipo.losses import check_tau
 
@@ -525,13 +525,12 @@ def _json_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def _read_mapping(path: Path) -> tuple[dict[str, Any], Callable[[], dict[str, int]]]:
+def _read_mapping(path: str | Path) -> tuple[dict[str, Any], Callable[[], dict[str, int]]]:
     """The file's top-level mapping (YAML, or JSON for ``.json``) and how to find each path's line.
 
     YAML line numbers come with parsing; those of JSON are found only when asked for.
     """
-    if (why := unreadable_file(path, "problem file")) is not None:
-        raise PsipoInputError(why)
+    path = readable_file(path, "problem file")
     if path.suffix.lower() != ".json":
         data, lines = read_yaml_mapping(path)
         return data, lambda: lines
@@ -673,8 +672,8 @@ def load_problem(
     :class:`~psipo.errors.PsipoInputError` naming the file, the line where known, and the
     key, or the ``--key`` option.
     """
-    path = Path(path)
     data, lines = _read_mapping(path)
+    path = Path(path)
     overrides = dict(overrides or {})
     try:
         return _problem_from_data({**data, **overrides})
@@ -687,5 +686,5 @@ def blame_problem_file(path: str | Path, message: str, overrides: Mapping[str, A
 
     For errors found after loading (solving at the file's τ, say); the file is read again.
     """
-    _, lines = _read_mapping(Path(path))
+    _, lines = _read_mapping(path)
     return blame(message, path, lines(), overrides or {})

@@ -52,6 +52,8 @@ def read_stored_run(source: str | Path) -> dict[str, Any]:
     A file that is missing, not JSON, or not the results of this lab is refused in one line
     naming ``--report-from``.
     """
+    if not str(source).strip():  # as a Path, "" is the current folder
+        raise PsipoInputError("--report-from: empty path; name the results folder of a `psipo experiment lm` run")
     return _read(_results_path(Path(expand_home(str(source)))))
 
 
