@@ -1,0 +1,75 @@
+"""Pieces of `psipo train` by hand: the schedule past a first run's end (a resume that makes the
+run longer), run lengths, cutting a batch to the token budget, and the held-out split."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from psipo.lm import TokenizedPair, load_train_config
+from psipo.lm.trainer import (
+    _load_data,
+    lr_multiplier,
+    moved_schedule_note,
+    run_length,
+    split_by_tokens,
+)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step", "expected"),
+    [
+        ("linear", 2, 3 / 4),  # warm-up: (step + 1) / (warmup + 1)
+        ("linear", 3, 1.0), ("cosine", 3, 1.0), ("constant", 3, 1.0),
+        ("linear", 5, 1 - 2 / 7), ("cosine", 5, 0.5 * (1 + math.cos(math.pi * 2 / 7))),
+        ("linear", 10, 0.0), ("cosine", 10, 0.0),  # the end of the run
+        ("linear", 13, 0.0), ("cosine", 13, 0.0),  # past it: no negative or rising rate
+    ],
+)
+def test_lr_multiplier_by_hand(schedule, step, expected):
+    assert lr_multiplier(step, total_steps=10, warmup_steps=3, schedule=schedule) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_a_resume_past_the_first_runs_end_says_it_would_have_used_a_rate_of_zero(base_config, schedule):
+    config = load_train_config(None, base_config | {"max_steps": 20, "lr_scheduler": schedule, "learning_rate": 0.1})
+    opt = SimpleNamespace(total_steps=20, steps_per_epoch=4)
+    note = moved_schedule_note(config, {"max_steps": 10}, opt, 15)
+    assert note.endswith("where the first run would have used 0")
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "epochs", "per_epoch", "expected"), [(None, 2.5, 3, 8), (None, 0.1, 3, 1), (None, 1.0, 3, 3), (5, 9.0, 3, 5)]
+)
+def test_run_length_rounds_partial_epochs_up(max_steps, epochs, per_epoch, expected):
+    assert run_length(max_steps, epochs, per_epoch) == expected
+
+
+def test_split_by_tokens_by_hand():
+    lengths = [4, 6, 2, 8, 3]
+    # rows × pairs × the widest pair of the piece fits 24: [0, 1] = 2·2·6 = 24 exactly; + 2 would be 36
+    assert split_by_tokens([0, 1, 2, 3, 4], lengths, 24, rows_per_pair=2) == [[0, 1], [2], [3], [4]]
+    assert split_by_tokens([0, 1, 2, 3, 4], lengths, 24, rows_per_pair=1) == [[0, 1, 2], [3, 4]]
+    assert split_by_tokens([0, 1], lengths, None, rows_per_pair=2) == [[0, 1]]
+
+
+def pairs(n):
+    return [TokenizedPair(prompt_ids=[1], chosen_ids=[2] * (i % 3 + 1), rejected_ids=[3]) for i in range(n)]
+
+
+@pytest.mark.parametrize(("n", "fraction", "n_eval"), [(10, 0.25, 2), (10, 0.01, 1), (3, 0.5, 2)])
+def test_a_held_out_fraction_takes_at_least_one_pair_and_training_keeps_the_others(base_config, n, fraction, n_eval):
+    config = load_train_config(None, base_config | {"eval_fraction": fraction, "output_dir": None})
+    given = pairs(n)
+    train_data, eval_data = _load_data(config, None, given, None)
+    assert len(eval_data.pairs) == n_eval and len(train_data.pairs) == n - n_eval
+    ids = sorted(id(p) for p in train_data.pairs + eval_data.pairs)
+    assert ids == sorted(id(p) for p in given)  # every pair in exactly one of the two
+
+
+def test_max_pairs_keeps_that_many_and_a_pair_of_max_length_tokens_fits(base_config):
+    config = load_train_config(None, base_config | {"max_pairs": 4, "max_length": 4, "max_prompt_length": 2, "output_dir": None})
+    train_data, _ = _load_data(config, None, pairs(6), None)  # the longest pair: 1 + 3 = 4 tokens
+    assert len(train_data.pairs) == 4
