@@ -7,6 +7,7 @@ import math
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from psipo.lm import TokenizedPair, load_train_config
 from psipo.lm.trainer import (
@@ -14,7 +15,9 @@ from psipo.lm.trainer import (
     lr_multiplier,
     moved_schedule_note,
     run_length,
+    scheduled_multiplier,
     split_by_tokens,
+    token_budget,
 )
 
 
@@ -38,6 +41,20 @@ def test_a_resume_past_the_first_runs_end_says_it_would_have_used_a_rate_of_zero
     opt = SimpleNamespace(total_steps=20, steps_per_epoch=4)
     note = moved_schedule_note(config, {"max_steps": 10}, opt, 15)
     assert note.endswith("where the first run would have used 0")
+
+
+def test_the_warm_up_is_the_whole_steps_of_its_ratio_rounded_down():
+    opt = SimpleNamespace(warmup_ratio=0.3, lr_scheduler="linear")
+    # 0.3 × 5 = 1.5 → 1 step of warm-up: step 0 at 1/2, then the decay over 4 steps from step 1
+    assert [scheduled_multiplier(opt, s, 5) for s in range(5)] == pytest.approx([0.5, 1.0, 0.75, 0.5, 0.25])
+    opt = SimpleNamespace(warmup_ratio=0.1, lr_scheduler="constant")
+    assert scheduled_multiplier(opt, 0, 7) == 1.0  # 0.7 of a step: no warm-up
+
+
+def test_auto_token_budget_bounds_cpu_forwards_only():
+    assert token_budget("auto", torch.device("cpu")) == 2048
+    assert token_budget("auto", torch.device("cuda")) is None
+    assert token_budget(300, torch.device("cpu")) == 300 and token_budget(None, torch.device("cpu")) is None
 
 
 @pytest.mark.parametrize(
@@ -67,6 +84,17 @@ def test_a_held_out_fraction_takes_at_least_one_pair_and_training_keeps_the_othe
     assert len(eval_data.pairs) == n_eval and len(train_data.pairs) == n - n_eval
     ids = sorted(id(p) for p in train_data.pairs + eval_data.pairs)
     assert ids == sorted(id(p) for p in given)  # every pair in exactly one of the two
+
+
+def test_the_held_out_pairs_follow_the_seed(base_config):
+    def held_out(seed):
+        config = load_train_config(None, base_config | {"eval_fraction": 0.5, "output_dir": None, "seed": seed})
+        given = pairs(12)
+        positions = {id(p): i for i, p in enumerate(given)}
+        return [positions[id(p)] for p in _load_data(config, None, given, None)[1].pairs]
+
+    assert held_out(1) == held_out(1)
+    assert len({tuple(held_out(seed)) for seed in range(4)}) > 1
 
 
 def test_max_pairs_keeps_that_many_and_a_pair_of_max_length_tokens_fits(base_config):
