@@ -101,3 +101,44 @@ def test_max_pairs_keeps_that_many_and_a_pair_of_max_length_tokens_fits(base_con
     config = load_train_config(None, base_config | {"max_pairs": 4, "max_length": 4, "max_prompt_length": 2, "output_dir": None})
     train_data, _ = _load_data(config, None, pairs(6), None)  # the longest pair: 1 + 3 = 4 tokens
     assert len(train_data.pairs) == 4
+
+
+def toy_task(budget, shared, *, process_index=0, num_processes=1):
+    """What PreferenceTask.micro_batches reads: 8 pairs of 5 tokens, batch_size 2, 2 accumulation steps."""
+    config = SimpleNamespace(optim=SimpleNamespace(batch_size=2, group_by_length=False), run=SimpleNamespace(seed=7))
+    accelerator = SimpleNamespace(process_index=process_index, num_processes=num_processes)
+    setup = SimpleNamespace(accelerator=accelerator, optimisation=SimpleNamespace(steps_per_epoch=2))
+    return SimpleNamespace(
+        config=config, setup=setup, lengths=[5] * 8, step_pairs=4 * num_processes, token_budget=budget, shared=shared,
+        _order=(-1, []),
+    )
+
+
+@pytest.mark.parametrize(
+    ("budget", "shared", "sizes"),
+    [
+        (None, False, [2, 2]),  # batches of batch_size pairs, whatever the budget allows
+        (10, False, [1, 1, 1, 1]),  # chosen + rejected rows: 2 × 5 tokens a pair
+        (10, True, [2, 2]),  # the shared-prompt layout: one row a pair
+    ],
+)
+def test_micro_batches_are_batches_of_batch_size_cut_to_the_budget(budget, shared, sizes):
+    from psipo.lm.data import batch_order
+    from psipo.lm.trainer import PreferenceTask
+
+    task = toy_task(budget, shared)
+    for step in range(4):
+        pieces, examples = PreferenceTask.micro_batches(task, step)
+        epoch, position = divmod(step, 2)
+        expected = batch_order([5] * 8, 4, seed=7, epoch=epoch, group_by_length=False)[position]
+        assert [len(p) for p in pieces] == sizes and [i for p in pieces for i in p] == expected and examples == 4
+
+
+def test_each_process_takes_every_other_pair_of_the_step_and_counts_the_whole_step():
+    from psipo.lm.data import batch_order
+    from psipo.lm.trainer import PreferenceTask
+
+    expected = batch_order([5] * 8, 8, seed=7, epoch=0, group_by_length=False)[0]
+    for rank in (0, 1):
+        pieces, examples = PreferenceTask.micro_batches(toy_task(None, False, process_index=rank, num_processes=2), 0)
+        assert pieces == [expected[rank::2][:2], expected[rank::2][2:]] and examples == 8
