@@ -142,3 +142,29 @@ def test_each_process_takes_every_other_pair_of_the_step_and_counts_the_whole_st
     for rank in (0, 1):
         pieces, examples = PreferenceTask.micro_batches(toy_task(None, False, process_index=rank, num_processes=2), 0)
         assert pieces == [expected[rank::2][:2], expected[rank::2][2:]] and examples == 8
+
+
+def train_on(base_config, rows, **keys):
+    from psipo.lm import train
+
+    return train(load_train_config(None, base_config | keys), train_pairs=rows)
+
+
+def test_an_epoch_whose_last_step_has_one_pair_trains_it(base_config, rows, capsys):
+    # 9 pairs, batch 8: steps of 8 and 1 pairs (a single process always gets its one pair)
+    history = train_on(base_config, rows[:9], max_steps=2, output_dir=None).history
+    assert [r["epoch"] for r in history] == [0.5, 1.0]
+    # as many pairs as a step takes is no "every step takes all of them" note
+    train_on(base_config, rows[:8], max_steps=1, output_dir=None)
+    assert "note" not in capsys.readouterr().err
+
+
+def test_held_out_metrics_leave_out_the_ipo_target(base_config, rows):
+    last = train_on(base_config, rows, eval_fraction=0.25, max_steps=1, output_dir=None).history[-1]
+    assert "eval_loss" in last and "ipo_target" in last and "eval_ipo_target" not in last
+
+
+def test_a_resume_from_the_checkpoint_of_the_last_step_only_saves_final_again(base_config, rows):
+    first = train_on(base_config, rows, max_steps=2, save_steps=2)
+    again = train_on(base_config, rows, max_steps=2, save_steps=2, resume=True)
+    assert again.history == first.history and (again.final_dir / "config.json").is_file()
