@@ -140,7 +140,9 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     args = typing.get_args(tp)
 
     def fail(expected: str) -> PsipoInputError:
-        return PsipoInputError(f"{where}key '{key}': expected {expected}, got {value!r}")
+        # YAML's null is also what an empty value reads as (`key:`, `--key ""`): "got None" named neither
+        got = "null (an empty value)" if value is None else repr(value)
+        return PsipoInputError(f"{where}key '{key}': expected {expected}, got {got}")
 
     if tp is Any:
         return value
