@@ -13,12 +13,14 @@ from psipo.errors import PsipoInputError
 from psipo.lm.data import (
     CACHE_VERSION,
     COUNTS,
+    ParsedRow,
     TokenizedPair,
     batch_order,
     collate,
     load_pairs,
     parse_row,
     tokenize_rows,
+    tokenizer_fingerprint,
 )
 from psipo.lm.fixtures import SPECIAL_TOKENS, make_tokenizer
 
@@ -668,3 +670,199 @@ def test_an_implicit_prompt_in_a_script_without_spaces_is_cut_between_its_charac
     assert (mixed.prompt, mixed.chosen, mixed.rejected) == ("Answer:", " 好的", " 不")
     latin = parse_row({"chosen": "Yes, sure", "rejected": "Yeah"}, "row 2")  # never inside a word
     assert (latin.prompt, latin.chosen, latin.rejected) == ("", "Yes, sure", "Yeah")
+
+
+# What a mutation audit found untested: implicit prompts at their edges, prompts repeated in one
+# conversation only, a prompt of exactly max_prompt_length, the length-grouped batch order, the
+# tokenisation cache's key and validation, the pair lengths the batcher sorts by.
+
+
+def implicit(chosen, rejected) -> tuple:
+    row = parse_row({"chosen": chosen, "rejected": rejected}, "row 1")
+    return row.prompt, row.chosen, row.rejected
+
+
+@pytest.mark.parametrize(
+    ("chosen", "rejected", "expected"),
+    [
+        # one completion is a prefix of the other: its last word stays a completion
+        ("w1 w2 w3", "w1 w2", ("w1", " w2 w3", " w2")),
+        ("w1 w2", "w1 w2 w3", ("w1", " w2", " w2 w3")),
+        # a word boundary after a character of a script without spaces, before a Latin one
+        ("你好abc", "你好abd", ("你好", "abc", "abd")),
+        # Hangul is written with spaces: no boundary inside a Korean word
+        ("안녕하세요", "안녕히가세요", ("", "안녕하세요", "안녕히가세요")),
+        # fullwidth letters ("F" width) count as a script without spaces, as wide ones do
+        ("ＡＢＣ", "ＡＢＤ", ("ＡＢ", "Ｃ", "Ｄ")),
+        # an empty completion shares nothing
+        ("", "w1 w2", ("", "", "w1 w2")),
+    ],
+)
+def test_implicit_prompts_at_their_edges(chosen, rejected, expected):
+    assert implicit(chosen, rejected) == expected
+
+
+def test_a_prompt_repeated_in_one_conversation_only_is_not_removed_from_the_other():
+    user = [{"role": "user", "content": "w1"}]
+    row = {
+        "prompt": user,
+        "chosen": user + [{"role": "assistant", "content": "w3"}],
+        "rejected": [{"role": "user", "content": "w2"}, {"role": "assistant", "content": "w4"}],
+    }
+    with pytest.raises(PsipoInputError, match=r"field 'chosen\[0\]\.role': 'user' after the prompt"):
+        parse_row(row, "row 1")
+
+
+def test_a_string_prompt_beside_messages_must_be_a_user_turn_not_any_shared_one():
+    shared = [{"role": "system", "content": "w1"}, {"role": "user", "content": "w2"}]
+    row = {
+        "prompt": "w1",  # the system turn's text, not the user's
+        "chosen": shared + [{"role": "assistant", "content": "w3"}],
+        "rejected": shared + [{"role": "assistant", "content": "w4"}],
+    }
+    with pytest.raises(PsipoInputError, match="do not share it as a user turn"):
+        parse_row(row, "row 1")
+    assert parse_row(row | {"prompt": " w2 "}, "row 1") == ParsedRow(shared, row["chosen"][2:], row["rejected"][2:], True)
+
+
+def test_append_eos_without_an_eos_token_is_one_clear_error():
+    class NoEos:
+        eos_token_id = None
+
+    with pytest.raises(PsipoInputError, match="append_eos: the tokenizer has no eos_token; set append_eos: false"):
+        tokenize_rows([ParsedRow("w1", "w2", "w3")], NoEos(), max_length=8, max_prompt_length=4, append_eos=True)
+
+
+def test_a_prompt_of_exactly_max_prompt_length_is_not_truncated(tokenizer):
+    rows = [ParsedRow("w1 w2 w3", "w4", "w5")]
+    data = tokenize_rows(rows, tokenizer, max_length=16, max_prompt_length=3, append_eos=True)
+    assert data.pairs == [TokenizedPair([word(1), word(2), word(3)], [word(4), EOS], [word(5), EOS])]
+    assert data.n_truncated == 0
+    assert tokenize_rows(rows, tokenizer, max_length=16, max_prompt_length=2, append_eos=True).n_truncated == 1
+
+
+def test_pair_lengths():
+    pair = TokenizedPair([1, 2], [3, 4, 5], [6])
+    assert (pair.length, pair.shared_length) == (5, 6)
+    assert TokenizedPair([1], [3], [6, 7, 8, 9]).length == 5
+
+
+def test_length_grouped_batches_are_runs_sorted_longest_first_then_shuffled():
+    # Distinct lengths, fewer pairs than one run (64 batches): whatever the permutation, the
+    # batches are the pairs sorted by length, longest first, cut every batch_size: the short
+    # batch holds the shortest pairs.
+    lengths = [10, 70, 30, 20, 60, 40, 50]
+    by_length = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    expected = sorted(by_length[i:i + 2] for i in range(0, len(lengths), 2))
+    orders = [batch_order(lengths, 2, seed=seed, epoch=0, group_by_length=True) for seed in range(8)]
+    assert all(sorted(batches) == expected for batches in orders)
+    assert len({tuple(map(tuple, batches)) for batches in orders}) > 1  # the batches are shuffled
+    assert any(batches[0] != by_length[:2] for batches in orders)  # not always longest first
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_each_epoch_has_its_own_order(group):
+    lengths = list(range(1, 41))
+    orders = {tuple(map(tuple, batch_order(lengths, 4, seed=3, epoch=e, group_by_length=group))) for e in range(3)}
+    assert len(orders) == 3
+
+
+def test_the_cache_is_keyed_by_append_eos(tmp_path, tokenizer):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "w1", "chosen": "w2", "rejected": "w3"}) + "\n")
+    assert load(path, tokenizer, tmp_path).pairs[0].chosen_ids == [word(2), EOS]
+    assert load(path, tokenizer, tmp_path, append_eos=False).pairs[0].chosen_ids == [word(2)]
+
+
+def _rewrite(entry, edit) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(entry), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    edit(tensors, meta)
+    save_file(tensors, str(entry), metadata=meta)
+
+
+def _last_id_is_the_vocabulary_size(tensors, meta):
+    tensors["chosen_ids"][-1] = len(make_tokenizer(40))
+
+
+def _an_empty_completion(tensors, meta):
+    # pair 1's chosen gives its tokens to pair 2's: the lengths still add up
+    lengths = tensors["chosen_ids_lengths"]
+    lengths[1] += lengths[0]
+    lengths[0] = 0
+
+
+def _a_negative_count(tensors, meta):
+    meta["n_empty"] = "-1"
+
+
+@pytest.mark.parametrize("damage", [_last_id_is_the_vocabulary_size, _an_empty_completion, _a_negative_count])
+def test_a_cache_entry_past_its_limits_is_rebuilt(tmp_path, tokenizer, capsys, damage):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "w1", "chosen": f"w{i} w2", "rejected": "w4"} for i in (5, 6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fresh = load(path, tokenizer, tmp_path)
+    (entry,) = (tmp_path / "cache" / "tokenized").iterdir()
+    _rewrite(entry, damage)
+    capsys.readouterr()
+    assert load(path, tokenizer, tmp_path) == fresh
+    assert "discarding the tokenized cache file" in capsys.readouterr().err
+    assert set(COUNTS) <= vars(fresh).keys()
+
+
+def test_a_jsonl_file_holding_a_json_list_after_a_byte_order_mark_is_read(tmp_path, tokenizer):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "w1", "chosen": "w2", "rejected": "w3"}, {"prompt": "w1", "chosen": "w4", "rejected": "w3"}]
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(rows, indent=1).encode())
+    assert [p.chosen_ids for p in load(path, tokenizer, tmp_path, cache_dir=None).pairs] == [[word(2), EOS], [word(4), EOS]]
+
+
+def test_the_chat_template_is_part_of_the_tokenizer_fingerprint():
+    tokenizer = make_tokenizer(40)
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer.chat_template = tokenizer.chat_template + " "
+    assert tokenizer_fingerprint(tokenizer) != before
+
+
+def test_a_chat_template_whose_prompt_is_no_prefix_of_the_conversation_is_refused():
+    tokenizer = make_tokenizer(40)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}<system> {% endif %}"
+    )
+    row = {
+        "prompt": [{"role": "user", "content": "w1"}],
+        "chosen": [{"role": "assistant", "content": "w2"}],
+        "rejected": [{"role": "assistant", "content": "w3"}],
+    }
+    with pytest.raises(PsipoInputError, match="row 1: the chat template does not render the prompt as a prefix"):
+        tokenize_rows([parse_row(row, "row 1")], tokenizer, max_length=16, max_prompt_length=8, append_eos=True)
+
+
+def test_conversations_that_open_with_different_system_turns_share_no_prompt():
+    row = {
+        "chosen": [{"role": "system", "content": "w1"}, {"role": "assistant", "content": "w3"}],
+        "rejected": [{"role": "system", "content": "w2"}, {"role": "assistant", "content": "w4"}],
+    }
+    with pytest.raises(PsipoInputError, match="fields 'chosen' and 'rejected' share no opening turn"):
+        parse_row(row, "row 1")
+
+
+@pytest.mark.parametrize("null_in", ["chosen", "rejected"])
+def test_a_null_key_on_either_side_leaves_the_turn_shared(null_in):
+    user, named = {"role": "user", "content": "w1"}, {"role": "user", "content": "w1", "name": None}
+    row = {
+        "chosen": [named if null_in == "chosen" else user, {"role": "assistant", "content": "w2"}],
+        "rejected": [named if null_in == "rejected" else user, {"role": "assistant", "content": "w3"}],
+    }
+    parsed = parse_row(row, "row 1")
+    assert (len(parsed.prompt), parsed.chosen, parsed.rejected) == (1, row["chosen"][1:], row["rejected"][1:])
+
+
+def test_an_empty_prompt_is_never_counted_as_repeated(tokenizer):
+    # implicit rows that share nothing have the prompt "": no completion repeats it
+    data = tokenize(tokenizer, [{"chosen": "w3 w5", "rejected": "w4 w6"}, {"prompt": "", "chosen": "w1", "rejected": "w2"}])
+    assert data.n_prompt_repeated == 0 and "repeated" not in data.summary()
