@@ -866,3 +866,50 @@ def test_an_empty_prompt_is_never_counted_as_repeated(tokenizer):
     # implicit rows that share nothing have the prompt "": no completion repeats it
     data = tokenize(tokenizer, [{"chosen": "w3 w5", "rejected": "w4 w6"}, {"prompt": "", "chosen": "w1", "rejected": "w2"}])
     assert data.n_prompt_repeated == 0 and "repeated" not in data.summary()
+
+
+def test_blank_and_whitespace_lines_of_a_jsonl_file_are_skipped(tmp_path, tokenizer):
+    path = tmp_path / "pairs.jsonl"
+    row = json.dumps({"prompt": "w1", "chosen": "w2", "rejected": "w3"})
+    path.write_text(f"\n{row}\n  \t\n\r\n{row}\n\n")
+    data = load(path, tokenizer, tmp_path, cache_dir=None)
+    assert (len(data.pairs), data.n_rows, data.n_invalid) == (2, 2, 0)
+
+
+def test_a_message_list_beside_a_string_completion_names_the_string():
+    row = {"prompt": "w1", "chosen": [{"role": "assistant", "content": "w2"}], "rejected": "w3"}
+    assert one_line_error(lambda: parse_row(row, "f.jsonl:3")) == (
+        "f.jsonl:3: field 'rejected': expected a list of messages, got str"
+    )
+
+
+def test_the_shared_prompt_layout_by_hand():
+    from psipo.lm.data import collate_groups
+
+    batch = collate_groups([([7, 8], [[9], [10, 11]]), ([7], [[12, 13], [14]])], 99, shared_prompt=True)
+    expected = {
+        "input_ids": [[7, 8, 9, 10, 11], [7, 12, 13, 14, 99]],
+        "position_ids": [[0, 1, 2, 2, 3], [0, 1, 2, 1, 0]],
+        "segment_ids": [[0, 0, 1, 2, 2], [0, 1, 1, 2, -1]],
+        "attention_mask": [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]],
+        # completion k of prompt g is sequence k·G + g; its first token is predicted by the prompt's last
+        "score_row": [0, 0, 0, 1, 1, 1],
+        "score_target": [2, 3, 4, 1, 2, 3],
+        "score_predictor": [1, 1, 3, 0, 1, 0],
+        "score_sequence": [0, 2, 2, 1, 1, 3],
+    }
+    assert {name: batch[name].tolist() for name in expected} == expected
+    assert batch.keys() == expected.keys()
+
+
+def test_a_saved_folder_s_fingerprint_covers_its_file_names_not_only_their_bytes(tmp_path):
+    from psipo.lm.data import source_fingerprint
+
+    def fingerprint(files: dict[str, str]) -> str:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        for name, text in ({"state.json": "{}"} | files).items():
+            (folder / name).write_text(text)
+        return source_fingerprint(str(folder), key="train_data", split="train", dataset_config=None)
+
+    assert fingerprint({"a.arrow": "xy", "b.arrow": ""}) != fingerprint({"a.arrow": "x", "b.arrow": "y"})
