@@ -168,3 +168,38 @@ def test_a_resume_from_the_checkpoint_of_the_last_step_only_saves_final_again(ba
     first = train_on(base_config, rows, max_steps=2, save_steps=2)
     again = train_on(base_config, rows, max_steps=2, save_steps=2, resume=True)
     assert again.history == first.history and (again.final_dir / "config.json").is_file()
+
+
+def test_float16_training_on_cpu_is_refused(base_config, rows):
+    from psipo.errors import PsipoInputError
+
+    with pytest.raises(PsipoInputError, match="float16 training needs a GPU"):
+        train_on(base_config, rows, dtype="float16", device="cpu", output_dir=None)
+
+
+def test_the_guard_names_the_configs_learning_rate_and_adam_epsilon(base_config):
+    from psipo.errors import PsipoNonFiniteError
+    from psipo.lm.trainer import _guard
+
+    config = load_train_config(None, base_config | {"learning_rate": 0.25, "adam_epsilon": 1e-6})
+    setup = SimpleNamespace(
+        accelerator=SimpleNamespace(num_processes=1), optimisation=SimpleNamespace(params=[torch.full((2,), math.nan)]),
+        run_dir=None,
+    )
+    with pytest.raises(PsipoNonFiniteError, match="learning_rate 0.25 too high or adam_epsilon 1e-06 too small"):
+        _guard(config, setup, None).check_weights(step=3)
+
+
+def test_a_task_that_stops_training_has_its_weights_checked_before_final(base_config, rows):
+    from psipo.errors import PsipoNonFiniteError
+    from psipo.lm.trainer import PreferenceTask, StopTraining, run_training
+
+    class Stopping(PreferenceTask):
+        def after_record(self, record):
+            with torch.no_grad():
+                next(self.setup.policy.parameters()).fill_(math.nan)
+            raise StopTraining
+
+    config = load_train_config(None, base_config | {"output_dir": None})
+    with pytest.raises(PsipoNonFiniteError, match="^step 1: non-finite weights"):
+        run_training(config, Stopping, model=None, tokenizer=None, train_pairs=rows, eval_pairs=None, callback=None)
