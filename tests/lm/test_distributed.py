@@ -172,6 +172,29 @@ def test_fsdp2_on_two_cpu_processes_trains_as_one_process_and_resumes(workdir):
 
 
 @pytest.mark.slow
+def test_fsdp2_with_lora_and_the_adapters_disabled_reference_trains_as_one_process(workdir):
+    # The adapters-disabled reference scores each micro-batch with the policy itself, adapters off,
+    # outside the training forward: under FSDP2 that call meets sharded weights, which one process
+    # never does. (The root's own weights are still whole there, after the policy's forward, so
+    # this does not show that whole_root around it is needed.)
+    keys = {"group_by_length": False, "max_tokens_per_forward": 45, "lora_r": 4, "reference": "adapters_disabled",
+            "save_steps": None}
+    options = [x for key, value in keys.items() for x in (f"--{key}", "null" if value is None else str(value).lower())]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    launch([*launcher, str(Path(__file__).with_name("_fsdp2_on_cpu.py"))], workdir, "--output_dir", "fsdp2_lora", *options)
+    expected = one_process(workdir, "fsdp2_lora_one", **keys)
+    got, want = records(workdir / "fsdp2_lora"), records(expected)
+    assert got[0]["loss"] == pytest.approx(25.0, abs=1e-5)  # π = π_ref at the start: the reference is the base model
+    for g, w in zip(got, want, strict=True):
+        for key in COMPARED:
+            if key in w:
+                assert g[key] == pytest.approx(w[key], abs=2e-5, rel=1e-5), (g["step"], key)
+    adapters = load_file(str(workdir / "fsdp2_lora" / "final" / "adapter_model.safetensors"))
+    for key, value in load_file(str(expected / "final" / "adapter_model.safetensors")).items():
+        torch.testing.assert_close(adapters[key], value, atol=2e-5, rtol=0, msg=key)
+
+
+@pytest.mark.slow
 def test_a_resumed_two_process_run_ends_as_the_uninterrupted_one(workdir, two_processes):
     # Interrupted after its checkpoint at step 2; resumed through accelerate launch this time.
     run_dir, _ = two_processes
