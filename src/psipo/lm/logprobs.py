@@ -29,9 +29,10 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     each chunk's logits (memory ``O(chunk_size · V)``). Both give the same numbers. Logits and
     softmax are float32 for 16- and 32-bit parameters (float64 for float64).
 
-    The log-sum-exp is read off the fused log-softmax kernel (``z_y − log_softmax(z)_y``): on CPU
-    that is two to three times faster than ``torch.logsumexp``, which makes separate passes for
-    the maximum, the shifted exponentials and their sum.
+    The log-sum-exp is read off the fused log-softmax kernel (``z_y − log_softmax(z)_y``):
+    ``torch.logsumexp`` makes separate passes for the maximum, the shifted exponentials and their
+    sum. On one CPU thread, over [256, V] logits, the kernel alone is about 3× faster at V = 8000,
+    2× at 32000 and 1.3× at 151936.
     """
 
     @staticmethod
@@ -43,9 +44,9 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_size):
             end = start + chunk_size
             logits = _logits(hidden[start:end], weight, bias)
-            target_logits = logits.gather(1, targets[start:end, None]).squeeze(1)
-            token_logps[start:end] = torch.log_softmax(logits, dim=-1).gather(1, targets[start:end, None]).squeeze(1)
-            lse[start:end] = target_logits - token_logps[start:end]
+            chunk_targets = targets[start:end, None]
+            token_logps[start:end] = torch.log_softmax(logits, dim=-1).gather(1, chunk_targets).squeeze(1)
+            lse[start:end] = logits.gather(1, chunk_targets).squeeze(1) - token_logps[start:end]
             if kept is not None:
                 kept[start:end] = logits
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
