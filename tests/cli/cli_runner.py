@@ -51,3 +51,28 @@ def online_workdir(root, *, judges_module: str, judges: str, config: str, prompt
     (root / f"{judges_module}.py").write_text(judges)
     (root / "online.yaml").write_text(config)
     return root
+
+
+def check_model_card(run_dir) -> tuple[dict, str]:
+    """Check ``run_dir/final/README.md`` against the run's own files: its config block is the
+    run's config.yaml and its results are the last metrics record's; return the card's YAML
+    header and its text."""
+    import json
+    import math
+    from pathlib import Path
+
+    import yaml
+
+    run_dir = Path(run_dir)
+    card = (run_dir / "final" / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n")
+    header_text, body = card[4:].split("\n---\n", 1)
+    header = yaml.safe_load(header_text)
+    assert "psipo" in header["tags"] and header["library_name"] in ("transformers", "peft")
+    config_block = body.split("## Config", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(config_block) == yaml.safe_load((run_dir / "config.yaml").read_text())
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"The last metrics record, step {last['step']} " in body
+    loss_row = next(line for line in body.splitlines() if line.startswith("| loss |"))
+    assert math.isclose(float(loss_row.split("|")[2]), last["loss"], rel_tol=1e-3)
+    return header, body

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_runner import psipo
+from cli_runner import check_model_card, psipo
 
 from psipo.cli import main
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
@@ -92,6 +92,9 @@ def test_online_ipo_with_a_reward_model_judge_then_reload_and_plot(workdir):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out / "final").config.vocab_size == 64
+    header, body = check_model_card(out)
+    assert "online-ipo" in header["tags"] and "judge `rm` (soft labels)" in body
+    assert "| win_rate |  | " in body  # held-out only
     plotted = psipo("plot", "ipo", cwd=workdir)
     assert plotted.returncode == 0, plotted.stderr
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import yaml
-from cli_runner import psipo, psipo_in_process, run_files
+from cli_runner import check_model_card, psipo, psipo_in_process, run_files
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
 
@@ -51,6 +51,9 @@ def test_reward_end_to_end_then_reload_and_plot(workdir):
     with torch.no_grad():
         scores = reloaded(input_ids=torch.stack([low, high])).logits[:, 0]
     assert scores[0] > scores[1]  # lower-half words are preferred
+    header, body = check_model_card(out)
+    assert header["pipeline_tag"] == "text-classification" and "reward-model" in header["tags"]
+    assert "AutoModelForSequenceClassification.from_pretrained" in body
 
     plotted = psipo("plot", "out", cwd=workdir)
     assert plotted.returncode == 0, plotted.stderr

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 import yaml
-from cli_runner import ENV, psipo, psipo_in_process
+from cli_runner import ENV, check_model_card, psipo, psipo_in_process
 from safetensors.torch import load_file
 
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
@@ -73,6 +73,10 @@ def test_train_end_to_end_then_reload_the_final_model(workdir):
     assert changed  # training moved the weights, and the saved folder has them
     ids = torch.tensor([[7, 8, 9]])
     assert torch.isfinite(reloaded(input_ids=ids).logits).all()
+    header, body = check_model_card(out)
+    assert header["pipeline_tag"] == "text-generation" and "dpo" in header["tags"]
+    assert "base_model" not in header  # a local folder is no Hub repository: named in the text instead
+    assert "with the DPO loss (`loss: dpo`)" in body
 
 
 def test_help_documents_every_key():

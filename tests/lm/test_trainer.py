@@ -197,6 +197,9 @@ def test_lora_adapters_disabled_reference_is_the_base_model(base_config, rows, m
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
         assert (t - w).abs().max() > 1e-3  # the adapters did learn something
     assert (result.final_dir / "adapter_model.safetensors").is_file()
+    card = (result.final_dir / "README.md").read_text()  # psipo's, not peft's blank template
+    assert card.startswith("---\nlibrary_name: peft\n") and "AutoPeftModelForCausalLM" in card
+    assert "Model Card for Model ID" not in card
 
 
 def test_the_adapters_disabled_reference_scores_without_dropout_as_the_other_references_do():

@@ -56,10 +56,20 @@ def save_model(model: Any, tokenizer: Any, directory: Path, state_dict: dict[str
         tokenizer.save_pretrained(directory)
 
 
-def save_final(model: Any, tokenizer: Any, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """The final model, atomically: loadable with ``AutoModelForCausalLM.from_pretrained``."""
+def save_final(
+    model: Any,
+    tokenizer: Any,
+    directory: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    *,
+    card: str | None = None,
+) -> None:
+    """The final model, atomically: loadable with ``AutoModelForCausalLM.from_pretrained``;
+    ``card``: its model card, written as README.md (over the template peft writes)."""
     with atomic_directory(directory) as tmp:
         save_model(model, tokenizer, tmp, state_dict)
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
 def _optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

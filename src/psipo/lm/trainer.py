@@ -311,6 +311,7 @@ def run_training(
     guard names (default: the preference objective's)."""
     from psipo.lm import checkpoint as ckpt
     from psipo.lm.distributed import whole_root
+    from psipo.lm.model_card import model_card
     from psipo.lm.run_folder import held_run_folder
 
     run = config.run
@@ -333,7 +334,13 @@ def run_training(
             _train_loop(config, setup, task, resume_from=resume_from, callback=callback, settings=settings, stop=stop)
             if setup.run_dir is not None:
                 stop.pending = "final/ is saved"
-                _save_whole(setup, lambda state: ckpt.save_final(setup.policy, setup.tokenizer, setup.run_dir / "final", state))
+                final = setup.run_dir / "final"
+
+                def save_final(state: dict[str, torch.Tensor] | None) -> None:
+                    card = model_card(config, command=setup.command, history=setup.history, folder=final)
+                    ckpt.save_final(setup.policy, setup.tokenizer, final, state, card=card)
+
+                _save_whole(setup, save_final)
         finally:
             stop.restore()
         if stop.requested:
