@@ -122,16 +122,28 @@ def test_resumed_run_equals_uninterrupted_run(online_config, prompts, tmp_path, 
 def test_shared_rows_and_pieces_give_the_uncut_runs_weights(online_config, prompts, tmp_path, algorithm, keys):
     # A prompt's K responses in one row, and forwards cut to one prompt each, must give the
     # gradient of K rows per prompt in one forward: same samples, losses and weights.
-    keys = {"algorithm": algorithm, "batch_size": 4, "max_new_tokens": 5, **keys}
+    # Adam divides each gradient element by its own size (+ ε): at the default ε = 1e-8 an element
+    # that is 0 up to rounding, rounded differently in the two layouts, could move by up to lr in
+    # one run and not in the other, so whether the weights (and the second step's loss and kl)
+    # matched depended on the samples drawn: seeds 1, 3, 4 and 7 failed, and so did a changed
+    # seed stream. At ε = 1e-2 an update changes by at most lr/ε = 1 times its gradient's change.
+    keys = {"algorithm": algorithm, "batch_size": 4, "max_new_tokens": 5, "adam_epsilon": 1e-2, **keys}
     uncut = run(online_config, prompts, output_dir=str(tmp_path / "a"), share_prompt=False, max_tokens_per_forward=None, **keys)
     cut = run(online_config, prompts, output_dir=str(tmp_path / "b"), share_prompt=True, max_tokens_per_forward=8, **keys)
+    assert len(uncut.history) == len(cut.history) == 2
     for a, b in zip(uncut.history, cut.history):
         assert a["response_length"] == b["response_length"] and a["kl"] == pytest.approx(b["kl"], abs=1e-5)
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+        # RLOO's loss is a cancelling sum of advantage x log π (log π ≈ −20, float32): 1e-5 absolute
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)  # before clipping
     a, b = weights(uncut.model), weights(cut.model)
-    assert not all(torch.equal(a[k], weights(_initial_model(online_config["model"]))[k]) for k in a)  # it trained
+    initial = weights(_initial_model(online_config["model"]))
+    atol = 1e-5
+    # It trained, by far more than the runs are compared at: the uncut runs moved some weight by
+    # 0.012 to 0.014 at seeds 0 to 7 (lr = 1e-2).
+    assert max(float((a[k] - initial[k]).abs().max()) for k in a) > 100 * atol
     for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b[k], a[k], atol=atol, rtol=1e-4)
 
 
 def test_periodic_evaluation_against_the_reference(online_config, prompts):
