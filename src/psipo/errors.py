@@ -3,6 +3,8 @@
 * :class:`PsipoInputError` — bad input (a ``ValueError``): ``psipo: error: ...``, exit code 2;
 * :class:`PsipoNonFiniteError` — training met a NaN/inf loss, gradient or weight and stopped
   with every file it had written intact: ``psipo: error: ...``, exit code 3;
+* :class:`PsipoUploadError` — the run is complete but ``push_to_hub``'s upload failed:
+  ``psipo: error: ...``, exit code 4;
 * :class:`PsipoTerminated` — the command got SIGTERM: training stops after a checkpoint of the
   step in progress (or after ``final/``, in the last step or while it is saved), anything else
   (loading a model or data, evaluating, an experiment) at once: ``psipo: terminated``, exit
@@ -18,6 +20,13 @@ class PsipoNonFiniteError(RuntimeError):
     """A training step was not finite: the message names the step and the likely cause."""
 
     exit_code = 3
+
+
+class PsipoUploadError(RuntimeError):
+    """The run is complete and ``final/`` saved, but its upload to the Hub failed: the message
+    says where ``final/`` is and how to upload it later."""
+
+    exit_code = 4
 
 
 class PsipoTerminated(BaseException):

@@ -168,8 +168,8 @@ def test_the_closing_line_counts_skipped_steps_and_never_shows_empty_parentheses
 
     config = SimpleNamespace(run=SimpleNamespace(progress=True))
     history = [{"step": 1, "loss": 0.5}, {"step": 2, "skipped_steps": 1}, {"step": 3, "skipped_steps": 1}]
-    report_training(config, SimpleNamespace(main_process=True, history=history, final_dir="out/final"), ("loss",), what="model")
-    report_training(config, SimpleNamespace(main_process=True, history=history[:1], final_dir=None), ("kl",), what="model")
+    report_training(config, SimpleNamespace(main_process=True, history=history, final_dir="out/final", hub_url=None), ("loss",), what="model")
+    report_training(config, SimpleNamespace(main_process=True, history=history[:1], final_dir=None, hub_url=None), ("kl",), what="model")
     # the other processes of a multi-process run say nothing
     report_training(config, SimpleNamespace(main_process=False, history=history, final_dir="out/final"), ("loss",), what="model")
     assert capsys.readouterr().out.splitlines() == [

@@ -2,7 +2,8 @@
 
 Bad input (:class:`~psipo.errors.PsipoInputError`, and argparse's own complaints) becomes one
 ``psipo: error: ...`` line on stderr and exit code 2, never a traceback; a file the system
-will not read or write becomes one line naming it, exit code 1; Ctrl-C at any point
+will not read or write becomes one line naming it, exit code 1; a NaN/inf training step exit
+code 3 and a failed ``push_to_hub`` upload (``final/`` saved) exit code 4; Ctrl-C at any point
 becomes ``psipo: interrupted`` and exit code 130, and SIGTERM at any point ``psipo: terminated``
 and exit code 143 (during training, either after a checkpoint of the step in progress, or after
 ``final/`` in the last step or while it is saved).
@@ -20,7 +21,7 @@ import threading
 import time
 import typing
 
-from psipo.errors import PsipoInputError, PsipoNonFiniteError, PsipoTerminated
+from psipo.errors import PsipoInputError, PsipoNonFiniteError, PsipoTerminated, PsipoUploadError
 
 # Each subcommand lives in its own module; importing lazily keeps `psipo solve` from paying
 # for transformers' import time.
@@ -212,7 +213,8 @@ def _error_line(exc: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code of an error that is the input's fault, else None."""
     if isinstance(exc, PsipoInputError):
         return str(exc), 2
-    if isinstance(exc, PsipoNonFiniteError):  # training stopped at a NaN/inf step, nothing non-finite saved
+    # training stopped at a NaN/inf step, nothing non-finite saved; or final/ saved, its upload failed
+    if isinstance(exc, (PsipoNonFiniteError, PsipoUploadError)):
         return str(exc), exc.exit_code
     # The readers turn these into PsipoInputError naming the file; one that still escapes
     # (from a library reading input) is bad input all the same, not a crash.

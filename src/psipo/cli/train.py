@@ -87,6 +87,8 @@ def report_training(config: Any, result: Any, keys: tuple[str, ...], *, what: st
     if not config.run.progress:
         print(result.train_data.summary())
     where = f"final {what}: {result.final_dir}" if result.final_dir is not None else "nothing was written (output_dir is null)"
+    if result.hub_url:
+        where += f", uploaded to {result.hub_url}"
     details = f" ({', '.join(shown)})" if shown else ""
     steps = last.get("step", 0)
     print(f"trained {steps} step{'' if steps == 1 else 's'}{details}; {where}")

@@ -200,7 +200,8 @@ class RunConfig:
     resume: bool = False
     """Continue from the newest checkpoint in output_dir/checkpoints; the config must match the
     checkpoint's except for max_steps, epochs, cadences, progress, report_to, on_nonfinite,
-    output_dir and cache_dir (and psipo reward's early_stopping_patience); the data paths
+    output_dir, cache_dir, push_to_hub and hub_private (and psipo reward's
+    early_stopping_patience); the data paths
     (train_data, eval_data, prompts, eval_prompts) may change when the data is the same."""
     overwrite: bool = False
     """Replace another run's files (config.yaml, metrics.jsonl, checkpoints/, final/) in
@@ -216,9 +217,18 @@ class RunConfig:
     comes at the end, with the closing line)."""
     device: Literal["auto", "cpu"] = "auto"
     """auto: a GPU when there is one; cpu: force the CPU."""
+    push_to_hub: str | None = None
+    """Hugging Face Hub repository (user/name or org/name) to upload final/ (model card included)
+    to once the run is complete, created if missing; needs a token (hf auth login, or HF_TOKEN),
+    checked before training. A failed upload leaves final/ as saved (exit code 4). null: no upload."""
+    hub_private: bool = True
+    """Create push_to_hub's repository private; false: public. An existing one keeps its visibility."""
 
     def __post_init__(self) -> None:
+        from psipo.lm.upload import check_push_settings
+
         self.output_dir = expand_home(self.output_dir)
+        check_push_settings(self)
 
 
 @dataclasses.dataclass

@@ -64,7 +64,7 @@ def resolve_hub_name(
     not_here = f"{key}: cannot load {name!r} as {what}: it is neither a local folder nor in the Hugging Face cache"
     if offline:
         raise PsipoInputError(
-            f"{not_here}, and {_offline_variable()} is set, so the Hub is not tried (unset it to download)"
+            f"{not_here}, and {offline_variable()} is set, so the Hub is not tried (unset it to download)"
         )
     raise PsipoInputError(
         f"{not_here}, and the Hub at {constants.ENDPOINT} cannot be reached ({unreachable}); check "
@@ -73,7 +73,7 @@ def resolve_hub_name(
     )
 
 
-def _offline_variable() -> str:
+def offline_variable() -> str:
     """The environment variable that put huggingface_hub offline (it honours both)."""
     return "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
 

@@ -42,6 +42,7 @@ RESUMABLE_KEYS = frozenset(
         "early_stopping_patience",  # psipo reward: when to stop, like max_steps
         "progress", "report_to", "on_nonfinite",  # what is shown and how failures are met
         "resume", "overwrite", "output_dir", "cache_dir",  # where things are, not what they are
+        "push_to_hub", "hub_private",  # where final/ goes
     }
 )
 """Config keys that may differ between a checkpoint and the run that resumes it."""

@@ -60,6 +60,8 @@ class TrainResult:
     """The held-out pairs, if any."""
     main_process: bool = True
     """Whether this is the process of the run that prints (several under torchrun / accelerate launch)."""
+    hub_url: str | None = None
+    """The Hub repository final/ was uploaded to (``push_to_hub``), on the main process."""
 
     @property
     def final_dir(self) -> Path | None:
@@ -313,8 +315,10 @@ def run_training(
     from psipo.lm.distributed import whole_root
     from psipo.lm.model_card import model_card
     from psipo.lm.run_folder import held_run_folder
+    from psipo.lm.upload import check_can_push, push_final
 
     run = config.run
+    check_can_push(run)
     with held_run_folder(run.output_dir, resume=run.resume, overwrite=run.overwrite) as folder:
         resume_from = _checked_resume_point(config, folder.path) if run.resume else None
         setup = set_up(
@@ -347,6 +351,9 @@ def run_training(
             if setup.run_dir is not None:
                 print(f"psipo: saved {setup.run_dir / 'final'}: the run is complete", file=sys.stderr)
             stop.stop()
+        hub_url = None
+        if run.push_to_hub is not None and setup.accelerator.is_main_process:
+            hub_url = push_final(run, setup.run_dir / "final", command=setup.command)
     return TrainResult(
         model=setup.policy,
         tokenizer=setup.tokenizer,
@@ -355,6 +362,7 @@ def run_training(
         train_data=setup.train_data,
         eval_data=setup.eval_data,
         main_process=setup.accelerator.is_main_process,
+        hub_url=hub_url,
     )
 
 
