@@ -75,6 +75,7 @@ def test_local_paths_stay_out_of_the_header(tmp_path):
     assert f"`{model}` fine-tuned on the preference pairs of `{data}`" in body
     assert "summed completion log-probs" in body and "Eq. 17" not in body
     assert "from peft import AutoPeftModelForCausalLM" in body and "LoRA r = 4, α = 16" in body
+    assert "- π_ref: the initial model, its log-probs computed once before training" in body
 
 
 @pytest.mark.parametrize(
@@ -91,6 +92,7 @@ def test_an_online_card_names_the_algorithm_and_its_scorer(options, tags, senten
     header, body = split(model_card(config, command="psipo online", history=[], folder="out/final"))
     assert header["tags"] == ["psipo", *tags] and header["pipeline_tag"] == "text-generation"
     assert sentence in body and "8 prompts a step" in body
+    assert f"- Sampling: {options.get('num_generations', 2)} responses a prompt" in body
     assert "against π_ref = the initial model" in body
 
 
@@ -101,7 +103,7 @@ def test_a_reward_card_is_a_sequence_classifier_and_a_judge():
     assert header["tags"] == ["psipo", "reward-model", "bradley-terry"]
     assert "A Bradley–Terry reward model (Azar et al., 2023, Eq. 2)" in body
     assert "from transformers import AutoModelForSequenceClassification, AutoTokenizer" in body
-    assert "`--judge rm/final`" in body and "8 pairs a step, in 2 forward passes of 8" in body
+    assert "`--judge rm/final`" in body and "16 pairs a step, in 2 forward passes of 8" in body
 
 
 def test_the_results_are_the_last_record_beside_the_last_evaluation():
@@ -122,3 +124,25 @@ def test_the_results_are_the_last_record_beside_the_last_evaluation():
         "kl": ("nan", ""),
     }  # booleans, mappings and the run's own diagnostics (lr, throughput, memory...) left out
     assert "- Steps: 4 (1 epoch)" in body
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        ({"reference": "live", "reference_model": "org/ref"}, "- π_ref: `org/ref`, frozen, run beside the policy"),
+        ({"reference": "live"}, "- π_ref: `m`, frozen, run beside the policy"),  # null: the model itself
+        ({"reference": "adapters_disabled", "lora_r": 2}, "- π_ref: the base model (the LoRA model with its adapters off)"),
+    ],
+)
+def test_a_train_card_says_where_pi_ref_came_from(options, line):
+    config = from_dict(TrainConfig, {"model": "m", "train_data": "p.jsonl", **options})
+    assert line in model_card(config, command="psipo train", history=[], folder="out/final").splitlines()
+
+
+def test_an_online_card_gives_the_sampling_settings():
+    config = from_dict(
+        OnlineConfig,
+        {"model": "m", "prompts": "p.jsonl", "judge": "rm", "num_generations": 3, "max_new_tokens": 48, "temperature": 0.7, "top_p": 0.9},
+    )
+    body = model_card(config, command="psipo online", history=[], folder="out/final")
+    assert "- Sampling: 3 responses a prompt, at most 48 new tokens, temperature 0.7, top-p 0.9" in body.splitlines()

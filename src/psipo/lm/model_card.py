@@ -45,6 +45,13 @@ ALGORITHMS = {
 }
 """What each ``psipo online`` algorithm did, in a sentence."""
 
+REFERENCES = {
+    "precompute": "the initial model, its log-probs computed once before training",
+    "live": "`{model}`, frozen, run beside the policy",
+    "adapters_disabled": "the base model (the LoRA model with its adapters off)",
+}
+"""Where ``psipo train``'s π_ref came from (``reference``)."""
+
 AGGREGATIONS = {"sum": "summed", "mean": "per-token mean"}
 """How the card says which sequence log-prob (``aggregation``) the loss saw."""
 
@@ -144,14 +151,23 @@ def _training(config: Any, command: str, history: Sequence[Mapping[str, Any]]) -
     lines = [
         f"- Command: `{command}` (psipo {_version('psipo')})",
         f"- Steps: {last.get('step', 'none logged')}{epochs}",
-        f"- Batch (per process): {opt.batch_size} {unit} a step"
-        + (f" ({config.generation.num_generations} samples each)" if hasattr(config, "generation") else "")
+        f"- Batch (per process): {opt.batch_size * accumulated} {unit} a step"
         + (f", in {accumulated} forward passes of {opt.batch_size}" if accumulated > 1 else ""),
         f"- Learning rate: {opt.learning_rate:g}, {opt.lr_scheduler} schedule, warm-up ratio {opt.warmup_ratio:g}",
         f"- Precision: {model_config.dtype}"
         + (f"; LoRA r = {model_config.lora_r}, α = {model_config.lora_alpha:g}" if model_config.lora_r > 0 else ""),
         f"- Seed: {config.run.seed}",
     ]
+    if hasattr(config, "generation"):
+        g = config.generation
+        lines.insert(3, (
+            f"- Sampling: {g.num_generations} responses a prompt, at most {g.max_new_tokens} new tokens, "
+            f"temperature {g.temperature:g}, top-p {g.top_p:g}"
+        ))  # fmt: skip
+    elif hasattr(config, "reference_config"):
+        lines.insert(3, f"- π_ref: {REFERENCES[config.reference_config.reference]}".format(
+            model=config.reference_config.reference_model or config.model_config.model
+        ))  # fmt: skip
     return "## Training\n\n" + "\n".join(lines)
 
 
