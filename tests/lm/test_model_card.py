@@ -82,7 +82,8 @@ def test_local_paths_stay_out_of_the_header(tmp_path):
     ("options", "tags", "sentence"),
     [
         ({"algorithm": "online_ipo", "judge": "rm"}, ["online-ipo", "ipo"], "online IPO (Calandriello et al., 2024)"),
-        ({"algorithm": "ipo_md", "judge": "rm", "mixture": 0.25}, ["ipo-md", "ipo"], "β = 0.25"),
+        ({"algorithm": "ipo_md", "judge": "rm", "mixture": 0.25}, ["ipo-md", "ipo"], "β = 0.25, labelled by the judge, the IPO loss"),
+        ({"algorithm": "online_ipo", "judge": "rm", "loss": "hinge"}, ["online-ipo", "hinge"], "the hinge (SLiC) loss; judge"),
         ({"algorithm": "online_dpo", "judge": "rm", "labels": "hard"}, ["online-dpo", "dpo"], "the DPO loss; judge `rm` (hard labels)"),
         ({"algorithm": "rloo", "reward": "m:f", "num_generations": 4}, ["rloo"], "4 samples per prompt"),
     ],
@@ -146,3 +147,10 @@ def test_an_online_card_gives_the_sampling_settings():
     )
     body = model_card(config, command="psipo online", history=[], folder="out/final")
     assert "- Sampling: 3 responses a prompt, at most 48 new tokens, temperature 0.7, top-p 0.9" in body.splitlines()
+
+
+def test_a_model_and_data_given_from_python_are_said_so():
+    config = from_dict(TrainConfig, {"model": "", "train_data": ""})
+    header, body = split(model_card(config, command="psipo train", history=[], folder="out/final"))
+    assert "base_model" not in header and "datasets" not in header
+    assert "A model given from Python fine-tuned on the preference pairs of data given from Python" in body

@@ -38,8 +38,11 @@ NOT_RESULTS = (
 (``metrics.jsonl`` keeps them)."""
 
 ALGORITHMS = {
-    "online_ipo": "online IPO (Calandriello et al., 2024): pairs y, y′ ~ π labelled by the judge, the IPO loss",
-    "ipo_md": "IPO-MD (Calandriello et al., 2024): pairs from the geometric mixture π^(1−β)·π_ref^β, β = {mixture:g}",
+    "online_ipo": "online IPO (Calandriello et al., 2024): pairs y, y′ ~ π labelled by the judge, the {loss} loss",
+    "ipo_md": (
+        "IPO-MD (Calandriello et al., 2024): pairs from the geometric mixture π^(1−β)·π_ref^β, β = {mixture:g}, "
+        "labelled by the judge, the {loss} loss"
+    ),
     "online_dpo": "online DPO: pairs y, y′ ~ π labelled by the judge, the {loss} loss",
     "rloo": "RLOO, the RLHF objective of Eq. 3: {k} samples per prompt, reward − τ·log π/π_ref, leave-one-out baseline",
 }
@@ -116,11 +119,12 @@ def _method_tags(config: Any) -> list[str]:
 def _summary(config: Any, model: str | None, data: str | None) -> str:
     from psipo.losses import LOSSES
 
-    base = f"`{model}`" if model else "a model given from Python"
+    base = f"`{model}`" if model else "A model given from Python"  # begins its sentence
+    source = f"`{data}`" if data else "data given from Python"
     if hasattr(config, "reward_objective"):
         return (
-            f"A Bradley–Terry reward model (Azar et al., 2023, Eq. 2) fine-tuned from {base} on the "
-            f"preference pairs of `{data}`: one output r(x, y) per prompt x and response y, with "
+            f"A Bradley–Terry reward model (Azar et al., 2023, Eq. 2) fine-tuned from {base[0].lower() + base[1:]} on the "
+            f"preference pairs of {source}: one output r(x, y) per prompt x and response y, with "
             "P(y ≻ y′ | x) = σ(r(x, y) − r(x, y′))."
         )
     tau = config.objective.tau
@@ -131,13 +135,13 @@ def _summary(config: Any, model: str | None, data: str | None) -> str:
         )
         scorer = f"reward `{online.reward}`" if online.algorithm == "rloo" else f"judge `{online.judge}` ({online.labels} labels)"
         return (
-            f"{base} trained on its own samples for the prompts of `{data}` with {what}; {scorer}, "
+            f"{base} trained on its own samples for the prompts of {source} with {what}; {scorer}, "
             f"τ = {tau:g}, against π_ref = {f'`{online.reference_model}`' if online.reference_model else 'the initial model'}."
         )
     label = LOSSES[config.loss].label
     target = f" IPO regresses h onto 1/(2τ) = {1 / (2 * tau):g} (Eq. 17)." if config.loss == "ipo" else ""
     return (
-        f"{base} fine-tuned on the preference pairs of `{data}` with the {label} loss (`loss: {config.loss}`) of "
+        f"{base} fine-tuned on the preference pairs of {source} with the {label} loss (`loss: {config.loss}`) of "
         f"ΨPO (Azar et al., 2023), τ = {tau:g}, on {AGGREGATIONS[config.aggregation]} completion log-probs.{target}"
     )
 
