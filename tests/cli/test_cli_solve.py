@@ -371,13 +371,13 @@ def test_output_onto_a_full_disk_is_one_line_exit_1(monkeypatch, capsys):
 
     monkeypatch.setattr(sys, "stdout", _FullDisk())
     assert main(["solve", str(EXAMPLES / "two_actions.yaml"), "--json"]) == 1
-    assert capsys.readouterr().err == "psipo: error: cannot write the output: No space left on device\n"
+    assert capsys.readouterr().err == "psipo: error: cannot write to stdout: No space left on device\n"
     # output that reaches the disk only at exit, in psipo's final flush; or a pipe that closes then
     monkeypatch.setattr(psipo.cli, "main", lambda: 0)
     dropped: list[bool] = []
     monkeypatch.setattr(psipo.cli, "_stdout_to_devnull", lambda: dropped.append(True))
     for stdout, code, err in [
-        (_FullDisk(fail_flush=True), 1, "psipo: error: cannot write the output: No space left on device\n"),
+        (_FullDisk(fail_flush=True), 1, "psipo: error: cannot write to stdout: No space left on device\n"),
         (_HeldOutput(BrokenPipeError(errno.EPIPE, "Broken pipe")), 141, ""),
     ]:
         dropped.clear()
@@ -386,6 +386,42 @@ def test_output_onto_a_full_disk_is_one_line_exit_1(monkeypatch, capsys):
             psipo.cli.run()
         assert exit_info.value.code == code and dropped == [True]
         assert capsys.readouterr().err == err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_output_into_dev_full_names_stdout_in_one_line_exit_1(json_flag):
+    """`psipo solve … > /dev/full`: one line says where the output was going (it said "the output")."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*PSIPO, "solve", str(EXAMPLES / "two_actions.yaml"), *json_flag], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    assert (result.returncode, result.stderr) == (1, "psipo: error: cannot write to stdout: No space left on device\n")
+
+
+def test_output_with_stdout_closed_names_stdout_in_one_line_exit_1():
+    """`psipo solve … >&-`: Python's print drops output to a closed stdout without a word, and the
+    final flush met None (a traceback); now the first write fails as a closed descriptor's."""
+    result = subprocess.run(
+        ["sh", "-c", '"$0" "$@" >&-', *PSIPO, "solve", str(EXAMPLES / "two_actions.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert (result.returncode, result.stderr) == (1, "psipo: error: cannot write to stdout: Bad file descriptor\n")
+    # bad input with stdout closed is still bad input (the final flush has no stdout to flush)
+    result = subprocess.run(["sh", "-c", '"$0" "$@" >&-', *PSIPO, "solve", "missing.yaml"], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (2, "psipo: error: missing.yaml: problem file not found\n")
+
+
+def test_a_nameless_write_failure_elsewhere_is_not_blamed_on_stdout(monkeypatch, capsys):
+    """A full disk met by a file object (a library's, say) has no file name; it is not stdout's."""
+
+    def failing(args):
+        print("written to stdout")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("psipo.cli.solve.run", failing)
+    assert main(["solve", "p.yaml"]) == 1
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("written to stdout\n", "psipo: error: cannot write the output: No space left on device\n")
 
 
 class _HeldOutput:

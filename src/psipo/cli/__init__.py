@@ -12,6 +12,7 @@ and exit code 143 (during training, either after a checkpoint of the step in pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
 import os
@@ -170,7 +171,7 @@ class _InterruptWatch:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _InterruptWatch() as watch:
+    with _InterruptWatch() as watch, _named_stdout():
         try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
             argv = list(sys.argv[1:] if argv is None else argv)
             parser = build_parser(only=_subcommand_from(argv))
@@ -226,8 +227,11 @@ def _error_line(exc: BaseException) -> tuple[str, int] | None:
     # full disk): the file and the reason say it all; a traceback would only hide them.
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}", 1
-    # The same failure writing to a file object, stdout included (`> out.json` on a full disk),
-    # comes without a file name.
+    # Writing to stdout (`> out.json` on a full disk, `>&-`) fails without a file name: main's
+    # stdout marks its failures.
+    if isinstance(exc, OSError) and getattr(exc, _STREAM, None) and exc.strerror:
+        return f"cannot write to {getattr(exc, _STREAM)}: {exc.strerror}", 1
+    # The same failure writing to another file object comes without a name too.
     if isinstance(exc, OSError) and exc.errno in _WRITE_FAILURES and exc.strerror:
         return f"cannot write the output: {exc.strerror}", 1
     return None
@@ -235,6 +239,53 @@ def _error_line(exc: BaseException) -> tuple[str, int] | None:
 
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 """errno of a write the system refused for want of room or a failing device."""
+
+_STREAM = "psipo_stream"
+"""Attribute of an OSError raised writing to stdout: ``"stdout"`` (a file object's error has no
+file name, so the message could not say where the output was going)."""
+
+
+class _NamedStdout:
+    """``sys.stdout`` while :func:`main` runs: its write and flush failures are marked as
+    stdout's (:data:`_STREAM`). ``None`` (psipo started with stdout closed, where ``print``
+    would drop the output without a word) fails as a closed file descriptor does."""
+
+    def __init__(self, stream: typing.Any) -> None:
+        self._stream = stream
+
+    def _call(self, method: str, *args: typing.Any) -> typing.Any:
+        try:
+            if self._stream is None:
+                if method == "flush":
+                    return None
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            return getattr(self._stream, method)(*args)
+        except OSError as exc:
+            setattr(exc, _STREAM, "stdout")
+            raise
+
+    def write(self, text: str) -> int:
+        return self._call("write", text)
+
+    def writelines(self, lines: typing.Iterable[str]) -> None:
+        self._call("writelines", lines)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def __getattr__(self, name: str) -> typing.Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _named_stdout() -> typing.Iterator[None]:
+    original = sys.stdout
+    named = sys.stdout = _NamedStdout(original)
+    try:
+        yield
+    finally:
+        if sys.stdout is named:  # unless something in between replaced it in turn
+            sys.stdout = original
 
 
 def _flush_stdout_or_drop_it() -> None:
@@ -255,16 +306,18 @@ def run() -> typing.NoReturn:
     """
     code = main()
     try:
-        sys.stdout.flush()  # output still buffered can meet the closed pipe or a full disk only here
+        if sys.stdout is not None:  # None: started with stdout closed (main said so if it wrote)
+            sys.stdout.flush()  # output still buffered can meet the closed pipe or a full disk only here
     except BrokenPipeError:
         _stdout_to_devnull()
         code = BROKEN_PIPE
     except OSError as exc:
         _stdout_to_devnull()
-        print(f"psipo: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        print(f"psipo: error: cannot write to stdout: {exc.strerror}", file=sys.stderr)
         code = 1
     if code in (130, PsipoTerminated.exit_code):
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
