@@ -3,6 +3,7 @@ leaves behind is cleaned up (and only that)."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import stat
@@ -74,6 +75,31 @@ def test_an_exception_mid_write_keeps_the_old_file_and_leaves_nothing(tmp_path, 
         atomic_write_text(path, "new\n")
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync"])
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, failing):
+    # A write or fsync refused for want of room names no file: the error must name the one
+    # asked for (not the temporary), so that the CLI's one line says which.
+    import errno
+
+    path = tmp_path / "metrics.jsonl"
+    atomic_write_text(path, "old\n")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if failing == "fsync":
+        monkeypatch.setattr(os, "fsync", full)
+    else:
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: type("Full", (io.FileIO,), {"write": full})(fd, "wb"))
+    with pytest.raises(OSError) as raised:
+        atomic_write_text(path, "new\n")
+    assert (raised.value.errno, raised.value.strerror, raised.value.filename) == (
+        errno.ENOSPC, "No space left on device", str(path)
+    )  # fmt: skip
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
 def test_a_killed_writer_keeps_the_old_file_and_its_temporaries_are_cleaned(tmp_path):

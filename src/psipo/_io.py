@@ -203,13 +203,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         # mkstemp creates 0600 whatever the umask; a plain open() would give 0666 & ~umask.
         os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as exc:  # name the file the caller asked for, not the temporary
+        except OSError as exc:
+            # Name the file the caller asked for: a failed rename names the temporary, and a
+            # failed write or fsync (a full disk) names no file at all.
+            if exc.errno is None or exc.strerror is None:
+                raise
             raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
