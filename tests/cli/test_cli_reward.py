@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -53,7 +54,12 @@ def test_reward_end_to_end_then_reload_and_plot(workdir):
     assert scores[0] > scores[1]  # lower-half words are preferred
     header, body = check_model_card(out)
     assert header["pipeline_tag"] == "text-classification" and "reward-model" in header["tags"]
-    assert "AutoModelForSequenceClassification.from_pretrained" in body
+    usage = body.split("## Use", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    with contextlib.chdir(workdir):  # the card names final/ as the run was given it: relative
+        exec(usage, namespace)  # the card's own snippet runs
+    assert namespace["model"].config.num_labels == 1 and namespace["rewards"].shape == (1,)
+    assert torch.isfinite(namespace["rewards"]).all()
 
     plotted = psipo("plot", "out", cwd=workdir)
     assert plotted.returncode == 0, plotted.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -77,6 +78,12 @@ def test_train_end_to_end_then_reload_the_final_model(workdir):
     assert header["pipeline_tag"] == "text-generation" and "dpo" in header["tags"]
     assert "base_model" not in header  # a local folder is no Hub repository: named in the text instead
     assert "with the DPO loss (`loss: dpo`)" in body
+    usage = body.split("## Use", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    with contextlib.chdir(workdir):  # the card names final/ as the run was given it: relative
+        exec(usage, namespace)  # the card's own snippet loads the model
+    assert namespace["model"].state_dict().keys() == reloaded.state_dict().keys()
+    assert namespace["tokenizer"].eos_token == "<eos>"
 
 
 def test_help_documents_every_key():

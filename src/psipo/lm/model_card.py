@@ -214,7 +214,10 @@ def _usage(folder: str | os.PathLike, *, reward_model: bool, lora: bool) -> str:
         imports, auto = f"from transformers import AutoModelFor{head}, AutoTokenizer", f"AutoModelFor{head}"
     code = f"{imports}\n\nmodel = {auto}.from_pretrained({path!r})\ntokenizer = AutoTokenizer.from_pretrained({path!r})"
     if reward_model:
-        code += "\n# r(x, y): model(**tokenizer(prompt + response, return_tensors='pt')).logits[0, 0]"
+        code += (
+            "\n\n# r(x, y) as psipo reward scored it (EOS after the response, a chat template for message lists):"
+            f"\nfrom psipo.lm import RewardModel\n\nrewards = RewardModel.from_pretrained({path!r}).reward(['a prompt'], ['a response'])"
+        )
         after = f"As the judge of `psipo online` or `psipo evaluate`: `--judge {path}`."
     else:
         after = f"Against its base model: `psipo evaluate --model {path} --judge JUDGE --prompts PROMPTS`."
