@@ -118,3 +118,18 @@ def test_a_run_with_nothing_to_draw_is_one_line_not_a_blank_figure(tmp_path, cap
             "a value other than NaN of a metric of a psipo train run (loss, eval_loss, h_mean, eval_h_mean, ...)\n"
         )
         assert not (tmp_path / name / "curves.png").exists()
+
+
+def test_plot_compares_several_runs_into_the_out_file(tmp_path):
+    write_run(tmp_path / "ipo")
+    write_run(tmp_path / "dpo", n=3)
+    command = [sys.executable, "-m", "psipo", "plot", str(tmp_path / "ipo"), str(tmp_path / "dpo")]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.startswith("psipo: error: --out: name the PNG of the comparison") and refused.stderr.count("\n") == 1
+    result = subprocess.run([*command, "--out", str(tmp_path / "ipo-vs-dpo.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "ipo-vs-dpo.png")
+    assert (tmp_path / "ipo-vs-dpo.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "ipo" / "curves.png").exists() and not (tmp_path / "dpo" / "curves.png").exists()

@@ -14,6 +14,23 @@ VOCAB = 64
 torch.set_num_threads(1)
 
 
+@pytest.fixture
+def figure(monkeypatch):
+    """The axes of each figure drawn with matplotlib's pyplot, captured when the code under test
+    closes it (plt.close), in order: what `psipo plot` drew, checked on the figure itself."""
+    import matplotlib.pyplot as plt
+
+    drawn: list = []
+    close = plt.close
+
+    def capture(fig):
+        drawn.extend(fig.axes)
+        close(fig)
+
+    monkeypatch.setattr(plt, "close", capture)
+    return drawn
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """A 2-layer, hidden-32 Llama with a word-level tokenizer (pad token, chat template)."""

@@ -5,25 +5,10 @@ from __future__ import annotations
 
 import json
 
-import matplotlib.pyplot as plt
 import pytest
 
 from psipo.errors import PsipoInputError
 from psipo.lm.plots import plot_run
-
-
-@pytest.fixture
-def figure(monkeypatch):
-    """The axes of the figure plot_run draws, captured when it closes the figure."""
-    drawn: list = []
-    close = plt.close
-
-    def capture(fig):
-        drawn.extend(fig.axes)
-        close(fig)
-
-    monkeypatch.setattr(plt, "close", capture)
-    return drawn
 
 
 def write_run(run_dir, records, config_yaml=None):

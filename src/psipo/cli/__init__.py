@@ -33,7 +33,7 @@ SUBCOMMANDS = {
     "online": "Train a causal LM on its own samples: online IPO, IPO-MD, online DPO or RLOO.",
     "reward": "Train a Bradley–Terry reward model (Eq. 2) on preference pairs.",
     "evaluate": "Compare a model with its baseline: win rate by a judge or reward, KL, lengths.",
-    "plot": "Draw the metric curves of a training run folder as PNG.",
+    "plot": "Draw the metric curves of a training run folder as PNG, or of several runs side by side.",
     "experiment": "Run an experiment: `paper` (§5.3.1, §5.4; `psipo reproduce`) or `lm` (the claims at LM scale).",
 }
 

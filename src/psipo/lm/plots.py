@@ -1,10 +1,12 @@
-"""Curves of a training run folder (its metrics.jsonl) as PNG."""
+"""Curves of a training run folder (its metrics.jsonl), or of several side by side, as PNG."""
 
 from __future__ import annotations
 
 import io
 import itertools
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +126,14 @@ def run_command(run_dir: Path, records: list[dict[str, Any]]) -> str:
     return "train"
 
 
-def _reliability_diagram(ax: Any, records: list[dict[str, Any]]) -> None:
-    """Mean predicted P(a ≻ b) against the observed frequency per bin, of the last evaluation."""
-    last = next((r for r in reversed(records) if isinstance(r.get("eval_reliability"), dict)), None)
+def _reliability_diagram(ax: Any, runs: list[Run]) -> None:
+    """Mean predicted P(a ≻ b) against the observed frequency per bin, of each run's last evaluation."""
     ax.plot([0, 1], [0, 1], ls="--", color="k", lw=1, label="perfect calibration")
-    if last is not None:
+    eces = []
+    for run in runs:
+        last = next((r for r in reversed(run.records) if isinstance(r.get("eval_reliability"), dict)), None)
+        if last is None:
+            continue
         # A hand-edited or foreign record may hold anything: what is not a number is not drawn.
         table = last["eval_reliability"]
         counts = table.get("count")
@@ -140,16 +145,21 @@ def _reliability_diagram(ax: Any, records: list[dict[str, Any]]) -> None:
             )
             if c is not None and f is not None
         ]
+        ece = last.get("eval_ece")
+        eces.append(f"{ece if _is_number(ece) else math.nan:.3g}")
         if points:
             step = last.get("step")
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4,
-                    label=f"step {step}" if _is_number(step) else "last evaluation")
+            label = f"step {step}" if _is_number(step) else "last evaluation"
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, color=run.color,
+                    label=label if run.name is None else f"{run.name}: {label} (ECE {eces[-1]})")
             for c, f, n in points:
                 ax.annotate(str(n), (c, f), fontsize=7, textcoords="offset points", xytext=(3, -9))
-        ece = last.get("eval_ece")
-        title = f"reliability, held out (ECE {ece if _is_number(ece) else math.nan:.3g}; both orders; n per bin)"
-    else:
+    if not eces:
         title = "reliability: no held-out evaluation recorded"
+    elif len(runs) == 1:
+        title = f"reliability, held out (ECE {eces[0]}; both orders; n per bin)"
+    else:
+        title = "reliability of each run's last evaluation, held out (both orders; n per bin)"
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("predicted P(a ≻ b) = σ(r_a − r_b)")
@@ -158,9 +168,33 @@ def _reliability_diagram(ax: Any, records: list[dict[str, Any]]) -> None:
     ax.legend(fontsize=8)
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw the run's metric curves into one PNG (default ``RUN_DIR/curves.png``); return its path."""
-    from psipo._io import atomic_write_bytes
+MAX_RUNS = 10
+"""The most runs one figure compares: each run has its own colour of matplotlib's ten."""
+
+KEY_STYLES = ("-", "--", ":", "-.")
+"""Line style of a panel's first, second, … metric when several runs share the panel (the colour is the run's)."""
+
+UNITS = {"sum": "per sequence", "mean": "per token"}
+"""A log-prob's unit under each aggregation, in a legend entry when the runs compared differ."""
+
+
+@dataclass
+class Run:
+    """One run folder's records, as :func:`plot_runs` draws them."""
+
+    folder: Path
+    records: list[dict[str, Any]]
+    command: str
+    """``train``, ``reward`` or ``online`` (:func:`run_command`)."""
+    aggregation: str | None
+    name: str | None = None
+    """The run's name in legends when several runs are compared (None: one run, keys alone)."""
+    color: str | None = None
+    """The run's colour when several runs are compared (None: one colour per metric)."""
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A run folder's metrics, refused in one line when it is no run folder or has none."""
     from psipo.lm.metrics import read_metrics
 
     if not str(run_dir).strip():  # Path("") is the current folder
@@ -176,19 +210,44 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     records = read_metrics(metrics)
     if not records:
         raise PsipoInputError(f"{metrics}: no metrics recorded yet")
-
     command = run_command(run_dir, records)
-    reward = command == "reward"
     panels = {"reward": REWARD_PANELS, "online": ONLINE_PANELS, "train": PANELS}[command]
-    per = PER_AGGREGATION[run_aggregation(run_dir)] if command == "train" else ""
     drawable = [key for _, keys in panels for key in keys if not all(map(math.isnan, _series(records, key)[1]))]
-    if reward and any(isinstance(r.get("eval_reliability"), dict) for r in records):
+    if command == "reward" and any(isinstance(r.get("eval_reliability"), dict) for r in records):
         drawable.append("eval_reliability")
     if not drawable:  # a blank figure would look like a plot of nothing happening
         raise PsipoInputError(
             f"{metrics}: nothing to draw: no record has a numeric step and a value other than NaN of a metric of a "
             f"psipo {command} run ({', '.join(key for _, keys in panels[:2] for key in keys)}, ...)"
         )
+    return Run(run_dir, records, command, run_aggregation(run_dir) if command == "train" else None)
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the run's metric curves into one PNG (default ``RUN_DIR/curves.png``); return its path."""
+    return plot_runs([run_dir], out)
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Draw the metric curves of one run, or of several runs of one command side by side (each
+    in its colour, a panel's metrics in line styles), into one PNG; return its path. ``out``:
+    the PNG (default for one run: ``RUN_DIR/curves.png``; several runs need it)."""
+    from psipo._io import atomic_write_bytes
+
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    if not runs:
+        raise PsipoInputError("RUN_DIR: name a run folder")
+    _check_comparable(runs, out)
+    compared = len(runs) > 1
+    if compared:
+        for i, run in enumerate(runs):
+            run.name, run.color = str(run.folder), f"C{i}"
+    command = runs[0].command
+    reward = command == "reward"
+    panels = {"reward": REWARD_PANELS, "online": ONLINE_PANELS, "train": PANELS}[command]
+    aggregations = {run.aggregation for run in runs}
+    per = PER_AGGREGATION[runs[0].aggregation] if len(aggregations) == 1 else ""
+
     import matplotlib  # only now: the refusals above need not wait for it
 
     matplotlib.use("Agg")
@@ -196,33 +255,71 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     fig, axes = plt.subplots(3, 3, figsize=(15, 11), constrained_layout=True)
     for ax, (title, keys) in zip(axes.flat, panels):
-        for key in keys:
-            steps, values = _series(records, key)
-            if steps:
-                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=_label(key, steps, values))
-        if "h_mean" in keys:
-            steps, spread = _series(records, "h_std")
-            _, mean = _series(records, "h_mean")
-            if len(spread) == len(mean) and steps:
-                ax.fill_between(
-                    steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
-                    alpha=0.2, label="h_mean ± h_std",
-                )
-            _, target = _series(records, "ipo_target")
-            if target:
-                ax.axhline(target[-1], ls="--", color="k", lw=1, label="1/(2τ)")
+        for run in runs:
+            _draw_panel(ax, run, keys, unit=bool(per == "" and "{per}" in title and run.aggregation))
         ax.set_title(title.format(per=per), fontsize=10)
         ax.set_xlabel("optimizer step")
         if ax.lines:
             ax.legend(fontsize=8)
     if reward:
-        _reliability_diagram(axes.flat[len(panels)], records)
+        _reliability_diagram(axes.flat[len(panels)], runs)
     for ax in list(axes.flat)[len(panels) + int(reward) :]:
         ax.axis("off")
-    fig.suptitle(f"psipo {command}: {run_dir}", fontsize=11)
+    fig.suptitle(f"psipo {command}: {', '.join(str(run.folder) for run in runs)}", fontsize=11)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    path = Path(out) if out is not None else run_dir / "curves.png"
+    path = Path(out) if out is not None else runs[0].folder / "curves.png"
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def _check_comparable(runs: list[Run], out: str | Path | None) -> None:
+    """Several runs: at most :data:`MAX_RUNS`, each once, of one command, into a named ``out``."""
+    if len(runs) == 1:
+        return
+    if len(runs) > MAX_RUNS:
+        raise PsipoInputError(f"RUN_DIR: {len(runs)} runs; one figure compares at most {MAX_RUNS} (one colour each)")
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        first = seen.setdefault(run.folder.resolve(), run.folder)
+        if first is not run.folder:
+            raise PsipoInputError(f"RUN_DIR: {run.folder} is the run {first} again; name each run once")
+    other = next((run for run in runs if run.command != runs[0].command), None)
+    if other is not None:
+        raise PsipoInputError(
+            f"RUN_DIR: {other.folder} is a psipo {other.command} run and {runs[0].folder} a psipo {runs[0].command} "
+            "run; their curves are of other metrics: compare runs of one command"
+        )
+    if out is None:
+        raise PsipoInputError("--out: name the PNG of the comparison (several runs have no one folder it belongs in)")
+
+
+def _draw_panel(ax: Any, run: Run, keys: list[str], *, unit: bool) -> None:
+    """``run``'s curves of ``keys`` on ``ax``; ``unit``: its log-prob unit in the legend (the
+    runs compared differ in it)."""
+    records = run.records
+    for style, key in zip(itertools.cycle(KEY_STYLES), keys):
+        steps, values = _series(records, key)
+        if not steps:
+            continue
+        label = _label(key, steps, values)
+        if unit:
+            label += f" ({UNITS[run.aggregation]})"
+        look = {} if run.name is None else {"color": run.color, "ls": style}
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3,
+                label=label if run.name is None else f"{run.name}: {label}", **look)
+    if "h_mean" in keys:
+        steps, spread = _series(records, "h_std")
+        _, mean = _series(records, "h_mean")
+        if len(spread) == len(mean) and steps:
+            band = "h_mean ± h_std" if run.name is None else f"{run.name}: h_mean ± h_std"
+            ax.fill_between(
+                steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
+                alpha=0.2, label=band, **({} if run.color is None else {"color": run.color}),
+            )
+        _, target = _series(records, "ipo_target")
+        if target:
+            # each run's own 1/(2τ): runs compared across τ have different targets
+            ax.axhline(target[-1], ls="--", color=run.color or "k", lw=1,
+                       label="1/(2τ)" if run.name is None else f"{run.name}: 1/(2τ)")
