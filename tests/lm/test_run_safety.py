@@ -168,13 +168,15 @@ def test_metrics_after_a_resume_equal_the_uninterrupted_runs(base_config, rows, 
 
 def test_a_resume_compares_every_key_but_those_its_documentation_lets_change():
     # resume's documentation: "the config must match the checkpoint's except for max_steps,
-    # epochs, cadences, progress, report_to, on_nonfinite, output_dir and cache_dir" (and
-    # resume and overwrite themselves). A training key let through would mix two runs.
+    # epochs, cadences, progress, report_to, on_nonfinite, output_dir, cache_dir, push_to_hub
+    # and hub_private" (and resume and overwrite themselves). A training key let through would
+    # mix two runs.
     from psipo.lm.run_folder import config_differences
 
     may_change = {
         "max_steps", "epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
         "progress", "report_to", "on_nonfinite", "output_dir", "cache_dir", "resume", "overwrite",
+        "push_to_hub", "hub_private",
     }
     recorded = load_train_config(None, {"model": "m", "train_data": "t.jsonl"}).to_flat_dict()
     assert {"learning_rate", "adam_beta2", "seed", "tau", "loss", "batch_size", "lora_r"} <= recorded.keys()
