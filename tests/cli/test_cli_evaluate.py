@@ -138,3 +138,21 @@ def test_a_baseline_with_another_tokenizer_of_the_same_size_is_refused_before_an
         "have other ids there or are missing; baseline must share the policy's tokenizer\n"
     )
     assert not (tmp_path / "ev").exists()
+
+
+def test_evaluate_on_pairs_end_to_end(workdir):
+    # The run's config.yaml says loss: ipo (mean aggregation) and no tau: the default 0.1.
+    from psipo.lm.fixtures import make_synthetic_preferences
+
+    write_jsonl(make_synthetic_preferences(5, vocab=32, seed=4), workdir / "pairs.jsonl")
+    result = psipo("evaluate", "--model", "run/final", "--pairs", "pairs.jsonl", "--out", "ev-pairs", "--device", "cpu", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and result.stdout.startswith("accuracy ") and "on 5 pairs" in result.stdout
+    results = json.loads((workdir / "ev-pairs" / "evaluation.json").read_text())
+    assert (results["baseline"], results["aggregation"], results["tau"], results["ipo_target"]) == ("base", "mean", 0.1, 5.0)
+    assert (workdir / "ev-pairs" / "evaluation.md").read_text().startswith("# Evaluation on preference pairs")
+    refused = psipo("evaluate", "--config", "eval.yaml", "--pairs", "pairs.jsonl", "--prompts", "", cwd=workdir)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "psipo: error: eval.yaml:3: key 'judge': is used only with prompts (sampled); pairs are scored, not sampled: remove judge"
+    ]

@@ -89,6 +89,20 @@ class EvaluateConfig:
     """Folder for evaluation.json and evaluation.md."""
     progress: bool = True
     """Show progress over batches on stderr: a bar on a terminal, plain lines off one (a log file)."""
+    pairs: str | None = None
+    """Preference pairs instead of prompts (prompt/chosen/rejected, conversational or implicit,
+    as psipo train reads them): nothing is sampled; each pair's log-ratio gap h = log
+    π/π_base(chosen) − log π/π_base(rejected) gives the accuracy 1[h > 0], h against IPO's
+    target 1/(2τ), and IPO's and DPO's losses. Tokenised as the run whose final/ is model
+    trained. Give prompts or pairs."""
+    pairs_split: str = "test"
+    """Split of a Hugging Face dataset of pairs; for a file or a single saved dataset a slice (test[:500]) selects rows and a plain name means all of it."""
+    tau: float | None = None
+    """pairs only: τ of the IPO target and the losses; null: the tau of the run whose final/ is
+    model (none for another model: no target, no losses)."""
+    aggregation: Literal["auto", "sum", "mean"] = "auto"
+    """pairs only: sequence log-prob of h, sum or mean over completion tokens; auto: the run's
+    (the loss's default), sum for another model."""
 
     def __post_init__(self) -> None:
         self.out = expand_home(self.out)
@@ -96,11 +110,25 @@ class EvaluateConfig:
 
 def validate(config: EvaluateConfig) -> None:
     """Required keys, judge xor reward, value ranges; errors name the key."""
+    defaults = EvaluateConfig()
+    sampled = ("judge", "reward", "max_prompts", "max_new_tokens", "temperature", "top_p", "seed")
+    scored = ("tau", "aggregation", "pairs_split")
     checks = [
         ("model", bool(config.model), "required: a causal LM folder or Hub name"),
-        ("prompts", bool(config.prompts), "required: a prompts file or dataset name"),
-        ("judge", config.judge is not None or config.reward is not None, "give a judge or a reward"),
+        ("prompts", bool(config.prompts) or config.pairs is not None, "required: a prompts file or dataset name (or pairs)"),
+        ("pairs", not (config.prompts and config.pairs is not None), "give prompts or pairs, not both"),
+        ("pairs", config.pairs is None or bool(config.pairs.strip()), "empty; name a pairs file or dataset"),
+        ("judge", config.pairs is not None or config.judge is not None or config.reward is not None, "give a judge or a reward"),
         ("judge", config.judge is None or config.reward is None, "give a judge or a reward, not both"),
+        *(
+            (key, getattr(config, key) == getattr(defaults, key), f"is used only with prompts (sampled); pairs are scored, not sampled: remove {key}")
+            for key in (sampled if config.pairs is not None else ())
+        ),
+        *(
+            (key, getattr(config, key) == getattr(defaults, key), f"is used only with pairs; set pairs, or remove {key}")
+            for key in (scored if config.pairs is None else ())
+        ),
+        ("tau", config.tau is None or (0 < config.tau < math.inf and math.isfinite(1 / (2 * config.tau))), "must be a finite number > 0 (1/(2·tau) finite) or null"),
         ("max_new_tokens", config.max_new_tokens >= 1, "must be >= 1"),
         ("batch_size", config.batch_size >= 1, "must be >= 1"),
         ("max_prompts", config.max_prompts is None or config.max_prompts >= 1, "must be >= 1 or null"),
@@ -328,6 +356,10 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     )
 
     validate(config)
+    if config.pairs is not None:
+        from psipo.lm.evaluate_pairs import evaluate_pairs
+
+        return evaluate_pairs(config)
     check_output_folder(config.out, "out")  # before any sampling: a bad out fails now, not at the end
     baseline_name = config.baseline if config.baseline is not None else default_baseline(config.model)
     judge = make_reward(config.reward, key="reward") if config.reward is not None else make_judge(config.judge)  # type: ignore[arg-type]
@@ -422,7 +454,11 @@ def _ci(figure: Mapping[str, Any] | None, digits: int = 3) -> str:
 
 
 def summary_line(results: Mapping[str, Any]) -> str:
-    """One line: the win rate, the KL and where the files went."""
+    """One line: the win rate and the KL (with pairs: the accuracy and h)."""
+    if results.get("mode") == "pairs":
+        from psipo.lm.evaluate_pairs import pairs_summary_line
+
+        return pairs_summary_line(results)
     kl = _ci(results["kl"]) if results["kl"]["mean"] is not None else "omitted (temperature/top_p not 1)"
     return (
         f"win rate {_ci(results['win_rate'])} (95% CI) of {results['model']} over {results['baseline']} "
@@ -445,17 +481,26 @@ def summary_markdown(results: Mapping[str, Any]) -> str:
     ]
     settings = ", ".join(f"{k} {v}" for k, v in results["settings"].items())
     judged = f"judge `{results['judge']}`" if results["judge"] else f"reward `{results['reward']}`"
-    lines = [
-        "# Evaluation",
-        "",
+    return markdown_report(
+        "Evaluation",
         f"Model `{results['model']}` against baseline `{results['baseline']}` on {results['n_prompts']} prompts "
         f"of `{results['prompts']}`, {judged}; {settings}.",
+        rows,
+        f"Win rate: {results['win_rate']['method']}. KL: {results['kl']['note']}",
+    )
+
+
+def markdown_report(title: str, intro: str, rows: list[tuple[str, str]], note: str | None = None) -> str:
+    """``evaluation.md``: a title, a sentence on what was compared, the table of figures, a note."""
+    lines = [
+        f"# {title}",
+        "",
+        intro,
         "",
         "| figure | value (± 95% CI half-width) |",
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in rows),
         "",
-        f"Win rate: {results['win_rate']['method']}. KL: {results['kl']['note']}",
-        "",
+        *([note, ""] if note else []),
     ]
     return "\n".join(lines)

@@ -1,0 +1,179 @@
+r"""``psipo evaluate --pairs``: a model against its baseline on preference pairs, without sampling.
+
+Each pair (x, y_w, y_l) is scored under the model π and the baseline π_base (by default the
+reference of the psipo run whose ``final/`` folder is the model), and its log-ratio gap
+
+.. math::  h(y_w, y_l) = \log\frac{\pi(y_w|x)}{\pi_\mathrm{base}(y_w|x)} - \log\frac{\pi(y_l|x)}{\pi_\mathrm{base}(y_l|x)}
+
+is the quantity the paper's losses act on: IPO regresses it onto 1/(2τ) (Eq. 17), DPO pushes it
+up without bound (Eq. 7). The report gives, over the pairs, the **accuracy** 1[h > 0] (the
+implicit reward τ·log π/π_base ranks the preferred response first), the mean and spread of
+**h** beside IPO's target 1/(2τ), and the mean **IPO loss** (h − 1/(2τ))² and **DPO loss**
+−log σ(τh), each mean with a 95% t-interval over pairs.
+
+The pairs are tokenised as the run trained on its own (its ``max_length``,
+``max_prompt_length`` and ``append_eos``, read from the ``config.yaml`` beside ``final/``),
+and h uses the run's ``aggregation`` and τ unless the config's ``aggregation``/``tau`` set
+them: with another tokenisation or aggregation h would not be the quantity the run learnt.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from psipo.errors import PsipoInputError
+
+TOKENISATION = {"max_length": 512, "max_prompt_length": 256, "append_eos": True}
+"""psipo train's tokenisation defaults, used for a model that is no psipo run's ``final/``."""
+
+
+def run_settings(model: str) -> dict[str, Any]:
+    """``tau``, ``aggregation`` (auto resolved) and the tokenisation settings of the psipo
+    train or online run whose ``final/`` folder is ``model``; ``{}`` for any other folder. A
+    reward model's run is refused: it has no policy to score."""
+    from psipo._config import load_config
+    from psipo.lm.run_folder import config_beside_final
+
+    found = config_beside_final(model)
+    if found is None:
+        return {}
+    path, data = found
+    if "reward_l2" in data:
+        raise PsipoInputError(f"model: {model} is a psipo reward run's final/ (a reward model), not a policy to score")
+    if "algorithm" in data:
+        from psipo.lm.online import OnlineConfig as RunConfigClass
+    else:
+        from psipo.lm.config import TrainConfig as RunConfigClass
+    try:
+        config = load_config(RunConfigClass, path)
+    except PsipoInputError as exc:
+        raise PsipoInputError(f"model: the config.yaml beside it cannot be read ({exc}); set tau and aggregation") from None
+    settings = {"tau": config.objective.tau, "aggregation": config.aggregation, "source": str(path)}
+    if "algorithm" in data:  # psipo online tokenised prompts only; its responses end at EOS
+        settings.update(max_length=config.max_length, max_prompt_length=config.data_config.max_prompt_length)
+    else:
+        d = config.data_config
+        settings.update(max_length=d.max_length, max_prompt_length=d.max_prompt_length, append_eos=d.append_eos)
+    return settings
+
+
+def evaluate_pairs(config: Any) -> dict[str, Any]:
+    """Score ``config.pairs`` under the model and the baseline; write ``out/evaluation.json``
+    and ``out/evaluation.md``; return the results (the JSON's content)."""
+    import torch
+
+    from psipo._io import atomic_write_json, atomic_write_text, check_output_folder
+    from psipo._json import to_json_data
+    from psipo.lm.config import ModelConfig
+    from psipo.lm.data import load_pairs
+    from psipo.lm.evaluate import _figure, default_baseline
+    from psipo.lm.logprobs import supports_shared_prompt
+    from psipo.lm.model import (
+        load_causal_lm,
+        load_companion_lm,
+        load_tokenizer,
+        pad_id_of,
+        quiet_transformers,
+    )
+    from psipo.lm.reference import PairScorer
+
+    check_output_folder(config.out, "out")
+    baseline_name = config.baseline if config.baseline is not None else default_baseline(config.model)
+    run = run_settings(config.model)
+    tau = config.tau if config.tau is not None else run.get("tau")
+    aggregation = config.aggregation if config.aggregation != "auto" else run.get("aggregation", "sum")
+    tokenisation = {key: run.get(key, default) for key, default in TOKENISATION.items()}
+
+    quiet_transformers()
+    model_config = ModelConfig(
+        model=config.model, tokenizer=config.tokenizer, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+    )
+    tokenizer = load_tokenizer(model_config)
+    data = load_pairs(
+        config.pairs, tokenizer, key="pairs", split=config.pairs_split, dataset_config=config.dataset_config,
+        skip_invalid=False, cache_dir=None, **tokenisation,
+    )  # fmt: skip
+    if not data.pairs:
+        raise PsipoInputError(f"pairs: no pair of {config.pairs} is left to score ({data.summary()})")
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(config.model, model_config, key="model").to(device)
+    same = baseline_name == config.model
+    baseline = model if same else load_companion_lm(
+        baseline_name, model_config, tokenizer=tokenizer, policy=model, key="baseline"
+    ).to(device)  # fmt: skip
+    scorer = PairScorer(
+        aggregation=aggregation, batch_size=config.batch_size, chunk_size=256, pad_id=pad_id_of(tokenizer),
+        device=device, shared_prompt=supports_shared_prompt(model) and supports_shared_prompt(baseline),
+    )  # fmt: skip
+    model_chosen, model_rejected = scorer(model, data.pairs)
+    base_chosen, base_rejected = (model_chosen, model_rejected) if same else scorer(baseline, data.pairs)
+    h = ((model_chosen.double() - base_chosen.double()) - (model_rejected.double() - base_rejected.double())).tolist()
+
+    results: dict[str, Any] = {
+        "mode": "pairs",
+        "model": config.model,
+        "baseline": baseline_name,
+        "pairs": config.pairs,
+        "n_pairs": len(data.pairs),
+        "data": data.summary(),
+        "aggregation": aggregation,
+        "tau": tau,
+        "settings_from": run.get("source"),
+        "tokenisation": tokenisation,
+        "accuracy": _figure([float(v > 0) for v in h], bounds=(0.0, 1.0)),
+        "h": {**_figure(h), "std": _std(h)},
+        "ipo_target": None if tau is None else 1 / (2 * tau),
+        "ipo_loss": None if tau is None else _figure([(v - 1 / (2 * tau)) ** 2 for v in h], bounds=(0.0, math.inf)),
+        "dpo_loss": None if tau is None else _figure([_softplus(-tau * v) for v in h], bounds=(0.0, math.inf)),
+    }
+    out = Path(config.out)
+    atomic_write_json(out / "evaluation.json", to_json_data(results))
+    atomic_write_text(out / "evaluation.md", pairs_markdown(results))
+    return results
+
+
+def _std(values: list[float]) -> float:
+    """The spread of h over the pairs (÷ n, as psipo train's ``h_std``)."""
+    from statistics import pstdev
+
+    return pstdev(values)
+
+
+def _softplus(x: float) -> float:
+    """log(1 + eˣ) without overflow: −log σ(τh) = softplus(−τh)."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def pairs_summary_line(results: dict[str, Any]) -> str:
+    from psipo.lm.evaluate import _ci
+
+    target = f" (IPO target {results['ipo_target']:.4g})" if results["ipo_target"] is not None else ""
+    return (
+        f"accuracy {_ci(results['accuracy'])} (95% CI) of {results['model']} over {results['baseline']} on "
+        f"{results['n_pairs']} pairs; h {_ci(results['h'])}{target}"
+    )
+
+
+def pairs_markdown(results: dict[str, Any]) -> str:
+    """The short Markdown summary of ``evaluation.md`` for pairs."""
+    from psipo.lm.evaluate import _ci, markdown_report
+
+    tau = results["tau"]
+    rows = [
+        ("accuracy 1[h > 0]", _ci(results["accuracy"])),
+        ("log-ratio gap h", _ci(results["h"])),
+        ("standard deviation of h over the pairs", f"{results['h']['std']:.3f}"),
+        ("IPO target 1/(2τ)", "—" if tau is None else f"{results['ipo_target']:.4g}"),
+        ("IPO loss (h − 1/(2τ))²", _ci(results["ipo_loss"])),
+        ("DPO loss −log σ(τh)", _ci(results["dpo_loss"])),
+    ]
+    where = f" (from {results['settings_from']})" if results["settings_from"] else ""
+    return markdown_report(
+        "Evaluation on preference pairs",
+        f"Model `{results['model']}` against baseline `{results['baseline']}` on {results['n_pairs']} pairs of "
+        f"`{results['pairs']}` ({results['data']}); h = log π/π_base(chosen) − log π/π_base(rejected), "
+        f"{results['aggregation']} over completion tokens; τ = {'none given' if tau is None else f'{tau:g}'}{where}.",
+        rows,
+    )

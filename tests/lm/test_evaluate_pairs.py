@@ -1,0 +1,90 @@
+"""`psipo evaluate --pairs`: h on preference pairs, checked against the training run's own
+held-out records (two code paths, one quantity) and by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from psipo.errors import PsipoInputError
+from psipo.lm.config import load_train_config
+from psipo.lm.evaluate import evaluate, load_evaluate_config, summary_line
+from psipo.lm.fixtures import make_synthetic_preferences, write_jsonl
+from psipo.lm.trainer import train
+
+
+@pytest.fixture(scope="module")
+def eval_file(tmp_path_factory):
+    return write_jsonl(make_synthetic_preferences(12, vocab=64, seed=9), tmp_path_factory.mktemp("pairs") / "held_out.jsonl")
+
+
+def trained(base_config, train_file, eval_file, **keys):
+    config = load_train_config(None, base_config | {"train_data": str(train_file), "eval_data": str(eval_file), "max_steps": 4, **keys})
+    result = train(config)
+    return result, result.history[-1]
+
+
+@pytest.mark.parametrize("loss", ["ipo", "dpo"])
+def test_h_on_the_held_out_pairs_is_what_the_run_recorded_on_them(base_config, train_file, eval_file, tmp_path, loss):
+    # The run tokenises, scores (against its precomputed reference) and summarises its held-out
+    # pairs in training; evaluate --pairs reloads final/ and the reference and does it again.
+    result, last = trained(base_config, train_file, eval_file, loss=loss, tau=0.5, learning_rate=0.05)
+    results = evaluate(load_evaluate_config(None, {"model": str(result.final_dir), "pairs": str(eval_file), "out": str(tmp_path / "ev")}))
+    assert results["aggregation"] == ("mean" if loss == "ipo" else "sum") and results["tau"] == 0.5
+    assert results["n_pairs"] == 12 and results["ipo_target"] == 1.0
+    assert results["h"]["mean"] == pytest.approx(last["eval_h_mean"], rel=1e-5, abs=1e-6)
+    assert results["h"]["std"] == pytest.approx(last["eval_h_std"], rel=1e-5, abs=1e-6)
+    assert results["accuracy"]["mean"] == pytest.approx(last["eval_accuracy"])
+    assert results[f"{loss}_loss"]["mean"] == pytest.approx(last["eval_loss"], rel=1e-5)
+    assert abs(last["eval_h_mean"]) > 0.05  # it trained: h moved off 0
+    written = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert written["h"]["mean"] == results["h"]["mean"] and written["mode"] == "pairs"
+    markdown = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert "| IPO target 1/(2τ) | 1 |" in markdown and f"τ = 0.5 (from {result.run_dir / 'config.yaml'})" in markdown
+    assert summary_line(results).startswith(f"accuracy {results['accuracy']['mean']:.3f}")
+
+
+def test_against_itself_every_h_is_zero(model_dir, eval_file, tmp_path):
+    # No run beside the model: sum aggregation, no τ (no target, no losses) unless given.
+    options = {"model": str(model_dir), "baseline": str(model_dir), "pairs": str(eval_file), "out": str(tmp_path / "a")}
+    results = evaluate(load_evaluate_config(None, options))
+    assert (results["aggregation"], results["tau"], results["ipo_loss"], results["dpo_loss"]) == ("sum", None, None, None)
+    assert results["h"]["mean"] == 0 and results["h"]["std"] == 0 and results["accuracy"]["mean"] == 0  # h > 0 strictly
+    assert results["tokenisation"] == {"max_length": 512, "max_prompt_length": 256, "append_eos": True}
+    results = evaluate(load_evaluate_config(None, options | {"tau": 0.25, "aggregation": "mean", "out": str(tmp_path / "b")}))
+    assert results["ipo_loss"]["mean"] == pytest.approx(4.0)  # (0 − 1/(2·0.25))²
+    assert results["dpo_loss"]["mean"] == pytest.approx(math.log(2))  # −log σ(0)
+    assert "| IPO loss (h − 1/(2τ))² | 4.000 ± 0.000 |" in (tmp_path / "b" / "evaluation.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompts": "p.jsonl", "pairs": "q.jsonl"}, "key 'pairs': give prompts or pairs, not both"),
+        ({"pairs": "q.jsonl", "judge": "rm"}, "key 'judge': is used only with prompts (sampled); pairs are scored, not sampled: remove judge"),
+        ({"pairs": "q.jsonl", "temperature": 0.5}, "key 'temperature': is used only with prompts"),
+        ({"prompts": "p.jsonl", "judge": "rm", "tau": 0.1}, "key 'tau': is used only with pairs; set pairs, or remove tau"),
+        ({"prompts": "p.jsonl", "judge": "rm", "aggregation": "sum"}, "key 'aggregation': is used only with pairs"),
+        ({"pairs": "q.jsonl", "tau": 0.0}, "key 'tau': must be a finite number > 0"),
+        ({"pairs": "q.jsonl", "tau": 1e-320}, "key 'tau': must be a finite number > 0 (1/(2·tau) finite)"),
+        ({"pairs": " "}, "key 'pairs': empty; name a pairs file or dataset"),
+        ({}, "key 'prompts': required: a prompts file or dataset name (or pairs)"),
+    ],
+)
+def test_bad_pairs_settings_are_one_line_naming_the_key(options, message):
+    from psipo.lm.evaluate import EvaluateConfig, validate
+
+    with pytest.raises(PsipoInputError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        validate(EvaluateConfig(model="m", **options))
+
+
+def test_a_reward_model_is_no_policy_to_score(base_config, train_file, eval_file, tmp_path):
+    from psipo.lm.reward import load_reward_config, train_reward
+
+    result = train_reward(load_reward_config(None, base_config | {"train_data": str(train_file), "max_steps": 1}))
+    options = {"model": str(result.final_dir), "baseline": str(result.final_dir), "pairs": str(eval_file), "out": str(tmp_path / "ev")}
+    with pytest.raises(PsipoInputError, match=r"^model: .* is a psipo reward run's final/ \(a reward model\), not a policy to score$"):
+        evaluate(load_evaluate_config(None, options))
+    assert not (tmp_path / "ev").exists()
