@@ -135,6 +135,9 @@ def test_two_processes_train_as_one_process_with_their_batch(workdir, two_proces
     # The main process alone prints its closing lines and writes the run folder.
     assert result.stdout.count("trained 4 steps") == 1 and result.stdout.count("64 pairs from 64 rows") == 1
     assert sorted(p.name for p in run_dir.iterdir()) == [".psipo.lock", "checkpoints", "config.yaml", "final", "metrics.jsonl"]
+    card = (run_dir / "final" / "README.md").read_text().splitlines()  # written once, by the main process
+    assert "- Batch: 8 pairs a step (4 a forward pass, 1 forward pass a step, on each of 2 processes)" in card
+    assert any(line.startswith("The last metrics record, step 4 ") for line in card)
 
 
 def resume_in_the_middle(run_dir: Path, interrupted: Path) -> None:

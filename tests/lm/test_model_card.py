@@ -104,7 +104,7 @@ def test_a_reward_card_is_a_sequence_classifier_and_a_judge():
     assert header["tags"] == ["psipo", "reward-model", "bradley-terry"]
     assert "A Bradley–Terry reward model (Azar et al., 2023, Eq. 2)" in body
     assert "from transformers import AutoModelForSequenceClassification, AutoTokenizer" in body
-    assert "`--judge rm/final`" in body and "16 pairs a step, in 2 forward passes of 8" in body
+    assert "`--judge rm/final`" in body and "- Batch: 16 pairs a step (8 a forward pass, 2 forward passes a step)" in body.splitlines()
 
 
 def test_the_results_are_the_last_record_beside_the_last_evaluation():
@@ -154,3 +154,13 @@ def test_a_model_and_data_given_from_python_are_said_so():
     header, body = split(model_card(config, command="psipo train", history=[], folder="out/final"))
     assert "base_model" not in header and "datasets" not in header
     assert "A model given from Python fine-tuned on the preference pairs of data given from Python" in body
+
+
+def test_the_batch_of_a_step_counts_every_process():
+    config = from_dict(TrainConfig, {"model": "m", "train_data": "p.jsonl", "batch_size": 4, "gradient_accumulation_steps": 3})
+    card = model_card(config, command="psipo train", history=[], folder="out/final", processes=2)
+    assert "- Batch: 24 pairs a step (4 a forward pass, 3 forward passes a step, on each of 2 processes)" in card.splitlines()
+    single = from_dict(TrainConfig, {"model": "m", "train_data": "p.jsonl", "batch_size": 4})
+    card = model_card(single, command="psipo train", history=[], folder="out/final", processes=2)
+    assert "- Batch: 8 pairs a step (4 a forward pass, 1 forward pass a step, on each of 2 processes)" in card.splitlines()
+    assert "- Batch: 4 pairs a step" in model_card(single, command="psipo train", history=[], folder="out/final").splitlines()

@@ -73,9 +73,12 @@ def hub_name(name: str | None) -> str | None:
     return name
 
 
-def model_card(config: Any, *, command: str, history: Sequence[Mapping[str, Any]], folder: str | os.PathLike) -> str:
+def model_card(
+    config: Any, *, command: str, history: Sequence[Mapping[str, Any]], folder: str | os.PathLike, processes: int = 1
+) -> str:
     """The ``README.md`` of ``folder``, the ``final/`` model of a ``command`` run ("psipo train",
-    "psipo online" or "psipo reward") of ``config``, whose metrics records are ``history``."""
+    "psipo online" or "psipo reward") of ``config`` on ``processes`` processes, whose metrics
+    records are ``history``."""
     from psipo._config import to_dict
 
     reward_model = hasattr(config, "reward_objective")
@@ -94,7 +97,7 @@ def model_card(config: Any, *, command: str, history: Sequence[Mapping[str, Any]
         "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---",
         f"# {run_name}",
         _summary(config, model, data),
-        _training(config, command, history),
+        _training(config, command, history, processes),
         _results(history),
         _usage(folder, reward_model=reward_model, lora=lora),
         "## Config\n\nThe run's `config.yaml`, every key as it ran:\n\n```yaml\n"
@@ -146,7 +149,7 @@ def _summary(config: Any, model: str | None, data: str | None) -> str:
     )
 
 
-def _training(config: Any, command: str, history: Sequence[Mapping[str, Any]]) -> str:
+def _training(config: Any, command: str, history: Sequence[Mapping[str, Any]], processes: int) -> str:
     opt, model_config = config.optim, config.model_config
     last = history[-1] if history else {}
     epochs = f" ({last['epoch']:.3g} epoch{'' if last['epoch'] == 1 else 's'})" if _number(last.get("epoch")) else ""
@@ -155,8 +158,13 @@ def _training(config: Any, command: str, history: Sequence[Mapping[str, Any]]) -
     lines = [
         f"- Command: `{command}` (psipo {_version('psipo')})",
         f"- Steps: {last.get('step', 'none logged')}{epochs}",
-        f"- Batch (per process): {opt.batch_size * accumulated} {unit} a step"
-        + (f", in {accumulated} forward passes of {opt.batch_size}" if accumulated > 1 else ""),
+        f"- Batch: {opt.batch_size * accumulated * processes} {unit} a step"
+        + (
+            f" ({opt.batch_size} a forward pass, {accumulated} forward pass{'es' if accumulated > 1 else ''} a step"
+            + (f", on each of {processes} processes)" if processes > 1 else ")")
+            if accumulated > 1 or processes > 1
+            else ""
+        ),
         f"- Learning rate: {opt.learning_rate:g}, {opt.lr_scheduler} schedule, warm-up ratio {opt.warmup_ratio:g}",
         f"- Precision: {model_config.dtype}"
         + (f"; LoRA r = {model_config.lora_r}, α = {model_config.lora_alpha:g}" if model_config.lora_r > 0 else ""),

@@ -341,7 +341,10 @@ def run_training(
                 final = setup.run_dir / "final"
 
                 def save_final(state: dict[str, torch.Tensor] | None) -> None:
-                    card = model_card(config, command=setup.command, history=setup.history, folder=final)
+                    card = model_card(
+                        config, command=setup.command, history=setup.history, folder=final,
+                        processes=setup.accelerator.num_processes,
+                    )  # fmt: skip
                     ckpt.save_final(setup.policy, setup.tokenizer, final, state, card=card)
 
                 _save_whole(setup, save_final)
