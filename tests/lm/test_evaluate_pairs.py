@@ -80,11 +80,40 @@ def test_bad_pairs_settings_are_one_line_naming_the_key(options, message):
         validate(EvaluateConfig(model="m", **options))
 
 
-def test_a_reward_model_is_no_policy_to_score(base_config, train_file, eval_file, tmp_path):
+def test_a_reward_model_scores_the_held_out_pairs_as_its_run_recorded_them(base_config, train_file, eval_file, tmp_path):
     from psipo.lm.reward import load_reward_config, train_reward
 
-    result = train_reward(load_reward_config(None, base_config | {"train_data": str(train_file), "max_steps": 1}))
-    options = {"model": str(result.final_dir), "baseline": str(result.final_dir), "pairs": str(eval_file), "out": str(tmp_path / "ev")}
-    with pytest.raises(PsipoInputError, match=r"^model: .* is a psipo reward run's final/ \(a reward model\), not a policy to score$"):
+    config = base_config | {"train_data": str(train_file), "eval_data": str(eval_file), "max_steps": 4, "learning_rate": 0.05}
+    result = train_reward(load_reward_config(None, config))
+    last = result.history[-1]
+    results = evaluate(load_evaluate_config(None, {"model": str(result.final_dir), "pairs": str(eval_file), "out": str(tmp_path / "ev")}))
+    assert results["kind"] == "reward model" and results["n_pairs"] == 12
+    assert results["loss"]["mean"] == pytest.approx(last["eval_loss"], rel=1e-5)
+    assert results["accuracy"]["mean"] == pytest.approx(last["eval_accuracy"])
+    assert results["margin"]["mean"] == pytest.approx(last["eval_margin"], rel=1e-5, abs=1e-7)
+    assert results["ece"] == pytest.approx(last["eval_ece"], rel=1e-5, abs=1e-7)
+    assert results["reliability"]["count"] == last["eval_reliability"]["count"]
+    assert abs(last["eval_margin"]) > 1e-3  # it trained
+    assert results["tokenisation"] == {"max_length": 64, "max_prompt_length": 32, "append_eos": True}  # the run's
+    assert summary_line(results).startswith(f"accuracy {results['accuracy']['mean']:.3f}")
+    markdown = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert markdown.startswith("# Evaluation of a reward model on preference pairs")
+    # The same weights in a folder no psipo run wrote: recognised by config.json's architecture.
+    import shutil
+
+    shutil.copytree(result.final_dir, tmp_path / "some_reward_model")
+    alone = evaluate(load_evaluate_config(None, {"model": str(tmp_path / "some_reward_model"), "pairs": str(eval_file), "out": str(tmp_path / "ev2")}))
+    assert alone["kind"] == "reward model" and alone["settings_from"] is None
+    assert alone["tokenisation"] == {"max_length": 512, "max_prompt_length": 256, "append_eos": True}  # psipo's defaults
+    assert alone["loss"]["mean"] == pytest.approx(results["loss"]["mean"], rel=1e-6)  # no pair is that long
+    for key, value in (("baseline", str(result.final_dir)), ("tau", 0.1), ("aggregation", "sum")):
+        with pytest.raises(PsipoInputError, match=f"^{key}: .* is a reward model, scored on its own; remove {key}$"):
+            evaluate(load_evaluate_config(None, {"model": str(result.final_dir), "pairs": str(eval_file), key: value, "out": str(tmp_path / key)}))
+        assert not (tmp_path / key).exists()
+
+
+def test_a_model_without_a_run_needs_a_baseline_before_anything_loads(model_dir, eval_file, tmp_path):
+    options = {"model": str(model_dir), "pairs": str(eval_file), "out": str(tmp_path / "ev")}
+    with pytest.raises(PsipoInputError, match="^baseline: required"):
         evaluate(load_evaluate_config(None, options))
     assert not (tmp_path / "ev").exists()

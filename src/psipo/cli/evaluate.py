@@ -25,7 +25,8 @@ interval over prompts, the mean reward of each, a Monte Carlo estimate of KL(mod
 with its interval (at temperature 1 and top_p 1 only) and response lengths. With --pairs
 instead of --prompts nothing is sampled: each pair's h = log pi/pi_base(chosen) -
 log pi/pi_base(rejected) gives the accuracy 1[h > 0], h against IPO's target 1/(2 tau), and
-IPO's and DPO's losses, with 95% intervals over pairs.
+IPO's and DPO's losses, with 95% intervals over pairs; a reward model is scored on its own
+(accuracy 1[r_w > r_l], margin, Bradley-Terry loss, calibration error).
 Exit codes: 0 done, 2 bad input.
 """
 

@@ -93,8 +93,9 @@ class EvaluateConfig:
     """Preference pairs instead of prompts (prompt/chosen/rejected, conversational or implicit,
     as psipo train reads them): nothing is sampled; each pair's log-ratio gap h = log
     π/π_base(chosen) − log π/π_base(rejected) gives the accuracy 1[h > 0], h against IPO's
-    target 1/(2τ), and IPO's and DPO's losses. Tokenised as the run whose final/ is model
-    trained. Give prompts or pairs."""
+    target 1/(2τ), and IPO's and DPO's losses. A reward model (a psipo reward run's final/, or
+    a sequence classifier) is scored on its own: accuracy 1[r_w > r_l], margin, Bradley–Terry
+    loss, calibration. Tokenised as the run whose final/ is model trained. Give prompts or pairs."""
     pairs_split: str = "test"
     """Split of a Hugging Face dataset of pairs; for a file or a single saved dataset a slice (test[:500]) selects rows and a plain name means all of it."""
     tau: float | None = None

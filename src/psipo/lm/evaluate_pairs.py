@@ -11,6 +11,12 @@ implicit reward τ·log π/π_base ranks the preferred response first), the mean
 **h** beside IPO's target 1/(2τ), and the mean **IPO loss** (h − 1/(2τ))² and **DPO loss**
 −log σ(τh), each mean with a 95% t-interval over pairs.
 
+A **reward model** (a ``psipo reward`` run's ``final/``, or a folder whose ``config.json`` names a
+sequence classifier) is scored on its own: the margin r_w − r_l of each pair gives the accuracy
+1[r_w > r_l] (a tie counts as wrong), the Bradley–Terry loss −log σ(r_w − r_l) and the
+calibration error of σ(r_w − r_l) in both orders — what ``psipo reward`` logs on held-out pairs
+(:func:`psipo.lm.reward.held_out_metrics`).
+
 The pairs are tokenised as the run trained on its own (its ``max_length``,
 ``max_prompt_length`` and ``append_eos``, read from the ``config.yaml`` beside ``final/``),
 and h uses the run's ``aggregation`` and τ unless the config's ``aggregation``/``tau`` set
@@ -30,9 +36,9 @@ TOKENISATION = {"max_length": 512, "max_prompt_length": 256, "append_eos": True}
 
 
 def run_settings(model: str) -> dict[str, Any]:
-    """``tau``, ``aggregation`` (auto resolved) and the tokenisation settings of the psipo
-    train or online run whose ``final/`` folder is ``model``; ``{}`` for any other folder. A
-    reward model's run is refused: it has no policy to score."""
+    """What the psipo run whose ``final/`` folder is ``model`` trained with: ``reward_model``
+    (a ``psipo reward`` run), its tokenisation settings and, for a policy, ``tau`` and
+    ``aggregation`` (auto resolved); ``{}`` for any other folder."""
     from psipo._config import load_config
     from psipo.lm.run_folder import config_beside_final
 
@@ -41,49 +47,65 @@ def run_settings(model: str) -> dict[str, Any]:
         return {}
     path, data = found
     if "reward_l2" in data:
-        raise PsipoInputError(f"model: {model} is a psipo reward run's final/ (a reward model), not a policy to score")
-    if "algorithm" in data:
+        from psipo.lm.reward import RewardConfig as RunConfigClass
+    elif "algorithm" in data:
         from psipo.lm.online import OnlineConfig as RunConfigClass
     else:
         from psipo.lm.config import TrainConfig as RunConfigClass
     try:
         config = load_config(RunConfigClass, path)
     except PsipoInputError as exc:
-        raise PsipoInputError(f"model: the config.yaml beside it cannot be read ({exc}); set tau and aggregation") from None
-    settings = {"tau": config.objective.tau, "aggregation": config.aggregation, "source": str(path)}
+        raise PsipoInputError(f"model: the config.yaml beside it cannot be read ({exc})") from None
+    d = config.data_config
+    if "reward_l2" in data:
+        return {"reward_model": True, "source": str(path), "max_length": d.max_length,
+                "max_prompt_length": d.max_prompt_length, "append_eos": d.append_eos}  # fmt: skip
+    settings = {"reward_model": False, "tau": config.objective.tau, "aggregation": config.aggregation, "source": str(path)}
     if "algorithm" in data:  # psipo online tokenised prompts only; its responses end at EOS
-        settings.update(max_length=config.max_length, max_prompt_length=config.data_config.max_prompt_length)
+        settings.update(max_length=config.max_length, max_prompt_length=d.max_prompt_length)
     else:
-        d = config.data_config
         settings.update(max_length=d.max_length, max_prompt_length=d.max_prompt_length, append_eos=d.append_eos)
     return settings
 
 
+def is_reward_model(name: str, run: dict[str, Any]) -> bool:
+    """A psipo reward run's final/, or a local folder whose config.json names a sequence classifier."""
+    import json
+
+    if "reward_model" in run:
+        return run["reward_model"]
+    config_file = Path(name).expanduser() / "config.json"
+    try:
+        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
+
+
 def evaluate_pairs(config: Any) -> dict[str, Any]:
-    """Score ``config.pairs`` under the model and the baseline; write ``out/evaluation.json``
-    and ``out/evaluation.md``; return the results (the JSON's content)."""
+    """Score ``config.pairs`` under the model and the baseline (a policy), or under the reward
+    model; write ``out/evaluation.json`` and ``out/evaluation.md``; return the results."""
     import torch
 
     from psipo._io import atomic_write_json, atomic_write_text, check_output_folder
     from psipo._json import to_json_data
     from psipo.lm.config import ModelConfig
     from psipo.lm.data import load_pairs
-    from psipo.lm.evaluate import _figure, default_baseline
-    from psipo.lm.logprobs import supports_shared_prompt
-    from psipo.lm.model import (
-        load_causal_lm,
-        load_companion_lm,
-        load_tokenizer,
-        pad_id_of,
-        quiet_transformers,
-    )
-    from psipo.lm.reference import PairScorer
+    from psipo.lm.model import load_tokenizer, quiet_transformers
 
     check_output_folder(config.out, "out")
-    baseline_name = config.baseline if config.baseline is not None else default_baseline(config.model)
     run = run_settings(config.model)
-    tau = config.tau if config.tau is not None else run.get("tau")
-    aggregation = config.aggregation if config.aggregation != "auto" else run.get("aggregation", "sum")
+    reward_model = is_reward_model(config.model, run)
+    if reward_model:
+        for key in ("baseline", "tau"):
+            if getattr(config, key) is not None:
+                raise PsipoInputError(f"{key}: {config.model} is a reward model, scored on its own; remove {key}")
+        if config.aggregation != "auto":
+            raise PsipoInputError(f"aggregation: {config.model} is a reward model, scored on its own; remove aggregation")
+    else:  # before anything loads: a model without a run beside it needs one named
+        from psipo.lm.evaluate import default_baseline
+
+        run["baseline"] = config.baseline if config.baseline is not None else default_baseline(config.model)
     tokenisation = {key: run.get(key, default) for key, default in TOKENISATION.items()}
 
     quiet_transformers()
@@ -98,6 +120,33 @@ def evaluate_pairs(config: Any) -> dict[str, Any]:
     if not data.pairs:
         raise PsipoInputError(f"pairs: no pair of {config.pairs} is left to score ({data.summary()})")
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else "cpu")
+    results: dict[str, Any] = {
+        "mode": "pairs",
+        "model": config.model,
+        "pairs": config.pairs,
+        "n_pairs": len(data.pairs),
+        "data": data.summary(),
+        "settings_from": run.get("source"),
+        "tokenisation": tokenisation,
+    }
+    score = _reward_model_figures if reward_model else _policy_figures
+    results.update(score(config, run, model_config, tokenizer, data.pairs, device))
+    out = Path(config.out)
+    atomic_write_json(out / "evaluation.json", to_json_data(results))
+    atomic_write_text(out / "evaluation.md", pairs_markdown(results))
+    return results
+
+
+def _policy_figures(config: Any, run: dict[str, Any], model_config: Any, tokenizer: Any, pairs: list, device: Any) -> dict[str, Any]:
+    """h of each pair under the model against the baseline (``run["baseline"]``), and its figures."""
+    from psipo.lm.evaluate import _figure
+    from psipo.lm.logprobs import supports_shared_prompt
+    from psipo.lm.model import load_causal_lm, load_companion_lm, pad_id_of
+    from psipo.lm.reference import PairScorer
+
+    baseline_name = run["baseline"]
+    tau = config.tau if config.tau is not None else run.get("tau")
+    aggregation = config.aggregation if config.aggregation != "auto" else run.get("aggregation", "sum")
     model = load_causal_lm(config.model, model_config, key="model").to(device)
     same = baseline_name == config.model
     baseline = model if same else load_companion_lm(
@@ -107,31 +156,45 @@ def evaluate_pairs(config: Any) -> dict[str, Any]:
         aggregation=aggregation, batch_size=config.batch_size, chunk_size=256, pad_id=pad_id_of(tokenizer),
         device=device, shared_prompt=supports_shared_prompt(model) and supports_shared_prompt(baseline),
     )  # fmt: skip
-    model_chosen, model_rejected = scorer(model, data.pairs)
-    base_chosen, base_rejected = (model_chosen, model_rejected) if same else scorer(baseline, data.pairs)
+    model_chosen, model_rejected = scorer(model, pairs)
+    base_chosen, base_rejected = (model_chosen, model_rejected) if same else scorer(baseline, pairs)
     h = ((model_chosen.double() - base_chosen.double()) - (model_rejected.double() - base_rejected.double())).tolist()
-
-    results: dict[str, Any] = {
-        "mode": "pairs",
-        "model": config.model,
+    return {
+        "kind": "policy",
         "baseline": baseline_name,
-        "pairs": config.pairs,
-        "n_pairs": len(data.pairs),
-        "data": data.summary(),
         "aggregation": aggregation,
         "tau": tau,
-        "settings_from": run.get("source"),
-        "tokenisation": tokenisation,
         "accuracy": _figure([float(v > 0) for v in h], bounds=(0.0, 1.0)),
         "h": {**_figure(h), "std": _std(h)},
         "ipo_target": None if tau is None else 1 / (2 * tau),
         "ipo_loss": None if tau is None else _figure([(v - 1 / (2 * tau)) ** 2 for v in h], bounds=(0.0, math.inf)),
         "dpo_loss": None if tau is None else _figure([_softplus(-tau * v) for v in h], bounds=(0.0, math.inf)),
     }
-    out = Path(config.out)
-    atomic_write_json(out / "evaluation.json", to_json_data(results))
-    atomic_write_text(out / "evaluation.md", pairs_markdown(results))
-    return results
+
+
+def _reward_model_figures(config: Any, run: dict[str, Any], model_config: Any, tokenizer: Any, pairs: list, device: Any) -> dict[str, Any]:
+    """The reward margin r_w − r_l of each pair, and the figures psipo reward logs on held-out pairs."""
+    from psipo.lm.evaluate import _figure
+    from psipo.lm.judges import ensure_pad_token
+    from psipo.lm.model import pad_id_of
+    from psipo.lm.reward import check_one_output, held_out_metrics, load_reward_model, pair_rewards
+
+    model = load_reward_model(config.model, model_config, key="model").to(device)
+    check_one_output(model)
+    pad_id = ensure_pad_token(model, pad_id_of(tokenizer))
+    r_chosen, r_rejected = pair_rewards(model, pairs, pad_id=pad_id, batch_size=config.batch_size, device=device)
+    margin = (r_chosen.double() - r_rejected.double()).tolist()
+    figures = held_out_metrics(r_chosen, r_rejected)
+    return {
+        "kind": "reward model",
+        "accuracy": _figure([float(m > 0) for m in margin], bounds=(0.0, 1.0)),
+        "margin": _figure(margin),
+        "loss": _figure([_softplus(-m) for m in margin], bounds=(0.0, math.inf)),
+        "reward_chosen": figures["reward_chosen"],
+        "reward_rejected": figures["reward_rejected"],
+        "ece": figures["ece"],
+        "reliability": figures["reliability"],
+    }
 
 
 def _std(values: list[float]) -> float:
@@ -149,6 +212,11 @@ def _softplus(x: float) -> float:
 def pairs_summary_line(results: dict[str, Any]) -> str:
     from psipo.lm.evaluate import _ci
 
+    if results["kind"] == "reward model":
+        return (
+            f"accuracy {_ci(results['accuracy'])} (95% CI) of reward model {results['model']} on {results['n_pairs']} "
+            f"pairs; margin {_ci(results['margin'])}, ECE {results['ece']:.3f}"
+        )
     target = f" (IPO target {results['ipo_target']:.4g})" if results["ipo_target"] is not None else ""
     return (
         f"accuracy {_ci(results['accuracy'])} (95% CI) of {results['model']} over {results['baseline']} on "
@@ -160,6 +228,20 @@ def pairs_markdown(results: dict[str, Any]) -> str:
     """The short Markdown summary of ``evaluation.md`` for pairs."""
     from psipo.lm.evaluate import _ci, markdown_report
 
+    where = f" (from {results['settings_from']})" if results["settings_from"] else ""
+    if results["kind"] == "reward model":
+        return markdown_report(
+            "Evaluation of a reward model on preference pairs",
+            f"Reward model `{results['model']}` on {results['n_pairs']} pairs of `{results['pairs']}` "
+            f"({results['data']}), tokenised as psipo reward does{where}; P(chosen ≻ rejected) = σ(r_w − r_l).",
+            [
+                ("accuracy 1[r_w > r_l] (a tie counts as wrong)", _ci(results["accuracy"])),
+                ("margin r_w − r_l", _ci(results["margin"])),
+                ("Bradley–Terry loss −log σ(r_w − r_l)", _ci(results["loss"])),
+                ("mean reward, chosen / rejected", f"{results['reward_chosen']:.3f} / {results['reward_rejected']:.3f}"),
+                ("expected calibration error of σ(r_w − r_l), both orders", f"{results['ece']:.3f}"),
+            ],
+        )
     tau = results["tau"]
     rows = [
         ("accuracy 1[h > 0]", _ci(results["accuracy"])),
@@ -169,7 +251,6 @@ def pairs_markdown(results: dict[str, Any]) -> str:
         ("IPO loss (h − 1/(2τ))²", _ci(results["ipo_loss"])),
         ("DPO loss −log σ(τh)", _ci(results["dpo_loss"])),
     ]
-    where = f" (from {results['settings_from']})" if results["settings_from"] else ""
     return markdown_report(
         "Evaluation on preference pairs",
         f"Model `{results['model']}` against baseline `{results['baseline']}` on {results['n_pairs']} pairs of "

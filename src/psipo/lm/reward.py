@@ -23,6 +23,7 @@ metrics.jsonl and the progress line, ``psipo plot``. :class:`RewardTask` is the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -211,6 +212,50 @@ def pairwise_calibration(
     return expected_calibration_error(probabilities, labels, bins=bins)
 
 
+def pairs_batch(pairs: list[Any], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    """``[prompt | chosen]`` rows, then ``[prompt | rejected]`` rows, right-padded, on ``device``."""
+    sequences = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
+    return {k: v.to(device) for k, v in padded(sequences, pad_id).items()}
+
+
+def pair_rewards(
+    model: Any, pairs: list[Any], *, pad_id: int, batch_size: int, device: Any, autocast: Any = contextlib.nullcontext
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected) of tokenised ``pairs`` under a one-output reward ``model``, float32
+    on the CPU, without gradients, ``batch_size`` pairs at a time; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(pairs), batch_size):
+                piece = pairs[i : i + batch_size]
+                with autocast():
+                    rewards = sequence_scores(model, pairs_batch(piece, pad_id, device)).float().cpu()
+                chosen.append(rewards[: len(piece)])
+                rejected.append(rewards[len(piece) :])
+    finally:
+        model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def held_out_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> dict[str, Any]:
+    """A reward model's figures on pairs: Bradley–Terry ``loss``, ``accuracy`` (r_w > r_l; a tie
+    counts as wrong), mean rewards and ``margin``, ``ece`` and ``reliability``
+    (:func:`pairwise_calibration`)."""
+    r_chosen, r_rejected = r_chosen.double(), r_rejected.double()
+    ece, reliability = pairwise_calibration(r_chosen, r_rejected)
+    return {
+        "loss": bradley_terry_losses(r_chosen, r_rejected).mean().item(),
+        "accuracy": (r_chosen > r_rejected).double().mean().item(),
+        "reward_chosen": r_chosen.mean().item(),
+        "reward_rejected": r_rejected.mean().item(),
+        "margin": (r_chosen - r_rejected).mean().item(),
+        "ece": ece,
+        "reliability": reliability,
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # The task
 
@@ -245,8 +290,7 @@ class RewardTask:
         self._order: tuple[int, list[list[int]]] = (-1, [])
 
     def _batch(self, pairs: list[Any]) -> dict[str, torch.Tensor]:
-        sequences = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
-        return {k: v.to(self.setup.accelerator.device) for k, v in padded(sequences, self.pad_id).items()}
+        return pairs_batch(pairs, self.pad_id, self.setup.accelerator.device)
 
     def losses(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         pairs = [self.setup.train_data.pairs[i] for i in indices]
@@ -271,19 +315,11 @@ class RewardTask:
     @torch.no_grad()
     def rewards(self, pairs: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(r_chosen, r_rejected) of ``pairs``, without gradients, batch_size pairs at a time."""
-        policy, accelerator = self.setup.policy, self.setup.accelerator
-        policy.eval()
-        chosen, rejected = [], []
-        try:
-            for i in range(0, len(pairs), self.config.optim.batch_size):
-                piece = pairs[i : i + self.config.optim.batch_size]
-                with accelerator.autocast():
-                    rewards = sequence_scores(policy, self._batch(piece)).float().cpu()
-                chosen.append(rewards[: len(piece)])
-                rejected.append(rewards[len(piece) :])
-        finally:
-            policy.train()
-        return torch.cat(chosen), torch.cat(rejected)
+        accelerator = self.setup.accelerator
+        return pair_rewards(
+            self.setup.policy, pairs, pad_id=self.pad_id, batch_size=self.config.optim.batch_size,
+            device=accelerator.device, autocast=accelerator.autocast,
+        )  # fmt: skip
 
     def evaluate(self, step: int, *, is_last: bool) -> dict[str, Any]:
         """``eval_*`` metrics on the held-out pairs every eval_steps and at the last step."""
@@ -294,17 +330,7 @@ class RewardTask:
 
         with whole_root(self.module):
             r_chosen, r_rejected = self.rewards(eval_data.pairs)
-        r_chosen, r_rejected = r_chosen.double(), r_rejected.double()
-        ece, reliability = pairwise_calibration(r_chosen, r_rejected)
-        return {
-            "eval_loss": bradley_terry_losses(r_chosen, r_rejected).mean().item(),
-            "eval_accuracy": (r_chosen > r_rejected).double().mean().item(),
-            "eval_reward_chosen": r_chosen.mean().item(),
-            "eval_reward_rejected": r_rejected.mean().item(),
-            "eval_margin": (r_chosen - r_rejected).mean().item(),
-            "eval_ece": ece,
-            "eval_reliability": reliability,
-        }
+        return {f"eval_{name}": value for name, value in held_out_metrics(r_chosen, r_rejected).items()}
 
     def after_record(self, record: Mapping[str, Any]) -> None:
         """Early stopping: the held-out losses so far (metrics.jsonl's, so a resumed run
