@@ -112,6 +112,14 @@ def test_a_reward_model_scores_the_held_out_pairs_as_its_run_recorded_them(base_
         assert not (tmp_path / key).exists()
 
 
+def test_pairs_of_which_none_is_left_are_one_line(model_dir, tmp_path):
+    same = write_jsonl([{"prompt": "w1", "chosen": "w2", "rejected": "w2"}], tmp_path / "same.jsonl")
+    options = {"model": str(model_dir), "baseline": str(model_dir), "pairs": str(same), "out": str(tmp_path / "ev")}
+    with pytest.raises(PsipoInputError, match=r"^pairs: no pair of .*same.jsonl is left to evaluate on: 0 pairs from 1 rows .*1 with identical"):
+        evaluate(load_evaluate_config(None, options))
+    assert not (tmp_path / "ev").exists()
+
+
 def test_a_model_without_a_run_needs_a_baseline_before_anything_loads(model_dir, eval_file, tmp_path):
     options = {"model": str(model_dir), "pairs": str(eval_file), "out": str(tmp_path / "ev")}
     with pytest.raises(PsipoInputError, match="^baseline: required"):

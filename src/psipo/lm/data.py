@@ -749,7 +749,7 @@ def load_pairs(
     data.n_rows += n_invalid
     data.n_invalid += n_invalid
     if not data.pairs:
-        use = "evaluate on" if key.startswith("eval") else "train on"
+        use = "train on" if key == "train_data" else "evaluate on"
         raise PsipoInputError(f"{key}: no pair of {source} is left to {use}: {data.summary()}")
     if path is not None:
         _save_pairs(path, data)

@@ -117,8 +117,6 @@ def evaluate_pairs(config: Any) -> dict[str, Any]:
         config.pairs, tokenizer, key="pairs", split=config.pairs_split, dataset_config=config.dataset_config,
         skip_invalid=False, cache_dir=None, **tokenisation,
     )  # fmt: skip
-    if not data.pairs:
-        raise PsipoInputError(f"pairs: no pair of {config.pairs} is left to score ({data.summary()})")
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {
         "mode": "pairs",
