@@ -125,3 +125,26 @@ def test_a_model_without_a_run_needs_a_baseline_before_anything_loads(model_dir,
     with pytest.raises(PsipoInputError, match="^baseline: required"):
         evaluate(load_evaluate_config(None, options))
     assert not (tmp_path / "ev").exists()
+
+
+def test_a_hub_reward_model_is_known_from_its_cached_snapshot(base_config, train_file, eval_file, tmp_path):
+    # Offline, a Hub name is its snapshot in the Hugging Face cache: its config.json names a
+    # sequence classifier, so it is scored as a reward model (it was scored as a policy, and refused).
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from psipo.lm.reward import load_reward_config, train_reward
+
+    result = train_reward(load_reward_config(None, base_config | {"train_data": str(train_file), "max_steps": 1}))
+    snapshot = tmp_path / "hub" / "models--some-org--some-rm" / "snapshots" / ("0" * 40)
+    shutil.copytree(result.final_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "psipo", "evaluate", "--model", "some-org/some-rm", "--pairs", str(eval_file), "--out", str(tmp_path / "ev")]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("accuracy ") and "of reward model some-org/some-rm on 12 pairs" in completed.stdout
+    assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["kind"] == "reward model"

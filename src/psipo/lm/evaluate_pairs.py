@@ -69,12 +69,26 @@ def run_settings(model: str) -> dict[str, Any]:
 
 
 def is_reward_model(name: str, run: dict[str, Any]) -> bool:
-    """A psipo reward run's final/, or a local folder whose config.json names a sequence classifier."""
+    """A psipo reward run's final/, or a model whose config.json names a sequence classifier: a
+    local folder's, a Hub name's cached snapshot's (offline, or the Hub not answering), or the
+    one the Hub serves."""
     import json
 
     if "reward_model" in run:
         return run["reward_model"]
-    config_file = Path(name).expanduser() / "config.json"
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        from psipo.lm.hub import resolve_hub_name
+
+        folder = Path(resolve_hub_name(name, key="model", what="a model"))
+        if not folder.is_dir():  # the Hub answers for it
+            from huggingface_hub import hf_hub_download
+
+            try:
+                folder = Path(hf_hub_download(name, "config.json")).parent
+            except Exception:  # noqa: BLE001 — no such file there: loading it as a policy says why
+                return False
+    config_file = folder / "config.json"
     try:
         architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
     except (OSError, ValueError, AttributeError):
