@@ -14,8 +14,8 @@ implicit reward τ·log π/π_base ranks the preferred response first), the mean
 A **reward model** (a ``psipo reward`` run's ``final/``, or a folder whose ``config.json`` names a
 sequence classifier) is scored on its own: the margin r_w − r_l of each pair gives the accuracy
 1[r_w > r_l] (a tie counts as wrong), the Bradley–Terry loss −log σ(r_w − r_l) and the
-calibration error of σ(r_w − r_l) in both orders — what ``psipo reward`` logs on held-out pairs
-(:func:`psipo.lm.reward.held_out_metrics`).
+calibration error of σ(r_w − r_l) in both orders (:func:`psipo.lm.reward.pairwise_calibration`)
+— what ``psipo reward`` logs on held-out pairs.
 
 The pairs are tokenised as the run trained on its own (its ``max_length``,
 ``max_prompt_length`` and ``append_eos``, read from the ``config.yaml`` beside ``final/``),
@@ -189,23 +189,28 @@ def _reward_model_figures(config: Any, run: dict[str, Any], model_config: Any, t
     from psipo.lm.evaluate import _figure
     from psipo.lm.judges import ensure_pad_token
     from psipo.lm.model import pad_id_of
-    from psipo.lm.reward import check_one_output, held_out_metrics, load_reward_model, pair_rewards
+    from psipo.lm.reward import (
+        check_one_output,
+        load_reward_model,
+        pair_rewards,
+        pairwise_calibration,
+    )
 
     model = load_reward_model(config.model, model_config, key="model").to(device)
     check_one_output(model)
     pad_id = ensure_pad_token(model, pad_id_of(tokenizer))
     r_chosen, r_rejected = pair_rewards(model, pairs, pad_id=pad_id, batch_size=config.batch_size, device=device)
     margin = (r_chosen.double() - r_rejected.double()).tolist()
-    figures = held_out_metrics(r_chosen, r_rejected)
+    ece, reliability = pairwise_calibration(r_chosen, r_rejected)
     return {
         "kind": "reward model",
         "accuracy": _figure([float(m > 0) for m in margin], bounds=(0.0, 1.0)),
         "margin": _figure(margin),
         "loss": _figure([_softplus(-m) for m in margin], bounds=(0.0, math.inf)),
-        "reward_chosen": figures["reward_chosen"],
-        "reward_rejected": figures["reward_rejected"],
-        "ece": figures["ece"],
-        "reliability": figures["reliability"],
+        "reward_chosen": r_chosen.double().mean().item(),
+        "reward_rejected": r_rejected.double().mean().item(),
+        "ece": ece,
+        "reliability": reliability,
     }
 
 
