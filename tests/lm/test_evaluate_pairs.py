@@ -148,3 +148,16 @@ def test_a_hub_reward_model_is_known_from_its_cached_snapshot(base_config, train
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("accuracy ") and "of reward model some-org/some-rm on 12 pairs" in completed.stdout
     assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["kind"] == "reward model"
+
+
+def test_progress_counts_the_batches_of_both_passes(base_config, train_file, eval_file, tmp_path, capsys):
+    # 12 pairs in batches of 5: 3 batches under the model and 3 under the baseline; progress
+    # false says nothing (it was ignored: pairs printed nothing either way).
+    result, _ = trained(base_config, train_file, eval_file)
+    options = {"model": str(result.final_dir), "pairs": str(eval_file), "batch_size": 5}
+    capsys.readouterr()
+    evaluate(load_evaluate_config(None, options | {"out": str(tmp_path / "a")}))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"psipo evaluate: batch {i}/6" for i in range(1, 7)]
+    evaluate(load_evaluate_config(None, options | {"out": str(tmp_path / "b"), "progress": False}))
+    assert capsys.readouterr().err == ""

@@ -164,12 +164,15 @@ def _policy_figures(config: Any, run: dict[str, Any], model_config: Any, tokeniz
     baseline = model if same else load_companion_lm(
         baseline_name, model_config, tokenizer=tokenizer, policy=model, key="baseline"
     ).to(device)  # fmt: skip
-    scorer = PairScorer(
-        aggregation=aggregation, batch_size=config.batch_size, chunk_size=256, pad_id=pad_id_of(tokenizer),
-        device=device, shared_prompt=supports_shared_prompt(model) and supports_shared_prompt(baseline),
-    )  # fmt: skip
-    model_chosen, model_rejected = scorer(model, pairs)
-    base_chosen, base_rejected = (model_chosen, model_rejected) if same else scorer(baseline, pairs)
+    passes = 1 if same else 2
+    with _progress(config, len(pairs), passes) as shown:
+        scorer = PairScorer(
+            aggregation=aggregation, batch_size=config.batch_size, chunk_size=256, pad_id=pad_id_of(tokenizer),
+            device=device, shared_prompt=supports_shared_prompt(model) and supports_shared_prompt(baseline),
+            on_batch=shown.update,
+        )  # fmt: skip
+        model_chosen, model_rejected = scorer(model, pairs)
+        base_chosen, base_rejected = (model_chosen, model_rejected) if same else scorer(baseline, pairs)
     h = ((model_chosen.double() - base_chosen.double()) - (model_rejected.double() - base_rejected.double())).tolist()
     return {
         "kind": "policy",
@@ -199,7 +202,10 @@ def _reward_model_figures(config: Any, run: dict[str, Any], model_config: Any, t
     model = load_reward_model(config.model, model_config, key="model").to(device)
     check_one_output(model)
     pad_id = ensure_pad_token(model, pad_id_of(tokenizer))
-    r_chosen, r_rejected = pair_rewards(model, pairs, pad_id=pad_id, batch_size=config.batch_size, device=device)
+    with _progress(config, len(pairs), 1) as shown:
+        r_chosen, r_rejected = pair_rewards(
+            model, pairs, pad_id=pad_id, batch_size=config.batch_size, device=device, on_batch=shown.update
+        )
     margin = (r_chosen.double() - r_rejected.double()).tolist()
     ece, reliability = pairwise_calibration(r_chosen, r_rejected)
     return {
@@ -212,6 +218,14 @@ def _reward_model_figures(config: Any, run: dict[str, Any], model_config: Any, t
         "ece": ece,
         "reliability": reliability,
     }
+
+
+def _progress(config: Any, n_pairs: int, passes: int) -> Any:
+    """Batches scored, on stderr (``progress``): a bar on a terminal, plain lines off one."""
+    from psipo._progress import Progress
+
+    batches = -(-n_pairs // config.batch_size) * passes
+    return Progress(batches, label="psipo evaluate", unit="batch", enabled=config.progress, leave=False)
 
 
 def _std(values: list[float]) -> float:

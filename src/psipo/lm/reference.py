@@ -51,6 +51,8 @@ class PairScorer:
     autocast: Autocast = contextlib.nullcontext
     processes: Any = None
     """The run's accelerator: its processes share the pairs and gather the scores; None: one process."""
+    on_batch: Callable[[], None] | None = None
+    """Called after each batch is scored (a progress count); None: nothing."""
 
     def __call__(self, model: Any, pairs: Sequence[TokenizedPair]) -> tuple[torch.Tensor, torch.Tensor]:
         """Chosen/rejected log-probs of every pair (on CPU, in the model's log-prob dtype),
@@ -77,6 +79,8 @@ class PairScorer:
                 with self.autocast():
                     c, r = pair_logps(model, batch, aggregation=self.aggregation, chunk_size=self.chunk_size)
                 parts.append((c.cpu(), r.cpu()))
+                if self.on_batch is not None:
+                    self.on_batch()
         finally:
             model.train(was_training)
         order = torch.tensor(by_length)

@@ -219,10 +219,18 @@ def pairs_batch(pairs: list[Any], pad_id: int, device: Any) -> dict[str, torch.T
 
 
 def pair_rewards(
-    model: Any, pairs: list[Any], *, pad_id: int, batch_size: int, device: Any, autocast: Any = contextlib.nullcontext
+    model: Any,
+    pairs: list[Any],
+    *,
+    pad_id: int,
+    batch_size: int,
+    device: Any,
+    autocast: Any = contextlib.nullcontext,
+    on_batch: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) of tokenised ``pairs`` under a one-output reward ``model``, float32
-    on the CPU, without gradients, ``batch_size`` pairs at a time; the model's mode is restored."""
+    on the CPU, without gradients, ``batch_size`` pairs at a time (``on_batch()`` after each);
+    the model's mode is restored."""
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
@@ -234,6 +242,8 @@ def pair_rewards(
                     rewards = sequence_scores(model, pairs_batch(piece, pad_id, device)).float().cpu()
                 chosen.append(rewards[: len(piece)])
                 rejected.append(rewards[len(piece) :])
+                if on_batch is not None:
+                    on_batch()
     finally:
         model.train(was_training)
     return torch.cat(chosen), torch.cat(rejected)
