@@ -155,31 +155,27 @@ def _training(config: Any, command: str, history: Sequence[Mapping[str, Any]], p
     epochs = f" ({last['epoch']:.3g} epoch{'' if last['epoch'] == 1 else 's'})" if _number(last.get("epoch")) else ""
     unit = "prompts" if hasattr(config, "online") else "pairs"
     accumulated = opt.gradient_accumulation_steps
-    lines = [
-        f"- Command: `{command}` (psipo {_version('psipo')})",
-        f"- Steps: {last.get('step', 'none logged')}{epochs}",
-        f"- Batch: {opt.batch_size * accumulated * processes} {unit} a step"
-        + (
-            f" ({opt.batch_size} a forward pass, {accumulated} forward pass{'es' if accumulated > 1 else ''} a step"
-            + (f", on each of {processes} processes)" if processes > 1 else ")")
-            if accumulated > 1 or processes > 1
-            else ""
-        ),
-        f"- Learning rate: {opt.learning_rate:g}, {opt.lr_scheduler} schedule, warm-up ratio {opt.warmup_ratio:g}",
-        f"- Precision: {model_config.dtype}"
-        + (f"; LoRA r = {model_config.lora_r}, α = {model_config.lora_alpha:g}" if model_config.lora_r > 0 else ""),
-        f"- Seed: {config.run.seed}",
-    ]
+    batch = f"- Batch: {opt.batch_size * accumulated * processes} {unit} a step"
+    if accumulated > 1 or processes > 1:
+        passes = f"{accumulated} forward pass{'es' if accumulated > 1 else ''} a step"
+        where = f", on each of {processes} processes" if processes > 1 else ""
+        batch += f" ({opt.batch_size} a forward pass, {passes}{where})"
+    lines = [f"- Command: `{command}` (psipo {_version('psipo')})", f"- Steps: {last.get('step', 'none logged')}{epochs}", batch]
     if hasattr(config, "generation"):
         g = config.generation
-        lines.insert(3, (
+        lines.append(
             f"- Sampling: {g.num_generations} responses a prompt, at most {g.max_new_tokens} new tokens, "
             f"temperature {g.temperature:g}, top-p {g.top_p:g}"
-        ))  # fmt: skip
+        )
     elif hasattr(config, "reference_config"):
-        lines.insert(3, f"- π_ref: {REFERENCES[config.reference_config.reference]}".format(
-            model=config.reference_config.reference_model or config.model_config.model
-        ))  # fmt: skip
+        reference = config.reference_config
+        lines.append(f"- π_ref: {REFERENCES[reference.reference].format(model=reference.reference_model or model_config.model)}")
+    lora = f"; LoRA r = {model_config.lora_r}, α = {model_config.lora_alpha:g}" if model_config.lora_r > 0 else ""
+    lines += [
+        f"- Learning rate: {opt.learning_rate:g}, {opt.lr_scheduler} schedule, warm-up ratio {opt.warmup_ratio:g}",
+        f"- Precision: {model_config.dtype}{lora}",
+        f"- Seed: {config.run.seed}",
+    ]
     return "## Training\n\n" + "\n".join(lines)
 
 
