@@ -22,7 +22,12 @@ from psipo.lm.data import (
     tokenize_rows,
     tokenizer_fingerprint,
 )
-from psipo.lm.fixtures import SPECIAL_TOKENS, make_tokenizer
+from psipo.lm.fixtures import (
+    SPECIAL_TOKENS,
+    make_synthetic_preferences,
+    make_tokenizer,
+    write_jsonl,
+)
 
 EOS = SPECIAL_TOKENS.index("<eos>")
 
@@ -913,3 +918,25 @@ def test_a_saved_folder_s_fingerprint_covers_its_file_names_not_only_their_bytes
         return source_fingerprint(str(folder), key="train_data", split="train", dataset_config=None)
 
     assert fingerprint({"a.arrow": "xy", "b.arrow": ""}) != fingerprint({"a.arrow": "x", "b.arrow": "y"})
+
+
+def test_a_local_data_folder_loads_without_datasets_progress_bars(tmp_path, capfd):
+    # A folder of data files downloads nothing: datasets' "Generating train split" bars were
+    # noise beside psipo's lines (and before its one-line error for a folder holding no
+    # dataset); the bars are on again afterwards, for downloads.
+    import datasets
+
+    from psipo.lm.data import load_hub_dataset
+
+    (tmp_path / "pairs").mkdir()
+    write_jsonl(make_synthetic_preferences(3, vocab=64, seed=1), tmp_path / "pairs" / "test.jsonl")
+    (tmp_path / "not_data").mkdir()
+    (tmp_path / "not_data" / "notes.jsonl").write_text('{"a": 1}\n{"b": [}\n')
+    assert not datasets.are_progress_bars_disabled()
+    capfd.readouterr()
+    assert len(load_hub_dataset(str(tmp_path / "pairs"), key="pairs", split="test", dataset_config=None)) == 3
+    with pytest.raises(PsipoInputError, match="^pairs: cannot load .*not_data"):
+        load_hub_dataset(str(tmp_path / "not_data"), key="pairs", split="train", dataset_config=None)
+    err = capfd.readouterr().err
+    assert "Generating" not in err and "%|" not in err, err
+    assert not datasets.are_progress_bars_disabled()

@@ -269,6 +269,11 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
     if _saved_dataset(source):
         return _load_saved_dataset(source, key=key, split=split)
     resolved = resolve_hub_name(source, key=key, what="a dataset", repo_type="dataset")
+    # A local folder (or a cached snapshot) downloads nothing: datasets' bars would only be
+    # noise beside psipo's own lines, and before a one-line error when it holds no dataset.
+    quiet = os.path.isdir(resolved) and not datasets.are_progress_bars_disabled()
+    if quiet:
+        datasets.disable_progress_bars()
     try:
         return datasets.load_dataset(resolved, dataset_config, split=split)
     except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
@@ -276,6 +281,9 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
         raise PsipoInputError(
             f"{key}: cannot load {source!r} (split {split!r}) as a local file or Hugging Face dataset: {first}"
         ) from None
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
 
 
 def _saved_dataset(source: str) -> bool:
