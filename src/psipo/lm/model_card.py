@@ -222,9 +222,15 @@ def _usage(folder: str | os.PathLike, *, reward_model: bool, lora: bool) -> str:
             "\n\n# r(x, y) as psipo reward scored it (EOS after the response, a chat template for message lists):"
             f"\nfrom psipo.lm import RewardModel\n\nrewards = RewardModel.from_pretrained({path!r}).reward(['a prompt'], ['a response'])"
         )
-        after = f"As the judge of `psipo online` or `psipo evaluate`: `--judge {path}`."
+        after = (
+            f"As the judge of `psipo online` or `psipo evaluate`: `--judge {path}`; on preference pairs: "
+            f"`psipo evaluate --model {path} --pairs PAIRS`."
+        )
     else:
-        after = f"Against its base model: `psipo evaluate --model {path} --judge JUDGE --prompts PROMPTS`."
+        after = (
+            f"Against its base model: `psipo evaluate --model {path} --judge JUDGE --prompts PROMPTS` (samples "
+            f"judged), or `psipo evaluate --model {path} --pairs PAIRS` (h and accuracy on preference pairs)."
+        )
     return f"## Use\n\n```python\n{code}\n```\n\n{after}"
 
 
