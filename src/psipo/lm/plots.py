@@ -50,6 +50,9 @@ ONLINE_PANELS: list[tuple[str, list[str]]] = [
 ]
 """The panels of a ``psipo online`` run."""
 
+PANELS_OF = {"train": PANELS, "reward": REWARD_PANELS, "online": ONLINE_PANELS}
+"""The panels of each command's runs (:func:`run_command`)."""
+
 PER_AGGREGATION = {
     "sum": " per sequence (sum over completion tokens)",
     "mean": " per token (mean over completion tokens)",
@@ -211,7 +214,7 @@ def load_run(run_dir: str | Path) -> Run:
     if not records:
         raise PsipoInputError(f"{metrics}: no metrics recorded yet")
     command = run_command(run_dir, records)
-    panels = {"reward": REWARD_PANELS, "online": ONLINE_PANELS, "train": PANELS}[command]
+    panels = PANELS_OF[command]
     drawable = [key for _, keys in panels for key in keys if not all(map(math.isnan, _series(records, key)[1]))]
     if command == "reward" and any(isinstance(r.get("eval_reliability"), dict) for r in records):
         drawable.append("eval_reliability")
@@ -238,13 +241,12 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
     if not runs:
         raise PsipoInputError("RUN_DIR: name a run folder")
     _check_comparable(runs, out)
-    compared = len(runs) > 1
-    if compared:
+    if len(runs) > 1:
         for i, run in enumerate(runs):
             run.name, run.color = str(run.folder), f"C{i}"
     command = runs[0].command
     reward = command == "reward"
-    panels = {"reward": REWARD_PANELS, "online": ONLINE_PANELS, "train": PANELS}[command]
+    panels = PANELS_OF[command]
     aggregations = {run.aggregation for run in runs}
     per = PER_AGGREGATION[runs[0].aggregation] if len(aggregations) == 1 else ""
 
