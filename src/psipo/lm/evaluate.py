@@ -444,11 +444,12 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 # Reporting
 
 
-def _ci(figure: Mapping[str, Any] | None, digits: int = 3) -> str:
+def _ci(figure: Mapping[str, Any] | None, digits: int = 3, *, unit: str = "prompt") -> str:
+    """``mean ± half-width`` of a :func:`_figure`; one ``unit`` (a prompt, a pair) gives no interval."""
     if not figure or figure.get("mean") is None:
         return "—"
     if figure.get("half_width") is None:
-        return f"{figure['mean']:.{digits}f} (no interval from one prompt)"
+        return f"{figure['mean']:.{digits}f} (no interval from one {unit})"
     text = f"{figure['mean']:.{digits}f} ± {figure['half_width']:.{digits}f}"
     clipped = (figure["low"], figure["high"]) != (figure["mean"] - figure["half_width"], figure["mean"] + figure["half_width"])
     return text + f" [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]" if clipped else text

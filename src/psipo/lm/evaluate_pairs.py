@@ -243,15 +243,16 @@ def _softplus(x: float) -> float:
 def pairs_summary_line(results: dict[str, Any]) -> str:
     from psipo.lm.evaluate import _ci
 
+    pairs = f"{results['n_pairs']} pair{'' if results['n_pairs'] == 1 else 's'}"
     if results["kind"] == "reward model":
         return (
-            f"accuracy {_ci(results['accuracy'])} (95% CI) of reward model {results['model']} on {results['n_pairs']} "
-            f"pairs; margin {_ci(results['margin'])}, ECE {results['ece']:.3f}"
+            f"accuracy {_ci(results['accuracy'], unit='pair')} (95% CI) of reward model {results['model']} on {pairs}; "
+            f"margin {_ci(results['margin'], unit='pair')}, ECE {results['ece']:.3f}"
         )
     target = f" (IPO target {results['ipo_target']:.4g})" if results["ipo_target"] is not None else ""
     return (
-        f"accuracy {_ci(results['accuracy'])} (95% CI) of {results['model']} over {results['baseline']} on "
-        f"{results['n_pairs']} pairs; h {_ci(results['h'])}{target}"
+        f"accuracy {_ci(results['accuracy'], unit='pair')} (95% CI) of {results['model']} over {results['baseline']} on "
+        f"{pairs}; h {_ci(results['h'], unit='pair')}{target}"
     )
 
 
@@ -266,21 +267,21 @@ def pairs_markdown(results: dict[str, Any]) -> str:
             f"Reward model `{results['model']}` on {results['n_pairs']} pairs of `{results['pairs']}` "
             f"({results['data']}), tokenised as psipo reward does{where}; P(chosen ≻ rejected) = σ(r_w − r_l).",
             [
-                ("accuracy 1[r_w > r_l] (a tie counts as wrong)", _ci(results["accuracy"])),
-                ("margin r_w − r_l", _ci(results["margin"])),
-                ("Bradley–Terry loss −log σ(r_w − r_l)", _ci(results["loss"])),
+                ("accuracy 1[r_w > r_l] (a tie counts as wrong)", _ci(results["accuracy"], unit="pair")),
+                ("margin r_w − r_l", _ci(results["margin"], unit="pair")),
+                ("Bradley–Terry loss −log σ(r_w − r_l)", _ci(results["loss"], unit="pair")),
                 ("mean reward, chosen / rejected", f"{results['reward_chosen']:.3f} / {results['reward_rejected']:.3f}"),
                 ("expected calibration error of σ(r_w − r_l), both orders", f"{results['ece']:.3f}"),
             ],
         )
     tau = results["tau"]
     rows = [
-        ("accuracy 1[h > 0]", _ci(results["accuracy"])),
-        ("log-ratio gap h", _ci(results["h"])),
+        ("accuracy 1[h > 0]", _ci(results["accuracy"], unit="pair")),
+        ("log-ratio gap h", _ci(results["h"], unit="pair")),
         ("standard deviation of h over the pairs", f"{results['h']['std']:.3f}"),
         ("IPO target 1/(2τ)", "—" if tau is None else f"{results['ipo_target']:.4g}"),
-        ("IPO loss (h − 1/(2τ))²", _ci(results["ipo_loss"])),
-        ("DPO loss −log σ(τh)", _ci(results["dpo_loss"])),
+        ("IPO loss (h − 1/(2τ))²", _ci(results["ipo_loss"], unit="pair")),
+        ("DPO loss −log σ(τh)", _ci(results["dpo_loss"], unit="pair")),
     ]
     return markdown_report(
         "Evaluation on preference pairs",

@@ -1,0 +1,51 @@
+"""Hostile inputs to the day's new features (psipo evaluate --pairs, push_to_hub): each found
+wrong once, and what happens now. The Hub is never contacted (HfApi is replaced)."""
+
+from __future__ import annotations
+
+import shlex
+from types import SimpleNamespace
+
+import huggingface_hub
+import pytest
+
+from psipo.errors import PsipoUploadError
+from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
+
+
+def test_evaluate_pairs_on_one_pair_says_pair_not_prompt(tmp_path, capsys):
+    # One pair has no interval: the line said "no interval from one prompt" and "on 1 pairs".
+    from psipo.cli import main
+
+    model, pairs = tmp_path / "model", tmp_path / "pairs.jsonl"
+    make_tiny_model_dir(model, layers=1, hidden=16, heads=2, vocab=64)
+    write_jsonl(make_synthetic_preferences(4, vocab=64, seed=2), pairs)
+    code = main([
+        "evaluate", "--model", str(model), "--baseline", str(model), "--pairs", str(pairs),
+        "--pairs_split", "train[:1]", "--tau", "0.5", "--out", str(tmp_path / "ev"), "--progress", "false",
+    ])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "(no interval from one pair)" in out.out and "one prompt" not in out.out
+    assert " on 1 pair; " in out.out
+    report = (tmp_path / "ev" / "evaluation.md").read_text(encoding="utf-8")
+    assert "one pair" in report and "one prompt" not in report
+
+
+def test_failed_upload_names_a_command_that_works_for_a_folder_with_a_space(tmp_path, monkeypatch):
+    # The hint "hf upload REPO FINAL ." was not shell-quoted: a run folder with a space split it.
+    from psipo.lm.upload import push_final
+
+    def create_repo(self, repo_id, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    final = tmp_path / "my runs" / "final"
+    final.mkdir(parents=True)
+    (final / "README.md").write_text("card", encoding="utf-8")
+    run = SimpleNamespace(push_to_hub="me/model", hub_private=True)
+    with pytest.raises(PsipoUploadError) as caught:
+        push_final(run, final, command="psipo train")
+    command = str(caught.value).split("upload it with: ", 1)[1]
+    assert shlex.split(command) == ["hf", "upload", "me/model", str(final), "."]
+    assert (final / "README.md").read_text(encoding="utf-8") == "card"
