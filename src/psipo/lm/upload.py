@@ -66,8 +66,10 @@ def push_final(run: Any, final: Path, *, command: str) -> str:
         url = api.create_repo(run.push_to_hub, private=run.hub_private, exist_ok=True)
         api.upload_folder(repo_id=url.repo_id, folder_path=final, commit_message=f"{command}: final model")
     except Exception as exc:  # no network, no permission, a quota: final/ is safe on disk either way
+        from shlex import quote
+
         raise PsipoUploadError(
             f"push_to_hub: the run is complete and final/ is saved in {final}, but uploading it to "
-            f"{run.push_to_hub} failed ({first_line(exc)}); upload it with: hf upload {run.push_to_hub} {final} ."
+            f"{run.push_to_hub} failed ({first_line(exc)}); upload it with: hf upload {run.push_to_hub} {quote(str(final))} ."
         ) from None
     return str(url)
