@@ -49,3 +49,21 @@ def test_failed_upload_names_a_command_that_works_for_a_folder_with_a_space(tmp_
     command = str(caught.value).split("upload it with: ", 1)[1]
     assert shlex.split(command) == ["hf", "upload", "me/model", str(final), "."]
     assert (final / "README.md").read_text(encoding="utf-8") == "card"
+
+
+def test_model_card_commands_quote_a_run_folder_with_a_space(tmp_path, capsys):
+    # The card's "psipo evaluate --model FINAL ..." split at a space in the run folder's path.
+    from psipo.cli import main
+
+    model, pairs = tmp_path / "model", tmp_path / "pairs.jsonl"
+    make_tiny_model_dir(model, layers=1, hidden=16, heads=2, vocab=64)
+    write_jsonl(make_synthetic_preferences(4, vocab=64, seed=3), pairs)
+    final = tmp_path / "my runs" / "final"
+    code = main([
+        "train", "--model", str(model), "--train_data", str(pairs), "--output_dir", str(final.parent),
+        "--cache_dir", str(tmp_path / "cache"), "--max_steps", "1", "--batch_size", "4", "--progress", "false",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    card = (final / "README.md").read_text(encoding="utf-8")
+    commands = [part for part in card.split("`") if part.startswith("psipo evaluate --model")]
+    assert commands and all(shlex.split(c)[3] == str(final) for c in commands)

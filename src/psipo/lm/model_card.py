@@ -209,7 +209,10 @@ def _cell(value: Any) -> str:
 
 
 def _usage(folder: str | os.PathLike, *, reward_model: bool, lora: bool) -> str:
+    from shlex import quote
+
     path = str(folder)
+    arg = quote(path)  # the shell commands below copy as they are: a folder with a space is one word
     head = "SequenceClassification" if reward_model else "CausalLM"
     if lora:
         imports = f"from peft import AutoPeftModelFor{head}\nfrom transformers import AutoTokenizer"
@@ -223,13 +226,13 @@ def _usage(folder: str | os.PathLike, *, reward_model: bool, lora: bool) -> str:
             f"\nfrom psipo.lm import RewardModel\n\nrewards = RewardModel.from_pretrained({path!r}).reward(['a prompt'], ['a response'])"
         )
         after = (
-            f"As the judge of `psipo online` or `psipo evaluate`: `--judge {path}`; on preference pairs: "
-            f"`psipo evaluate --model {path} --pairs PAIRS`."
+            f"As the judge of `psipo online` or `psipo evaluate`: `--judge {arg}`; on preference pairs: "
+            f"`psipo evaluate --model {arg} --pairs PAIRS`."
         )
     else:
         after = (
-            f"Against its base model: `psipo evaluate --model {path} --judge JUDGE --prompts PROMPTS` (samples "
-            f"judged), or `psipo evaluate --model {path} --pairs PAIRS` (h and accuracy on preference pairs)."
+            f"Against its base model: `psipo evaluate --model {arg} --judge JUDGE --prompts PROMPTS` (samples "
+            f"judged), or `psipo evaluate --model {arg} --pairs PAIRS` (h and accuracy on preference pairs)."
         )
     return f"## Use\n\n```python\n{code}\n```\n\n{after}"
 
