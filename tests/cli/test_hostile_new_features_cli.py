@@ -67,3 +67,24 @@ def test_model_card_commands_quote_a_run_folder_with_a_space(tmp_path, capsys):
     card = (final / "README.md").read_text(encoding="utf-8")
     commands = [part for part in card.split("`") if part.startswith("psipo evaluate --model")]
     assert commands and all(shlex.split(c)[3] == str(final) for c in commands)
+
+
+@pytest.mark.parametrize("mode", ["pairs", "pairs with baseline", "prompts"])
+def test_evaluate_names_final_when_given_a_run_folder_as_model(tmp_path, capsys, mode):
+    # A run folder named as the model said "baseline: required" or "has no tokenizer".
+    from psipo.cli import main
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: m\n", encoding="utf-8")
+    data = tmp_path / "pairs.jsonl"
+    write_jsonl(make_synthetic_preferences(2, vocab=64, seed=4), data)
+    extra = {
+        "pairs": ["--pairs", str(data)],
+        "pairs with baseline": ["--pairs", str(data), "--baseline", str(tmp_path)],
+        "prompts": ["--prompts", str(data), "--judge", "length"],
+    }[mode]
+    code = main(["evaluate", "--model", str(run), *extra, "--out", str(tmp_path / "ev"), "--progress", "false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"psipo: error: model: {run} is a psipo run folder, not a model; its model is {run / 'final'}: name that\n"

@@ -155,11 +155,11 @@ def load_evaluate_config(path: str | Path | None = None, overrides: Mapping[str,
 def default_baseline(model: str) -> str:
     """The reference of the psipo run whose ``final/`` folder is ``model``: its config.yaml's
     ``reference_model``, else its ``model``. Anything else is an error asking for ``baseline``."""
-    from psipo.lm.run_folder import config_beside_final
+    from psipo.lm.run_folder import config_beside_final, run_folder_mistaken_for_model
 
     found = config_beside_final(model)
     if found is None:
-        raise PsipoInputError(
+        raise run_folder_mistaken_for_model("model", model) or PsipoInputError(
             f"baseline: required ({model} is not a psipo run's final/ folder with a config.yaml beside it)"
         )
     run_config, data = found

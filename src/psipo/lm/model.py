@@ -35,6 +35,11 @@ def _load_error(key: str, name: str, what: str, exc: BaseException) -> PsipoInpu
         return PsipoInputError(
             f"{key}: cannot load {name!r}: no such local folder{quickstart_hint(name)}"
         )
+    from psipo.lm.run_folder import run_folder_mistaken_for_model
+
+    mistaken = run_folder_mistaken_for_model(key, name)
+    if mistaken is not None:
+        return mistaken
     if what == "a tokenizer" and folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
         return PsipoInputError(
             f"{key}: {name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "

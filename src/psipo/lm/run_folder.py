@@ -246,6 +246,15 @@ def held_run_folder(output_dir: str | os.PathLike | None, *, resume: bool, overw
         folder.release()
 
 
+def run_folder_mistaken_for_model(key: str, name: str) -> PsipoInputError | None:
+    """The error for a psipo run folder (config.yaml and final/ in it) named where a model is
+    wanted: its model is ``final/``. None for any other path."""
+    folder = Path(name).expanduser()
+    if not ((folder / "config.yaml").is_file() and (folder / "final").is_dir()):
+        return None
+    return PsipoInputError(f"{key}: {name} is a psipo run folder, not a model; its model is {folder / 'final'}: name that")
+
+
 def config_beside_final(path: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
     """The ``config.yaml`` of the psipo run whose ``final/`` folder is ``path``, and its mapping;
     None when ``path`` is not a run's ``final/`` folder with a config.yaml beside it."""
