@@ -105,10 +105,11 @@ def expand_home(path: str | None) -> str | None:
     return None if path is None else os.path.expanduser(path)
 
 
-def check_output_folder(path: str | os.PathLike, key: str) -> Path:
+def check_output_folder(path: str | os.PathLike, key: str, files: tuple[str, ...] = ()) -> Path:
     """Refuse, in one line naming ``key``, a folder path that could not hold results (empty, a
-    file, under a file, not writable), without creating anything: a run with bad input leaves
-    no folder behind, and one with a bad output path fails before any work is done."""
+    file, under a file, not writable, one of the ``files`` to be written in it a folder),
+    without creating anything: a run with bad input leaves no folder behind, and one with a bad
+    output path fails before any work is done."""
     if not str(path).strip():
         raise PsipoInputError(f"{key}: empty path; name a folder")
     path = Path(path)
@@ -119,6 +120,9 @@ def check_output_folder(path: str | os.PathLike, key: str) -> Path:
         raise PsipoInputError(f"{key}: {path} lies under {existing}, which is a file")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise PsipoInputError(f"{key}: {path} is not writable" if existing == path else f"{key}: cannot create {path} in {existing}: not writable")
+    for name in files:
+        if (path / name).is_dir():
+            raise PsipoInputError(f"{key}: {path / name} is a folder, not a file psipo can write; move it away")
     return path
 
 

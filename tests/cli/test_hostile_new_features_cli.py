@@ -88,3 +88,23 @@ def test_evaluate_names_final_when_given_a_run_folder_as_model(tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2
     assert err == f"psipo: error: model: {run} is a psipo run folder, not a model; its model is {run / 'final'}: name that\n"
+
+
+@pytest.mark.parametrize("name", ["evaluation.json", "evaluation.md"])
+def test_evaluate_refuses_a_folder_in_place_of_its_report_before_scoring(tmp_path, capsys, name):
+    # A folder named evaluation.md in out failed only after every pair was scored, and
+    # evaluation.json was written beside it.
+    from psipo.cli import main
+
+    model, pairs = tmp_path / "model", tmp_path / "pairs.jsonl"
+    make_tiny_model_dir(model, layers=1, hidden=16, heads=2, vocab=64)
+    write_jsonl(make_synthetic_preferences(2, vocab=64, seed=5), pairs)
+    (tmp_path / "ev" / name).mkdir(parents=True)
+    code = main([
+        "evaluate", "--model", str(model), "--baseline", str(model), "--pairs", str(pairs),
+        "--out", str(tmp_path / "ev"), "--progress", "false",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"psipo: error: out: {tmp_path / 'ev' / name} is a folder, not a file psipo can write; move it away\n"
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [name]

@@ -361,7 +361,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         from psipo.lm.evaluate_pairs import evaluate_pairs
 
         return evaluate_pairs(config)
-    check_output_folder(config.out, "out")  # before any sampling: a bad out fails now, not at the end
+    check_output_folder(config.out, "out", ("evaluation.json", "evaluation.md"))  # before any sampling: a bad out fails now, not at the end
     baseline_name = config.baseline if config.baseline is not None else default_baseline(config.model)
     judge = make_reward(config.reward, key="reward") if config.reward is not None else make_judge(config.judge)  # type: ignore[arg-type]
     prompts, locations = read_prompts(

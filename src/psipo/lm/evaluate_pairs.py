@@ -107,7 +107,7 @@ def evaluate_pairs(config: Any) -> dict[str, Any]:
     from psipo.lm.data import load_pairs
     from psipo.lm.model import load_tokenizer, quiet_transformers
 
-    check_output_folder(config.out, "out")
+    check_output_folder(config.out, "out", ("evaluation.json", "evaluation.md"))
     run = run_settings(config.model)
     reward_model = is_reward_model(config.model, run)
     if reward_model:
