@@ -108,3 +108,20 @@ def test_evaluate_refuses_a_folder_in_place_of_its_report_before_scoring(tmp_pat
     assert code == 2
     assert err == f"psipo: error: out: {tmp_path / 'ev' / name} is a folder, not a file psipo can write; move it away\n"
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [name]
+
+
+def test_evaluate_pairs_refuses_a_causal_lm_beside_a_reward_runs_config(tmp_path, capsys):
+    # A causal LM's final/ with a psipo reward run's config.yaml beside it was scored as a
+    # reward model, its head fresh and random: accuracy 0, exit 0.
+    from psipo.cli import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    make_tiny_model_dir(tmp_path / "run" / "final", layers=1, hidden=16, heads=2, vocab=64)
+    (tmp_path / "run" / "config.yaml").write_text(f"model: m\ntrain_data: {pairs}\nreward_l2: 0.0\n", encoding="utf-8")
+    write_jsonl(make_synthetic_preferences(2, vocab=64, seed=6), pairs)
+    final = tmp_path / "run" / "final"
+    code = main(["evaluate", "--model", str(final), "--pairs", str(pairs), "--out", str(tmp_path / "ev"), "--progress", "false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"psipo: error: model: {final} holds a LlamaForCausalLM, not a reward model") and err.count("\n") == 1
+    assert not (tmp_path / "ev").exists()

@@ -111,6 +111,11 @@ def evaluate_pairs(config: Any) -> dict[str, Any]:
     run = run_settings(config.model)
     reward_model = is_reward_model(config.model, run)
     if reward_model:
+        from psipo.lm.model import check_architecture
+
+        # the config.yaml beside final/ may say reward run while final/ holds a causal LM: its
+        # head would be a fresh, random one, and every figure noise
+        check_architecture(config.model, key="model", name=config.model, want="reward model")
         for key in ("baseline", "tau"):
             if getattr(config, key) is not None:
                 raise PsipoInputError(f"{key}: {config.model} is a reward model, scored on its own; remove {key}")
