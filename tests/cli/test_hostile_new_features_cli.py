@@ -30,6 +30,7 @@ def test_evaluate_pairs_on_one_pair_says_pair_not_prompt(tmp_path, capsys):
     assert " on 1 pair; " in out.out
     report = (tmp_path / "ev" / "evaluation.md").read_text(encoding="utf-8")
     assert "one pair" in report and "one prompt" not in report
+    assert " on 1 pair of " in report
 
 
 def test_failed_upload_names_a_command_that_works_for_a_folder_with_a_space(tmp_path, monkeypatch):

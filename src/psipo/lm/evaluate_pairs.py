@@ -245,10 +245,14 @@ def _softplus(x: float) -> float:
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
+def _pairs(results: dict[str, Any]) -> str:
+    return f"{results['n_pairs']} pair{'' if results['n_pairs'] == 1 else 's'}"
+
+
 def pairs_summary_line(results: dict[str, Any]) -> str:
     from psipo.lm.evaluate import _ci
 
-    pairs = f"{results['n_pairs']} pair{'' if results['n_pairs'] == 1 else 's'}"
+    pairs = _pairs(results)
     if results["kind"] == "reward model":
         return (
             f"accuracy {_ci(results['accuracy'], unit='pair')} (95% CI) of reward model {results['model']} on {pairs}; "
@@ -269,7 +273,7 @@ def pairs_markdown(results: dict[str, Any]) -> str:
     if results["kind"] == "reward model":
         return markdown_report(
             "Evaluation of a reward model on preference pairs",
-            f"Reward model `{results['model']}` on {results['n_pairs']} pairs of `{results['pairs']}` "
+            f"Reward model `{results['model']}` on {_pairs(results)} of `{results['pairs']}` "
             f"({results['data']}), tokenised as psipo reward does{where}; P(chosen ≻ rejected) = σ(r_w − r_l).",
             [
                 ("accuracy 1[r_w > r_l] (a tie counts as wrong)", _ci(results["accuracy"], unit="pair")),
@@ -290,7 +294,7 @@ def pairs_markdown(results: dict[str, Any]) -> str:
     ]
     return markdown_report(
         "Evaluation on preference pairs",
-        f"Model `{results['model']}` against baseline `{results['baseline']}` on {results['n_pairs']} pairs of "
+        f"Model `{results['model']}` against baseline `{results['baseline']}` on {_pairs(results)} of "
         f"`{results['pairs']}` ({results['data']}); h = log π/π_base(chosen) − log π/π_base(rejected), "
         f"{results['aggregation']} over completion tokens; τ = {'none given' if tau is None else f'{tau:g}'}{where}.",
         rows,
