@@ -126,3 +126,21 @@ def test_evaluate_pairs_refuses_a_causal_lm_beside_a_reward_runs_config(tmp_path
     assert code == 2
     assert err.startswith(f"psipo: error: model: {final} holds a LlamaForCausalLM, not a reward model") and err.count("\n") == 1
     assert not (tmp_path / "ev").exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder_it_made(tmp_path, capsys):
+    # A model that cannot load, or a --resume with nothing to resume, left output_dir behind
+    # with only .psipo.lock in it; a folder that was there before stays.
+    from psipo.cli import main
+
+    write_jsonl(make_synthetic_preferences(4, vocab=64, seed=2), tmp_path / "pairs.jsonl")
+    common = ["train", "--train_data", str(tmp_path / "pairs.jsonl"), "--progress", "false"]
+    assert main([*common, "--model", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "runs" / "new")]) == 2
+    assert "no such local folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "new").exists()
+    assert main([*common, "--model", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "r2"), "--resume"]) == 2
+    assert "resume: no checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
+    (tmp_path / "mine").mkdir()
+    assert main([*common, "--model", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()  # the user's own folder is kept

@@ -65,6 +65,8 @@ class RunFolder:
     lock_fd: int | None
     replacing: list[str] = dataclasses.field(default_factory=list)
     """The entries of the run that ``overwrite`` replaces, still in place (until begin_writing)."""
+    created: bool = False
+    """This run made the folder: one that fails before writing anything leaves none behind."""
 
     @property
     def checkpoints(self) -> Path:
@@ -143,8 +145,9 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
         raise PsipoInputError(
             f"output_dir: {output_dir} lies inside the psipo run folder {enclosing}; choose a folder outside it"
         )
+    created = not Path(output_dir).expanduser().exists()
     path = prepare_output_folder(output_dir, "output_dir")  # before anything is computed
-    folder = RunFolder(path, _lock(path))
+    folder = RunFolder(path, _lock(path), created=created)
     try:
         # Only now, holding the lock, can no live writer own a temporary here.
         remove_stale_temporaries(path)
@@ -168,6 +171,8 @@ def open_run_folder(output_dir: str | os.PathLike, *, resume: bool, overwrite: b
                 )
             folder.replacing = present  # moved aside only when the new run writes (begin_writing)
     except BaseException:
+        if created:
+            _remove_if_only_the_lock(path)
         folder.release()
         raise
     return folder
@@ -239,11 +244,24 @@ def held_run_folder(output_dir: str | os.PathLike | None, *, resume: bool, overw
         yield folder
     except BaseException:
         folder.finish(failed=True)
+        if folder.created:
+            _remove_if_only_the_lock(folder.path)
         raise
     else:
         folder.finish(failed=False)
     finally:
         folder.release()
+
+
+def _remove_if_only_the_lock(path: Path) -> None:
+    """Remove a folder that holds nothing but this run's lock (a run that failed before its
+    first write, in a folder it made): bad input leaves no folder behind. The lock goes while
+    still held, so that no other run can take a lock on a file about to disappear."""
+    if [entry.name for entry in path.iterdir()] != [LOCK_NAME]:
+        return
+    with contextlib.suppress(OSError):  # something appeared meanwhile: leave the folder
+        (path / LOCK_NAME).unlink()
+        path.rmdir()
 
 
 def run_folder_mistaken_for_model(key: str, name: str) -> PsipoInputError | None:
