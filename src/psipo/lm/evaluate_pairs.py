@@ -72,7 +72,7 @@ def is_reward_model(name: str, run: dict[str, Any]) -> bool:
     """A psipo reward run's final/, or a model whose config.json names a sequence classifier: a
     local folder's, a Hub name's cached snapshot's (offline, or the Hub not answering), or the
     one the Hub serves."""
-    import json
+    from psipo.lm.model import saved_config
 
     if "reward_model" in run:
         return run["reward_model"]
@@ -88,11 +88,7 @@ def is_reward_model(name: str, run: dict[str, Any]) -> bool:
                 folder = Path(hf_hub_download(name, "config.json")).parent
             except Exception:  # noqa: BLE001 — no such file there: loading it as a policy says why
                 return False
-    config_file = folder / "config.json"
-    try:
-        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        return False
+    architectures = saved_config(folder).get("architectures") or []
     return any(str(a).endswith("ForSequenceClassification") for a in architectures)
 
 
