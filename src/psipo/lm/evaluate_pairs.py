@@ -40,28 +40,27 @@ def run_settings(model: str) -> dict[str, Any]:
     (a ``psipo reward`` run), its tokenisation settings and, for a policy, ``tau`` and
     ``aggregation`` (auto resolved); ``{}`` for any other folder."""
     from psipo._config import load_config
-    from psipo.lm.run_folder import config_beside_final
+    from psipo.lm.config import TrainConfig
+    from psipo.lm.online import OnlineConfig
+    from psipo.lm.reward import RewardConfig
+    from psipo.lm.run_folder import command_of, config_beside_final
 
     found = config_beside_final(model)
     if found is None:
         return {}
     path, data = found
-    if "reward_l2" in data:
-        from psipo.lm.reward import RewardConfig as RunConfigClass
-    elif "algorithm" in data:
-        from psipo.lm.online import OnlineConfig as RunConfigClass
-    else:
-        from psipo.lm.config import TrainConfig as RunConfigClass
+    command = command_of(data)
+    config_class = {"psipo reward": RewardConfig, "psipo online": OnlineConfig, "psipo train": TrainConfig}[command]
     try:
-        config = load_config(RunConfigClass, path)
+        config = load_config(config_class, path)
     except PsipoInputError as exc:
         raise PsipoInputError(f"model: the config.yaml beside it cannot be read ({exc})") from None
     d = config.data_config
-    if "reward_l2" in data:
+    if command == "psipo reward":
         return {"reward_model": True, "source": str(path), "max_length": d.max_length,
                 "max_prompt_length": d.max_prompt_length, "append_eos": d.append_eos}  # fmt: skip
     settings = {"reward_model": False, "tau": config.objective.tau, "aggregation": config.aggregation, "source": str(path)}
-    if "algorithm" in data:  # psipo online tokenised prompts only; its responses end at EOS
+    if command == "psipo online":  # psipo online tokenised prompts only; its responses end at EOS
         settings.update(max_length=config.max_length, max_prompt_length=d.max_prompt_length)
     else:
         settings.update(max_length=d.max_length, max_prompt_length=d.max_prompt_length, append_eos=d.append_eos)

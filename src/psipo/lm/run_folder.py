@@ -196,7 +196,7 @@ def config_differences(
     return changed
 
 
-def _command_of(config: dict[str, Any]) -> str:
+def command_of(config: dict[str, Any]) -> str:
     """The command whose config this is, by a key only it has."""
     return "psipo reward" if "reward_l2" in config else "psipo online" if "algorithm" in config else "psipo train"
 
@@ -211,7 +211,7 @@ def check_resumable(
             f"resume: {checkpoint} records no config, so a resume cannot be checked against it; "
             "it was written by an older psipo: start a fresh run"
         )
-    if (written_by := _command_of(recorded)) != (resuming_with := _command_of(current)):
+    if (written_by := command_of(recorded)) != (resuming_with := command_of(current)):
         # Two configs that share few keys: listing them all would hide what went wrong.
         raise PsipoInputError(
             f"resume: {checkpoint} was written by {written_by}, not {resuming_with}; resume it with "
