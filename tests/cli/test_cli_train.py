@@ -134,7 +134,8 @@ def test_help_lists_every_exit_code_a_training_command_has(command, capsys):
         ("model: model\ntrain_data: train.jsonl\nepochs: .inf\n", [], "bad.yaml:3: key 'epochs': must be a finite number > 0"),
         ("model: model\ntrain_data: train.jsonl\nlearning_rate: .inf\n", [], "bad.yaml:3: key 'learning_rate': must be a finite number >= 0"),
         ("model: model\ntrain_data: train.jsonl\nlearning_rate: nan\n", [], "bad.yaml:3: key 'learning_rate': must be a finite number >= 0"),
-        ("model: model\ntrain_data: train.jsonl\ntau: 1e-320\n", [], "bad.yaml:3: key 'tau': is too small: 1/(2·tau) overflows"),
+        ("model: model\ntrain_data: train.jsonl\ntau: 1e-320\n", [], "bad.yaml:3: key 'tau': must be a finite number > 0 for which tau, 2·tau and IPO's target"),
+        ("model: model\ntrain_data: train.jsonl\n", ["--tau", "1e308"], "--tau: must be a finite number > 0 for which tau, 2·tau"),
         ("model: model\ntrain_data: train.jsonl\n", ["--resume", "--overwrite"], "resume: cannot be combined with overwrite"),
         # Seeds numpy or the data order's torch seed would refuse with a traceback mid-run:
         ("model: model\ntrain_data: train.jsonl\n", ["--seed", "-1"], "--seed: must be an integer in [0, 4294967295]"),

@@ -21,3 +21,28 @@ def test_responses_longer_than_the_model_are_refused_before_sampling(tmp_path, c
     assert "max_position_embeddings 64" in err[0]
     assert not (tmp_path / "ev").exists()
     assert main([*args, "--max_new_tokens", "8"]) == 0  # within the positions: sampled as before
+
+
+def _pairs_workdir(root, monkeypatch):
+    """A tiny model and six preference pairs in ``root``, the current folder: ``psipo evaluate
+    --pairs`` arguments that score them (a model against itself)."""
+    from psipo.lm.fixtures import make_synthetic_preferences
+
+    make_tiny_model_dir(root / "base", layers=1, hidden=16, heads=2, vocab=64, seed=0)
+    write_jsonl(make_synthetic_preferences(6, vocab=64, seed=1), root / "pairs.jsonl")
+    monkeypatch.chdir(root)
+    return ["evaluate", "--model", "base", "--baseline", "base", "--pairs", "pairs.jsonl", "--device", "cpu", "--progress", "false"]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("psipo: error: "), err
+    return err[0].removeprefix("psipo: error: ")
+
+
+def test_a_tau_whose_ipo_target_reads_0_is_refused(tmp_path, capsys, monkeypatch):
+    # --tau 1e308 scored h against an IPO target of 0 (2τ overflows), exit 0.
+    args = _pairs_workdir(tmp_path, monkeypatch)
+    assert main([*args, "--tau", "1e308", "--out", "ev"]) == 2
+    assert _one_error_line(capsys).startswith("--tau: must be a finite number > 0 for which tau, 2·tau and IPO's target")
+    assert not (tmp_path / "ev").exists()

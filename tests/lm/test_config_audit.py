@@ -10,7 +10,7 @@ import os
 import pytest
 
 from psipo.errors import PsipoInputError
-from psipo.lm.config import load_train_config
+from psipo.lm.config import TAU_RANGE, load_train_config
 
 BASE = {"model": "m", "train_data": "t.jsonl"}
 
@@ -23,7 +23,7 @@ def config(**keys):
     ("keys", "key", "why"),
     [
         ({"tau": 0.0}, "tau", "must be a finite number > 0"),
-        ({"tau": 5e-324}, "tau", r"is too small: 1/\(2·tau\) overflows"),
+        ({"tau": 5e-324}, "tau", r"must be a finite number > 0 for which tau, 2·tau and IPO's target 1/\(2·tau\) are normal"),
         ({"batch_size": 0}, "batch_size", "must be >= 1"),
         ({"learning_rate": math.inf}, "learning_rate", "must be a finite number >= 0"),
         ({"epochs": 0.0}, "epochs", "must be a finite number > 0"),
@@ -56,7 +56,26 @@ def test_the_boundaries_inside_each_range_are_accepted():
         max_length=2, max_prompt_length=1, eval_fraction=0.0, seed=2**32 - 1, learning_rate=0.0,
         weight_decay=0.0, keep_probs_mb=0.0, save_total_limit=1, logging_steps=1, max_steps=1,
     )
-    config(seed=0, max_grad_norm=1e-300, tau=1e-300, epochs=1e-9, lora_r=4, lora_dropout=0.0, lora_alpha=1e-9)
+    config(seed=0, max_grad_norm=1e-300, tau=TAU_RANGE[0], epochs=1e-9, lora_r=4, lora_dropout=0.0, lora_alpha=1e-9)
+
+
+@pytest.mark.parametrize("tau", [1e308, 1.7e38, 5e37, 1e-38, 1e-300])
+def test_a_tau_whose_ipo_target_is_no_normal_float32_number_is_refused(tau):
+    # --tau 1e308 trained and scored against an IPO target that read 0 (2τ overflows); 1e-300
+    # against one that overflows a float32 model's loss. One rule for train, online and evaluate.
+    from psipo.lm.evaluate import EvaluateConfig, validate
+    from psipo.lm.online import load_online_config
+
+    why = r"must be a finite number > 0 for which tau, 2·tau and IPO's target 1/\(2·tau\) are normal float32 numbers \(none 0 or inf\): tau in \[1.18e-38, 4.25e\+37\]$"
+    with pytest.raises(PsipoInputError, match=rf"^--tau: {why}"):
+        config(tau=tau)
+    with pytest.raises(PsipoInputError, match=rf"^--tau: {why}"):
+        load_online_config(None, {"model": "m", "prompts": "p.jsonl", "judge": "j:f", "tau": tau})
+    with pytest.raises(PsipoInputError, match=rf"^key 'tau': {why[:-1]}, or null$"):
+        validate(EvaluateConfig(model="m", pairs="q.jsonl", tau=tau))
+    for inside in TAU_RANGE:
+        config(tau=inside)
+        validate(EvaluateConfig(model="m", pairs="q.jsonl", tau=inside))
 
 
 def test_the_run_folder_may_be_none_of_the_tokenizers_folder(tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ def test_against_itself_every_h_is_zero(model_dir, eval_file, tmp_path):
         ({"prompts": "p.jsonl", "judge": "rm", "tau": 0.1}, "key 'tau': is used only with pairs; set pairs, or remove tau"),
         ({"prompts": "p.jsonl", "judge": "rm", "aggregation": "sum"}, "key 'aggregation': is used only with pairs"),
         ({"pairs": "q.jsonl", "tau": 0.0}, "key 'tau': must be a finite number > 0"),
-        ({"pairs": "q.jsonl", "tau": 1e-320}, "key 'tau': must be a finite number > 0 (1/(2·tau) finite)"),
+        ({"pairs": "q.jsonl", "tau": 1e-320}, "key 'tau': must be a finite number > 0 for which tau, 2·tau and IPO's target 1/(2·tau) are normal float32 numbers"),
         ({"pairs": " "}, "key 'pairs': empty; name a pairs file or dataset"),
         ({}, "key 'prompts': required: a prompts file or dataset name (or pairs)"),
     ],

@@ -330,6 +330,24 @@ def _in_range(value: float, low: float, high: float, *, low_open: bool = False, 
     return above and below
 
 
+FLOAT32_NORMAL = (1.1754943508222875e-38, 3.4028234663852886e38)
+"""The smallest and the largest normal float32 numbers (``torch.finfo(torch.float32)``'s tiny and max)."""
+TAU_RANGE = (FLOAT32_NORMAL[0], 1 / (2 * FLOAT32_NORMAL[0]))
+"""The τ for which τ, 2τ and IPO's target 1/(2τ) are all normal float32 numbers, as a float32
+model computes them: above it the target is subnormal, then 0 (2τ overflows from 1.7e38); below
+it τ is subnormal and the target near overflow."""
+TAU_REQUIREMENT = (
+    "must be a finite number > 0 for which tau, 2·tau and IPO's target 1/(2·tau) are normal float32 numbers "
+    f"(none 0 or inf): tau in [{TAU_RANGE[0]:.3g}, {TAU_RANGE[1]:.3g}]"
+)
+"""Why a τ outside :data:`TAU_RANGE` is refused (psipo train, online and evaluate: one rule)."""
+
+
+def is_usable_tau(tau: float) -> bool:
+    """Whether τ lies in :data:`TAU_RANGE` (NaN does not)."""
+    return _in_range(tau, *TAU_RANGE)
+
+
 def validate(config: TrainConfig) -> None:
     """Check value ranges that the type annotations cannot express; name the key at fault.
 
@@ -340,8 +358,7 @@ def validate(config: TrainConfig) -> None:
     inf = math.inf
     finite = "must be a finite number"
     checks = [
-        ("tau", _in_range(o.tau, 0, inf, low_open=True, high_open=True), f"{finite} > 0"),
-        ("tau", not o.tau > 0 or math.isfinite(1 / (2 * o.tau)), "is too small: 1/(2·tau) overflows"),
+        ("tau", is_usable_tau(o.tau), TAU_REQUIREMENT),
         *(
             (name, hyperparameter.accepts(getattr(o, name)), hyperparameter.requirement)
             for spec in LOSSES.values()

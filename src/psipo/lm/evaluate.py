@@ -33,7 +33,7 @@ from typing import Any, Literal
 from psipo._config import load_config
 from psipo._io import expand_home
 from psipo.errors import PsipoInputError
-from psipo.lm.config import MAX_SEED
+from psipo.lm.config import MAX_SEED, TAU_REQUIREMENT, is_usable_tau
 
 MODEL_STREAM, BASELINE_STREAM = 0, 1
 """The model's and the baseline's samples use generators seeded 2·seed + stream: independent."""
@@ -129,7 +129,7 @@ def validate(config: EvaluateConfig) -> None:
             (key, getattr(config, key) == getattr(defaults, key), f"is used only with pairs; set pairs, or remove {key}")
             for key in (scored if config.pairs is None else ())
         ),
-        ("tau", config.tau is None or (0 < config.tau < math.inf and math.isfinite(1 / (2 * config.tau))), "must be a finite number > 0 (1/(2·tau) finite) or null"),
+        ("tau", config.tau is None or is_usable_tau(config.tau), f"{TAU_REQUIREMENT}, or null"),
         ("max_new_tokens", config.max_new_tokens >= 1, "must be >= 1"),
         ("batch_size", config.batch_size >= 1, "must be >= 1"),
         ("max_prompts", config.max_prompts is None or config.max_prompts >= 1, "must be >= 1 or null"),
