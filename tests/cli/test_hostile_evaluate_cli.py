@@ -46,3 +46,10 @@ def test_a_tau_whose_ipo_target_reads_0_is_refused(tmp_path, capsys, monkeypatch
     assert main([*args, "--tau", "1e308", "--out", "ev"]) == 2
     assert _one_error_line(capsys).startswith("--tau: must be a finite number > 0 for which tau, 2·tau and IPO's target")
     assert not (tmp_path / "ev").exists()
+
+
+def test_an_empty_pairs_split_is_refused_rather_than_read_as_the_whole_file(tmp_path, capsys, monkeypatch):
+    args = _pairs_workdir(tmp_path, monkeypatch)
+    assert main([*args, "--pairs_split", "", "--out", "ev"]) == 2
+    assert _one_error_line(capsys) == "--pairs_split: is empty; give a split name (test) or a slice of it (test[:100])"
+    assert not (tmp_path / "ev").exists()

@@ -36,6 +36,8 @@ def config(**keys):
         ({"max_length": 64, "max_prompt_length": 64}, "max_prompt_length", r"must be in \[0, max_length\)"),
         ({"eval_fraction": 1.0}, "eval_fraction", r"must be in \[0, 1\)"),
         ({"save_total_limit": 0}, "save_total_limit", "must be >= 1 or null"),
+        ({"train_split": ""}, "train_split", r"is empty; give a split name \(train\) or a slice of it \(train\[:100\]\)"),
+        ({"eval_data": "e.jsonl", "eval_split": " "}, "eval_split", r"is empty; give a split name \(test\)"),
         ({"seed": 2**32}, "seed", r"must be an integer in \[0, 4294967295\]"),
         ({"output_dir": "  "}, "output_dir", "empty path"),
         ({"output_dir": None, "report_to": ["aim"]}, "report_to", "aim writes its logs into output_dir, which is null"),

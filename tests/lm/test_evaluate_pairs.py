@@ -70,6 +70,8 @@ def test_against_itself_every_h_is_zero(model_dir, eval_file, tmp_path):
         ({"pairs": "q.jsonl", "tau": 0.0}, "key 'tau': must be a finite number > 0"),
         ({"pairs": "q.jsonl", "tau": 1e-320}, "key 'tau': must be a finite number > 0 for which tau, 2·tau and IPO's target 1/(2·tau) are normal float32 numbers"),
         ({"pairs": " "}, "key 'pairs': empty; name a pairs file or dataset"),
+        ({"pairs": "q.jsonl", "pairs_split": ""}, "key 'pairs_split': is empty; give a split name (test) or a slice of it"),
+        ({"prompts": "p.jsonl", "judge": "rm", "prompts_split": " "}, "key 'prompts_split': is empty; give a split name (train)"),
         ({}, "key 'prompts': required: a prompts file or dataset name (or pairs)"),
     ],
 )

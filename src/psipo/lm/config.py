@@ -402,6 +402,8 @@ def validate(config: TrainConfig) -> None:
             "is used only with eval_data (eval_data is null: nothing is held out, or eval_fraction of train_data); "
             "set eval_data (the same name as train_data for another split of it), or remove eval_split",
         ),
+        split_is_given("train_split", d.train_split, DataConfig.train_split),
+        split_is_given("eval_split", d.eval_split, DataConfig.eval_split),
         ("max_pairs", d.max_pairs is None or d.max_pairs >= 1, "must be >= 1 or null"),
         ("logging_steps", r.logging_steps >= 1, "must be >= 1"),
         ("eval_steps", r.eval_steps is None or r.eval_steps >= 1, "must be >= 1 or null"),
@@ -482,6 +484,12 @@ def _unused_settings(config: TrainConfig) -> list[tuple[str, bool, str]]:
             )
         )
     return checks
+
+
+def split_is_given(key: str, split: str, default: str) -> tuple[str, bool, str]:
+    """The check that split key ``key`` is not empty: a file read under an empty split would
+    silently give all its rows, as a plain split name does (``default`` is the key's own)."""
+    return key, bool(split.strip()), f"is empty; give a split name ({default}) or a slice of it ({default}[:100])"
 
 
 def output_dir_is_no_input(output_dir: str | None, inputs: Mapping[str, str | None]) -> list[tuple[str, bool, str]]:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from psipo._config import load_config
 from psipo._io import expand_home
 from psipo.errors import PsipoInputError
-from psipo.lm.config import MAX_SEED, TAU_REQUIREMENT, is_usable_tau
+from psipo.lm.config import MAX_SEED, TAU_REQUIREMENT, is_usable_tau, split_is_given
 
 MODEL_STREAM, BASELINE_STREAM = 0, 1
 """The model's and the baseline's samples use generators seeded 2·seed + stream: independent."""
@@ -130,6 +130,8 @@ def validate(config: EvaluateConfig) -> None:
             for key in (scored if config.pairs is None else ())
         ),
         ("tau", config.tau is None or is_usable_tau(config.tau), f"{TAU_REQUIREMENT}, or null"),
+        split_is_given("prompts_split", config.prompts_split, defaults.prompts_split),
+        split_is_given("pairs_split", config.pairs_split, defaults.pairs_split),
         ("max_new_tokens", config.max_new_tokens >= 1, "must be >= 1"),
         ("batch_size", config.batch_size >= 1, "must be >= 1"),
         ("max_prompts", config.max_prompts is None or config.max_prompts >= 1, "must be >= 1 or null"),
