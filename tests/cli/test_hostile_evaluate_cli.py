@@ -53,3 +53,12 @@ def test_an_empty_pairs_split_is_refused_rather_than_read_as_the_whole_file(tmp_
     assert main([*args, "--pairs_split", "", "--out", "ev"]) == 2
     assert _one_error_line(capsys) == "--pairs_split: is empty; give a split name (test) or a slice of it (test[:100])"
     assert not (tmp_path / "ev").exists()
+
+
+def test_a_pairs_split_that_selects_no_rows_says_so(tmp_path, capsys, monkeypatch):
+    # It said 'pairs: no valid preference rows in pairs.jsonl', as if the rows were bad.
+    args = _pairs_workdir(tmp_path, monkeypatch)
+    for split in ("train[100%:]", "train[5:5]"):
+        assert main([*args, "--pairs_split", split, "--out", "ev"]) == 2
+        assert _one_error_line(capsys) == f"pairs: the split {split!r} selects no rows of pairs.jsonl"
+    assert not (tmp_path / "ev").exists()

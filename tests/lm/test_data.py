@@ -274,6 +274,23 @@ def test_a_slice_of_a_file_or_a_saved_dataset_is_taken_not_ignored(tmp_path, tok
         )
 
 
+def test_a_slice_that_selects_no_rows_says_so_naming_the_split(tmp_path, tokenizer):
+    """``train[100%:]`` or ``train[5:5]`` said 'no valid preference rows', as if the rows were bad."""
+    import datasets
+
+    rows = [{"prompt": f"w{i}", "chosen": "w1", "rejected": "w2"} for i in range(3, 8)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    single, splits = tmp_path / "single", tmp_path / "splits"
+    datasets.Dataset.from_list(rows).save_to_disk(str(single))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(splits))
+    for source in (path, single, splits):
+        for split in ("train[100%:]", "train[5:5]"):
+            assert one_line_error(lambda: load(source, tokenizer, tmp_path, split=split)) == (  # noqa: B023
+                f"train_data: the split {split!r} selects no rows of {source}"
+            )
+
+
 # --------------------------------------------------------------------------- broken data
 # One line naming file:line (or file: row) and field; what skip_invalid skips; pairs that
 # cannot teach anything (identical chosen and rejected) dropped and counted.

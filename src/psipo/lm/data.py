@@ -218,7 +218,16 @@ def _single_split_rows(split: str, n_rows: int, source: str, key: str) -> list[i
             f"{key}: {source} holds one split of {n_rows} rows; cannot take {split!r} from it ({exc}); "
             "use a slice of one split such as 'train[:100]' or 'train[10%:]'"
         ) from None
-    return [i for part in parts for i in range(part.from_, part.to)]
+    selected = [i for part in parts for i in range(part.from_, part.to)]
+    if not selected:
+        raise _selects_no_rows(key, source, split)
+    return selected
+
+
+def _selects_no_rows(key: str, source: str, split: str) -> PsipoInputError:
+    """The error for a slice that selects nothing (``train[100%:]``, ``train[5:5]``): said so,
+    rather than as a source without a valid row."""
+    return PsipoInputError(f"{key}: the split {split!r} selects no rows of {source}")
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
@@ -310,7 +319,11 @@ def _load_saved_dataset(source: str, *, key: str, split: str) -> Any:
             parts = datasets.ReadInstruction.from_spec(split).to_absolute({name: len(d) for name, d in saved.items()})
         except (ValueError, KeyError, AssertionError):
             raise PsipoInputError(f"{key}: {source} has no split {split!r} (it has: {', '.join(sorted(saved))})") from None
-        return datasets.concatenate_datasets([saved[p.splitname].select(range(p.from_, p.to)) for p in parts])
+        # An empty part is left out: select(range(n, n)) of n rows raises an IndexError.
+        selected = [saved[p.splitname].select(range(p.from_, p.to)) for p in parts if p.to > p.from_]
+        if not selected:
+            raise _selects_no_rows(key, source, split)
+        return datasets.concatenate_datasets(selected)
     return saved.select(_single_split_rows(split, len(saved), source, key)) if is_slice(split) else saved
 
 
