@@ -62,3 +62,18 @@ def test_a_pairs_split_that_selects_no_rows_says_so(tmp_path, capsys, monkeypatc
         assert main([*args, "--pairs_split", split, "--out", "ev"]) == 2
         assert _one_error_line(capsys) == f"pairs: the split {split!r} selects no rows of pairs.jsonl"
     assert not (tmp_path / "ev").exists()
+
+
+def test_pairs_naming_a_folder_without_a_dataset_is_psipos_one_line(tmp_path, capsys, monkeypatch):
+    # It said "cannot load '.' ...: dataset_name should be specified but got None" (datasets' words).
+    args = _pairs_workdir(tmp_path, monkeypatch)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "README.md").write_text("# a project, not a dataset\n")
+    monkeypatch.chdir(tmp_path / "project")
+    args = [{"base": "../base", "pairs.jsonl": "."}.get(arg, arg) for arg in args]
+    assert main([*args, "--out", "ev"]) == 2
+    assert _one_error_line(capsys) == (
+        "pairs: . is a folder that holds no dataset: expected a .jsonl/.json/.parquet file, a datasets save_to_disk "
+        "folder, a folder of such files (one per split) or a Hugging Face dataset name"
+    )
+    assert not (tmp_path / "project" / "ev").exists()

@@ -274,6 +274,27 @@ def test_a_slice_of_a_file_or_a_saved_dataset_is_taken_not_ignored(tmp_path, tok
         )
 
 
+FOLDER_WITHOUT_DATA = (
+    "is a folder that holds no dataset: expected a .jsonl/.json/.parquet file, a datasets save_to_disk folder, "
+    "a folder of such files (one per split) or a Hugging Face dataset name"
+)
+
+
+@pytest.mark.parametrize("folder", [".", "empty", "notes"])
+def test_a_folder_that_holds_no_dataset_is_named_in_psipos_words(tmp_path, tokenizer, monkeypatch, capfd, folder):
+    # datasets' own words: 'dataset_name should be specified but got None' for ".", "No
+    # (supported) data files found", and huggingface_hub's warning of a README.md without metadata.
+    (tmp_path / "README.md").write_text("# a project, not a dataset\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("notes\n")
+    (tmp_path / "notes" / "run.py").write_text("x = 1\n")
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert one_line_error(lambda: load(folder, tokenizer, tmp_path)) == f"train_data: {folder} {FOLDER_WITHOUT_DATA}"
+    assert capfd.readouterr().err == ""
+
+
 def test_a_slice_that_selects_no_rows_says_so_naming_the_split(tmp_path, tokenizer):
     """``train[100%:]`` or ``train[5:5]`` said 'no valid preference rows', as if the rows were bad."""
     import datasets

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -278,19 +279,33 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
     if _saved_dataset(source):
         return _load_saved_dataset(source, key=key, split=split)
     resolved = resolve_hub_name(source, key=key, what="a dataset", repo_type="dataset")
+    local_folder = os.path.isdir(os.path.expanduser(source))
+    if local_folder:  # datasets names a dataset after its folder: "." has no name and is refused
+        resolved = os.path.abspath(resolved)
     # A local folder (or a cached snapshot) downloads nothing: datasets' bars would only be
     # noise beside psipo's own lines, and before a one-line error when it holds no dataset.
     quiet = os.path.isdir(resolved) and not datasets.are_progress_bars_disabled()
     if quiet:
         datasets.disable_progress_bars()
+    # A folder's README.md without a metadata header (a project folder's) is no fault of the
+    # data; huggingface_hub warns of it on a line of its own.
+    card_log = logging.getLogger("huggingface_hub.repocard")
+    card_log_level = card_log.level
+    card_log.setLevel(logging.ERROR)
     try:
         return datasets.load_dataset(resolved, dataset_config, split=split)
     except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
+        if local_folder and isinstance(exc, FileNotFoundError):  # EmptyDatasetError, DataFilesNotFoundError
+            raise PsipoInputError(
+                f"{key}: {source} is a folder that holds no dataset: expected a {'/'.join(FILE_SUFFIXES)} file, a "
+                "datasets save_to_disk folder, a folder of such files (one per split) or a Hugging Face dataset name"
+            ) from None
         first = first_line(exc)
         raise PsipoInputError(
             f"{key}: cannot load {source!r} (split {split!r}) as a local file or Hugging Face dataset: {first}"
         ) from None
     finally:
+        card_log.setLevel(card_log_level)
         if quiet:
             datasets.enable_progress_bars()
 
