@@ -77,8 +77,8 @@ def in_workdir(workdir, monkeypatch):
 
 @pytest.mark.slow
 def test_online_ipo_with_a_reward_model_judge_then_reload_and_plot(workdir):
-    args = ["--algorithm", "online_ipo", "--judge", "rm", "--eval_prompts", "held_out.jsonl", "--output_dir", "ipo"]
-    result = psipo("online", "--config", "online.yaml", *args, cwd=workdir)
+    args = ["--algorithm", "online_ipo", "--judge", "rm", "--eval_prompts", "held_out.jsonl", "--eval_pairs", "held_out.jsonl"]
+    result = psipo("online", "--config", "online.yaml", *args, "--output_dir", "ipo", "--progress", "true", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "final model" in result.stdout
     out = workdir / "ipo"
@@ -87,14 +87,16 @@ def test_online_ipo_with_a_reward_model_judge_then_reload_and_plot(workdir):
     assert [r["step"] for r in records] == [1, 2]
     assert records[0]["loss"] == pytest.approx(25.0, rel=1e-4)  # (1/(2τ))² at π = π_ref, τ = 0.1
     assert {"reward", "kl", "entropy", "generation_fraction", "tokens_per_second"} <= records[0].keys()
-    assert "eval_win_rate" in records[-1]
+    assert "eval_win_rate" in records[-1] and records[-1]["ipo_target"] == pytest.approx(5.0)
+    assert 0 <= records[-1]["eval_pairs_accuracy"] <= 1 and "eval_pairs_h_mean" in records[-1]
+    assert "4 held-out prompts and 4 held-out pairs" in result.stderr
 
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out / "final").config.vocab_size == 64
     header, body = check_model_card(out)
     assert "online-ipo" in header["tags"] and "judge `rm` (soft labels)" in body
-    assert "| win_rate |  | " in body  # held-out only
+    assert "| win_rate |  | " in body and "| pairs_accuracy |  | " in body  # held-out only
     plotted = psipo("plot", "ipo", cwd=workdir)
     assert plotted.returncode == 0, plotted.stderr
 
@@ -149,7 +151,7 @@ def test_every_algorithm_end_to_end(in_workdir, args):
         (["--algorithm", "rloo", "--reward", "rm", "--labels", "hard"],
          "psipo: error: --labels: rloo learns from rewards and has no labels; leave labels unset"),
         (["--judge", "rm", "--eval_steps", "1"],
-         "psipo: error: key 'eval_steps': there is nothing held out to evaluate on; set eval_prompts, or unset eval_steps"),
+         "psipo: error: key 'eval_steps': there is nothing held out to evaluate on; set eval_prompts or eval_pairs, or unset eval_steps"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(in_workdir, capsys, args, message):

@@ -136,9 +136,9 @@ def test_prompts_given_from_python_are_limited_by_max_prompts_and_max_eval_promp
     )
     given = [[i, i + 1] for i in range(5)]
     train, held_out = load_prompt_data(config, None, given, given)
-    assert train.ids == given[:2] and held_out.ids == given[:1]
+    assert train.ids == given[:2] and held_out.prompts.ids == given[:1] and held_out.pairs is None
     unlimited = load_online_config(None, {"max_eval_prompts": None})
-    assert len(load_prompt_data(unlimited, None, given, given)[1]) == 5
+    assert len(load_prompt_data(unlimited, None, given, given)[1].prompts) == 5
 
 
 class _JudgeWithAReward:

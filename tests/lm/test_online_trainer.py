@@ -1,15 +1,18 @@
-"""psipo online on a tiny local model: first losses, metrics, resume, judges, bad input."""
+"""psipo online on a tiny local model: first losses, metrics, resume, judges, held-out pairs, bad input."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
 import pytest
 import torch
+import yaml
 
 from psipo.errors import PsipoInputError
-from psipo.lm.fixtures import make_synthetic_preferences
+from psipo.lm.evaluate import evaluate, load_evaluate_config
+from psipo.lm.fixtures import make_synthetic_preferences, write_jsonl
 from psipo.lm.judges import CallableJudge, CallableReward
 from psipo.lm.online import load_online_config, train_online
 
@@ -475,3 +478,126 @@ def test_every_micro_batch_and_step_samples_and_labels_from_a_stream_of_its_own(
     run(online_config, prompts, labels="hard", gradient_accumulation_steps=2, batch_size=1, max_steps=2)
     assert len(seeds["samples"]) == len(seeds["labels"]) == 4
     assert len(set(seeds["samples"] + seeds["labels"])) == 8
+
+
+# ---------------------------------------------------------------------------------------
+# Held-out preference pairs (eval_pairs): the run's eval_pairs_* records against psipo evaluate
+# --pairs on its final/ (two code paths, one quantity), resume checks, plots, bad input
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    return write_jsonl(make_synthetic_preferences(10, vocab=VOCAB, seed=9), tmp_path_factory.mktemp("pairs") / "held_out.jsonl")
+
+
+@pytest.fixture
+def pairs_config(online_config):
+    return online_config | {"max_steps": 3, "learning_rate": 5e-2}
+
+
+def judge_of(algorithm):
+    return CallableReward(low_share, name="low_share") if algorithm == "rloo" else CallableJudge(prefer_low, name="prefer_low")
+
+
+@pytest.mark.parametrize(("algorithm", "loss"), [("online_ipo", "ipo"), ("online_dpo", "dpo"), ("rloo", "ipo")])
+def test_the_runs_held_out_pair_records_are_what_evaluate_pairs_finds_on_its_final(
+    pairs_config, prompts, pairs_file, tmp_path, algorithm, loss
+):
+    # The run scores the pairs in training, against π_ref's scores taken once at the first
+    # evaluation; evaluate --pairs reloads final/ and the initial model and does it all again.
+    keys = {"algorithm": algorithm, "eval_pairs": str(pairs_file), "eval_steps": 1, "tau": 0.5}
+    result = train_online(load_online_config(None, pairs_config | keys), prompts=prompts, judge=judge_of(algorithm))
+    evals = [r for r in result.history if "eval_pairs_h_mean" in r]
+    assert [r["step"] for r in evals] == [1, 2, 3]
+    last = evals[-1]
+    assert last["ipo_target"] == 1.0 and "eval_win_rate" not in last  # no held-out prompts: no sampling
+    results = evaluate(load_evaluate_config(None, {"model": str(result.final_dir), "pairs": str(pairs_file), "out": str(tmp_path / "ev")}))
+    assert results["n_pairs"] == 10 and results["tau"] == 0.5
+    assert results["h"]["mean"] == pytest.approx(last["eval_pairs_h_mean"], rel=1e-5, abs=1e-6)
+    assert results["h"]["std"] == pytest.approx(last["eval_pairs_h_std"], rel=1e-5, abs=1e-6)
+    assert results["accuracy"]["mean"] == pytest.approx(last["eval_pairs_accuracy"])
+    assert results[f"{loss}_loss"]["mean"] == pytest.approx(last["eval_pairs_loss"], rel=1e-5)
+    assert abs(last["eval_pairs_h_mean"]) > 0.01  # it trained: h moved off 0
+    assert len({r["eval_pairs_h_mean"] for r in evals}) == 3  # each evaluation scores the policy of its step
+
+
+def test_held_out_prompts_and_pairs_together_and_pairs_given_from_python(pairs_config, prompts, pairs_file):
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    config = load_online_config(None, pairs_config | {"max_steps": 1, "eval_prompts": None})
+    result = train_online(config, prompts=prompts, eval_prompts=prompts[:2], eval_pairs=rows, judge=judge_of("online_ipo"))
+    last = result.history[-1]
+    assert {"eval_win_rate", "eval_pairs_accuracy", "eval_pairs_h_mean", "eval_kl", "eval_pairs_kl"} <= set(last)
+    assert result.eval_data.held_out_summary() == "2 held-out prompts and 10 held-out pairs"
+    from_file = train_online(
+        load_online_config(None, pairs_config | {"max_steps": 1, "eval_pairs": str(pairs_file), "output_dir": None}),
+        prompts=prompts, eval_prompts=prompts[:2], judge=judge_of("online_ipo"),
+    )  # fmt: skip
+    assert from_file.history[-1]["eval_pairs_h_mean"] == pytest.approx(last["eval_pairs_h_mean"], rel=1e-5, abs=1e-6)
+
+
+def test_a_resume_with_other_held_out_pairs_is_refused(pairs_config, prompts, pairs_file, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    shutil.copy(pairs_file, pairs)
+    keys = {"eval_pairs": str(pairs), "save_steps": 1, "max_steps": 1}
+    train_online(load_online_config(None, pairs_config | keys), prompts=prompts, judge=judge_of("online_ipo"))
+    write_jsonl(make_synthetic_preferences(10, vocab=VOCAB, seed=10), pairs)  # changed in place
+    more = pairs_config | keys | {"max_steps": 2, "resume": True}
+    with pytest.raises(PsipoInputError, match=r"^resume: the held-out prompts or pairs \(eval_prompts, eval_pairs\) differ"):
+        train_online(load_online_config(None, more), prompts=prompts, judge=judge_of("online_ipo"))
+    shutil.copy(pairs_file, tmp_path / "moved.jsonl")  # the same pairs at another path: the same run
+    resumed = train_online(load_online_config(None, more | {"eval_pairs": str(tmp_path / "moved.jsonl")}), prompts=prompts, judge=judge_of("online_ipo"))
+    assert resumed.history[-1]["step"] == 2
+    with pytest.raises(PsipoInputError, match=r"eval_pairs \('.*moved.jsonl' → None\)"):
+        train_online(load_online_config(None, more | {"max_steps": 3, "eval_pairs": None}), prompts=prompts, judge=judge_of("online_ipo"))
+
+
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """The figures plot_run draws, as (title, legend labels) per panel, captured at closing."""
+    import matplotlib.pyplot as plt
+
+    figures: list[list[tuple[str, list[str]]]] = []
+    close = plt.close
+
+    def capture(figure):
+        figures.append([(ax.get_title(), ax.get_legend_handles_labels()[1]) for ax in figure.axes])
+        close(figure)
+
+    monkeypatch.setattr(plt, "close", capture)
+    return figures
+
+
+def test_the_run_folder_config_and_the_plot_show_the_held_out_pairs(pairs_config, prompts, pairs_file, drawn_figures):
+    from psipo.lm.plots import plot_run
+
+    keys = {"eval_pairs": str(pairs_file), "eval_pairs_split": "test[:4]", "max_steps": 2, "eval_steps": 1}
+    result = train_online(load_online_config(None, pairs_config | keys), prompts=prompts, judge=judge_of("online_ipo"))
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["eval_pairs"] == str(pairs_file) and saved["eval_pairs_split"] == "test[:4]"
+    assert len(result.eval_data.pairs) == 4
+    assert plot_run(result.run_dir).is_file()
+    panels = dict(drawn_figures[0])
+    labels = panels["held-out pairs: log-ratio gap h (IPO target 1/(2τ) dashed)"]
+    assert any(label.startswith("eval_pairs_h_mean") for label in labels)
+    assert "eval_pairs_h_mean ± eval_pairs_h_std" in labels and "1/(2τ)" in labels
+    assert "held-out pairs: preference accuracy (h > 0)" in panels
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"eval_pairs_split": "validation"}, r"^--eval_pairs_split: is used only with eval_pairs"),
+        ({"eval_steps": 1}, r"^key 'eval_steps': there is nothing held out to evaluate on; set eval_prompts or eval_pairs, or unset eval_steps$"),
+    ],
+)
+def test_held_out_pair_settings_without_pairs_are_refused(pairs_config, prompts, keys, message):
+    with pytest.raises(PsipoInputError, match=message):
+        train_online(load_online_config(None, pairs_config | keys), prompts=prompts, judge=judge_of("online_ipo"))
+
+
+def test_a_bad_pairs_file_is_one_line_naming_its_line(pairs_config, prompts, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n{"prompt": "w1", "chosen": "w2"}\n')
+    with pytest.raises(PsipoInputError, match=r"bad.jsonl:2.*rejected"):
+        train_online(load_online_config(None, pairs_config | {"eval_pairs": str(bad)}), prompts=prompts, judge=judge_of("online_ipo"))
+    assert not (tmp_path / "run").exists()  # nothing written for a run that never started

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,7 @@ from psipo.lm.config import (
     TrainConfig,
     output_dir_is_no_input,
 )
+from psipo.lm.data import TokenizedData
 from psipo.lm.trainer import Setup, TrainResult, run_training
 from psipo.losses import LOSSES, get_loss
 from psipo.online import hard_labels, labelled_pair_losses
@@ -104,6 +106,15 @@ class PromptDataConfig:
     """Split of eval_prompts when it is a Hugging Face dataset; for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it. Refused without eval_prompts."""
     max_eval_prompts: int | None = 64
     """Use only the first N held-out prompts; null: all."""
+    eval_pairs: str | None = None
+    """Held-out preference pairs (prompt/chosen/rejected rows, read as psipo train reads
+    eval_data, tokenised to max_prompt_length + max_new_tokens with EOS appended): every
+    eval_steps and at the end, π is scored against π_ref on them without sampling, as psipo
+    train evaluates (eval_pairs_accuracy, eval_pairs_h_mean against ipo_target 1/(2τ),
+    eval_pairs_loss: the run's pairwise loss, IPO for rloo, …), so that online and offline
+    runs compare on the same pairs; null: none."""
+    eval_pairs_split: str = "test"
+    """Split of eval_pairs when it is a Hugging Face dataset (its default configuration); for a file or a single saved dataset a slice (test[:200]) selects rows and a plain name means all of it. Refused without eval_pairs."""
 
 
 @dataclasses.dataclass
@@ -180,10 +191,10 @@ class OnlineConfig:
         validate(self)
 
     to_flat_dict = TrainConfig.to_flat_dict
-    INPUT_NAMES = {"train": "the prompts (prompts)", "eval": "the held-out prompts (eval_prompts)"}
-    """What a resume calls the training and held-out prompts when they changed on disk."""
-    EVAL_KEYS = "eval_prompts"
-    """The key that gives held-out prompts (named when eval_steps has none to evaluate on)."""
+    INPUT_NAMES = {"train": "the prompts (prompts)", "eval": "the held-out prompts or pairs (eval_prompts, eval_pairs)"}
+    """What a resume calls the training and held-out data when they changed on disk."""
+    EVAL_KEYS = "eval_prompts or eval_pairs"
+    """The keys that give held-out data (named when eval_steps has none to evaluate on)."""
 
     @property
     def loss(self) -> str:
@@ -249,6 +260,11 @@ def validate(config: OnlineConfig) -> None:
             "is used only with eval_prompts (null: no evaluation); set eval_prompts (the same name as prompts for "
             "another split of it), or remove eval_split",
         ),
+        (
+            "eval_pairs_split",
+            d.eval_pairs is not None or d.eval_pairs_split == PromptDataConfig.eval_pairs_split,
+            "is used only with eval_pairs (null: no held-out pairs); set eval_pairs, or remove eval_pairs_split",
+        ),
         ("labels", pairwise or o.labels == "soft", "rloo learns from rewards and has no labels; leave labels unset"),
         *output_dir_is_no_input(config.run.output_dir, {"judge": o.judge, "reward": o.reward, "reference_model": o.reference_model}),
     ]
@@ -292,6 +308,31 @@ class PromptData:
         return f"{len(self.ids)} prompts from {self.source}{cut}"
 
 
+@dataclasses.dataclass
+class HeldOut:
+    """What psipo online evaluates on: held-out prompts, which π and π_ref answer and the judge
+    compares, and held-out preference pairs, which π and π_ref score (either may be absent)."""
+
+    prompts: PromptData | None = None
+    pairs: TokenizedData | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of both (resume checks); the prompts' own without pairs, as runs recorded
+        before there were held-out pairs."""
+        import hashlib
+
+        prompts = self.prompts.fingerprint() if self.prompts is not None else ""
+        if self.pairs is None:
+            return prompts
+        return hashlib.sha256(f"{prompts}|{self.pairs.fingerprint()}".encode()).hexdigest()[:16]
+
+    def held_out_summary(self) -> str:
+        parts = [f"{len(self.prompts)} held-out prompts"] if self.prompts is not None else []
+        if self.pairs is not None:
+            parts.append(f"{len(self.pairs)} held-out pairs")
+        return " and ".join(parts)
+
+
 def _prompt_data(
     prompts: Sequence[Any], tokenizer: Any, max_prompt_length: int, key: str, source: str, locations: list[str] | None = None
 ) -> PromptData:
@@ -317,9 +358,15 @@ def _prompt_data(
 
 
 def load_prompt_data(
-    config: OnlineConfig, tokenizer: Any, prompts: Sequence[Any] | None, eval_prompts: Sequence[Any] | None
-) -> tuple[PromptData, PromptData | None]:
-    """The training and held-out prompts (``load_data`` of :func:`psipo.lm.trainer.set_up`)."""
+    config: OnlineConfig,
+    tokenizer: Any,
+    prompts: Sequence[Any] | None,
+    eval_prompts: Sequence[Any] | None,
+    eval_pairs: Any = None,
+) -> tuple[PromptData, HeldOut | None]:
+    """The training prompts, and the held-out prompts and pairs (``load_data`` of
+    :func:`psipo.lm.trainer.set_up`); ``eval_pairs`` given in Python replace the file, as
+    :func:`psipo.lm.trainer.tokenized_pairs` takes them."""
     from psipo.lm.evaluate import read_prompts
 
     d = config.data_config
@@ -337,7 +384,39 @@ def load_prompt_data(
     train = load(d.prompts, prompts, "prompts", d.prompts_split, d.max_prompts)
     if train is None:
         raise PsipoInputError("missing required key 'prompts'")
-    return train, load(d.eval_prompts, eval_prompts, "eval_prompts", d.eval_split, d.max_eval_prompts)
+    held_out = HeldOut(
+        prompts=load(d.eval_prompts, eval_prompts, "eval_prompts", d.eval_split, d.max_eval_prompts),
+        pairs=_held_out_pairs(config, tokenizer, eval_pairs),
+    )
+    return train, held_out if held_out.prompts is not None or held_out.pairs is not None else None
+
+
+def _held_out_pairs(config: OnlineConfig, tokenizer: Any, given: Any) -> TokenizedData | None:
+    """``eval_pairs``, tokenised as ``psipo evaluate --pairs`` tokenises pairs for this run's
+    final/ (:func:`psipo.lm.evaluate_pairs.run_settings`): its scores there equal these."""
+    from psipo.lm.data import load_pairs
+    from psipo.lm.trainer import tokenized_pairs
+
+    d = config.data_config
+    tokenisation = dict(max_length=config.max_length, max_prompt_length=d.max_prompt_length, append_eos=True)
+    pairs = tokenized_pairs(given, tokenizer, "eval_pairs", **tokenisation)
+    if pairs is None and d.eval_pairs:
+        if tokenizer is None:
+            raise PsipoInputError("eval_pairs: tokenising needs a tokenizer (set model or tokenizer)")
+        pairs = load_pairs(
+            d.eval_pairs, tokenizer, key="eval_pairs", split=d.eval_pairs_split, dataset_config=None,
+            skip_invalid=False, cache_dir=None, **tokenisation,
+        )  # fmt: skip
+    if pairs is None:
+        return None
+    if not pairs.pairs:
+        raise PsipoInputError(f"eval_pairs: no pairs to evaluate on: {pairs.summary()}")
+    longest = max(p.length for p in pairs.pairs)
+    if longest > config.max_length:
+        raise PsipoInputError(
+            f"eval_pairs: a given pair has {longest} tokens > {config.MAX_LENGTH_KEYS} = {config.max_length}"
+        )
+    return pairs
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,7 +482,7 @@ class OnlineTask:
     def __init__(self, config: OnlineConfig, setup: Setup, judge: Any) -> None:
         from psipo.lm.logprobs import supports_shared_prompt
         from psipo.lm.model import load_companion_lm
-        from psipo.lm.trainer import token_budget
+        from psipo.lm.trainer import pair_scorer, token_budget
 
         self.config, self.setup, self.module, self.judge = config, setup, setup.forward, judge
         accelerator = setup.accelerator
@@ -422,6 +501,8 @@ class OnlineTask:
         opt = config.optim
         self.shared = opt.share_prompt and supports_shared_prompt(setup.policy) and supports_shared_prompt(self.reference)
         self.token_budget = token_budget(opt.max_tokens_per_forward, accelerator.device)
+        self.scorer = pair_scorer(config, setup, shared_prompt=self.shared)  # held-out pairs
+        self._pairs_reference: tuple[torch.Tensor, torch.Tensor] | None = None  # π_ref's scores: fixed
         self.step_prompts = opt.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
         self.lengths = [len(ids) for ids in setup.train_data.ids]
         # The longest forward row of a prompt: its K responses after it, or each after its own copy.
@@ -599,14 +680,40 @@ class OnlineTask:
         return summary
 
     def evaluate(self, step: int, *, is_last: bool) -> dict[str, float]:
-        """π against π_ref on the held-out prompts, by the judge (win rate, KL, rewards)."""
+        """π against π_ref on the held-out prompts, by the judge (win rate, KL, rewards), and on
+        the held-out pairs, by their log-probs (accuracy, h, loss: psipo train's eval_*)."""
+        held_out, eval_steps = self.setup.eval_data, self.config.run.eval_steps
+        if held_out is None or not (is_last or (eval_steps and step % eval_steps == 0)):
+            return {}
+        started = time.perf_counter()
+        record = self._judged(held_out.prompts) if held_out.prompts is not None else {}
+        if held_out.pairs is not None:
+            record.update(self._scored(held_out.pairs))
+        self.setup.policy.train()
+        self._since += time.perf_counter() - started  # evaluation is not training time
+        return record
+
+    def _scored(self, data: TokenizedData) -> dict[str, float]:
+        """psipo train's pair metrics of π against π_ref on ``data``, as ``eval_pairs_*``, and
+        the IPO target they are read against."""
+        from psipo.lm.distributed import whole_root
+        from psipo.lm.metrics import pair_columns, pair_summary
+
+        with whole_root(self.module):
+            policy_c, policy_r = self.scorer(self.setup.policy, data.pairs)
+            if self._pairs_reference is None:
+                self._pairs_reference = self.scorer(self.reference, data.pairs)
+        reference_c, reference_r = self._pairs_reference
+        losses = self.loss_fn(policy_c, policy_r, reference_c, reference_r, **self.loss_kwargs)
+        summary = pair_summary(pair_columns(losses, policy_c, policy_r, reference_c, reference_r), tau=self.config.objective.tau)
+        return {"ipo_target": summary.pop("ipo_target"), **{f"eval_pairs_{k}": v for k, v in summary.items()}}
+
+    def _judged(self, eval_data: PromptData) -> dict[str, float]:
+        """The judge's comparison of π's and π_ref's answers to the held-out prompts."""
         from psipo.lm.evaluate import as_responses, sample_both, scores
         from psipo.stats import interval
 
-        eval_data, eval_steps = self.setup.eval_data, self.config.run.eval_steps
-        if eval_data is None or not (is_last or (eval_steps and step % eval_steps == 0)):
-            return {}
-        started, g = time.perf_counter(), self.config.generation
+        g = self.config.generation
         drawn = sample_both(
             self.setup.policy,
             self.reference,
@@ -632,8 +739,6 @@ class OnlineTask:
         if judged["rewards"] is not None:
             ours_r, theirs_r = judged["rewards"]
             record.update(eval_reward=sum(ours_r) / len(ours_r), eval_reward_reference=sum(theirs_r) / len(theirs_r))
-        self.setup.policy.train()
-        self._since += time.perf_counter() - started  # evaluation is not training time
         return record
 
 
@@ -662,6 +767,7 @@ def train_online(
     tokenizer: Any = None,
     prompts: Sequence[Any] | None = None,
     eval_prompts: Sequence[Any] | None = None,
+    eval_pairs: Any = None,
     judge: Any = None,
     callback: Callable[[int, Any], Mapping[str, Any] | None] | None = None,
 ) -> TrainResult:
@@ -670,7 +776,9 @@ def train_online(
     ``model``/``tokenizer`` objects replace loading ``config.model``. ``prompts``/``eval_prompts``
     replace the files: texts or message lists, or — without a tokenizer — token-id lists (the
     judge then sees token-id lists too, as :class:`psipo.experiments.lm_lab.world.WorldOracle`
-    expects). ``judge`` is a :class:`~psipo.lm.judges.Judge` (pairwise algorithms) or a
+    expects). ``eval_pairs`` replaces the file of held-out pairs: a
+    :class:`~psipo.lm.data.TokenizedData`, :class:`~psipo.lm.data.TokenizedPair` objects or
+    prompt/chosen/rejected rows. ``judge`` is a :class:`~psipo.lm.judges.Judge` (pairwise algorithms) or a
     :class:`~psipo.lm.judges.RewardFunction` (rloo) replacing the config's. ``callback`` as in
     :func:`psipo.lm.train`. Returns the model, the metrics history and the run folder.
     """
@@ -703,7 +811,7 @@ def train_online(
             m, completions=config.generation.num_generations, aggregation=config.aggregation, chunk_size=config.optim.logprob_chunk_size,
             keep_probs_mb=config.optim.keep_probs_mb,
         ),  # fmt: skip
-        load_data=load_prompt_data,
+        load_data=functools.partial(load_prompt_data, eval_pairs=eval_pairs),
         fingerprint_model=True,
         command="psipo online",
     )

@@ -41,6 +41,8 @@ ONLINE_PANELS: list[tuple[str, list[str]]] = [
     ("loss", ["loss"]),
     ("reward of the samples (held out: π and π_ref)", ["reward", "eval_reward", "eval_reward_reference"]),
     ("win rate of π over π_ref, held out", ["eval_win_rate"]),
+    ("held-out pairs: log-ratio gap h (IPO target 1/(2τ) dashed)", ["eval_pairs_h_mean"]),
+    ("held-out pairs: preference accuracy (h > 0)", ["eval_pairs_accuracy"]),
     ("KL(π‖π_ref) estimate per sequence", ["kl", "eval_kl"]),
     ("entropy estimate −E log π(y) per sequence", ["entropy"]),
     ("judge's decisiveness |2p − 1|", ["preference_strength"]),
@@ -311,11 +313,13 @@ def _draw_panel(ax: Any, run: Run, keys: list[str], *, unit: bool) -> None:
         look = {} if run.name is None else {"color": run.color, "ls": style}
         ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3,
                 label=label if run.name is None else f"{run.name}: {label}", **look)
-    if "h_mean" in keys:
-        steps, spread = _series(records, "h_std")
-        _, mean = _series(records, "h_mean")
+    h_key = next((key for key in keys if key in ("h_mean", "eval_pairs_h_mean")), None)
+    if h_key is not None:
+        prefix = h_key.removesuffix("h_mean")
+        steps, spread = _series(records, f"{prefix}h_std")
+        _, mean = _series(records, h_key)
         if len(spread) == len(mean) and steps:
-            band = "h_mean ± h_std" if run.name is None else f"{run.name}: h_mean ± h_std"
+            band = f"{h_key} ± {prefix}h_std" if run.name is None else f"{run.name}: {h_key} ± {prefix}h_std"
             ax.fill_between(
                 steps, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
                 alpha=0.2, label=band, **({} if run.color is None else {"color": run.color}),

@@ -47,7 +47,7 @@ RESUMABLE_KEYS = frozenset(
 )
 """Config keys that may differ between a checkpoint and the run that resumes it."""
 
-DATA_KEYS = {"train_data": "train", "prompts": "train", "eval_data": "eval", "eval_prompts": "eval"}
+DATA_KEYS = {"train_data": "train", "prompts": "train", "eval_data": "eval", "eval_prompts": "eval", "eval_pairs": "eval"}
 """Keys that say where the data are, and the fingerprint of what they hold: a resume may find
 the same data at another path (launched from another folder, data moved), since the
 checkpoint's fingerprint of their contents is checked once they are loaded."""

@@ -71,8 +71,11 @@ class TrainResult:
 PairsInput = Sequence[TokenizedPair] | Sequence[dict[str, Any]] | TokenizedData | None
 
 
-def _tokenized(pairs: PairsInput, tokenizer: Any, config: TrainConfig, key: str) -> TokenizedData | None:
-    """Pairs given in Python: TokenizedData, TokenizedPair objects, or raw rows (dicts)."""
+def tokenized_pairs(
+    pairs: PairsInput, tokenizer: Any, key: str, *, max_length: int, max_prompt_length: int, append_eos: bool
+) -> TokenizedData | None:
+    """Pairs given in Python: TokenizedData, TokenizedPair objects, or raw rows (dicts), the
+    rows tokenised with these settings; errors name ``key[i]``."""
     if pairs is None or isinstance(pairs, TokenizedData):
         return pairs
     pairs = list(pairs)
@@ -82,14 +85,8 @@ def _tokenized(pairs: PairsInput, tokenizer: Any, config: TrainConfig, key: str)
         raise PsipoInputError(f"{key}: raw rows need a tokenizer")
     locations = [f"{key}[{i}]" for i in range(len(pairs))]
     rows = [parse_row(row, where) for row, where in zip(pairs, locations)]
-    d = config.data_config
     return tokenize_rows(
-        rows,
-        tokenizer,
-        max_length=d.max_length,
-        max_prompt_length=d.max_prompt_length,
-        append_eos=d.append_eos,
-        locations=locations,
+        rows, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length, append_eos=append_eos, locations=locations
     )
 
 
@@ -97,22 +94,16 @@ def _load_data(config: TrainConfig, tokenizer: Any, train_pairs: PairsInput, eva
     from psipo.lm.data import load_pairs
 
     d = config.data_config
-    common = dict(
-        dataset_config=d.dataset_config,
-        max_length=d.max_length,
-        max_prompt_length=d.max_prompt_length,
-        append_eos=d.append_eos,
-        skip_invalid=d.skip_invalid,
-        cache_dir=_cache_dir(config),
-    )
-    train_data = _tokenized(train_pairs, tokenizer, config, "train_pairs")
+    tokenisation = dict(max_length=d.max_length, max_prompt_length=d.max_prompt_length, append_eos=d.append_eos)
+    common = dict(dataset_config=d.dataset_config, skip_invalid=d.skip_invalid, cache_dir=_cache_dir(config), **tokenisation)
+    train_data = tokenized_pairs(train_pairs, tokenizer, "train_pairs", **tokenisation)
     if train_data is None:
         if not d.train_data:
             raise PsipoInputError("missing required key 'train_data'")
         if tokenizer is None:
             raise PsipoInputError("train_data: tokenising needs a tokenizer (set model or tokenizer)")
         train_data = load_pairs(d.train_data, tokenizer, key="train_data", split=d.train_split, **common)
-    eval_data = _tokenized(eval_pairs, tokenizer, config, "eval_pairs")
+    eval_data = tokenized_pairs(eval_pairs, tokenizer, "eval_pairs", **tokenisation)
     if eval_data is None and d.eval_data:
         eval_data = load_pairs(d.eval_data, tokenizer, key="eval_data", split=d.eval_split, **common)
     elif eval_data is None and d.eval_fraction > 0:
@@ -516,6 +507,12 @@ def _pad_id(tokenizer: Any) -> int:
     return pad_id_of(tokenizer) if tokenizer is not None else 0
 
 
+def held_out_summary(eval_data: Any) -> str:
+    """``N held out``, or what a held-out set with several parts says of itself (``summary``
+    of :class:`psipo.lm.online.HeldOut`)."""
+    return eval_data.held_out_summary() if hasattr(eval_data, "held_out_summary") else f"{len(eval_data)} held out"
+
+
 def _load_inputs(
     config: TrainConfig,
     accelerator: Any,
@@ -553,7 +550,7 @@ def _load_inputs(
     if per_step > len(train_data):  # not an error (full-batch steps), but rarely what was meant
         too_many = f"batch_size × gradient_accumulation_steps × processes = {per_step} is more than that: every step takes all of them"
     if run.progress and accelerator.is_main_process:
-        held_out = f", {len(eval_data)} held out" if eval_data is not None else ""
+        held_out = f", {held_out_summary(eval_data)}" if eval_data is not None else ""
         held_out += f"; {too_many}" if too_many else ""
         print(f"{command}: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
     elif too_many and accelerator.is_main_process:  # without progress lines, the note alone
@@ -614,6 +611,25 @@ def _optimisation(config: TrainConfig, model: Any, accelerator: Any, *, n_exampl
     )
 
 
+def pair_scorer(config: Any, setup: Setup, *, shared_prompt: bool) -> Any:
+    """The :class:`~psipo.lm.reference.PairScorer` of a run's evaluation (and psipo train's
+    reference): its aggregation, batches of two completions per pair of ``batch_size``, its
+    chunking, padding, device, precision and processes."""
+    from psipo.lm.reference import PairScorer
+
+    accelerator = setup.accelerator
+    return PairScorer(
+        aggregation=config.aggregation,
+        batch_size=2 * config.optim.batch_size,
+        chunk_size=config.optim.logprob_chunk_size,
+        pad_id=setup.pad_id,
+        device=accelerator.device,
+        shared_prompt=shared_prompt,
+        autocast=accelerator.autocast,
+        processes=accelerator,
+    )
+
+
 class PreferenceTask:
     """Offline preference pairs as a :class:`psipo.lm.loop.Task`: batches, losses, evaluation."""
 
@@ -621,22 +637,13 @@ class PreferenceTask:
         from psipo.lm.distributed import whole_root
         from psipo.lm.logprobs import supports_shared_prompt
         from psipo.lm.model import load_causal_lm, load_companion_lm
-        from psipo.lm.reference import PairScorer, make_reference
+        from psipo.lm.reference import make_reference
 
         self.config, self.setup, self.module = config, setup, setup.forward
         opt, rc, accelerator = config.optim, config.reference_config, setup.accelerator
         self.shared = opt.share_prompt and supports_shared_prompt(setup.policy)
         self.token_budget = token_budget(opt.max_tokens_per_forward, accelerator.device)
-        self.scorer = PairScorer(
-            aggregation=config.aggregation,
-            batch_size=2 * opt.batch_size,
-            chunk_size=opt.logprob_chunk_size,
-            pad_id=setup.pad_id,
-            device=accelerator.device,
-            shared_prompt=self.shared,
-            autocast=accelerator.autocast,
-            processes=accelerator,
-        )
+        self.scorer = pair_scorer(config, setup, shared_prompt=self.shared)
         live_model = None
         if rc.reference == "live":
             if rc.reference_model is None:  # the initial model, frozen
