@@ -171,6 +171,13 @@ def is_same_folder(path: str | os.PathLike | None, other: str | os.PathLike | No
     return Path(path).resolve() == Path(other).resolve()
 
 
+def lies_in_folder(path: str | os.PathLike, folder: str | os.PathLike | None) -> bool:
+    """Whether ``folder`` is an existing folder and ``path`` (which need not exist) is it or lies in it."""
+    if folder is None or not str(folder).strip() or not os.path.isdir(folder):
+        return False
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def prepare_output_folder(path: str | os.PathLike, key: str) -> Path:
     """:func:`check_output_folder`, then create the folder (and its parents)."""
     path = check_output_folder(path, key)

@@ -77,3 +77,16 @@ def test_pairs_naming_a_folder_without_a_dataset_is_psipos_one_line(tmp_path, ca
         "folder, a folder of such files (one per split) or a Hugging Face dataset name"
     )
     assert not (tmp_path / "project" / "ev").exists()
+
+
+def test_out_in_the_evaluated_models_folder_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    # --out run/final wrote evaluation.json and evaluation.md into the model's own folder, which
+    # a later upload or a run's --overwrite then takes for the model's files.
+    args = _pairs_workdir(tmp_path, monkeypatch)
+    (tmp_path / "base").rename(tmp_path / "final")
+    args = [{"base": "final"}.get(arg, arg) for arg in args]
+    for out in ("final", "final/ev", "./final/../final/x"):
+        assert main([*args, "--out", out]) == 2
+        assert _one_error_line(capsys) == f"--out: {out} lies in the folder of model (final); write the evaluation elsewhere"
+    assert not list((tmp_path / "final").glob("**/evaluation.*"))
+    assert main([*args, "--out", "ev"]) == 0

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psipo._config import load_config
-from psipo._io import expand_home
+from psipo._io import expand_home, lies_in_folder
 from psipo.errors import PsipoInputError
 from psipo.lm.config import MAX_SEED, TAU_REQUIREMENT, is_usable_tau, split_is_given
 
@@ -132,6 +132,10 @@ def validate(config: EvaluateConfig) -> None:
         ("tau", config.tau is None or is_usable_tau(config.tau), f"{TAU_REQUIREMENT}, or null"),
         split_is_given("prompts_split", config.prompts_split, defaults.prompts_split),
         split_is_given("pairs_split", config.pairs_split, defaults.pairs_split),
+        *(
+            ("out", not lies_in_folder(config.out, folder), f"{config.out} lies in the folder of {key} ({folder}); write the evaluation elsewhere")
+            for key, folder in (("model", config.model), ("baseline", config.baseline))
+        ),
         ("max_new_tokens", config.max_new_tokens >= 1, "must be >= 1"),
         ("batch_size", config.batch_size >= 1, "must be >= 1"),
         ("max_prompts", config.max_prompts is None or config.max_prompts >= 1, "must be >= 1 or null"),
