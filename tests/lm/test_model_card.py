@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import shlex
 
 import pytest
 import yaml
@@ -164,3 +166,22 @@ def test_the_batch_of_a_step_counts_every_process():
     card = model_card(single, command="psipo train", history=[], folder="out/final", processes=2)
     assert "- Batch: 8 pairs a step (4 a forward pass, 1 forward pass a step, on each of 2 processes)" in card.splitlines()
     assert "- Batch: 4 pairs a step" in model_card(single, command="psipo train", history=[], folder="out/final").splitlines()
+
+
+@pytest.mark.parametrize("name", ["odd`model", "``twice``", "`edge", "plain"])
+def test_names_with_backticks_render_as_they_are(name):
+    # A model, data or folder name holding backticks closed the card's `...` code spans early:
+    # the Markdown showed broken spans and stray text.
+    from html import unescape
+
+    markdown_it = pytest.importorskip("markdown_it")
+    from psipo.lm.model_card import code_span
+
+    config = from_dict(TrainConfig, {"model": f"models/{name}", "train_data": f"{name}.jsonl", "reference": "live"})
+    card = model_card(config, command="psipo train", history=[], folder=f"runs/{name}/final")
+    html = markdown_it.MarkdownIt("commonmark").render(split(card)[1])
+    spans = [unescape(code) for code in re.findall(r"<code>(.*?)</code>", html, flags=re.S)]
+    assert f"models/{name}" in spans and f"{name}.jsonl" in spans
+    quoted = shlex.quote(f"runs/{name}/final")
+    assert f"psipo evaluate --model {quoted} --pairs PAIRS" in spans
+    assert code_span("a`b") == "``a`b``" and code_span("`a") == "`` `a ``" and code_span("m") == "`m`"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,24 @@ ALGORITHMS = {
 
 REFERENCES = {
     "precompute": "the initial model, its log-probs computed once before training",
-    "live": "`{model}`, frozen, run beside the policy",
+    "live": "{model}, frozen, run beside the policy",
     "adapters_disabled": "the base model (the LoRA model with its adapters off)",
 }
 """Where ``psipo train``'s π_ref came from (``reference``)."""
 
 AGGREGATIONS = {"sum": "summed", "mean": "per-token mean"}
 """How the card says which sequence log-prob (``aggregation``) the loss saw."""
+
+
+def code_span(text: str) -> str:
+    """``text`` as a Markdown code span that shows it as it is (CommonMark, Code spans): fenced
+    by one backtick more than its longest run of backticks, so a model or folder name holding
+    backticks cannot close the span early; padded by a space each side where it begins or ends
+    with a backtick (or with a space at both ends), as renderers strip one space from each."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == text[-1:] == " " and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def hub_name(name: str | None) -> str | None:
@@ -122,8 +134,8 @@ def _method_tags(config: Any) -> list[str]:
 def _summary(config: Any, model: str | None, data: str | None) -> str:
     from psipo.losses import LOSSES
 
-    base = f"`{model}`" if model else "A model given from Python"  # begins its sentence
-    source = f"`{data}`" if data else "data given from Python"
+    base = code_span(model) if model else "A model given from Python"  # begins its sentence
+    source = code_span(data) if data else "data given from Python"
     if hasattr(config, "reward_objective"):
         return (
             f"A Bradley–Terry reward model (Azar et al., 2023, Eq. 2) fine-tuned from {base[0].lower() + base[1:]} on the "
@@ -136,10 +148,10 @@ def _summary(config: Any, model: str | None, data: str | None) -> str:
         what = ALGORITHMS[online.algorithm].format(
             mixture=online.mixture, loss=LOSSES[config.loss].label, k=config.generation.num_generations
         )
-        scorer = f"reward `{online.reward}`" if online.algorithm == "rloo" else f"judge `{online.judge}` ({online.labels} labels)"
+        scorer = f"reward {code_span(online.reward)}" if online.algorithm == "rloo" else f"judge {code_span(online.judge)} ({online.labels} labels)"
         return (
             f"{base} trained on its own samples for the prompts of {source} with {what}; {scorer}, "
-            f"τ = {tau:g}, against π_ref = {f'`{online.reference_model}`' if online.reference_model else 'the initial model'}."
+            f"τ = {tau:g}, against π_ref = {code_span(online.reference_model) if online.reference_model else 'the initial model'}."
         )
     label = LOSSES[config.loss].label
     target = f" IPO regresses h onto 1/(2τ) = {1 / (2 * tau):g} (Eq. 17)." if config.loss == "ipo" else ""
@@ -169,7 +181,7 @@ def _training(config: Any, command: str, history: Sequence[Mapping[str, Any]], p
         )
     elif hasattr(config, "reference_config"):
         reference = config.reference_config
-        lines.append(f"- π_ref: {REFERENCES[reference.reference].format(model=reference.reference_model or model_config.model)}")
+        lines.append(f"- π_ref: {REFERENCES[reference.reference].format(model=code_span(reference.reference_model or model_config.model))}")
     lora = f"; LoRA r = {model_config.lora_r}, α = {model_config.lora_alpha:g}" if model_config.lora_r > 0 else ""
     lines += [
         f"- Learning rate: {opt.learning_rate:g}, {opt.lr_scheduler} schedule, warm-up ratio {opt.warmup_ratio:g}",
@@ -226,13 +238,13 @@ def _usage(folder: str | os.PathLike, *, reward_model: bool, lora: bool) -> str:
             f"\nfrom psipo.lm import RewardModel\n\nrewards = RewardModel.from_pretrained({path!r}).reward(['a prompt'], ['a response'])"
         )
         after = (
-            f"As the judge of `psipo online` or `psipo evaluate`: `--judge {arg}`; on preference pairs: "
-            f"`psipo evaluate --model {arg} --pairs PAIRS`."
+            f"As the judge of `psipo online` or `psipo evaluate`: {code_span(f'--judge {arg}')}; on preference pairs: "
+            f"{code_span(f'psipo evaluate --model {arg} --pairs PAIRS')}."
         )
     else:
         after = (
-            f"Against its base model: `psipo evaluate --model {arg} --judge JUDGE --prompts PROMPTS` (samples "
-            f"judged), or `psipo evaluate --model {arg} --pairs PAIRS` (h and accuracy on preference pairs)."
+            f"Against its base model: {code_span(f'psipo evaluate --model {arg} --judge JUDGE --prompts PROMPTS')} (samples "
+            f"judged), or {code_span(f'psipo evaluate --model {arg} --pairs PAIRS')} (h and accuracy on preference pairs)."
         )
     return f"## Use\n\n```python\n{code}\n```\n\n{after}"
 
