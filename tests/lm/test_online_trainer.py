@@ -601,3 +601,11 @@ def test_a_bad_pairs_file_is_one_line_naming_its_line(pairs_config, prompts, tmp
     with pytest.raises(PsipoInputError, match=r"bad.jsonl:2.*rejected"):
         train_online(load_online_config(None, pairs_config | {"eval_pairs": str(bad)}), prompts=prompts, judge=judge_of("online_ipo"))
     assert not (tmp_path / "run").exists()  # nothing written for a run that never started
+
+
+@pytest.mark.parametrize("key", ["prompts_split", "eval_split", "eval_pairs_split"])
+def test_an_empty_split_is_refused_rather_than_read_as_the_whole_file(key):
+    # a file read under an empty split would silently give all its rows
+    given = {"eval_prompts": "p.jsonl", "eval_pairs": "q.jsonl"}
+    with pytest.raises(PsipoInputError, match=rf"^--{key}: is empty; give a split name \(\w+\) or a slice of it"):
+        load_online_config(None, given | {key: " "})

@@ -69,6 +69,7 @@ from psipo.lm.config import (
     PromptRunConfig,
     TrainConfig,
     output_dir_is_no_input,
+    split_is_given,
 )
 from psipo.lm.data import TokenizedData
 from psipo.lm.trainer import Setup, TrainResult, run_training
@@ -265,6 +266,9 @@ def validate(config: OnlineConfig) -> None:
             d.eval_pairs is not None or d.eval_pairs_split == PromptDataConfig.eval_pairs_split,
             "is used only with eval_pairs (null: no held-out pairs); set eval_pairs, or remove eval_pairs_split",
         ),
+        split_is_given("prompts_split", d.prompts_split, PromptDataConfig.prompts_split),
+        split_is_given("eval_split", d.eval_split, PromptDataConfig.eval_split),
+        split_is_given("eval_pairs_split", d.eval_pairs_split, PromptDataConfig.eval_pairs_split),
         ("labels", pairwise or o.labels == "soft", "rloo learns from rewards and has no labels; leave labels unset"),
         *output_dir_is_no_input(config.run.output_dir, {"judge": o.judge, "reward": o.reward, "reference_model": o.reference_model}),
     ]
