@@ -82,7 +82,7 @@ def test_evaluate_names_final_when_given_a_run_folder_as_model(tmp_path, capsys,
     write_jsonl(make_synthetic_preferences(2, vocab=64, seed=4), data)
     extra = {
         "pairs": ["--pairs", str(data)],
-        "pairs with baseline": ["--pairs", str(data), "--baseline", str(tmp_path)],
+        "pairs with baseline": ["--pairs", str(data), "--baseline", str(tmp_path / "base")],
         "prompts": ["--prompts", str(data), "--judge", "length"],
     }[mode]
     code = main(["evaluate", "--model", str(run), *extra, "--out", str(tmp_path / "ev"), "--progress", "false"])

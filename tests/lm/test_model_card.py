@@ -88,6 +88,9 @@ def test_local_paths_stay_out_of_the_header(tmp_path):
         ({"algorithm": "online_ipo", "judge": "rm", "loss": "hinge"}, ["online-ipo", "hinge"], "the hinge (SLiC) loss; judge"),
         ({"algorithm": "online_dpo", "judge": "rm", "labels": "hard"}, ["online-dpo", "dpo"], "the DPO loss; judge `rm` (hard labels)"),
         ({"algorithm": "rloo", "reward": "m:f", "num_generations": 4}, ["rloo"], "4 samples per prompt"),
+        # train_online(judge=...) from Python: the config names none
+        ({"algorithm": "online_ipo"}, ["online-ipo", "ipo"], "; judge given from Python (soft labels), τ = 0.1"),
+        ({"algorithm": "rloo"}, ["rloo"], "; reward given from Python, τ = 0.1"),
     ],
 )
 def test_an_online_card_names_the_algorithm_and_its_scorer(options, tags, sentence):

@@ -148,7 +148,9 @@ def _summary(config: Any, model: str | None, data: str | None) -> str:
         what = ALGORITHMS[online.algorithm].format(
             mixture=online.mixture, loss=LOSSES[config.loss].label, k=config.generation.num_generations
         )
-        scorer = f"reward {code_span(online.reward)}" if online.algorithm == "rloo" else f"judge {code_span(online.judge)} ({online.labels} labels)"
+        name = online.reward if online.algorithm == "rloo" else online.judge
+        named = code_span(name) if name is not None else "given from Python"  # train_online(judge=...)
+        scorer = f"reward {named}" if online.algorithm == "rloo" else f"judge {named} ({online.labels} labels)"
         return (
             f"{base} trained on its own samples for the prompts of {source} with {what}; {scorer}, "
             f"τ = {tau:g}, against π_ref = {code_span(online.reference_model) if online.reference_model else 'the initial model'}."
