@@ -5,6 +5,7 @@ launches fail in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -470,3 +471,22 @@ def test_whole_state_dicts_are_saved_and_loaded_under_the_prepared_wrappers_name
     assert full_optimizer_state(fsdp2, "prepared", wrapped) == ("whole", torch_optimizer, True)
     ddp = types.SimpleNamespace(is_fsdp2=False)
     assert whole_state_loader(ddp, "prepared", wrapped) is None and full_optimizer_state(ddp, "prepared", wrapped) is None
+
+
+@pytest.mark.parametrize("argv", [["plot", "no-such-run"], ["solve", "--help"]])
+def test_the_command_destroys_its_process_group_before_the_interpreter_exits(tmp_path, argv):
+    # Left to interpreter exit, gloo's threads can abort a process whose run succeeded
+    # ("terminate called without an active exception"): psipo's main ends the group itself,
+    # after an error, a SystemExit or a success alike.
+    import torch.distributed as dist
+
+    from psipo.cli import main
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit) if "--help" in argv else contextlib.nullcontext():
+            main(argv)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -196,6 +196,21 @@ def main(argv: list[str] | None = None) -> int:
                 _flush_stdout_or_drop_it()  # stdout on a full disk: its buffer would fail again at exit
             print(f"psipo: error: {message}", file=sys.stderr)
             return code
+        finally:
+            _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Destroy the process group of a multi-process run (torchrun, accelerate launch) while the
+    interpreter is still whole. Left to interpreter exit, gloo's worker threads can still be
+    joinable when they are torn down, and a process whose run succeeded then dies of
+    std::terminate ("terminate called without an active exception", SIGABRT; see
+    pytorch/pytorch#190489). By now every collective of the command is over on every process."""
+    torch = sys.modules.get("torch")
+    if torch is None:  # never imported: no process group either
+        return
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 BROKEN_PIPE = 141
