@@ -207,6 +207,42 @@ def test_a_resumed_two_process_run_ends_as_the_uninterrupted_one(workdir, two_pr
     assert_same_end(workdir / "interrupted", run_dir)
 
 
+@pytest.mark.slow
+def test_online_ipo_on_two_processes_scores_its_held_out_pairs_as_evaluate_does(workdir, monkeypatch):
+    # Each process samples and judges its share of the prompts; the held-out pairs (7: uneven
+    # shares) are scored in parts and gathered. The gathered figures must be those psipo
+    # evaluate --pairs finds on final/ in one process.
+    from transformers import AutoModelForSequenceClassification
+
+    from psipo.lm.evaluate import evaluate, load_evaluate_config
+
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(workdir / "model", num_labels=1).save_pretrained(workdir / "rm")
+    shutil.copy(workdir / "model" / "tokenizer.json", workdir / "rm")
+    shutil.copy(workdir / "model" / "tokenizer_config.json", workdir / "rm")
+    (workdir / "online.yaml").write_text(
+        "model: model\nprompts: train.jsonl\njudge: rm\neval_pairs: eval.jsonl\nalgorithm: online_ipo\n"
+        "batch_size: 2\nnum_generations: 2\nmax_new_tokens: 4\nmax_prompt_length: 32\nlearning_rate: 0.05\n"
+        "max_steps: 2\nlogging_steps: 1\neval_steps: 1\nprogress: false\noutput_dir: online_two\n"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "psipo.cli"]
+    result = subprocess.run([*command, "online", "--config", "online.yaml"], cwd=workdir, env=ENV, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = records(workdir / "online_two")
+    assert [r["step"] for r in got] == [1, 2]  # one record per step, not one per process
+    last = got[-1]
+    final = workdir / "online_two" / "final"
+    options = {"model": str(final), "pairs": str(workdir / "eval.jsonl"), "out": str(workdir / "online_two_eval")}
+    monkeypatch.chdir(workdir)  # the run's config names its model relative to where it ran
+    results = evaluate(load_evaluate_config(None, options | {"progress": False}))
+    assert results["n_pairs"] == 7
+    assert results["h"]["mean"] == pytest.approx(last["eval_pairs_h_mean"], rel=1e-5, abs=1e-6)
+    assert results["h"]["std"] == pytest.approx(last["eval_pairs_h_std"], rel=1e-5, abs=1e-6)
+    assert results["accuracy"]["mean"] == pytest.approx(last["eval_pairs_accuracy"])
+    assert abs(last["eval_pairs_h_mean"]) > 1e-3  # it trained
+    assert "- Batch: 4 prompts a step" in (final / "README.md").read_text(encoding="utf-8")  # both processes' share
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP2 through accelerate needs 2 GPUs (accelerate runs it on GPUs only)")
 def test_fsdp2_on_two_gpus_trains_as_one_process(workdir):
     config = REPO / "configs" / "accelerate" / "fsdp2.yaml"
