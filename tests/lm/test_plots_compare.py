@@ -1,4 +1,5 @@
-"""`psipo plot A B ...`: several runs of one command in one figure, checked on the figure itself."""
+"""`psipo plot A B ...`: several runs of one command in one figure, or psipo train runs beside psipo
+online runs on their held-out pairs, checked on the figure itself."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def test_bad_comparisons_are_one_line(tmp_path):
     a = write_run(tmp_path / "a", train_records(5.0, 1.0))
     rm = write_run(tmp_path / "rm", [{"step": 1, "loss": 0.6}], "reward_l2: 0.0\n")
     (tmp_path / "link").symlink_to(a)
-    with pytest.raises(PsipoInputError, match=f"^RUN_DIR: {rm} is a psipo reward run and {a} a psipo train run; .* compare runs of one command$"):
+    with pytest.raises(PsipoInputError, match=f"^RUN_DIR: {rm} is a psipo reward run and {a} a psipo train run; .* compare runs of one command \\(or"):
         plot_runs([a, rm], tmp_path / "x.png")
     with pytest.raises(PsipoInputError, match=f"^RUN_DIR: {tmp_path / 'link'} is the run {a} again; name each run once$"):
         plot_runs([a, tmp_path / "link"], tmp_path / "x.png")
@@ -102,3 +103,70 @@ def test_bad_comparisons_are_one_line(tmp_path):
     with pytest.raises(PsipoInputError, match=f"^{tmp_path / 'missing'}: no such run folder$"):
         plot_runs([a, tmp_path / "missing"], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def online_records(accuracy, h, target):
+    """An online run's records: training metrics each step, held-out pairs at its evaluations."""
+    training = [{"step": s, "loss": 9.0, "kl": 3.0 * s, "generation_fraction": 0.4} for s in (1, 2, 3, 4)]
+    evaluations = [
+        {"step": s, "eval_win_rate": 0.6, "ipo_target": target, "eval_pairs_accuracy": accuracy * s / 4,
+         "eval_pairs_h_mean": h * s / 4, "eval_pairs_h_std": 0.5, "eval_pairs_margin": 0.1 * s,
+         "eval_pairs_logps_chosen": -5.0, "eval_pairs_logps_rejected": -6.0}
+        for s in (2, 4)
+    ]  # fmt: skip
+    return training + evaluations
+
+
+def test_train_and_online_runs_compare_on_their_held_out_pairs(tmp_path, figure):
+    offline = [
+        {"step": s, "loss": 1.0, "h_mean": 0.5 * s, "h_std": 0.1, "ipo_target": 2.0, "eval_accuracy": 0.5 + 0.25 * s,
+         "eval_h_mean": 0.8 * s, "eval_h_std": 0.2, "eval_margin": 0.2 * s, "eval_logps_chosen": -4.0, "eval_logps_rejected": -7.0}
+        for s in (1, 2)
+    ]  # fmt: skip
+    a = write_run(tmp_path / "offline", offline, "aggregation: mean\ntau: 0.25\n")
+    b = write_run(tmp_path / "online", online_records(0.8, 1.2, 5.0), "algorithm: online_ipo\ntau: 0.1\naggregation: sum\n")
+    plot_runs([a, b], tmp_path / "both.png")
+    titles = [ax.get_title() for ax in figure if ax.get_title()]
+    assert titles == [
+        "held-out pairs: preference accuracy (h > 0)",
+        "held-out pairs: log-ratio gap h (each run's IPO target 1/(2τ) dashed)",  # two units: said per run
+        "held-out pairs: implicit reward margin τ·h",
+        "held-out pairs: log-probs",
+    ]
+    assert lines(figure, "held-out pairs: preference accuracy") == {
+        f"{a}: eval_accuracy": ("C0", "-", [1, 2], [0.75, 1.0]),
+        f"{b}: eval_pairs_accuracy": ("C1", "-", [2, 4], [0.4, 0.8]),
+    }
+    h = lines(figure, "held-out pairs: log-ratio gap")
+    assert h[f"{a}: eval_h_mean (per token)"][3] == [0.8, 1.6] and h[f"{b}: eval_pairs_h_mean (per sequence)"][3] == [0.6, 1.2]
+    assert (h[f"{a}: 1/(2τ)"][0], h[f"{a}: 1/(2τ)"][3][0]) == ("C0", 2.0)  # each run's own target
+    assert (h[f"{b}: 1/(2τ)"][0], h[f"{b}: 1/(2τ)"][3][0]) == ("C1", 5.0)
+    bands = next(ax for ax in figure if ax.get_title().startswith("held-out pairs: log-ratio gap")).get_legend_handles_labels()[1]
+    assert f"{a}: eval_h_mean ± eval_h_std" in bands and f"{b}: eval_pairs_h_mean ± eval_pairs_h_std" in bands
+    assert set(lines(figure, "held-out pairs: log-probs")) == {
+        f"{a}: eval_logps_chosen (per token)", f"{a}: eval_logps_rejected (per token)",
+        f"{b}: eval_pairs_logps_chosen (per sequence)", f"{b}: eval_pairs_logps_rejected (per sequence)",
+    }  # fmt: skip
+    assert figure[0].figure._suptitle.get_text() == f"psipo train and psipo online runs on their held-out pairs: {a}, {b}"
+
+
+def test_a_train_or_online_run_without_held_out_pairs_cannot_be_compared_with_the_other_command(tmp_path):
+    trained = write_run(tmp_path / "offline", train_records(5.0, 1.0))  # eval_loss but no pair metrics beside it
+    online = write_run(tmp_path / "online", online_records(0.8, 1.2, 5.0), "algorithm: online_ipo\n")
+    bare = write_run(tmp_path / "bare", online_records(0.8, 1.2, 5.0)[:4], "algorithm: rloo\n")
+    with pytest.raises(PsipoInputError, match=rf"^RUN_DIR: {trained} recorded no evaluation on held-out preference pairs \(eval_accuracy; eval_data or eval_fraction gives them\); psipo train and psipo online runs compare only there$"):
+        plot_runs([trained, online], tmp_path / "x.png")
+    with pytest.raises(PsipoInputError, match=rf"^RUN_DIR: {bare} recorded no evaluation on held-out preference pairs \(eval_pairs_accuracy; eval_pairs gives them\)"):
+        plot_runs([online, bare, trained], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "online", "reward"])
+def test_every_panel_of_a_command_is_drawn(tmp_path, figure, command):
+    from psipo.lm.plots import PANELS_OF
+
+    config = {"train": None, "online": "algorithm: online_ipo\n", "reward": "reward_l2: 0.0\n"}[command]
+    plot_runs([write_run(tmp_path / command, [{"step": 1, "loss": 1.0}], config)])
+    titles = [ax.get_title() for ax in figure if ax.get_title()]
+    expected = [title.format(per="") for title, _ in PANELS_OF[command]]
+    assert titles[: len(expected)] == expected and len(titles) == len(expected) + (command == "reward")

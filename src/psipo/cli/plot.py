@@ -1,5 +1,6 @@
 """`psipo plot RUN_DIR [RUN_DIR ...]`: draw a training run's metric curves (metrics.jsonl) as PNG
-(train, reward or online), or several runs of one command in one figure to compare them."""
+(train, reward or online), or several runs of one command in one figure to compare them (psipo
+train runs with psipo online runs on their held-out pairs)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         metavar="RUN_DIR",
         nargs="+",
         help="output_dir of a `psipo train`, `psipo reward` or `psipo online` run; several runs of one "
-        "command are drawn in one figure, each in its colour (--out names it)",
+        "command are drawn in one figure, each in its colour (--out names it); train runs beside online "
+        "runs, on their held-out pairs",
     )
     parser.add_argument(
         "--out",

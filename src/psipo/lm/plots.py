@@ -55,6 +55,20 @@ ONLINE_PANELS: list[tuple[str, list[str]]] = [
 PANELS_OF = {"train": PANELS, "reward": REWARD_PANELS, "online": ONLINE_PANELS}
 """The panels of each command's runs (:func:`run_command`)."""
 
+HELD_OUT_PAIRS = {"train": "eval_", "online": "eval_pairs_"}
+"""The prefix of the metrics of held-out preference pairs in each command's records that has
+them: a psipo train run's ``eval_data``, a psipo online run's ``eval_pairs``."""
+
+PAIR_PANELS: list[tuple[str, list[str]]] = [
+    ("held-out pairs: preference accuracy (h > 0)", ["accuracy"]),
+    ("held-out pairs: log-ratio gap h (each run's IPO target 1/(2τ) dashed){per}", ["h_mean"]),
+    ("held-out pairs: implicit reward margin τ·h{per}", ["margin"]),
+    ("held-out pairs: log-probs{per}", ["logps_chosen", "logps_rejected"]),
+]
+"""The panels of psipo train runs compared with psipo online runs: what both record on held-out
+preference pairs (keys without their :data:`HELD_OUT_PAIRS` prefix). Their losses and KL
+estimates are of other quantities (another loss; KL on data against KL on samples)."""
+
 PER_AGGREGATION = {
     "sum": " per sequence (sum over completion tokens)",
     "mean": " per token (mean over completion tokens)",
@@ -100,17 +114,19 @@ def _numbers(values: Any) -> list[Any]:
     return [_plottable(v) if _is_number(v) else None for v in values] if isinstance(values, list) else []
 
 
-def run_aggregation(run_dir: Path) -> str | None:
-    """The aggregation ("sum" or "mean", auto resolved) the run trained with; None when its
-    config.yaml is missing or unreadable, which leaves the curves still worth drawing."""
+def run_aggregation(run_dir: Path, command: str = "train") -> str | None:
+    """The aggregation ("sum" or "mean", auto resolved) the psipo train or online run trained
+    with; None when its config.yaml is missing or unreadable, which leaves the curves still
+    worth drawing."""
     from psipo._config import load_config
     from psipo.lm.config import TrainConfig
+    from psipo.lm.online import OnlineConfig
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
     try:
-        return load_config(TrainConfig, path).aggregation
+        return load_config(OnlineConfig if command == "online" else TrainConfig, path).aggregation
     except PsipoInputError:
         return None
 
@@ -225,7 +241,7 @@ def load_run(run_dir: str | Path) -> Run:
             f"{metrics}: nothing to draw: no record has a numeric step and a value other than NaN of a metric of a "
             f"psipo {command} run ({', '.join(key for _, keys in panels[:2] for key in keys)}, ...)"
         )
-    return Run(run_dir, records, command, run_aggregation(run_dir) if command == "train" else None)
+    return Run(run_dir, records, command, run_aggregation(run_dir, command) if command in HELD_OUT_PAIRS else None)
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -235,8 +251,10 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     """Draw the metric curves of one run, or of several runs of one command side by side (each
-    in its colour, a panel's metrics in line styles), into one PNG; return its path. ``out``:
-    the PNG (default for one run: ``RUN_DIR/curves.png``; several runs need it)."""
+    in its colour, a panel's metrics in line styles), into one PNG; return its path. psipo train
+    runs and psipo online runs compare on what both record, their held-out preference pairs
+    (:data:`PAIR_PANELS`). ``out``: the PNG (default for one run: ``RUN_DIR/curves.png``;
+    several runs need it)."""
     from psipo._io import atomic_write_bytes
 
     runs = [load_run(run_dir) for run_dir in run_dirs]
@@ -246,9 +264,9 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
     if len(runs) > 1:
         for i, run in enumerate(runs):
             run.name, run.color = str(run.folder), f"C{i}"
-    command = runs[0].command
-    reward = command == "reward"
-    panels = PANELS_OF[command]
+    commands = list(dict.fromkeys(run.command for run in runs))
+    reward = commands == ["reward"]
+    panels = PANELS_OF[commands[0]] if len(commands) == 1 else PAIR_PANELS
     aggregations = {run.aggregation for run in runs}
     per = PER_AGGREGATION[runs[0].aggregation] if len(aggregations) == 1 else ""
 
@@ -257,10 +275,14 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 3, figsize=(15, 11), constrained_layout=True)
-    for ax, (title, keys) in zip(axes.flat, panels):
+    n_axes = len(panels) + int(reward)
+    columns = 3 if n_axes > 4 else 2
+    rows = -(-n_axes // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.7 * rows), constrained_layout=True, squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels, strict=False):
         for run in runs:
-            _draw_panel(ax, run, keys, unit=bool(per == "" and "{per}" in title and run.aggregation))
+            run_keys = keys if len(commands) == 1 else [HELD_OUT_PAIRS[run.command] + key for key in keys]
+            _draw_panel(ax, run, run_keys, unit=bool(per == "" and "{per}" in title and run.aggregation))
         ax.set_title(title.format(per=per), fontsize=10)
         ax.set_xlabel("optimizer step")
         if ax.lines:
@@ -269,7 +291,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
         _reliability_diagram(axes.flat[len(panels)], runs)
     for ax in list(axes.flat)[len(panels) + int(reward) :]:
         ax.axis("off")
-    fig.suptitle(f"psipo {command}: {', '.join(str(run.folder) for run in runs)}", fontsize=11)
+    what = f"psipo {commands[0]}" if len(commands) == 1 else "psipo train and psipo online runs on their held-out pairs"
+    fig.suptitle(f"{what}: {', '.join(str(run.folder) for run in runs)}", fontsize=11)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
@@ -290,11 +313,21 @@ def _check_comparable(runs: list[Run], out: str | Path | None) -> None:
         if first is not run.folder:
             raise PsipoInputError(f"RUN_DIR: {run.folder} is the run {first} again; name each run once")
     other = next((run for run in runs if run.command != runs[0].command), None)
-    if other is not None:
+    if other is not None and not {run.command for run in runs} <= HELD_OUT_PAIRS.keys():
         raise PsipoInputError(
             f"RUN_DIR: {other.folder} is a psipo {other.command} run and {runs[0].folder} a psipo {runs[0].command} "
-            "run; their curves are of other metrics: compare runs of one command"
+            "run; their curves are of other metrics: compare runs of one command (or psipo train runs with psipo "
+            "online runs, on their held-out pairs)"
         )
+    if other is not None:
+        for run in runs:
+            key = HELD_OUT_PAIRS[run.command] + "accuracy"
+            if all(math.isnan(value) for value in _series(run.records, key)[1]):
+                given = "eval_data or eval_fraction" if run.command == "train" else "eval_pairs"
+                raise PsipoInputError(
+                    f"RUN_DIR: {run.folder} recorded no evaluation on held-out preference pairs ({key}; "
+                    f"{given} gives them); psipo train and psipo online runs compare only there"
+                )
     if out is None:
         raise PsipoInputError("--out: name the PNG of the comparison (several runs have no one folder it belongs in)")
 
@@ -313,7 +346,7 @@ def _draw_panel(ax: Any, run: Run, keys: list[str], *, unit: bool) -> None:
         look = {} if run.name is None else {"color": run.color, "ls": style}
         ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3,
                 label=label if run.name is None else f"{run.name}: {label}", **look)
-    h_key = next((key for key in keys if key in ("h_mean", "eval_pairs_h_mean")), None)
+    h_key = next((key for key in keys if key.endswith("h_mean")), None)
     if h_key is not None:
         prefix = h_key.removesuffix("h_mean")
         steps, spread = _series(records, f"{prefix}h_std")
