@@ -90,3 +90,17 @@ def test_out_in_the_evaluated_models_folder_is_refused_before_loading(tmp_path, 
         assert _one_error_line(capsys) == f"--out: {out} lies in the folder of model (final); write the evaluation elsewhere"
     assert not list((tmp_path / "final").glob("**/evaluation.*"))
     assert main([*args, "--out", "ev"]) == 0
+
+
+def test_pairs_naming_a_model_folder_says_what_it_found(tmp_path, capsys, monkeypatch):
+    # It said "cannot load 'base' ...: An error occurred while generating the dataset" (datasets' words).
+    args = _pairs_workdir(tmp_path, monkeypatch)
+    args = [{"pairs.jsonl": "base"}.get(arg, arg) for arg in args]
+    assert main([*args, "--out", "ev"]) == 2
+    assert _one_error_line(capsys) == (
+        "pairs: base is a folder that holds no dataset: found chat_template.jinja, config.json, generation_config.json, "
+        "model.safetensors, tokenizer.json, tokenizer_config.json (files whose columns differ, not one dataset); expected "
+        "a .jsonl/.json/.parquet file, a datasets save_to_disk folder, a folder of such files (one per split) or a "
+        "Hugging Face dataset name"
+    )
+    assert not (tmp_path / "ev").exists()

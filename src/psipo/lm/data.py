@@ -288,26 +288,55 @@ def load_hub_dataset(source: str, *, key: str, split: str, dataset_config: str |
     if quiet:
         datasets.disable_progress_bars()
     # A folder's README.md without a metadata header (a project folder's) is no fault of the
-    # data; huggingface_hub warns of it on a line of its own.
-    card_log = logging.getLogger("huggingface_hub.repocard")
-    card_log_level = card_log.level
-    card_log.setLevel(logging.ERROR)
+    # data; huggingface_hub warns of it on a line of its own. datasets logs a JSON file it cannot
+    # parse on a line of its own too, before the error that psipo's one line reports.
+    quieted = {"huggingface_hub.repocard": logging.ERROR, "datasets.packaged_modules.json.json": logging.CRITICAL}
+    levels = {name: logging.getLogger(name).level for name in quieted}
+    for name, level in quieted.items():
+        logging.getLogger(name).setLevel(level)
     try:
         return datasets.load_dataset(resolved, dataset_config, split=split)
     except Exception as exc:  # noqa: BLE001 — datasets raises many types; report it in one line
         if local_folder and isinstance(exc, FileNotFoundError):  # EmptyDatasetError, DataFilesNotFoundError
-            raise PsipoInputError(
-                f"{key}: {source} is a folder that holds no dataset: expected a {'/'.join(FILE_SUFFIXES)} file, a "
-                "datasets save_to_disk folder, a folder of such files (one per split) or a Hugging Face dataset name"
-            ) from None
+            raise _folder_without_dataset(key, source) from None
+        if local_folder and isinstance(exc, datasets.exceptions.DatasetGenerationError):
+            # Files that are not one dataset (a model's config.json and tokenizer.json, or a .jsonl
+            # beside them): datasets says only "An error occurred while generating the dataset".
+            raise _folder_without_dataset(key, source, found=_unreadable_files(source, exc.__cause__)) from None
         first = first_line(exc)
         raise PsipoInputError(
             f"{key}: cannot load {source!r} (split {split!r}) as a local file or Hugging Face dataset: {first}"
         ) from None
     finally:
-        card_log.setLevel(card_log_level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         if quiet:
             datasets.enable_progress_bars()
+
+
+def _folder_without_dataset(key: str, source: str, *, found: str | None = None) -> PsipoInputError:
+    """The error for a local folder that datasets finds no dataset in; ``found`` says what it holds
+    instead, when that helps."""
+    holds = f"found {found}; " if found else ""
+    return PsipoInputError(
+        f"{key}: {source} is a folder that holds no dataset: {holds}expected a {'/'.join(FILE_SUFFIXES)} file, a "
+        "datasets save_to_disk folder, a folder of such files (one per split) or a Hugging Face dataset name"
+    )
+
+
+def _unreadable_files(source: str, reason: BaseException | None) -> str:
+    """The files of folder ``source`` (the first 8 by name) and why datasets could not read them
+    as one dataset: files of different columns (its CastError says only "Couldn't cast"), or
+    its reason."""
+    import datasets
+
+    names = sorted(path.name for path in Path(source).expanduser().iterdir() if path.is_file())
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    if isinstance(reason, datasets.table.CastError):
+        why = "files whose columns differ, not one dataset"
+    else:
+        why = first_line(reason) if reason is not None else "not readable as one dataset"
+    return f"{shown} ({why})"
 
 
 def _saved_dataset(source: str) -> bool:
