@@ -171,6 +171,19 @@ def test_the_batch_of_a_step_counts_every_process():
     assert "- Batch: 4 pairs a step" in model_card(single, command="psipo train", history=[], folder="out/final").splitlines()
 
 
+@pytest.mark.parametrize(
+    "run_name", ["a`b`", "*bold* and _em_", "#1 run #", "[link](x)", "<b>x", "&amp;", "<http:x>", "![i](x)", "1. first", "ipo-run.2", " padded ", "two\nlines"]
+)
+def test_the_heading_shows_the_run_folders_name_as_it_is(run_name):
+    # "# {run_name}" rendered a folder named with backticks, *, _, #, [ or < as code, emphasis,
+    # a link or HTML.
+    markdown_it = pytest.importorskip("markdown_it")
+    config = from_dict(TrainConfig, {"model": "m", "train_data": "p.jsonl"})
+    card = model_card(config, command="psipo train", history=[], folder=f"runs/{run_name}/final")
+    html = markdown_it.MarkdownIt("commonmark").render(split(card)[1])
+    assert re.findall(r"<h1>(.*?)</h1>", html, flags=re.S) == [markdown_it.common.utils.escapeHtml(run_name)]
+
+
 @pytest.mark.parametrize("name", ["odd`model", "``twice``", "`edge", "plain"])
 def test_names_with_backticks_render_as_they_are(name):
     # A model, data or folder name holding backticks closed the card's `...` code spans early:

@@ -71,6 +71,21 @@ def code_span(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+MARKDOWN_MARKUP = "\\`*_[]<&#~$|"
+"""The ASCII punctuation that can act as markup inside a line of Markdown: code spans, emphasis,
+links and images, HTML and autolinks, entities, a heading's closing #s, and the strikethrough,
+table cells and math of renderers beyond CommonMark (GitHub Flavored Markdown, the Hub's)."""
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as Markdown inline content that shows it as it is (a run folder's name in the
+    card's heading): each :data:`MARKDOWN_MARKUP` character backslash-escaped (CommonMark,
+    Backslash escapes); line breaks (which would end the heading) and whitespace at either end
+    (which a heading strips) as character references."""
+    escaped = re.sub(f"[{re.escape(MARKDOWN_MARKUP)}]", lambda m: "\\" + m[0], text)
+    return re.sub(r"^\s+|\s+$|[\r\n]", lambda m: "".join(f"&#{ord(c)};" for c in m[0]), escaped)
+
+
 def hub_name(name: str | None) -> str | None:
     """``name`` when it can only be a Hugging Face Hub repository (no such local path, a valid
     repository id, no data-file suffix); else None."""
@@ -107,7 +122,7 @@ def model_card(
     run_name = Path(os.path.abspath(folder)).parent.name or "psipo model"
     parts = [
         "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---",
-        f"# {run_name}",
+        f"# {markdown_text(run_name)}",
         _summary(config, model, data),
         _training(config, command, history, processes),
         _results(history),
