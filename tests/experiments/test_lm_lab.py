@@ -424,6 +424,25 @@ def test_values_that_would_crash_mid_run_or_count_a_run_twice_are_refused_up_fro
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args, key, tau", [
+    (["--grid.taus", "0.1", "1e308"], "--grid.taus", "1e+308"),
+    (["--large.taus", "1e-45"], "--large.taus", "1e-45"),
+    (["--population.taus", "1e308"], "--population.taus", "1e+308"),
+    (["--lm_sweep.taus", "1e308", "1.0"], "--lm_sweep.taus", "1e+308"),
+    (["--online.tau", "1e308"], "--online.tau", None),
+])
+def test_a_tau_whose_ipo_target_is_not_a_normal_float32_is_refused_up_front(args, key, tau, tmp_path, capsys):
+    # Each τ passed "finite and > 0": grid.taus [1e308] ran the lab's runs and failed at the
+    # first psipo.lm.train with "key 'tau'"; population.taus [1e308] ran to the end (exit 0).
+    from psipo.cli import main
+    from psipo.lm.config import TAU_REQUIREMENT
+
+    assert main(["experiment", "lm", "--quick", *args, "--out", str(tmp_path / "o")]) == 2
+    why = TAU_REQUIREMENT if tau is None else f"every τ {TAU_REQUIREMENT}, got {tau}"
+    assert capsys.readouterr().err == f"psipo: error: {key}: {why}\n"
+    assert not (tmp_path / "o").exists()
+
+
 def test_empirical_optima_of_a_two_to_one_record_by_hand():
     """0 beat 1 twice and lost once (2 unseen): Bradley–Terry gives r̂(0) − r̂(1) = log 2, so DPO's optimum
     π_ref·exp(r̂/τ) has π(0)/π(1) = 2^(1/τ); IPO's least squares gives h = (2 − 1)/3 · 1/(2τ)."""

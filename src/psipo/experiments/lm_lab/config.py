@@ -361,7 +361,8 @@ def validate(config: LabConfig) -> None:
         ("world.num_prompts", w.vocab_size**w.prompt_length >= w.num_prompts,
          "must be at most vocab_size ** prompt_length (prompts are distinct)"),
         ("world.markov_concentration", w.markov_concentration > 0, "must be > 0"),
-        ("grid.taus", len(g.taus) > 0 and all(0 < t < math.inf for t in g.taus), "must be finite numbers > 0"),
+        ("grid.taus", len(g.taus) > 0, "must not be empty"),
+        _tau_check("grid.taus", g.taus),
         ("grid.seeds", len(g.seeds) > 0, "must not be empty"),
         ("grid.losses", len(g.losses) > 0, "must not be empty"),
         ("grid.oracles", len(g.oracles) > 0, "must not be empty"),
@@ -373,7 +374,7 @@ def validate(config: LabConfig) -> None:
         ("sweep.num_pairs", all(n >= 1 for n in config.sweep.num_pairs)
          and (not config.sweep.enabled or len(set(config.sweep.num_pairs)) >= 2), "must be >= 2 distinct values >= 1"),
         ("sweep.seeds", not config.sweep.enabled or len(config.sweep.seeds) > 0, "must not be empty"),
-        ("large.taus", all(0 < t < math.inf for t in lc.taus), "must be finite numbers > 0"),
+        _tau_check("large.taus", lc.taus),
         ("large.samples", lc.samples >= 2, "must be >= 2"),
         ("large.vocab_size", lc.vocab_size >= 2, "must be >= 2"),
         *((f"large.{key}", getattr(lc, key) >= 1, "must be >= 1")
@@ -383,8 +384,8 @@ def validate(config: LabConfig) -> None:
         ("large.vocab_size", lc.vocab_size ** w.prompt_length >= lc.num_prompts,
          "must allow num_prompts distinct prompts"),
         ("workers", config.workers >= 1, "must be >= 1"),
-        ("population.taus", (not config.population.enabled or len(config.population.taus) > 0)
-         and all(0 < t < math.inf for t in config.population.taus), "must be finite numbers > 0, at least one"),
+        ("population.taus", not config.population.enabled or len(config.population.taus) > 0, "must not be empty"),
+        _tau_check("population.taus", config.population.taus),
         ("population.oracles", not config.population.enabled or len(config.population.oracles) > 0,
          "must not be empty"),
         ("population.steps", config.population.steps >= 1, "must be >= 1"),
@@ -395,9 +396,8 @@ def validate(config: LabConfig) -> None:
         ("lm_sweep.num_pairs", all(n >= 1 for n in config.lm_sweep.num_pairs)
          and (not config.lm_sweep.enabled or len(set(config.lm_sweep.num_pairs)) >= 2),
          "must be >= 2 distinct values >= 1"),
-        ("lm_sweep.taus", all(0 < t < math.inf for t in config.lm_sweep.taus)
-         and (not config.lm_sweep.enabled or len(set(config.lm_sweep.taus)) >= 2),
-         "must be >= 2 distinct finite numbers > 0"),
+        _tau_check("lm_sweep.taus", config.lm_sweep.taus),
+        ("lm_sweep.taus", not config.lm_sweep.enabled or len(set(config.lm_sweep.taus)) >= 2, "must be >= 2 distinct values"),
         ("lm_sweep.seeds", not config.lm_sweep.enabled or len(config.lm_sweep.seeds) > 0, "must not be empty"),
         ("lm_sweep.batch_size", config.lm_sweep.batch_size >= 1, "must be >= 1"),
         ("lm_sweep.learning_rate", 0 < config.lm_sweep.learning_rate < math.inf, "must be a finite number > 0"),
@@ -436,6 +436,16 @@ def validate(config: LabConfig) -> None:
         parse_oracle(text, key="population.oracles")
     if config.online.enabled:
         _validate_online(config.online)
+
+
+def _tau_check(key: str, taus: list[float]) -> tuple[str, bool, str]:
+    """Every τ of ``key`` by the rule of psipo train, online and evaluate (each run of the lab is
+    one of theirs): τ, 2τ and IPO's target 1/(2τ) normal float32 numbers; the first that is not
+    is named."""
+    from psipo.lm.config import TAU_REQUIREMENT, is_usable_tau
+
+    unusable = [tau for tau in taus if not is_usable_tau(tau)]
+    return key, not unusable, f"every τ {TAU_REQUIREMENT}, got {unusable[0]!r}" if unusable else ""
 
 
 def _world_checks(prefix: str, w: WorldConfig) -> list[tuple[str, bool, str]]:
@@ -485,6 +495,7 @@ def _oracle_name(text: str) -> str:
 
 def _validate_online(online: OnlineLabConfig) -> None:
     """The online section's range checks; errors name the ``online.`` key at fault."""
+    from psipo.lm.config import TAU_REQUIREMENT, is_usable_tau
     from psipo.lm.online import MAX_GENERATIONS
 
     known = ("online_ipo", "ipo_md", "offline_ipo")
@@ -492,7 +503,7 @@ def _validate_online(online: OnlineLabConfig) -> None:
     checks = [
         ("online.algorithms", len(online.algorithms) > 0 and set(online.algorithms) <= set(known),
          f"must be a non-empty subset of {list(known)}"),
-        ("online.tau", 0 < online.tau < math.inf, "must be a finite number > 0"),
+        ("online.tau", is_usable_tau(online.tau), TAU_REQUIREMENT),
         ("online.mixture", 0 <= online.mixture <= 1, "must be in [0, 1]"),
         ("online.num_generations", online.num_generations >= 2, "must be >= 2 (pairs of samples)"),
         ("online.num_generations", online.num_generations <= MAX_GENERATIONS,
