@@ -161,6 +161,17 @@ def test_a_train_or_online_run_without_held_out_pairs_cannot_be_compared_with_th
     assert not (tmp_path / "x.png").exists()
 
 
+def test_a_reward_run_among_train_and_online_runs_is_the_one_named(tmp_path):
+    # train and online runs compare with each other: naming those two as the mismatch was wrong
+    trained = write_run(tmp_path / "offline", train_records(5.0, 1.0))
+    online = write_run(tmp_path / "online", online_records(0.8, 1.2, 5.0), "algorithm: online_ipo\n")
+    rm = write_run(tmp_path / "rm", [{"step": 1, "loss": 0.6}], "reward_l2: 0.0\n")
+    with pytest.raises(PsipoInputError, match=f"^RUN_DIR: {rm} is a psipo reward run and {trained} a psipo train run; "):
+        plot_runs([trained, online, rm], tmp_path / "x.png")
+    with pytest.raises(PsipoInputError, match=f"^RUN_DIR: {rm} is a psipo reward run and {online} a psipo online run; "):
+        plot_runs([rm, online, trained], tmp_path / "x.png")
+
+
 @pytest.mark.parametrize("command", ["train", "online", "reward"])
 def test_every_panel_of_a_command_is_drawn(tmp_path, figure, command):
     from psipo.lm.plots import PANELS_OF

@@ -314,8 +314,11 @@ def _check_comparable(runs: list[Run], out: str | Path | None) -> None:
             raise PsipoInputError(f"RUN_DIR: {run.folder} is the run {first} again; name each run once")
     other = next((run for run in runs if run.command != runs[0].command), None)
     if other is not None and not {run.command for run in runs} <= HELD_OUT_PAIRS.keys():
+        # name the run that compares with no other (a reward run), beside one of another command
+        odd = next(run for run in runs if run.command not in HELD_OUT_PAIRS)
+        beside = other if odd is runs[0] else runs[0]
         raise PsipoInputError(
-            f"RUN_DIR: {other.folder} is a psipo {other.command} run and {runs[0].folder} a psipo {runs[0].command} "
+            f"RUN_DIR: {odd.folder} is a psipo {odd.command} run and {beside.folder} a psipo {beside.command} "
             "run; their curves are of other metrics: compare runs of one command (or psipo train runs with psipo "
             "online runs, on their held-out pairs)"
         )
