@@ -148,6 +148,16 @@ def test_train_and_online_runs_compare_on_their_held_out_pairs(tmp_path, figure)
         f"{b}: eval_pairs_logps_chosen (per sequence)", f"{b}: eval_pairs_logps_rejected (per sequence)",
     }  # fmt: skip
     assert figure[0].figure._suptitle.get_text() == f"psipo train and psipo online runs on their held-out pairs: {a}, {b}"
+    assert len(figure) == 4  # its four panels fill a 2×2 grid, none left blank
+
+
+def test_no_h_band_is_drawn_where_a_record_has_h_mean_without_h_std(tmp_path, figure):
+    # the band pairs each h_mean with the h_std of its record: one missing would shift it
+    records = online_records(0.8, 1.2, 5.0)
+    del records[-2]["eval_pairs_h_std"]
+    plot_runs([write_run(tmp_path / "online", records, "algorithm: online_ipo\n")])
+    ax = next(ax for ax in figure if ax.get_title().startswith("held-out pairs: log-ratio gap"))
+    assert ax.lines and not ax.collections
 
 
 def test_a_train_or_online_run_without_held_out_pairs_cannot_be_compared_with_the_other_command(tmp_path):
