@@ -130,3 +130,15 @@ def test_a_pairs_file_without_a_tokenizer_is_one_line(online_config, model_dir, 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     with pytest.raises(PsipoInputError, match=r"^eval_pairs: tokenising needs a tokenizer \(set model or tokenizer\)$"):
         train_online(config, model=model, tokenizer=None, prompts=[[5, 6, 7]] * 4, judge=judge_of("online_ipo"))
+
+
+@pytest.mark.parametrize("key", ["prompts", "eval_prompts", "eval_pairs"])
+def test_data_in_the_run_folders_final_are_refused_before_overwrite_deletes_them(online_config, tmp_path, key):
+    # --overwrite replaces final/: a run read its data from there, then deleted the user's file
+    data = tmp_path / "run" / "final" / "data.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n')
+    keys = {"prompts": "p.jsonl", key: str(data), "overwrite": True}
+    with pytest.raises(PsipoInputError, match=rf"^--{key}: {data} lies in final/ of output_dir {tmp_path / 'run'}, which this run replaces"):
+        load_online_config(None, online_config | keys)
+    assert data.is_file()

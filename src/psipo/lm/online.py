@@ -270,7 +270,11 @@ def validate(config: OnlineConfig) -> None:
         split_is_given("eval_split", d.eval_split, PromptDataConfig.eval_split),
         split_is_given("eval_pairs_split", d.eval_pairs_split, PromptDataConfig.eval_pairs_split),
         ("labels", pairwise or o.labels == "soft", "rloo learns from rewards and has no labels; leave labels unset"),
-        *output_dir_is_no_input(config.run.output_dir, {"judge": o.judge, "reward": o.reward, "reference_model": o.reference_model}),
+        *output_dir_is_no_input(
+            config.run.output_dir,
+            {"judge": o.judge, "reward": o.reward, "reference_model": o.reference_model,
+             "prompts": d.prompts, "eval_prompts": d.eval_prompts, "eval_pairs": d.eval_pairs},
+        ),  # fmt: skip
     ]
     for key, ok, why in checks:
         if not ok:
