@@ -142,3 +142,36 @@ def test_data_in_the_run_folders_final_are_refused_before_overwrite_deletes_them
     with pytest.raises(PsipoInputError, match=rf"^--{key}: {data} lies in final/ of output_dir {tmp_path / 'run'}, which this run replaces"):
         load_online_config(None, online_config | keys)
     assert data.is_file()
+
+
+def test_evaluation_time_is_left_out_of_the_next_steps_generation_fraction(online_config, prompts, monkeypatch):
+    # a slow held-out scoring (0.5 s, about ten training steps here) must not read as less
+    # time spent generating in the window after it
+    import time
+
+    from psipo.lm import online
+
+    scored = online.OnlineTask._scored
+
+    def slow(self, data):
+        time.sleep(0.5)
+        return scored(self, data)
+
+    monkeypatch.setattr(online.OnlineTask, "_scored", slow)
+    config = load_online_config(None, online_config | {"max_steps": 2, "eval_steps": 1, "output_dir": None})
+    history = train_online(config, prompts=prompts, eval_pairs=long_rows(2), judge=judge_of("online_ipo")).history
+    first, second = (r["generation_fraction"] for r in history)
+    assert second > first / 3
+
+
+def test_an_rloo_card_names_its_reward_and_an_online_ipo_card_its_judge():
+    from test_model_card import split
+
+    from psipo._config import from_dict
+    from psipo.lm.model_card import model_card
+    from psipo.lm.online import OnlineConfig
+
+    for options, scorer in [({"algorithm": "rloo", "reward": "m:f"}, "; reward `m:f`, τ"),
+                            ({"algorithm": "online_ipo", "judge": "j:f"}, "; judge `j:f` (soft labels), τ")]:  # fmt: skip
+        config = from_dict(OnlineConfig, {"model": "m", "prompts": "p.jsonl", **options})
+        assert scorer in split(model_card(config, command="psipo online", history=[], folder="out/final"))[1]
