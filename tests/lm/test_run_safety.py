@@ -499,3 +499,22 @@ def test_a_resume_may_find_the_same_data_elsewhere_but_not_other_data(base_confi
     other = write_jsonl(rows[::-1], tmp_path / "other.jsonl")
     with pytest.raises(PsipoInputError, match=r"^resume: train_data's pairs differ from those step-\d+ was trained"):
         train(load_train_config(None, base_config | {"train_data": str(other), "max_steps": 3, "save_steps": 1, "resume": True}))
+
+
+@pytest.mark.parametrize("command", ["train", "reward"])
+@pytest.mark.parametrize("key", ["train_data", "eval_data"])
+def test_data_in_the_run_folders_final_or_checkpoints_are_refused_before_overwrite_deletes_them(tmp_path, command, key):
+    # --overwrite replaces final/ and rotation removes checkpoints: a run read its pairs from
+    # there, then deleted the user's file with the old entry
+    from psipo.lm.reward import load_reward_config
+
+    load = load_train_config if command == "train" else load_reward_config
+    for entry in ("final", "checkpoints/step-1"):
+        data = tmp_path / "run" / entry / "pairs.jsonl"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        data.write_text('{"prompt": "w1", "chosen": "w2", "rejected": "w3"}\n')
+        keys = {"model": "m", "train_data": "t.jsonl", key: str(data), "output_dir": str(tmp_path / "run"), "overwrite": True}
+        where = entry.split("/")[0]
+        with pytest.raises(PsipoInputError, match=rf"^--{key}: {data} lies in {where}/ of output_dir {tmp_path / 'run'}, which this run replaces"):
+            load(None, keys)
+        assert data.is_file()

@@ -453,6 +453,8 @@ def validate(config: TrainConfig) -> None:
         "model": config.model_config.model,
         "tokenizer": config.model_config.tokenizer,
         "reference_model": config.reference_config.reference_model,
+        "train_data": config.data_config.train_data or None,
+        "eval_data": config.data_config.eval_data,
     }
     checks += output_dir_is_no_input(r.output_dir, inputs)
     for key, ok, why in checks:
