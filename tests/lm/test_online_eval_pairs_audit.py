@@ -145,23 +145,27 @@ def test_data_in_the_run_folders_final_are_refused_before_overwrite_deletes_them
 
 
 def test_evaluation_time_is_left_out_of_the_next_steps_generation_fraction(online_config, prompts, monkeypatch):
-    # a slow held-out scoring (0.5 s, about ten training steps here) must not read as less
-    # time spent generating in the window after it
+    # A held-out scoring that takes 1000 s (on psipo online's clock, so no test waits for it
+    # and no load on the machine comes near it) must not read as less time spent generating in
+    # the window after it.
     import time
+    import types
 
     from psipo.lm import online
 
+    offset = {"s": 0.0}
+    monkeypatch.setattr(online, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset["s"]))
     scored = online.OnlineTask._scored
 
     def slow(self, data):
-        time.sleep(0.5)
+        offset["s"] += 1000.0
         return scored(self, data)
 
     monkeypatch.setattr(online.OnlineTask, "_scored", slow)
     config = load_online_config(None, online_config | {"max_steps": 2, "eval_steps": 1, "output_dir": None})
     history = train_online(config, prompts=prompts, eval_pairs=long_rows(2), judge=judge_of("online_ipo")).history
     first, second = (r["generation_fraction"] for r in history)
-    assert second > first / 3
+    assert second > first / 3  # counted in the window, 1000 s would make it first / 10⁴ or less
 
 
 def test_an_rloo_card_names_its_reward_and_an_online_ipo_card_its_judge():
