@@ -35,9 +35,11 @@ def main() -> int:
     args, online_args = parser.parse_args(argv[:split]), argv[split + 1 :]
 
     start = time.perf_counter()
+    import psipo.cli
+
+    psipo.cli.set_mkl_defaults()  # as the psipo command does, before torch loads MKL
     import torch
 
-    import psipo.cli
     from psipo.lm import checkpoint, loop, sampling
 
     torch.set_num_threads(args.threads)

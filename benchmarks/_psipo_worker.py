@@ -25,9 +25,11 @@ def main() -> int:
     args, train_args = parser.parse_args(argv[:split]), argv[split + 1 :]
 
     start = time.perf_counter()
+    import psipo.cli
+
+    psipo.cli.set_mkl_defaults()  # as the psipo command does, before torch loads MKL
     import torch
 
-    import psipo.cli
     from psipo.lm import checkpoint
     from psipo.lm.reference import PrecomputedReference
 

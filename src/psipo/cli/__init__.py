@@ -170,7 +170,23 @@ class _InterruptWatch:
             self._previous = {}
 
 
+MKL_SETTINGS = {"MKL_DISABLE_FAST_MM": "1"}
+"""Environment settings the command gives MKL (torch's CPU BLAS) unless the user set them:
+MKL's own memory manager keeps the work buffers of its matrix products for reuse, about 20 MiB
+at the peak of the online benchmark's 660 MiB, at no speed this project could measure (CPU
+sampling and training forwards with it and without, interleaved)."""
+
+
+def set_mkl_defaults() -> None:
+    """:data:`MKL_SETTINGS` where the environment has none. MKL reads them once, when torch
+    loads it: this must run before ``import torch`` (``main`` runs before any subcommand imports
+    it) and changes nothing after."""
+    for name, value in MKL_SETTINGS.items():
+        os.environ.setdefault(name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
+    set_mkl_defaults()
     with _InterruptWatch() as watch, _named_stdout():
         try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
             argv = list(sys.argv[1:] if argv is None else argv)
