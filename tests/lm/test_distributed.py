@@ -23,7 +23,9 @@ from psipo.lm import load_train_config, train
 from psipo.lm.distributed import check_engine, check_launch
 from psipo.lm.fixtures import make_synthetic_preferences, make_tiny_model_dir, write_jsonl
 
-ENV = os.environ | {"OMP_NUM_THREADS": "1"}
+# PYTHONFAULTHANDLER: a rank that aborts (SIGABRT) prints every thread's Python stack, so that
+# a rare abort at gloo's teardown says where it came from
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 REPO = Path(__file__).resolve().parents[2]
 RUN = """\
 model: model
