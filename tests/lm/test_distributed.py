@@ -55,7 +55,7 @@ def launch(launcher: list[str], workdir: Path, *overrides: str) -> subprocess.Co
     program = [] if launcher[-1].endswith(".py") else ["-m", "psipo.cli"]
     command = [*launcher, *program, "train", "--config", "run.yaml", *overrides]
     result = subprocess.run(command, cwd=workdir, env=ENV, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-8000:]
     return result
 
 
@@ -229,7 +229,7 @@ def test_online_ipo_on_two_processes_scores_its_held_out_pairs_as_evaluate_does(
     )
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "psipo.cli"]
     result = subprocess.run([*command, "online", "--config", "online.yaml"], cwd=workdir, env=ENV, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-8000:]
     got = records(workdir / "online_two")
     assert [r["step"] for r in got] == [1, 2]  # one record per step, not one per process
     last = got[-1]
