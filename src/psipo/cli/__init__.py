@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import difflib
 import errno
+import gc
 import os
 import signal
 import sys
@@ -226,6 +227,9 @@ def _end_process_group() -> None:
     if torch is None:  # never imported: no process group either
         return
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # What the run left in reference cycles (modules and their sharding state, tensors
+        # that gloo's work objects may still hold) is freed now, not during finalization.
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 
