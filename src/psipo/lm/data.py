@@ -94,6 +94,10 @@ class TokenizedData:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def held_out_summary(self) -> str:
+        """What a run's progress line says of these pairs held out."""
+        return f"{len(self.pairs)} held out"
+
     def fingerprint(self) -> str:
         """A hash of the pairs' tokens (resume checks, caches)."""
         from psipo.lm.reference import pairs_fingerprint

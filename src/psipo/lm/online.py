@@ -335,6 +335,7 @@ class HeldOut:
         return hashlib.sha256(f"{prompts}|{self.pairs.fingerprint()}".encode()).hexdigest()[:16]
 
     def held_out_summary(self) -> str:
+        """What a run's progress line says of what it holds out (as :class:`TokenizedData`'s)."""
         parts = [f"{len(self.prompts)} held-out prompts"] if self.prompts is not None else []
         if self.pairs is not None:
             parts.append(f"{len(self.pairs)} held-out pairs")

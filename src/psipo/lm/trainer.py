@@ -507,12 +507,6 @@ def _pad_id(tokenizer: Any) -> int:
     return pad_id_of(tokenizer) if tokenizer is not None else 0
 
 
-def held_out_summary(eval_data: Any) -> str:
-    """``N held out``, or what a held-out set with several parts says of itself (``summary``
-    of :class:`psipo.lm.online.HeldOut`)."""
-    return eval_data.held_out_summary() if hasattr(eval_data, "held_out_summary") else f"{len(eval_data)} held out"
-
-
 def _load_inputs(
     config: TrainConfig,
     accelerator: Any,
@@ -550,7 +544,7 @@ def _load_inputs(
     if per_step > len(train_data):  # not an error (full-batch steps), but rarely what was meant
         too_many = f"batch_size × gradient_accumulation_steps × processes = {per_step} is more than that: every step takes all of them"
     if run.progress and accelerator.is_main_process:
-        held_out = f", {held_out_summary(eval_data)}" if eval_data is not None else ""
+        held_out = f", {eval_data.held_out_summary()}" if eval_data is not None else ""
         held_out += f"; {too_many}" if too_many else ""
         print(f"{command}: {train_data.summary()}{held_out}", file=sys.stderr, flush=True)
     elif too_many and accelerator.is_main_process:  # without progress lines, the note alone
