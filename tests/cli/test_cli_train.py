@@ -202,11 +202,13 @@ def test_skip_invalid_reports_the_count(workdir, capsys, monkeypatch):
     code = main([
         "train", "--model", "model", "--train_data", "some_bad.jsonl", "--skip-invalid", "--max_steps", "1",
         "--output_dir", "skip_out", "--cache_dir", "cache", "--batch_size", "2", "--progress", "true",
+        "--eval_data", "eval.jsonl",
     ])
     assert code == 0
     captured = capsys.readouterr()
     # The data summary is printed once, at the start of the run (it used to come twice).
     assert (captured.out + captured.err).count("1 pairs from 2 rows (1 invalid skipped") == 1
+    assert "1 invalid skipped, 0 empty after truncation dropped, 0 with identical chosen and rejected dropped, 0 truncated), 8 held out" in captured.err
 
 
 @pytest.mark.slow
