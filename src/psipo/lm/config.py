@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psipo._config import flat, load_config
-from psipo._io import expand_home, is_same_folder
+from psipo._io import expand_home, is_same_folder, lies_in_folder
 from psipo.errors import PsipoInputError
 from psipo.losses import LOSSES
 
@@ -522,8 +522,7 @@ def _run_entry_holding(output_dir: str | None, path: str | None) -> str | None:
 
     if output_dir is None or path is None or not str(output_dir).strip() or not Path(path).exists():
         return None
-    inside = Path(path).resolve()
-    return next((e for e in RUN_ENTRIES if inside.is_relative_to(Path(output_dir).resolve() / e)), None)
+    return next((e for e in RUN_ENTRIES if lies_in_folder(path, Path(output_dir) / e)), None)
 
 
 def load_train_config(
