@@ -609,3 +609,10 @@ def test_an_empty_split_is_refused_rather_than_read_as_the_whole_file(key):
     given = {"eval_prompts": "p.jsonl", "eval_pairs": "q.jsonl"}
     with pytest.raises(PsipoInputError, match=rf"^--{key}: is empty; give a split name \(\w+\) or a slice of it"):
         load_online_config(None, given | {key: " "})
+
+
+@pytest.mark.parametrize(("keys", "key"), [({"judge": ""}, "judge"), ({"algorithm": "rloo", "reward": "  "}, "reward")])
+def test_an_empty_judge_or_reward_is_refused_even_beside_a_judge_object(online_config, prompts, keys, key):
+    # given an object, the run would ignore the config's value, then write it into config.yaml and the card
+    with pytest.raises(PsipoInputError, match=rf"^--{key}: empty; give a reward-model folder or package.module:function$"):
+        train_online(load_online_config(None, online_config | keys), prompts=prompts, judge=judge_of(keys.get("algorithm", "online_ipo")))

@@ -412,11 +412,14 @@ class RewardModel(RewardJudge):
 # From a config value
 
 
+EMPTY_SPEC = "empty; give a reward-model folder or package.module:function"
+"""Why an empty judge or reward is refused (as a path it would name the current folder)."""
+
+
 def _is_folder(spec: str, key: str) -> bool:
-    """Whether a judge or reward ``spec`` names a local folder; an empty one is an error (as a
-    path it would name the current folder)."""
+    """Whether a judge or reward ``spec`` names a local folder; an empty one is an error."""
     if not spec.strip():
-        raise PsipoInputError(f"{key}: empty; give a reward-model folder or package.module:function")
+        raise PsipoInputError(f"{key}: {EMPTY_SPEC}")
     return Path(spec).expanduser().is_dir()
 
 

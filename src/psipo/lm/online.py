@@ -223,6 +223,8 @@ class OnlineConfig:
 
 def validate(config: OnlineConfig) -> None:
     """psipo train's range checks on the shared concerns, then the online ones; errors name the key."""
+    from psipo.lm.judges import EMPTY_SPEC
+
     o, g, d = config.online, config.generation, config.data_config
     objective = {f.name: getattr(config.objective, f.name) for f in dataclasses.fields(ObjectiveConfig)}
     TrainConfig(
@@ -247,6 +249,8 @@ def validate(config: OnlineConfig) -> None:
             f"{o.algorithm} learns from a judge, not a reward: give the reward model or function as judge (σ(r_a − r_b)) and unset reward",
         ),
         ("judge", not (not pairwise and o.judge is not None), "rloo learns from a reward, not a judge: unset judge and set reward"),
+        # even when train_online is given a judge object, which the config's then does not name
+        *((key, spec is None or bool(spec.strip()), EMPTY_SPEC) for key, spec in (("judge", o.judge), ("reward", o.reward))),
         ("loss", pairwise or config.objective.loss is None, "rloo has no pairwise loss; leave loss unset"),
         ("aggregation", pairwise or config.objective.aggregation != "mean", "rloo needs sum (log π of whole responses)"),
         ("max_new_tokens", g.max_new_tokens >= 1, "must be >= 1"),
