@@ -132,17 +132,21 @@ def run_aggregation(run_dir: Path, command: str = "train") -> str | None:
 
 
 def run_command(run_dir: Path, records: list[dict[str, Any]]) -> str:
-    """Which trainer wrote the run: ``reward`` (its config has ``reward_l2``, or it recorded a
-    calibration error), ``online`` (``algorithm``, or a generation share), else ``train``."""
+    """Which trainer wrote the run: by the keys of its config.yaml, as a resume tells
+    (:func:`psipo.lm.run_folder.command_of`), read line by line so that a config that no longer
+    parses still tells; else by its records: ``reward`` if it recorded a calibration error,
+    ``online`` a generation share, else ``train``."""
+    from psipo.lm.run_folder import command_of
+
     path = run_dir / "config.yaml"
     try:
         config_text = path.read_text(encoding="utf-8") if path.is_file() else ""
     except (OSError, UnicodeDecodeError):
         config_text = ""
-    keys = {line.split(":", 1)[0] for line in config_text.splitlines()}
-    if "reward_l2" in keys or any("eval_ece" in r for r in records):
+    by_keys = command_of({line.split(":", 1)[0]: None for line in config_text.splitlines()})
+    if by_keys == "psipo reward" or any("eval_ece" in r for r in records):
         return "reward"
-    if "algorithm" in keys or any("generation_fraction" in r for r in records):
+    if by_keys == "psipo online" or any("generation_fraction" in r for r in records):
         return "online"
     return "train"
 
