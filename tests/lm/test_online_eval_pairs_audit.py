@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import test_online_trainer
+from pair_oracle import assert_evaluation_matches
 from test_online_trainer import judge_of
 
 from psipo.errors import PsipoInputError
@@ -42,8 +43,7 @@ def test_cut_held_out_pairs_score_as_evaluate_pairs_scores_them_on_final(online_
     last = result.history[-1]
     results = evaluate(load_evaluate_config(None, {"model": str(result.final_dir), "pairs": str(pairs_file), "out": str(tmp_path / "ev")}))
     assert results["n_pairs"] == 5
-    assert results["h"]["mean"] == pytest.approx(last["eval_pairs_h_mean"], rel=1e-5, abs=1e-6)
-    assert results["ipo_loss"]["mean"] == pytest.approx(last["eval_pairs_loss"], rel=1e-5)
+    assert_evaluation_matches(results, last, prefix="eval_pairs_", loss="ipo")
 
 
 def given_pair(chosen_length):
