@@ -4,6 +4,7 @@ a model whose responses can be enumerated."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 
@@ -529,3 +530,65 @@ def test_the_prompt_pass_asks_for_the_last_positions_logits_only(policy):
     finally:
         hook.remove()
     assert kwargs_seen[0].get("logits_to_keep") == 1
+
+
+def _linears(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if type(m) is nn.Linear]
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_sampling_packs_every_plain_linear_and_samples_the_tokens_it_samples_unpacked(reference, monkeypatch):
+    # The packing must happen (else the speed-up is silently gone) ...
+    counts = []
+    prepacked = sampling._prepacked_linears
+
+    def counted(models, *, rows):
+        with prepacked(models, rows=rows) as n:
+            counts.append(n)
+            yield n
+
+    monkeypatch.setattr(sampling, "_prepacked_linears", contextlib.contextmanager(counted))
+    policy = _with_head(make_tiny_model(layers=2, hidden=32, heads=2, vocab=64, seed=0), bias=torch.randn(64))
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[3]]
+    cases = [dict(seed=s, temperature=t, top_p=p) for s, t, p in [(0, 1.0, 1.0), (1, 0.7, 0.9), (2, 1.3, 1.0)]]
+    cases.append(dict(seed=3, reference=reference, beta=0.4))
+    packed = [sample(policy, prompts, max_new_tokens=8, **case) for case in cases]
+    assert counts[:3] == [len(_linears(policy))] * 3 and counts[3] == len(_linears(policy)) + len(_linears(reference))
+    assert counts[0] > 0
+    # ... and change nothing but float rounding: the same tokens, log-probs within 1e-5.
+    monkeypatch.setattr(sampling, "_packable", lambda module: False)
+    for case, fast in zip(cases, packed):
+        plain = sample(policy, prompts, max_new_tokens=8, **case)
+        assert torch.equal(fast.response_ids, plain.response_ids), case
+        for field in ("logps", "sampling_logps", "reference_logps"):
+            if getattr(plain, field) is not None:
+                torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=1e-5, rtol=1e-5)
+    assert counts[4:] == [0] * len(cases)
+
+
+def test_packed_linears_take_the_decode_rows_only_and_are_restored_even_after_an_error(policy):
+    x = torch.randn(3, policy.config.hidden_size)
+    layer = policy.model.layers[0].mlp.up_proj
+    expected, prompt_pass = layer(x), layer(x[:2])
+    with pytest.raises(ValueError, match="inside"):
+        with sampling._prepacked_linears([policy], rows=3) as n:
+            if n:
+                assert "forward" in vars(layer)
+                torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+                # another row count (the prompt pass) multiplies as usual: no kernel per prompt length
+                assert torch.equal(layer(x[:2]), prompt_pass)
+            raise ValueError("inside")
+    assert not any("forward" in vars(m) for m in policy.modules())
+    assert torch.equal(layer(x), expected)
+
+
+def test_linears_of_other_kinds_are_left_unpacked():
+    class Subclass(nn.Linear):  # e.g. a LoRA or quantised layer: its own forward must run
+        pass
+
+    hooked = nn.Linear(4, 4)
+    hooked.forward = hooked.forward  # replaced by someone else, as accelerate's hooks do
+    modules = nn.ModuleList([Subclass(4, 4), hooked, nn.Linear(4, 4).to(torch.float64), nn.Linear(4, 4).to(torch.bfloat16)])
+    with sampling._prepacked_linears([modules], rows=2) as n:
+        assert n == 0
+    assert sampling._packable(nn.Linear(4, 4))
