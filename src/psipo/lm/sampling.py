@@ -349,7 +349,10 @@ def warp_logps(logps: torch.Tensor, *, temperature: float, top_p: float) -> torc
 def _draw(logq: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF draw of one token per row of ``exp(logq)`` with the given uniforms in [0, 1)."""
     dtype = torch.float32 if logq.device.type == "mps" else torch.float64
-    cdf = logq.to(dtype).exp().cumsum(-1)
+    # The probabilities in logq's own precision (a float64 exp of float32 log-probs would take
+    # 10x as long on CPU and add nothing they hold); their running sum in float64, where a
+    # float32 sum over a large vocabulary would round the tail away.
+    cdf = logq.exp().to(dtype).cumsum(-1)
     target = uniforms.to(device=logq.device, dtype=dtype)[:, None] * cdf[:, -1:]
     # the first index whose cdf exceeds the target: never a zero-probability token
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_max(logq.shape[-1] - 1)
