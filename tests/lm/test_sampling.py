@@ -592,3 +592,19 @@ def test_linears_of_other_kinds_are_left_unpacked():
     with sampling._prepacked_linears([modules], rows=2) as n:
         assert n == 0
     assert sampling._packable(nn.Linear(4, 4))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_packing_stops_at_its_memory_budget(policy, monkeypatch):
+    sizes = [m.weight.numel() * 4 for m in _linears(policy)]
+    for budget, expected in [(0, 0), (min(sizes), 1), (sum(sizes) - 1, len(sizes) - 1), (sum(sizes), len(sizes))]:
+        monkeypatch.setattr(sampling, "_packing_budget", lambda budget=budget: budget)
+        with sampling._prepacked_linears([policy], rows=2) as n:
+            assert n == expected, budget
+
+
+def test_the_packing_budget_is_a_quarter_of_the_available_memory(monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": 4 * 2**30 + 3})())
+    assert sampling._packing_budget() == 2**30

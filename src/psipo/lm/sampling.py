@@ -69,7 +69,8 @@ modules are restored on the way out, even on an error. On that benchmark samplin
 quarter less time, and the peak memory of a run grows by the 7 MiB of oneDNN's code. The products are the same up to float
 rounding (the tests check the tokens are identical). Linears of other devices or dtypes,
 subclasses (LoRA, quantised layers), sharded (DTensor) weights and modules whose ``forward``
-something else already replaced (accelerate's offloading hooks) are left as they are.
+something else already replaced (accelerate's offloading hooks) are left as they are, and so
+is any matrix once the packed copies would pass a quarter of the memory available.
 """
 
 from __future__ import annotations
@@ -448,11 +449,18 @@ def _prepacked_linears(models: Sequence[Any], *, rows: int) -> Iterator[int]:
     packed once for ``rows`` rows (see the module docstring); yields how many it packed.
 
     Packing is only a speed-up: where this torch build has no oneDNN (or its CPU no kernel for
-    the layout), the modules stay as they are."""
+    the layout), the modules stay as they are. The packed copies are as large as the weights,
+    so a call packs only while they fit in :func:`_packing_budget`: a large model on a machine
+    with little memory to spare samples as before rather than run out of it."""
     packed: list[torch.nn.Module] = []
     try:
         if torch.backends.mkldnn.is_available():
+            budget = _packing_budget()
             for module in (m for model in models for m in model.modules() if _packable(m)):
+                size = module.weight.numel() * module.weight.element_size()
+                if size > budget:
+                    continue
+                budget -= size
                 try:
                     weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), batch_size=rows)
                 except (AttributeError, RuntimeError):
@@ -464,6 +472,14 @@ def _prepacked_linears(models: Sequence[Any], *, rows: int) -> Iterator[int]:
     finally:
         for module in packed:
             del module.forward
+
+
+def _packing_budget() -> int:
+    """Bytes of packed weights one :func:`sample` call may hold: a quarter of the memory the
+    machine has available now."""
+    import psutil
+
+    return psutil.virtual_memory().available // 4
 
 
 def _packed_forward(module: torch.nn.Linear, packed: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Any:
