@@ -59,18 +59,19 @@ different seeds (or one advancing ``torch.Generator``) for independent draws. Th
 seed and prompts give the same samples; the samples do depend on how the prompts are batched.
 
 **Speed on CPU.** A decode step multiplies a few rows by every weight matrix, and a float32
-CPU matrix product repacks its weight operand at every call: on the online benchmark's 8M-parameter
-model that repacking, not the arithmetic, took most of the sampling time. While it samples,
-:func:`sample` therefore packs each plain ``nn.Linear``'s weights once into oneDNN's layout for
-the batch's row count and the decode steps multiply with them
+CPU matrix product repacks its weight operand at every call: on the online benchmark's
+8M-parameter model that repacking, not the arithmetic, took most of the sampling time. While
+it samples, :func:`sample` therefore packs each plain ``nn.Linear``'s weights once into
+oneDNN's layout for the batch's row count and the decode steps multiply with them
 (``torch.ops.mkldnn._linear_pointwise``; the prompt pass, whose row count changes with the
 prompts' length, multiplies as usual, so oneDNN builds kernels for one shape per matrix); the
 modules are restored on the way out, even on an error. On that benchmark sampling takes a
-quarter less time, and the peak memory of a run grows by the 7 MiB of oneDNN's code. The products are the same up to float
-rounding (the tests check the tokens are identical). Linears of other devices or dtypes,
-subclasses (LoRA, quantised layers), sharded (DTensor) weights and modules whose ``forward``
-something else already replaced (accelerate's offloading hooks) are left as they are, and so
-is any matrix once the packed copies would pass a quarter of the memory available.
+quarter less time, and a run's peak memory grows by about 10 MiB, most of it oneDNN's code.
+The products are the same up to float rounding (the tests check the tokens are identical).
+Linears of other devices or dtypes, subclasses (LoRA, quantised layers), sharded (DTensor)
+weights and modules whose ``forward`` something else already replaced (accelerate's
+offloading hooks) are left as they are, and so is any matrix once the packed copies would
+pass a quarter of the memory available.
 """
 
 from __future__ import annotations
