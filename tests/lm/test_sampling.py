@@ -549,8 +549,14 @@ def _can_pack() -> bool:
 needs_packing = pytest.mark.skipif(not _can_pack(), reason="no oneDNN weight packing in this torch build or CPU")
 
 
+@pytest.fixture
+def any_size(monkeypatch):
+    """Packing for matrices of every size: the test models' are all below MIN_PACKED_BYTES."""
+    monkeypatch.setattr(sampling, "MIN_PACKED_BYTES", 0)
+
+
 @needs_packing
-def test_sampling_packs_every_plain_linear_and_samples_the_tokens_it_samples_unpacked(reference, monkeypatch):
+def test_sampling_packs_every_plain_linear_and_samples_the_tokens_it_samples_unpacked(reference, monkeypatch, any_size):
     # The packing must happen (else the speed-up is silently gone) ...
     counts = []
     prepacked = sampling._prepacked_linears
@@ -579,7 +585,7 @@ def test_sampling_packs_every_plain_linear_and_samples_the_tokens_it_samples_unp
     assert counts[4:] == [0] * len(cases)
 
 
-def test_packed_linears_take_the_decode_rows_only_and_are_restored_even_after_an_error(policy):
+def test_packed_linears_take_the_decode_rows_only_and_are_restored_even_after_an_error(policy, any_size):
     x = torch.randn(3, policy.config.hidden_size)
     layer = policy.model.layers[0].mlp.up_proj
     expected, prompt_pass = layer(x), layer(x[:2])
@@ -595,7 +601,7 @@ def test_packed_linears_take_the_decode_rows_only_and_are_restored_even_after_an
     assert torch.equal(layer(x), expected)
 
 
-def test_linears_of_other_kinds_are_left_unpacked():
+def test_linears_of_other_kinds_are_left_unpacked(any_size):
     class Subclass(nn.Linear):  # e.g. a LoRA or quantised layer: its own forward must run
         pass
 
@@ -608,12 +614,24 @@ def test_linears_of_other_kinds_are_left_unpacked():
 
 
 @needs_packing
-def test_packing_stops_at_its_memory_budget(policy, monkeypatch):
+def test_packing_stops_at_its_memory_budget(policy, monkeypatch, any_size):
     sizes = [m.weight.numel() * 4 for m in _linears(policy)]
     for budget, expected in [(0, 0), (min(sizes), 1), (sum(sizes) - 1, len(sizes) - 1), (sum(sizes), len(sizes))]:
         monkeypatch.setattr(sampling, "_packing_budget", lambda budget=budget: budget)
         with sampling._prepacked_linears([policy], rows=2) as n:
             assert n == expected, budget
+
+
+@needs_packing
+def test_only_matrices_of_at_least_a_mebibyte_are_packed():
+    # hidden 256, MLP 1024, vocab 1024: the MLP's and the head's matrices are 1 MiB, attention's 256 KiB
+    model = make_tiny_model(layers=1, hidden=256, heads=4, vocab=1024, seed=0)
+    big = {name for name, m in model.named_modules() if type(m) is nn.Linear and m.weight.numel() * 4 >= 2**20}
+    assert big == {"model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj", "lm_head"}
+    assert sampling.MIN_PACKED_BYTES == 2**20
+    with sampling._prepacked_linears([model], rows=2) as n:
+        packed = {name for name, m in model.named_modules() if "forward" in vars(m)}
+    assert n == 4 and packed == big
 
 
 def test_the_packing_budget_is_a_quarter_of_the_available_memory(monkeypatch):

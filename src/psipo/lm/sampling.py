@@ -61,8 +61,8 @@ seed and prompts give the same samples; the samples do depend on how the prompts
 **Speed on CPU.** A decode step multiplies a few rows by every weight matrix, and a float32
 CPU matrix product repacks its weight operand at every call: on the online benchmark's
 8M-parameter model that repacking, not the arithmetic, took most of the sampling time. While
-it samples, :func:`sample` therefore packs each plain ``nn.Linear``'s weights once into
-oneDNN's layout for the batch's row count and the decode steps multiply with them
+it samples, :func:`sample` therefore packs each plain ``nn.Linear``'s weights of at least 1 MiB
+(:data:`MIN_PACKED_BYTES`) once into oneDNN's layout for the batch's row count and the decode steps multiply with them
 (``torch.ops.mkldnn._linear_pointwise``; the prompt pass, whose row count changes with the
 prompts' length, multiplies as usual, so oneDNN builds kernels for one shape per matrix); the
 modules are restored on the way out, even on an error. On that benchmark sampling takes a
@@ -433,6 +433,13 @@ def sample(
             m.train(mode)
 
 
+MIN_PACKED_BYTES = 1 << 20
+"""The smallest weight matrix :func:`sample` packs. Below it oneDNN's call costs more than MKL's
+repacking: for 16 rows on 2 cores, a 64×64 or 256×256 matrix took 1.2–2.5× as long packed, a
+1024×256 one (1 MiB) about as long, an 8000×256 one a third (``benchmarks/bench_sampling.py``
+times whole calls)."""
+
+
 def _packable(module: torch.nn.Module) -> bool:
     weight = getattr(module, "weight", None)
     return (
@@ -440,6 +447,7 @@ def _packable(module: torch.nn.Module) -> bool:
         and type(weight) is torch.nn.Parameter  # not a DTensor (FSDP2) or other subclass
         and weight.device.type == "cpu"
         and weight.dtype == torch.float32
+        and weight.numel() * weight.element_size() >= MIN_PACKED_BYTES
         and "forward" not in vars(module)  # not wrapped by someone else (accelerate's hooks)
     )
 
