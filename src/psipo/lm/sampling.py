@@ -62,11 +62,12 @@ seed and prompts give the same samples; the samples do depend on how the prompts
 CPU matrix product repacks its weight operand at every call: on the online benchmark's
 8M-parameter model that repacking, not the arithmetic, took most of the sampling time. While
 it samples, :func:`sample` therefore packs each plain ``nn.Linear``'s weights of at least 1 MiB
-(:data:`MIN_PACKED_BYTES`) once into oneDNN's layout for the batch's row count and the decode steps multiply with them
-(``torch.ops.mkldnn._linear_pointwise``; the prompt pass, whose row count changes with the
-prompts' length, multiplies as usual, so oneDNN builds kernels for one shape per matrix); the
-modules are restored on the way out, even on an error. On that benchmark sampling takes a
-quarter less time, and a run's peak memory grows by about 10 MiB, most of it oneDNN's code.
+(:data:`MIN_PACKED_BYTES`) once into oneDNN's layout for the batch's row count, and the decode
+steps multiply with them (``torch.ops.mkldnn._linear_pointwise``; the prompt pass, whose row
+count changes with the prompts' length, multiplies as usual, so oneDNN builds kernels for one
+shape per matrix); the modules are restored on the way out, even on an error. On that model
+sampling takes about a fifth less time (``benchmarks/bench_sampling.py``), and a run's peak
+memory grows by about 10 MiB, most of it oneDNN's code.
 The products are the same up to float rounding (the tests check the tokens are identical).
 Linears of other devices or dtypes, subclasses (LoRA, quantised layers), sharded (DTensor)
 weights and modules whose ``forward`` something else already replaced (accelerate's
@@ -440,6 +441,10 @@ repacking: for 16 rows on 2 cores, a 64×64 or 256×256 matrix took 1.2–2.5× 
 times whole calls)."""
 
 
+def _size(weight: torch.Tensor) -> int:
+    return weight.numel() * weight.element_size()
+
+
 def _packable(module: torch.nn.Module) -> bool:
     weight = getattr(module, "weight", None)
     return (
@@ -447,7 +452,7 @@ def _packable(module: torch.nn.Module) -> bool:
         and type(weight) is torch.nn.Parameter  # not a DTensor (FSDP2) or other subclass
         and weight.device.type == "cpu"
         and weight.dtype == torch.float32
-        and weight.numel() * weight.element_size() >= MIN_PACKED_BYTES
+        and _size(weight) >= MIN_PACKED_BYTES
         and "forward" not in vars(module)  # not wrapped by someone else (accelerate's hooks)
     )
 
@@ -466,10 +471,9 @@ def _prepacked_linears(models: Sequence[Any], *, rows: int) -> Iterator[int]:
         if torch.backends.mkldnn.is_available():
             budget = _packing_budget()
             for module in (m for model in models for m in model.modules() if _packable(m)):
-                size = module.weight.numel() * module.weight.element_size()
-                if size > budget:
+                if _size(module.weight) > budget:
                     continue
-                budget -= size
+                budget -= _size(module.weight)
                 try:
                     weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), batch_size=rows)
                 except (AttributeError, RuntimeError):
