@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from pair_oracle import assert_evaluation_matches
+from pair_oracle import assert_evaluation_matches, cut_by_limits
 
 from psipo.errors import PsipoInputError
 from psipo.lm.evaluate import evaluate, load_evaluate_config
@@ -614,3 +614,20 @@ def test_an_empty_judge_or_reward_is_refused_even_beside_a_judge_object(online_c
     # given an object, the run would ignore the config's value, then write it into config.yaml and the card
     with pytest.raises(PsipoInputError, match=rf"^--{key}: empty; give a reward-model folder or package.module:function$"):
         train_online(load_online_config(None, online_config | keys), prompts=prompts, judge=judge_of(keys.get("algorithm", "online_ipo")))
+
+
+def test_the_progress_line_says_how_many_held_out_prompts_and_pairs_were_cut(pairs_config, prompts, pairs_file):
+    from psipo.lm.model import load_tokenizer
+
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    keys = {"max_steps": 1, "max_prompt_length": 6, "max_new_tokens": 4}
+    config = load_online_config(None, pairs_config | keys)
+    result = train_online(config, prompts=prompts, eval_prompts=prompts[:5], eval_pairs=rows, judge=judge_of("online_ipo"))
+    tokenizer = load_tokenizer(config.model_config)
+    pairs_cut = cut_by_limits(rows, tokenizer, max_prompt_length=6, max_length=10)
+    prompts_cut = sum(len(tokenizer(p)["input_ids"]) > 6 for p in prompts[:5])
+    assert pairs_cut > 0 and prompts_cut > 0
+    assert result.eval_data.held_out_summary() == (
+        f"5 held-out prompts ({prompts_cut} cut to max_prompt_length, keeping their end) and "
+        f"10 held-out pairs ({pairs_cut} cut to max_prompt_length + max_new_tokens)"
+    )

@@ -681,3 +681,19 @@ def test_no_pair_left_says_what_was_dropped(base_config):
     with pytest.raises(PsipoInputError, match=r"train_data: no training pairs: 0 pairs from 3 rows \(.*3 with identical "
                        r"chosen and rejected dropped"):
         train(load_train_config(None, base_config), train_pairs=same)
+
+
+def test_the_progress_line_says_how_many_held_out_pairs_were_cut(base_config, train_file, rows, capsys):
+    from pair_oracle import cut_by_limits
+
+    from psipo.lm.fixtures import make_synthetic_preferences
+    from psipo.lm.model import load_tokenizer
+
+    held_out = make_synthetic_preferences(8, vocab=64, seed=21)  # the fixture tokenizer's vocabulary
+    config = load_train_config(
+        None, base_config | {"train_data": str(train_file), "max_steps": 1, "progress": True, "max_length": 9, "max_prompt_length": 5}
+    )
+    train(config, eval_pairs=held_out)
+    cut = cut_by_limits(held_out, load_tokenizer(config.model_config), max_prompt_length=5, max_length=9)
+    assert cut > 0
+    assert f", 8 held out ({cut} cut to max_length / max_prompt_length)" in capsys.readouterr().err

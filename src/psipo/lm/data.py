@@ -94,9 +94,14 @@ class TokenizedData:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def cut_note(self, limits: str) -> str:
+        """`` (N cut to <limits>)`` where pairs were cut to the run's length ``limits``, else
+        nothing: held-out figures are of the pairs as cut."""
+        return f" ({self.n_truncated} cut to {limits})" if self.n_truncated else ""
+
     def held_out_summary(self) -> str:
         """What a run's progress line says of these pairs held out."""
-        return f"{len(self.pairs)} held out"
+        return f"{len(self.pairs)} held out{self.cut_note('max_length / max_prompt_length')}"
 
     def fingerprint(self) -> str:
         """A hash of the pairs' tokens (resume checks, caches)."""

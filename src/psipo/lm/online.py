@@ -315,9 +315,12 @@ class PromptData:
 
         return hashlib.sha256(json.dumps(self.ids).encode()).hexdigest()[:16]
 
+    def cut_note(self) -> str:
+        """`` (N cut to max_prompt_length, …)`` where prompts were cut, else nothing."""
+        return f" ({self.n_truncated} cut to max_prompt_length, keeping their end)" if self.n_truncated else ""
+
     def summary(self) -> str:
-        cut = f" ({self.n_truncated} cut to max_prompt_length, keeping their end)" if self.n_truncated else ""
-        return f"{len(self.ids)} prompts from {self.source}{cut}"
+        return f"{len(self.ids)} prompts from {self.source}{self.cut_note()}"
 
 
 @dataclasses.dataclass
@@ -339,10 +342,13 @@ class HeldOut:
         return hashlib.sha256(f"{prompts}|{self.pairs.fingerprint()}".encode()).hexdigest()[:16]
 
     def held_out_summary(self) -> str:
-        """What a run's progress line says of what it holds out (as :class:`TokenizedData`'s)."""
-        parts = [f"{len(self.prompts)} held-out prompts"] if self.prompts is not None else []
+        """What a run's progress line says of what it holds out (as :class:`TokenizedData`'s),
+        with how many prompts and pairs were cut to the run's length limits."""
+        parts = []
+        if self.prompts is not None:
+            parts.append(f"{len(self.prompts)} held-out prompts{self.prompts.cut_note()}")
         if self.pairs is not None:
-            parts.append(f"{len(self.pairs)} held-out pairs")
+            parts.append(f"{len(self.pairs)} held-out pairs{self.pairs.cut_note(OnlineConfig.MAX_LENGTH_KEYS)}")
         return " and ".join(parts)
 
 
