@@ -23,6 +23,7 @@ import threading
 import time
 import typing
 
+from psipo._memory import keep_freed_memory
 from psipo.errors import PsipoInputError, PsipoNonFiniteError, PsipoTerminated, PsipoUploadError
 
 # Each subcommand lives in its own module; importing lazily keeps `psipo solve` from paying
@@ -188,6 +189,7 @@ def set_mkl_defaults() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     set_mkl_defaults()
+    keep_freed_memory()  # a step's freed memory serves the next without page faults (psipo._memory)
     with _InterruptWatch() as watch, _named_stdout():
         try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
             argv = list(sys.argv[1:] if argv is None else argv)
