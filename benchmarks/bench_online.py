@@ -39,8 +39,14 @@ a slow spell of a few steps does not move; the whole-run figures are printed bes
 Targets (2 CPU cores): psipo ≥ 1.5× TRL's generated tokens/s at ≤ 0.7× its peak RSS, for
 each algorithm.
 
+Each tool runs with its own process settings: the ``psipo`` command fixes glibc's mmap and trim
+thresholds (:mod:`psipo._memory`), TRL runs with glibc's defaults. ``--trl-with-psipo-malloc``
+gives TRL's processes the same thresholds through glibc's environment variables, to show how
+much of the gap that setting is.
+
     python benchmarks/bench_online.py                          # the full benchmark
     python benchmarks/bench_online.py --quick --out /tmp/b     # a tiny smoke run (one repeat)
+    python benchmarks/bench_online.py --trl-with-psipo-malloc  # TRL with psipo's malloc thresholds
 
 Writes OUT/online_bench.json (every figure and the matched settings).
 """
@@ -368,7 +374,16 @@ def run_psipo(algorithm: str, w: OnlineWorkload, fixture: dict, work: Path) -> d
     return result
 
 
-def run_trl(algorithm: str, w: OnlineWorkload, fixture: dict, work: Path) -> dict:
+def psipo_malloc_env() -> dict[str, str]:
+    """glibc's environment variables for the thresholds the ``psipo`` command sets by ``mallopt``."""
+    from psipo._memory import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
+
+    return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES)}
+
+
+def run_trl(
+    algorithm: str, w: OnlineWorkload, fixture: dict, work: Path, *, malloc_env: dict[str, str] | None = None
+) -> dict:
     run_dir = work / f"trl_{algorithm}"
     run_dir.mkdir(parents=True)
     settings = {
@@ -383,7 +398,8 @@ def run_trl(algorithm: str, w: OnlineWorkload, fixture: dict, work: Path) -> dic
         sys.executable, str(HERE / "_online_trl_worker.py"), algorithm, str(settings_file),
         str(run_dir), "--threads", str(w.threads),
     ]  # fmt: skip
-    result = measure(command, log=run_dir / "log.txt", env=child_env(w, run_dir / "cache"))
+    env = child_env(w, run_dir / "cache") | (malloc_env or {})
+    result = measure(command, log=run_dir / "log.txt", env=env)
     result["config"] = settings["config"]
     if result["exit_code"] == 0:
         result.update(json.loads((run_dir / "result.json").read_text()))
@@ -512,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-trl", action="store_true", help="run psipo only")
     parser.add_argument("--skip-psipo", action="store_true", help="run TRL only")
+    parser.add_argument(
+        "--trl-with-psipo-malloc",
+        action="store_true",
+        help="run TRL with the glibc malloc thresholds the psipo command sets (default: glibc's own)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="keep fixture and run folders here")
     args = parser.parse_args(argv)
 
@@ -542,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         runs: dict[str, list[dict]] = {}
+        trl_malloc_env = psipo_malloc_env() if args.trl_with_psipo_malloc else {}
         # Repeats interleave the tools, so that a slow spell of a shared machine falls on both.
         for repeat in range(args.repeats):
             for algorithm in args.algorithms:
@@ -551,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
                     name = f"{tool}_{algorithm}"
                     print(f"running {name} #{repeat + 1} ...", flush=True)
                     repeat_dir = work / f"repeat{repeat + 1}"
-                    run = (run_psipo if tool == "psipo" else run_trl)(algorithm, w, fixture, repeat_dir)
+                    if tool == "psipo":
+                        run = run_psipo(algorithm, w, fixture, repeat_dir)
+                    else:
+                        run = run_trl(algorithm, w, fixture, repeat_dir, malloc_env=trl_malloc_env)
                     runs.setdefault(name, []).append(run)
                     if run["exit_code"] != 0 or "train_s" not in run:
                         log = repeat_dir / name / "log.txt"
@@ -565,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         medians, verdict = summarise(runs, w)
 
     print_table(runs, medians, verdict, w)
+    print("TRL's malloc: " + (f"psipo's thresholds ({trl_malloc_env})" if trl_malloc_env else "glibc's defaults"))
     for algorithm in args.algorithms:
         differ = unmatched(settings[algorithm])
         print(f"{algorithm}: settings matched" + (f" except {differ}" if differ else ""))
@@ -581,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": settings,
         "not_matched": NOT_MATCHED,
         "trl_classes": TRL_CLASSES,
+        "trl_malloc": trl_malloc_env or "glibc's defaults",
         "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
         "versions": _versions(),
         "psipo_source": psipo_source,

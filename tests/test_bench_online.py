@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_memory import PAGES_PER_STEP, _probe, glibc_only
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -79,3 +80,9 @@ def test_trl_accepts_its_settings(tmp_path, algorithm):
     assert config.max_steps == w.steps and config.generation_kwargs == {
         "min_new_tokens": w.max_new_tokens
     }
+
+
+@glibc_only
+def test_trl_given_psipos_malloc_thresholds_keeps_freed_memory_as_the_psipo_command_does():
+    # --trl-with-psipo-malloc: glibc's environment variables must act as the command's mallopt.
+    assert _probe("default", **_bench().psipo_malloc_env())[1] < PAGES_PER_STEP // 32
