@@ -261,3 +261,16 @@ def test_the_keys_a_resume_may_change_are_the_ones_the_code_lets_through():
     sentence = re.search(r"initial weights that changed on disk; only (.*?) may change\.", README, re.S).group(1)
     named = set(re.findall(r"`([a-z_]+)`", sentence))
     assert named == (RESUMABLE_KEYS - {"resume", "overwrite"}) | set(DATA_KEYS)
+
+
+def test_the_malloc_settings_it_gives_are_the_commands():
+    from psipo._memory import (
+        MMAP_THRESHOLD_BYTES,
+        OPT_OUT_VARIABLE,
+        TRIM_THRESHOLD_BYTES,
+        USER_MALLOC_VARIABLES,
+    )
+
+    assert f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD_BYTES} MALLOC_TRIM_THRESHOLD_={TRIM_THRESHOLD_BYTES}" in README
+    assert f"`{OPT_OUT_VARIABLE}=0`" in README
+    assert all(f"`{name}`" in README for name in USER_MALLOC_VARIABLES)
