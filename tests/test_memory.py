@@ -85,6 +85,7 @@ def test_the_psipo_command_fixes_them_before_anything_else():
         {"MALLOC_TRIM_THRESHOLD_": "268435456"},
         {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=268435456"},
         {"PSIPO_KEEP_FREED_MEMORY": "0"},
+        {"PSIPO_KEEP_FREED_MEMORY": "Off"},
     ],
 )
 def test_the_users_own_malloc_setting_is_left_alone(env):
@@ -97,3 +98,16 @@ def test_what_counts_as_the_users_setting():
     assert not user_configured_malloc({"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "MALLOC_ARENA_MAX": "2"})
     assert user_configured_malloc({"MALLOC_MMAP_THRESHOLD_": "1048576"})
     assert user_configured_malloc({"GLIBC_TUNABLES": "glibc.pthread.rseq=0:glibc.malloc.top_pad=0"})
+
+
+def test_an_unknown_switch_value_is_one_line_naming_the_variable():
+    env = {k: v for k, v in os.environ.items() if not user_configured_malloc({k: v})}
+    done = subprocess.run(
+        [sys.executable, "-m", "psipo", "plot", "no-such-run"],
+        capture_output=True, text=True, env=env | {"PSIPO_KEEP_FREED_MEMORY": "maybe"}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        "psipo: error: PSIPO_KEEP_FREED_MEMORY='maybe' in the environment: expected 0 (glibc's own malloc "
+        "thresholds) or 1\n"
+    )

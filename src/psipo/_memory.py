@@ -28,6 +28,8 @@ import ctypes
 import os
 import sys
 
+from psipo.errors import PsipoInputError
+
 M_TRIM_THRESHOLD = -1
 """glibc's ``mallopt`` parameter number of the trim threshold (malloc.h)."""
 M_MMAP_THRESHOLD = -3
@@ -41,6 +43,8 @@ USER_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MA
 """glibc's own environment settings of the same behaviour: any of them means the user chose."""
 OPT_OUT_VARIABLE = "PSIPO_KEEP_FREED_MEMORY"
 """Set to ``0``: the psipo command leaves glibc's malloc at its defaults."""
+SWITCH_VALUES = {"0": False, "false": False, "no": False, "off": False, "1": True, "true": True, "yes": True, "on": True}
+"""What :data:`OPT_OUT_VARIABLE` may be set to (any case); unset means on."""
 
 
 def user_configured_malloc(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
@@ -62,8 +66,14 @@ def keep_freed_memory() -> bool:
 
     Returns whether both were set: False off Linux, with another C library, or when the
     environment configures glibc's malloc itself or opts out (:data:`OPT_OUT_VARIABLE`).
+    Raises :class:`~psipo.errors.PsipoInputError` for a value of that variable it does not know.
     """
-    if os.environ.get(OPT_OUT_VARIABLE) == "0":
+    switch = os.environ.get(OPT_OUT_VARIABLE, "1")
+    if switch.strip().lower() not in SWITCH_VALUES:
+        raise PsipoInputError(
+            f"{OPT_OUT_VARIABLE}={switch!r} in the environment: expected 0 (glibc's own malloc thresholds) or 1"
+        )
+    if not SWITCH_VALUES[switch.strip().lower()]:
         return False
     if not sys.platform.startswith("linux") or not _glibc() or user_configured_malloc():
         return False

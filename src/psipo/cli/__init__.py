@@ -189,9 +189,9 @@ def set_mkl_defaults() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     set_mkl_defaults()
-    keep_freed_memory()  # a step's freed memory serves the next without page faults (psipo._memory)
     with _InterruptWatch() as watch, _named_stdout():
         try:  # around everything: Ctrl-C may come while build_parser imports a subcommand's libraries
+            keep_freed_memory()  # a step's freed memory serves the next without page faults (psipo._memory)
             argv = list(sys.argv[1:] if argv is None else argv)
             parser = build_parser(only=_subcommand_from(argv))
             args = parser.parse_args(argv)
