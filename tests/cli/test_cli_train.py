@@ -208,7 +208,7 @@ def test_skip_invalid_reports_the_count(workdir, capsys, monkeypatch):
     captured = capsys.readouterr()
     # The data summary is printed once, at the start of the run (it used to come twice).
     assert (captured.out + captured.err).count("1 pairs from 2 rows (1 invalid skipped") == 1
-    assert "1 invalid skipped, 0 empty after truncation dropped, 0 with identical chosen and rejected dropped, 0 truncated), 8 held out" in captured.err
+    assert "1 invalid skipped, 0 empty after truncation dropped, 0 with identical chosen and rejected dropped, 0 truncated), 8 held-out pairs" in captured.err
 
 
 @pytest.mark.slow

@@ -616,7 +616,7 @@ def test_an_empty_judge_or_reward_is_refused_even_beside_a_judge_object(online_c
         train_online(load_online_config(None, online_config | keys), prompts=prompts, judge=judge_of(keys.get("algorithm", "online_ipo")))
 
 
-def test_the_progress_line_says_how_many_held_out_prompts_and_pairs_were_cut(pairs_config, prompts, pairs_file):
+def test_the_progress_line_and_the_card_say_how_many_held_out_prompts_and_pairs_were_cut(pairs_config, prompts, pairs_file):
     from psipo.lm.model import load_tokenizer
 
     rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
@@ -627,7 +627,9 @@ def test_the_progress_line_says_how_many_held_out_prompts_and_pairs_were_cut(pai
     pairs_cut = cut_by_limits(rows, tokenizer, max_prompt_length=6, max_length=10)
     prompts_cut = sum(len(tokenizer(p)["input_ids"]) > 6 for p in prompts[:5])
     assert pairs_cut > 0 and prompts_cut > 0
-    assert result.eval_data.held_out_summary() == (
+    said = (
         f"5 held-out prompts ({prompts_cut} cut to max_prompt_length, keeping their end) and "
         f"10 held-out pairs ({pairs_cut} cut to max_prompt_length + max_new_tokens)"
     )
+    assert result.eval_data.held_out_summary() == said
+    assert f"\n\nThe held-out column is of {said}.\n" in (result.run_dir / "final" / "README.md").read_text()

@@ -683,7 +683,7 @@ def test_no_pair_left_says_what_was_dropped(base_config):
         train(load_train_config(None, base_config), train_pairs=same)
 
 
-def test_the_progress_line_says_how_many_held_out_pairs_were_cut(base_config, train_file, rows, capsys):
+def test_the_progress_line_and_the_card_say_how_many_held_out_pairs_were_cut(base_config, train_file, rows, capsys):
     from pair_oracle import cut_by_limits
 
     from psipo.lm.fixtures import make_synthetic_preferences
@@ -693,7 +693,10 @@ def test_the_progress_line_says_how_many_held_out_pairs_were_cut(base_config, tr
     config = load_train_config(
         None, base_config | {"train_data": str(train_file), "max_steps": 1, "progress": True, "max_length": 9, "max_prompt_length": 5}
     )
-    train(config, eval_pairs=held_out)
+    result = train(config, eval_pairs=held_out)
     cut = cut_by_limits(held_out, load_tokenizer(config.model_config), max_prompt_length=5, max_length=9)
     assert cut > 0
-    assert f", 8 held out ({cut} cut to max_length / max_prompt_length)" in capsys.readouterr().err
+    said = f"8 held-out pairs ({cut} cut to max_length / max_prompt_length)"
+    assert f", {said}" in capsys.readouterr().err
+    card = (result.run_dir / "final" / "README.md").read_text()
+    assert "| held-out (step 1) |" in card and f"\n\nThe held-out column is of {said}.\n" in card

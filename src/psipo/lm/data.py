@@ -101,7 +101,7 @@ class TokenizedData:
 
     def held_out_summary(self) -> str:
         """What a run's progress line says of these pairs held out."""
-        return f"{len(self.pairs)} held out{self.cut_note('max_length / max_prompt_length')}"
+        return f"{len(self.pairs)} held-out pairs{self.cut_note('max_length / max_prompt_length')}"
 
     def fingerprint(self) -> str:
         """A hash of the pairs' tokens (resume checks, caches)."""

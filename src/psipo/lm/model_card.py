@@ -101,11 +101,18 @@ def hub_name(name: str | None) -> str | None:
 
 
 def model_card(
-    config: Any, *, command: str, history: Sequence[Mapping[str, Any]], folder: str | os.PathLike, processes: int = 1
+    config: Any,
+    *,
+    command: str,
+    history: Sequence[Mapping[str, Any]],
+    folder: str | os.PathLike,
+    processes: int = 1,
+    held_out: str = "",
 ) -> str:
     """The ``README.md`` of ``folder``, the ``final/`` model of a ``command`` run ("psipo train",
     "psipo online" or "psipo reward") of ``config`` on ``processes`` processes, whose metrics
-    records are ``history``."""
+    records are ``history``. ``held_out`` says what the held-out figures are of, as the run's
+    progress line does ("8 held-out pairs (3 cut to max_length / max_prompt_length)")."""
     from psipo._config import to_dict
 
     reward_model = hasattr(config, "reward_objective")
@@ -125,7 +132,7 @@ def model_card(
         f"# {markdown_text(run_name)}",
         _summary(config, model, data),
         _training(config, command, history, processes),
-        _results(history),
+        _results(history, held_out),
         _usage(folder, reward_model=reward_model, lora=lora),
         "## Config\n\nThe run's `config.yaml`, every key as it ran:\n\n```yaml\n"
         + yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
@@ -208,8 +215,9 @@ def _training(config: Any, command: str, history: Sequence[Mapping[str, Any]], p
     return "## Training\n\n" + "\n".join(lines)
 
 
-def _results(history: Sequence[Mapping[str, Any]]) -> str:
-    """The last record's metrics, training beside held-out (the last record that has them)."""
+def _results(history: Sequence[Mapping[str, Any]], held_out: str) -> str:
+    """The last record's metrics, training beside held-out (the last record that has them), and
+    what the held-out column is of."""
     if not history:
         return ""
     last = history[-1]
@@ -219,11 +227,12 @@ def _results(history: Sequence[Mapping[str, Any]]) -> str:
     if not names:
         return ""
     rows = [f"| {name} | {_cell(last.get(name))} | {_cell(evaluated.get('eval_' + name))} |" for name in names]
-    held_out = f"held-out (step {evaluated['step']})" if evaluated else "held-out"
+    column = f"held-out (step {evaluated['step']})" if evaluated else "held-out"
+    of = f"\n\nThe held-out column is of {held_out}." if evaluated and held_out else ""
     return (
         f"## Results\n\nThe last metrics record, step {last.get('step')} (training columns average the steps "
         "since the record before; every record is in the run's `metrics.jsonl`):\n\n"
-        f"| metric | training | {held_out} |\n|---|---:|---:|\n" + "\n".join(rows)
+        f"| metric | training | {column} |\n|---|---:|---:|\n" + "\n".join(rows) + of
     )
 
 

@@ -335,6 +335,7 @@ def run_training(
                     card = model_card(
                         config, command=setup.command, history=setup.history, folder=final,
                         processes=setup.accelerator.num_processes,
+                        held_out=setup.eval_data.held_out_summary() if setup.eval_data is not None else "",
                     )  # fmt: skip
                     ckpt.save_final(setup.policy, setup.tokenizer, final, state, card=card)
 
