@@ -74,8 +74,9 @@ def test_fixed_thresholds_stop_the_page_faults_that_the_default_keeps_taking():
 
 
 @glibc_only
-def test_the_psipo_command_fixes_them_before_anything_else():
-    assert _probe("command")[1] < PAGES_PER_STEP // 32
+@pytest.mark.parametrize("switch", [{}, {"PSIPO_KEEP_FREED_MEMORY": ""}, {"PSIPO_KEEP_FREED_MEMORY": " YES "}])
+def test_the_psipo_command_fixes_them_before_anything_else(switch):
+    assert _probe("command", **switch)[1] < PAGES_PER_STEP // 32
 
 
 @glibc_only

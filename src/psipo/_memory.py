@@ -44,7 +44,7 @@ USER_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MA
 OPT_OUT_VARIABLE = "PSIPO_KEEP_FREED_MEMORY"
 """Set to ``0``: the psipo command leaves glibc's malloc at its defaults."""
 SWITCH_VALUES = {"0": False, "false": False, "no": False, "off": False, "1": True, "true": True, "yes": True, "on": True}
-"""What :data:`OPT_OUT_VARIABLE` may be set to (any case); unset means on."""
+"""What :data:`OPT_OUT_VARIABLE` may be set to (any case); unset or empty means on."""
 
 
 def user_configured_malloc(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
@@ -68,12 +68,12 @@ def keep_freed_memory() -> bool:
     environment configures glibc's malloc itself or opts out (:data:`OPT_OUT_VARIABLE`).
     Raises :class:`~psipo.errors.PsipoInputError` for a value of that variable it does not know.
     """
-    switch = os.environ.get(OPT_OUT_VARIABLE, "1")
-    if switch.strip().lower() not in SWITCH_VALUES:
+    switch = os.environ.get(OPT_OUT_VARIABLE, "").strip() or "1"  # set but empty: as unset
+    if switch.lower() not in SWITCH_VALUES:
         raise PsipoInputError(
             f"{OPT_OUT_VARIABLE}={switch!r} in the environment: expected 0 (glibc's own malloc thresholds) or 1"
         )
-    if not SWITCH_VALUES[switch.strip().lower()]:
+    if not SWITCH_VALUES[switch.lower()]:
         return False
     if not sys.platform.startswith("linux") or not _glibc() or user_configured_malloc():
         return False
